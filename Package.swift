@@ -1,0 +1,88 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "postie",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "postie", targets: ["postie"]),
+        .library(name: "POP3Core", targets: ["POP3Core"]),
+        .library(name: "POP3Server", targets: ["POP3Server"]),
+        .library(name: "MaildirStore", targets: ["MaildirStore"]),
+        .library(name: "PasswdFile", targets: ["PasswdFile"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
+    ],
+    targets: [
+        /// Wire types, parser, encoder, limits and message transforms: NIOCore only.
+        .target(
+            name: "POP3Core",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        /// Listeners, the session state machine and the storage/user seams (no storage code).
+        .target(
+            name: "POP3Server",
+            dependencies: [
+                "POP3Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        /// The Maildir backend; all file I/O runs on a thread pool.
+        .target(
+            name: "MaildirStore",
+            dependencies: [
+                "POP3Core", "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        /// crypt(3) from libxcrypt.
+        .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
+        /// Dovecot-style passwd-file user database.
+        .target(
+            name: "PasswdFile",
+            dependencies: [
+                "CCrypt", "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "postie",
+            dependencies: [
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ]
+        ),
+        .testTarget(name: "POP3CoreTests", dependencies: ["POP3Core"]),
+        .testTarget(
+            name: "POP3ServerTests",
+            dependencies: [
+                "POP3Core", "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
+        .testTarget(name: "PasswdFileTests", dependencies: ["PasswdFile", "POP3Server"]),
+    ]
+)

@@ -1,0 +1,377 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import POP3Core
+import POP3Server
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Users' mail in Maildirs, as Postfix, Exim, procmail and Dovecot write them.
+///
+/// Each user's Maildir is the folder holding `cur/`, `new/` and `tmp/`, found by expanding a
+/// template (`%u` user, `%n` local part, `%d` domain, `%h` or a leading `~` home, `%%` a percent
+/// sign). All file I/O runs on a thread pool, never on an event loop.
+public struct MaildirStore: MailStore {
+    /// Where each user's Maildir is, e.g. `/srv/mail/%d/%n` or `~/Maildir`.
+    public var template: String
+    let threadPool: NIOThreadPool
+    let logger: Logger
+    /// Called at each step of UPDATE; tests throw from it to simulate a crash there.
+    var commitHook: (@Sendable (CommitStep) throws -> Void)?
+
+    /// The steps of UPDATE, in order (see ``MaildirMaildrop/commit(deleting:)``).
+    enum CommitStep: Equatable, Sendable {
+        case beforeIndexWrite
+        case afterIndexWrite
+        case afterUnlink(Int)
+        case afterDirectorySync
+    }
+
+    public init(template: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.maildir")) {
+        self.template = template
+        self.threadPool = threadPool
+        self.logger = logger
+    }
+
+    /// Expands the template for a user; nil if the name could escape its directory.
+    public func path(for user: AuthenticatedUser) -> String? {
+        let name = user.name
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != "..", !name.contains("\0") else { return nil }
+        let at = name.lastIndex(of: "@")
+        let local = at.map { String(name[..<$0]) } ?? name
+        let domain = at.map { String(name[name.index(after: $0)...]) } ?? ""
+        guard local != ".", local != "..", domain != ".", domain != ".." else { return nil }
+        var result = ""
+        var chars = template.makeIterator()
+        var first = true
+        while let c = chars.next() {
+            defer { first = false }
+            if first && c == "~" {
+                guard let home = user.home, !home.isEmpty else { return nil }
+                result += home
+                continue
+            }
+            guard c == "%" else {
+                result.append(c)
+                continue
+            }
+            switch chars.next() {
+            case "u": result += name
+            case "n": result += local
+            case "d": result += domain
+            case "h":
+                guard let home = user.home, !home.isEmpty else { return nil }
+                result += home
+            case "%": result += "%"
+            case let other?: result += "%" + String(other)
+            case nil: result += "%"
+            }
+        }
+        return result
+    }
+
+    public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {
+        guard let path = path(for: user) else {
+            throw POP3BackendError.permanent("no usable Maildir path for user \(user.name) from template \(template)")
+        }
+        let hook = commitHook
+        let pool = threadPool
+        do {
+            return try await threadPool.runIfActive {
+                try MaildirMaildrop.open(path: path, threadPool: pool, commitHook: hook)
+            }
+        } catch let error as POP3BackendError {
+            throw error
+        } catch {
+            throw POP3BackendError.temporary("\(user.name): \(error)")
+        }
+    }
+}
+
+/// One session's view of a Maildir: the lock is held and the list is a snapshot from login.
+public final class MaildirMaildrop: Maildrop, Sendable {
+    public let messages: [MessageInfo]
+    let path: String
+    /// The file name in cur/ of each message, by index.
+    let fileNames: [String]
+    let index: UIDList
+    let threadPool: NIOThreadPool
+    let lock: MaildirLock
+    let commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+
+    init(
+        path: String, messages: [MessageInfo], fileNames: [String], index: UIDList,
+        threadPool: NIOThreadPool, lock: MaildirLock,
+        commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+    ) {
+        self.path = path
+        self.messages = messages
+        self.fileNames = fileNames
+        self.index = index
+        self.threadPool = threadPool
+        self.lock = lock
+        self.commitHook = commitHook
+    }
+
+    /// Locks the Maildir, finishes an interrupted UPDATE, moves new/ to cur/, assigns UIDs to
+    /// new messages and persists them before anyone can see them. Blocking: thread pool only.
+    static func open(
+        path: String, threadPool: NIOThreadPool,
+        commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+    ) throws -> MaildirMaildrop {
+        for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
+        let lock = try MaildirLock.acquire(path + "/postie.lock")
+        do {
+            return try openLocked(path: path, threadPool: threadPool, lock: lock, commitHook: commitHook)
+        } catch {
+            lock.release()
+            throw error
+        }
+    }
+
+    private static func openLocked(
+        path: String, threadPool: NIOThreadPool, lock: MaildirLock,
+        commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+    ) throws -> MaildirMaildrop {
+        let indexPath = path + "/" + UIDList.fileName
+        var index: UIDList
+        var changed = false
+        if let bytes = try POSIX.readFile(indexPath) {
+            do {
+                index = try UIDList(parsing: bytes)
+            } catch {
+                // A corrupt index cannot be trusted for UIDs: start a new UIDVALIDITY so that no
+                // UIDL is ever reused (clients download again, but nothing is lost).
+                let corrupt = indexPath + ".corrupt"
+                try POSIX.rename(indexPath, corrupt)
+                throw POP3BackendError.temporary("\(error) in \(path); moved aside to \(corrupt), retry to rebuild")
+            }
+        } else {
+            index = UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil)))
+            changed = true
+        }
+
+        // Finish a committed UPDATE that a crash interrupted: its deletions are decided.
+        var curNames = try POSIX.listDirectory(path + "/cur").filter { !$0.hasPrefix(".") }
+        if !index.tombstones.isEmpty {
+            var remaining: [String] = []
+            for name in curNames {
+                if index.tombstones.contains(baseName(name)) {
+                    try POSIX.unlinkIfPresent(path + "/cur/" + name)
+                } else {
+                    remaining.append(name)
+                }
+            }
+            for name in try POSIX.listDirectory(path + "/new") where index.tombstones.contains(baseName(name)) {
+                try POSIX.unlinkIfPresent(path + "/new/" + name)
+            }
+            try POSIX.fsyncDirectory(path + "/cur")
+            curNames = remaining
+            index.tombstones = []
+            changed = true
+        }
+
+        // New mail moves to cur/ when a session starts (Maildir convention; Dovecot does the same).
+        var moved = false
+        for name in try POSIX.listDirectory(path + "/new") where !name.hasPrefix(".") {
+            let target = name.contains(":2,") ? name : name + ":2,"
+            // A file that vanished was moved by another reader first.
+            if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) {
+                curNames.append(target)
+                moved = true
+            }
+        }
+        if moved { try POSIX.fsyncDirectory(path + "/cur"); try POSIX.fsyncDirectory(path + "/new") }
+
+        // Match files to index entries by base name; a base name seen twice keeps one UID.
+        var fileForBase: [String: String] = [:]
+        for name in curNames { fileForBase[baseName(name)] = name }
+        var entries: [UIDList.Entry] = []
+        var known = Set<String>()
+        for entry in index.entries {
+            if fileForBase[entry.baseName] != nil {
+                entries.append(entry)
+                known.insert(entry.baseName)
+            } else {
+                changed = true  // gone: expunged by another program
+            }
+        }
+        // New messages get UIDs in delivery order (Maildir names start with the time).
+        let fresh = fileForBase.keys.filter { !known.contains($0) }.sorted { a, b in
+            let ta = Int(a.prefix { $0.isNumber }) ?? 0
+            let tb = Int(b.prefix { $0.isNumber }) ?? 0
+            return ta != tb ? ta < tb : a < b
+        }
+        for base in fresh {
+            let file = path + "/cur/" + fileForBase[base]!
+            let size = try sizeFromName(fileForBase[base]!) ?? canonicalSize(of: file)
+            entries.append(UIDList.Entry(uid: index.nextUID, size: size, baseName: base))
+            index.nextUID += 1
+            changed = true
+        }
+        index.entries = entries
+        if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
+
+        return MaildirMaildrop(
+            path: path,
+            messages: entries.map { MessageInfo(uid: index.uidl(for: $0.uid), size: $0.size) },
+            fileNames: entries.map { fileForBase[$0.baseName]! },
+            index: index,
+            threadPool: threadPool,
+            lock: lock,
+            commitHook: commitHook
+        )
+    }
+
+    /// The part of a Maildir file name before the `:2,` info, stable across flag changes.
+    static func baseName(_ name: String) -> String {
+        if let colon = name.firstIndex(of: ":") { return String(name[..<colon]) }
+        return name
+    }
+
+    /// The `W=` (CRLF size) field some delivery agents, Dovecot's among them, put in names.
+    static func sizeFromName(_ name: String) throws -> Int? {
+        let base = baseName(name)
+        for field in base.split(separator: ",").dropFirst() where field.hasPrefix("W=") {
+            return Int(field.dropFirst(2))
+        }
+        return nil
+    }
+
+    /// Reads a message once to count its CRLF size.
+    static func canonicalSize(of file: String) throws -> Int {
+        let fd = try POSIX.open(file, O_RDONLY)
+        defer { close(fd) }
+        var counter = CanonicalSizeCounter()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(call: "read", path: file, errno: errno)
+            }
+            if n == 0 { break }
+            counter.add(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        return counter.finalSize
+    }
+
+    // MARK: - Maildrop
+
+    public func body(of index: Int, lines: Int?) async throws -> MessageBody {
+        let path = self.path
+        let name = fileNames[index]
+        let fd: Int32 = try await threadPool.runIfActive {
+            do {
+                return try POSIX.open(path + "/cur/" + name, O_RDONLY)
+            } catch let error as SystemError where error.errno == ENOENT {
+                // Flags changed by another program rename the file; find it by its base name.
+                let base = Self.baseName(name)
+                if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) {
+                    return try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
+                }
+                throw POP3BackendError(code: nil, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
+            }
+        }
+        return MaildirMessageBody(reader: MessageFileReader(fd: fd, topLines: lines), threadPool: threadPool)
+    }
+
+    public func commit(deleting indices: Set<Int>) async throws {
+        defer { lock.release() }
+        guard !indices.isEmpty else { return }
+        let path = self.path
+        let index = self.index
+        let fileNames = self.fileNames
+        let hook = commitHook
+        do {
+            try await threadPool.runIfActive {
+                try Self.applyDeletions(path: path, index: index, fileNames: fileNames, indices: indices, hook: hook)
+            }
+        } catch let error as POP3BackendError {
+            throw error
+        } catch {
+            throw POP3BackendError.temporary("UPDATE in \(path): \(error)")
+        }
+    }
+
+    /// UPDATE (RFC 1939 section 6), atomic: writing the index with tombstones is the commit
+    /// point; the unlinks after it are redone at the next open if a crash interrupts them.
+    static func applyDeletions(
+        path: String, index: UIDList, fileNames: [String], indices: Set<Int>,
+        hook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+    ) throws {
+        var updated = index
+        var doomed: [String] = []
+        var keep: [UIDList.Entry] = []
+        for (i, entry) in index.entries.enumerated() {
+            if indices.contains(i) {
+                updated.tombstones.insert(entry.baseName)
+                doomed.append(fileNames[i])
+            } else {
+                keep.append(entry)
+            }
+        }
+        updated.entries = keep
+        try hook?(.beforeIndexWrite)
+        try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
+        try hook?(.afterIndexWrite)
+        for (n, name) in doomed.enumerated() {
+            let file = path + "/cur/" + name
+            if Glibc.unlink(file) != 0 && errno == ENOENT {
+                // Renamed by a flag change since login: find it by base name.
+                let base = baseName(name)
+                if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { baseName($0) == base }) {
+                    try POSIX.unlinkIfPresent(path + "/cur/" + renamed)
+                }
+            }
+            try hook?(.afterUnlink(n))
+        }
+        try POSIX.fsyncDirectory(path + "/cur")
+        try hook?(.afterDirectorySync)
+    }
+
+    public func abandon() async {
+        lock.release()
+    }
+}
+
+/// An exclusive lock on a Maildir, held with flock(2) on `postie.lock` for the whole session.
+///
+/// flock locks belong to the open file description, so two sessions in one process exclude
+/// each other as two processes do, and the kernel drops the lock when a process dies.
+final class MaildirLock: Sendable {
+    private let fd: NIOLockedValueBox<Int32>
+
+    private init(fd: Int32) {
+        self.fd = NIOLockedValueBox(fd)
+    }
+
+    static func acquire(_ path: String) throws -> MaildirLock {
+        let fd = try POSIX.open(path, O_RDWR | O_CREAT, mode: 0o600)
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            close(fd)
+            if code == EWOULDBLOCK { throw POP3BackendError.inUse }
+            throw SystemError(call: "flock", path: path, errno: code)
+        }
+        return MaildirLock(fd: fd)
+    }
+
+    /// Releases the lock; idempotent.
+    func release() {
+        fd.withLockedValue { fd in
+            if fd >= 0 {
+                close(fd)
+                fd = -1
+            }
+        }
+    }
+
+    deinit { release() }
+}

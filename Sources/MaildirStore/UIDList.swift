@@ -1,0 +1,91 @@
+/// The per-Maildir index of UIDs and sizes, kept in the file `postie-uidlist`.
+///
+/// It makes UIDLs stable for ever (RFC 1939 section 7): each message, keyed by the base of its
+/// Maildir file name (the part before `:2,`, which never changes when flags do or when it moves
+/// from new/ to cur/), gets the next UID once, and UIDs are never reused because `nextUID` only
+/// grows. The UIDL sent is Dovecot's default `%08Xu%08Xv`: UID and UIDVALIDITY in hex.
+///
+/// The file also records tombstones: base names whose deletion was committed by a QUIT. The
+/// index is replaced atomically, so writing it is the commit point of UPDATE; unlinking the
+/// files comes after, and a crash in between is finished at the next open.
+///
+/// Format, one record per line:
+///
+///     POSTIE-UIDLIST 1 V1764234863 N4
+///     1 1532 1764234863.M1P100.host
+///     3 880 1764234900.M5P120.host
+///     D 1764234870.M2P101.host
+struct UIDList: Equatable, Sendable {
+    struct Entry: Equatable, Sendable {
+        var uid: UInt32
+        /// The canonical CRLF size (RFC 1939 section 5).
+        var size: Int
+        var baseName: String
+    }
+
+    static let fileName = "postie-uidlist"
+    static let magic = "POSTIE-UIDLIST"
+
+    var uidValidity: UInt32
+    var nextUID: UInt32
+    /// In UID order.
+    var entries: [Entry]
+    var tombstones: Set<String>
+
+    init(uidValidity: UInt32) {
+        self.uidValidity = uidValidity
+        self.nextUID = 1
+        self.entries = []
+        self.tombstones = []
+    }
+
+    /// The UIDL string for a UID: `%08X%08X` of UID and UIDVALIDITY, as Dovecot sends by default.
+    func uidl(for uid: UInt32) -> String {
+        Self.hex8(uid) + Self.hex8(uidValidity)
+    }
+
+    static func hex8(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
+
+    struct ParseError: Error, CustomStringConvertible {
+        var line: Int
+        var description: String { "postie-uidlist: line \(line) is corrupt" }
+    }
+
+    init(parsing bytes: [UInt8]) throws(ParseError) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: true).makeIterator()
+        guard let header = lines.next() else { throw ParseError(line: 1) }
+        let fields = header.split(separator: " ")
+        guard fields.count >= 4, fields[0] == Self.magic, fields[1] == "1",
+              fields[2].first == "V", let validity = UInt32(fields[2].dropFirst()),
+              fields[3].first == "N", let next = UInt32(fields[3].dropFirst())
+        else { throw ParseError(line: 1) }
+        uidValidity = validity
+        nextUID = next
+        entries = []
+        tombstones = []
+        var number = 1
+        while let line = lines.next() {
+            number += 1
+            if line.hasPrefix("D ") {
+                tombstones.insert(String(line.dropFirst(2)))
+                continue
+            }
+            let parts = line.split(separator: " ", maxSplits: 2)
+            guard parts.count == 3, let uid = UInt32(parts[0]), let size = Int(parts[1]), uid < nextUID else {
+                throw ParseError(line: number)
+            }
+            entries.append(Entry(uid: uid, size: size, baseName: String(parts[2])))
+        }
+    }
+
+    func serialized() -> [UInt8] {
+        var text = "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n"
+        for entry in entries { text += "\(entry.uid) \(entry.size) \(entry.baseName)\n" }
+        for name in tombstones.sorted() { text += "D \(name)\n" }
+        return Array(text.utf8)
+    }
+}

@@ -1,0 +1,119 @@
+import NIOCore
+import POP3Core
+
+/// One message as a session sees it: its unique-id and the exact size of its CRLF form.
+///
+/// - SeeAlso: RFC 1939 section 5 (LIST sizes) and section 7 (UIDL).
+public struct MessageInfo: Hashable, Sendable {
+    /// The unique-id: 1 to 70 characters in 0x21...0x7E, never reused.
+    public var uid: String
+    /// The octets RETR sends before dot-stuffing.
+    public var size: Int
+
+    public init(uid: String, size: Int) {
+        self.uid = uid
+        self.size = size
+    }
+}
+
+/// A login name and password as the client sent them. Never logged.
+public struct Credentials: Hashable, Sendable, CustomStringConvertible {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+
+    public var description: String { "Credentials(user: \(user), password: <hidden>)" }
+}
+
+/// A user whose credentials were accepted, with what the user database knows of them.
+public struct AuthenticatedUser: Sendable, Hashable {
+    /// The canonical login name (`%u`).
+    public var name: String
+    /// The home directory from the user database, if any.
+    public var home: String?
+    /// Extra fields (`key=value`) from the user database, e.g. `userdb_mail`.
+    public var extraFields: [String: String]
+
+    public init(name: String, home: String? = nil, extraFields: [String: String] = [:]) {
+        self.name = name
+        self.home = home
+        self.extraFields = extraFields
+    }
+}
+
+/// An error crossing the storage or user seam, carrying the POP3 response code the session
+/// renders (RFC 2449 section 8, RFC 3206). Backends never write protocol text themselves.
+public struct POP3BackendError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var code: POP3ResponseCode?
+    /// Text safe to show the client.
+    public var message: String
+    /// Detail for the server's log only (paths, errno); never sent to the client.
+    public var logDetail: String?
+
+    public init(code: POP3ResponseCode?, message: String, logDetail: String? = nil) {
+        self.code = code
+        self.message = message
+        self.logDetail = logDetail
+    }
+
+    /// Wrong user name or password; identical for both (RFC 3206 section 5).
+    public static let authFailed = POP3BackendError(code: .auth, message: "Authentication failed.")
+
+    /// The maildrop is locked by another session (RFC 2449 section 8.1.2).
+    public static let inUse = POP3BackendError(code: .inUse, message: "Mailbox is locked by another POP3 session.")
+
+    /// A temporary failure: the client may retry later (RFC 3206 section 4).
+    public static func temporary(_ logDetail: String) -> POP3BackendError {
+        POP3BackendError(code: .sysTemp, message: "Temporary server failure, try again later.", logDetail: logDetail)
+    }
+
+    /// A permanent failure that needs an administrator (RFC 3206 section 4).
+    public static func permanent(_ logDetail: String) -> POP3BackendError {
+        POP3BackendError(code: .sysPerm, message: "Permanent server failure.", logDetail: logDetail)
+    }
+
+    public var description: String {
+        var text = "[\(code.map { "\($0)" } ?? "-")] \(message)"
+        if let logDetail { text += " (\(logDetail))" }
+        return text
+    }
+}
+
+/// The body of a message as canonical CRLF bytes, not dot-stuffed, in chunks.
+public typealias MessageBody = any AsyncSequence<ByteBuffer, any Error> & Sendable
+
+/// Checks user names and passwords.
+public protocol UserDatabase: Sendable {
+    /// Returns the user if the password is right; throws ``POP3BackendError/authFailed`` for an
+    /// unknown user and a wrong password alike, in about the same time.
+    func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser
+}
+
+/// Where users' maildrops live.
+public protocol MailStore: Sendable {
+    /// Takes the user's exclusive maildrop lock (throws ``POP3BackendError/inUse`` if another
+    /// session holds it) and returns a snapshot of the maildrop.
+    func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop
+}
+
+/// A user's maildrop as one session sees it: locked, with a snapshot taken at login.
+public protocol Maildrop: Sendable {
+    /// The messages at login, in order: message number n is `messages[n - 1]`.
+    var messages: [MessageInfo] { get }
+
+    /// The canonical CRLF bytes of a message, unstuffed, streamed in chunks; with `lines`, the
+    /// header, blank line and that many body lines (TOP). Throws before any byte is produced if
+    /// the message cannot be read.
+    func body(of index: Int, lines: Int?) async throws -> MessageBody
+
+    /// The UPDATE state: deletes the messages at these indices (0-based) durably before
+    /// returning, then releases the lock.
+    func commit(deleting indices: Set<Int>) async throws
+
+    /// Releases the lock and deletes nothing (dropped connection, timeout, shutdown).
+    func abandon() async
+}

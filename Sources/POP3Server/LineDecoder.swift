@@ -1,0 +1,140 @@
+import NIOCore
+import POP3Core
+
+/// One line from the client, or the news that a line was too long and was discarded.
+public enum POP3InboundLine: Hashable, Sendable {
+    /// A line without its CRLF (a bare LF is accepted as a line end too).
+    case line(ByteBuffer)
+    /// A line longer than the limit; its bytes were dropped up to the next LF.
+    case tooLong
+}
+
+/// Splits the byte stream into lines, never buffering more than `maxLength` bytes of one line.
+///
+/// Unlike `LineBasedFrameDecoder` this has a cap: a longer line is reported once as
+/// ``POP3InboundLine/tooLong`` and skipped, so a client cannot make the server buffer without
+/// bound (the cap is ``POP3Limits/maxLineLength``).
+public struct POP3LineDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = POP3InboundLine
+
+    public let maxLength: Int
+    private var discarding = false
+    private var searchedUpTo = 0
+
+    public init(maxLength: Int = POP3Limits.maxLineLength) {
+        self.maxLength = maxLength
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let view = buffer.readableBytesView
+        let start = view.startIndex + searchedUpTo
+        guard let lf = view[start...].firstIndex(of: UInt8(ascii: "\n")) else {
+            if buffer.readableBytes > maxLength {
+                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+                searchedUpTo = 0
+                if !discarding {
+                    discarding = true
+                    context.fireChannelRead(wrapInboundOut(.tooLong))
+                }
+            } else {
+                searchedUpTo = buffer.readableBytes
+            }
+            return .needMoreData
+        }
+        let lineLength = lf - view.startIndex
+        searchedUpTo = 0
+        if discarding {
+            buffer.moveReaderIndex(forwardBy: lineLength + 1)
+            discarding = false
+            return .continue
+        }
+        var line = buffer.readSlice(length: lineLength)!
+        buffer.moveReaderIndex(forwardBy: 1)
+        if line.readableBytesView.last == UInt8(ascii: "\r") {
+            line.moveWriterIndex(to: line.writerIndex - 1)
+        }
+        if line.readableBytes > maxLength {
+            context.fireChannelRead(wrapInboundOut(.tooLong))
+        } else {
+            context.fireChannelRead(wrapInboundOut(.line(line)))
+        }
+        return .continue
+    }
+
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // A partial line at EOF is a dropped client, not a command: RFC 1939 section 6 says a
+        // session that ends without QUIT must not enter UPDATE, so the bytes are ignored.
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+        return .needMoreData
+    }
+}
+
+/// Closes a connection that has been idle (nothing read or written) for too long, telling the
+/// client why first. Dovecot's default and RFC 1939 section 3's minimum are 10 minutes.
+public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private let timeout: TimeAmount
+    private var lastActivity: NIODeadline = .now()
+    private var scheduled: Scheduled<Void>?
+
+    public init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { schedule(context: context, in: timeout) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        schedule(context: context, in: timeout)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        scheduled?.cancel()
+        scheduled = nil
+        context.fireChannelInactive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        scheduled?.cancel()
+        scheduled = nil
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastActivity = .now()
+        context.fireChannelRead(data)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        lastActivity = .now()
+        context.write(data, promise: promise)
+    }
+
+    private func schedule(context: ChannelHandlerContext, in delay: TimeAmount) {
+        scheduled?.cancel()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        scheduled = context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = loopBound.value
+            handler.check(context: context)
+        }
+    }
+
+    private func check(context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        let idle = NIODeadline.now() - lastActivity
+        if idle >= timeout {
+            var buffer = context.channel.allocator.buffer(capacity: 64)
+            buffer.writePOP3Response(.err("Disconnected for inactivity."))
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            context.close(promise: nil)
+        } else {
+            schedule(context: context, in: timeout - idle)
+        }
+    }
+}

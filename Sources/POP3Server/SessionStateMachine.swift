@@ -1,0 +1,328 @@
+import POP3Core
+
+/// The POP3 session as RFC 1939 section 3 describes it: AUTHORIZATION, TRANSACTION, UPDATE.
+///
+/// A plain value with no I/O: the connection feeds it commands and performs the ``Action`` it
+/// returns (answer, check a password, open the maildrop, stream a message, commit deletions),
+/// then reports the outcome back. This keeps every protocol rule testable without a socket.
+public struct POP3SessionStateMachine: Sendable {
+    /// What the session knows of a logged-in maildrop.
+    public struct Transaction: Sendable {
+        public var user: String
+        public var messages: [MessageInfo]
+        /// Indices (0-based) marked by DELE; applied only in UPDATE.
+        public var deleted: Set<Int> = []
+        public var counters = Counters()
+    }
+
+    /// Per-session statistics for the logout line, as Dovecot's `pop3_logout_format` prints them.
+    public struct Counters: Sendable, Hashable {
+        public var topCount = 0
+        public var topBytes = 0
+        public var retrCount = 0
+        public var retrBytes = 0
+    }
+
+    public enum State: Sendable {
+        /// AUTHORIZATION; `user` is the name given by USER, if any.
+        case authorization(user: String?)
+        /// AUTHORIZATION, waiting for the user database and the maildrop lock.
+        case authenticating(user: String)
+        case transaction(Transaction)
+        /// UPDATE: deletions are being committed.
+        case update(Transaction)
+        case closed
+    }
+
+    /// What the connection must do next.
+    public enum Action: Sendable, Equatable {
+        /// Send one status line.
+        case send(POP3Response)
+        /// Send a multi-line response: the status line, these lines dot-stuffed, then ".".
+        case sendMultiLine(POP3Response, [String])
+        /// Check these credentials, open the maildrop, then call ``loginSucceeded(messages:)``
+        /// or ``loginFailed(_:)``.
+        case authenticate(Credentials)
+        /// Send the status line, then the message body (all of it, or TOP's `lines`), then
+        /// call ``messageSent(index:lines:bytes:)``.
+        case sendMessage(index: Int, lines: Int?, status: POP3Response)
+        /// Enter UPDATE: commit these deletions, then call ``updateFinished(error:)``.
+        case commit(deleting: Set<Int>)
+        /// Send this line (if any) and close the connection; the maildrop, if open, is abandoned.
+        case close(POP3Response?)
+        /// Nothing to do.
+        case none
+    }
+
+    public private(set) var state: State = .authorization(user: nil) {
+        didSet {
+            switch state {
+            case .transaction(let t), .update(let t): lastTransaction = t
+            default: break
+            }
+        }
+    }
+    /// The transaction as it was last seen, kept after the session closes for the logout line.
+    private var lastTransaction: Transaction?
+    /// How many deletions UPDATE applied.
+    public private(set) var appliedDeletions = 0
+    private var badCommands = 0
+    /// Capabilities offered in AUTHORIZATION and TRANSACTION.
+    public var implementationName: String
+
+    public init(implementationName: String = "Postie") {
+        self.implementationName = implementationName
+    }
+
+    /// The logged-in user, if any.
+    public var user: String? {
+        switch state {
+        case .transaction(let t), .update(let t): t.user
+        case .authenticating(let user): user
+        case .authorization, .closed: nil
+        }
+    }
+
+    /// The user who logged in during this session, even after it closed.
+    public var loggedInUser: String? { lastTransaction?.user }
+
+    /// The transaction, if the session is logged in.
+    public var transaction: Transaction? {
+        switch state {
+        case .transaction(let t), .update(let t): t
+        default: nil
+        }
+    }
+
+    /// The capabilities for `CAPA` in the current state (RFC 2449 section 5).
+    public var capabilities: [POP3Capability] {
+        var list: [POP3Capability] = [.top, .uidl]
+        if case .authorization = state { list.append(.user) }
+        list += [
+            .respCodes, .pipelining, .authRespCode, .expire("NEVER"), .loginDelay(0),
+            .implementation(implementationName),
+        ]
+        return list
+    }
+
+    // MARK: - Input
+
+    /// A line that did not parse. Too many of them end the session (RFC 2449 section 4 leaves
+    /// this to the server; Dovecot allows 3 before login and 20 after).
+    public mutating func invalidLine(_ error: POP3ParseError) -> Action {
+        badCommand(.err(error.message))
+    }
+
+    /// A command line longer than the framing limit.
+    public mutating func lineTooLong() -> Action {
+        badCommand(.err(POP3ParseError.lineTooLong.message))
+    }
+
+    private mutating func badCommand(_ reply: POP3Response) -> Action {
+        badCommands += 1
+        let limit: Int
+        switch state {
+        case .transaction, .update: limit = POP3Limits.maxBadCommandsAfterLogin
+        default: limit = POP3Limits.maxBadCommandsBeforeLogin
+        }
+        if badCommands >= limit {
+            return close(.err("Too many bad commands."))
+        }
+        return .send(reply)
+    }
+
+    /// The connection closed or timed out: nothing is deleted (RFC 1939 section 6).
+    public mutating func connectionClosed() {
+        state = .closed
+    }
+
+    private mutating func close(_ reply: POP3Response?) -> Action {
+        state = .closed
+        return .close(reply)
+    }
+
+    /// A parsed command.
+    public mutating func receive(_ command: POP3Command) -> Action {
+        switch state {
+        case .authorization(let pendingUser):
+            return authorization(command, pendingUser: pendingUser)
+        case .transaction(var transaction):
+            let action = self.transaction(command, &transaction)
+            if case .transaction = state { state = .transaction(transaction) }
+            return action
+        case .authenticating, .update:
+            // The connection processes one command at a time; nothing can arrive here.
+            return .none
+        case .closed:
+            return .none
+        }
+    }
+
+    private mutating func authorization(_ command: POP3Command, pendingUser: String?) -> Action {
+        switch command {
+        case .capa:
+            return .sendMultiLine(.ok("Capability list follows"), capabilities.map(\.line))
+        case .user(let name):
+            state = .authorization(user: name)
+            return .send(.ok(""))
+        case .pass(let password):
+            guard let name = pendingUser else {
+                return badCommand(.err("No username given."))
+            }
+            state = .authenticating(user: name)
+            return .authenticate(Credentials(user: name, password: password))
+        case .quit:
+            return close(.ok("Logging out."))
+        case .noop:
+            return .send(.ok(""))
+        case .apop:
+            return .send(.err("APOP is not enabled."))
+        case .auth:
+            return .send(.err("No SASL mechanisms are enabled yet; use USER and PASS."))
+        case .stls:
+            return .send(.err("TLS support isn't enabled."))
+        case .utf8:
+            return badCommand(.err("Unknown command."))
+        case .stat, .list, .retr, .dele, .rset, .top, .uidl:
+            return badCommand(.err("Unknown command in AUTHORIZATION state; log in first."))
+        }
+    }
+
+    private mutating func transaction(_ command: POP3Command, _ t: inout Transaction) -> Action {
+        /// Resolves a 1-based message number to an index that is not deleted.
+        func lookup(_ number: Int) -> Lookup {
+            guard number >= 1, number <= t.messages.count else {
+                return .failure(.err("There's no message \(number)."))
+            }
+            let index = number - 1
+            if t.deleted.contains(index) { return .failure(.err("Message is deleted.")) }
+            return .success(index)
+        }
+
+        switch command {
+        case .capa:
+            return .sendMultiLine(.ok("Capability list follows"), capabilities.map(\.line))
+        case .stat:
+            let (count, size) = liveTotals(t)
+            return .send(.ok("\(count) \(size)"))
+        case .list(nil):
+            let (count, size) = liveTotals(t)
+            let lines = t.messages.enumerated().compactMap { index, message in
+                t.deleted.contains(index) ? nil : "\(index + 1) \(message.size)"
+            }
+            return .sendMultiLine(.ok("\(count) messages (\(size) octets)"), lines)
+        case .list(let number?):
+            switch lookup(number) {
+            case .success(let index): return .send(.ok("\(number) \(t.messages[index].size)"))
+            case .failure(let reply): return .send(reply)
+            }
+        case .uidl(nil):
+            let lines = t.messages.enumerated().compactMap { index, message in
+                t.deleted.contains(index) ? nil : "\(index + 1) \(message.uid)"
+            }
+            return .sendMultiLine(.ok(""), lines)
+        case .uidl(let number?):
+            switch lookup(number) {
+            case .success(let index): return .send(.ok("\(number) \(t.messages[index].uid)"))
+            case .failure(let reply): return .send(reply)
+            }
+        case .retr(let number):
+            switch lookup(number) {
+            case .success(let index):
+                return .sendMessage(index: index, lines: nil, status: .ok("\(t.messages[index].size) octets"))
+            case .failure(let reply): return .send(reply)
+            }
+        case .top(let number, let lines):
+            switch lookup(number) {
+            case .success(let index): return .sendMessage(index: index, lines: lines, status: .ok(""))
+            case .failure(let reply): return .send(reply)
+            }
+        case .dele(let number):
+            switch lookup(number) {
+            case .success(let index):
+                t.deleted.insert(index)
+                return .send(.ok("Marked to be deleted."))
+            case .failure(let reply): return .send(reply)
+            }
+        case .rset:
+            t.deleted.removeAll()
+            let (count, size) = liveTotals(t)
+            return .send(.ok("\(count) messages (\(size) octets)"))
+        case .noop:
+            return .send(.ok(""))
+        case .quit:
+            state = .update(t)
+            return .commit(deleting: t.deleted)
+        case .user, .pass, .apop, .auth:
+            return badCommand(.err("Already logged in."))
+        case .stls:
+            return badCommand(.err("STLS is only allowed before login."))
+        case .utf8:
+            return badCommand(.err("Unknown command."))
+        }
+    }
+
+    private enum Lookup {
+        case success(Int)
+        case failure(POP3Response)
+    }
+
+    private func liveTotals(_ t: Transaction) -> (count: Int, size: Int) {
+        var count = 0
+        var size = 0
+        for (index, message) in t.messages.enumerated() where !t.deleted.contains(index) {
+            count += 1
+            size += message.size
+        }
+        return (count, size)
+    }
+
+    // MARK: - Outcomes of actions
+
+    /// The credentials were accepted and the maildrop opened: enter TRANSACTION.
+    public mutating func loginSucceeded(messages: [MessageInfo]) -> Action {
+        guard case .authenticating(let user) = state else { return .none }
+        state = .transaction(Transaction(user: user, messages: messages))
+        badCommands = 0
+        return .send(.ok("Logged in."))
+    }
+
+    /// Authentication or opening the maildrop failed; stay in AUTHORIZATION (RFC 1939 section 7).
+    public mutating func loginFailed(_ error: POP3BackendError) -> Action {
+        guard case .authenticating = state else { return .none }
+        state = .authorization(user: nil)
+        return .send(.err(error.message, code: error.code))
+    }
+
+    /// A RETR or TOP body was sent in full.
+    public mutating func messageSent(index: Int, lines: Int?, bytes: Int) {
+        guard case .transaction(var t) = state else { return }
+        if lines == nil {
+            t.counters.retrCount += 1
+            t.counters.retrBytes += bytes
+        } else {
+            t.counters.topCount += 1
+            t.counters.topBytes += bytes
+        }
+        state = .transaction(t)
+    }
+
+    /// UPDATE finished: `+OK` only if every deletion is durable (RFC 1939 section 6).
+    public mutating func updateFinished(error: POP3BackendError?) -> Action {
+        guard case .update(let t) = state else { return .none }
+        state = .closed
+        if error == nil { appliedDeletions = t.deleted.count }
+        if let error {
+            return .close(.err("Some deleted messages were not removed: \(error.message)", code: error.code))
+        }
+        return .close(.ok(t.deleted.isEmpty ? "Logging out." : "Logging out, messages deleted."))
+    }
+
+    /// The logout counters in Dovecot's default format:
+    /// `top=N/bytes, retr=N/bytes, del=N/messages, size=bytes`.
+    public var logoutSummary: String? {
+        guard let t = lastTransaction else { return nil }
+        let size = t.messages.reduce(0) { $0 + $1.size }
+        return "top=\(t.counters.topCount)/\(t.counters.topBytes), retr=\(t.counters.retrCount)/\(t.counters.retrBytes), del=\(appliedDeletions)/\(t.messages.count), size=\(size)"
+    }
+}

@@ -1,0 +1,111 @@
+import POP3Server
+import PasswdFile
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `postie serve --demo`: a user `demo` with password `demo` and a small Maildir in a fresh
+/// temporary directory, so a new user can see Postie work in one command.
+enum Demo {
+    struct Setup {
+        var directory: String
+        var passwdFile: String
+        var maildirTemplate: String
+    }
+
+    static let messages: [String] = [
+        """
+        From: Postie <postmaster@example.org>
+        To: Demo User <demo@example.org>
+        Subject: Welcome to Postie
+        Date: Fri, 27 Nov 2026 09:00:00 +0000
+        Message-ID: <welcome@postie.example>
+
+        Hello!
+
+        This message is served by Postie, a POP3 server. Try RETR, TOP, UIDL and DELE;
+        deletions happen only when you QUIT.
+
+        """,
+        """
+        From: Postie <postmaster@example.org>
+        To: Demo User <demo@example.org>
+        Subject: Dot-stuffing
+        Date: Fri, 27 Nov 2026 09:01:00 +0000
+        Message-ID: <dots@postie.example>
+
+        The next line begins with a dot, so POP3 sends it with two:
+        .like this
+        ..and this one had two to begin with.
+        .
+
+        """,
+        """
+        From: =?UTF-8?Q?Zo=C3=AB?= <zoe@example.org>
+        To: Demo User <demo@example.org>
+        Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=
+        Date: Fri, 27 Nov 2026 09:02:00 +0000
+        Message-ID: <utf8@postie.example>
+        MIME-Version: 1.0
+        Content-Type: text/plain; charset=UTF-8
+        Content-Transfer-Encoding: 8bit
+
+        Grüße aus dem Postfach — 8-bit UTF-8 text, sent byte for byte.
+
+        """,
+    ]
+
+    static func create() throws -> Setup {
+        var template = Array("/tmp/postie-demo-XXXXXX".utf8CString)
+        guard let created = mkdtemp(&template) else { throw DemoError("cannot create a temporary directory") }
+        let directory = String(cString: created)
+        guard let hash = StoredPassword.hash("demo", scheme: "SHA512-CRYPT") else { throw DemoError("crypt(3) failed") }
+        let passwdFile = directory + "/passwd"
+        try write(passwdFile, "# Postie demo users (Dovecot passwd-file format)\ndemo:\(hash)::::::\n")
+        let maildir = directory + "/mail/demo"
+        for sub in ["", "/cur", "/new", "/tmp"] { mkdir(maildir + sub, 0o700) }
+        mkdir(directory + "/mail", 0o700)
+        for sub in ["", "/cur", "/new", "/tmp"] { mkdir(maildir + sub, 0o700) }
+        let now = time(nil)
+        for (i, message) in messages.enumerated() {
+            let name = "\(now + i).M\(i)P\(getpid()).postie-demo"
+            try write(maildir + "/tmp/" + name, message)
+            rename(maildir + "/tmp/" + name, maildir + "/new/" + name)
+        }
+        return Setup(directory: directory, passwdFile: passwdFile, maildirTemplate: directory + "/mail/%u")
+    }
+
+    static func printInstructions(setup: Setup, listeners: [POP3ServerConfiguration.Listener]) {
+        let first = listeners[0]
+        let host = first.host.contains(":") ? "[\(first.host)]" : first.host
+        let text = ("""
+        Postie demo server
+          listening on: \(listeners.map { $0.description }.joined(separator: ", "))
+          user: demo    password: demo
+          Maildir: \(setup.directory)/mail/demo  (passwd-file: \(setup.passwdFile))
+
+        Try it from another terminal:
+          curl pop3://\(host):\(first.port)/ -u demo:demo          # list the messages
+          curl pop3://\(host):\(first.port)/1 -u demo:demo         # read message 1
+          curl pop3://\(host):\(first.port)/ -u demo:demo -X UIDL  # unique ids
+          python3 -c "import poplib; p=poplib.POP3('\(first.host)', \(first.port)); p.user('demo'); p.pass_('demo'); print(p.stat()); p.quit()"
+
+        Stop with Ctrl-C. The demo files stay in \(setup.directory).
+
+        """)
+        _ = text.withCString { Glibc.write(1, $0, strlen($0)) }
+    }
+
+    private static func write(_ path: String, _ text: String) throws {
+        guard let file = fopen(path, "w") else { throw DemoError("cannot write \(path)") }
+        defer { fclose(file) }
+        fputs(text, file)
+        fchmod(fileno(file), 0o600)
+    }
+
+    struct DemoError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+}

@@ -1,0 +1,68 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes one line per event to stderr in the shape Dovecot's log lines have, so that log
+/// readers written for Dovecot (fail2ban filters among them) need few changes:
+///
+///     2026-11-27T09:14:23.123Z postie[4242]: pop3-login: Info: Login: user=<alice>, method=USER, rip=192.0.2.7, lip=192.0.2.1, session=<...>
+///
+/// Messages carry their service prefix (`pop3-login:`, `pop3(user):`); the level word is added here.
+struct PostieLogHandler: LogHandler {
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+    let label: String
+
+    init(label: String, level: Logger.Level) {
+        self.label = label
+        self.logLevel = level
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    static func levelWord(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace, .debug: "Debug"
+        case .info, .notice: "Info"
+        case .warning: "Warning"
+        case .error: "Error"
+        case .critical: "Fatal"
+        }
+    }
+
+    func log(event: LogEvent) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var tm = tm()
+        var seconds = now.tv_sec
+        gmtime_r(&seconds, &tm)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let s = String(value)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        let timestamp = "\(tm.tm_year + 1900)-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+        // "service: text" becomes "service: Level: text", as Dovecot writes it.
+        let message = "\(event.message)"
+        let body: String
+        if let colon = message.range(of: ": ") {
+            body = message[..<colon.lowerBound] + ": " + Self.levelWord(event.level) + ": " + message[colon.upperBound...]
+        } else {
+            body = Self.levelWord(event.level) + ": " + message
+        }
+        var line = "\(timestamp) postie[\(getpid())]: \(body)"
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        if !merged.isEmpty {
+            line += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        }
+        line += "\n"
+        // One write(2) per line, so lines from concurrent sessions never interleave.
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+}

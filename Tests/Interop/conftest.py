@@ -1,0 +1,196 @@
+"""Fixtures for the Postie interop suite.
+
+The suite does not build anything: it runs `$POSTIE_BIN` (default
+`<repo>/.build/debug/postie`) and fails, never skips, when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from postiekit import (  # noqa: E402
+    Maildir,
+    PasswdFile,
+    PostieServer,
+    free_port,
+    listen_spec,
+    write_big_message,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+ALICE = ("alice", "Alice-S3cret!pw")  # SHA512-CRYPT, hashed by `openssl passwd -6`
+BOB = ("bob", "bob-plain-pw")  # {PLAIN}
+
+# Notes printed at the end of the run (fault-injection statistics and the like).
+NOTES: list[str] = []
+
+
+def note(msg: str) -> None:
+    NOTES.append(msg)
+    print(msg)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if NOTES:
+        terminalreporter.section("postie interop notes")
+        for n in NOTES:
+            terminalreporter.write_line(n)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for s in getattr(item, "_postie_servers", []):
+            rep.sections.append((f"postie log ({s.name}, {s.log_path})", s.log_tail(60) or "<empty>"))
+
+
+@pytest.fixture(scope="session")
+def postie_bin() -> Path:
+    p = Path(os.environ.get("POSTIE_BIN", REPO / ".build" / "debug" / "postie"))
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        pytest.fail(f"postie binary not found at {p}: run `swift build` first or set POSTIE_BIN", pytrace=False)
+    return p
+
+
+@pytest.fixture(scope="session", autouse=True)
+def required_tools():
+    missing = [t for t in ("curl", "fetchmail", "openssl") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"required tools missing: {', '.join(missing)} (scripts/test installs them)", pytrace=False)
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+class ServerFactory:
+    def __init__(self, binary: Path, workdir: Path, node):
+        self.binary = binary
+        self.workdir = workdir
+        self.node = node
+        self.servers: list[PostieServer] = []
+        if not hasattr(node, "_postie_servers"):
+            node._postie_servers = []
+
+    def make(self, *, passwd: Path | None, maildir: str | None, listen: list[tuple[str, int]] | None = None,
+             extra: list[str] | None = None, name: str | None = None) -> PostieServer:
+        listen = listen or [("127.0.0.1", free_port())]
+        args = ["serve"]
+        for host, p in listen:
+            args += ["--listen", listen_spec(host, p)]
+        if passwd is not None:
+            args += ["--passwd-file", str(passwd)]
+        if maildir is not None:
+            args += ["--maildir", maildir]
+        args += extra or []
+        name = name or f"postie{len(self.servers) + 1}"
+        env = dict(os.environ)
+        env["HOME"] = str(self.workdir)
+        env["TMPDIR"] = str(self.workdir)
+        s = PostieServer(self.binary, args, self.workdir / f"{name}.log", listen, cwd=self.workdir, env=env, name=name)
+        self.servers.append(s)
+        self.node._postie_servers.append(s)
+        return s
+
+    def start(self, **kw) -> PostieServer:
+        ready = kw.pop("ready_timeout", 10.0)
+        return self.make(**kw).start(ready_timeout=ready)
+
+    def stop_all(self) -> None:
+        for s in self.servers:
+            s.stop()
+            for n in s.notes:
+                note(f"{self.node.nodeid}: {n}")
+
+
+@pytest.fixture
+def postie(postie_bin, tmp_path, request):
+    f = ServerFactory(postie_bin, tmp_path, request.node)
+    yield f
+    f.stop_all()
+
+
+@dataclass
+class Env:
+    """A running server with users alice (SHA512-CRYPT) and bob (PLAIN)."""
+
+    tmp: Path
+    passwd: PasswdFile
+    template: str
+    server: PostieServer
+    factory: ServerFactory
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def maildir(self, user: str) -> Maildir:
+        return Maildir(Path(self.template.replace("%u", user)))
+
+    def restart(self, same_port: bool = False, **kw) -> PostieServer:
+        """Starts a new server process with the same settings (the old one must be stopped).
+
+        A fresh port by default, so that TIME_WAIT on the old one can never matter;
+        test_protocol checks restarting on the same port separately."""
+        extra = kw.pop("extra", self._extra)
+        listen = self.server.listens if same_port else [(self.server.host, free_port(self.server.host))]
+        self.server = self.factory.start(passwd=self.passwd.path, maildir=self.template,
+                                         listen=listen, extra=extra, **kw)
+        return self.server
+
+
+def make_passwd(tmp: Path) -> PasswdFile:
+    pw = PasswdFile(tmp / "passwd")
+    pw.add(*ALICE, scheme="SHA512-CRYPT")
+    pw.add(*BOB, scheme="PLAIN", extra=":1000:1000::/home/bob::")
+    pw.write()
+    return pw
+
+
+@pytest.fixture
+def env_factory(postie, tmp_path):
+    """Makes an Env; call it with extra server args (e.g. ['--idle-timeout', '2'])."""
+
+    def make(extra: list[str] | None = None, start: bool = True, prefill=None) -> Env:
+        pw = make_passwd(tmp_path)
+        template = str(tmp_path / "mail" / "%u")
+        e = Env(tmp_path, pw, template, None, postie, users={ALICE[0]: ALICE[1], BOB[0]: BOB[1]})
+        e._extra = extra or []
+        if prefill:
+            prefill(e)
+        s = postie.make(passwd=pw.path, maildir=template, extra=e._extra)
+        e.server = s
+        if start:
+            s.start()
+        return e
+
+    return make
+
+
+@pytest.fixture
+def env(env_factory) -> Env:
+    return env_factory()
+
+
+@pytest.fixture(scope="session")
+def big_message(tmp_path_factory):
+    """A >100 MB message file, written once per run, shared through hard links."""
+    d = tmp_path_factory.mktemp("big")
+    return write_big_message(d / "big.eml")

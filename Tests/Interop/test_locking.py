@@ -1,0 +1,127 @@
+"""One session per mailbox: the second gets -ERR [IN-USE], in one server
+process and across two processes serving the same Maildir template."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import ALICE, BOB, note
+from postiekit import POP3Raw, ProtocolError
+
+
+def in_use(reply: str) -> bool:
+    return reply.startswith("-ERR [IN-USE]")
+
+
+def login_within(host: str, port: int, user, timeout: float) -> tuple[POP3Raw, float]:
+    """Logs in, retrying while the mailbox is [IN-USE]; returns the session and the wait."""
+    t0 = time.monotonic()
+    last = None
+    while True:
+        c = POP3Raw(host, port)
+        r = c.try_login(*user)
+        if r.startswith("+OK"):
+            return c, time.monotonic() - t0
+        c.close()
+        last = r
+        if not in_use(r) or time.monotonic() - t0 > timeout:
+            raise ProtocolError(f"login as {user[0]} still fails after {time.monotonic() - t0:.1f}s: {r!r}")
+        time.sleep(0.1)
+
+
+def deliver_two(env):
+    md = env.maildir("alice")
+    md.deliver(b"Subject: one\n\nbody one\n")
+    md.deliver(b"Subject: two\n\nbody two\n")
+
+
+def test_second_session_same_process_gets_in_use(env):
+    deliver_two(env)
+    a = POP3Raw(env.host, env.port)
+    a.login(*ALICE)
+    assert a.stat()[0] == 2
+
+    b = POP3Raw(env.host, env.port)
+    r = b.try_login(*ALICE)
+    assert in_use(r), f"second concurrent login to alice's mailbox: PASS got {r!r}, expected '-ERR [IN-USE] ...'"
+    # The first session is unaffected.
+    assert a.stat()[0] == 2
+    # Another user's mailbox is not blocked by alice's lock.
+    c = POP3Raw(env.host, env.port)
+    c.login(*BOB)
+    assert c.quit().startswith("+OK")
+    c.close()
+    # The refused client may try again later: after the first QUITs it gets in.
+    assert a.quit().startswith("+OK")
+    a.close()
+    r = b.try_login(*ALICE)
+    if not r.startswith("+OK"):
+        b.close()
+        b, waited = login_within(env.host, env.port, ALICE, 5)
+        note(f"after QUIT, a new connection needed {waited:.2f}s to log in (retry on the refused one got {r!r})")
+    assert b.stat()[0] == 2, "messages lost across sessions"
+    assert b.quit().startswith("+OK")
+    b.close()
+
+
+def test_dropped_connection_releases_lock(env):
+    deliver_two(env)
+    a = POP3Raw(env.host, env.port)
+    a.login(*ALICE)
+    a.abort()  # RST, no QUIT
+    b, waited = login_within(env.host, env.port, ALICE, 5)
+    assert b.stat()[0] == 2
+    b.ok("QUIT")
+    b.close()
+    if waited > 1:
+        note(f"lock release after a dropped connection took {waited:.2f}s")
+
+
+def test_two_processes_share_one_lock(env, postie):
+    """Two `postie serve` processes on the same Maildir template exclude each other."""
+    deliver_two(env)
+    s1 = env.server
+    s2 = postie.start(passwd=env.passwd.path, maildir=env.template, name="second")
+
+    a = POP3Raw(s1.host, s1.port)
+    a.login(*ALICE)
+    b = POP3Raw(s2.host, s2.port)
+    r = b.try_login(*ALICE)
+    assert in_use(r), f"login on the second process while the first holds the mailbox: {r!r}, expected -ERR [IN-USE]"
+    b.close()
+    assert a.quit().startswith("+OK")
+    a.close()
+
+    # Now the second process gets it; the first must refuse.
+    b, waited = login_within(s2.host, s2.port, ALICE, 5)
+    a = POP3Raw(s1.host, s1.port)
+    r = a.try_login(*ALICE)
+    assert in_use(r), f"login on the first process while the second holds the mailbox: {r!r}"
+    a.close()
+
+    # SIGKILL the process holding the lock: the mailbox becomes usable again.
+    b.sock.settimeout(5)
+    s2.kill()
+    b.close()
+    c, waited = login_within(s1.host, s1.port, ALICE, 5)
+    assert c.stat()[0] == 2, "messages lost after SIGKILL of the lock holder"
+    assert c.quit().startswith("+OK")
+    c.close()
+    note(f"mailbox usable again {waited:.2f}s after SIGKILL of the process holding its lock")
+
+
+def test_sigkill_of_lock_holder_same_template_restart(env):
+    """The lock does not outlive a SIGKILLed server (no stale lock on restart)."""
+    deliver_two(env)
+    a = POP3Raw(env.host, env.port)
+    a.login(*ALICE)
+    a.ok("DELE 1")
+    env.server.kill()
+    a.close()
+    env.restart()
+    c, waited = login_within(env.host, env.port, ALICE, 5)
+    assert c.stat()[0] == 2, "a SIGKILLed session's DELE took effect"
+    c.ok("QUIT")
+    c.close()
