@@ -204,7 +204,7 @@ extension POP3Command {
         case .pass: "PASS <hidden>"
         case .apop(let name, _): "APOP \(name) <hidden>"
         case .auth(let mechanism?, _?): "AUTH \(mechanism) <hidden>"
-        default: String(wireLine.dropLast(2))
+        default: String(decoding: wireLine.utf8.dropLast(2), as: UTF8.self)
         }
     }
 }

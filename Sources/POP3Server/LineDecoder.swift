@@ -79,7 +79,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
     public typealias OutboundOut = ByteBuffer
 
     private let timeout: TimeAmount
-    private var lastActivity: NIODeadline = .now()
+    private var lastActivity: NIODeadline = .uptimeNanoseconds(0)
     private var scheduled: Scheduled<Void>?
 
     public init(timeout: TimeAmount) {
@@ -107,17 +107,18 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastActivity = .now()
+        lastActivity = context.eventLoop.now
         context.fireChannelRead(data)
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        lastActivity = .now()
+        lastActivity = context.eventLoop.now
         context.write(data, promise: promise)
     }
 
     private func schedule(context: ChannelHandlerContext, in delay: TimeAmount) {
         scheduled?.cancel()
+        if lastActivity == .uptimeNanoseconds(0) { lastActivity = context.eventLoop.now }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         scheduled = context.eventLoop.scheduleTask(in: delay) {
             let (handler, context) = loopBound.value
@@ -127,7 +128,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
 
     private func check(context: ChannelHandlerContext) {
         guard context.channel.isActive else { return }
-        let idle = NIODeadline.now() - lastActivity
+        let idle = context.eventLoop.now - lastActivity
         if idle >= timeout {
             var buffer = context.channel.allocator.buffer(capacity: 64)
             buffer.writePOP3Response(.err("Disconnected for inactivity."))

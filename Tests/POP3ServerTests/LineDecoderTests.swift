@@ -1,0 +1,81 @@
+import NIOCore
+import NIOEmbedded
+import POP3Core
+import Testing
+
+@testable import POP3Server
+
+@Suite("Line framing (EmbeddedChannel)")
+struct LineDecoderTests {
+    func channel(maxLength: Int = POP3Limits.maxLineLength) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(POP3LineDecoder(maxLength: maxLength)))
+        return channel
+    }
+
+    func lines(_ channel: EmbeddedChannel) throws -> [String] {
+        var result: [String] = []
+        while let line = try channel.readInbound(as: POP3InboundLine.self) {
+            switch line {
+            case .line(let buffer): result.append(String(buffer: buffer))
+            case .tooLong: result.append("<too long>")
+            }
+        }
+        return result
+    }
+
+    @Test func splitsPipelinedCommands() throws {
+        let channel = try channel()
+        try channel.writeInbound(ByteBuffer(string: "USER a\r\nPASS b\r\nSTAT\r\n"))
+        #expect(try lines(channel) == ["USER a", "PASS b", "STAT"])
+    }
+
+    @Test func reassemblesSplitLinesAndAcceptsBareLF() throws {
+        let channel = try channel()
+        try channel.writeInbound(ByteBuffer(string: "US"))
+        #expect(try lines(channel).isEmpty)
+        try channel.writeInbound(ByteBuffer(string: "ER a\r"))
+        try channel.writeInbound(ByteBuffer(string: "\nNOOP\n"))
+        #expect(try lines(channel) == ["USER a", "NOOP"])
+    }
+
+    @Test func overlongLineIsReportedOnceAndSkipped() throws {
+        let channel = try channel(maxLength: 16)
+        try channel.writeInbound(ByteBuffer(string: String(repeating: "x", count: 40)))
+        try channel.writeInbound(ByteBuffer(string: String(repeating: "y", count: 40)))
+        try channel.writeInbound(ByteBuffer(string: "zzz\r\nNOOP\r\n"))
+        #expect(try lines(channel) == ["<too long>", "NOOP"])
+    }
+
+    @Test func overlongLineInOnePacketIsReported() throws {
+        let channel = try channel(maxLength: 8)
+        try channel.writeInbound(ByteBuffer(string: "0123456789ABC\r\nQUIT\r\n"))
+        #expect(try lines(channel) == ["<too long>", "QUIT"])
+    }
+
+    @Test func partialLineAtEOFIsIgnored() throws {
+        let channel = try channel()
+        try channel.writeInbound(ByteBuffer(string: "NOOP\r\nQUI"))
+        #expect(try lines(channel) == ["NOOP"])
+        _ = try channel.finish()
+        #expect(try lines(channel).isEmpty)
+    }
+}
+
+@Suite("Idle timeout (EmbeddedChannel)")
+struct IdleTimeoutTests {
+    @Test func closesIdleConnectionWithReason() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler(timeout: .seconds(600)))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(599))
+        #expect(channel.isActive)
+        try channel.writeInbound(ByteBuffer(string: "NOOP\r\n"))  // activity resets the clock
+        channel.embeddedEventLoop.advanceTime(by: .seconds(599))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        let out = try channel.readOutbound(as: ByteBuffer.self)
+        #expect(out.map { String(buffer: $0) } == "-ERR Disconnected for inactivity.\r\n")
+        #expect(!channel.isActive)
+    }
+}
