@@ -178,6 +178,9 @@ public final class PasswdFileDatabase: UserDatabase, Sendable {
         return try result.get()
     }
 
+    /// The scheme of the hash verified for unknown users (for tests and diagnostics).
+    var decoyScheme: String? { state.withLockedValue { $0?.decoy?.scheme } }
+
     /// Loads the file now (startup check); throws if it cannot be read.
     public func load() async throws {
         try await threadPool.runIfActive { _ = try self.currentSnapshot() }

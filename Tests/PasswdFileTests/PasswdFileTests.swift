@@ -1,0 +1,113 @@
+import Foundation
+import POP3Server
+import Testing
+
+@testable import PasswdFile
+
+/// Hashes of "correct horse" made by Dovecot's `doveadm pw -s SCHEME` and by
+/// `openssl passwd -6/-5` (Debian 12), kept as fixtures so the test needs neither tool.
+let fixtures: [(String, String)] = [
+    ("dovecot SHA512-CRYPT", "{SHA512-CRYPT}$6$aI4vEgFaqZSNh1fZ$K1CzM9AYhCcjvphYgc6h2wfkKnfsYe1d8m2EDgeJwWyLLbzJQEcMsBNRlbcW2tlDSHFvRBTYl8OwvmA4R3gaK/"),
+    ("dovecot SHA256-CRYPT", "{SHA256-CRYPT}$5$t2zUEfMa5GOQwOyd$fDu0spZp8yNp9Y3m/JtIiz2i9b1YyOTeZBa80mLimbB"),
+    ("dovecot BLF-CRYPT", "{BLF-CRYPT}$2y$05$GuD5fx65sScUxkgWBSBQ3uvHzV.yqFhZSm4DPZogf2CzxRxCe7PZa"),
+    ("dovecot MD5-CRYPT", "{MD5-CRYPT}$1$d82P6SQZ$qTcEs/A7x2YN3gwTQpTOb0"),
+    ("openssl passwd -6", "{SHA512-CRYPT}$6$XjftEzcLDsjKSFP9$e6kIrVK8W2WX/l60Tz0wuYu0Vfxd7dR32poTjKVwRc0g7PR5PvQ/OuQAJBOphC3PHpCctfc4FifQ3B4ty/GM.."),
+    ("openssl passwd -5", "{SHA256-CRYPT}$5$giSTjR9ntGh6M.YC$ja3sIYfFi2K8Rx7McYDxaQPpUcjSUOzgOr/H11O24j6"),
+    ("bare crypt, no scheme", "$6$XjftEzcLDsjKSFP9$e6kIrVK8W2WX/l60Tz0wuYu0Vfxd7dR32poTjKVwRc0g7PR5PvQ/OuQAJBOphC3PHpCctfc4FifQ3B4ty/GM.."),
+    ("PLAIN", "{PLAIN}correct horse"),
+    ("CLEAR", "{CLEAR}correct horse"),
+]
+
+@Suite("passwd-file")
+struct PasswdFileTests {
+    @Test(arguments: fixtures)
+    func verifiesRealHashes(name: String, field: String) {
+        let stored = StoredPassword(field)
+        #expect(stored.isSupported, "\(name)")
+        #expect(stored.verify("correct horse"), "\(name)")
+        #expect(!stored.verify("correct horsE"), "\(name)")
+        #expect(!stored.verify(""), "\(name)")
+        #expect(!stored.verify("correct horse "), "\(name)")
+    }
+
+    @Test func unknownSchemeNeverVerifies() {
+        let stored = StoredPassword("{NOPE}correct horse")
+        #expect(!stored.isSupported)
+        #expect(!stored.verify("correct horse"))
+        #expect(!StoredPassword("{PLAIN}").verify(""))
+        #expect(!StoredPassword("").verify(""))
+    }
+
+    @Test(arguments: ["SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "PLAIN"])
+    func hashesWhatItVerifies(scheme: String) throws {
+        let field = try #require(StoredPassword.hash("s3cret:with:colons", scheme: scheme))
+        #expect(field.hasPrefix("{\(scheme)}"))
+        #expect(StoredPassword(field).verify("s3cret:with:colons"))
+        #expect(!StoredPassword(field).verify("s3cret"))
+    }
+
+    @Test func parsesDovecotLines() throws {
+        let entry = try #require(try PasswdEntry.parse(line: "bob@example.org:{PLAIN}pw:1000:1000:Bob B:/home/bob:/bin/false:userdb_mail=maildir:~/Mail quota=1G"))
+        #expect(entry.user == "bob@example.org")
+        #expect(entry.password == StoredPassword("{PLAIN}pw"))
+        #expect(entry.uid == "1000")
+        #expect(entry.home == "/home/bob")
+        #expect(entry.extraFields["quota"] == "1G")
+        #expect(entry.extraFields["userdb_mail"] == "maildir:~/Mail")
+        #expect(try PasswdEntry.parse(line: "# comment") == nil)
+        #expect(try PasswdEntry.parse(line: "   ") == nil)
+        #expect(try PasswdEntry.parse(line: "") == nil)
+        #expect(try PasswdEntry.parse(line: "minimal:{PLAIN}x")?.home == nil)
+        #expect(throws: PasswdFileError.self) { try PasswdEntry.parse(line: "nocolon") }
+        #expect(throws: PasswdFileError.self) { try PasswdEntry.parse(line: ":{PLAIN}x") }
+    }
+
+    @Test func constantTimeCompare() {
+        #expect(constantTimeEqual([1, 2, 3], [1, 2, 3]))
+        #expect(!constantTimeEqual([1, 2, 3], [1, 2, 4]))
+        #expect(!constantTimeEqual([1, 2], [1, 2, 0]))
+        #expect(constantTimeEqual([], []))
+    }
+
+    @Test func authenticatesAndReloadsWhenTheFileChanges() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-passwd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd")
+        try Data("# users\n\nalice:\(fixtures[0].1)::::/home/alice::\nbroken line\n".utf8).write(to: file)
+        let database = PasswdFileDatabase(path: file.path)
+
+        let alice = try await database.authenticate(Credentials(user: "alice", password: "correct horse"))
+        #expect(alice.name == "alice")
+        #expect(alice.home == "/home/alice")
+        await #expect(throws: POP3BackendError.authFailed) { try await database.authenticate(Credentials(user: "alice", password: "wrong")) }
+        await #expect(throws: POP3BackendError.authFailed) { try await database.authenticate(Credentials(user: "nobody", password: "correct horse")) }
+
+        // Adding a user takes effect without a restart (the file is replaced, as editors do).
+        let replacement = dir.appendingPathComponent("passwd.new")
+        try Data("alice:\(fixtures[0].1)\ncarol:{PLAIN}pw\n".utf8).write(to: replacement)
+        #expect(rename(replacement.path, file.path) == 0)
+        #expect(try await database.authenticate(Credentials(user: "carol", password: "pw")).name == "carol")
+
+        // An unreadable file is a temporary failure, not an auth failure.
+        try FileManager.default.removeItem(at: file)
+        await #expect {
+            try await database.authenticate(Credentials(user: "carol", password: "pw"))
+        } throws: { error in
+            (error as? POP3BackendError)?.code == .sysTemp
+        }
+    }
+
+    @Test func unknownUserCostsAboutAsMuchAsAWrongPassword() async throws {
+        // Not a timing assertion: it checks that a decoy hash is chosen, so an unknown user runs
+        // the same crypt(3) work as a known one.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-passwd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd")
+        try Data("plain:{PLAIN}x\nalice:\(fixtures[2].1)\n".utf8).write(to: file)
+        let database = PasswdFileDatabase(path: file.path)
+        try await database.load()
+        #expect(database.decoyScheme == "BLF-CRYPT")
+    }
+}
