@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
 
@@ -20,7 +21,7 @@ struct POP3Connection {
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
 
-    func run(_ channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>) async {
+    func run(_ channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>, timedOut: NIOLockedValueBox<Bool>? = nil) async {
         var machine = POP3SessionStateMachine(implementationName: configuration.implementationName)
         var maildrop: (any Maildrop)?
         var disconnectReason = "Connection closed"
@@ -140,6 +141,7 @@ struct POP3Connection {
             disconnectReason = "Connection closed (\(error))"
         }
 
+        if timedOut?.withLockedValue({ $0 }) == true { disconnectReason = "Inactivity - no input for \(configuration.idleTimeout.nanoseconds / 1_000_000_000) secs" }
         if let maildrop {
             // Dropped, timed out, or shut down without QUIT: RFC 1939 section 6, nothing is deleted.
             await maildrop.abandon()

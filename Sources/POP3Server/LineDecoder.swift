@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
 
@@ -79,11 +80,15 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
     public typealias OutboundOut = ByteBuffer
 
     private let timeout: TimeAmount
+    private let timedOut: NIOLockedValueBox<Bool>?
     private var lastActivity: NIODeadline = .uptimeNanoseconds(0)
     private var scheduled: Scheduled<Void>?
 
-    public init(timeout: TimeAmount) {
+    /// - Parameter timedOut: set to true when this handler closes the connection, so the
+    ///   session can log why it ended.
+    public init(timeout: TimeAmount, timedOut: NIOLockedValueBox<Bool>? = nil) {
         self.timeout = timeout
+        self.timedOut = timedOut
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -130,6 +135,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
         guard context.channel.isActive else { return }
         let idle = context.eventLoop.now - lastActivity
         if idle >= timeout {
+            timedOut?.withLockedValue { $0 = true }
             var buffer = context.channel.allocator.buffer(capacity: 64)
             buffer.writePOP3Response(.err("Disconnected for inactivity."))
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)

@@ -11,6 +11,13 @@ import Glibc
 import Darwin
 #endif
 
+/// A connection as the listener hands it over: the async channel, and whether the idle timer
+/// closed it.
+struct AcceptedConnection: Sendable {
+    var channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>
+    var timedOut: NIOLockedValueBox<Bool>
+}
+
 /// A POP3 server: listeners, one task per connection, graceful shutdown.
 ///
 /// Run it in a `ServiceGroup`; on SIGTERM/SIGINT it stops accepting, lets each session finish
@@ -43,7 +50,7 @@ public final class POP3Server: Service, Sendable {
 
     public func run() async throws {
         let idleTimeout = configuration.idleTimeout
-        var servers: [NIOAsyncChannel<NIOAsyncChannel<POP3InboundLine, ByteBuffer>, Never>] = []
+        var servers: [NIOAsyncChannel<AcceptedConnection, Never>] = []
         for listener in configuration.listeners {
             let server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 512)
@@ -52,12 +59,14 @@ public final class POP3Server: Service, Sendable {
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .bind(host: listener.host, port: listener.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler(timeout: idleTimeout))
+                        let timedOut = NIOLockedValueBox(false)
+                        try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler(timeout: idleTimeout, timedOut: timedOut))
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(POP3LineDecoder()))
-                        return try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
+                        let asyncChannel = try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16))
                         )
+                        return AcceptedConnection(channel: asyncChannel, timedOut: timedOut)
                     }
                 }
             servers.append(server)
@@ -93,8 +102,8 @@ public final class POP3Server: Service, Sendable {
         }
     }
 
-    private func handle(_ connection: NIOAsyncChannel<POP3InboundLine, ByteBuffer>) async {
-        let channel = connection.channel
+    private func handle(_ connection: AcceptedConnection) async {
+        let channel = connection.channel.channel
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
@@ -107,7 +116,7 @@ public final class POP3Server: Service, Sendable {
             local: channel.localAddress.flatMap(\.ipAddress) ?? "unknown",
             sessionID: Self.makeSessionID()
         )
-        await session.run(connection)
+        await session.run(connection.channel, timedOut: connection.timedOut)
     }
 
     static func describe(_ address: SocketAddress) -> String {

@@ -71,7 +71,7 @@ struct Serve: AsyncParsableCommand {
             try await users.load()
         } catch {
             try? await threadPool.shutdownGracefully()
-            throw ValidationError("\(error)")
+            throw ConfigurationError("\(error)")
         }
         let store = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger)
         let server = POP3Server(
@@ -124,7 +124,7 @@ struct ServerSettings {
             do {
                 providers.append(try await FileProvider<YAMLSnapshot>(config: location))
             } catch {
-                throw ValidationError("cannot read config file \(path): \(error)")
+                throw ConfigurationError("cannot read config file \(path): \(error)")
             }
         }
         let reader = ConfigReader(providers: providers)
@@ -132,7 +132,7 @@ struct ServerSettings {
         var settings = ServerSettings()
         for text in reader.stringArray(forKey: "listen") ?? [] {
             guard let listener = POP3ServerConfiguration.Listener(parsing: text) else {
-                throw ValidationError("listen: '\(text)' is not ADDR:PORT or [IPv6]:PORT")
+                throw ConfigurationError("listen: '\(text)' is not ADDR:PORT or [IPv6]:PORT")
             }
             settings.listeners.append(listener)
         }
@@ -141,7 +141,7 @@ struct ServerSettings {
         settings.idleTimeout = reader.int(forKey: "idle_timeout", default: 600)
         if let level = reader.string(forKey: "log_level") {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
-                throw ValidationError("log_level: '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
+                throw ConfigurationError("log_level: '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
             }
             settings.logLevel = parsed
         }
@@ -149,12 +149,18 @@ struct ServerSettings {
     }
 
     func validate() throws {
-        if listeners.isEmpty { throw ValidationError("no listener: give --listen ADDR:PORT (or 'listen' in the config file)") }
-        if passwdFile == nil { throw ValidationError("no user database: give --passwd-file FILE (or 'passwd_file')") }
-        guard let maildir else { throw ValidationError("no mail location: give --maildir TEMPLATE (or 'maildir')") }
+        if listeners.isEmpty { throw ConfigurationError("no listener: give --listen ADDR:PORT (or 'listen' in the config file)") }
+        if passwdFile == nil { throw ConfigurationError("no user database: give --passwd-file FILE (or 'passwd_file')") }
+        guard let maildir else { throw ConfigurationError("no mail location: give --maildir TEMPLATE (or 'maildir')") }
         if !maildir.contains("%u") && !maildir.contains("%n") && !maildir.contains("%h") && !maildir.hasPrefix("~") {
-            throw ValidationError("maildir: '\(maildir)' does not contain %u, %n, %h or ~, so every user would share one Maildir")
+            throw ConfigurationError("maildir: '\(maildir)' does not contain %u, %n, %h or ~, so every user would share one Maildir")
         }
-        if idleTimeout < 1 { throw ValidationError("idle_timeout: must be at least 1 second") }
+        if idleTimeout < 1 { throw ConfigurationError("idle_timeout: must be at least 1 second") }
     }
+}
+
+/// A problem with the settings; printed as `Error: ...` without the usage text, exit status 1.
+struct ConfigurationError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
