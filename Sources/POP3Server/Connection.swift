@@ -17,154 +17,272 @@ struct POP3Connection {
     let remote: String
     let local: String
     let sessionID: String
+    let security: POP3SessionStateMachine.Security
+    let counter: ConnectionCounter
+    let throttle: LoginThrottle
 
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
 
-    func run(_ channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>, timedOut: NIOLockedValueBox<Bool>? = nil) async {
-        var machine = POP3SessionStateMachine(implementationName: configuration.implementationName)
-        var maildrop: (any Maildrop)?
-        var disconnectReason = "Connection closed"
-        var failedLogins = 0
-        let allocator = channel.channel.allocator
+    func run(_ connection: AcceptedConnection) async {
+        let runner = SessionRunner(self, connection)
+        await runner.run()
+    }
+}
 
+/// The mutable state of one running session; used only by its own task.
+private final class SessionRunner {
+    let context: POP3Connection
+    let connection: AcceptedConnection
+    var machine: POP3SessionStateMachine
+    var maildrop: (any Maildrop)?
+    var sessionUser: String?
+    var disconnectReason = "Connection closed"
+    var failedLogins = 0
+    /// Lines from an older framer epoch (sent before STLS) are ignored.
+    var epoch: UInt32 = 0
+    var allocator: ByteBufferAllocator { connection.channel.channel.allocator }
+    var logger: Logger { context.logger }
+
+    init(_ context: POP3Connection, _ connection: AcceptedConnection) {
+        self.context = context
+        self.connection = connection
+        self.machine = POP3SessionStateMachine(
+            implementationName: context.configuration.implementationName,
+            security: context.security
+        )
+    }
+
+    /// `rip=..., lip=..., [TLS, ]session=<...>` for log lines.
+    var where_: String {
+        "rip=\(context.remote), lip=\(context.local), \(machine.security.isTLS ? "TLS, " : "")session=<\(context.sessionID)>"
+    }
+
+    func run() async {
         do {
-            try await channel.executeThenClose { inbound, outbound in
-                var greeting = allocator.buffer(capacity: 64)
-                greeting.writePOP3Response(.ok("\(configuration.implementationName) ready."))
-                try await outbound.write(greeting)
-
+            try await connection.channel.executeThenClose { inbound, outbound in
+                try await self.send(.ok("\(self.context.configuration.implementationName) ready."), outbound)
                 lines: for try await input in inbound {
+                    guard input.epoch == self.epoch else { continue }  // sent before STLS: never executed
                     var action: POP3SessionStateMachine.Action
                     switch input {
                     case .tooLong:
-                        action = machine.lineTooLong()
-                    case .line(let line):
+                        action = self.machine.lineTooLong()
+                    case .line(let line, _):
                         do throws(POP3ParseError) {
-                            action = machine.receive(try POP3Command(parsing: line))
+                            action = self.machine.receive(try POP3Command(parsing: line))
                         } catch {
-                            action = machine.invalidLine(error)
+                            action = self.machine.invalidLine(error)
                         }
                     }
-
                     // Carry out actions until one needs the next line from the client.
                     while true {
-                        switch action {
-                        case .none:
-                            continue lines
-                        case .send(let response):
-                            var buffer = allocator.buffer(capacity: 64)
-                            buffer.writePOP3Response(response)
-                            try await outbound.write(buffer)
-                            continue lines
-                        case .sendMultiLine(let response, let content):
-                            var buffer = allocator.buffer(capacity: 64 + content.count * 16)
-                            buffer.writePOP3MultiLine(response, lines: content)
-                            try await outbound.write(buffer)
-                            continue lines
-                        case .authenticate(let credentials):
-                            do {
-                                let user = try await userDatabase.authenticate(credentials)
-                                do {
-                                    let opened = try await mailStore.openMaildrop(for: user)
-                                    maildrop = opened
-                                    logger.info("pop3-login: Login: user=<\(LogEscaping.escape(user.name))>, method=USER, rip=\(remote), lip=\(local), session=<\(sessionID)>")
-                                    action = machine.loginSucceeded(messages: opened.messages)
-                                } catch {
-                                    let failure = Self.backendError(error)
-                                    logger.info("pop3-login: Login failed: user=<\(LogEscaping.escape(credentials.user))>, method=USER, rip=\(remote), lip=\(local), reason=\(failure.code == .inUse ? "mailbox in use" : "maildrop unavailable"), session=<\(sessionID)>")
-                                    if let detail = failure.logDetail { logger.error("pop3(\(LogEscaping.escape(user.name))): \(detail), session=<\(sessionID)>") }
-                                    action = machine.loginFailed(failure)
-                                }
-                            } catch {
-                                failedLogins += 1
-                                let failure = Self.backendError(error)
-                                let reason = failure.code == .auth ? "auth failed" : "auth unavailable"
-                                logger.info("pop3-login: Login failed: user=<\(LogEscaping.escape(credentials.user))>, method=USER, rip=\(remote), lip=\(local), reason=\(reason), session=<\(sessionID)>")
-                                if let detail = failure.logDetail { logger.error("pop3-login: \(detail), session=<\(sessionID)>") }
-                                action = machine.loginFailed(failure)
-                            }
-                        case .sendMessage(let index, let lines, let status):
-                            guard let maildrop else { continue lines }
-                            let body: MessageBody
-                            do {
-                                body = try await maildrop.body(of: index, lines: lines)
-                            } catch {
-                                let failure = Self.backendError(error)
-                                if let detail = failure.logDetail { logger.error("pop3(\(machine.loggedInUser ?? "")): \(detail), session=<\(sessionID)>") }
-                                action = .send(.err(failure.message, code: failure.code))
-                                continue
-                            }
-                            var buffer = allocator.buffer(capacity: Self.chunkTarget + 1024)
-                            buffer.writePOP3Response(status)
-                            var stuffer = DotStuffer()
-                            var sent = 0
-                            for try await chunk in body {
-                                sent += chunk.readableBytes
-                                stuffer.process(chunk, into: &buffer)
-                                if buffer.readableBytes >= Self.chunkTarget {
-                                    try await outbound.write(buffer)
-                                    buffer = allocator.buffer(capacity: Self.chunkTarget + 1024)
-                                }
-                            }
-                            stuffer.finish(into: &buffer)
-                            try await outbound.write(buffer)
-                            machine.messageSent(index: index, lines: lines, bytes: sent)
-                            continue lines
-                        case .commit(let deleting):
-                            guard let opened = maildrop else { continue lines }
-                            maildrop = nil
-                            do {
-                                try await opened.commit(deleting: deleting)
-                                action = machine.updateFinished(error: nil)
-                                disconnectReason = "Logged out"
-                            } catch {
-                                let failure = Self.backendError(error)
-                                logger.error("pop3(\(machine.loggedInUser ?? "")): UPDATE failed: \(failure.logDetail ?? failure.message), session=<\(sessionID)>")
-                                action = machine.updateFinished(error: failure)
-                                disconnectReason = "Logged out with errors"
-                            }
-                        case .close(let response):
-                            if let response {
-                                if response.status == .err { disconnectReason = response.text.trimmingCharacters(in: ".") }
-                                else if machine.transaction == nil { disconnectReason = "Logged out" }
-                                var buffer = allocator.buffer(capacity: 64)
-                                buffer.writePOP3Response(response)
-                                try await outbound.write(buffer)
-                            }
+                        guard let next = try await self.perform(action, outbound) else { continue lines }
+                        if case .close = next {
+                            _ = try await self.perform(next, outbound)
                             break lines
                         }
+                        action = next
                     }
                 }
             }
         } catch {
             disconnectReason = "Connection closed (\(error))"
         }
+        await finish()
+    }
 
-        if timedOut?.withLockedValue({ $0 }) == true { disconnectReason = "Inactivity - no input for \(configuration.idleTimeout.nanoseconds / 1_000_000_000) secs" }
+    /// Performs one action; returns a follow-up action, or nil when the next line is needed.
+    /// A `.close` is returned to the caller to perform and then stop.
+    func perform(
+        _ action: POP3SessionStateMachine.Action,
+        _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws -> POP3SessionStateMachine.Action? {
+        switch action {
+        case .none:
+            return nil
+        case .send(let response):
+            try await send(response, outbound)
+            return nil
+        case .sendMultiLine(let response, let content):
+            var buffer = allocator.buffer(capacity: 64 + content.count * 16)
+            buffer.writePOP3MultiLine(response, lines: content)
+            try await outbound.write(buffer)
+            return nil
+        case .authenticate(let credentials):
+            return await authenticate(credentials)
+        case .sendMessage(let index, let lines, let status):
+            return try await sendMessage(index: index, lines: lines, status: status, outbound)
+        case .startTLS(let response):
+            try await startTLS(response)
+            return nil
+        case .commit(let deleting):
+            return await commit(deleting)
+        case .close(let response):
+            if let response {
+                if response.status == .err {
+                    disconnectReason = String(response.text.reversed().drop(while: { $0 == "." }).reversed())
+                } else {
+                    disconnectReason = "Logged out"
+                }
+                try await send(response, outbound)
+            }
+            return .close(nil)
+        }
+    }
+
+    func send(_ response: POP3Response, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        var buffer = allocator.buffer(capacity: 64)
+        buffer.writePOP3Response(response)
+        try await outbound.write(buffer)
+    }
+
+    // MARK: - Login
+
+    func authenticate(_ credentials: Credentials) async -> POP3SessionStateMachine.Action {
+        let user = LogEscaping.escape(credentials.user)
+        if let remaining = context.throttle.lockout(ip: context.remote) {
+            logger.info("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=locked out for \(remaining.nanoseconds / 1_000_000_000) s")
+            _ = machine.loginFailed(.authFailed)
+            return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
+        }
+        let authenticated: AuthenticatedUser
+        do {
+            authenticated = try await context.userDatabase.authenticate(credentials)
+        } catch {
+            let failure = POP3Connection.backendError(error)
+            failedLogins += 1
+            if failure.code == .auth {
+                logger.info("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=auth failed")
+                let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: credentials.user)
+                if delay > .zero { try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) }
+                if lockedOut {
+                    logger.info("pop3-login: Locked out: \(where_), reason=\(context.throttle.policy.lockoutThreshold) failed logins")
+                    _ = machine.loginFailed(failure)
+                    return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
+                }
+            } else {
+                logger.error("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
+            }
+            return machine.loginFailed(failure)
+        }
+        context.throttle.recordSuccess(ip: context.remote)
+        let name = LogEscaping.escape(authenticated.name)
+        guard context.counter.beginSession(user: authenticated.name, ip: context.remote) else {
+            let limit = context.configuration.limits.maxSessionsPerUserIP
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=USER, \(where_), reason=too many sessions from user+IP")
+            return machine.loginFailed(POP3BackendError(code: .inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
+        }
+        do {
+            let opened = try await context.mailStore.openMaildrop(for: authenticated)
+            maildrop = opened
+            sessionUser = authenticated.name
+            logger.info("pop3-login: Login: user=<\(name)>, method=USER, \(where_)")
+            return machine.loginSucceeded(messages: opened.messages)
+        } catch {
+            context.counter.endSession(user: authenticated.name, ip: context.remote)
+            let failure = POP3Connection.backendError(error)
+            let reason = failure.code == .inUse ? "mailbox in use" : "maildrop unavailable"
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=USER, \(where_), reason=\(reason)")
+            if let detail = failure.logDetail { logger.error("pop3(\(name)): \(detail), session=<\(context.sessionID)>") }
+            return machine.loginFailed(failure)
+        }
+    }
+
+    // MARK: - STLS
+
+    /// RFC 2595 section 4: answer +OK, then start TLS. Whatever the client sent after STLS
+    /// before the handshake is dropped: the framer starts a new epoch the moment the +OK is
+    /// written, and the TLS handler is installed in the same event-loop step, so no plaintext
+    /// byte can reach the session afterwards.
+    func startTLS(_ response: POP3Response) async throws {
+        guard let tls = context.configuration.tls else { return }
+        let channel = connection.channel.channel
+        let framer = connection.framer
+        var buffer = allocator.buffer(capacity: 48)
+        buffer.writePOP3Response(response)
+        try await channel.eventLoop.flatSubmit {
+            channel.writeAndFlush(buffer).flatMapThrowing {
+                framer.value.startNewEpoch()
+                try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler(), position: .first)
+            }
+        }.get()
+        epoch &+= 1
+        machine.tlsStarted()
+    }
+
+    // MARK: - Transaction
+
+    func sendMessage(
+        index: Int, lines: Int?, status: POP3Response,
+        _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws -> POP3SessionStateMachine.Action? {
+        guard let maildrop else { return nil }
+        let body: MessageBody
+        do {
+            body = try await maildrop.body(of: index, lines: lines)
+        } catch {
+            let failure = POP3Connection.backendError(error)
+            if let detail = failure.logDetail { logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): \(detail), session=<\(context.sessionID)>") }
+            return .send(.err(failure.message, code: failure.code))
+        }
+        var buffer = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+        buffer.writePOP3Response(status)
+        var stuffer = DotStuffer()
+        var sent = 0
+        for try await chunk in body {
+            sent += chunk.readableBytes
+            stuffer.process(chunk, into: &buffer)
+            if buffer.readableBytes >= POP3Connection.chunkTarget {
+                try await outbound.write(buffer)
+                buffer = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+            }
+        }
+        stuffer.finish(into: &buffer)
+        try await outbound.write(buffer)
+        machine.messageSent(index: index, lines: lines, bytes: sent)
+        return nil
+    }
+
+    func commit(_ deleting: Set<Int>) async -> POP3SessionStateMachine.Action {
+        guard let opened = maildrop else { return .close(nil) }
+        maildrop = nil
+        do {
+            try await opened.commit(deleting: deleting)
+            return machine.updateFinished(error: nil)
+        } catch {
+            let failure = POP3Connection.backendError(error)
+            logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): UPDATE failed: \(failure.logDetail ?? failure.message), session=<\(context.sessionID)>")
+            return machine.updateFinished(error: failure)
+        }
+    }
+
+    // MARK: - End
+
+    func finish() async {
+        if connection.timedOut.withLockedValue({ $0 }) {
+            disconnectReason = "Inactivity - no input for \(context.configuration.idleTimeout.nanoseconds / 1_000_000_000) secs"
+        }
         if let maildrop {
             // Dropped, timed out, or shut down without QUIT: RFC 1939 section 6, nothing is deleted.
             await maildrop.abandon()
         }
         machine.connectionClosed()
-        if let user = machine.loggedInUser, let summary = machine.logoutSummary {
-            logger.info("pop3(\(LogEscaping.escape(user))): Disconnected: \(disconnectReason) \(summary), rip=\(remote), session=<\(sessionID)>")
+        if let user = sessionUser {
+            context.counter.endSession(user: user, ip: context.remote)
+            let summary = machine.logoutSummary ?? ""
+            logger.info("pop3(\(LogEscaping.escape(user))): Disconnected: \(disconnectReason) \(summary), \(where_)")
         } else {
-            logger.info("pop3-login: Disconnected: \(disconnectReason) (\(failedLogins == 0 ? "no auth attempts" : "auth failed, \(failedLogins) attempts")): rip=\(remote), lip=\(local), session=<\(sessionID)>")
+            let attempts = failedLogins == 0 ? "no auth attempts" : "auth failed, \(failedLogins) attempts"
+            logger.info("pop3-login: Disconnected: \(disconnectReason) (\(attempts)): \(where_)")
         }
-    }
-
-    static func backendError(_ error: any Error) -> POP3BackendError {
-        if let error = error as? POP3BackendError { return error }
-        return .temporary("\(error)")
     }
 }
 
-extension String {
-    fileprivate func trimmingCharacters(in set: Character) -> String {
-        var s = self
-        while s.last == set { s.removeLast() }
-        return s
+extension POP3Connection {
+    static func backendError(_ error: any Error) -> POP3BackendError {
+        if let error = error as? POP3BackendError { return error }
+        return .temporary("\(error)")
     }
 }
 
@@ -175,7 +293,7 @@ public enum LogEscaping {
         var out = ""
         for scalar in text.unicodeScalars.prefix(100) {
             switch scalar {
-            case "<", ">", ",", "\\", "=":
+            case "<", ">", ",", "\\", "=", " ":
                 out += "\\x" + String(scalar.value, radix: 16, uppercase: true)
             case _ where scalar.value < 0x20 || scalar.value == 0x7F:
                 out += "\\x" + String(scalar.value, radix: 16, uppercase: true)

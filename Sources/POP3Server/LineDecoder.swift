@@ -3,71 +3,101 @@ import NIOCore
 import POP3Core
 
 /// One line from the client, or the news that a line was too long and was discarded.
+///
+/// Each carries the framer's epoch: STLS starts a new one, and the session ignores lines of an
+/// older epoch, so nothing sent before the TLS handshake runs after it (RFC 2595 section 4;
+/// the CVE-2011-0411 class of bugs).
 public enum POP3InboundLine: Hashable, Sendable {
     /// A line without its CRLF (a bare LF is accepted as a line end too).
-    case line(ByteBuffer)
+    case line(ByteBuffer, epoch: UInt32)
     /// A line longer than the limit; its bytes were dropped up to the next LF.
-    case tooLong
+    case tooLong(epoch: UInt32)
+
+    public var epoch: UInt32 {
+        switch self {
+        case .line(_, let epoch), .tooLong(let epoch): epoch
+        }
+    }
 }
 
 /// Splits the byte stream into lines, never buffering more than `maxLength` bytes of one line.
 ///
 /// Unlike `LineBasedFrameDecoder` this has a cap: a longer line is reported once as
-/// ``POP3InboundLine/tooLong`` and skipped, so a client cannot make the server buffer without
-/// bound (the cap is ``POP3Limits/maxLineLength``).
-public struct POP3LineDecoder: ByteToMessageDecoder {
+/// ``POP3InboundLine/tooLong(epoch:)`` and skipped, so a client cannot make the server buffer
+/// without bound (the cap is ``POP3Limits/maxLineLength``). ``startNewEpoch()`` drops every
+/// buffered byte, for STLS.
+public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
     public typealias InboundOut = POP3InboundLine
 
     public let maxLength: Int
+    private var buffer: ByteBuffer?
     private var discarding = false
     private var searchedUpTo = 0
+    public private(set) var epoch: UInt32 = 0
 
     public init(maxLength: Int = POP3Limits.maxLineLength) {
         self.maxLength = maxLength
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let view = buffer.readableBytesView
-        let start = view.startIndex + searchedUpTo
-        guard let lf = view[start...].firstIndex(of: UInt8(ascii: "\n")) else {
-            if buffer.readableBytes > maxLength {
-                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-                searchedUpTo = 0
-                if !discarding {
-                    discarding = true
-                    context.fireChannelRead(wrapInboundOut(.tooLong))
-                }
-            } else {
-                searchedUpTo = buffer.readableBytes
-            }
-            return .needMoreData
-        }
-        let lineLength = lf - view.startIndex
+    /// Forgets all buffered input and stamps later lines with a new epoch.
+    public func startNewEpoch() {
+        buffer?.clear()
+        discarding = false
         searchedUpTo = 0
-        if discarding {
-            buffer.moveReaderIndex(forwardBy: lineLength + 1)
-            discarding = false
-            return .continue
-        }
-        var line = buffer.readSlice(length: lineLength)!
-        buffer.moveReaderIndex(forwardBy: 1)
-        if line.readableBytesView.last == UInt8(ascii: "\r") {
-            line.moveWriterIndex(to: line.writerIndex - 1)
-        }
-        if line.readableBytes > maxLength {
-            context.fireChannelRead(wrapInboundOut(.tooLong))
-        } else {
-            context.fireChannelRead(wrapInboundOut(.line(line)))
-        }
-        return .continue
+        epoch &+= 1
     }
 
-    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        // A partial line at EOF is a dropped client, not a command: RFC 1939 section 6 says a
-        // session that ends without QUIT must not enter UPDATE, so the bytes are ignored.
-        while try decode(context: context, buffer: &buffer) == .continue {}
-        buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-        return .needMoreData
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffer == nil || buffer!.readableBytes == 0 {
+            buffer = incoming
+        } else {
+            buffer!.writeBuffer(&incoming)
+        }
+        let startEpoch = epoch
+        // A handler downstream may start a new epoch while we fire; stop then.
+        while epoch == startEpoch, let event = nextEvent() {
+            context.fireChannelRead(wrapInboundOut(event))
+        }
+        if let b = buffer, b.readableBytes == 0 { buffer = nil }
+    }
+
+    private func nextEvent() -> POP3InboundLine? {
+        guard var current = buffer else { return nil }
+        defer { buffer = current }
+        while true {
+            let view = current.readableBytesView
+            let start = view.startIndex + searchedUpTo
+            guard let lf = view[start...].firstIndex(of: UInt8(ascii: "\n")) else {
+                if current.readableBytes > maxLength {
+                    current.moveReaderIndex(forwardBy: current.readableBytes)
+                    current.discardReadBytes()
+                    searchedUpTo = 0
+                    if !discarding {
+                        discarding = true
+                        return .tooLong(epoch: epoch)
+                    }
+                } else {
+                    searchedUpTo = current.readableBytes
+                }
+                return nil
+            }
+            let lineLength = lf - view.startIndex
+            searchedUpTo = 0
+            if discarding {
+                current.moveReaderIndex(forwardBy: lineLength + 1)
+                discarding = false
+                continue
+            }
+            var line = current.readSlice(length: lineLength)!
+            current.moveReaderIndex(forwardBy: 1)
+            if line.readableBytesView.last == UInt8(ascii: "\r") {
+                line.moveWriterIndex(to: line.writerIndex - 1)
+            }
+            if line.readableBytes > maxLength { return .tooLong(epoch: epoch) }
+            return .line(line, epoch: epoch)
+        }
     }
 }
 

@@ -2,27 +2,27 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import POP3Core
 import ServiceLifecycle
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
-/// A connection as the listener hands it over: the async channel, and whether the idle timer
-/// closed it.
+/// A connection as the listener hands it over.
 struct AcceptedConnection: Sendable {
     var channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>
+    /// Set when the idle timer closed the connection.
     var timedOut: NIOLockedValueBox<Bool>
+    /// The framer, to start a new epoch at STLS.
+    var framer: NIOLoopBound<POP3LineFramer>
+    /// The client's address: the peer's, or the one a PROXY protocol header names.
+    var clientAddress: EventLoopFuture<SocketAddress?>
+    var listener: POP3ServerConfiguration.Listener
 }
 
 /// A POP3 server: listeners, one task per connection, graceful shutdown.
 ///
 /// Run it in a `ServiceGroup`; on SIGTERM/SIGINT it stops accepting, lets each session finish
-/// the command it is on (an UPDATE in progress completes), tells idle clients it is going away,
-/// and abandons their maildrops, which deletes nothing (RFC 1939 section 6).
+/// the command it is on (an UPDATE in progress completes), and abandons maildrops of sessions
+/// that did not QUIT, which deletes nothing (RFC 1939 section 6).
 public final class POP3Server: Service, Sendable {
     public let configuration: POP3ServerConfiguration
     private let userDatabase: any UserDatabase
@@ -31,6 +31,8 @@ public final class POP3Server: Service, Sendable {
     private let group: any EventLoopGroup
     private let onListening: (@Sendable ([SocketAddress]) -> Void)?
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    let counter: ConnectionCounter
+    let throttle: LoginThrottle
 
     public init(
         configuration: POP3ServerConfiguration,
@@ -46,40 +48,87 @@ public final class POP3Server: Service, Sendable {
         self.logger = logger
         self.group = eventLoopGroup
         self.onListening = onListening
+        self.counter = ConnectionCounter(limits: configuration.limits)
+        self.throttle = LoginThrottle(policy: configuration.bruteForce)
+    }
+
+    /// Binds every listener. Separate from ``run()`` so a caller can bind privileged ports
+    /// and then drop root before serving.
+    public func bind() async throws -> [BoundListener] {
+        var bound: [BoundListener] = []
+        for listener in configuration.listeners {
+            if listener.implicitTLS && configuration.tls == nil {
+                throw TLSSetupError("listener \(listener.address) wants TLS but no certificate is configured")
+            }
+            let server = try await bindOne(listener)
+            bound.append(BoundListener(channel: server, listener: listener))
+            let address = server.channel.localAddress.map(Self.describe) ?? listener.address
+            let kind = listener.implicitTLS ? "implicit TLS" : (configuration.tls == nil ? "plain POP3" : "POP3 with STLS")
+            logger.info("master: Listening on \(address) (\(kind)\(listener.proxyProtocol ? ", PROXY protocol" : ""))")
+        }
+        return bound
+    }
+
+    /// A bound listening socket; pass the array from ``bind()`` to ``serve(_:)``.
+    public struct BoundListener: Sendable {
+        let channel: NIOAsyncChannel<AcceptedConnection, Never>
+        let listener: POP3ServerConfiguration.Listener
+        public var localAddress: SocketAddress? { channel.channel.localAddress }
+    }
+
+    private func bindOne(_ listener: POP3ServerConfiguration.Listener) async throws -> NIOAsyncChannel<AcceptedConnection, Never> {
+        let idleTimeout = configuration.idleTimeout
+        let tls = configuration.tls
+        let proxies = configuration.trustedProxies
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: listener.host, port: listener.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    let clientAddress: EventLoopFuture<SocketAddress?>
+                    if listener.proxyProtocol {
+                        let promise = channel.eventLoop.makePromise(of: SocketAddress?.self)
+                        try sync.addHandler(ProxyProtocolHandler(trustedProxies: proxies, promise: promise))
+                        let peer = channel.remoteAddress
+                        clientAddress = promise.futureResult.map { $0 ?? peer }
+                    } else {
+                        clientAddress = channel.eventLoop.makeSucceededFuture(channel.remoteAddress)
+                    }
+                    if listener.implicitTLS, let tls {
+                        try sync.addHandler(tls.makeServerHandler())
+                    }
+                    let timedOut = NIOLockedValueBox(false)
+                    try sync.addHandler(IdleTimeoutHandler(timeout: idleTimeout, timedOut: timedOut))
+                    let framer = POP3LineFramer()
+                    try sync.addHandler(framer)
+                    let asyncChannel = try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16))
+                    )
+                    return AcceptedConnection(
+                        channel: asyncChannel, timedOut: timedOut,
+                        framer: NIOLoopBound(framer, eventLoop: channel.eventLoop),
+                        clientAddress: clientAddress, listener: listener
+                    )
+                }
+            }
     }
 
     public func run() async throws {
-        let idleTimeout = configuration.idleTimeout
-        var servers: [NIOAsyncChannel<AcceptedConnection, Never>] = []
-        for listener in configuration.listeners {
-            let server = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 512)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.allowRemoteHalfClosure, value: false)
-                .bind(host: listener.host, port: listener.port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let timedOut = NIOLockedValueBox(false)
-                        try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler(timeout: idleTimeout, timedOut: timedOut))
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(POP3LineDecoder()))
-                        let asyncChannel = try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
-                            wrappingChannelSynchronously: channel,
-                            configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16))
-                        )
-                        return AcceptedConnection(channel: asyncChannel, timedOut: timedOut)
-                    }
-                }
-            servers.append(server)
-            logger.info("master: Listening on \(server.channel.localAddress.map(Self.describe) ?? "\(listener)") (plain POP3)")
-        }
-        onListening?(servers.compactMap { $0.channel.localAddress })
+        try await serve(try await bind())
+    }
 
-        let serverChannels = servers.map(\.channel)
+    /// Serves connections on listeners from ``bind()`` until graceful shutdown.
+    public func serve(_ bound: [BoundListener]) async throws {
+        onListening?(bound.compactMap(\.localAddress))
+        let serverChannels = bound.map(\.channel.channel)
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                for server in servers {
+                for server in bound {
                     group.addTask {
-                        try await server.executeThenClose { inbound in
+                        try await server.channel.executeThenClose { inbound in
                             try await withThrowingDiscardingTaskGroup { connectionGroup in
                                 for try await connection in inbound {
                                     connectionGroup.addTask {
@@ -96,7 +145,7 @@ public final class POP3Server: Service, Sendable {
             for channel in serverChannels { channel.close(promise: nil) }
             let open = self.connections.withLockedValue { Array($0.values) }
             for channel in open {
-                // Ends the session's input; it answers what it already read, then says goodbye.
+                // Ends the session's input; it answers what it already read, then closes.
                 channel.close(mode: .input, promise: nil)
             }
         }
@@ -107,16 +156,68 @@ public final class POP3Server: Service, Sendable {
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
+        let local = channel.localAddress.flatMap(\.ipAddress) ?? "unknown"
+
+        let client: SocketAddress?
+        do {
+            client = try await connection.clientAddress.get()
+        } catch {
+            logger.info("pop3-login: Disconnected: \(error): rip=\(channel.remoteAddress?.ipAddress ?? "unknown"), lip=\(local)")
+            try? await connection.channel.executeThenClose { _, _ in }
+            return
+        }
+        let ip = client?.ipAddress ?? "unknown"
+
+        // Access control before the greeting: a refused client learns nothing.
+        let access = connection.listener.access ?? configuration.access
+        if let client, !access.permits(client) {
+            logger.info("pop3-login: Disconnected: Connection refused by access list: rip=\(ip), lip=\(local)")
+            try? await connection.channel.executeThenClose { _, _ in }
+            return
+        }
+        if throttle.lockout(ip: ip) != nil {
+            logger.info("pop3-login: Disconnected: Connection refused, locked out after failed logins: rip=\(ip), lip=\(local)")
+            await refuse(connection.channel, "Too many failed logins from your IP address; try again later.")
+            return
+        }
+        if let refusal = counter.open(ip: ip) {
+            let text = refusal == .tooManyFromIP
+                ? "Too many connections from your IP address (limit \(configuration.limits.maxConnectionsPerIP))."
+                : "Server is busy, try again later."
+            logger.info("pop3-login: Disconnected: Connection refused, \(refusal == .tooManyFromIP ? "per-IP connection limit" : "connection limit") reached: rip=\(ip), lip=\(local)")
+            await refuse(connection.channel, text)
+            return
+        }
+        defer { counter.close(ip: ip) }
+
+        let trusted = client.map { address in configuration.trustedNetworks.contains { $0.contains(address) } } ?? false
         let session = POP3Connection(
             userDatabase: userDatabase,
             mailStore: mailStore,
             configuration: configuration,
             logger: logger,
-            remote: channel.remoteAddress.flatMap(\.ipAddress) ?? "unknown",
-            local: channel.localAddress.flatMap(\.ipAddress) ?? "unknown",
-            sessionID: Self.makeSessionID()
+            remote: ip,
+            local: local,
+            sessionID: Self.makeSessionID(),
+            security: .init(
+                isTLS: connection.listener.implicitTLS,
+                canStartTLS: configuration.tls != nil && !connection.listener.implicitTLS,
+                isTrustedNetwork: trusted,
+                requireTLS: configuration.requireTLS
+            ),
+            counter: counter,
+            throttle: throttle
         )
-        await session.run(connection.channel, timedOut: connection.timedOut)
+        await session.run(connection)
+    }
+
+    /// Answers `-ERR [SYS/TEMP] text` instead of a greeting and closes.
+    private func refuse(_ channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>, _ text: String) async {
+        try? await channel.executeThenClose { _, outbound in
+            var buffer = channel.channel.allocator.buffer(capacity: 96)
+            buffer.writePOP3Response(.err(text, code: .sysTemp))
+            try await outbound.write(buffer)
+        }
     }
 
     static func describe(_ address: SocketAddress) -> String {

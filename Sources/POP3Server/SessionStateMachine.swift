@@ -46,6 +46,9 @@ public struct POP3SessionStateMachine: Sendable {
         /// Send the status line, then the message body (all of it, or TOP's `lines`), then
         /// call ``messageSent(index:lines:bytes:)``.
         case sendMessage(index: Int, lines: Int?, status: POP3Response)
+        /// Answer `+OK`, discard any input received so far, and start the TLS handshake
+        /// (RFC 2595 section 4); then call ``tlsStarted()``.
+        case startTLS(POP3Response)
         /// Enter UPDATE: commit these deletions, then call ``updateFinished(error:)``.
         case commit(deleting: Set<Int>)
         /// Send this line (if any) and close the connection; the maildrop, if open, is abandoned.
@@ -67,11 +70,40 @@ public struct POP3SessionStateMachine: Sendable {
     /// How many deletions UPDATE applied.
     public private(set) var appliedDeletions = 0
     private var badCommands = 0
-    /// Capabilities offered in AUTHORIZATION and TRANSACTION.
+    /// The name in `IMPLEMENTATION` (RFC 2449 section 6.9).
     public var implementationName: String
+    /// What the connection allows; see ``Security``.
+    public private(set) var security: Security
 
-    public init(implementationName: String = "Postie") {
+    /// The encryption state of the connection and the policy that follows from it.
+    public struct Security: Sendable, Hashable {
+        /// TLS is active (implicit TLS, or after STLS).
+        public var isTLS: Bool
+        /// STLS can be offered: a certificate is configured and TLS is not active yet.
+        public var canStartTLS: Bool
+        /// The client is on a trusted network, where plaintext passwords are allowed without
+        /// TLS (Dovecot's `login_trusted_networks` with `disable_plaintext_auth`).
+        public var isTrustedNetwork: Bool
+        /// Refuse everything but CAPA, STLS and QUIT until TLS is active.
+        public var requireTLS: Bool
+
+        public init(isTLS: Bool = false, canStartTLS: Bool = false, isTrustedNetwork: Bool = true, requireTLS: Bool = false) {
+            self.isTLS = isTLS
+            self.canStartTLS = canStartTLS
+            self.isTrustedNetwork = isTrustedNetwork
+            self.requireTLS = requireTLS
+        }
+
+        /// Whether USER/PASS may be used now (RFC 2595 section 2.2 asks servers to refuse
+        /// plaintext passwords on unencrypted connections by default).
+        public var allowsPlaintextLogin: Bool {
+            isTLS || (isTrustedNetwork && !requireTLS)
+        }
+    }
+
+    public init(implementationName: String = "Postie", security: Security = Security()) {
         self.implementationName = implementationName
+        self.security = security
     }
 
     /// The logged-in user, if any.
@@ -97,7 +129,10 @@ public struct POP3SessionStateMachine: Sendable {
     /// The capabilities for `CAPA` in the current state (RFC 2449 section 5).
     public var capabilities: [POP3Capability] {
         var list: [POP3Capability] = [.top, .uidl]
-        if case .authorization = state { list.append(.user) }
+        if case .authorization = state {
+            if security.allowsPlaintextLogin { list.append(.user) }
+            if security.canStartTLS && !security.isTLS { list.append(.stls) }
+        }
         list += [
             .respCodes, .pipelining, .authRespCode, .expire("NEVER"), .loginDelay(0),
             .implementation(implementationName),
@@ -159,13 +194,21 @@ public struct POP3SessionStateMachine: Sendable {
     }
 
     private mutating func authorization(_ command: POP3Command, pendingUser: String?) -> Action {
+        if security.requireTLS && !security.isTLS {
+            switch command {
+            case .capa, .stls, .quit: break
+            default: return badCommand(.err("TLS is required: use STLS or port 995 first.", code: .auth))
+            }
+        }
         switch command {
         case .capa:
             return .sendMultiLine(.ok("Capability list follows"), capabilities.map(\.line))
         case .user(let name):
+            guard security.allowsPlaintextLogin else { return plaintextRefused() }
             state = .authorization(user: name)
             return .send(.ok(""))
         case .pass(let password):
+            guard security.allowsPlaintextLogin else { return plaintextRefused() }
             guard let name = pendingUser else {
                 return badCommand(.err("No username given."))
             }
@@ -180,12 +223,28 @@ public struct POP3SessionStateMachine: Sendable {
         case .auth:
             return .send(.err("No SASL mechanisms are enabled yet; use USER and PASS."))
         case .stls:
-            return .send(.err("TLS support isn't enabled."))
+            if security.isTLS { return badCommand(.err("TLS is already active.")) }
+            guard security.canStartTLS else { return .send(.err("TLS support isn't enabled.")) }
+            return .startTLS(.ok("Begin TLS negotiation now."))
         case .utf8:
             return badCommand(.err("Unknown command."))
         case .stat, .list, .retr, .dele, .rset, .top, .uidl:
             return badCommand(.err("Unknown command in AUTHORIZATION state; log in first."))
         }
+    }
+
+    /// The reply to USER/PASS on an unencrypted, untrusted connection (Dovecot's wording).
+    private mutating func plaintextRefused() -> Action {
+        let hint = security.canStartTLS ? "use STLS first or connect to port 995" : "connect to port 995"
+        return badCommand(.err("Plaintext authentication disallowed on non-secure (SSL/TLS) connections; \(hint).", code: .auth))
+    }
+
+    /// The TLS handshake after STLS succeeded: the session starts over in AUTHORIZATION with
+    /// what the client said before forgotten (RFC 2595 section 4).
+    public mutating func tlsStarted() {
+        security.isTLS = true
+        security.canStartTLS = false
+        if case .authorization = state { state = .authorization(user: nil) }
     }
 
     private mutating func transaction(_ command: POP3Command, _ t: inout Transaction) -> Action {

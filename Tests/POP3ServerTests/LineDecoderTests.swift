@@ -9,7 +9,7 @@ import Testing
 struct LineDecoderTests {
     func channel(maxLength: Int = POP3Limits.maxLineLength) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(POP3LineDecoder(maxLength: maxLength)))
+        try channel.pipeline.syncOperations.addHandler(POP3LineFramer(maxLength: maxLength))
         return channel
     }
 
@@ -17,7 +17,7 @@ struct LineDecoderTests {
         var result: [String] = []
         while let line = try channel.readInbound(as: POP3InboundLine.self) {
             switch line {
-            case .line(let buffer): result.append(String(buffer: buffer))
+            case .line(let buffer, let epoch): result.append(String(buffer: buffer) + (epoch > 0 ? "@\(epoch)" : ""))
             case .tooLong: result.append("<too long>")
             }
         }
@@ -59,6 +59,18 @@ struct LineDecoderTests {
         #expect(try lines(channel) == ["NOOP"])
         _ = try channel.finish()
         #expect(try lines(channel).isEmpty)
+    }
+
+    /// STLS: a partial line buffered before the new epoch must never be completed by bytes that
+    /// arrive after it (the CVE-2011-0411 class).
+    @Test func newEpochDropsBufferedBytes() throws {
+        let channel = try channel()
+        let framer = try channel.pipeline.syncOperations.handler(type: POP3LineFramer.self)
+        try channel.writeInbound(ByteBuffer(string: "STLS\r\nPASS inj"))
+        #expect(try lines(channel) == ["STLS"])
+        framer.startNewEpoch()
+        try channel.writeInbound(ByteBuffer(string: "ected\r\nCAPA\r\n"))
+        #expect(try lines(channel) == ["ected@1", "CAPA@1"])
     }
 }
 

@@ -1,0 +1,184 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// How failed logins are slowed and locked out.
+public struct BruteForcePolicy: Sendable, Hashable {
+    /// Delay before answering the first failed login; it doubles with each further failure
+    /// from the same IP or on the same account, up to ``maximumDelay`` (Dovecot: 2 s to 15 s).
+    public var initialDelay: TimeAmount = .seconds(2)
+    public var maximumDelay: TimeAmount = .seconds(15)
+    /// Failures from one IP within ``window`` that lock that IP out.
+    public var lockoutThreshold: Int = 10
+    public var window: TimeAmount = .minutes(5)
+    /// How long a locked-out IP is refused.
+    public var lockoutDuration: TimeAmount = .minutes(15)
+
+    public init() {}
+
+    /// No delays and no lockout (tests, or a server behind a proxy that does this itself).
+    public static let disabled: BruteForcePolicy = {
+        var policy = BruteForcePolicy()
+        policy.initialDelay = .zero
+        policy.maximumDelay = .zero
+        policy.lockoutThreshold = .max
+        return policy
+    }()
+}
+
+/// Counts failed logins per remote IP and per account.
+///
+/// Penalties follow the attacker, not the victim: an IP past the threshold is locked out, and
+/// failures on an account only slow down *failed* attempts, so a flood against an account from
+/// one address never delays or blocks its owner's successful login from another address.
+public final class LoginThrottle: Sendable {
+    public let policy: BruteForcePolicy
+    private let now: @Sendable () -> NIODeadline
+    private let state = NIOLockedValueBox(State())
+
+    struct State {
+        var byIP: [String: Record] = [:]
+        var byAccount: [String: Record] = [:]
+        var lockedUntil: [String: NIODeadline] = [:]
+    }
+
+    struct Record {
+        var failures: [NIODeadline] = []
+    }
+
+    /// Entries kept at most per table; older ones are dropped first.
+    static let maximumEntries = 100_000
+
+    public init(policy: BruteForcePolicy, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
+        self.policy = policy
+        self.now = now
+    }
+
+    /// If the IP is locked out, how much longer.
+    public func lockout(ip: String) -> TimeAmount? {
+        let now = self.now()
+        return state.withLockedValue { state in
+            guard let until = state.lockedUntil[ip] else { return nil }
+            if until <= now {
+                state.lockedUntil[ip] = nil
+                return nil
+            }
+            return until - now
+        }
+    }
+
+    /// Records a failure and returns the delay to wait before answering it, and whether the IP
+    /// is now locked out.
+    public func recordFailure(ip: String, account: String) -> (delay: TimeAmount, lockedOut: Bool) {
+        let now = self.now()
+        let windowStart = now - policy.window
+        return state.withLockedValue { state in
+            func add(_ key: String, _ table: inout [String: Record]) -> Int {
+                var record = table[key] ?? Record()
+                record.failures.removeAll { $0 < windowStart }
+                record.failures.append(now)
+                if record.failures.count > 64 { record.failures.removeFirst(record.failures.count - 64) }
+                table[key] = record
+                return record.failures.count
+            }
+            Self.prune(&state, before: windowStart, now: now)
+            let ipCount = add(ip, &state.byIP)
+            let accountCount = add(account, &state.byAccount)
+            var lockedOut = false
+            if ipCount >= policy.lockoutThreshold {
+                state.lockedUntil[ip] = now + policy.lockoutDuration
+                state.byIP[ip] = nil
+                lockedOut = true
+            }
+            let exponent = min(max(ipCount, accountCount) - 1, 16)
+            let delay = min(policy.initialDelay.nanoseconds << exponent, policy.maximumDelay.nanoseconds)
+            return (.nanoseconds(delay), lockedOut)
+        }
+    }
+
+    /// A successful login clears that IP's failures.
+    public func recordSuccess(ip: String) {
+        _ = state.withLockedValue { $0.byIP.removeValue(forKey: ip) }
+    }
+
+    private static func prune(_ state: inout State, before windowStart: NIODeadline, now: NIODeadline) {
+        if state.byIP.count + state.byAccount.count < maximumEntries && state.lockedUntil.count < maximumEntries { return }
+        state.byIP = state.byIP.filter { $0.value.failures.last.map { $0 >= windowStart } ?? false }
+        state.byAccount = state.byAccount.filter { $0.value.failures.last.map { $0 >= windowStart } ?? false }
+        state.lockedUntil = state.lockedUntil.filter { $0.value > now }
+        // Still too many: an address-spraying flood; forget the oldest half rather than grow.
+        if state.byAccount.count >= maximumEntries { state.byAccount = [:] }
+        if state.byIP.count >= maximumEntries { state.byIP = [:] }
+    }
+}
+
+/// Limits on concurrent connections and sessions.
+public struct ConnectionLimits: Sendable, Hashable {
+    /// All connections to the server (Dovecot's login `process_limit` x `client_limit` is 1000).
+    public var maxConnections = 10_000
+    /// Connections from one IP address at once.
+    public var maxConnectionsPerIP = 50
+    /// Logged-in sessions of one user from one IP (Dovecot's `mail_max_userip_connections`).
+    public var maxSessionsPerUserIP = 10
+
+    public init() {}
+}
+
+/// Counts open connections and sessions against ``ConnectionLimits``.
+public final class ConnectionCounter: Sendable {
+    public let limits: ConnectionLimits
+    private let state = NIOLockedValueBox(Counts())
+
+    struct Counts {
+        var total = 0
+        var byIP: [String: Int] = [:]
+        var byUserIP: [String: Int] = [:]
+    }
+
+    public init(limits: ConnectionLimits) {
+        self.limits = limits
+    }
+
+    public enum Refusal: Sendable {
+        case serverFull
+        case tooManyFromIP
+    }
+
+    /// Counts a new connection, or says why it is refused.
+    public func open(ip: String) -> Refusal? {
+        state.withLockedValue { counts in
+            if counts.total >= limits.maxConnections { return .serverFull }
+            if counts.byIP[ip, default: 0] >= limits.maxConnectionsPerIP { return .tooManyFromIP }
+            counts.total += 1
+            counts.byIP[ip, default: 0] += 1
+            return nil
+        }
+    }
+
+    public func close(ip: String) {
+        state.withLockedValue { counts in
+            counts.total -= 1
+            let n = counts.byIP[ip, default: 1] - 1
+            counts.byIP[ip] = n > 0 ? n : nil
+        }
+    }
+
+    /// Counts a login; false if the user already has the maximum of sessions from this IP.
+    public func beginSession(user: String, ip: String) -> Bool {
+        let key = user + "\u{0}" + ip
+        return state.withLockedValue { counts in
+            if counts.byUserIP[key, default: 0] >= limits.maxSessionsPerUserIP { return false }
+            counts.byUserIP[key, default: 0] += 1
+            return true
+        }
+    }
+
+    public func endSession(user: String, ip: String) {
+        let key = user + "\u{0}" + ip
+        state.withLockedValue { counts in
+            let n = counts.byUserIP[key, default: 1] - 1
+            counts.byUserIP[key] = n > 0 ? n : nil
+        }
+    }
+
+    public var openConnections: Int { state.withLockedValue { $0.total } }
+}

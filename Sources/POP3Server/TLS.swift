@@ -1,0 +1,141 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+
+/// A certificate and its key, from PEM files, optionally only for some SNI host names.
+public struct CertificateSpec: Sendable, Hashable {
+    /// PEM; may hold the chain after the leaf certificate.
+    public var certificatePath: String
+    public var keyPath: String
+    /// Host names (SNI, RFC 6066 section 3) this certificate serves; `*.example.org` matches one
+    /// label. Empty: the default certificate.
+    public var serverNames: [String]
+
+    public init(certificatePath: String, keyPath: String, serverNames: [String] = []) {
+        self.certificatePath = certificatePath
+        self.keyPath = keyPath
+        self.serverNames = serverNames
+    }
+}
+
+/// TLS settings for STLS (RFC 2595) and implicit-TLS listeners (RFC 8314).
+public struct TLSSettings: Sendable, Hashable {
+    /// The first is the default; the others are chosen by SNI.
+    public var certificates: [CertificateSpec]
+    /// TLS 1.2 unless 1.3 is asked for: older versions are refused (RFC 8996).
+    public var minimumVersion: TLSVersion
+
+    public init(certificates: [CertificateSpec], minimumVersion: TLSVersion = .tlsv12) {
+        self.certificates = certificates
+        self.minimumVersion = minimumVersion
+    }
+}
+
+/// Holds the loaded certificates and makes a TLS handler for each new connection.
+///
+/// ``reload()`` re-reads the files (SIGHUP): sessions already open keep the TLS state they
+/// negotiated; new handshakes use the new certificates. A reload that fails keeps the old ones.
+public final class TLSProvider: Sendable {
+    public let settings: TLSSettings
+    private let loaded: NIOLockedValueBox<Loaded>
+
+    struct Loaded: Sendable {
+        var context: NIOSSLContext
+        var byName: [(pattern: String, chain: [NIOSSLCertificate], key: NIOSSLPrivateKey)]
+        /// Earliest `notAfter` of the leaf certificates, seconds since 1970.
+        var notAfter: Int?
+    }
+
+    public init(settings: TLSSettings) throws {
+        self.settings = settings
+        self.loaded = NIOLockedValueBox(try Self.load(settings, provider: nil))
+        // The SNI callback must reach the current certificates, so build once more with self.
+        try loaded.withLockedValue { $0 = try Self.load(settings, provider: self) }
+    }
+
+    /// Re-reads every certificate and key.
+    public func reload() throws {
+        let fresh = try Self.load(settings, provider: self)
+        loaded.withLockedValue { $0 = fresh }
+    }
+
+    /// The earliest expiry of the configured leaf certificates (seconds since 1970).
+    public var earliestExpiry: Int? { loaded.withLockedValue { $0.notAfter } }
+
+    /// A server-side TLS handler using the current certificates.
+    public func makeServerHandler() -> NIOSSLServerHandler {
+        NIOSSLServerHandler(context: loaded.withLockedValue { $0.context })
+    }
+
+    private static func load(_ settings: TLSSettings, provider: TLSProvider?) throws -> Loaded {
+        guard let first = settings.certificates.first else { throw TLSSetupError("no certificate configured") }
+        var byName: [(pattern: String, chain: [NIOSSLCertificate], key: NIOSSLPrivateKey)] = []
+        var notAfter: Int?
+        var defaultChain: [NIOSSLCertificate] = []
+        var defaultKey: NIOSSLPrivateKey?
+        for spec in settings.certificates {
+            let chain: [NIOSSLCertificate]
+            let key: NIOSSLPrivateKey
+            do {
+                chain = try NIOSSLCertificate.fromPEMFile(spec.certificatePath)
+            } catch {
+                throw TLSSetupError("cannot read certificate \(spec.certificatePath): \(error)")
+            }
+            guard let leaf = chain.first else { throw TLSSetupError("no certificate in \(spec.certificatePath)") }
+            do {
+                key = try NIOSSLPrivateKey(file: spec.keyPath, format: .pem)
+            } catch {
+                throw TLSSetupError("cannot read private key \(spec.keyPath): \(error)")
+            }
+            let expiry = Int(leaf.notValidAfter)
+            notAfter = min(notAfter ?? expiry, expiry)
+            if spec == first {
+                defaultChain = chain
+                defaultKey = key
+            }
+            for name in spec.serverNames { byName.append((name.lowercased(), chain, key)) }
+        }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: defaultChain.map { .certificate($0) },
+            privateKey: .privateKey(defaultKey!)
+        )
+        configuration.minimumTLSVersion = settings.minimumVersion
+        if let provider, !byName.isEmpty {
+            configuration.sslContextCallback = { [weak provider] values, promise in
+                guard let provider, let host = values.serverHostname?.lowercased() else {
+                    promise.succeed(.noChanges)
+                    return
+                }
+                promise.succeed(provider.override(for: host))
+            }
+        }
+        let context: NIOSSLContext
+        do {
+            context = try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw TLSSetupError("certificate \(first.certificatePath) and key \(first.keyPath) cannot be used together: \(error)")
+        }
+        return Loaded(context: context, byName: byName, notAfter: notAfter)
+    }
+
+    private func override(for host: String) -> NIOSSLContextConfigurationOverride {
+        let entries = loaded.withLockedValue { $0.byName }
+        func matches(_ pattern: String) -> Bool {
+            if pattern.hasPrefix("*.") {
+                guard let dot = host.firstIndex(of: ".") else { return false }
+                return host[dot...] == pattern.dropFirst(1)
+            }
+            return pattern == host
+        }
+        guard let entry = entries.first(where: { matches($0.pattern) }) else { return .noChanges }
+        var override = NIOSSLContextConfigurationOverride()
+        override.certificateChain = entry.chain.map { .certificate($0) }
+        override.privateKey = .privateKey(entry.key)
+        return override
+    }
+}
+
+public struct TLSSetupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
