@@ -87,7 +87,7 @@ private final class SessionRunner {
                 }
             }
         } catch {
-            disconnectReason = "Connection closed (\(error))"
+            disconnectReason = "Connection closed: \(error)"
         }
         await finish()
     }

@@ -105,7 +105,8 @@ public final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannel
         guard length <= Self.maxV1Length, length >= 2, view[lf - 1] == UInt8(ascii: "\r") else {
             throw ProxyProtocolError.malformed("v1 header must end in CRLF within 107 bytes")
         }
-        let line = buffer.readString(length: length)!.dropLast(2)
+        let line = buffer.readString(length: length - 2)!
+        buffer.moveReaderIndex(forwardBy: 2)
         let fields = line.split(separator: " ", omittingEmptySubsequences: false)
         guard fields.count >= 2, fields[0] == "PROXY" else { throw ProxyProtocolError.malformed("v1") }
         if fields[1] == "UNKNOWN" { return .some(nil) }

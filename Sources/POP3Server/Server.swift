@@ -15,6 +15,8 @@ struct AcceptedConnection: Sendable {
     var framer: NIOLoopBound<POP3LineFramer>
     /// The client's address: the peer's, or the one a PROXY protocol header names.
     var clientAddress: EventLoopFuture<SocketAddress?>
+    /// The local address, taken at accept time (it is gone once the socket closes).
+    var localAddress: SocketAddress?
     var listener: POP3ServerConfiguration.Listener
 }
 
@@ -110,7 +112,7 @@ public final class POP3Server: Service, Sendable {
                     return AcceptedConnection(
                         channel: asyncChannel, timedOut: timedOut,
                         framer: NIOLoopBound(framer, eventLoop: channel.eventLoop),
-                        clientAddress: clientAddress, listener: listener
+                        clientAddress: clientAddress, localAddress: channel.localAddress, listener: listener
                     )
                 }
             }
@@ -156,13 +158,13 @@ public final class POP3Server: Service, Sendable {
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
-        let local = channel.localAddress.flatMap(\.ipAddress) ?? "unknown"
+        let local = connection.localAddress?.ipAddress ?? "unknown"
 
         let client: SocketAddress?
         do {
             client = try await connection.clientAddress.get()
         } catch {
-            logger.info("pop3-login: Disconnected: \(error): rip=\(channel.remoteAddress?.ipAddress ?? "unknown"), lip=\(local)")
+            logger.info("pop3-login: Disconnected: \(error): lip=\(local)")
             try? await connection.channel.executeThenClose { _, _ in }
             return
         }

@@ -98,6 +98,9 @@ struct Serve: AsyncParsableCommand {
     var demo = false
 
     func run() async throws {
+        // SIGHUP means "reload" here, never "terminate": ignore it until the reload service
+        // takes it over, so a HUP sent during startup cannot kill the server.
+        signal(SIGHUP, SIG_IGN)
         var settings = try await ServerSettings.load(flags: self)
         if demo {
             let demoSetup = try Demo.create()

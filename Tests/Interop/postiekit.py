@@ -539,9 +539,13 @@ class ProtocolError(AssertionError):
 class POP3Raw:
     """A minimal POP3 client over a plain socket that checks framing strictly."""
 
-    def __init__(self, host: str, port: int, timeout: float = 15.0, read_greeting: bool = True):
+    def __init__(self, host: str, port: int, timeout: float = 15.0, read_greeting: bool = True,
+                 source: str | None = None):
+        """`source`: a loopback source address such as 127.0.0.7, so that per-IP login
+        throttling in one test does not leak into the next connection."""
         self.host, self.port = host, port
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.sock.makefile("rb")
         self.transcript: list[str] = []

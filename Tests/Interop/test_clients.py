@@ -126,7 +126,7 @@ def test_poplib_downloads_every_message_byte_exact(env, big_message, monkeypatch
     # poplib caps lines at 2048 octets; RFC 1939 sets no limit on message lines.
     monkeypatch.setattr(poplib, "_MAXLINE", 1 << 16)
     expected = deliver_all(env.maildir("alice"), big_message)
-    p = poplib.POP3(env.host, env.port, timeout=120)
+    p = poplib.POP3(env.host, env.port, timeout=60)
     try:
         assert p.getwelcome().startswith(b"+OK")
         p.user(ALICE[0])
@@ -163,7 +163,7 @@ def test_poplib_downloads_every_message_byte_exact(env, big_message, monkeypatch
 # --------------------------------------------------------------------------
 
 
-def curl(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def curl(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout))] + args, capture_output=True, timeout=timeout + 10)
 
 
@@ -189,7 +189,7 @@ def test_curl_lists_and_downloads_every_message_byte_exact(env, big_message):
 
     got = {}
     for n in sorted(sizes):
-        proc = subprocess.Popen(["curl", "-sS", "--max-time", "300", f"{base}{n}"] + auth,
+        proc = subprocess.Popen(["curl", "-sS", "--max-time", "120", f"{base}{n}"] + auth,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         got[n] = hash_fileobj(proc.stdout)
         err = proc.stderr.read().decode()

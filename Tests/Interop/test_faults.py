@@ -64,6 +64,7 @@ def test_sigkill_around_quit_is_atomic(env_factory):
     gone: set[str] = set()  # UIDLs of messages deleted so far (RFC 1939: never reused)
     outcomes = {"ok": 0, "no-reply/all-deleted": 0, "no-reply/none-deleted": 0}
     max_delay = None
+    streak: list[bool] = []
     quit_time = None
     t0 = time.monotonic()
     last_round = ROUNDS
@@ -92,6 +93,7 @@ def test_sigkill_around_quit_is_atomic(env_factory):
             for u in present:
                 if snap[u] != subset[u]:
                     problems.append(f"DELEted-but-kept UIDL {u} has different content")
+            early = False
             if ok:
                 outcomes["ok"] += 1
                 if present:
@@ -101,9 +103,20 @@ def test_sigkill_around_quit_is_atomic(env_factory):
                 outcomes["no-reply/all-deleted"] += 1
             elif len(present) == len(subset):
                 outcomes["no-reply/none-deleted"] += 1
+                early = True
             else:
                 problems.append(f"round {pr}: killed during QUIT, {len(subset) - len(present)} of {len(subset)} "
                                 f"DELEted messages gone and {len(present)} still present: the deletion is not atomic")
+            # Keep the kill window around the commit point: widen it after three kills in a
+            # row that came before it, narrow it after three in a row that came after it.
+            if pr > 0:
+                streak.append(early)
+                if len(streak) >= 3 and all(streak[-3:]):
+                    max_delay *= 1.5
+                    streak = []
+                elif len(streak) >= 3 and not any(streak[-3:]):
+                    max_delay = max(max_delay / 1.5, 0.0002)
+                    streak = []
             others = {u: h for u, h in snap.items() if u not in state and u not in subset}
             if set(others.values()) != delivered:
                 problems.append(f"unexpected messages {sorted(others)[:5]} (new deliveries: {len(delivered)}, "
@@ -149,12 +162,14 @@ def test_sigkill_around_quit_is_atomic(env_factory):
             ok = rep is not None and rep.startswith("+OK")
             if rep is not None and not ok:
                 raise ProtocolError(f"round {r}: QUIT got {rep!r}")
+
         c.close()
         pending = (subset, ok, r)
 
         delivered = set()
-        for j in range(rng.randint(0, 3)):
-            data = numbered_message(10_000 + r * 10 + j, rng)
+        # A few new messages each round, and enough to keep about MESSAGES in the box.
+        for j in range(max(rng.randint(0, 3), MESSAGES - len(state) - len(subset))):
+            data = numbered_message(10_000 + r * 100 + j, rng)
             md.deliver(data)
             delivered.add(sha(canonical_crlf(data)))
 
@@ -165,7 +180,7 @@ def test_sigkill_around_quit_is_atomic(env_factory):
     note(f"fault injection: {r} kill rounds; QUIT answered +OK (all deleted): {outcomes['ok']}; "
          f"no reply and all deleted: {outcomes['no-reply/all-deleted']}; "
          f"no reply and none deleted: {outcomes['no-reply/none-deleted']}; partial: 0; "
-         f"{time.monotonic() - t0:.1f}s")
+         f"final kill window {max_delay * 1000:.2f} ms; {time.monotonic() - t0:.1f}s")
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "client-drop"])

@@ -70,7 +70,7 @@ func withServer(
     var logger = Logger(label: "test")
     logger.logLevel = .critical
     let server = POP3Server(
-        configuration: .init(listeners: [.init(host: "127.0.0.1", port: 0)]),
+        configuration: .init(listeners: [.init(host: "127.0.0.1", port: 0)], bruteForce: .disabled),
         userDatabase: backend,
         mailStore: backend,
         logger: logger,
