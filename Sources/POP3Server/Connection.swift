@@ -1,6 +1,7 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOSSL
 import POP3Core
 
 /// Drives one POP3 session over an async channel: reads lines, feeds the state machine and
@@ -20,6 +21,7 @@ struct POP3Connection {
     let security: POP3SessionStateMachine.Security
     let counter: ConnectionCounter
     let throttle: LoginThrottle
+    let metrics: ServerMetrics
 
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
@@ -39,6 +41,7 @@ private final class SessionRunner {
     var sessionUser: String?
     var disconnectReason = "Connection closed"
     var failedLogins = 0
+    var loginTime: NIODeadline?
     /// Lines from an older framer epoch (sent before STLS) are ignored.
     var epoch: UInt32 = 0
     var allocator: ByteBufferAllocator { connection.channel.channel.allocator }
@@ -65,16 +68,22 @@ private final class SessionRunner {
                 lines: for try await input in inbound {
                     guard input.epoch == self.epoch else { continue }  // sent before STLS: never executed
                     var action: POP3SessionStateMachine.Action
+                    let plaintextRefusals = self.machine.plaintextRefusals
                     switch input {
                     case .tooLong:
+                        self.context.metrics.command(nil)
                         action = self.machine.lineTooLong()
                     case .line(let line, _):
                         do throws(POP3ParseError) {
-                            action = self.machine.receive(try POP3Command(parsing: line))
+                            let command = try POP3Command(parsing: line)
+                            self.context.metrics.command(command.keyword)
+                            action = self.machine.receive(command)
                         } catch {
+                            self.context.metrics.command(nil)
                             action = self.machine.invalidLine(error)
                         }
                     }
+                    if self.machine.plaintextRefusals > plaintextRefusals { self.context.metrics.plaintextRefused.increment() }
                     // Carry out actions until one needs the next line from the client.
                     while true {
                         guard let next = try await self.perform(action, outbound) else { continue lines }
@@ -144,6 +153,7 @@ private final class SessionRunner {
         if let remaining = context.throttle.lockout(ip: context.remote) {
             logger.info("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=locked out for \(remaining.nanoseconds / 1_000_000_000) s")
             _ = machine.loginFailed(.authFailed)
+            context.metrics.login(result: "refused", tls: machine.security.isTLS)
             return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
         }
         let authenticated: AuthenticatedUser
@@ -154,7 +164,9 @@ private final class SessionRunner {
             failedLogins += 1
             if failure.code == .auth {
                 logger.info("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=auth failed")
+                context.metrics.login(result: "failure", tls: machine.security.isTLS)
                 let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: credentials.user)
+                if lockedOut { context.metrics.lockouts.increment() }
                 if delay > .zero { try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) }
                 if lockedOut {
                     logger.info("pop3-login: Locked out: \(where_), reason=\(context.throttle.policy.lockoutThreshold) failed logins")
@@ -169,8 +181,9 @@ private final class SessionRunner {
         context.throttle.recordSuccess(ip: context.remote)
         let name = LogEscaping.escape(authenticated.name)
         guard context.counter.beginSession(user: authenticated.name, ip: context.remote) else {
-            let limit = context.configuration.limits.maxSessionsPerUserIP
+            let limit = context.counter.limits.maxSessionsPerUserIP
             logger.info("pop3-login: Login refused: user=<\(name)>, method=USER, \(where_), reason=too many sessions from user+IP")
+            context.metrics.login(result: "refused", tls: machine.security.isTLS)
             return machine.loginFailed(POP3BackendError(code: .inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
         }
         do {
@@ -178,11 +191,16 @@ private final class SessionRunner {
             maildrop = opened
             sessionUser = authenticated.name
             logger.info("pop3-login: Login: user=<\(name)>, method=USER, \(where_)")
+            context.metrics.login(result: "success", tls: machine.security.isTLS)
+            context.metrics.sessionsActive.increment()
+            loginTime = .now()
             return machine.loginSucceeded(messages: opened.messages)
         } catch {
             context.counter.endSession(user: authenticated.name, ip: context.remote)
             let failure = POP3Connection.backendError(error)
             let reason = failure.code == .inUse ? "mailbox in use" : "maildrop unavailable"
+            context.metrics.login(result: "refused", tls: machine.security.isTLS)
+            if failure.code == .inUse { context.metrics.inUseRefusals.increment() }
             logger.info("pop3-login: Login refused: user=<\(name)>, method=USER, \(where_), reason=\(reason)")
             if let detail = failure.logDetail { logger.error("pop3(\(name)): \(detail), session=<\(context.sessionID)>") }
             return machine.loginFailed(failure)
@@ -199,12 +217,19 @@ private final class SessionRunner {
         guard let tls = context.configuration.tls else { return }
         let channel = connection.channel.channel
         let framer = connection.framer
-        var buffer = allocator.buffer(capacity: 48)
-        buffer.writePOP3Response(response)
+        let listener = connection.listener
+        let peer = try? SocketAddress(ipAddress: context.remote, port: 0)
+        let metrics = context.metrics
+        let logger = self.logger
+        var reply = allocator.buffer(capacity: 48)
+        reply.writePOP3Response(response)
+        let buffer = reply
         try await channel.eventLoop.flatSubmit {
             channel.writeAndFlush(buffer).flatMapThrowing {
                 framer.value.startNewEpoch()
                 try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler(), position: .first)
+                let observer = POP3Server.observer(listener: listener, implicitTLS: false, peer: peer, metrics: metrics, logger: logger)
+                try channel.pipeline.syncOperations.addHandler(observer, position: .after(try channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)))
             }
         }.get()
         epoch &+= 1
@@ -241,6 +266,7 @@ private final class SessionRunner {
         stuffer.finish(into: &buffer)
         try await outbound.write(buffer)
         machine.messageSent(index: index, lines: lines, bytes: sent)
+        (lines == nil ? context.metrics.retrBytes : context.metrics.topBytes).increment(by: sent)
         return nil
     }
 
@@ -249,6 +275,7 @@ private final class SessionRunner {
         maildrop = nil
         do {
             try await opened.commit(deleting: deleting)
+            context.metrics.messagesDeleted.increment(by: deleting.count)
             return machine.updateFinished(error: nil)
         } catch {
             let failure = POP3Connection.backendError(error)
@@ -270,6 +297,8 @@ private final class SessionRunner {
         machine.connectionClosed()
         if let user = sessionUser {
             context.counter.endSession(user: user, ip: context.remote)
+            context.metrics.sessionsActive.decrement()
+            if let loginTime { context.metrics.sessionDuration.recordNanoseconds((NIODeadline.now() - loginTime).nanoseconds) }
             let summary = machine.logoutSummary ?? ""
             logger.info("pop3(\(LogEscaping.escape(user))): Disconnected: \(disconnectReason) \(summary), \(where_)")
         } else {

@@ -31,7 +31,12 @@ public struct BruteForcePolicy: Sendable, Hashable {
 /// failures on an account only slow down *failed* attempts, so a flood against an account from
 /// one address never delays or blocks its owner's successful login from another address.
 public final class LoginThrottle: Sendable {
-    public let policy: BruteForcePolicy
+    private let policyBox: NIOLockedValueBox<BruteForcePolicy>
+    /// The policy in force; replaced on reload.
+    public var policy: BruteForcePolicy {
+        get { policyBox.withLockedValue { $0 } }
+        set { policyBox.withLockedValue { $0 = newValue } }
+    }
     private let now: @Sendable () -> NIODeadline
     private let state = NIOLockedValueBox(State())
 
@@ -49,7 +54,7 @@ public final class LoginThrottle: Sendable {
     static let maximumEntries = 100_000
 
     public init(policy: BruteForcePolicy, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
-        self.policy = policy
+        self.policyBox = NIOLockedValueBox(policy)
         self.now = now
     }
 
@@ -70,6 +75,7 @@ public final class LoginThrottle: Sendable {
     /// is now locked out.
     public func recordFailure(ip: String, account: String) -> (delay: TimeAmount, lockedOut: Bool) {
         let now = self.now()
+        let policy = self.policy
         let windowStart = now - policy.window
         return state.withLockedValue { state in
             func add(_ key: String, _ table: inout [String: Record]) -> Int {
@@ -125,7 +131,12 @@ public struct ConnectionLimits: Sendable, Hashable {
 
 /// Counts open connections and sessions against ``ConnectionLimits``.
 public final class ConnectionCounter: Sendable {
-    public let limits: ConnectionLimits
+    private let limitsBox: NIOLockedValueBox<ConnectionLimits>
+    /// The limits in force; replaced on reload (existing connections are not closed).
+    public var limits: ConnectionLimits {
+        get { limitsBox.withLockedValue { $0 } }
+        set { limitsBox.withLockedValue { $0 = newValue } }
+    }
     private let state = NIOLockedValueBox(Counts())
 
     struct Counts {
@@ -135,7 +146,7 @@ public final class ConnectionCounter: Sendable {
     }
 
     public init(limits: ConnectionLimits) {
-        self.limits = limits
+        self.limitsBox = NIOLockedValueBox(limits)
     }
 
     public enum Refusal: Sendable {
@@ -145,7 +156,8 @@ public final class ConnectionCounter: Sendable {
 
     /// Counts a new connection, or says why it is refused.
     public func open(ip: String) -> Refusal? {
-        state.withLockedValue { counts in
+        let limits = self.limits
+        return state.withLockedValue { counts in
             if counts.total >= limits.maxConnections { return .serverFull }
             if counts.byIP[ip, default: 0] >= limits.maxConnectionsPerIP { return .tooManyFromIP }
             counts.total += 1
@@ -165,6 +177,7 @@ public final class ConnectionCounter: Sendable {
     /// Counts a login; false if the user already has the maximum of sessions from this IP.
     public func beginSession(user: String, ip: String) -> Bool {
         let key = user + "\u{0}" + ip
+        let limits = self.limits
         return state.withLockedValue { counts in
             if counts.byUserIP[key, default: 0] >= limits.maxSessionsPerUserIP { return false }
             counts.byUserIP[key, default: 0] += 1

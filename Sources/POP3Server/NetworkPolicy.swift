@@ -58,12 +58,7 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        let text: String
-        if network.count == 4 {
-            text = network.map(String.init).joined(separator: ".")
-        } else {
-            text = stride(from: 0, to: 16, by: 2).map { String(UInt16(network[$0]) << 8 | UInt16(network[$0 + 1]), radix: 16) }.joined(separator: ":")
-        }
+        let text = (try? SocketAddress(packedIPAddress: ByteBuffer(bytes: network), port: 0))?.ipAddress ?? "?"
         return "\(text)/\(prefixLength)"
     }
 

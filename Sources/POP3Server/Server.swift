@@ -35,6 +35,39 @@ public final class POP3Server: Service, Sendable {
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
     let counter: ConnectionCounter
     let throttle: LoginThrottle
+    public let metrics: ServerMetrics
+    private let policy: NIOLockedValueBox<Policy>
+
+    /// The settings a reload (SIGHUP) can change without closing listeners or sessions.
+    public struct Policy: Sendable {
+        public var trustedNetworks: [CIDR]
+        public var requireTLS: Bool
+        public var access: AccessList
+        /// Per-listener access lists, by ``POP3ServerConfiguration/Listener/address``.
+        public var listenerAccess: [String: AccessList]
+        public var limits: ConnectionLimits
+        public var bruteForce: BruteForcePolicy
+
+        public init(_ configuration: POP3ServerConfiguration) {
+            trustedNetworks = configuration.trustedNetworks
+            requireTLS = configuration.requireTLS
+            access = configuration.access
+            listenerAccess = [:]
+            for listener in configuration.listeners {
+                if let access = listener.access { listenerAccess[listener.address] = access }
+            }
+            limits = configuration.limits
+            bruteForce = configuration.bruteForce
+        }
+    }
+
+    /// Applies new policy to connections accepted from now on and to the limits and
+    /// brute-force counters; open sessions keep going.
+    public func updatePolicy(_ new: Policy) {
+        policy.withLockedValue { $0 = new }
+        counter.limits = new.limits
+        throttle.policy = new.bruteForce
+    }
 
     public init(
         configuration: POP3ServerConfiguration,
@@ -42,8 +75,10 @@ public final class POP3Server: Service, Sendable {
         mailStore: any MailStore,
         logger: Logger,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        metrics: ServerMetrics = ServerMetrics(),
         onListening: (@Sendable ([SocketAddress]) -> Void)? = nil
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         self.userDatabase = userDatabase
         self.mailStore = mailStore
@@ -52,6 +87,7 @@ public final class POP3Server: Service, Sendable {
         self.onListening = onListening
         self.counter = ConnectionCounter(limits: configuration.limits)
         self.throttle = LoginThrottle(policy: configuration.bruteForce)
+        self.policy = NIOLockedValueBox(Policy(configuration))
     }
 
     /// Binds every listener. Separate from ``run()`` so a caller can bind privileged ports
@@ -82,6 +118,8 @@ public final class POP3Server: Service, Sendable {
         let idleTimeout = configuration.idleTimeout
         let tls = configuration.tls
         let proxies = configuration.trustedProxies
+        let metrics = self.metrics
+        let logger = self.logger
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -100,6 +138,7 @@ public final class POP3Server: Service, Sendable {
                     }
                     if listener.implicitTLS, let tls {
                         try sync.addHandler(tls.makeServerHandler())
+                        try sync.addHandler(Self.observer(listener: listener, implicitTLS: true, peer: channel.remoteAddress, metrics: metrics, logger: logger))
                     }
                     let timedOut = NIOLockedValueBox(false)
                     try sync.addHandler(IdleTimeoutHandler(timeout: idleTimeout, timedOut: timedOut))
@@ -120,6 +159,21 @@ public final class POP3Server: Service, Sendable {
 
     public func run() async throws {
         try await serve(try await bind())
+    }
+
+    /// Counts and logs the outcome of a TLS handshake.
+    static func observer(
+        listener: POP3ServerConfiguration.Listener, implicitTLS: Bool, peer: SocketAddress?,
+        metrics: ServerMetrics, logger: Logger
+    ) -> TLSHandshakeObserver {
+        let name = listener.address
+        return TLSHandshakeObserver(
+            onCompleted: { _ in if !implicitTLS { metrics.startTLS(listener: name) } },
+            onFailed: { error in
+                metrics.handshakeFailed(listener: name, implicitTLS: implicitTLS)
+                logger.info("pop3-login: TLS handshake failed: \(error): rip=\(peer?.ipAddress ?? "unknown"), listener=\(name)")
+            }
+        )
     }
 
     /// Serves connections on listeners from ``bind()`` until graceful shutdown.
@@ -169,30 +223,35 @@ public final class POP3Server: Service, Sendable {
             return
         }
         let ip = client?.ipAddress ?? "unknown"
+        metrics.connectionAccepted(listener: connection.listener.address, implicitTLS: connection.listener.implicitTLS)
 
         // Access control before the greeting: a refused client learns nothing.
-        let access = connection.listener.access ?? configuration.access
+        let policy = self.policy.withLockedValue { $0 }
+        let access = policy.listenerAccess[connection.listener.address] ?? policy.access
         if let client, !access.permits(client) {
             logger.info("pop3-login: Disconnected: Connection refused by access list: rip=\(ip), lip=\(local)")
+            metrics.connectionRefused(reason: "access")
             try? await connection.channel.executeThenClose { _, _ in }
             return
         }
         if throttle.lockout(ip: ip) != nil {
             logger.info("pop3-login: Disconnected: Connection refused, locked out after failed logins: rip=\(ip), lip=\(local)")
+            metrics.connectionRefused(reason: "lockout")
             await refuse(connection.channel, "Too many failed logins from your IP address; try again later.")
             return
         }
         if let refusal = counter.open(ip: ip) {
             let text = refusal == .tooManyFromIP
-                ? "Too many connections from your IP address (limit \(configuration.limits.maxConnectionsPerIP))."
+                ? "Too many connections from your IP address (limit \(policy.limits.maxConnectionsPerIP))."
                 : "Server is busy, try again later."
             logger.info("pop3-login: Disconnected: Connection refused, \(refusal == .tooManyFromIP ? "per-IP connection limit" : "connection limit") reached: rip=\(ip), lip=\(local)")
+            metrics.connectionRefused(reason: "limit")
             await refuse(connection.channel, text)
             return
         }
         defer { counter.close(ip: ip) }
 
-        let trusted = client.map { address in configuration.trustedNetworks.contains { $0.contains(address) } } ?? false
+        let trusted = client.map { address in policy.trustedNetworks.contains { $0.contains(address) } } ?? false
         let session = POP3Connection(
             userDatabase: userDatabase,
             mailStore: mailStore,
@@ -205,10 +264,11 @@ public final class POP3Server: Service, Sendable {
                 isTLS: connection.listener.implicitTLS,
                 canStartTLS: configuration.tls != nil && !connection.listener.implicitTLS,
                 isTrustedNetwork: trusted,
-                requireTLS: configuration.requireTLS
+                requireTLS: policy.requireTLS
             ),
             counter: counter,
-            throttle: throttle
+            throttle: throttle,
+            metrics: metrics
         )
         await session.run(connection)
     }

@@ -233,8 +233,12 @@ public struct POP3SessionStateMachine: Sendable {
         }
     }
 
+    /// How often USER/PASS were refused because the connection was not encrypted.
+    public private(set) var plaintextRefusals = 0
+
     /// The reply to USER/PASS on an unencrypted, untrusted connection (Dovecot's wording).
     private mutating func plaintextRefused() -> Action {
+        plaintextRefusals += 1
         let hint = security.canStartTLS ? "use STLS first or connect to port 995" : "connect to port 995"
         return badCommand(.err("Plaintext authentication disallowed on non-secure (SSL/TLS) connections; \(hint).", code: .auth))
     }

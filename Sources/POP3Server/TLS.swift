@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
+import NIOTLS
 
 /// A certificate and its key, from PEM files, optionally only for some SNI host names.
 public struct CertificateSpec: Sendable, Hashable {
@@ -138,4 +139,44 @@ public final class TLSProvider: Sendable {
 public struct TLSSetupError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Sits behind a TLS handler and reports whether the handshake completed or failed, for
+/// metrics and logs.
+final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let onCompleted: @Sendable (String?) -> Void
+    private let onFailed: @Sendable (any Error) -> Void
+    private var finished = false
+
+    init(onCompleted: @escaping @Sendable (String?) -> Void, onFailed: @escaping @Sendable (any Error) -> Void) {
+        self.onCompleted = onCompleted
+        self.onFailed = onFailed
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted(let protocolName) = event, !finished {
+            finished = true
+            onCompleted(protocolName)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !finished {
+            finished = true
+            onFailed(error)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !finished {
+            finished = true
+            onFailed(TLSSetupError("connection closed during the TLS handshake"))
+        }
+        context.fireChannelInactive()
+    }
 }

@@ -36,6 +36,7 @@ struct NetworkPolicyTests {
 
     @Test func describes() {
         #expect(CIDR("192.0.2.77/24")?.description == "192.0.2.0/24")
-        #expect(CIDR("::1")?.description == "0:0:0:0:0:0:0:1/128")
+        #expect(CIDR("::1")?.description == "::1/128")
+        #expect(CIDR("2001:db8::/32")?.description == "2001:db8::/32")
     }
 }

@@ -1,0 +1,81 @@
+import Metrics
+import NIOConcurrencyHelpers
+import POP3Core
+
+/// The server's metrics, through swift-metrics (the `postie` command exports them to
+/// Prometheus). Names follow Prometheus conventions; docs/monitoring.md lists them.
+///
+/// Handles are created once and reused, so the hot path costs an atomic add.
+public final class ServerMetrics: Sendable {
+    private let commands: [String: Counter]
+    private let unknownCommand: Counter
+    let retrBytes = Counter(label: "pop3_sent_bytes_total", dimensions: [("command", "RETR")])
+    let topBytes = Counter(label: "pop3_sent_bytes_total", dimensions: [("command", "TOP")])
+    let messagesDeleted = Counter(label: "pop3_messages_deleted_total")
+    let lockouts = Counter(label: "pop3_lockouts_total")
+    let inUseRefusals = Counter(label: "pop3_in_use_refusals_total")
+    let plaintextRefused = Counter(label: "pop3_plaintext_refused_total")
+    let sessionsActive = Meter(label: "pop3_sessions_active")
+    let sessionDuration = Timer(label: "pop3_session_duration_seconds", preferredDisplayUnit: .seconds)
+    private let certificateExpiry = Gauge(label: "pop3_tls_certificate_expiry_timestamp_seconds")
+    private let perListener = NIOLockedValueBox<[String: ListenerCounters]>([:])
+
+    struct ListenerCounters {
+        var connections: Counter
+        var starttls: Counter
+        var handshakeFailures: Counter
+    }
+
+    public init() {
+        var commands: [String: Counter] = [:]
+        for keyword in ["USER", "PASS", "APOP", "AUTH", "QUIT", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL", "CAPA", "STLS", "UTF8"] {
+            commands[keyword] = Counter(label: "pop3_commands_total", dimensions: [("command", keyword)])
+        }
+        self.commands = commands
+        self.unknownCommand = Counter(label: "pop3_commands_total", dimensions: [("command", "unknown")])
+    }
+
+    func command(_ keyword: String?) {
+        (keyword.flatMap { commands[$0] } ?? unknownCommand).increment()
+    }
+
+    private func counters(_ listener: String, tls: Bool) -> ListenerCounters {
+        let key = listener + (tls ? "/tls" : "")
+        return perListener.withLockedValue { table in
+            if let existing = table[key] { return existing }
+            let created = ListenerCounters(
+                connections: Counter(label: "pop3_connections_total", dimensions: [("listener", listener), ("tls", tls ? "implicit" : "none")]),
+                starttls: Counter(label: "pop3_starttls_total", dimensions: [("listener", listener)]),
+                handshakeFailures: Counter(label: "pop3_tls_handshake_failures_total", dimensions: [("listener", listener)])
+            )
+            table[key] = created
+            return created
+        }
+    }
+
+    func connectionAccepted(listener: String, implicitTLS: Bool) {
+        counters(listener, tls: implicitTLS).connections.increment()
+    }
+
+    func startTLS(listener: String) {
+        counters(listener, tls: false).starttls.increment()
+    }
+
+    func handshakeFailed(listener: String, implicitTLS: Bool) {
+        counters(listener, tls: implicitTLS).handshakeFailures.increment()
+    }
+
+    func connectionRefused(reason: String) {
+        Counter(label: "pop3_connections_refused_total", dimensions: [("reason", reason)]).increment()
+    }
+
+    /// `result`: success, failure (credentials) or refused ([IN-USE], limits, lockout).
+    func login(result: String, tls: Bool) {
+        Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", "USER"), ("tls", tls ? "yes" : "no")]).increment()
+    }
+
+    /// The earliest certificate expiry, seconds since 1970.
+    public func certificateExpires(at seconds: Int) {
+        certificateExpiry.record(seconds)
+    }
+}
