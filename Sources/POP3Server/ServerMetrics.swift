@@ -17,7 +17,9 @@ public final class ServerMetrics: Sendable {
     let plaintextRefused = Counter(label: "pop3_plaintext_refused_total")
     let sessionsActive = Meter(label: "pop3_sessions_active")
     let sessionDuration = Timer(label: "pop3_session_duration_seconds", preferredDisplayUnit: .seconds)
-    private let certificateExpiry = Gauge(label: "pop3_tls_certificate_expiry_timestamp_seconds")
+    /// Created only when TLS is configured, so a server without certificates exports no
+    /// expiry of 0 that an alert would take for an expired certificate.
+    private let certificateExpiry = NIOLockedValueBox<Gauge?>(nil)
     private let perListener = NIOLockedValueBox<[String: ListenerCounters]>([:])
 
     struct ListenerCounters {
@@ -76,6 +78,10 @@ public final class ServerMetrics: Sendable {
 
     /// The earliest certificate expiry, seconds since 1970.
     public func certificateExpires(at seconds: Int) {
-        certificateExpiry.record(seconds)
+        let gauge = certificateExpiry.withLockedValue { gauge in
+            if gauge == nil { gauge = Gauge(label: "pop3_tls_certificate_expiry_timestamp_seconds") }
+            return gauge!
+        }
+        gauge.record(seconds)
     }
 }

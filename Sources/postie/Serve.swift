@@ -136,7 +136,13 @@ struct Serve: AsyncParsableCommand {
         LoggingSystem.bootstrap { PostieLogHandler(label: $0, level: level) }
         let logger = Logger(label: "postie")
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // POP3 sessions last from milliseconds (a poll) to the 10-minute idle timeout and beyond.
+        factory.durationHistogramBuckets["pop3_session_duration_seconds"] = [
+            .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),
+            .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(600), .seconds(1800),
+        ]
+        MetricsSystem.bootstrap(factory)
 
         let tls: TLSProvider?
         do {
