@@ -285,8 +285,44 @@ enum PrivilegeDrop {
         guard setgroups(1, [gid]) == 0, setgid(gid) == 0, setuid(uid) == 0 else {
             throw ConfigurationError("run_as: cannot switch to \(spec): \(String(cString: strerror(errno)))")
         }
-        // Make sure root cannot be regained.
+        // Make sure root cannot be regained, and that no thread kept it.
         if setuid(0) == 0 { throw ConfigurationError("run_as: root could be regained after dropping to \(spec)") }
+        for thread in (try? threadIDs()) ?? [] {
+            guard let status = readStatus("/proc/self/task/\(thread)/status") else { continue }
+            for line in status.split(separator: "\n") where line.hasPrefix("Uid:") || line.hasPrefix("Gid:") {
+                let ids = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst()
+                let expected = line.hasPrefix("Uid:") ? String(uid) : String(gid)
+                if ids.contains(where: { $0 != expected }) {
+                    throw ConfigurationError("run_as: thread \(thread) still has \(line); refusing to run half-privileged")
+                }
+            }
+        }
+    }
+
+    private static func threadIDs() throws -> [String] {
+        guard let dir = opendir("/proc/self/task") else { return [] }
+        defer { closedir(dir) }
+        var ids: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { ids.append(name) }
+        }
+        return ids
+    }
+
+    private static func readStatus(_ path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
