@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "POP3Server", targets: ["POP3Server"]),
         .library(name: "MaildirStore", targets: ["MaildirStore"]),
         .library(name: "PasswdFile", targets: ["PasswdFile"]),
+        .library(name: "SASL", targets: ["SASL"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -31,7 +32,7 @@ let package = Package(
         .target(
             name: "POP3Server",
             dependencies: [
-                "POP3Core",
+                "POP3Core", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -53,13 +54,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        /// libcrypto (OpenSSL) for SASL's digests, HMACs and PBKDF2.
+        .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto"),
+        /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
+        .target(name: "SASL", dependencies: ["CLibCrypto"]),
         /// crypt(3) from libxcrypt.
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
         /// Dovecot-style passwd-file user database.
         .target(
             name: "PasswdFile",
             dependencies: [
-                "CCrypt", "POP3Server",
+                "CCrypt", "POP3Server", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -69,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -84,6 +89,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "POP3CoreTests", dependencies: ["POP3Core"]),
+        .testTarget(name: "SASLTests", dependencies: ["SASL"]),
         .testTarget(
             name: "POP3ServerTests",
             dependencies: [

@@ -20,17 +20,18 @@ public enum POP3Capability: Hashable, Sendable {
     case pipelining
     /// AUTH and PASS failures carry [AUTH]/[SYS/*] codes (RFC 3206 section 6).
     case authRespCode
-    /// Message retention policy: days, or `NEVER` (RFC 2449 section 6.7).
+    /// Message retention policy: days or `NEVER`, optionally followed by `USER` when it
+    /// varies per user (RFC 2449 section 6.7).
     case expire(String)
-    /// Minimum seconds between logins (RFC 2449 section 6.5).
-    case loginDelay(Int)
+    /// Minimum seconds between logins, optionally followed by `USER` (RFC 2449 section 6.5).
+    case loginDelay(String)
     /// Server name and version (RFC 2449 section 6.9).
     case implementation(String)
     /// SASL mechanisms usable now (RFC 2449 section 6.3, RFC 5034).
     case sasl([String])
     /// STLS is offered (RFC 2595 section 4).
     case stls
-    /// The UTF8 command is supported (RFC 6856 section 2).
+    /// The UTF8 command is supported, and USER/PASS take UTF-8 (RFC 6856 section 3.1).
     case utf8
 
     /// The capability line as sent on the wire.
@@ -47,7 +48,7 @@ public enum POP3Capability: Hashable, Sendable {
         case .implementation(let name): "IMPLEMENTATION \(name)"
         case .sasl(let mechanisms): (["SASL"] + mechanisms).joined(separator: " ")
         case .stls: "STLS"
-        case .utf8: "UTF8"
+        case .utf8: "UTF8 USER"
         }
     }
 }

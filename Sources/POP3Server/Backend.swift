@@ -1,5 +1,6 @@
 import NIOCore
 import POP3Core
+import SASL
 
 /// One message as a session sees it: its unique-id and the exact size of its CRLF form.
 ///
@@ -43,6 +44,12 @@ public struct AuthenticatedUser: Sendable, Hashable {
         self.home = home
         self.extraFields = extraFields
     }
+
+    /// The user's own minimum seconds between logins (extra field `login_delay`, RFC 2449 6.5).
+    public var loginDelay: Int? { extraFields["login_delay"].flatMap { Int($0) } }
+
+    /// The user's own retention policy (extra field `expire`: days or `NEVER`, RFC 2449 6.7).
+    public var expire: String? { extraFields["expire"] }
 }
 
 /// An error crossing the storage or user seam, carrying the POP3 response code the session
@@ -91,6 +98,15 @@ public protocol UserDatabase: Sendable {
     /// Returns the user if the password is right; throws ``POP3BackendError/authFailed`` for an
     /// unknown user and a wrong password alike, in about the same time.
     func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser
+}
+
+/// A user database that can also serve challenge-response logins (CRAM-MD5, SCRAM, APOP),
+/// which need more than a yes/no answer to a password.
+public protocol SASLUserDatabase: UserDatabase {
+    /// The user and the secrets those mechanisms need, or nil for an unknown user. Secrets
+    /// that cannot be had (a one-way hash does not give CRAM-MD5 keys) are left out, and the
+    /// mechanism then fails as for a wrong password.
+    func saslSecrets(for user: String) async throws -> (AuthenticatedUser, SASLSecrets)?
 }
 
 /// Where users' maildrops live.

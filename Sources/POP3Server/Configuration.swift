@@ -1,4 +1,5 @@
 import NIOCore
+import SASL
 
 /// How a POP3 server listens and behaves. Each field says what it means for security.
 public struct POP3ServerConfiguration: Sendable {
@@ -91,6 +92,18 @@ public struct POP3ServerConfiguration: Sendable {
     public var trustedProxies: [CIDR]
     public var limits: ConnectionLimits
     public var bruteForce: BruteForcePolicy
+    /// SASL mechanisms offered by AUTH (RFC 5034). PLAIN and LOGIN follow the plaintext
+    /// policy; CRAM-MD5 needs reversibly stored passwords and is off unless named.
+    public var authMechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1]
+    /// APOP (RFC 1939 section 7). Off by default: it needs passwords stored in clear text and
+    /// rests on MD5.
+    public var apop = false
+    /// Seconds a user must wait between logins (RFC 2449 LOGIN-DELAY); a user's `login_delay`
+    /// extra field overrides it. 0: no delay.
+    public var loginDelay = 0
+    /// The retention policy CAPA announces (RFC 2449 EXPIRE): days or `NEVER`; a user's
+    /// `expire` extra field overrides it. Postie itself never deletes mail on its own.
+    public var expire = "NEVER"
 
     public init(
         listeners: [Listener],

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import POP3Core
+import SASL
 
 /// Drives one POP3 session over an async channel: reads lines, feeds the state machine and
 /// carries out its actions against the user database and the mail store.
@@ -22,6 +23,8 @@ struct POP3Connection {
     let counter: ConnectionCounter
     let throttle: LoginThrottle
     let metrics: ServerMetrics
+    let authentication: POP3SessionStateMachine.AuthenticationOptions
+    let loginDelays: LoginDelayTracker
 
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
@@ -52,7 +55,8 @@ private final class SessionRunner {
         self.connection = connection
         self.machine = POP3SessionStateMachine(
             implementationName: context.configuration.implementationName,
-            security: context.security
+            security: context.security,
+            authentication: context.authentication
         )
     }
 
@@ -64,7 +68,8 @@ private final class SessionRunner {
     func run() async {
         do {
             try await connection.channel.executeThenClose { inbound, outbound in
-                try await self.send(.ok("\(self.context.configuration.implementationName) ready."), outbound)
+                let timestamp = self.machine.authentication.apopTimestamp.map { " " + $0 } ?? ""
+                try await self.send(.ok("\(self.context.configuration.implementationName) ready.\(timestamp)"), outbound)
                 lines: for try await input in inbound {
                     guard input.epoch == self.epoch else { continue }  // sent before STLS: never executed
                     var action: POP3SessionStateMachine.Action
@@ -73,6 +78,8 @@ private final class SessionRunner {
                     case .tooLong:
                         self.context.metrics.command(nil)
                         action = self.machine.lineTooLong()
+                    case .line(let line, _) where self.machine.expectsSASLResponse:
+                        action = self.machine.receiveSASLResponse(String(decoding: line.readableBytesView, as: UTF8.self))
                     case .line(let line, _):
                         do throws(POP3ParseError) {
                             let command = try POP3Command(parsing: line)
@@ -118,8 +125,24 @@ private final class SessionRunner {
             buffer.writePOP3MultiLine(response, lines: content)
             try await outbound.write(buffer)
             return nil
-        case .authenticate(let credentials):
-            return await authenticate(credentials)
+        case .authenticate(let credentials, let method):
+            return await authenticate(credentials, method: method)
+        case .sendContinuation(let data):
+            var buffer = allocator.buffer(capacity: data.count * 4 / 3 + 8)
+            buffer.writeStaticString("+ ")
+            buffer.writeString(Base64.encode(data))
+            buffer.writeStaticString("\r\n")
+            try await outbound.write(buffer)
+            return nil
+        case .lookupSecrets(let user, let method):
+            return await lookupSecrets(user: user, method: method)
+        case .verifyAPOP(let user, let digest, let timestamp):
+            return await verifyAPOP(user: user, digest: digest, timestamp: timestamp)
+        case .openMaildrop(_, let method):
+            guard let user = pendingUser else { return await failed(user: nil, method: method) }
+            return await completeLogin(user, method: method)
+        case .authenticationFailed(let user, let method):
+            return await failed(user: user, method: method)
         case .sendMessage(let index, let lines, let status):
             return try await sendMessage(index: index, lines: lines, status: status, outbound)
         case .startTLS(let response):
@@ -148,41 +171,106 @@ private final class SessionRunner {
 
     // MARK: - Login
 
-    func authenticate(_ credentials: Credentials) async -> POP3SessionStateMachine.Action {
-        let user = LogEscaping.escape(credentials.user)
-        if let remaining = context.throttle.lockout(ip: context.remote) {
-            logger.info("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=locked out for \(remaining.nanoseconds / 1_000_000_000) s")
-            _ = machine.loginFailed(.authFailed)
-            context.metrics.login(result: "refused", tls: machine.security.isTLS)
-            return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
-        }
+    /// The user found by a secrets lookup (CRAM-MD5, SCRAM, APOP), logged in on success.
+    var pendingUser: AuthenticatedUser?
+
+    /// Refuses any login attempt from a locked-out address.
+    func lockedOut(_ user: String, method: String) -> POP3SessionStateMachine.Action? {
+        guard let remaining = context.throttle.lockout(ip: context.remote) else { return nil }
+        logger.info("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=locked out for \(remaining.nanoseconds / 1_000_000_000) s")
+        _ = machine.loginFailed(.authFailed)
+        context.metrics.login(result: "refused", tls: machine.security.isTLS)
+        return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
+    }
+
+    func authenticate(_ credentials: Credentials, method: String) async -> POP3SessionStateMachine.Action {
+        if let refusal = lockedOut(credentials.user, method: method) { return refusal }
         let authenticated: AuthenticatedUser
         do {
             authenticated = try await context.userDatabase.authenticate(credentials)
         } catch {
             let failure = POP3Connection.backendError(error)
+            if failure.code == .auth { return await failed(user: credentials.user, method: method) }
+            logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(credentials.user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
             failedLogins += 1
-            if failure.code == .auth {
-                logger.info("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=auth failed")
-                context.metrics.login(result: "failure", tls: machine.security.isTLS)
-                let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: credentials.user)
-                if lockedOut { context.metrics.lockouts.increment() }
-                if delay > .zero { try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) }
-                if lockedOut {
-                    logger.info("pop3-login: Locked out: \(where_), reason=\(context.throttle.policy.lockoutThreshold) failed logins")
-                    _ = machine.loginFailed(failure)
-                    return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
-                }
-            } else {
-                logger.error("pop3-login: Login failed: user=<\(user)>, method=USER, \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
-            }
             return machine.loginFailed(failure)
         }
+        return await completeLogin(authenticated, method: method)
+    }
+
+    /// Looks up secrets for CRAM-MD5 or SCRAM.
+    func lookupSecrets(user: String, method: String) async -> POP3SessionStateMachine.Action {
+        if let refusal = lockedOut(user, method: method) { return refusal }
+        switch await secrets(for: user, method: method) {
+        case .failure(let failure):
+            failedLogins += 1
+            return machine.loginFailed(failure)
+        case .success(let found):
+            pendingUser = found?.0
+            return machine.secretsFound(found?.1)
+        }
+    }
+
+    /// APOP (RFC 1939 section 7): MD5 of the greeting's timestamp and the password.
+    func verifyAPOP(user: String, digest: String, timestamp: String) async -> POP3SessionStateMachine.Action {
+        if let refusal = lockedOut(user, method: "APOP") { return refusal }
+        switch await secrets(for: user, method: "APOP") {
+        case .failure(let failure):
+            failedLogins += 1
+            return machine.loginFailed(failure)
+        case .success(let found):
+            guard let (authenticated, secrets) = found, let password = secrets.plaintext else {
+                return machine.apopVerified(false)
+            }
+            let expected = Digest.md5.hash(Array((timestamp + password).utf8)).hex
+            pendingUser = authenticated
+            return machine.apopVerified(constantTimeEquals(Array(expected.utf8), Array(digest.utf8)))
+        }
+    }
+
+    private func secrets(for user: String, method: String) async -> Result<(AuthenticatedUser, SASLSecrets)?, POP3BackendError> {
+        guard let database = context.userDatabase as? any SASLUserDatabase else { return .success(nil) }
+        do {
+            return .success(try await database.saslSecrets(for: user))
+        } catch {
+            let failure = POP3Connection.backendError(error)
+            logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
+            return .failure(failure)
+        }
+    }
+
+    /// Wrong user or password, whatever the method: log, count, delay, maybe lock out.
+    func failed(user: String?, method: String) async -> POP3SessionStateMachine.Action {
+        failedLogins += 1
+        let name = LogEscaping.escape(user ?? pendingUser?.name ?? "")
+        pendingUser = nil
+        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=auth failed")
+        context.metrics.login(result: "failure", tls: machine.security.isTLS)
+        let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: user ?? "")
+        if lockedOut { context.metrics.lockouts.increment() }
+        if delay > .zero { try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) }
+        if lockedOut {
+            logger.info("pop3-login: Locked out: \(where_), reason=\(context.throttle.policy.lockoutThreshold) failed logins")
+            _ = machine.loginFailed(.authFailed)
+            return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
+        }
+        return machine.loginFailed(.authFailed)
+    }
+
+    /// After a mechanism proved the user's identity: LOGIN-DELAY, limits, the maildrop lock.
+    func completeLogin(_ authenticated: AuthenticatedUser, method: String) async -> POP3SessionStateMachine.Action {
+        pendingUser = nil
         context.throttle.recordSuccess(ip: context.remote)
         let name = LogEscaping.escape(authenticated.name)
+        let delay = authenticated.loginDelay ?? context.configuration.loginDelay
+        if delay > 0, let wait = context.loginDelays.tooSoon(user: authenticated.name, delay: delay) {
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=login delay (\(wait) s left)")
+            context.metrics.login(result: "refused", tls: machine.security.isTLS)
+            return machine.loginFailed(POP3BackendError(code: .loginDelay, message: "Minimum time between mail checks violated; try again in \(wait) seconds."))
+        }
         guard context.counter.beginSession(user: authenticated.name, ip: context.remote) else {
             let limit = context.counter.limits.maxSessionsPerUserIP
-            logger.info("pop3-login: Login refused: user=<\(name)>, method=USER, \(where_), reason=too many sessions from user+IP")
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=too many sessions from user+IP")
             context.metrics.login(result: "refused", tls: machine.security.isTLS)
             return machine.loginFailed(POP3BackendError(code: .inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
         }
@@ -190,18 +278,19 @@ private final class SessionRunner {
             let opened = try await context.mailStore.openMaildrop(for: authenticated)
             maildrop = opened
             sessionUser = authenticated.name
-            logger.info("pop3-login: Login: user=<\(name)>, method=USER, \(where_)")
+            if delay > 0 { context.loginDelays.record(user: authenticated.name) }
+            logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_)")
             context.metrics.login(result: "success", tls: machine.security.isTLS)
             context.metrics.sessionsActive.increment()
             loginTime = .now()
-            return machine.loginSucceeded(messages: opened.messages)
+            return machine.loginSucceeded(messages: opened.messages, user: authenticated.name, loginDelay: authenticated.loginDelay, expire: authenticated.expire)
         } catch {
             context.counter.endSession(user: authenticated.name, ip: context.remote)
             let failure = POP3Connection.backendError(error)
             let reason = failure.code == .inUse ? "mailbox in use" : "maildrop unavailable"
             context.metrics.login(result: "refused", tls: machine.security.isTLS)
             if failure.code == .inUse { context.metrics.inUseRefusals.increment() }
-            logger.info("pop3-login: Login refused: user=<\(name)>, method=USER, \(where_), reason=\(reason)")
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=\(reason)")
             if let detail = failure.logDetail { logger.error("pop3(\(name)): \(detail), session=<\(context.sessionID)>") }
             return machine.loginFailed(failure)
         }

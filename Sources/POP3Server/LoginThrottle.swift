@@ -195,3 +195,29 @@ public final class ConnectionCounter: Sendable {
 
     public var openConnections: Int { state.withLockedValue { $0.total } }
 }
+
+/// Remembers each user's last login, for LOGIN-DELAY (RFC 2449 section 8.1.1).
+public final class LoginDelayTracker: Sendable {
+    private let last = NIOLockedValueBox<[String: NIODeadline]>([:])
+    private let now: @Sendable () -> NIODeadline
+
+    public init(now: @escaping @Sendable () -> NIODeadline = { .now() }) {
+        self.now = now
+    }
+
+    /// Seconds left if the user logged in less than `delay` seconds ago.
+    public func tooSoon(user: String, delay: Int) -> Int? {
+        guard let previous = last.withLockedValue({ $0[user] }) else { return nil }
+        let elapsed = now() - previous
+        let remaining = TimeAmount.seconds(Int64(delay)) - elapsed
+        return remaining > .zero ? Int((remaining.nanoseconds + 999_999_999) / 1_000_000_000) : nil
+    }
+
+    public func record(user: String) {
+        let now = self.now()
+        last.withLockedValue { table in
+            table[user] = now
+            if table.count > 100_000 { table = table.filter { now - $0.value < .hours(24) } }
+        }
+    }
+}

@@ -6,6 +6,10 @@ import NIOSSL
 import POP3Core
 import ServiceLifecycle
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A connection as the listener hands it over.
 struct AcceptedConnection: Sendable {
     var channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>
@@ -37,6 +41,8 @@ public final class POP3Server: Service, Sendable {
     let throttle: LoginThrottle
     public let metrics: ServerMetrics
     private let policy: NIOLockedValueBox<Policy>
+    let loginDelays = LoginDelayTracker()
+    private let apopCounter = NIOLockedValueBox<UInt64>(0)
 
     /// The settings a reload (SIGHUP) can change without closing listeners or sessions.
     public struct Policy: Sendable {
@@ -268,7 +274,15 @@ public final class POP3Server: Service, Sendable {
             ),
             counter: counter,
             throttle: throttle,
-            metrics: metrics
+            metrics: metrics,
+            authentication: .init(
+                mechanisms: configuration.authMechanisms,
+                apopTimestamp: configuration.apop ? makeAPOPTimestamp() : nil,
+                loginDelay: configuration.loginDelay,
+                expire: configuration.expire,
+                perUserPolicy: true
+            ),
+            loginDelays: loginDelays
         )
         await session.run(connection)
     }
@@ -280,6 +294,15 @@ public final class POP3Server: Service, Sendable {
             buffer.writePOP3Response(.err(text, code: .sysTemp))
             try await outbound.write(buffer)
         }
+    }
+
+    /// A timestamp unique to this greeting, `<pid.counter.time@host>` (RFC 1939 section 7).
+    private func makeAPOPTimestamp() -> String {
+        let n = apopCounter.withLockedValue { $0 += 1; return $0 }
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count)
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "<\(getpid()).\(n).\(time(nil))@\(host.isEmpty ? "localhost" : host)>"
     }
 
     static func describe(_ address: SocketAddress) -> String {

@@ -1,4 +1,5 @@
 import POP3Core
+import SASL
 
 /// The POP3 session as RFC 1939 section 3 describes it: AUTHORIZATION, TRANSACTION, UPDATE.
 ///
@@ -10,6 +11,9 @@ public struct POP3SessionStateMachine: Sendable {
     public struct Transaction: Sendable {
         public var user: String
         public var messages: [MessageInfo]
+        /// The user's own LOGIN-DELAY and EXPIRE, if they differ from the server's.
+        public var loginDelay: Int?
+        public var expire: String?
         /// Indices (0-based) marked by DELE; applied only in UPDATE.
         public var deleted: Set<Int> = []
         public var counters = Counters()
@@ -28,6 +32,8 @@ public struct POP3SessionStateMachine: Sendable {
         case authorization(user: String?)
         /// AUTHORIZATION, waiting for the user database and the maildrop lock.
         case authenticating(user: String)
+        /// AUTHORIZATION, in a SASL exchange: the next line is the client's response.
+        case sasl(SASLExchange)
         case transaction(Transaction)
         /// UPDATE: deletions are being committed.
         case update(Transaction)
@@ -41,8 +47,21 @@ public struct POP3SessionStateMachine: Sendable {
         /// Send a multi-line response: the status line, these lines dot-stuffed, then ".".
         case sendMultiLine(POP3Response, [String])
         /// Check these credentials, open the maildrop, then call ``loginSucceeded(messages:)``
-        /// or ``loginFailed(_:)``.
-        case authenticate(Credentials)
+        /// or ``loginFailed(_:)``. `method` names the mechanism for logs.
+        case authenticate(Credentials, method: String)
+        /// Send a SASL continuation, `+ base64(data)` (RFC 5034 section 4).
+        case sendContinuation([UInt8])
+        /// Look up the user's secrets for a challenge-response mechanism, then call
+        /// ``secretsFound(_:)``.
+        case lookupSecrets(user: String, method: String)
+        /// Check an APOP digest (RFC 1939 section 7) against the user's secrets, then call
+        /// ``secretsFound(_:)``-style outcome: ``apopVerified(_:)``.
+        case verifyAPOP(user: String, digest: String, timestamp: String)
+        /// The exchange proved the user's identity: open the maildrop for the user the lookup
+        /// found, then call ``loginSucceeded(messages:)`` or ``loginFailed(_:)``.
+        case openMaildrop(user: String, method: String)
+        /// Authentication failed: log and throttle, then call ``loginFailed(_:)``.
+        case authenticationFailed(user: String?, method: String)
         /// Send the status line, then the message body (all of it, or TOP's `lines`), then
         /// call ``messageSent(index:lines:bytes:)``.
         case sendMessage(index: Int, lines: Int?, status: POP3Response)
@@ -101,9 +120,44 @@ public struct POP3SessionStateMachine: Sendable {
         }
     }
 
-    public init(implementationName: String = "Postie", security: Security = Security()) {
+    /// Which ways of logging in this server offers.
+    public struct AuthenticationOptions: Sendable, Hashable {
+        /// SASL mechanisms for AUTH (RFC 5034), in the order CAPA lists them.
+        public var mechanisms: [SASLMechanism]
+        /// The APOP timestamp from the greeting (RFC 1939 section 7), when APOP is enabled.
+        public var apopTimestamp: String?
+        /// `LOGIN-DELAY` and `EXPIRE` as CAPA advertises them before login (RFC 2449 6.5, 6.7).
+        public var loginDelay: Int
+        public var expire: String
+        /// Whether these can differ per user (adds `USER` to the CAPA lines).
+        public var perUserPolicy: Bool
+
+        public init(
+            mechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1],
+            apopTimestamp: String? = nil, loginDelay: Int = 0, expire: String = "NEVER", perUserPolicy: Bool = false
+        ) {
+            self.mechanisms = mechanisms
+            self.apopTimestamp = apopTimestamp
+            self.loginDelay = loginDelay
+            self.expire = expire
+            self.perUserPolicy = perUserPolicy
+        }
+    }
+
+    public let authentication: AuthenticationOptions
+    /// Set by the UTF8 command (RFC 6856 section 2).
+    public private(set) var utf8Enabled = false
+
+    public init(implementationName: String = "Postie", security: Security = Security(), authentication: AuthenticationOptions = AuthenticationOptions()) {
         self.implementationName = implementationName
         self.security = security
+        self.authentication = authentication
+    }
+
+    /// The SASL mechanisms usable on this connection now: those that send the password in a
+    /// recoverable form only where plaintext passwords are allowed (RFC 5034 section 6).
+    public var usableMechanisms: [SASLMechanism] {
+        authentication.mechanisms.filter { !$0.sendsPlaintextPassword || security.allowsPlaintextLogin }
     }
 
     /// The logged-in user, if any.
@@ -111,7 +165,7 @@ public struct POP3SessionStateMachine: Sendable {
         switch state {
         case .transaction(let t), .update(let t): t.user
         case .authenticating(let user): user
-        case .authorization, .closed: nil
+        case .authorization, .closed, .sasl: nil
         }
     }
 
@@ -129,12 +183,24 @@ public struct POP3SessionStateMachine: Sendable {
     /// The capabilities for `CAPA` in the current state (RFC 2449 section 5).
     public var capabilities: [POP3Capability] {
         var list: [POP3Capability] = [.top, .uidl]
+        var loginDelay = "\(authentication.loginDelay)"
+        var expire = authentication.expire
         if case .authorization = state {
             if security.allowsPlaintextLogin { list.append(.user) }
+            let mechanisms = usableMechanisms.map(\.rawValue)
+            if !mechanisms.isEmpty { list.append(.sasl(mechanisms)) }
             if security.canStartTLS && !security.isTLS { list.append(.stls) }
+            list.append(.utf8)
+            if authentication.perUserPolicy {
+                loginDelay += " USER"
+                expire += " USER"
+            }
+        } else if let t = lastTransaction {
+            loginDelay = "\(t.loginDelay ?? authentication.loginDelay)"
+            expire = t.expire ?? authentication.expire
         }
         list += [
-            .respCodes, .pipelining, .authRespCode, .expire("NEVER"), .loginDelay(0),
+            .respCodes, .pipelining, .authRespCode, .expire(expire), .loginDelay(loginDelay),
             .implementation(implementationName),
         ]
         return list
@@ -185,7 +251,7 @@ public struct POP3SessionStateMachine: Sendable {
             let action = self.transaction(command, &transaction)
             if case .transaction = state { state = .transaction(transaction) }
             return action
-        case .authenticating, .update:
+        case .authenticating, .update, .sasl:
             // The connection processes one command at a time; nothing can arrive here.
             return .none
         case .closed:
@@ -213,21 +279,43 @@ public struct POP3SessionStateMachine: Sendable {
                 return badCommand(.err("No username given."))
             }
             state = .authenticating(user: name)
-            return .authenticate(Credentials(user: name, password: password))
+            return .authenticate(Credentials(user: name, password: password), method: "USER")
         case .quit:
             return close(.ok("Logging out."))
         case .noop:
             return .send(.ok(""))
-        case .apop:
-            return .send(.err("APOP is not enabled."))
-        case .auth:
-            return .send(.err("No SASL mechanisms are enabled yet; use USER and PASS."))
+        case .apop(let name, let digest):
+            guard let timestamp = authentication.apopTimestamp else { return .send(.err("APOP is not enabled.")) }
+            state = .authenticating(user: name)
+            return .verifyAPOP(user: name, digest: digest.lowercased(), timestamp: timestamp)
+        case .auth(nil, _):
+            // Bare AUTH lists the mechanisms (RFC 1734, for old clients).
+            return .sendMultiLine(.ok(""), usableMechanisms.map(\.rawValue))
+        case .auth(let name?, let initial):
+            guard let mechanism = SASLMechanism(rawValue: name), authentication.mechanisms.contains(mechanism) else {
+                return .send(.err("Unsupported authentication mechanism."))
+            }
+            guard usableMechanisms.contains(mechanism) else { return plaintextRefused() }
+            var initialResponse: [UInt8]?
+            if let initial {
+                if initial == "=" {
+                    initialResponse = []
+                } else if let decoded = Base64.decode(initial) {
+                    initialResponse = decoded
+                } else {
+                    return badCommand(.err("Invalid base64 data in initial response.", code: .auth))
+                }
+            }
+            var exchange = SASLExchange(mechanism: mechanism)
+            let step = exchange.start(initialResponse: initialResponse)
+            return handle(step, exchange)
         case .stls:
             if security.isTLS { return badCommand(.err("TLS is already active.")) }
             guard security.canStartTLS else { return .send(.err("TLS support isn't enabled.")) }
             return .startTLS(.ok("Begin TLS negotiation now."))
         case .utf8:
-            return badCommand(.err("Unknown command."))
+            utf8Enabled = true
+            return .send(.ok("UTF8 enabled"))
         case .stat, .list, .retr, .dele, .rset, .top, .uidl:
             return badCommand(.err("Unknown command in AUTHORIZATION state; log in first."))
         }
@@ -241,6 +329,68 @@ public struct POP3SessionStateMachine: Sendable {
         plaintextRefusals += 1
         let hint = security.canStartTLS ? "use STLS first or connect to port 995" : "connect to port 995"
         return badCommand(.err("Plaintext authentication disallowed on non-secure (SSL/TLS) connections; \(hint).", code: .auth))
+    }
+
+    // MARK: - SASL (RFC 5034)
+
+    /// Whether the next line is a SASL response rather than a command.
+    public var expectsSASLResponse: Bool {
+        if case .sasl = state { return true }
+        return false
+    }
+
+    /// A line during a SASL exchange: base64 data, or `*` to cancel (RFC 5034 section 4).
+    public mutating func receiveSASLResponse(_ line: String) -> Action {
+        guard case .sasl(var exchange) = state else { return .none }
+        if line == "*" {
+            state = .authorization(user: nil)
+            return .send(.err("Authentication cancelled.", code: .auth))
+        }
+        guard let data = Base64.decode(line) else {
+            state = .authorization(user: nil)
+            return badCommand(.err("Invalid base64 data in response.", code: .auth))
+        }
+        let step = exchange.respond(data)
+        return handle(step, exchange)
+    }
+
+    /// The user database's answer to ``Action/lookupSecrets(user:method:)``: nil for an
+    /// unknown user.
+    public mutating func secretsFound(_ secrets: SASLSecrets?) -> Action {
+        guard case .sasl(var exchange) = state else { return .none }
+        let step = exchange.provide(secrets)
+        return handle(step, exchange)
+    }
+
+    /// The outcome of ``Action/verifyAPOP(user:digest:timestamp:)``.
+    public mutating func apopVerified(_ ok: Bool) -> Action {
+        guard case .authenticating(let user) = state else { return .none }
+        return ok ? .openMaildrop(user: user, method: "APOP") : .authenticationFailed(user: user, method: "APOP")
+    }
+
+    private mutating func handle(_ step: SASLStep, _ exchange: SASLExchange) -> Action {
+        let method = exchange.mechanism.rawValue
+        switch step {
+        case .challenge(let data):
+            state = .sasl(exchange)
+            return .sendContinuation(data)
+        case .verifyPassword(let user, let password):
+            state = .authenticating(user: user)
+            return .authenticate(Credentials(user: user, password: password), method: method)
+        case .needSecrets(let user):
+            state = .sasl(exchange)
+            return .lookupSecrets(user: user, method: method)
+        case .success(let user, _):
+            state = .authenticating(user: user)
+            return .openMaildrop(user: user, method: method)
+        case .failure(let malformed):
+            if malformed {
+                state = .authorization(user: nil)
+                return badCommand(.err("Authentication failed: the SASL exchange was malformed.", code: .auth))
+            }
+            state = .authenticating(user: "")
+            return .authenticationFailed(user: nil, method: method)
+        }
     }
 
     /// The TLS handshake after STLS succeeded: the session starts over in AUTHORIZATION with
@@ -343,9 +493,12 @@ public struct POP3SessionStateMachine: Sendable {
     // MARK: - Outcomes of actions
 
     /// The credentials were accepted and the maildrop opened: enter TRANSACTION.
-    public mutating func loginSucceeded(messages: [MessageInfo]) -> Action {
-        guard case .authenticating(let user) = state else { return .none }
-        state = .transaction(Transaction(user: user, messages: messages))
+    public mutating func loginSucceeded(messages: [MessageInfo], user authenticatedName: String? = nil, loginDelay: Int? = nil, expire: String? = nil) -> Action {
+        guard case .authenticating(let pending) = state else { return .none }
+        var transaction = Transaction(user: authenticatedName ?? pending, messages: messages)
+        transaction.loginDelay = loginDelay
+        transaction.expire = expire
+        state = .transaction(transaction)
         badCommands = 0
         return .send(.ok("Logged in."))
     }

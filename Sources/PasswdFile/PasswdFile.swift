@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import POP3Server
+import SASL
 
 #if canImport(Glibc)
 import Glibc
@@ -76,6 +77,16 @@ public struct StoredPassword: Hashable, Sendable {
         }
     }
 
+    /// What challenge-response mechanisms can use of this stored password.
+    public var saslSecrets: SASLSecrets {
+        switch scheme {
+        case "PLAIN", "CLEAR" where !data.isEmpty:
+            return .derived(fromPlaintext: data)
+        default:
+            return SASLSecrets()
+        }
+    }
+
     /// Schemes whose data is a crypt(3) string, verified by libxcrypt.
     static let cryptSchemes: Set<String> = ["CRYPT", "DES-CRYPT", "MD5-CRYPT", "SHA256-CRYPT", "SHA512-CRYPT", "BLF-CRYPT"]
 
@@ -144,7 +155,7 @@ func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
 ///
 /// An unknown user and a wrong password both throw ``POP3BackendError/authFailed``; for an
 /// unknown user a real hash from the file is computed anyway, so both take about as long.
-public final class PasswdFileDatabase: UserDatabase, Sendable {
+public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
     public let path: String
     private let threadPool: NIOThreadPool
     private let logger: Logger
@@ -174,6 +185,23 @@ public final class PasswdFileDatabase: UserDatabase, Sendable {
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
         let result: Result<AuthenticatedUser, POP3BackendError> = try await threadPool.runIfActive {
             self.authenticateBlocking(credentials)
+        }
+        return try result.get()
+    }
+
+    /// Secrets for CRAM-MD5, SCRAM and APOP: derived from `{PLAIN}`/`{CLEAR}` entries; a
+    /// one-way hash yields none, and those mechanisms then fail as for a wrong password.
+    public func saslSecrets(for user: String) async throws -> (AuthenticatedUser, SASLSecrets)? {
+        let result: Result<(AuthenticatedUser, SASLSecrets)?, POP3BackendError> = try await threadPool.runIfActive {
+            let snapshot: Snapshot
+            do {
+                snapshot = try self.currentSnapshot()
+            } catch {
+                return .failure(.temporary("\(error)"))
+            }
+            guard let entry = snapshot.users[user] else { return .success(nil) }
+            let authenticated = AuthenticatedUser(name: entry.user, home: entry.home, extraFields: entry.extraFields)
+            return .success((authenticated, entry.password.saslSecrets))
         }
         return try result.get()
     }

@@ -7,6 +7,7 @@ import NIOPosix
 import NIOSSL
 import POP3Server
 import PasswdFile
+import SASL
 import Metrics
 import Prometheus
 import ServiceLifecycle
@@ -80,6 +81,12 @@ struct ServeOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).", valueName: "addr:port"))
     var metrics: String?
+
+    @Option(name: .customLong("auth-mechanisms"), help: ArgumentHelp("SASL mechanisms for AUTH, space- or comma-separated (default PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1; CRAM-MD5 only when named).", valueName: "list"))
+    var authMechanisms: String?
+
+    @Flag(help: "Enable APOP (RFC 1939 section 7). Off by default: it needs {PLAIN} passwords and rests on MD5.")
+    var apop = false
 }
 
 struct Serve: AsyncParsableCommand {
@@ -161,6 +168,10 @@ struct Serve: AsyncParsableCommand {
             limits: settings.limits
         )
         serverConfiguration.bruteForce = settings.bruteForce
+        serverConfiguration.authMechanisms = settings.authMechanisms
+        serverConfiguration.apop = settings.apop
+        serverConfiguration.loginDelay = settings.loginDelay
+        serverConfiguration.expire = settings.expire
         let metrics = ServerMetrics()
         if let expiry = tls?.earliestExpiry { metrics.certificateExpires(at: expiry) }
 

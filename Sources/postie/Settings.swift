@@ -3,6 +3,7 @@ import Configuration
 import Logging
 import NIOSSL
 import POP3Server
+import SASL
 
 #if canImport(Glibc)
 import Glibc
@@ -42,6 +43,10 @@ struct ServerSettings {
     var bruteForce = BruteForcePolicy()
     var runAs: String?
     var metrics: POP3ServerConfiguration.Listener?
+    var authMechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1]
+    var apop = false
+    var loginDelay = 0
+    var expire = "NEVER"
 
     var problems: [SettingsProblem] = []
     /// Where each key was set: the flag, or the config file.
@@ -88,6 +93,8 @@ struct ServerSettings {
         if let v = flags.maxUserIPConnections { set("max_userip_connections", "--max-userip-connections", .int(v)) }
         if let v = flags.runAs { set("run_as", "--run-as", .string(v)) }
         if let v = flags.metrics { set("metrics", "--metrics", .string(v)) }
+        if let v = flags.authMechanisms { set("auth_mechanisms", "--auth-mechanisms", .string(v)) }
+        if flags.apop { set("apop", "--apop", .bool(true)) }
 
         var providers: [any ConfigProvider] = [InMemoryProvider(name: "command line", values: values)]
         if let path = flags.config {
@@ -191,6 +198,24 @@ struct ServerSettings {
         bruteForce.window = .seconds(Int64(window))
         bruteForce.lockoutDuration = .seconds(Int64(duration))
         runAs = reader.string(forKey: "run_as")
+        if let text = reader.string(forKey: "auth_mechanisms") {
+            var mechanisms: [SASLMechanism] = []
+            for name in text.split(whereSeparator: { $0 == " " || $0 == "," }) {
+                if let mechanism = SASLMechanism(rawValue: name.uppercased()) {
+                    if !mechanisms.contains(mechanism) { mechanisms.append(mechanism) }
+                } else {
+                    problem("auth_mechanisms", "unknown mechanism '\(name)'; known: \(SASLMechanism.allCases.map(\.rawValue).joined(separator: " "))")
+                }
+            }
+            authMechanisms = mechanisms
+        }
+        apop = reader.bool(forKey: "apop", default: false)
+        if let v = reader.int(forKey: "login_delay") {
+            if v >= 0 { loginDelay = v } else { problem("login_delay", "must be 0 or more seconds") }
+        }
+        if let v = reader.string(forKey: "expire") ?? reader.int(forKey: "expire").map(String.init) {
+            if v.uppercased() == "NEVER" || (Int(v).map { $0 >= 0 } ?? false) { expire = v.uppercased() } else { problem("expire", "must be a number of days or NEVER") }
+        }
         if let text = reader.string(forKey: "metrics") {
             if let listener = POP3ServerConfiguration.Listener(parsing: text) {
                 metrics = listener
@@ -305,6 +330,10 @@ struct ServerSettings {
         lines.append("lockout_window: \(bruteForce.window.nanoseconds / 1_000_000_000)")
         lines.append("lockout_duration: \(bruteForce.lockoutDuration.nanoseconds / 1_000_000_000)")
         lines.append("metrics: \(metrics?.address ?? "\"\"")")
+        lines.append("auth_mechanisms: \"\(authMechanisms.map(\.rawValue).joined(separator: " "))\"")
+        lines.append("apop: \(apop)")
+        lines.append("login_delay: \(loginDelay)")
+        lines.append("expire: \(expire)")
         lines.append("log_level: \(logLevel.rawValue)")
         return lines.joined(separator: "\n")
     }

@@ -47,7 +47,9 @@ struct ResponseTests {
     @Test func capabilityLines() {
         #expect(POP3Capability.sasl(["PLAIN", "LOGIN"]).line == "SASL PLAIN LOGIN")
         #expect(POP3Capability.expire("NEVER").line == "EXPIRE NEVER")
-        #expect(POP3Capability.loginDelay(900).line == "LOGIN-DELAY 900")
+        #expect(POP3Capability.loginDelay("900").line == "LOGIN-DELAY 900")
+        #expect(POP3Capability.loginDelay("900 USER").line == "LOGIN-DELAY 900 USER")
+        #expect(POP3Capability.utf8.line == "UTF8 USER")
         #expect(POP3Capability.implementation("Postie").line == "IMPLEMENTATION Postie")
     }
 }

@@ -11,7 +11,7 @@ struct SessionStateMachineTests {
     func loggedIn() -> POP3SessionStateMachine {
         var machine = POP3SessionStateMachine()
         _ = machine.receive(.user("alice"))
-        #expect(machine.receive(.pass("pw")) == .authenticate(Credentials(user: "alice", password: "pw")))
+        #expect(machine.receive(.pass("pw")) == .authenticate(Credentials(user: "alice", password: "pw"), method: "USER"))
         #expect(machine.loginSucceeded(messages: Self.messages) == .send(.ok("Logged in.")))
         return machine
     }
@@ -19,7 +19,7 @@ struct SessionStateMachineTests {
     @Test func userThenPassAuthenticates() {
         var machine = POP3SessionStateMachine()
         #expect(machine.receive(.user("alice")) == .send(.ok("")))
-        #expect(machine.receive(.pass("secret words")) == .authenticate(Credentials(user: "alice", password: "secret words")))
+        #expect(machine.receive(.pass("secret words")) == .authenticate(Credentials(user: "alice", password: "secret words"), method: "USER"))
         #expect(machine.user == "alice")
     }
 
@@ -125,7 +125,7 @@ struct SessionStateMachineTests {
     @Test func capabilitiesListWhatRFC2449Requires() {
         var machine = POP3SessionStateMachine()
         guard case .sendMultiLine(_, let lines) = machine.receive(.capa) else { Issue.record("no list"); return }
-        for required in ["TOP", "UIDL", "USER", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "EXPIRE NEVER", "LOGIN-DELAY 0", "IMPLEMENTATION Postie"] {
+        for required in ["TOP", "UIDL", "USER", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "EXPIRE NEVER", "LOGIN-DELAY 0", "IMPLEMENTATION Postie", "SASL PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1", "UTF8 USER"] {
             #expect(lines.contains(required), "missing \(required)")
         }
         var after = loggedIn()
@@ -139,6 +139,54 @@ struct SessionStateMachineTests {
             guard case .send(let reply) = machine.receive(command) else { Issue.record("\(command)"); continue }
             #expect(reply.status == .err)
         }
+    }
+
+    @Test func saslPlainWithContinuationAndCancel() {
+        var machine = POP3SessionStateMachine()
+        #expect(machine.receive(.auth(mechanism: "PLAIN", initialResponse: nil)) == .sendContinuation([]))
+        #expect(machine.expectsSASLResponse)
+        #expect(machine.receiveSASLResponse("AHRpbQB0YW5zdGFhZg==") == .authenticate(Credentials(user: "tim", password: "tanstaaf"), method: "PLAIN"))
+        var cancelled = POP3SessionStateMachine()
+        _ = cancelled.receive(.auth(mechanism: "LOGIN", initialResponse: nil))
+        #expect(cancelled.receiveSASLResponse("*") == .send(.err("Authentication cancelled.", code: .auth)))
+        #expect(!cancelled.expectsSASLResponse)
+        var garbage = POP3SessionStateMachine()
+        _ = garbage.receive(.auth(mechanism: "LOGIN", initialResponse: nil))
+        guard case .send(let reply) = garbage.receiveSASLResponse("not base64!") else { Issue.record("no reply"); return }
+        #expect(reply.code == .auth)
+    }
+
+    @Test func saslInitialResponseAndUnknownMechanism() {
+        var machine = POP3SessionStateMachine()
+        #expect(machine.receive(.auth(mechanism: "PLAIN", initialResponse: "AHRpbQB0YW5zdGFhZg==")) == .authenticate(Credentials(user: "tim", password: "tanstaaf"), method: "PLAIN"))
+        var unknown = POP3SessionStateMachine()
+        #expect(unknown.receive(.auth(mechanism: "GSSAPI", initialResponse: nil)) == .send(.err("Unsupported authentication mechanism.")))
+        var notEnabled = POP3SessionStateMachine()
+        #expect(notEnabled.receive(.auth(mechanism: "CRAM-MD5", initialResponse: nil)) == .send(.err("Unsupported authentication mechanism.")))
+        var bare = POP3SessionStateMachine()
+        #expect(bare.receive(.auth(mechanism: nil, initialResponse: nil)) == .sendMultiLine(.ok(""), ["PLAIN", "LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-1"]))
+    }
+
+    @Test func plaintextMechanismsFollowThePlaintextPolicy() {
+        var machine = POP3SessionStateMachine(security: .init(canStartTLS: true, isTrustedNetwork: false))
+        #expect(machine.usableMechanisms == [.scramSHA256, .scramSHA1])
+        guard case .send(let reply) = machine.receive(.auth(mechanism: "PLAIN", initialResponse: nil)) else { Issue.record("no reply"); return }
+        #expect(reply.code == .auth)
+        guard case .sendContinuation = machine.receive(.auth(mechanism: "SCRAM-SHA-256", initialResponse: nil)) else { Issue.record("SCRAM refused"); return }
+    }
+
+    @Test func apopOnlyWhenEnabled() {
+        var off = POP3SessionStateMachine()
+        #expect(off.receive(.apop(name: "a", digest: "d")) == .send(.err("APOP is not enabled.")))
+        var on = POP3SessionStateMachine(authentication: .init(apopTimestamp: "<1.2@h>"))
+        #expect(on.receive(.apop(name: "a", digest: "ABC")) == .verifyAPOP(user: "a", digest: "abc", timestamp: "<1.2@h>"))
+        #expect(on.apopVerified(true) == .openMaildrop(user: "a", method: "APOP"))
+    }
+
+    @Test func utf8Command() {
+        var machine = POP3SessionStateMachine()
+        #expect(machine.receive(.utf8) == .send(.ok("UTF8 enabled")))
+        #expect(machine.utf8Enabled)
     }
 
     @Test func droppedConnectionDeletesNothing() {

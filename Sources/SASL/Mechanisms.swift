@@ -1,0 +1,310 @@
+/// SASL mechanisms for POP3 AUTH (RFC 5034), server side.
+///
+/// Each exchange is a plain value: the connection feeds it the client's decoded responses and
+/// carries out the ``SASLStep`` it returns. Password checks and secret lookups happen in the
+/// user database, outside; the exchange only does the mechanism's own arithmetic.
+public enum SASLMechanism: String, CaseIterable, Sendable, Hashable {
+    /// RFC 4616: authzid NUL authcid NUL password, one message.
+    case plain = "PLAIN"
+    /// The de-facto LOGIN mechanism (draft-murchison-sasl-login): user name, then password.
+    case login = "LOGIN"
+    /// RFC 2195: HMAC-MD5 of a server challenge.
+    case cramMD5 = "CRAM-MD5"
+    /// RFC 5802.
+    case scramSHA1 = "SCRAM-SHA-1"
+    /// RFC 7677.
+    case scramSHA256 = "SCRAM-SHA-256"
+
+    /// Whether the password crosses the wire in a recoverable form, so the plaintext policy
+    /// applies (RFC 5034 section 6; RFC 2595 section 2.2).
+    public var sendsPlaintextPassword: Bool { self == .plain || self == .login }
+}
+
+/// The secrets challenge-response mechanisms need, as a user database can supply them.
+public struct SASLSecrets: Sendable {
+    /// The password itself, when stored reversibly ({PLAIN}).
+    public var plaintext: String?
+    /// HMAC-MD5 of a challenge under the password (RFC 2195), from a {CRAM-MD5} or {PLAIN} entry.
+    public var cramMD5: (@Sendable ([UInt8]) -> [UInt8])?
+    /// SCRAM credentials by hash, from {SCRAM-SHA-*} or {PLAIN} entries.
+    public var scram: [SCRAMHash: SCRAMCredentials]
+
+    public init(plaintext: String? = nil, cramMD5: (@Sendable ([UInt8]) -> [UInt8])? = nil, scram: [SCRAMHash: SCRAMCredentials] = [:]) {
+        self.plaintext = plaintext
+        self.cramMD5 = cramMD5
+        self.scram = scram
+    }
+
+    /// Everything derived from a plaintext password.
+    public static func derived(fromPlaintext password: String, scramIterations: Int = 4096) -> SASLSecrets {
+        let bytes = Array(SASLprep.prepare(password).utf8)
+        var scram: [SCRAMHash: SCRAMCredentials] = [:]
+        for hash in [SCRAMHash.sha1, .sha256] {
+            // A per-user salt from the password's hash keeps the salt stable between sessions.
+            let salt = Array(hash.digest.hash(Array("postie-scram-salt".utf8) + bytes).prefix(16))
+            scram[hash] = SCRAMCredentials.derive(password: password, salt: salt, iterations: scramIterations, hash: hash)
+        }
+        let key = Array(password.utf8)
+        return SASLSecrets(plaintext: password, cramMD5: { Digest.md5.hmac(key: key, $0) }, scram: scram)
+    }
+}
+
+public enum SCRAMHash: String, Sendable, Hashable {
+    case sha1 = "SHA-1"
+    case sha256 = "SHA-256"
+
+    public var digest: Digest { self == .sha1 ? .sha1 : .sha256 }
+}
+
+/// A user's SCRAM credentials (RFC 5802 section 3): what the server stores.
+public struct SCRAMCredentials: Sendable, Hashable {
+    public var iterations: Int
+    public var salt: [UInt8]
+    public var storedKey: [UInt8]
+    public var serverKey: [UInt8]
+
+    public init(iterations: Int, salt: [UInt8], storedKey: [UInt8], serverKey: [UInt8]) {
+        self.iterations = iterations
+        self.salt = salt
+        self.storedKey = storedKey
+        self.serverKey = serverKey
+    }
+
+    /// SaltedPassword := Hi(SASLprep(password), salt, i); ClientKey := HMAC(SaltedPassword,
+    /// "Client Key"); StoredKey := H(ClientKey); ServerKey := HMAC(SaltedPassword, "Server Key").
+    public static func derive(password: String, salt: [UInt8], iterations: Int, hash: SCRAMHash) -> SCRAMCredentials {
+        let digest = hash.digest
+        let salted = digest.pbkdf2(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, length: digest.outputLength)
+        let clientKey = digest.hmac(key: salted, Array("Client Key".utf8))
+        return SCRAMCredentials(
+            iterations: iterations, salt: salt,
+            storedKey: digest.hash(clientKey),
+            serverKey: digest.hmac(key: salted, Array("Server Key".utf8))
+        )
+    }
+}
+
+/// What the connection must do next in an exchange.
+public enum SASLStep: Sendable, Equatable {
+    /// Send `+ base64(data)` and wait for the client's response.
+    case challenge([UInt8])
+    /// Check this user name and password as USER/PASS would (PLAIN, LOGIN).
+    case verifyPassword(user: String, password: String)
+    /// Look up the user's secrets and call ``SASLExchange/provide(_:)`` (CRAM-MD5, SCRAM).
+    case needSecrets(user: String)
+    /// Authenticated; for SCRAM, `finalMessage` goes to the client as a last challenge
+    /// (RFC 5034 section 4 has no "additional data with success") whose answer must be empty.
+    case success(user: String, finalMessage: [UInt8]?)
+    /// Failed: `-ERR [AUTH]` (`malformed`: the client broke the protocol).
+    case failure(malformed: Bool)
+}
+
+/// One AUTH exchange.
+public struct SASLExchange: Sendable {
+    public let mechanism: SASLMechanism
+    private var state: State
+    private let hostname: String
+    /// Fixed nonce and challenge for test vectors; random otherwise.
+    var fixedServerNonce: String?
+    var fixedChallenge: [UInt8]?
+
+    enum State: Sendable {
+        case start
+        case loginUser
+        case loginPassword(user: String)
+        case cramMD5(challenge: [UInt8])
+        case cramMD5Lookup(challenge: [UInt8], user: String, digest: String)
+        case scramLookup(ScramClientFirst)
+        case scramClientFinal(ScramClientFirst, serverFirst: String, nonce: String, credentials: SCRAMCredentials?)
+        case scramFinalAck(user: String)
+        case done
+    }
+
+    struct ScramClientFirst: Sendable {
+        var gs2Header: String
+        var bare: String
+        var user: String
+        var clientNonce: String
+    }
+
+    public init(mechanism: SASLMechanism, hostname: String = "localhost") {
+        self.mechanism = mechanism
+        self.state = .start
+        self.hostname = hostname
+    }
+
+    /// Starts the exchange, with the initial response if the client sent one (RFC 5034
+    /// section 4: `=` stands for an empty initial response).
+    public mutating func start(initialResponse: [UInt8]?) -> SASLStep {
+        switch mechanism {
+        case .plain:
+            guard let initialResponse else { return .challenge([]) }
+            return plain(initialResponse)
+        case .login:
+            if let initialResponse {
+                state = .loginPassword(user: String(decoding: initialResponse, as: UTF8.self))
+                return .challenge(Array("Password:".utf8))
+            }
+            state = .loginUser
+            return .challenge(Array("Username:".utf8))
+        case .cramMD5:
+            guard initialResponse == nil else { return fail(malformed: true) }
+            let challenge = fixedChallenge ?? Array("<\(randomBytes(8).hex).\(UInt32.random(in: 0...UInt32.max))@\(hostname)>".utf8)
+            state = .cramMD5(challenge: challenge)
+            return .challenge(challenge)
+        case .scramSHA1, .scramSHA256:
+            guard let initialResponse else { return .challenge([]) }
+            return scramClientFirst(initialResponse)
+        }
+    }
+
+    /// The client's decoded response to the last challenge.
+    public mutating func respond(_ data: [UInt8]) -> SASLStep {
+        switch state {
+        case .start:
+            // PLAIN or SCRAM without an initial response: this is it.
+            return mechanism == .plain ? plain(data) : scramClientFirst(data)
+        case .loginUser:
+            state = .loginPassword(user: String(decoding: data, as: UTF8.self))
+            return .challenge(Array("Password:".utf8))
+        case .loginPassword(let user):
+            state = .done
+            return .verifyPassword(user: user, password: String(decoding: data, as: UTF8.self))
+        case .cramMD5(let challenge):
+            // "user SP 32-hex-digest"
+            let text = String(decoding: data, as: UTF8.self)
+            guard let space = text.lastIndex(of: " ") else { return fail(malformed: true) }
+            let user = String(text[..<space])
+            let digest = text[text.index(after: space)...].lowercased()
+            guard !user.isEmpty, digest.count == 32 else { return fail(malformed: true) }
+            state = .cramMD5Lookup(challenge: challenge, user: user, digest: digest)
+            return .needSecrets(user: user)
+        case .scramClientFinal(let first, let serverFirst, let nonce, let credentials):
+            return scramClientFinal(data, first: first, serverFirst: serverFirst, nonce: nonce, credentials: credentials)
+        case .scramFinalAck(let user):
+            state = .done
+            return data.isEmpty ? .success(user: user, finalMessage: nil) : fail(malformed: true)
+        case .cramMD5Lookup, .scramLookup, .done:
+            return fail(malformed: true)
+        }
+    }
+
+    /// The secrets of the user named in ``SASLStep/needSecrets(user:)``; nil for an unknown
+    /// user, which fails exactly like a wrong password (SCRAM carries on with a fake salt so
+    /// the salt does not reveal whether the user exists).
+    public mutating func provide(_ secrets: SASLSecrets?) -> SASLStep {
+        switch state {
+        case .cramMD5Lookup(let challenge, let user, let digest):
+            state = .done
+            guard let compute = secrets?.cramMD5 else { return fail(malformed: false) }
+            return constantTimeEquals(Array(compute(challenge).hex.utf8), Array(digest.utf8))
+                ? .success(user: user, finalMessage: nil) : fail(malformed: false)
+        case .scramLookup(let first):
+            let hash: SCRAMHash = mechanism == .scramSHA1 ? .sha1 : .sha256
+            let credentials = secrets?.scram[hash]
+            let salt = credentials?.salt ?? Array(hash.digest.hash(Array("postie-unknown-user".utf8) + Array(first.user.utf8)).prefix(16))
+            let iterations = credentials?.iterations ?? 4096
+            let nonce = first.clientNonce + (fixedServerNonce ?? Base64.encode(randomBytes(18)))
+            let serverFirst = "r=\(nonce),s=\(Base64.encode(salt)),i=\(iterations)"
+            state = .scramClientFinal(first, serverFirst: serverFirst, nonce: nonce, credentials: credentials)
+            return .challenge(Array(serverFirst.utf8))
+        default:
+            return fail(malformed: true)
+        }
+    }
+
+    private mutating func fail(malformed: Bool) -> SASLStep {
+        state = .done
+        return .failure(malformed: malformed)
+    }
+
+    // MARK: - PLAIN
+
+    private mutating func plain(_ message: [UInt8]) -> SASLStep {
+        let parts = message.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3 else { return fail(malformed: true) }
+        let authzid = String(decoding: parts[0], as: UTF8.self)
+        let authcid = String(decoding: parts[1], as: UTF8.self)
+        let password = String(decoding: parts[2], as: UTF8.self)
+        guard !authcid.isEmpty else { return fail(malformed: true) }
+        // Acting as another user (authorization identity) is not supported.
+        guard authzid.isEmpty || authzid == authcid else { return fail(malformed: false) }
+        state = .done
+        return .verifyPassword(user: authcid, password: password)
+    }
+
+    // MARK: - SCRAM (RFC 5802 section 5)
+
+    private mutating func scramClientFirst(_ message: [UInt8]) -> SASLStep {
+        let text = String(decoding: message, as: UTF8.self)
+        // gs2-header: "n,," or "y,," (no channel binding); "p=" (binding requested) is refused.
+        let fields = text.split(separator: ",", maxSplits: 2, omittingEmptySubsequences: false)
+        guard fields.count == 3, fields[0] == "n" || fields[0] == "y", fields[1].isEmpty || fields[1].hasPrefix("a=") else {
+            return fail(malformed: true)
+        }
+        if fields[1].hasPrefix("a="), fields[1].dropFirst(2) != "" {
+            // authzid must be the user itself; checked below.
+        }
+        let bare = String(fields[2])
+        var user: String?
+        var nonce: String?
+        for attribute in bare.split(separator: ",") {
+            if attribute.hasPrefix("n=") { user = Self.unescapeSaslName(String(attribute.dropFirst(2))) }
+            if attribute.hasPrefix("r=") { nonce = String(attribute.dropFirst(2)) }
+            if attribute.hasPrefix("m=") { return fail(malformed: true) }  // mandatory extensions: none known
+        }
+        guard let user, !user.isEmpty, let nonce, !nonce.isEmpty else { return fail(malformed: true) }
+        if fields[1].hasPrefix("a="), Self.unescapeSaslName(String(fields[1].dropFirst(2))) != user { return fail(malformed: false) }
+        let header = String(fields[0]) + "," + String(fields[1]) + ","
+        state = .scramLookup(ScramClientFirst(gs2Header: header, bare: bare, user: user, clientNonce: nonce))
+        return .needSecrets(user: user)
+    }
+
+    private mutating func scramClientFinal(
+        _ message: [UInt8], first: ScramClientFirst, serverFirst: String, nonce: String, credentials: SCRAMCredentials?
+    ) -> SASLStep {
+        let text = String(decoding: message, as: UTF8.self)
+        guard let proofRange = text.range(of: ",p=") else { return fail(malformed: true) }
+        let withoutProof = String(text[..<proofRange.lowerBound])
+        guard let proof = Base64.decode(String(text[proofRange.upperBound...])) else { return fail(malformed: true) }
+        var channelBinding: String?
+        var finalNonce: String?
+        for attribute in withoutProof.split(separator: ",") {
+            if attribute.hasPrefix("c=") { channelBinding = String(attribute.dropFirst(2)) }
+            if attribute.hasPrefix("r=") { finalNonce = String(attribute.dropFirst(2)) }
+        }
+        guard channelBinding == Base64.encode(Array(first.gs2Header.utf8)), finalNonce == nonce else {
+            return fail(malformed: true)
+        }
+        guard let credentials else { return fail(malformed: false) }
+        let hash: SCRAMHash = mechanism == .scramSHA1 ? .sha1 : .sha256
+        let digest = hash.digest
+        let authMessage = Array((first.bare + "," + serverFirst + "," + withoutProof).utf8)
+        let clientSignature = digest.hmac(key: credentials.storedKey, authMessage)
+        guard proof.count == clientSignature.count else { return fail(malformed: false) }
+        let clientKey = zip(proof, clientSignature).map { $0 ^ $1 }
+        guard constantTimeEquals(digest.hash(clientKey), credentials.storedKey) else { return fail(malformed: false) }
+        let serverSignature = digest.hmac(key: credentials.serverKey, authMessage)
+        state = .scramFinalAck(user: first.user)
+        return .challenge(Array("v=\(Base64.encode(serverSignature))".utf8))
+    }
+
+    /// saslname: "=2C" is ",", "=3D" is "=" (RFC 5802 section 5.1).
+    static func unescapeSaslName(_ text: String) -> String {
+        text.replacingOccurrences("=2C", with: ",").replacingOccurrences("=3D", with: "=")
+    }
+}
+
+extension String {
+    fileprivate func replacingOccurrences(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = Substring(self)
+        while let range = rest.firstRange(of: target) {
+            result += rest[..<range.lowerBound]
+            result += replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+}
