@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Edits a passwd-file safely: under an exclusive lock on `FILE.lock`, the new contents go to
+/// a temporary file that is fsynced and renamed over the old one (then the directory is
+/// fsynced). Two editors never lose each other's lines; a crash leaves the old or the new file.
+/// Comments, blank lines and unknown lines are kept as they are.
+public struct PasswdFileEditor {
+    public let path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    public enum EditError: Error, CustomStringConvertible, Equatable {
+        case exists(String)
+        case noSuchUser(String)
+        case invalidName(String)
+        case io(String)
+
+        public var description: String {
+            switch self {
+            case .exists(let user): "user \(user) already exists"
+            case .noSuchUser(let user): "no such user: \(user)"
+            case .invalidName(let user): "invalid user name '\(user)': it must not be empty or contain ':', spaces or control characters"
+            case .io(let what): what
+            }
+        }
+    }
+
+    /// Checks a name the passwd-file format can hold.
+    public static func validate(name: String) throws {
+        guard !name.isEmpty, !name.hasPrefix("#"),
+              !name.unicodeScalars.contains(where: { $0 == ":" || $0 == " " || $0.value < 0x20 || $0.value == 0x7F })
+        else { throw EditError.invalidName(name) }
+    }
+
+    /// The user names in the file, in order.
+    public func list() throws -> [(user: String, scheme: String)] {
+        try withLock { lines in
+            let users = lines.compactMap { line -> (String, String)? in
+                guard let entry = try? PasswdEntry.parse(line: Substring(line)) else { return nil }
+                return (entry.user, entry.password.scheme)
+            }
+            return (users, nil)
+        }
+    }
+
+    /// Adds a user; `fields` are the `:uid:gid:gecos:home:shell:extra` after the password.
+    public func add(user: String, passwordField: String, fields: String = "") throws {
+        try Self.validate(name: user)
+        try withLock { lines in
+            if lines.contains(where: { Self.name(of: $0) == user }) { throw EditError.exists(user) }
+            return ((), lines + ["\(user):\(passwordField)\(fields)"])
+        }
+    }
+
+    /// Replaces a user's password, keeping the other fields.
+    public func setPassword(user: String, passwordField: String) throws {
+        try withLock { lines in
+            guard let index = lines.firstIndex(where: { Self.name(of: $0) == user }) else { throw EditError.noSuchUser(user) }
+            var fields = lines[index].split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            fields[1] = passwordField
+            var updated = lines
+            updated[index] = fields.joined(separator: ":")
+            return ((), updated)
+        }
+    }
+
+    public func delete(user: String) throws {
+        try withLock { lines in
+            guard lines.contains(where: { Self.name(of: $0) == user }) else { throw EditError.noSuchUser(user) }
+            return ((), lines.filter { Self.name(of: $0) != user })
+        }
+    }
+
+    private static func name(of line: String) -> String? {
+        guard let entry = try? PasswdEntry.parse(line: Substring(line)) else { return nil }
+        return entry.user
+    }
+
+    /// Runs `body` on the file's lines under the lock; writes the lines it returns, if any.
+    private func withLock<T>(_ body: ([String]) throws -> (T, [String]?)) throws -> T {
+        let lockPath = path + ".lock"
+        let lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0 else { throw EditError.io("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
+        defer { close(lockFD) }
+        while flock(lockFD, LOCK_EX) != 0 {
+            if errno != EINTR { throw EditError.io("cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
+        }
+        var text = ""
+        var mode: mode_t = 0o640
+        if let file = fopen(path, "re") {
+            var st = stat()
+            if fstat(fileno(file), &st) == 0 { mode = st.st_mode & 0o7777 }
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+                if n == 0 { break }
+                bytes += chunk[0..<n]
+            }
+            fclose(file)
+            text = String(decoding: bytes, as: UTF8.self)
+        } else if errno != ENOENT {
+            throw EditError.io("cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        let (result, updated) = try body(lines)
+        if let updated { try write(updated.map { $0 + "\n" }.joined(), mode: mode) }
+        return result
+    }
+
+    private func write(_ text: String, mode: mode_t) throws {
+        let temporary = path + ".tmp.\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw EditError.io("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                close(fd)
+                unlink(temporary)
+                throw EditError.io("cannot write \(temporary): \(String(cString: strerror(errno)))")
+            }
+            offset += n
+        }
+        fchmod(fd, mode)
+        guard fsync(fd) == 0 else {
+            close(fd)
+            unlink(temporary)
+            throw EditError.io("cannot fsync \(temporary): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw EditError.io("cannot replace \(path): \(String(cString: strerror(errno)))")
+        }
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            fsync(dirFD)
+            close(dirFD)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import ArgumentParser
+import PasswdFile
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads a password without putting it on the command line: from a terminal with echo off
+/// (asked twice), or the first line of standard input.
+enum PasswordInput {
+    static func read(confirm: Bool) throws -> String {
+        if isatty(0) == 1 {
+            let first = try prompt("Password: ")
+            if confirm {
+                let second = try prompt("Retype password: ")
+                guard first == second else { throw ValidationError("the passwords do not match") }
+            }
+            guard !first.isEmpty else { throw ValidationError("empty password") }
+            return first
+        }
+        guard let line = Swift.readLine(strippingNewline: true) else {
+            throw ValidationError("no password on standard input")
+        }
+        let password = line.hasSuffix("\r") ? String(line.dropLast()) : line
+        guard !password.isEmpty else { throw ValidationError("empty password on standard input") }
+        return password
+    }
+
+    private static func prompt(_ text: String) throws -> String {
+        FileHandleOutput.standardError(text)
+        var saved = termios()
+        tcgetattr(0, &saved)
+        var silent = saved
+        silent.c_lflag &= ~tcflag_t(ECHO)
+        tcsetattr(0, TCSAFLUSH, &silent)
+        defer {
+            tcsetattr(0, TCSAFLUSH, &saved)
+            FileHandleOutput.standardError("\n")
+        }
+        return Swift.readLine(strippingNewline: true) ?? ""
+    }
+}
+
+/// The schemes `postie pw hash` and `postie user` can write.
+enum SchemeOption {
+    static let help = "Password scheme as Dovecot names it (default SHA512-CRYPT)."
+
+    static func hash(_ password: String, scheme: String) throws -> String {
+        guard let field = StoredPassword.hash(password, scheme: scheme.uppercased()) else {
+            throw ValidationError("cannot make a {\(scheme.uppercased())} hash; see docs/users.md for the schemes Postie writes")
+        }
+        return field
+    }
+}
+
+struct UserCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "user",
+        abstract: "Manage users in a Dovecot-style passwd-file.",
+        discussion: "Edits are atomic and locked: concurrent runs never lose a line. Passwords come from standard input or an unechoed prompt, never from an argument.",
+        subcommands: [Add.self, Passwd.self, Delete.self, List.self]
+    )
+
+    struct FileOptions: ParsableArguments {
+        @Option(name: .customLong("passwd-file"), help: ArgumentHelp("The passwd-file to edit (created if missing).", valueName: "file"))
+        var passwdFile: String
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a user (password on stdin or prompted).")
+        @Argument(help: "The user name, e.g. alice or alice@example.org.") var name: String
+        @OptionGroup var file: FileOptions
+        @Option(help: ArgumentHelp(SchemeOption.help, valueName: "scheme")) var scheme = "SHA512-CRYPT"
+        @Option(help: ArgumentHelp("Home directory (the passwd-file's home field).", valueName: "dir")) var home: String?
+        @Option(help: ArgumentHelp("Extra fields, space-separated key=value (e.g. login_delay=900).", valueName: "fields")) var extra: String?
+
+        func run() throws {
+            try PasswdFileEditor.validate(name: name)
+            let field = try SchemeOption.hash(try PasswordInput.read(confirm: true), scheme: scheme)
+            var rest = ""
+            if home != nil || extra != nil { rest = "::::\(home ?? "")::\(extra ?? "")" }
+            try PasswdFileEditor(path: file.passwdFile).add(user: name, passwordField: field, fields: rest)
+            print("added \(name) to \(file.passwdFile)")
+        }
+    }
+
+    struct Passwd: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "passwd", abstract: "Change a user's password (on stdin or prompted).")
+        @Argument var name: String
+        @OptionGroup var file: FileOptions
+        @Option(help: ArgumentHelp(SchemeOption.help, valueName: "scheme")) var scheme = "SHA512-CRYPT"
+
+        func run() throws {
+            let field = try SchemeOption.hash(try PasswordInput.read(confirm: true), scheme: scheme)
+            try PasswdFileEditor(path: file.passwdFile).setPassword(user: name, passwordField: field)
+            print("changed the password of \(name)")
+        }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "del", abstract: "Delete a user (the Maildir stays).")
+        @Argument var name: String
+        @OptionGroup var file: FileOptions
+
+        func run() throws {
+            try PasswdFileEditor(path: file.passwdFile).delete(user: name)
+            print("deleted \(name)")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the users and their password schemes.")
+        @OptionGroup var file: FileOptions
+
+        func run() throws {
+            for (user, scheme) in try PasswdFileEditor(path: file.passwdFile).list() {
+                print("\(user)\t{\(scheme)}")
+            }
+        }
+    }
+}
+
+struct PasswordCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pw",
+        abstract: "Password hashes, like `doveadm pw`.",
+        subcommands: [Hash.self]
+    )
+
+    struct Hash: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print {SCHEME}hash for a password read from stdin or prompted.")
+        @Option(help: ArgumentHelp(SchemeOption.help, valueName: "scheme")) var scheme = "SHA512-CRYPT"
+
+        func run() throws {
+            print(try SchemeOption.hash(try PasswordInput.read(confirm: true), scheme: scheme))
+        }
+    }
+}
