@@ -179,7 +179,7 @@ private final class SessionRunner {
         guard let remaining = context.throttle.lockout(ip: context.remote) else { return nil }
         logger.info("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=locked out for \(remaining.nanoseconds / 1_000_000_000) s")
         _ = machine.loginFailed(.authFailed)
-        context.metrics.login(result: "refused", tls: machine.security.isTLS)
+        context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
         return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
     }
 
@@ -245,7 +245,7 @@ private final class SessionRunner {
         let name = LogEscaping.escape(user ?? pendingUser?.name ?? "")
         pendingUser = nil
         logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=auth failed")
-        context.metrics.login(result: "failure", tls: machine.security.isTLS)
+        context.metrics.login(result: "failure", mechanism: method, tls: machine.security.isTLS)
         let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: user ?? "")
         if lockedOut { context.metrics.lockouts.increment() }
         if delay > .zero { try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) }
@@ -265,13 +265,13 @@ private final class SessionRunner {
         let delay = authenticated.loginDelay ?? context.configuration.loginDelay
         if delay > 0, let wait = context.loginDelays.tooSoon(user: authenticated.name, delay: delay) {
             logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=login delay (\(wait) s left)")
-            context.metrics.login(result: "refused", tls: machine.security.isTLS)
+            context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
             return machine.loginFailed(POP3BackendError(code: .loginDelay, message: "Minimum time between mail checks violated; try again in \(wait) seconds."))
         }
         guard context.counter.beginSession(user: authenticated.name, ip: context.remote) else {
             let limit = context.counter.limits.maxSessionsPerUserIP
             logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=too many sessions from user+IP")
-            context.metrics.login(result: "refused", tls: machine.security.isTLS)
+            context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
             return machine.loginFailed(POP3BackendError(code: .inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
         }
         do {
@@ -280,7 +280,7 @@ private final class SessionRunner {
             sessionUser = authenticated.name
             if delay > 0 { context.loginDelays.record(user: authenticated.name) }
             logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_)")
-            context.metrics.login(result: "success", tls: machine.security.isTLS)
+            context.metrics.login(result: "success", mechanism: method, tls: machine.security.isTLS)
             context.metrics.sessionsActive.increment()
             loginTime = .now()
             return machine.loginSucceeded(messages: opened.messages, user: authenticated.name, loginDelay: authenticated.loginDelay, expire: authenticated.expire)
@@ -288,7 +288,7 @@ private final class SessionRunner {
             context.counter.endSession(user: authenticated.name, ip: context.remote)
             let failure = POP3Connection.backendError(error)
             let reason = failure.code == .inUse ? "mailbox in use" : "maildrop unavailable"
-            context.metrics.login(result: "refused", tls: machine.security.isTLS)
+            context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
             if failure.code == .inUse { context.metrics.inUseRefusals.increment() }
             logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=\(reason)")
             if let detail = failure.logDetail { logger.error("pop3(\(name)): \(detail), session=<\(context.sessionID)>") }

@@ -184,6 +184,7 @@ public final class POP3Server: Service, Sendable {
 
     /// Serves connections on listeners from ``bind()`` until graceful shutdown.
     public func serve(_ bound: [BoundListener]) async throws {
+        metrics.registerSeries(listeners: bound.map(\.listener), mechanisms: (configuration.authMechanisms.map(\.rawValue) + (configuration.apop ? ["APOP"] : [])))
         onListening?(bound.compactMap(\.localAddress))
         let serverChannels = bound.map(\.channel.channel)
         try await withGracefulShutdownHandler {

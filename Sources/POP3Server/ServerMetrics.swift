@@ -71,9 +71,31 @@ public final class ServerMetrics: Sendable {
         Counter(label: "pop3_connections_refused_total", dimensions: [("reason", reason)]).increment()
     }
 
-    /// `result`: success, failure (credentials) or refused ([IN-USE], limits, lockout).
-    func login(result: String, tls: Bool) {
-        Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", "USER"), ("tls", tls ? "yes" : "no")]).increment()
+    /// `result`: success, failure (credentials) or refused ([IN-USE], limits, lockout);
+    /// `mechanism`: USER, APOP or the SASL mechanism.
+    func login(result: String, mechanism: String, tls: Bool) {
+        Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", mechanism), ("tls", tls ? "yes" : "no")]).increment()
+    }
+
+    /// Creates every series an alert watches at 0, so that Prometheus sees the first increase
+    /// after a start (a series born at 1 has no increase).
+    public func registerSeries(listeners: [POP3ServerConfiguration.Listener], mechanisms: [String]) {
+        for reason in ["access", "limit", "lockout"] {
+            Counter(label: "pop3_connections_refused_total", dimensions: [("reason", reason)]).increment(by: 0)
+        }
+        for mechanism in ["USER"] + mechanisms {
+            for result in ["success", "failure", "refused"] {
+                for tls in [true, false] {
+                    Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", mechanism), ("tls", tls ? "yes" : "no")]).increment(by: 0)
+                }
+            }
+        }
+        for listener in listeners {
+            let counters = counters(listener.address, tls: listener.implicitTLS)
+            counters.connections.increment(by: 0)
+            counters.handshakeFailures.increment(by: 0)
+            if !listener.implicitTLS { counters.starttls.increment(by: 0) }
+        }
     }
 
     /// The earliest certificate expiry, seconds since 1970.
