@@ -99,6 +99,8 @@ public final class POP3Server: Service, Sendable {
     /// Binds every listener. Separate from ``run()`` so a caller can bind privileged ports
     /// and then drop root before serving.
     public func bind() async throws -> [BoundListener] {
+        // Alerted series exist at 0 before anything can scrape them.
+        metrics.registerSeries(listeners: configuration.listeners, mechanisms: configuration.authMechanisms.map(\.rawValue) + (configuration.apop ? ["APOP"] : []))
         var bound: [BoundListener] = []
         for listener in configuration.listeners {
             if listener.implicitTLS && configuration.tls == nil {
@@ -184,7 +186,6 @@ public final class POP3Server: Service, Sendable {
 
     /// Serves connections on listeners from ``bind()`` until graceful shutdown.
     public func serve(_ bound: [BoundListener]) async throws {
-        metrics.registerSeries(listeners: bound.map(\.listener), mechanisms: (configuration.authMechanisms.map(\.rawValue) + (configuration.apop ? ["APOP"] : [])))
         onListening?(bound.compactMap(\.localAddress))
         let serverChannels = bound.map(\.channel.channel)
         try await withGracefulShutdownHandler {

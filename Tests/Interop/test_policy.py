@@ -259,7 +259,7 @@ def _real_user(fl: Flood, stop: threading.Event) -> None:
                     fl.real_errors.append(f"{r!r} after {dt:.3f}s")
         except Exception as e:  # noqa: BLE001 - recorded and asserted on
             fl.real_errors.append(f"{type(e).__name__}: {e}")
-        stop.wait(0.25)
+        stop.wait(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +349,7 @@ def test_brute_force_does_not_slow_the_real_user(flood, request):
     request.node._postie_servers = [flood.server]
     fl = flood
     assert not fl.real_errors, f"the real user failed during the flood: {fl.real_errors[:5]}"
-    assert len(fl.real_logins) >= 10, f"only {len(fl.real_logins)} real-user logins during a {fl.duration:.1f}s flood"
+    assert len(fl.real_logins) >= 5, f"only {len(fl.real_logins)} real-user logins during a {fl.duration:.1f}s flood"
     slow = [round(t, 3) for t in fl.real_logins if t >= 1.0]
     assert not slow, f"real-user logins from {REAL_USER_IP} took >= 1 s during the flood: {slow}"
     assert not log_lines(fl.server, rf"Login failed: .*rip={re.escape(REAL_USER_IP)},")
