@@ -186,11 +186,13 @@ public struct POP3SessionStateMachine: Sendable {
         var loginDelay = "\(authentication.loginDelay)"
         var expire = authentication.expire
         if case .authorization = state {
+            // With require_tls, only STLS is usable before TLS (and CAPA and QUIT).
+            let locked = security.requireTLS && !security.isTLS
             if security.allowsPlaintextLogin { list.append(.user) }
             let mechanisms = usableMechanisms.map(\.rawValue)
-            if !mechanisms.isEmpty { list.append(.sasl(mechanisms)) }
+            if !mechanisms.isEmpty && !locked { list.append(.sasl(mechanisms)) }
             if security.canStartTLS && !security.isTLS { list.append(.stls) }
-            list.append(.utf8)
+            if !locked { list.append(.utf8) }
             if authentication.perUserPolicy {
                 loginDelay += " USER"
                 expire += " USER"
@@ -307,6 +309,7 @@ public struct POP3SessionStateMachine: Sendable {
                 }
             }
             var exchange = SASLExchange(mechanism: mechanism)
+            saslUser = nil
             let step = exchange.start(initialResponse: initialResponse)
             return handle(step, exchange)
         case .stls:
@@ -332,6 +335,9 @@ public struct POP3SessionStateMachine: Sendable {
     }
 
     // MARK: - SASL (RFC 5034)
+
+    /// The user named in the current SASL exchange, once known.
+    private var saslUser: String?
 
     /// Whether the next line is a SASL response rather than a command.
     public var expectsSASLResponse: Bool {
@@ -379,6 +385,7 @@ public struct POP3SessionStateMachine: Sendable {
             return .authenticate(Credentials(user: user, password: password), method: method)
         case .needSecrets(let user):
             state = .sasl(exchange)
+            saslUser = user
             return .lookupSecrets(user: user, method: method)
         case .success(let user, _):
             state = .authenticating(user: user)
@@ -388,8 +395,10 @@ public struct POP3SessionStateMachine: Sendable {
                 state = .authorization(user: nil)
                 return badCommand(.err("Authentication failed: the SASL exchange was malformed.", code: .auth))
             }
-            state = .authenticating(user: "")
-            return .authenticationFailed(user: nil, method: method)
+            // The user the client named, so failures are logged and throttled per account.
+            let user = saslUser
+            state = .authenticating(user: user ?? "")
+            return .authenticationFailed(user: user, method: method)
         }
     }
 

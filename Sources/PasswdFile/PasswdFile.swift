@@ -78,10 +78,10 @@ public struct StoredPassword: Hashable, Sendable {
     }
 
     /// What challenge-response mechanisms can use of this stored password.
-    public var saslSecrets: SASLSecrets {
+    public func saslSecrets(user: String) -> SASLSecrets {
         switch scheme {
         case "PLAIN", "CLEAR" where !data.isEmpty:
-            return .derived(fromPlaintext: data)
+            return .derived(fromPlaintext: data, user: user)
         default:
             return SASLSecrets()
         }
@@ -199,9 +199,13 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
             } catch {
                 return .failure(.temporary("\(error)"))
             }
-            guard let entry = snapshot.users[user] else { return .success(nil) }
+            guard let entry = snapshot.users[user] else {
+                // Do the work a known user costs, so the answer's timing does not tell.
+                _ = SASLSecrets.derived(fromPlaintext: user, user: user)
+                return .success(nil)
+            }
             let authenticated = AuthenticatedUser(name: entry.user, home: entry.home, extraFields: entry.extraFields)
-            return .success((authenticated, entry.password.saslSecrets))
+            return .success((authenticated, entry.password.saslSecrets(user: entry.user)))
         }
         return try result.get()
     }

@@ -35,13 +35,13 @@ public struct SASLSecrets: Sendable {
         self.scram = scram
     }
 
-    /// Everything derived from a plaintext password.
-    public static func derived(fromPlaintext password: String, scramIterations: Int = 4096) -> SASLSecrets {
-        let bytes = Array(SASLprep.prepare(password).utf8)
+    /// Everything derived from a plaintext password. The SCRAM salt is a keyed hash of the user
+    /// name under a secret of this process (``SASLSalt``): stable while the server runs,
+    /// different for every user, and it tells nothing about the password.
+    public static func derived(fromPlaintext password: String, user: String, scramIterations: Int = 4096) -> SASLSecrets {
         var scram: [SCRAMHash: SCRAMCredentials] = [:]
         for hash in [SCRAMHash.sha1, .sha256] {
-            // A per-user salt from the password's hash keeps the salt stable between sessions.
-            let salt = Array(hash.digest.hash(Array("postie-scram-salt".utf8) + bytes).prefix(16))
+            let salt = SASLSalt.salt(for: user, purpose: "scram-" + hash.rawValue)
             scram[hash] = SCRAMCredentials.derive(password: password, salt: salt, iterations: scramIterations, hash: hash)
         }
         let key = Array(password.utf8)
@@ -81,6 +81,17 @@ public struct SCRAMCredentials: Sendable, Hashable {
             storedKey: digest.hash(clientKey),
             serverKey: digest.hmac(key: salted, Array("Server Key".utf8))
         )
+    }
+}
+
+/// Salts that look the same for known and unknown users: HMAC-SHA-256 of the user name under
+/// a random key made when the process starts (RFC 5802 section 9 asks that a server not reveal
+/// whether a user exists).
+public enum SASLSalt {
+    private static let key = randomBytes(32)
+
+    public static func salt(for user: String, purpose: String) -> [UInt8] {
+        Array(Digest.sha256.hmac(key: key, Array((purpose + "\u{0}" + user).utf8)).prefix(16))
     }
 }
 
@@ -202,7 +213,7 @@ public struct SASLExchange: Sendable {
         case .scramLookup(let first):
             let hash: SCRAMHash = mechanism == .scramSHA1 ? .sha1 : .sha256
             let credentials = secrets?.scram[hash]
-            let salt = credentials?.salt ?? Array(hash.digest.hash(Array("postie-unknown-user".utf8) + Array(first.user.utf8)).prefix(16))
+            let salt = credentials?.salt ?? SASLSalt.salt(for: first.user, purpose: "scram-" + hash.rawValue)
             let iterations = credentials?.iterations ?? 4096
             let nonce = first.clientNonce + (fixedServerNonce ?? Base64.encode(randomBytes(18)))
             let serverFirst = "r=\(nonce),s=\(Base64.encode(salt)),i=\(iterations)"

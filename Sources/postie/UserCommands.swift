@@ -46,6 +46,12 @@ enum SchemeOption {
     static let help = "Password scheme as Dovecot names it (default SHA512-CRYPT)."
 
     static func hash(_ password: String, scheme: String) throws -> String {
+        // The passwd-file separates fields with ':' and lines with newlines; a clear-text
+        // password holding either would be cut short or split the line.
+        if ["PLAIN", "CLEAR", "CLEARTEXT"].contains(scheme.uppercased()),
+           password.contains(":") || password.contains("\n") || password.contains("\r") {
+            throw ValidationError("a {\(scheme.uppercased())} password cannot contain ':' or line breaks in a passwd-file; use a hashed scheme")
+        }
         guard let field = StoredPassword.hash(password, scheme: scheme.uppercased()) else {
             throw ValidationError("cannot make a {\(scheme.uppercased())} hash; see docs/users.md for the schemes Postie writes")
         }

@@ -76,14 +76,14 @@ struct MechanismsTests {
         exchange.fixedChallenge = challenge
         #expect(exchange.start(initialResponse: nil) == .challenge(challenge))
         #expect(exchange.respond(bytes("tim b913a602c7eda7a495b4e6e7334d3890")) == .needSecrets(user: "tim"))
-        #expect(exchange.provide(.derived(fromPlaintext: "tanstaaftanstaaf")) == .success(user: "tim", finalMessage: nil))
+        #expect(exchange.provide(.derived(fromPlaintext: "tanstaaftanstaaf", user: "tim")) == .success(user: "tim", finalMessage: nil))
     }
 
     @Test func cramMD5WrongDigestOrNoSecretFails() {
         var exchange = SASLExchange(mechanism: .cramMD5)
         _ = exchange.start(initialResponse: nil)
         _ = exchange.respond(bytes("tim b913a602c7eda7a495b4e6e7334d3890"))
-        #expect(exchange.provide(.derived(fromPlaintext: "tanstaaftanstaaf")) == .failure(malformed: false))
+        #expect(exchange.provide(.derived(fromPlaintext: "tanstaaftanstaaf", user: "tim")) == .failure(malformed: false))
         var other = SASLExchange(mechanism: .cramMD5)
         _ = other.start(initialResponse: nil)
         _ = other.respond(bytes("tim b913a602c7eda7a495b4e6e7334d3890"))
@@ -91,6 +91,16 @@ struct MechanismsTests {
         var malformed = SASLExchange(mechanism: .cramMD5)
         _ = malformed.start(initialResponse: nil)
         #expect(malformed.respond(bytes("nodigest")) == .failure(malformed: true))
+    }
+
+    @Test func saltsAreKeyedPerUserAndIndependentOfThePassword() {
+        let a = SASLSecrets.derived(fromPlaintext: "same", user: "alice").scram[.sha256]!.salt
+        let b = SASLSecrets.derived(fromPlaintext: "same", user: "bob").scram[.sha256]!.salt
+        let a2 = SASLSecrets.derived(fromPlaintext: "other", user: "alice").scram[.sha256]!.salt
+        #expect(a != b)
+        #expect(a == a2)
+        #expect(a == SASLSalt.salt(for: "alice", purpose: "scram-SHA-256"))
+        #expect(a.count == 16)
     }
 
     @Test func plain() {
