@@ -216,9 +216,10 @@ public struct POP3SessionStateMachine: Sendable {
         badCommand(.err(error.message))
     }
 
-    /// A command line longer than the framing limit.
+    /// A command line longer than the framing limit; it also ends a SASL exchange.
     public mutating func lineTooLong() -> Action {
-        badCommand(.err(POP3ParseError.lineTooLong.message))
+        if case .sasl = state { state = .authorization(user: nil) }
+        return badCommand(.err(POP3ParseError.lineTooLong.message))
     }
 
     private mutating func badCommand(_ reply: POP3Response) -> Action {
