@@ -55,11 +55,16 @@ let package = Package(
         ),
         /// crypt(3) from libxcrypt.
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
+        /// Digests, HMAC and PBKDF2 from the system's OpenSSL libcrypto (libssl-dev).
+        .systemLibrary(
+            name: "COpenSSLCrypto", path: "Sources/COpenSSLCrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         /// Dovecot-style passwd-file user database.
         .target(
             name: "PasswdFile",
             dependencies: [
-                "CCrypt", "POP3Server",
+                "CCrypt", "COpenSSLCrypto", "POP3Server",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

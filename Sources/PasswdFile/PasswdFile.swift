@@ -128,18 +128,6 @@ public struct StoredPassword: Hashable, Sendable {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    var difference = UInt8(a.count == b.count ? 0 : 1)
-    let n = max(a.count, b.count)
-    for i in 0..<n {
-        let x = i < a.count ? a[i] : 0
-        let y = i < b.count ? b[i] : 0
-        difference |= x ^ y
-    }
-    return difference == 0
-}
-
 /// The users in a Dovecot-style passwd-file, re-read whenever the file changes.
 ///
 /// An unknown user and a wrong password both throw ``POP3BackendError/authFailed``; for an
