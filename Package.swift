@@ -99,6 +99,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
-        .testTarget(name: "PasswdFileTests", dependencies: ["PasswdFile", "POP3Server"]),
+        .testTarget(
+            name: "PasswdFileTests",
+            dependencies: ["PasswdFile", "POP3Server", .product(name: "Logging", package: "swift-log")]
+        ),
     ]
 )

@@ -3,7 +3,7 @@
 /// Dovecot picks the encoding from a suffix on the scheme name (`{SHA256.hex}`, `{PLAIN.b64}`,
 /// `{SSHA.base64}`, case-insensitive) or else from the scheme's default.
 /// - SeeAlso: https://doc.dovecot.org/configuration_manual/authentication/password_schemes/
-public enum PasswordEncoding: String, Hashable, Sendable {
+enum PasswordEncoding: String, Hashable, Sendable {
     case none
     case base64
     case hex
