@@ -54,17 +54,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        /// libcrypto (OpenSSL) for SASL's digests, HMACs and PBKDF2.
-        .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto"),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
-        .target(name: "SASL", dependencies: ["CLibCrypto"]),
+        .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
         /// crypt(3) from libxcrypt.
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
+        /// Digests, HMAC and PBKDF2 from the system's OpenSSL libcrypto (libssl-dev).
+        .systemLibrary(
+            name: "COpenSSLCrypto", path: "Sources/COpenSSLCrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         /// Dovecot-style passwd-file user database.
         .target(
             name: "PasswdFile",
             dependencies: [
-                "CCrypt", "POP3Server", "SASL",
+                "CCrypt", "COpenSSLCrypto", "POP3Server", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -100,6 +103,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
-        .testTarget(name: "PasswdFileTests", dependencies: ["PasswdFile", "POP3Server"]),
+        .testTarget(
+            name: "PasswdFileTests",
+            dependencies: ["PasswdFile", "POP3Server", .product(name: "Logging", package: "swift-log")]
+        ),
     ]
 )

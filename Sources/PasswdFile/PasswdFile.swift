@@ -1,4 +1,3 @@
-import CCrypt
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -61,96 +60,6 @@ public enum PasswdFileError: Error, Hashable, Sendable, CustomStringConvertible 
     }
 }
 
-/// A password as stored: `{SCHEME}data`. Without a `{SCHEME}` prefix the scheme is CRYPT, as
-/// Dovecot's passwd-file assumes.
-public struct StoredPassword: Hashable, Sendable {
-    public var scheme: String
-    public var data: String
-
-    public init(_ field: String) {
-        if field.hasPrefix("{"), let close = field.firstIndex(of: "}") {
-            scheme = field[field.index(after: field.startIndex)..<close].uppercased()
-            data = String(field[field.index(after: close)...])
-        } else {
-            scheme = "CRYPT"
-            data = field
-        }
-    }
-
-    /// What challenge-response mechanisms can use of this stored password.
-    public func saslSecrets(user: String) -> SASLSecrets {
-        switch scheme {
-        case "PLAIN", "CLEAR" where !data.isEmpty:
-            return .derived(fromPlaintext: data, user: user)
-        default:
-            return SASLSecrets()
-        }
-    }
-
-    /// Schemes whose data is a crypt(3) string, verified by libxcrypt.
-    static let cryptSchemes: Set<String> = ["CRYPT", "DES-CRYPT", "MD5-CRYPT", "SHA256-CRYPT", "SHA512-CRYPT", "BLF-CRYPT"]
-
-    /// Whether this scheme can be verified here.
-    public var isSupported: Bool {
-        scheme == "PLAIN" || scheme == "CLEAR" || Self.cryptSchemes.contains(scheme)
-    }
-
-    /// Checks a password. Blocking and possibly slow (bcrypt, SHA-crypt): thread pool only.
-    /// Comparisons are constant-time.
-    public func verify(_ password: String) -> Bool {
-        switch scheme {
-        case "PLAIN", "CLEAR":
-            return !data.isEmpty && constantTimeEqual(Array(password.utf8), Array(data.utf8))
-        case _ where Self.cryptSchemes.contains(scheme):
-            guard !data.isEmpty, let computed = Self.crypt(password, setting: data) else { return false }
-            return constantTimeEqual(Array(computed.utf8), Array(data.utf8))
-        default:
-            return false
-        }
-    }
-
-    /// Hashes a password with crypt(3) and a fresh random salt. `prefix` selects the method:
-    /// `$6$` SHA512-CRYPT, `$5$` SHA256-CRYPT, `$2y$` BLF-CRYPT. Returns `{SCHEME}hash`.
-    public static func hash(_ password: String, scheme: String) -> String? {
-        let prefix: String
-        switch scheme.uppercased() {
-        case "SHA512-CRYPT": prefix = "$6$"
-        case "SHA256-CRYPT": prefix = "$5$"
-        case "BLF-CRYPT": prefix = "$2y$"
-        case "PLAIN", "CLEAR": return "{\(scheme.uppercased())}\(password)"
-        default: return nil
-        }
-        var salt = [CChar](repeating: 0, count: Int(CRYPT_GENSALT_OUTPUT_SIZE))
-        guard crypt_gensalt_rn(prefix, 0, nil, 0, &salt, Int32(salt.count)) != nil else { return nil }
-        let setting = String(decoding: salt.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return crypt(password, setting: setting).map { "{\(scheme.uppercased())}\($0)" }
-    }
-
-    /// crypt(3) through libxcrypt's reentrant `crypt_rn`; nil on failure (bad setting, NUL).
-    static func crypt(_ password: String, setting: String) -> String? {
-        guard !password.utf8.contains(0) else { return nil }
-        let data = UnsafeMutablePointer<crypt_data>.allocate(capacity: 1)
-        defer { data.deallocate() }
-        memset(data, 0, MemoryLayout<crypt_data>.size)
-        guard let result = crypt_rn(password, setting, data, Int32(MemoryLayout<crypt_data>.size)) else { return nil }
-        let text = String(cString: result)
-        // libxcrypt returns a string starting with "*" on failure.
-        return text.hasPrefix("*") ? nil : text
-    }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    var difference = UInt8(a.count == b.count ? 0 : 1)
-    let n = max(a.count, b.count)
-    for i in 0..<n {
-        let x = i < a.count ? a[i] : 0
-        let y = i < b.count ? b[i] : 0
-        difference |= x ^ y
-    }
-    return difference == 0
-}
-
 /// The users in a Dovecot-style passwd-file, re-read whenever the file changes.
 ///
 /// An unknown user and a wrong password both throw ``POP3BackendError/authFailed``; for an
@@ -160,6 +69,10 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
     private let threadPool: NIOThreadPool
     private let logger: Logger
     private let state = NIOLockedValueBox<Snapshot?>(nil)
+    /// Whether libargon2 could be loaded (ARGON2 hashes never verify without it).
+    let argon2Available: Bool
+    /// Whether the missing libargon2 has been logged (once per database).
+    private let reportedMissingArgon2 = NIOLockedValueBox(false)
 
     struct Snapshot: Sendable {
         var identity: FileIdentity
@@ -176,10 +89,16 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
         var mtimeNanoseconds: Int
     }
 
-    public init(path: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.passwd")) {
+    public convenience init(path: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.passwd")) {
+        self.init(path: path, threadPool: threadPool, logger: logger, argon2Available: Argon2.isAvailable)
+    }
+
+    /// `argon2Available` lets tests act as if libargon2 were missing.
+    init(path: String, threadPool: NIOThreadPool, logger: Logger, argon2Available: Bool) {
         self.path = path
         self.threadPool = threadPool
         self.logger = logger
+        self.argon2Available = argon2Available
     }
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
@@ -276,12 +195,47 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
                     continue
                 }
                 users[entry.user] = entry
-                if decoy == nil, StoredPassword.cryptSchemes.contains(entry.password.scheme) { decoy = entry.password }
+                let verifiable = !entry.password.needsArgon2 || argon2Available
+                if decoy == nil, entry.password.isSlow, verifiable { decoy = entry.password }
             } catch {
                 logger.warning("passwd-file(\(path)): line \(number + 1): \(error)")
             }
         }
+        let argon2Users = users.values.filter { $0.password.needsArgon2 }.count
+        if argon2Users > 0, !argon2Available {
+            let first = reportedMissingArgon2.withLockedValue { reported in
+                defer { reported = true }
+                return !reported
+            }
+            if first {
+                logger.error("passwd-file(\(path)): ARGON2I/ARGON2ID passwords of \(argon2Users) user(s) will never verify: \(Argon2.unavailableReason)")
+            }
+        }
         logger.info("passwd-file(\(path)): loaded \(users.count) users")
         return Snapshot(identity: identity, users: users, decoy: decoy)
+    }
+}
+
+// MARK: - SASL secrets
+
+extension StoredPassword {
+    /// What challenge-response mechanisms (CRAM-MD5, SCRAM, APOP) can use of this stored
+    /// password: everything from a clear-text entry, the HMAC states of a {CRAM-MD5} entry,
+    /// the keys of a {SCRAM-*} entry, nothing from a one-way hash.
+    public func saslSecrets(user: String) -> SASLSecrets {
+        if let plaintext {
+            return .derived(fromPlaintext: String(decoding: plaintext, as: UTF8.self), user: user)
+        }
+        var secrets = SASLSecrets()
+        if let cram = cramMD5Secret {
+            secrets.cramMD5 = { cram.digest(challenge: $0) }
+        }
+        for (function, hash) in [(SCRAMHashFunction.sha1, SCRAMHash.sha1), (.sha256, .sha256)] {
+            if let stored = scramCredentials(function) {
+                secrets.scram[hash] = SASL.SCRAMCredentials(
+                    iterations: stored.iterations, salt: stored.salt, storedKey: stored.storedKey, serverKey: stored.serverKey)
+            }
+        }
+        return secrets
     }
 }

@@ -1,4 +1,4 @@
-import CLibCrypto
+import COpenSSLCrypto
 
 /// Digests and HMACs from the system's libcrypto (OpenSSL), for SASL and APOP.
 public enum Digest: Sendable {

@@ -1,5 +1,7 @@
 import Foundation
+import Logging
 import POP3Server
+import Synchronization
 import Testing
 
 @testable import PasswdFile
@@ -62,13 +64,6 @@ struct PasswdFileTests {
         #expect(throws: PasswdFileError.self) { try PasswdEntry.parse(line: ":{PLAIN}x") }
     }
 
-    @Test func constantTimeCompare() {
-        #expect(constantTimeEqual([1, 2, 3], [1, 2, 3]))
-        #expect(!constantTimeEqual([1, 2, 3], [1, 2, 4]))
-        #expect(!constantTimeEqual([1, 2], [1, 2, 0]))
-        #expect(constantTimeEqual([], []))
-    }
-
     @Test func authenticatesAndReloadsWhenTheFileChanges() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-passwd-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -109,5 +104,80 @@ struct PasswdFileTests {
         let database = PasswdFileDatabase(path: file.path)
         try await database.load()
         #expect(database.decoyScheme == "BLF-CRYPT")
+    }
+
+    @Test func authenticatesEverySchemeThroughTheDatabase() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-passwd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd")
+        let lines = doveadmHashes.enumerated().map { "user\($0.offset):\($0.element)::::/home/u\($0.offset)::" }
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: file)
+        let database = PasswdFileDatabase(path: file.path)
+        for (i, field) in doveadmHashes.enumerated() {
+            let user = try await database.authenticate(Credentials(user: "user\(i)", password: "correct horse"))
+            #expect(user.home == "/home/u\(i)", "\(field)")
+            await #expect(throws: POP3BackendError.authFailed, "\(field)") {
+                try await database.authenticate(Credentials(user: "user\(i)", password: "Correct horse"))
+            }
+        }
+    }
+
+    @Test func decoyIsASlowSchemeTheServerCanVerify() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-passwd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd")
+        let argon2 = try #require(doveadmHashes.first { $0.hasPrefix("{ARGON2ID}") })
+        let pbkdf2 = try #require(doveadmHashes.first { $0.hasPrefix("{PBKDF2}") })
+        try Data("a:{SHA}L55TUjtiq8FBorTWAZ0jy6g129A=\nb:\(argon2)\nc:\(pbkdf2)\n".utf8).write(to: file)
+
+        let withArgon2 = PasswdFileDatabase(path: file.path)
+        try await withArgon2.load()
+        #expect(withArgon2.decoyScheme == (Argon2.isAvailable ? "ARGON2ID" : "PBKDF2"))
+
+        let withoutArgon2 = PasswdFileDatabase(path: file.path, threadPool: .singleton, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, argon2Available: false)
+        try await withoutArgon2.load()
+        #expect(withoutArgon2.decoyScheme == "PBKDF2")
+    }
+
+    @Test func logsAMissingArgon2LibraryOnce() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-passwd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd")
+        let argon2 = try #require(doveadmHashes.first { $0.hasPrefix("{ARGON2I}") })
+        try Data("a:\(argon2)\n".utf8).write(to: file)
+
+        let records = CapturedLogs()
+        let logger = Logger(label: "test") { _ in CapturingLogHandler(records: records) }
+        let database = PasswdFileDatabase(path: file.path, threadPool: .singleton, logger: logger, argon2Available: false)
+        try await database.load()
+        // A changed file is read again, but the missing library is not reported again.
+        try Data("a:\(argon2)\nb:\(argon2)\n".utf8).write(to: file)
+        try await database.load()
+        let errors = records.messages.withLock { $0 }.filter { $0.level == .error }.map(\.message)
+        #expect(errors.count == 1)
+        #expect(errors.first?.contains("libargon2") == true)
+        #expect(errors.first?.contains("ARGON2") == true)
+    }
+}
+
+final class CapturedLogs: Sendable {
+    let messages = Mutex<[(level: Logger.Level, message: String)]>([])
+}
+
+struct CapturingLogHandler: LogHandler {
+    let records: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        records.messages.withLock { $0.append((event.level, "\(event.message)")) }
     }
 }
