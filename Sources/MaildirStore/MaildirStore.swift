@@ -32,8 +32,14 @@ public struct MaildirStore: MailStore {
         case afterDirectorySync
     }
 
-    public init(template: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.maildir")) {
+    /// Days after its first retrieval that a message is deleted (RFC 2449 EXPIRE); nil: never.
+    /// A user's `expire` extra field overrides it. 0 means at the end of the retrieving
+    /// session, which the session itself does.
+    public var expireDays: Int?
+
+    public init(template: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.maildir"), expireDays: Int? = nil) {
         self.template = template
+        self.expireDays = expireDays
         self.threadPool = threadPool
         self.logger = logger
     }
@@ -81,9 +87,12 @@ public struct MaildirStore: MailStore {
         }
         let hook = commitHook
         let pool = threadPool
+        var days = expireDays
+        if let userPolicy = user.expire { days = userPolicy.uppercased() == "NEVER" ? nil : Int(userPolicy) }
+        let expire = days
         do {
             return try await threadPool.runIfActive {
-                try MaildirMaildrop.open(path: path, threadPool: pool, commitHook: hook)
+                try MaildirMaildrop.open(path: path, threadPool: pool, expireDays: expire, commitHook: hook)
             }
         } catch let error as POP3BackendError {
             throw error
@@ -103,12 +112,15 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     let threadPool: NIOThreadPool
     let lock: MaildirLock
     let commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+    /// Whether retrievals are recorded (an EXPIRE policy applies).
+    let recordsRetrievals: Bool
 
     init(
         path: String, messages: [MessageInfo], fileNames: [String], index: UIDList,
-        threadPool: NIOThreadPool, lock: MaildirLock,
+        threadPool: NIOThreadPool, lock: MaildirLock, recordsRetrievals: Bool,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) {
+        self.recordsRetrievals = recordsRetrievals
         self.path = path
         self.messages = messages
         self.fileNames = fileNames
@@ -121,13 +133,13 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     /// Locks the Maildir, finishes an interrupted UPDATE, moves new/ to cur/, assigns UIDs to
     /// new messages and persists them before anyone can see them. Blocking: thread pool only.
     static func open(
-        path: String, threadPool: NIOThreadPool,
+        path: String, threadPool: NIOThreadPool, expireDays: Int? = nil,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
         let lock = try MaildirLock.acquire(path + "/postie.lock")
         do {
-            return try openLocked(path: path, threadPool: threadPool, lock: lock, commitHook: commitHook)
+            return try openLocked(path: path, threadPool: threadPool, lock: lock, expireDays: expireDays, commitHook: commitHook)
         } catch {
             lock.release()
             throw error
@@ -135,7 +147,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     }
 
     private static func openLocked(
-        path: String, threadPool: NIOThreadPool, lock: MaildirLock,
+        path: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         let indexPath = path + "/" + UIDList.fileName
@@ -216,14 +228,30 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         }
         index.entries = entries
         if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
+        var fileNames = entries.map { fileForBase[$0.baseName]! }
+
+        // EXPIRE (RFC 2449 section 6.7): messages first retrieved more than N days ago go now,
+        // with the same all-or-nothing commit as a QUIT.
+        if let days = expireDays, days > 0 {
+            let cutoff = Int(time(nil)) - days * 86_400
+            let expired = Set(entries.indices.filter { entries[$0].retrievedAt.map { $0 <= cutoff } ?? false })
+            if !expired.isEmpty {
+                try applyDeletions(path: path, index: index, fileNames: fileNames, indices: expired, hook: nil)
+                index.entries = entries.enumerated().filter { !expired.contains($0.offset) }.map(\.element)
+                fileNames = fileNames.enumerated().filter { !expired.contains($0.offset) }.map(\.element)
+                for entry in entries.enumerated() where expired.contains(entry.offset) { index.tombstones.insert(entry.element.baseName) }
+                entries = index.entries
+            }
+        }
 
         return MaildirMaildrop(
             path: path,
             messages: entries.map { MessageInfo(uid: index.uidl(for: $0.uid), size: $0.size) },
-            fileNames: entries.map { fileForBase[$0.baseName]! },
+            fileNames: fileNames,
             index: index,
             threadPool: threadPool,
             lock: lock,
+            recordsRetrievals: expireDays != nil,
             commitHook: commitHook
         )
     }
@@ -282,16 +310,30 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         return MaildirMessageBody(reader: MessageFileReader(fd: fd, topLines: lines), threadPool: threadPool)
     }
 
-    public func commit(deleting indices: Set<Int>) async throws {
+    public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
         defer { lock.release() }
-        guard !indices.isEmpty else { return }
+        var index = self.index
+        // First retrievals are recorded only where an EXPIRE policy will use them.
+        var newlyRetrieved = false
+        if recordsRetrievals {
+            let now = Int(time(nil))
+            for i in retrieved where !indices.contains(i) && index.entries[i].retrievedAt == nil {
+                index.entries[i].retrievedAt = now
+                newlyRetrieved = true
+            }
+        }
+        guard !indices.isEmpty || newlyRetrieved else { return }
         let path = self.path
-        let index = self.index
         let fileNames = self.fileNames
         let hook = commitHook
+        let updated = index
         do {
             try await threadPool.runIfActive {
-                try Self.applyDeletions(path: path, index: index, fileNames: fileNames, indices: indices, hook: hook)
+                if indices.isEmpty {
+                    try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
+                } else {
+                    try Self.applyDeletions(path: path, index: updated, fileNames: fileNames, indices: indices, hook: hook)
+                }
             }
         } catch let error as POP3BackendError {
             throw error

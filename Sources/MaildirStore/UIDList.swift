@@ -13,7 +13,9 @@
 ///
 ///     POSTIE-UIDLIST 1 V1764234863 N4
 ///     1 1532 1764234863.M1P100.host
-///     3 880 1764234900.M5P120.host
+///     3 880,R1764300000 1764234900.M5P120.host
+///
+/// `,R<time>` records when a message was first retrieved, for EXPIRE (RFC 2449 section 6.7).
 ///     D 1764234870.M2P101.host
 struct UIDList: Equatable, Sendable {
     struct Entry: Equatable, Sendable {
@@ -21,6 +23,8 @@ struct UIDList: Equatable, Sendable {
         /// The canonical CRLF size (RFC 1939 section 5).
         var size: Int
         var baseName: String
+        /// When the message was first retrieved by RETR (seconds since 1970), for EXPIRE.
+        var retrievedAt: Int? = nil
     }
 
     static let fileName = "postie-uidlist"
@@ -75,16 +79,24 @@ struct UIDList: Equatable, Sendable {
                 continue
             }
             let parts = line.split(separator: " ", maxSplits: 2)
-            guard parts.count == 3, let uid = UInt32(parts[0]), let size = Int(parts[1]), uid < nextUID else {
+            let sizeFields = parts.count == 3 ? parts[1].split(separator: ",") : []
+            guard parts.count == 3, let uid = UInt32(parts[0]), let size = sizeFields.first.flatMap({ Int($0) }), uid < nextUID else {
                 throw ParseError(line: number)
             }
-            entries.append(Entry(uid: uid, size: size, baseName: String(parts[2])))
+            var retrievedAt: Int?
+            for field in sizeFields.dropFirst() where field.hasPrefix("R") {
+                retrievedAt = Int(field.dropFirst())
+            }
+            entries.append(Entry(uid: uid, size: size, baseName: String(parts[2]), retrievedAt: retrievedAt))
         }
     }
 
     func serialized() -> [UInt8] {
         var text = "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n"
-        for entry in entries { text += "\(entry.uid) \(entry.size) \(entry.baseName)\n" }
+        for entry in entries {
+            let retrieved = entry.retrievedAt.map { ",R\($0)" } ?? ""
+            text += "\(entry.uid) \(entry.size)\(retrieved) \(entry.baseName)\n"
+        }
         for name in tombstones.sorted() { text += "D \(name)\n" }
         return Array(text.utf8)
     }

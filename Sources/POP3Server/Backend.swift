@@ -100,6 +100,13 @@ public protocol UserDatabase: Sendable {
     func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser
 }
 
+extension Maildrop {
+    /// UPDATE without recording retrievals.
+    public func commit(deleting indices: Set<Int>) async throws {
+        try await commit(deleting: indices, retrieved: [])
+    }
+}
+
 /// A user database that can also serve challenge-response logins (CRAM-MD5, SCRAM, APOP),
 /// which need more than a yes/no answer to a password.
 public protocol SASLUserDatabase: UserDatabase {
@@ -127,8 +134,9 @@ public protocol Maildrop: Sendable {
     func body(of index: Int, lines: Int?) async throws -> MessageBody
 
     /// The UPDATE state: deletes the messages at these indices (0-based) durably before
-    /// returning, then releases the lock.
-    func commit(deleting indices: Set<Int>) async throws
+    /// returning, records when the `retrieved` ones were first retrieved (for EXPIRE, RFC 2449
+    /// section 6.7), then releases the lock.
+    func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws
 
     /// Releases the lock and deletes nothing (dropped connection, timeout, shutdown).
     func abandon() async

@@ -94,7 +94,7 @@ final class InMemoryMaildrop: Maildrop, Sendable {
         return [first, second].async
     }
 
-    func commit(deleting indices: Set<Int>) async throws {
+    func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
         guard finished.withLockedValue({ let was = $0; $0 = true; return !was }) else { return }
         backend.finish(user: user, deletingUIDs: Set(indices.map { messages[$0].uid }))
     }

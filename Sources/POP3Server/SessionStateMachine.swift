@@ -16,6 +16,8 @@ public struct POP3SessionStateMachine: Sendable {
         public var expire: String?
         /// Indices (0-based) marked by DELE; applied only in UPDATE.
         public var deleted: Set<Int> = []
+        /// Indices retrieved in full by RETR (for EXPIRE).
+        public var retrieved: Set<Int> = []
         public var counters = Counters()
     }
 
@@ -474,6 +476,8 @@ public struct POP3SessionStateMachine: Sendable {
         case .noop:
             return .send(.ok(""))
         case .quit:
+            // EXPIRE 0 (RFC 2449 section 6.7): retrieved messages go at the end of the session.
+            if (t.expire ?? authentication.expire) == "0" { t.deleted.formUnion(t.retrieved) }
             state = .update(t)
             return .commit(deleting: t.deleted)
         case .user, .pass, .apop, .auth:
@@ -524,6 +528,7 @@ public struct POP3SessionStateMachine: Sendable {
     public mutating func messageSent(index: Int, lines: Int?, bytes: Int) {
         guard case .transaction(var t) = state else { return }
         if lines == nil {
+            t.retrieved.insert(index)
             t.counters.retrCount += 1
             t.counters.retrBytes += bytes
         } else {

@@ -179,7 +179,7 @@ struct Serve: AsyncParsableCommand {
         threadPool.start()
         do {
             let users = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
-            let store = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger)
+            let store = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
             let server = POP3Server(configuration: serverConfiguration, userDatabase: users, mailStore: store, logger: logger, metrics: metrics)
             let bound = try await server.bind()
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []

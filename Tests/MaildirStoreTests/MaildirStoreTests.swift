@@ -215,9 +215,36 @@ struct MaildirStoreTests {
         await maildrop.abandon()
     }
 
+    /// EXPIRE (RFC 2449 section 6.7): a message retrieved more than N days ago is deleted when
+    /// the next session opens; one never retrieved, or retrieved recently, stays.
+    @Test func expireDeletesMessagesRetrievedLongAgo() async throws {
+        let dir = try TempMaildir()
+        for i in 0..<3 { try dir.deliver("Subject: \(i)\n\n\(i)\n") }
+        var store = dir.store
+        store.expireDays = 2
+        let first = try await store.openMaildrop(for: dir.user)
+        let uids = first.messages.map(\.uid)
+        try await first.commit(deleting: [], retrieved: [0, 1])
+        // Pretend message 1 was retrieved three days ago.
+        let indexPath = dir.path + "/postie-uidlist"
+        var index = try UIDList(parsing: Array(try Data(contentsOf: URL(fileURLWithPath: indexPath))))
+        #expect(index.entries[0].retrievedAt != nil && index.entries[1].retrievedAt != nil && index.entries[2].retrievedAt == nil)
+        index.entries[1].retrievedAt = Int(Date().timeIntervalSince1970) - 3 * 86_400
+        try Data(index.serialized()).write(to: URL(fileURLWithPath: indexPath))
+        let second = try await store.openMaildrop(for: dir.user)
+        #expect(second.messages.map(\.uid) == [uids[0], uids[2]])
+        #expect(try dir.files("cur").count == 2)
+        await second.abandon()
+        // A user whose own policy is NEVER keeps everything; nothing is recorded for them.
+        let keeper = AuthenticatedUser(name: "alice", extraFields: ["expire": "NEVER"])
+        let third = try await store.openMaildrop(for: keeper)
+        #expect(third.messages.count == 2)
+        await third.abandon()
+    }
+
     @Test func uidListRoundTrips() throws {
         var list = UIDList(uidValidity: 1_764_234_863)
-        list.entries = [.init(uid: 1, size: 10, baseName: "a b"), .init(uid: 3, size: 0, baseName: "c")]
+        list.entries = [.init(uid: 1, size: 10, baseName: "a b"), .init(uid: 3, size: 0, baseName: "c", retrievedAt: 1_764_300_000)]
         list.nextUID = 4
         list.tombstones = ["d"]
         #expect(try UIDList(parsing: list.serialized()) == list)

@@ -183,6 +183,18 @@ struct SessionStateMachineTests {
         #expect(on.apopVerified(true) == .openMaildrop(user: "a", method: "APOP"))
     }
 
+    @Test func expireZeroDeletesRetrievedMessagesAtQuit() {
+        var machine = POP3SessionStateMachine(authentication: .init(expire: "0"))
+        _ = machine.receive(.user("alice"))
+        _ = machine.receive(.pass("pw"))
+        _ = machine.loginSucceeded(messages: Self.messages)
+        _ = machine.receive(.retr(2))
+        machine.messageSent(index: 1, lines: nil, bytes: 200)
+        _ = machine.receive(.top(3, lines: 1))
+        machine.messageSent(index: 2, lines: 1, bytes: 10)
+        #expect(machine.receive(.quit) == .commit(deleting: [1]))
+    }
+
     @Test func utf8Command() {
         var machine = POP3SessionStateMachine()
         #expect(machine.receive(.utf8) == .send(.ok("UTF8 enabled")))
