@@ -26,6 +26,9 @@ public struct TLSSettings: Sendable, Hashable {
     /// TLS 1.2 unless 1.3 is asked for: older versions are refused (RFC 8996).
     public var minimumVersion: TLSVersion
 
+    /// The TLS 1.2 cipher suites offered (OpenSSL/BoringSSL cipher-string syntax).
+    public static let cipherSuites = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
     public init(certificates: [CertificateSpec], minimumVersion: TLSVersion = .tlsv12) {
         self.certificates = certificates
         self.minimumVersion = minimumVersion
@@ -101,6 +104,10 @@ public final class TLSProvider: Sendable {
             privateKey: .privateKey(defaultKey!)
         )
         configuration.minimumTLSVersion = settings.minimumVersion
+        // TLS 1.2: forward-secret AEAD suites only (ECDHE with AES-GCM or ChaCha20-Poly1305),
+        // as Mozilla's "intermediate" profile; no RSA key exchange, no CBC. TLS 1.3's suites
+        // are all AEAD and not configurable in BoringSSL.
+        configuration.cipherSuites = TLSSettings.cipherSuites
         if let provider, !byName.isEmpty {
             configuration.sslContextCallback = { [weak provider] values, promise in
                 guard let provider, let host = values.serverHostname?.lowercased() else {

@@ -583,3 +583,21 @@ def test_sni_selects_certificate(postie, tmp_path, pki):
                   "-verify_return_error", "-verify_hostname", "other.test"])
     out = r.stdout.decode(errors="replace")
     assert r.returncode == 0 and "CN = other.test" in out, f"s_client SNI other.test: {s_client_summary(r)}"
+
+
+def test_tls_1_2_offers_only_forward_secret_aead_suites(postie, tmp_path, pki):
+    """TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305 only; RSA key exchange and CBC are refused.
+    (Cipher strings cover both ECDSA and RSA certificates.)"""
+    srv = start_tls_server(postie, tmp_path, pki)
+    base = ["-connect", f"{HOST}:{srv.tls}", "-tls1_2", "-CAfile", pki.cafile]
+    for suites in ("ECDHE+AESGCM", "ECDHE+CHACHA20"):
+        r = s_client(base + ["-cipher", suites])
+        assert negotiated_protocol(r) == "TLSv1.2", f"{suites} should work: {s_client_summary(r)}"
+    refused = {
+        "RSA key exchange": "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA",
+        "CBC with ECDHE": "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA",
+        "finite-field DHE": "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384",
+    }
+    for label, suites in refused.items():
+        r = s_client(base + ["-cipher", suites])
+        assert negotiated_protocol(r) is None and r.returncode != 0, f"{label} was accepted: {s_client_summary(r)}"
