@@ -89,6 +89,7 @@ public struct MaildirStore: MailStore {
         let pool = threadPool
         var days = expireDays
         if let userPolicy = user.expire { days = userPolicy.uppercased() == "NEVER" ? nil : Int(userPolicy) }
+        days = days.map { min(max($0, 0), 36_500) }
         let expire = days
         do {
             return try await threadPool.runIfActive {
@@ -169,28 +170,31 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         }
 
         // Finish a committed UPDATE that a crash interrupted: its deletions are decided.
-        var curNames = try POSIX.listDirectory(path + "/cur").filter { !$0.hasPrefix(".") }
+        var curNames = try POSIX.listDirectory(path + "/cur").filter(isMessageName)
         if !index.tombstones.isEmpty {
             var remaining: [String] = []
+            var kept = Set<String>()
             for name in curNames {
                 if index.tombstones.contains(baseName(name)) {
-                    try POSIX.unlinkIfPresent(path + "/cur/" + name)
+                    // A file that cannot be removed stays tombstoned (never shown again) and is
+                    // retried at the next open; the mailbox stays usable.
+                    do { try POSIX.unlinkIfPresent(path + "/cur/" + name) } catch { kept.insert(baseName(name)) }
                 } else {
                     remaining.append(name)
                 }
             }
             for name in try POSIX.listDirectory(path + "/new") where index.tombstones.contains(baseName(name)) {
-                try POSIX.unlinkIfPresent(path + "/new/" + name)
+                do { try POSIX.unlinkIfPresent(path + "/new/" + name) } catch { kept.insert(baseName(name)) }
             }
             try POSIX.fsyncDirectory(path + "/cur")
             curNames = remaining
-            index.tombstones = []
+            index.tombstones = kept
             changed = true
         }
 
         // New mail moves to cur/ when a session starts (Maildir convention; Dovecot does the same).
         var moved = false
-        for name in try POSIX.listDirectory(path + "/new") where !name.hasPrefix(".") {
+        for name in try POSIX.listDirectory(path + "/new") where isMessageName(name) && !index.tombstones.contains(baseName(name)) {
             let target = name.contains(":2,") ? name : name + ":2,"
             // A file that vanished was moved by another reader first.
             if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) {
@@ -221,7 +225,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         }
         for base in fresh {
             let file = path + "/cur/" + fileForBase[base]!
-            let size = try sizeFromName(fileForBase[base]!) ?? canonicalSize(of: file)
+            let size = try canonicalSize(of: file, hint: sizeFromName(fileForBase[base]!))
             entries.append(UIDList.Entry(uid: index.nextUID, size: size, baseName: base))
             index.nextUID += 1
             changed = true
@@ -256,6 +260,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         )
     }
 
+    /// Whether a directory entry is a message: not hidden, and no line breaks (which could
+    /// forge lines in postie-uidlist).
+    static func isMessageName(_ name: String) -> Bool {
+        !name.hasPrefix(".") && !name.contains("\n") && !name.contains("\r")
+    }
+
     /// The part of a Maildir file name before the `:2,` info, stable across flag changes.
     static func baseName(_ name: String) -> String {
         if let colon = name.firstIndex(of: ":") { return String(name[..<colon]) }
@@ -269,6 +279,20 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             return Int(field.dropFirst(2))
         }
         return nil
+    }
+
+    /// The CRLF size: the `W=` hint when there is one (plus the CRLF RETR adds when the file
+    /// does not end in a newline, which `W=` does not count), else counted by reading the file.
+    static func canonicalSize(of file: String, hint: Int?) throws -> Int {
+        guard let hint else { return try canonicalSize(of: file) }
+        let fd = try POSIX.open(file, O_RDONLY)
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SystemError(call: "fstat", path: file, errno: errno) }
+        guard st.st_size > 0 else { return 0 }
+        var last: UInt8 = 0
+        guard pread(fd, &last, 1, off_t(st.st_size - 1)) == 1 else { throw SystemError(call: "pread", path: file, errno: errno) }
+        return last == UInt8(ascii: "\n") ? hint : hint + 2
     }
 
     /// Reads a message once to count its CRLF size.
@@ -365,7 +389,10 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         try hook?(.afterIndexWrite)
         for (n, name) in doomed.enumerated() {
             let file = path + "/cur/" + name
-            if Glibc.unlink(file) != 0 && errno == ENOENT {
+            if Glibc.unlink(file) != 0 {
+                // After the commit point: a failure is reported (the tombstone stays, and the
+                // next open retries), never hidden behind +OK.
+                guard errno == ENOENT else { throw SystemError(call: "unlink", path: file, errno: errno) }
                 // Renamed by a flag change since login: find it by base name.
                 let base = baseName(name)
                 if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { baseName($0) == base }) {

@@ -46,7 +46,7 @@ public struct AuthenticatedUser: Sendable, Hashable {
     }
 
     /// The user's own minimum seconds between logins (extra field `login_delay`, RFC 2449 6.5).
-    public var loginDelay: Int? { extraFields["login_delay"].flatMap { Int($0) } }
+    public var loginDelay: Int? { extraFields["login_delay"].flatMap { Int($0) }.map { min(max($0, 0), 315_360_000) } }
 
     /// The user's own retention policy (extra field `expire`: days or `NEVER`, RFC 2449 6.7).
     public var expire: String? { extraFields["expire"] }

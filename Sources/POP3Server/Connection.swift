@@ -260,7 +260,7 @@ private final class SessionRunner {
     /// After a mechanism proved the user's identity: LOGIN-DELAY, limits, the maildrop lock.
     func completeLogin(_ authenticated: AuthenticatedUser, method: String) async -> POP3SessionStateMachine.Action {
         pendingUser = nil
-        context.throttle.recordSuccess(ip: context.remote)
+        context.throttle.recordSuccess(account: authenticated.name)
         let name = LogEscaping.escape(authenticated.name)
         let delay = authenticated.loginDelay ?? context.configuration.loginDelay
         if delay > 0, let wait = context.loginDelays.tooSoon(user: authenticated.name, delay: delay) {
@@ -413,7 +413,10 @@ public enum LogEscaping {
             switch scalar {
             case "<", ">", ",", "\\", "=", " ":
                 out += "\\x" + String(scalar.value, radix: 16, uppercase: true)
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+            // C0 and C1 controls, line and paragraph separators, bidi and zero-width marks.
+            case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+                || (0x200B...0x200F).contains(scalar.value) || (0x2028...0x202E).contains(scalar.value)
+                || (0x2066...0x2069).contains(scalar.value) || scalar.value == 0xFEFF:
                 out += "\\x" + String(scalar.value, radix: 16, uppercase: true)
             default:
                 out.unicodeScalars.append(scalar)

@@ -40,6 +40,9 @@ public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandle
         self.maxLength = maxLength
     }
 
+    /// Bytes held for an incomplete line, consumed bytes included (for tests of the bound).
+    var bufferedBytes: Int { buffer.map { $0.writerIndex } ?? 0 }
+
     /// Forgets all buffered input and stamps later lines with a new epoch.
     public func startNewEpoch() {
         buffer?.clear()
@@ -60,7 +63,14 @@ public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandle
         while epoch == startEpoch, let event = nextEvent() {
             context.fireChannelRead(wrapInboundOut(event))
         }
-        if let b = buffer, b.readableBytes == 0 { buffer = nil }
+        // Reclaim consumed bytes, so a client trickling partial lines cannot grow the buffer.
+        if let b = buffer {
+            if b.readableBytes == 0 {
+                buffer = nil
+            } else if b.readerIndex > maxLength {
+                buffer!.discardReadBytes()
+            }
+        }
     }
 
     private func nextEvent() -> POP3InboundLine? {

@@ -101,9 +101,10 @@ public final class LoginThrottle: Sendable {
         }
     }
 
-    /// A successful login clears that IP's failures.
-    public func recordSuccess(ip: String) {
-        _ = state.withLockedValue { $0.byIP.removeValue(forKey: ip) }
+    /// A successful login clears the account's failures, never the address's: an attacker
+    /// who owns one account must not reset the lockout count between guesses at others.
+    public func recordSuccess(account: String) {
+        _ = state.withLockedValue { $0.byAccount.removeValue(forKey: account) }
     }
 
     private static func prune(_ state: inout State, before windowStart: NIODeadline, now: NIODeadline) {
@@ -209,7 +210,7 @@ public final class LoginDelayTracker: Sendable {
     public func tooSoon(user: String, delay: Int) -> Int? {
         guard let previous = last.withLockedValue({ $0[user] }) else { return nil }
         let elapsed = now() - previous
-        let remaining = TimeAmount.seconds(Int64(delay)) - elapsed
+        let remaining = TimeAmount.seconds(Int64(min(max(delay, 0), 315_360_000))) - elapsed
         return remaining > .zero ? Int((remaining.nanoseconds + 999_999_999) / 1_000_000_000) : nil
     }
 

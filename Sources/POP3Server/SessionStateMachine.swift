@@ -519,7 +519,10 @@ public struct POP3SessionStateMachine: Sendable {
 
     /// Authentication or opening the maildrop failed; stay in AUTHORIZATION (RFC 1939 section 7).
     public mutating func loginFailed(_ error: POP3BackendError) -> Action {
-        guard case .authenticating = state else { return .none }
+        switch state {
+        case .authenticating, .sasl: break
+        default: return .none
+        }
         state = .authorization(user: nil)
         return .send(.err(error.message, code: error.code))
     }

@@ -124,7 +124,10 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
                 return .success(nil)
             }
             let authenticated = AuthenticatedUser(name: entry.user, home: entry.home, extraFields: entry.extraFields)
-            return .success((authenticated, entry.password.saslSecrets(user: entry.user)))
+            let secrets = entry.password.saslSecrets(user: entry.user)
+            // An entry without clear text costs the same derivation, so timing tells nothing.
+            if entry.password.plaintext == nil { _ = SASLSecrets.derived(fromPlaintext: user, user: user) }
+            return .success((authenticated, secrets))
         }
         return try result.get()
     }

@@ -91,9 +91,13 @@ public struct PasswdFileEditor {
         }
         var text = ""
         var mode: mode_t = 0o640
+        var owner: (uid_t, gid_t)?
         if let file = fopen(path, "re") {
             var st = stat()
-            if fstat(fileno(file), &st) == 0 { mode = st.st_mode & 0o7777 }
+            if fstat(fileno(file), &st) == 0 {
+                mode = st.st_mode & 0o7777
+                owner = (st.st_uid, st.st_gid)
+            }
             var bytes: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
             while true {
@@ -109,13 +113,16 @@ public struct PasswdFileEditor {
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
         let (result, updated) = try body(lines)
-        if let updated { try write(updated.map { $0 + "\n" }.joined(), mode: mode) }
+        if let updated { try write(updated.map { $0 + "\n" }.joined(), mode: mode, owner: owner) }
         return result
     }
 
-    private func write(_ text: String, mode: mode_t) throws {
+    /// Keeps the file's mode and owner (a `root:vmail 0640` file must stay readable by the
+    /// server after an edit as root).
+    private func write(_ text: String, mode: mode_t, owner: (uid_t, gid_t)?) throws {
         let temporary = path + ".tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw EditError.io("cannot write \(temporary): \(String(cString: strerror(errno)))") }
         let bytes = Array(text.utf8)
         var offset = 0
@@ -128,6 +135,11 @@ public struct PasswdFileEditor {
                 throw EditError.io("cannot write \(temporary): \(String(cString: strerror(errno)))")
             }
             offset += n
+        }
+        if let owner, fchown(fd, owner.0, owner.1) != 0 {
+            close(fd)
+            unlink(temporary)
+            throw EditError.io("cannot keep the owner of \(path): \(String(cString: strerror(errno)))")
         }
         fchmod(fd, mode)
         guard fsync(fd) == 0 else {

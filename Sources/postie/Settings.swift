@@ -211,10 +211,10 @@ struct ServerSettings {
         }
         apop = reader.bool(forKey: "apop", default: false)
         if let v = reader.int(forKey: "login_delay") {
-            if v >= 0 { loginDelay = v } else { problem("login_delay", "must be 0 or more seconds") }
+            if (0...315_360_000).contains(v) { loginDelay = v } else { problem("login_delay", "must be 0 to 315360000 seconds") }
         }
         if let v = reader.string(forKey: "expire") ?? reader.int(forKey: "expire").map(String.init) {
-            if v.uppercased() == "NEVER" || (Int(v).map { $0 >= 0 } ?? false) { expire = v.uppercased() } else { problem("expire", "must be a number of days or NEVER") }
+            if v.uppercased() == "NEVER" || (Int(v).map { (0...36_500).contains($0) } ?? false) { expire = v.uppercased() } else { problem("expire", "must be 0 to 36500 days or NEVER") }
         }
         if let text = reader.string(forKey: "metrics") {
             if let listener = POP3ServerConfiguration.Listener(parsing: text) {

@@ -107,6 +107,27 @@ struct MaildirStoreTests {
         await maildrop.abandon()
     }
 
+    /// Dovecot's W= does not count the CRLF RETR adds to a message without a final newline.
+    @Test func sizeFromNameCountsTheAddedFinalCRLF() async throws {
+        let dir = try TempMaildir()
+        try dir.deliver("A: b\n\nx", name: "1700000001.M1P1.host,S=7,W=9")
+        try dir.deliver("A: b\n\n.dot\n", name: "1700000002.M1P1.host,S=11,W=14")
+        let maildrop = try await dir.store.openMaildrop(for: dir.user)
+        #expect(maildrop.messages.map(\.size) == [11, 14])
+        #expect(try await dir.read(maildrop, 0).utf8.count == 11)
+        #expect(try await dir.read(maildrop, 1).utf8.count == 14)
+        await maildrop.abandon()
+    }
+
+    @Test func namesWithLineBreaksAreIgnored() async throws {
+        let dir = try TempMaildir()
+        try dir.deliver("ok\n")
+        try dir.deliver("forged\n", name: "1700000009.M9P9.host\nD 1700000001.M1P1.test")
+        let maildrop = try await dir.store.openMaildrop(for: dir.user)
+        #expect(maildrop.messages.count == 1)
+        await maildrop.abandon()
+    }
+
     @Test func largeMessageStreamsInChunks() async throws {
         let dir = try TempMaildir()
         let line = String(repeating: "x", count: 99) + "\n"

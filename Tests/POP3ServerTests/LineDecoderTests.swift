@@ -61,6 +61,18 @@ struct LineDecoderTests {
         #expect(try lines(channel).isEmpty)
     }
 
+    /// A client that always leaves a partial line behind must not grow the buffer.
+    @Test func tricklingPartialLinesStaysBounded() throws {
+        let channel = try channel(maxLength: 256)
+        let framer = try channel.pipeline.syncOperations.handler(type: POP3LineFramer.self)
+        try channel.writeInbound(ByteBuffer(string: "N"))
+        for _ in 0..<5_000 {
+            try channel.writeInbound(ByteBuffer(string: "OOP\r\nN"))
+        }
+        #expect(try lines(channel).count == 5_000)
+        #expect(framer.bufferedBytes < 1_024)
+    }
+
     /// STLS: a partial line buffered before the new epoch must never be completed by bytes that
     /// arrive after it (the CVE-2011-0411 class).
     @Test func newEpochDropsBufferedBytes() throws {

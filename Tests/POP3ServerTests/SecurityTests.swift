@@ -166,6 +166,17 @@ struct ThrottleTests {
         #expect(throttle.lockout(ip: "192.0.2.66") == nil)
     }
 
+    @Test func aSuccessfulLoginDoesNotResetTheAddressCount() {
+        let clock = Clock()
+        var policy = BruteForcePolicy()
+        policy.lockoutThreshold = 3
+        let throttle = LoginThrottle(policy: policy, now: { clock.now })
+        _ = throttle.recordFailure(ip: "192.0.2.66", account: "victim")
+        _ = throttle.recordFailure(ip: "192.0.2.66", account: "victim")
+        throttle.recordSuccess(account: "attackers-own")
+        #expect(throttle.recordFailure(ip: "192.0.2.66", account: "victim").lockedOut)
+    }
+
     @Test func failuresOutsideTheWindowAreForgotten() {
         let clock = Clock()
         let throttle = LoginThrottle(policy: BruteForcePolicy(), now: { clock.now })

@@ -195,6 +195,14 @@ struct SessionStateMachineTests {
         #expect(machine.receive(.quit) == .commit(deleting: [1]))
     }
 
+    @Test func aFailedSecretsLookupIsAnswered() {
+        var machine = POP3SessionStateMachine()
+        guard case .sendContinuation = machine.receive(.auth(mechanism: "SCRAM-SHA-256", initialResponse: nil)) else { Issue.record("no challenge"); return }
+        #expect(machine.receiveSASLResponse("biwsbj11c2VyLHI9YWJj") == .lookupSecrets(user: "user", method: "SCRAM-SHA-256"))
+        #expect(machine.loginFailed(.temporary("db down")) == .send(.err("Temporary server failure, try again later.", code: .sysTemp)))
+        #expect(!machine.expectsSASLResponse)
+    }
+
     @Test func utf8Command() {
         var machine = POP3SessionStateMachine()
         #expect(machine.receive(.utf8) == .send(.ok("UTF8 enabled")))

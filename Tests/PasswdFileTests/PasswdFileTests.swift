@@ -181,3 +181,28 @@ struct CapturingLogHandler: LogHandler {
         records.messages.withLock { $0.append((event.level, "\(event.message)")) }
     }
 }
+
+@Suite("passwd-file editor")
+struct PasswdFileEditorTests {
+    @Test func editsKeepOwnerModeAndOtherLines() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-editor-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd").path
+        try Data("# keep me\nalice:{PLAIN}a\n".utf8).write(to: URL(fileURLWithPath: file))
+        #expect(chmod(file, 0o640) == 0)
+        #expect(chown(file, 65534, 65534) == 0)
+        let editor = PasswdFileEditor(path: file)
+        try editor.add(user: "bob", passwordField: "{PLAIN}b")
+        try editor.setPassword(user: "alice", passwordField: "{PLAIN}c")
+        #expect(throws: PasswdFileEditor.EditError.exists("bob")) { try editor.add(user: "bob", passwordField: "{PLAIN}x") }
+        #expect(throws: PasswdFileEditor.EditError.noSuchUser("carol")) { try editor.delete(user: "carol") }
+        #expect(throws: PasswdFileEditor.EditError.self) { try editor.add(user: "bad:name", passwordField: "{PLAIN}x") }
+        #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self) == "# keep me\nalice:{PLAIN}c\nbob:{PLAIN}b\n")
+        var st = stat()
+        #expect(stat(file, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o640)
+        #expect(st.st_uid == 65534 && st.st_gid == 65534)
+        #expect(try editor.list().map(\.user) == ["alice", "bob"])
+    }
+}
