@@ -1190,3 +1190,36 @@ def test_capa_sasl_with_require_tls(postie, tmp_path, pki):
         r = c.cmd(b64e(client.get_client_final()))
         client.set_server_final(b64d(r[2:]).decode())
         assert c.cmd("").startswith("+OK")
+
+
+def test_stored_scram_and_cram_keys_serve_their_mechanisms_without_plaintext(postie, tmp_path):
+    """{SCRAM-SHA-256} and {CRAM-MD5} entries made by doveadm log in with their mechanisms
+    (the server never sees the password); an entry without SHA-1 keys fails SCRAM-SHA-1."""
+    need_scramp()
+    password = "pass word ü"
+    lines = []
+    for user, scheme in (("scram", "SCRAM-SHA-256"), ("cram", "CRAM-MD5")):
+        r = subprocess.run(["doveadm", "pw", "-s", scheme, "-p", password], capture_output=True, timeout=30)
+        assert r.returncode == 0, f"doveadm pw -s {scheme}: {r.stderr!r}"
+        lines.append(f"{user}:{r.stdout.decode().strip()}")
+    d = tmp_path / "stored"
+    d.mkdir()
+    (d / "passwd").write_text("\n".join(lines) + "\n")
+    template = str(d / "mail" / "%u")
+    cfg = write_yaml(d / "postie.yaml", FAST)
+    s = postie.start(passwd=d / "passwd", maildir=template, name="stored",
+                     extra=["--config", str(cfg), "--auth-mechanisms", "SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5"])
+    c = POP3Raw(s.host, s.port)
+    assert scram_login(c, "SCRAM-SHA-256", "scram", password).reply.startswith("+OK"), s.log_tail()
+    c.cmd("QUIT")
+    c = POP3Raw(s.host, s.port)
+    res = scram_login(c, "SCRAM-SHA-1", "scram", password)
+    assert res.reply.startswith("-ERR [AUTH]"), res.steps
+    c.cmd("QUIT")
+    c = POP3Raw(s.host, s.port)
+    r = c.cmd("AUTH CRAM-MD5")
+    challenge = b64d(r[2:])
+    digest = hmac.new(password.encode(), challenge, "md5").hexdigest()
+    assert c.cmd(b64e(f"cram {digest}")).startswith("+OK"), s.log_tail()
+    c.cmd("QUIT")
+    assert "method=SCRAM-SHA-256" in s.log_text() and "method=CRAM-MD5" in s.log_text()
