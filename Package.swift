@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "MaildirStore", targets: ["MaildirStore"]),
         .library(name: "PasswdFile", targets: ["PasswdFile"]),
         .library(name: "SASL", targets: ["SASL"]),
+        .library(name: "POP3Client", targets: ["POP3Client"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -52,6 +53,17 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        /// An async POP3 client on the same POP3Core types as the server.
+        .target(
+            name: "POP3Client",
+            dependencies: [
+                "POP3Core", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
@@ -100,6 +112,16 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "POP3ClientTests",
+            dependencies: [
+                "POP3Client", "POP3Core", "POP3Server", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),

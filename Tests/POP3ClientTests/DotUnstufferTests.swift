@@ -1,0 +1,52 @@
+import NIOCore
+import POP3Client
+import Testing
+
+@Suite("Dot-unstuffing of multi-line bodies")
+struct DotUnstufferTests {
+    static let cases: [(wire: String, body: String)] = [
+        (".\r\n", ""),
+        ("a\r\n.\r\n", "a\r\n"),
+        ("..\r\n.\r\n", ".\r\n"),
+        ("..a\r\n...b\r\nc.\r\n.\r\n", ".a\r\n..b\r\nc.\r\n"),
+        (".\rx\r\n.\r\n", "\rx\r\n"),
+        ("line\n.\n", "line\n"),
+        ("\r\n\r\n.\r\n", "\r\n\r\n"),
+    ]
+
+    /// Every split of the wire form into two chunks gives the same body, and bytes after the
+    /// terminator are left for the next reply.
+    @Test(arguments: cases.indices)
+    func everySplitPoint(_ index: Int) {
+        let (wire, body) = Self.cases[index]
+        let bytes = Array((wire + "+OK next\r\n").utf8)
+        for split in 0...bytes.count {
+            var unstuffer = DotUnstuffer()
+            var output = ByteBuffer()
+            var first = ByteBuffer(bytes: bytes[..<split])
+            unstuffer.process(&first, into: &output)
+            var rest = first
+            if !unstuffer.isFinished {
+                #expect(first.readableBytes == 0)
+                rest = ByteBuffer(bytes: bytes[split...])
+                unstuffer.process(&rest, into: &output)
+            } else {
+                rest.writeBytes(bytes[split...])
+            }
+            #expect(unstuffer.isFinished)
+            #expect(String(buffer: output) == body, "split at \(split)")
+            #expect(String(buffer: rest) == "+OK next\r\n", "split at \(split)")
+        }
+    }
+
+    @Test func byteByByte() {
+        var unstuffer = DotUnstuffer()
+        var output = ByteBuffer()
+        for byte in "..x\r\n.y\r\n.\r\n".utf8 where !unstuffer.isFinished {
+            var one = ByteBuffer(bytes: [byte])
+            unstuffer.process(&one, into: &output)
+        }
+        #expect(unstuffer.isFinished)
+        #expect(String(buffer: output) == ".x\r\ny\r\n")
+    }
+}
