@@ -77,7 +77,9 @@ final class Transport {
             if event == nil { closed = true }
             return event
         } catch {
+            // A timeout or a TLS failure leaves the reply half read: the connection is unusable.
             closed = true
+            channel.close(promise: nil)
             throw Self.map(error)
         }
     }

@@ -86,7 +86,8 @@ private final class ScriptHandler: ChannelInboundHandler {
                 context.close(promise: nil)
                 return
             case .replyThenClose(let text):
-                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text))).whenComplete { _ in context.close(promise: nil) }
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text))).whenComplete { _ in channel.close(promise: nil) }
                 return
             case .replyThenTLS(let text):
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text)), promise: nil)
