@@ -101,6 +101,22 @@ struct POP3ClientTests {
         }
     }
 
+    @Test func loginTooSoonGetsLoginDelay() async throws {
+        try await withServer(configure: { $0.loginDelay = 3600 }) { ports in
+            let first = try await POP3Client.connect(host: "127.0.0.1", port: ports[0])
+            try await first.login(user: "alice", password: "secret")
+            try await first.quit()
+            let second = try await POP3Client.connect(host: "127.0.0.1", port: ports[0])
+            do throws(POP3ClientError) {
+                try await second.login(user: "alice", password: "secret")
+                Issue.record("a second login within LOGIN-DELAY succeeded")
+            } catch {
+                #expect(error.responseCode == .loginDelay)
+            }
+            await second.close()
+        }
+    }
+
     @Test(arguments: [SASLMechanism.plain, .login, .cramMD5, .scramSHA1, .scramSHA256])
     func saslMechanism(_ mechanism: SASLMechanism) async throws {
         try await withServer(configure: { $0.authMechanisms = SASLMechanism.allCases }) { ports in
