@@ -129,7 +129,7 @@ let package = Package(
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
         .testTarget(
             name: "PasswdFileTests",
-            dependencies: ["PasswdFile", "POP3Server", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["PasswdFile", "POP3Server", "SASL", .product(name: "Logging", package: "swift-log")]
         ),
     ]
 )

@@ -164,7 +164,7 @@ public final class POP3Client {
     /// `APOP` (RFC 1939 section 7): MD5 of the greeting's timestamp and the password.
     public func apop(user: String, password: String) async throws(POP3ClientError) {
         guard let apopTimestamp else { throw .apopNotOffered }
-        let digest = Digest.md5.hash(Array((apopTimestamp + password).utf8)).hex
+        let digest = DigestAlgorithm.md5.hash(Array((apopTimestamp + password).utf8)).hex
         try await command(.apop(name: user, digest: digest))
     }
 

@@ -60,7 +60,7 @@ struct SASLClientExchange {
         case (.cramMD5, .start):
             guard !challenge.isEmpty else { throw .authenticationProtocol("empty CRAM-MD5 challenge") }
             state = .done
-            let digest = Digest.md5.hmac(key: Array(password.utf8), challenge)
+            let digest = DigestAlgorithm.md5.hmac(key: Array(password.utf8), message: challenge)
             return .respond(Array("\(user) \(digest.hex)".utf8))
         case (.scramSHA1, .start), (.scramSHA256, .start):
             // RFC 5802 section 7: the client-first message may come only after an empty challenge.
@@ -97,16 +97,18 @@ struct SASLClientExchange {
         guard iterations <= POP3ClientLimits.maxSCRAMIterations else {
             throw .authenticationProtocol("SCRAM iteration count \(iterations) is above the client's limit")
         }
-        let digest: Digest = mechanism == .scramSHA1 ? .sha1 : .sha256
-        let salted = digest.pbkdf2(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, length: digest.outputLength)
-        let clientKey = digest.hmac(key: salted, Array("Client Key".utf8))
+        let digest: DigestAlgorithm = mechanism == .scramSHA1 ? .sha1 : .sha256
+        guard let salted = digest.pbkdf2(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, length: digest.length) else {
+            throw .authenticationProtocol("SCRAM key derivation failed")
+        }
+        let clientKey = digest.hmac(key: salted, message: Array("Client Key".utf8))
         let storedKey = digest.hash(clientKey)
         let withoutProof = "c=biws,r=\(nonce)"
         let authMessage = Array("\(bare),\(serverFirst),\(withoutProof)".utf8)
-        let clientSignature = digest.hmac(key: storedKey, authMessage)
+        let clientSignature = digest.hmac(key: storedKey, message: authMessage)
         let proof = zip(clientKey, clientSignature).map { $0 ^ $1 }
-        let serverKey = digest.hmac(key: salted, Array("Server Key".utf8))
-        state = .scramClientFinalSent(serverSignature: digest.hmac(key: serverKey, authMessage))
+        let serverKey = digest.hmac(key: salted, message: Array("Server Key".utf8))
+        state = .scramClientFinalSent(serverSignature: digest.hmac(key: serverKey, message: authMessage))
         return .respond(Array("\(withoutProof),p=\(Base64.encode(proof))".utf8))
     }
 

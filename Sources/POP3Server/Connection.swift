@@ -222,7 +222,7 @@ private final class SessionRunner {
             guard let (authenticated, secrets) = found, let password = secrets.plaintext else {
                 return machine.apopVerified(false)
             }
-            let expected = Digest.md5.hash(Array((timestamp + password).utf8)).hex
+            let expected = DigestAlgorithm.md5.hash(Array((timestamp + password).utf8)).hex
             pendingUser = authenticated
             return machine.apopVerified(constantTimeEquals(Array(expected.utf8), Array(digest.utf8)))
         }

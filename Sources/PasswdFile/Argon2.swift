@@ -1,3 +1,5 @@
+import SASL
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

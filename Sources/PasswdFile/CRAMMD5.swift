@@ -1,3 +1,4 @@
+import SASL
 import COpenSSLCrypto
 
 /// A CRAM-MD5 secret as Dovecot stores it (`{CRAM-MD5}` and its alias `{HMAC-MD5}`): the
@@ -61,7 +62,7 @@ public struct CRAMMD5Secret: Hashable, Sendable, CustomStringConvertible {
     /// section 2), answers `challenge`. Case-insensitive; constant-time.
     public func matches(response: some StringProtocol, challenge: [UInt8]) -> Bool {
         guard let bytes = Hex.decode(response) else { return false }
-        return constantTimeEqual(bytes, digest(challenge: challenge))
+        return constantTimeEquals(bytes, digest(challenge: challenge))
     }
 
     /// The stored form, `{CRAM-MD5}` and 64 lowercase hex digits.

@@ -1,3 +1,4 @@
+import SASL
 import CCrypt
 
 #if canImport(Glibc)
@@ -55,7 +56,7 @@ enum Crypt {
     /// hash never matches (crypt(3) would accept any password for it).
     static func verify(_ password: [UInt8], hash: [UInt8]) -> Bool {
         guard !hash.isEmpty, let computed = crypt(password, setting: hash) else { return false }
-        return constantTimeEqual(computed, hash)
+        return constantTimeEquals(computed, hash)
     }
 
     /// A fresh hash of `password` with a salt made from `generator`; nil if crypt(3) refuses.

@@ -1,3 +1,5 @@
+import SASL
+
 /// Dovecot's `{PBKDF2}` scheme: PBKDF2-HMAC-SHA1 (RFC 8018 section 5.2) with a 20-byte key,
 /// written as
 ///
@@ -24,7 +26,7 @@ enum PBKDF2Scheme {
             let expected = Hex.decode(String(decoding: fields[2], as: UTF8.self)), expected.count == keyLength,
             let key = DigestAlgorithm.sha1.pbkdf2(password: password, salt: Array(fields[0]), iterations: rounds, length: keyLength)
         else { return false }
-        return constantTimeEqual(key, expected)
+        return constantTimeEquals(key, expected)
     }
 
     /// `$1$salt$rounds$hex` for `password`; nil if `rounds` is out of range.

@@ -1,3 +1,5 @@
+import SASL
+
 /// How a scheme's bytes are written after `{SCHEME}`: as they are, in base64 or in hex.
 ///
 /// Dovecot picks the encoding from a suffix on the scheme name (`{SHA256.hex}`, `{PLAIN.b64}`,
@@ -131,4 +133,10 @@ enum Hex {
         }
         return out
     }
+}
+
+/// `count` bytes from `generator`: in production the system's cryptographically secure
+/// generator (getrandom(2) on Linux); tests pass a seeded one for reproducible hashes.
+func randomBytes(_ count: Int, using generator: inout some RandomNumberGenerator) -> [UInt8] {
+    (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
 }

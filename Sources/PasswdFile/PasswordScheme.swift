@@ -1,3 +1,5 @@
+import SASL
+
 /// A password scheme by Dovecot's name, with the encoding its data is written in and the
 /// knowledge to verify and generate it.
 ///
@@ -82,7 +84,7 @@ struct PasswordScheme: Sendable {
         switch algorithm {
         case .plain:
             // Unlike Dovecot, an empty stored password never matches (not even an empty one).
-            return !raw.isEmpty && constantTimeEqual(password, raw)
+            return !raw.isEmpty && constantTimeEquals(password, raw)
         case .crypt:
             return Crypt.verify(password, hash: raw)
         case .md5:
@@ -92,18 +94,18 @@ struct PasswordScheme: Sendable {
             }
             return spec.scheme.verify(password, raw: digest)
         case .digest(let digest):
-            return constantTimeEqual(digest.hash(password), raw)
+            return constantTimeEquals(digest.hash(password), raw)
         case .saltedDigest(let digest):
             guard raw.count > digest.length else { return false }
             let salt = Array(raw[digest.length...])
-            return constantTimeEqual(digest.hash(password, salt), Array(raw[..<digest.length]))
+            return constantTimeEquals(digest.hash(password, salt), Array(raw[..<digest.length]))
         case .pbkdf2:
             return PBKDF2Scheme.verify(password, stored: raw)
         case .argon2:
             guard !raw.contains(0) else { return false }
             return Argon2.verify(encoded: String(decoding: raw, as: UTF8.self), password: password)
         case .cramMD5:
-            return constantTimeEqual(CRAMMD5Secret(password: password).context, raw)
+            return constantTimeEquals(CRAMMD5Secret(password: password).context, raw)
         case .scram(let hashFunction):
             guard let credentials = SCRAMCredentials(dovecotFormat: String(decoding: raw, as: UTF8.self), hashFunction: hashFunction) else {
                 return false

@@ -1,3 +1,5 @@
+import SASL
+
 /// The hash function of a SCRAM mechanism: SCRAM-SHA-1 (RFC 5802) or SCRAM-SHA-256 (RFC 7677).
 public enum SCRAMHashFunction: String, Hashable, Sendable, CaseIterable {
     case sha1 = "SCRAM-SHA-1"
@@ -95,7 +97,7 @@ public struct SCRAMCredentials: Hashable, Sendable, CustomStringConvertible {
         guard let derived = SCRAMCredentials(password: password, salt: salt, iterations: iterations, hashFunction: hashFunction) else {
             return false
         }
-        return constantTimeEqual(derived.storedKey + derived.serverKey, storedKey + serverKey)
+        return constantTimeEquals(derived.storedKey + derived.serverKey, storedKey + serverKey)
     }
 
     // MARK: - The server side of an exchange (RFC 5802 section 3)
@@ -112,7 +114,7 @@ public struct SCRAMCredentials: Hashable, Sendable, CustomStringConvertible {
         guard clientProof.count == h.length else { return false }
         let signature = h.hmac(key: storedKey, message: authMessage)
         let clientKey = zip(clientProof, signature).map { $0 ^ $1 }
-        return constantTimeEqual(h.hash(clientKey), storedKey)
+        return constantTimeEquals(h.hash(clientKey), storedKey)
     }
 
     /// ServerSignature := HMAC(ServerKey, AuthMessage), sent base64 as `v=` in server-final-message.

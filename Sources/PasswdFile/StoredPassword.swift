@@ -1,3 +1,5 @@
+import SASL
+
 /// A password as stored: `{SCHEME}data`, or `{SCHEME.ENCODING}data`, exactly as Dovecot's
 /// `doveadm pw -s SCHEME` writes it. Without a `{SCHEME}` prefix the scheme is CRYPT, as
 /// Dovecot's passwd-file assumes.

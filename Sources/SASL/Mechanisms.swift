@@ -45,7 +45,7 @@ public struct SASLSecrets: Sendable {
             scram[hash] = SCRAMCredentials.derive(password: password, salt: salt, iterations: scramIterations, hash: hash)
         }
         let key = Array(password.utf8)
-        return SASLSecrets(plaintext: password, cramMD5: { Digest.md5.hmac(key: key, $0) }, scram: scram)
+        return SASLSecrets(plaintext: password, cramMD5: { DigestAlgorithm.md5.hmac(key: key, message: $0) }, scram: scram)
     }
 }
 
@@ -53,7 +53,7 @@ public enum SCRAMHash: String, Sendable, Hashable {
     case sha1 = "SHA-1"
     case sha256 = "SHA-256"
 
-    public var digest: Digest { self == .sha1 ? .sha1 : .sha256 }
+    public var digest: DigestAlgorithm { self == .sha1 ? .sha1 : .sha256 }
 }
 
 /// A user's SCRAM credentials (RFC 5802 section 3): what the server stores.
@@ -74,12 +74,13 @@ public struct SCRAMCredentials: Sendable, Hashable {
     /// "Client Key"); StoredKey := H(ClientKey); ServerKey := HMAC(SaltedPassword, "Server Key").
     public static func derive(password: String, salt: [UInt8], iterations: Int, hash: SCRAMHash) -> SCRAMCredentials {
         let digest = hash.digest
-        let salted = digest.pbkdf2(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, length: digest.outputLength)
-        let clientKey = digest.hmac(key: salted, Array("Client Key".utf8))
+        // Fewer than one iteration cannot be derived; such credentials match no proof.
+        let salted = digest.pbkdf2(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, length: digest.length) ?? []
+        let clientKey = digest.hmac(key: salted, message: Array("Client Key".utf8))
         return SCRAMCredentials(
             iterations: iterations, salt: salt,
             storedKey: digest.hash(clientKey),
-            serverKey: digest.hmac(key: salted, Array("Server Key".utf8))
+            serverKey: digest.hmac(key: salted, message: Array("Server Key".utf8))
         )
     }
 }
@@ -91,7 +92,7 @@ public enum SASLSalt {
     private static let key = randomBytes(32)
 
     public static func salt(for user: String, purpose: String) -> [UInt8] {
-        Array(Digest.sha256.hmac(key: key, Array((purpose + "\u{0}" + user).utf8)).prefix(16))
+        Array(DigestAlgorithm.sha256.hmac(key: key, message: Array((purpose + "\u{0}" + user).utf8)).prefix(16))
     }
 }
 
@@ -291,11 +292,11 @@ public struct SASLExchange: Sendable {
         let hash: SCRAMHash = mechanism == .scramSHA1 ? .sha1 : .sha256
         let digest = hash.digest
         let authMessage = Array((first.bare + "," + serverFirst + "," + withoutProof).utf8)
-        let clientSignature = digest.hmac(key: credentials.storedKey, authMessage)
+        let clientSignature = digest.hmac(key: credentials.storedKey, message: authMessage)
         guard proof.count == clientSignature.count else { return fail(malformed: false) }
         let clientKey = zip(proof, clientSignature).map { $0 ^ $1 }
         guard constantTimeEquals(digest.hash(clientKey), credentials.storedKey) else { return fail(malformed: false) }
-        let serverSignature = digest.hmac(key: credentials.serverKey, authMessage)
+        let serverSignature = digest.hmac(key: credentials.serverKey, message: authMessage)
         state = .scramFinalAck(user: first.user)
         return .challenge(Array("v=\(Base64.encode(serverSignature))".utf8))
     }

@@ -1,4 +1,5 @@
 import Foundation
+import SASL
 import Testing
 
 @testable import PasswdFile

@@ -79,7 +79,7 @@ public enum DigestAlgorithm: String, Hashable, Sendable, CaseIterable {
 
 /// Calls `body` with the bytes of `array`, pointing at a valid (unread) byte when it is empty,
 /// for C functions that give NULL a meaning of its own.
-func withNonNullBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) -> R) -> R {
+public func withNonNullBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) -> R) -> R {
     if array.isEmpty {
         var dummy: UInt8 = 0
         return withUnsafeBytes(of: &dummy) { body(UnsafeRawBufferPointer(start: $0.baseAddress, count: 0)) }
@@ -87,14 +87,8 @@ func withNonNullBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) -> R
     return array.withUnsafeBytes(body)
 }
 
-/// `count` bytes from `generator`: in production the system's cryptographically secure
-/// generator (getrandom(2) on Linux); tests pass a seeded one for reproducible hashes.
-func randomBytes(_ count: Int, using generator: inout some RandomNumberGenerator) -> [UInt8] {
-    (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-}
-
 /// Compares two byte strings in time that depends only on their lengths.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+public func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     var difference = UInt8(a.count == b.count ? 0 : 1)
     let n = max(a.count, b.count)
     for i in 0..<n {
