@@ -85,7 +85,7 @@ public struct LMTPInputDecoder: Sendable {
             }
         }
         if var canonicalizer = message {
-            var output = ByteBufferAllocator().buffer(capacity: current.readableBytes + 64)
+            var output = ByteBufferAllocator().buffer(capacity: 2 * current.readableBytes + 1)
             let consumed = current.withUnsafeReadableBytes { canonicalizer.process($0, into: &output) }
             current.moveReaderIndex(forwardBy: consumed)
             if canonicalizer.isFinished {

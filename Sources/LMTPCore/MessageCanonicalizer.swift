@@ -57,6 +57,35 @@ public struct MessageCanonicalizer: Sendable {
     /// the next commands).
     public mutating func process(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer) -> Int {
         precondition(!isFinished, "input after the end of the message")
+        guard !input.isEmpty else { return 0 }
+        var consumed = 0
+        // Each input octet gives at most two output octets (LF -> CRLF), plus a held-back CR.
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: 2 * input.count + 1) { out in
+            var writer = Writer(base: out.baseAddress!)
+            consumed = run(input, &writer)
+            return writer.count
+        }
+        return consumed
+    }
+
+    /// Writes into memory reserved by ``process(_:into:)``; raw copies keep the per-line cost low.
+    private struct Writer {
+        let base: UnsafeMutableRawPointer
+        var count = 0
+
+        mutating func write(_ byte: UInt8) {
+            base.storeBytes(of: byte, toByteOffset: count, as: UInt8.self)
+            count += 1
+        }
+
+        mutating func write(_ bytes: UnsafeRawBufferPointer) {
+            guard !bytes.isEmpty else { return }
+            (base + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            count += bytes.count
+        }
+    }
+
+    private mutating func run(_ input: UnsafeRawBufferPointer, _ output: inout Writer) -> Int {
         let count = input.count
         var i = 0
         while i < count {
@@ -85,7 +114,7 @@ public struct MessageCanonicalizer: Sendable {
                     return i + 1
                 }
                 // `.` CR then something else: the dot was stuffing, the CR is content.
-                write(UInt8(ascii: "\r"), to: &output)
+                content(UInt8(ascii: "\r"), &output)
                 state = .middle
             case .middle:
                 if pendingCR {
@@ -95,23 +124,24 @@ public struct MessageCanonicalizer: Sendable {
                         i += 1
                         continue
                     }
-                    write(UInt8(ascii: "\r"), to: &output)
+                    content(UInt8(ascii: "\r"), &output)
                 }
-                let remaining = UnsafeRawBufferPointer(rebasing: input[i...])
-                if let found = memchr(remaining.baseAddress!, Int32(UInt8(ascii: "\n")), remaining.count) {
-                    let lf = remaining.baseAddress!.distance(to: UnsafeRawPointer(found))
+                let start = input.baseAddress! + i
+                let remaining = count - i
+                if let found = memchr(start, Int32(UInt8(ascii: "\n")), remaining) {
+                    let lf = start.distance(to: UnsafeRawPointer(found))
                     var contentEnd = lf
-                    if lf > 0 && remaining[lf - 1] == UInt8(ascii: "\r") { contentEnd -= 1 }
-                    write(UnsafeRawBufferPointer(rebasing: remaining[..<contentEnd]), to: &output)
+                    if lf > 0 && input[i + lf - 1] == UInt8(ascii: "\r") { contentEnd -= 1 }
+                    content(UnsafeRawBufferPointer(start: start, count: contentEnd), &output)
                     endLine(&output)
                     i += lf + 1
                 } else {
-                    var contentEnd = remaining.count
-                    if remaining[contentEnd - 1] == UInt8(ascii: "\r") {
+                    var contentEnd = remaining
+                    if input[count - 1] == UInt8(ascii: "\r") {
                         contentEnd -= 1
                         pendingCR = true
                     }
-                    write(UnsafeRawBufferPointer(rebasing: remaining[..<contentEnd]), to: &output)
+                    content(UnsafeRawBufferPointer(start: start, count: contentEnd), &output)
                     i = count
                 }
             }
@@ -124,26 +154,30 @@ public struct MessageCanonicalizer: Sendable {
         precondition(framing == .endOfStream)
         if pendingCR || state != .start {
             pendingCR = false
-            endLine(&output)
+            output.writeWithUnsafeMutableBytes(minimumWritableBytes: 2) { out in
+                var writer = Writer(base: out.baseAddress!)
+                endLine(&writer)
+                return writer.count
+            }
         }
         finishMessage()
     }
 
-    private mutating func write(_ byte: UInt8, to output: inout ByteBuffer) {
-        output.writeInteger(byte)
+    private mutating func content(_ byte: UInt8, _ output: inout Writer) {
+        output.write(byte)
         size += 1
         currentLineLength += 1
     }
 
-    private mutating func write(_ bytes: UnsafeRawBufferPointer, to output: inout ByteBuffer) {
-        guard !bytes.isEmpty else { return }
-        output.writeBytes(bytes)
+    private mutating func content(_ bytes: UnsafeRawBufferPointer, _ output: inout Writer) {
+        output.write(bytes)
         size += bytes.count
         currentLineLength += bytes.count
     }
 
-    private mutating func endLine(_ output: inout ByteBuffer) {
-        output.writeInteger(UInt16(0x0D0A))
+    private mutating func endLine(_ output: inout Writer) {
+        output.write(UInt8(ascii: "\r"))
+        output.write(UInt8(ascii: "\n"))
         size += 2
         if headerSize == nil && currentLineLength == 0 { headerSize = size }
         currentLineLength = 0

@@ -51,7 +51,7 @@ private final class LMTPSessionRunner {
     enum Next { case read, close }
 
     func run(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
-        logger.info("lmtp: Info: Connect from \(context.remote), session=<\(context.sessionID)>")
+        logger.info("lmtp: Connect from \(context.remote), session=<\(context.sessionID)>")
         do {
             try await channel.executeThenClose { inbound, outbound in
                 try await self.send([self.machine.greeting], outbound)
@@ -70,7 +70,7 @@ private final class LMTPSessionRunner {
             await spool.remove(threadPool: context.threadPool)
             self.spool = nil
         }
-        logger.info("lmtp: Info: Disconnect from \(context.remote): \(reason) (delivered=\(delivered)), session=<\(context.sessionID)>")
+        logger.info("lmtp: Disconnect from \(context.remote): \(reason) (delivered=\(delivered)), session=<\(context.sessionID)>")
     }
 
     func handle(_ input: LMTPInput, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> Next {
@@ -120,7 +120,7 @@ private final class LMTPSessionRunner {
         do {
             try await spool.write(bytes, threadPool: context.threadPool)
         } catch {
-            logger.error("lmtp: Error: Spool write failed: \(error), session=<\(context.sessionID)>")
+            logger.error("lmtp: Spool write failed: \(error), session=<\(context.sessionID)>")
             await spool.remove(threadPool: context.threadPool)
             self.spool = nil
         }
@@ -135,14 +135,14 @@ private final class LMTPSessionRunner {
                 let results = await context.delivery.deliver(message, to: users)
                 outcomes = zip(users, results).map { user, error in
                     guard let error else {
-                        logger.info("lmtp(\(user)): Info: Saved: size=\(size), session=<\(context.sessionID)>")
+                        logger.info("lmtp(\(user)): Saved: size=\(size), session=<\(context.sessionID)>")
                         return .delivered
                     }
-                    logger.error("lmtp(\(user)): Error: Delivery failed: \(error), session=<\(context.sessionID)>")
+                    logger.error("lmtp(\(user)): Delivery failed: \(error), session=<\(context.sessionID)>")
                     return error.code == .sysPerm ? .permanentFailure(error.message) : .temporaryFailure(error.message)
                 }
             } catch {
-                logger.error("lmtp: Error: Spool failed: \(error), session=<\(context.sessionID)>")
+                logger.error("lmtp: Spool failed: \(error), session=<\(context.sessionID)>")
                 outcomes = users.map { _ in .temporaryFailure("Temporary failure storing the message, try again later") }
             }
             await spool.remove(threadPool: context.threadPool)
@@ -179,7 +179,7 @@ private final class LMTPSessionRunner {
                     }
                 }
             } catch {
-                logger.error("lmtp: Error: User lookup failed: \(error), session=<\(context.sessionID)>")
+                logger.error("lmtp: User lookup failed: \(error), session=<\(context.sessionID)>")
                 return try await perform(machine.recipientLookupFailed(), outbound)
             }
             return try await perform(machine.recipientLookedUp(user: found), outbound)
@@ -187,7 +187,7 @@ private final class LMTPSessionRunner {
             do {
                 spool = try await SpoolFile.create(in: context.configuration.spoolDirectory, threadPool: context.threadPool)
             } catch {
-                logger.error("lmtp: Error: Cannot create a spool file: \(error), session=<\(context.sessionID)>")
+                logger.error("lmtp: Cannot create a spool file: \(error), session=<\(context.sessionID)>")
                 return try await perform(machine.spoolFailed(), outbound)
             }
             return try await perform(machine.spoolOpened(), outbound)
@@ -204,7 +204,7 @@ private final class LMTPSessionRunner {
                 await spool.remove(threadPool: context.threadPool)
                 self.spool = nil
             }
-            logger.info("lmtp: Info: Refused a message of \(received) octets over the \(context.configuration.maxMessageSize)-octet limit, session=<\(context.sessionID)>")
+            logger.info("lmtp: Refused a message of \(received) octets over the \(context.configuration.maxMessageSize)-octet limit, session=<\(context.sessionID)>")
             try await send(replies, outbound)
             return .read
         }

@@ -155,7 +155,7 @@ public final class LMTPServer: Service, Sendable {
         let channel = connection.channel
         // LMTP has no authentication: a listener's allow=/deny= list is checked before the greeting.
         if let access = listener.access, let peer = channel.remoteAddress, !access.permits(peer) {
-            logger.info("lmtp: Info: Connection refused by access list: rip=\(peer.ipAddress ?? "unknown"), listener=\(listener.address)")
+            logger.info("lmtp: Connection refused by access list: rip=\(peer.ipAddress ?? "unknown"), listener=\(listener.address)")
             try? await connection.executeThenClose { _, outbound in
                 var buffer = channel.allocator.buffer(capacity: 64)
                 buffer.writeLMTPReply(LMTPReply(554, "5.7.1", "Access denied"))

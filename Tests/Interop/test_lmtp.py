@@ -69,11 +69,12 @@ def data_replies(c: smtplib.LMTP, msg: bytes, accepted: int) -> list[tuple[int, 
 
 
 def canonical(msg: bytes) -> bytes:
-    """What LMTP must store: bare LF -> CRLF (a bare CR stays), CRLF at the end."""
-    out = re.sub(rb"(?<!\r)\n", b"\r\n", msg)
-    if not out.endswith(b"\r\n"):
-        out += b"\r\n"
-    return out
+    """What LMTP must store of a message sent with smtplib: smtplib ends it with CRLF unless it
+    already ends so (a bare LF at the end thus leaves an empty line); the server turns every
+    bare LF into CRLF (a bare CR stays)."""
+    if not msg.endswith(b"\r\n"):
+        msg += b"\r\n"
+    return re.sub(rb"(?<!\r)\n", b"\r\n", msg)
 
 
 def pop3_messages(e, user: str) -> list[bytes]:
@@ -530,7 +531,7 @@ def test_listen_lmtp_from_config_file(env_factory, postie_bin, tmp_path):
     c = lmtp(e)
     assert c.esmtp_features["size"] == "12345"
     # lmtp_recipient: local: the domain is ignored.
-    assert c.sendmail("s@example.org", ["alice@elsewhere.example"], b"Subject: cfg\n\nx\n") == {}
+    assert c.sendmail("s@example.org", ["alice@elsewhere.example"], b"Subject: cfg\r\n\r\nx\r\n") == {}
     c.quit()
     assert pop3_messages(e, "alice") == [b"Subject: cfg\r\n\r\nx\r\n"]
     out = subprocess.run([str(postie_bin), "config", "check", "--config", str(cfg), "--listen", "127.0.0.1:1",

@@ -50,7 +50,7 @@ struct LMTPInputDecoderTests {
         #expect(lines([decoder.next()!]) == ["line:DATA"])
         decoder.beginData()
         #expect(decoder.isReadingData)
-        #expect(lines(decoder.drain()) == ["data:Subject: a\r\n\r\n.x\r\n", "end:19,14", "line:QUIT"])
+        #expect(lines(decoder.drain()) == ["data:Subject: a\r\n\r\n.x\r\n", "end:18,14", "line:QUIT"])
         #expect(!decoder.isReadingData)
     }
 

@@ -51,7 +51,7 @@ struct LiveLMTPServer {
             listeners: [POP3ServerConfiguration.Listener(parsing: "127.0.0.1:0")!],
             hostname: "lmtp.test", maxMessageSize: maxSize, maxRecipients: 3, spoolDirectory: spool
         )
-        let server = LMTPServer(configuration: configuration, delivery: delivery, threadPool: .singleton, logger: Logger(label: "test"))
+        let server = LMTPServer(configuration: configuration, delivery: delivery, threadPool: .singleton, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let bound = try await server.bind()
         let port = bound[0].localAddress!.port!
         let task = Task { try await server.serve(bound) }
