@@ -387,6 +387,7 @@ def test_parallel_deliveries_while_sessions_delete(env_factory):
     deleted: list[str] = []  # ids whose deletion a QUIT committed
     uidl_of: dict[str, str] = {}  # id -> UIDL, which must never change or be shared
     sessions = [0]
+    during = [0]  # messages delivered while a session was open (seen in new/)
 
     def body(mid: str) -> bytes:
         return f"Message-ID: <{mid}@test>\nSubject: {mid}\n\n{mid}\n".encode()
@@ -404,7 +405,7 @@ def test_parallel_deliveries_while_sessions_delete(env_factory):
                 assert c.rcpt("alice@example.org")[0] == 250
                 code, text = c.data(body(mid))
                 assert code == 250, f"{mid}: {code} {text!r}"
-                time.sleep(random.random() * 0.02)
+                time.sleep(random.random() * 0.04)
             c.quit()
         except Exception as ex:
             errors.append(f"sender {s}: {ex!r}")
@@ -423,7 +424,8 @@ def test_parallel_deliveries_while_sessions_delete(env_factory):
                     data = c.retr(n)
                     assert len(data) == int(sizes[n]), f"LIST {sizes[n]} != RETR {len(data)}"
                     ids[n] = msg_id(data)
-                time.sleep(0.05)  # deliveries go on meanwhile
+                time.sleep(0.1)  # deliveries go on meanwhile: they land in new/, not in this list
+                arrived = len(list((Path(e.template.replace("%u", "alice")) / "new").iterdir()))
                 assert c.listing("UIDL") == uidl, "the UIDL list changed during a session"
                 assert c.stat() == stat, "STAT changed during a session"
                 assert len(set(ids.values())) == len(ids), f"a message listed twice: {ids}"
@@ -434,6 +436,7 @@ def test_parallel_deliveries_while_sessions_delete(env_factory):
                 c.close()
                 with lock:
                     sessions[0] += 1
+                    during[0] += arrived
                     for n, mid in ids.items():
                         if uidl_of.setdefault(mid, uidl[n]) != uidl[n]:
                             errors.append(f"{mid} changed UIDL from {uidl_of[mid]} to {uidl[n]}")
@@ -461,8 +464,10 @@ def test_parallel_deliveries_while_sessions_delete(env_factory):
     assert len(remaining) == len(set(remaining)), "a message is stored twice"
     assert set(deleted) | set(remaining) == all_ids, f"lost: {sorted(all_ids - set(deleted) - set(remaining))[:5]}"
     assert len(set(uidl_of.values())) == len(uidl_of), "two messages shared a UIDL"
+    assert during[0] > 0, "no delivery happened while a POP3 session was open: the test proved nothing"
     note(f"LMTP: {len(all_ids)} messages from {senders} parallel senders, {sessions[0]} POP3 sessions deleting "
-         f"{len(deleted)} of them meanwhile, {time.monotonic() - t0:.1f}s: none lost, none duplicated")
+         f"{len(deleted)} of them meanwhile ({during[0]} arrived while a session was open), "
+         f"{time.monotonic() - t0:.1f}s: none lost, none duplicated")
 
 
 # --------------------------------------------------------------------------

@@ -66,6 +66,10 @@ struct MaildirDeliveryTests {
         #expect(await delivery.deliver(message, to: ["alice"]) == [nil])
         #expect(session.messages.count == 1)  // frozen at login
         try await session.commit(deleting: [0])
+        // UPDATE kept the entry the delivery recorded meanwhile, with its UID.
+        let afterQuit = try UIDList(parsing: Array(FileManager.default.contents(atPath: dir.path + "/postie-uidlist")!))
+        #expect(afterQuit.entries.map(\.uid) == [2])
+        #expect(afterQuit.nextUID == 3)
         let next = try await dir.store.openMaildrop(for: dir.user)
         #expect(next.messages.count == 1)
         #expect(next.messages[0].size == message.size)
