@@ -27,7 +27,7 @@ public struct LMTPServerConfiguration: Sendable {
     /// Close a connection idle this long (`421 4.4.2`).
     public var idleTimeout: TimeAmount
 
-    /// 100 MB, a common MTA default (Postfix's `message_size_limit` is 10 MB).
+    /// 100 MiB; Postfix's own `message_size_limit` defaults to 10 MB, so it never sends more unless raised.
     public static let defaultMaxMessageSize = 100 * 1024 * 1024
 
     public init(

@@ -543,3 +543,13 @@ def test_listen_lmtp_from_config_file(env_factory, postie_bin, tmp_path):
                           "--passwd-file", str(e.passwd.path), "--maildir", e.template],
                          capture_output=True, text=True, timeout=30)
     assert "lmtp_max_size: 12345" in out.stdout, out.stdout + out.stderr
+
+
+def test_lmtp_listener_access_list(env_factory):
+    lport = free_port()
+    e = env_factory(extra=["--listen-lmtp", f"127.0.0.1:{lport} deny=127.0.0.0/8"])
+    r = RawLMTP(lport)
+    assert r.greeting == "554 5.7.1 Access denied"
+    assert r.reply() == "<EOF>"
+    r.close()
+    assert "lmtp: Info: Connection refused by access list: rip=127.0.0.1" in e.server.log_text()
