@@ -132,7 +132,13 @@ private final class LMTPSessionRunner {
             do {
                 try await spool.close(threadPool: context.threadPool)
                 let message = SpooledMessage(path: spool.path, size: size, headerSize: headerSize)
-                let results = await context.delivery.deliver(message, to: users)
+                var results = await context.delivery.deliver(message, to: users)
+                if results.count != users.count {
+                    // A store that broke the one-result-per-recipient contract: nobody is told
+                    // "Saved" without a result saying so.
+                    logger.error("lmtp: store returned \(results.count) results for \(users.count) recipients, session=<\(context.sessionID)>")
+                    results = users.indices.map { $0 < results.count ? results[$0] : .temporary("no delivery result") }
+                }
                 outcomes = zip(users, results).map { user, error in
                     guard let error else {
                         logger.info("lmtp(\(user)): Saved: size=\(size), session=<\(context.sessionID)>")

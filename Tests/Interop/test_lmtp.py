@@ -553,3 +553,37 @@ def test_lmtp_listener_access_list(env_factory):
     assert r.reply() == "<EOF>"
     r.close()
     assert "lmtp: Info: Connection refused by access list: rip=127.0.0.1" in e.server.log_text()
+
+
+def test_dovecot_serves_what_postie_delivered(dovecot, postie, postie_bin):
+    """Postie's Maildir files (CRLF, `,S=,W=` names) are read by Dovecot as they are: the same
+    octets and sizes from Dovecot's POP3 as from Postie's."""
+    d = dovecot(users={"alice": "alice-pw"}, ssl="no")
+    messages = [
+        b"Subject: one\n\n.leading dot\nbare LF\n",
+        b"Subject: two\r\n\r\nCRLF\r\n.\r\n..\r\nno final newline",
+        b"From sender@example.org Tue Nov 14 10:00:00 2023\nSubject: three\n\n" + b"x" * 70000 + b"\n",
+    ]
+    template = f"{d.mail_root}/%u"
+    for m in messages:
+        r = run_deliver(postie_bin, ["--user", "alice", "--maildir", template, "--passwd-file", str(d.passwd_path)], m)
+        assert r.returncode == 0, r.stderr
+    d.fix_ownership()
+    expected = [
+        b"Subject: one\r\n\r\n.leading dot\r\nbare LF\r\n",
+        b"Subject: two\r\n\r\nCRLF\r\n.\r\n..\r\nno final newline\r\n",
+        b"Subject: three\r\n\r\n" + b"x" * 70000 + b"\r\n",
+    ]
+    c = POP3Raw(d.host, d.port)
+    c.login("alice", "alice-pw")
+    assert c.listing("LIST") == {i + 1: str(len(m)) for i, m in enumerate(expected)}
+    assert [c.retr(i + 1) for i in range(len(expected))] == expected
+    c.ok("QUIT")
+    c.close()
+    s = postie.start(passwd=d.passwd_path, maildir=template)
+    c = POP3Raw(s.host, s.port)
+    c.login("alice", "alice-pw")
+    assert c.listing("LIST") == {i + 1: str(len(m)) for i, m in enumerate(expected)}
+    assert [c.retr(i + 1) for i in range(len(expected))] == expected
+    c.ok("QUIT")
+    c.close()
