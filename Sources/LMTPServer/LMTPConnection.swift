@@ -18,6 +18,8 @@ struct LMTPConnection {
     let logger: Logger
     let remote: String
     let sessionID: String
+    /// True once the server shuts down; input then ends and the client is told (421).
+    let isShuttingDown: @Sendable () -> Bool
 
     /// Spool writes are batched to about this many octets.
     static let spoolBatch = 256 * 1024
@@ -62,6 +64,15 @@ private final class LMTPSessionRunner {
                     }
                 }
                 if self.decoder.isReadingData { self.reason = "Connection closed in DATA after \(self.received) octets; nothing delivered" }
+                if self.context.isShuttingDown() {
+                    // RFC 5321 section 3.8: a server going away answers 421 and closes.
+                    self.reason = "Server shutting down" + (self.decoder.isReadingData ? " in DATA; nothing delivered" : "")
+                    do {
+                        try await self.send([LMTPReply(421, "4.3.2", "Server shutting down, try again later")], outbound)
+                    } catch {
+                        self.reason += " (421 not sent: \(error))"
+                    }
+                }
             }
         } catch {
             reason = "Connection closed: \(error)"

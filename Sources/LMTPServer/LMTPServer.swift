@@ -74,6 +74,7 @@ public final class LMTPServer: Service, Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private let shuttingDown = NIOLockedValueBox(false)
 
     public init(
         configuration: LMTPServerConfiguration, delivery: any MailDelivery, threadPool: NIOThreadPool,
@@ -101,6 +102,8 @@ public final class LMTPServer: Service, Sendable {
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                // Shutdown closes only the input, so the session can still answer 421.
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .bind(host: listener.host, port: listener.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
@@ -144,6 +147,8 @@ public final class LMTPServer: Service, Sendable {
                 }
             }
         } onGracefulShutdown: {
+            self.logger.info("master: Shutting down LMTP: no new connections; open ones finish their current transaction step, then get 421")
+            self.shuttingDown.withLockedValue { $0 = true }
             for channel in serverChannels { channel.close(promise: nil) }
             for channel in self.connections.withLockedValue({ Array($0.values) }) {
                 channel.close(mode: .input, promise: nil)
@@ -168,7 +173,8 @@ public final class LMTPServer: Service, Sendable {
         defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
         let session = LMTPConnection(
             configuration: configuration, delivery: delivery, threadPool: threadPool, logger: logger,
-            remote: channel.remoteAddress?.ipAddress ?? "unknown", sessionID: POP3Server.makeSessionID()
+            remote: channel.remoteAddress?.ipAddress ?? "unknown", sessionID: POP3Server.makeSessionID(),
+            isShuttingDown: { [shuttingDown] in shuttingDown.withLockedValue { $0 } }
         )
         await session.run(connection)
     }

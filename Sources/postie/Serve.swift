@@ -197,14 +197,15 @@ struct Serve: AsyncParsableCommand {
             let users = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
             let store = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
             let server = POP3Server(configuration: serverConfiguration, userDatabase: users, mailStore: store, logger: logger, metrics: metrics)
-            let bound = try await server.bind()
             // `--store postgres` plugs its own MailDelivery in here.
             let delivery: any MailDelivery = MaildirDelivery(store: store, users: users, logger: logger)
             let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
                 configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
                 delivery: delivery, threadPool: threadPool, logger: logger
             )
+            // LMTP first: once the POP3 port answers, every listener is bound.
             let lmtpBound = try await lmtp?.bind() ?? []
+            let bound = try await server.bind()
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
             if let endpoint = settings.metrics {
                 let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger)

@@ -42,16 +42,21 @@ def lmtp_env(env_factory, *extra: str):
     e = env_factory(extra=["--listen-lmtp", f"127.0.0.1:{lport}", *extra], prefill=prefill)
     e.users[CAROL[0]] = CAROL[1]
     e.lmtp_port = lport
+    wait_listening(lport)
+    return e
+
+
+def wait_listening(port: int) -> None:
+    """The server is ready once its POP3 port answers; the LMTP port is bound just after it."""
     deadline = time.monotonic() + 10
     while True:
         try:
-            socket.create_connection(("127.0.0.1", lport), timeout=2).close()
-            break
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-    return e
 
 
 def lmtp(e, timeout: float = 60) -> smtplib.LMTP:
@@ -533,6 +538,7 @@ def test_listen_lmtp_from_config_file(env_factory, postie_bin, tmp_path):
     cfg.write_text(f'listen_lmtp: ["127.0.0.1:{lport}"]\nlmtp_max_size: 12345\nlmtp_recipient: local\n')
     e = env_factory(extra=["--config", str(cfg)])
     e.lmtp_port = lport
+    wait_listening(lport)
     c = lmtp(e)
     assert c.esmtp_features["size"] == "12345"
     # lmtp_recipient: local: the domain is ignored.
@@ -548,6 +554,7 @@ def test_listen_lmtp_from_config_file(env_factory, postie_bin, tmp_path):
 def test_lmtp_listener_access_list(env_factory):
     lport = free_port()
     e = env_factory(extra=["--listen-lmtp", f"127.0.0.1:{lport} deny=127.0.0.0/8"])
+    wait_listening(lport)  # that connection is refused and logged too
     r = RawLMTP(lport)
     assert r.greeting == "554 5.7.1 Access denied"
     assert r.reply() == "<EOF>"
@@ -587,3 +594,24 @@ def test_dovecot_serves_what_postie_delivered(dovecot, postie, postie_bin):
     assert [c.retr(i + 1) for i in range(len(expected))] == expected
     c.ok("QUIT")
     c.close()
+
+
+def test_sigterm_answers_421_and_delivers_nothing_half_received(env_factory):
+    e = lmtp_env(env_factory)
+    idle = RawLMTP(e.lmtp_port)
+    idle.send(b"LHLO mx\r\nMAIL FROM:<>\r\nRCPT TO:<alice>\r\n")
+    assert idle.replies(3)[2] == "250 2.1.5 <alice> OK"
+    mid_data = RawLMTP(e.lmtp_port)
+    mid_data.send(b"LHLO mx\r\nMAIL FROM:<>\r\nRCPT TO:<bob>\r\nDATA\r\n")
+    assert mid_data.replies(4)[3].startswith("354")
+    mid_data.send(b"Subject: interrupted\r\n\r\nhalf")
+    time.sleep(0.2)
+    assert e.server.stop() == 0
+    for r in (idle, mid_data):
+        assert r.reply() == "421 4.3.2 Server shutting down, try again later"
+        assert r.reply() == "<EOF>"
+        r.close()
+    assert "Server shutting down in DATA; nothing delivered" in e.server.log_text()
+    for user in ("alice", "bob"):
+        md = Path(e.template.replace("%u", user))
+        assert not md.exists() or not any((md / "new").iterdir()), f"{user} got a message"
