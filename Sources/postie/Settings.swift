@@ -273,6 +273,9 @@ struct ServerSettings {
         if listeners.contains(where: \.proxyProtocol) && trustedProxies.isEmpty {
             problem("listen", "a listener expects the PROXY protocol but no proxy is trusted: give --proxy-from CIDR")
         }
+        for listener in lmtpListeners where !["127.0.0.1", "::1", "localhost"].contains(listener.host) && (listener.access?.allow.isEmpty ?? true) {
+            problem("listen_lmtp", "\(listener.address): LMTP has no authentication, so whoever can connect can deliver mail; add allow=CIDR for the MTA's address", .warning)
+        }
         if requireTLS && tls == nil {
             problem("require_tls", "needs a certificate: give --tls-cert and --tls-key")
         }

@@ -549,6 +549,17 @@ def test_listen_lmtp_from_config_file(env_factory, postie_bin, tmp_path):
                           "--passwd-file", str(e.passwd.path), "--maildir", e.template],
                          capture_output=True, text=True, timeout=30)
     assert "lmtp_max_size: 12345" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "LMTP has no authentication" not in out.stderr, out.stderr
+    # An LMTP listener open to the network, without an allow list, is worth a warning.
+    out = subprocess.run([str(postie_bin), "config", "check", "--listen-lmtp", "0.0.0.0:24",
+                          "--passwd-file", str(e.passwd.path), "--maildir", e.template],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "warning: --listen-lmtp: 0.0.0.0:24: LMTP has no authentication" in out.stderr, out.stderr
+    out = subprocess.run([str(postie_bin), "config", "check", "--listen-lmtp", "0.0.0.0:24 allow=10.0.0.5/32",
+                          "--passwd-file", str(e.passwd.path), "--maildir", e.template],
+                         capture_output=True, text=True, timeout=30)
+    assert "LMTP has no authentication" not in out.stderr, out.stderr
 
 
 def test_lmtp_listener_access_list(env_factory):
