@@ -90,3 +90,56 @@ struct MessageCanonicalizerTests {
         }
     }
 }
+
+/// A reference for LMTP DATA decoding, written the slow and obvious way: split at LF, drop one
+/// CR before it, stop at the line ".", drop one leading dot. Returns the message and how many
+/// octets it took (nil if there is no end line).
+func referenceDecode(_ input: [UInt8]) -> ([UInt8], Int)? {
+    var output: [UInt8] = []
+    var start = 0
+    while let lf = input[start...].firstIndex(of: UInt8(ascii: "\n")) {
+        var line = Array(input[start..<lf])
+        if line.last == UInt8(ascii: "\r") { line.removeLast() }
+        if line == [UInt8(ascii: ".")] { return (output, lf + 1) }
+        if line.first == UInt8(ascii: ".") { line.removeFirst() }
+        output += line + [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
+        start = lf + 1
+    }
+    return nil
+}
+
+/// xorshift64*: a seeded generator, so a failure can be replayed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 2_685_821_657_736_338_717
+    }
+}
+
+extension MessageCanonicalizerTests {
+    /// Random messages made of dots, CRs, LFs and letters, cut at random points, decode as the
+    /// reference does: the same octets, the same end, the same header size.
+    @Test(arguments: 1...8)
+    func randomMessagesMatchTheReference(seed: UInt64) {
+        var rng = SeededGenerator(state: seed &* 0x9E37_79B9_7F4A_7C15)
+        let alphabet: [UInt8] = Array(".\r\na ".utf8)
+        for _ in 0..<300 {
+            var input: [UInt8] = []
+            for _ in 0..<Int.random(in: 0...60, using: &rng) { input.append(alphabet.randomElement(using: &rng)!) }
+            input += Array((Bool.random(using: &rng) ? "\r\n.\r\nNOOP\r\n" : "\n.\nNOOP\r\n").utf8)
+            guard let (expected, end) = referenceDecode(input) else { Issue.record("no end line"); return }
+            let cuts = (0..<Int.random(in: 0...4, using: &rng)).map { _ in Int.random(in: 0...input.count, using: &rng) }
+            let (output, consumed, c) = canonicalize(input, cuts: cuts)
+            #expect(Array(output.utf8) == expected, "input \(input) cuts \(cuts)")
+            #expect(consumed == end, "input \(input) cuts \(cuts)")
+            #expect(c.isFinished && c.size == expected.count)
+            let blank = expected.indices.dropLast().first { i in
+                expected[i] == 13 && expected[i + 1] == 10 && (i == 0 || (i >= 2 && expected[i - 2] == 13 && expected[i - 1] == 10))
+            }
+            #expect(c.effectiveHeaderSize == (blank.map { $0 + 2 } ?? expected.count), "input \(input)")
+        }
+    }
+}
