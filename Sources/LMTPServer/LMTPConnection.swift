@@ -16,6 +16,7 @@ struct LMTPConnection {
     let delivery: any MailDelivery
     let threadPool: NIOThreadPool
     let logger: Logger
+    let metrics: LMTPMetrics
     let remote: String
     let sessionID: String
     /// True once the server shuts down; input then ends and the client is told (421).
@@ -168,6 +169,15 @@ private final class LMTPSessionRunner {
             outcomes = users.map { _ in .temporaryFailure("Temporary failure storing the message, try again later") }
         }
         delivered += outcomes.filter { $0 == .delivered }.count
+        for outcome in outcomes {
+            switch outcome {
+            case .delivered:
+                context.metrics.delivered.increment()
+                context.metrics.receivedBytes.increment(by: Int64(size))
+            case .temporaryFailure: context.metrics.temporaryFailures.increment()
+            case .permanentFailure: context.metrics.permanentFailures.increment()
+            }
+        }
         return try await perform(machine.delivered(outcomes), outbound)
     }
 
@@ -197,8 +207,10 @@ private final class LMTPSessionRunner {
                 }
             } catch {
                 logger.error("lmtp: User lookup failed: \(error), session=<\(context.sessionID)>")
+                context.metrics.recipientsDeferred.increment()
                 return try await perform(machine.recipientLookupFailed(), outbound)
             }
+            (found == nil ? context.metrics.recipientsUnknown : context.metrics.recipientsAccepted).increment()
             return try await perform(machine.recipientLookedUp(user: found), outbound)
         case .openSpool:
             do {
@@ -221,6 +233,7 @@ private final class LMTPSessionRunner {
                 await spool.remove(threadPool: context.threadPool)
                 self.spool = nil
             }
+            context.metrics.tooBig.increment(by: Int64(replies.count))
             logger.info("lmtp: Refused a message of \(received) octets over the \(context.configuration.maxMessageSize)-octet limit, session=<\(context.sessionID)>")
             try await send(replies, outbound)
             return .read

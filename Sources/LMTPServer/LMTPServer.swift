@@ -73,13 +73,16 @@ public final class LMTPServer: Service, Sendable {
     let threadPool: NIOThreadPool
     let logger: Logger
     let group: any EventLoopGroup
+    public let metrics: LMTPMetrics
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
     private let shuttingDown = NIOLockedValueBox(false)
 
     public init(
         configuration: LMTPServerConfiguration, delivery: any MailDelivery, threadPool: NIOThreadPool,
-        logger: Logger, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        logger: Logger, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        metrics: LMTPMetrics = LMTPMetrics()
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         self.delivery = delivery
         self.threadPool = threadPool
@@ -171,8 +174,9 @@ public final class LMTPServer: Service, Sendable {
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
+        metrics.connections.increment()
         let session = LMTPConnection(
-            configuration: configuration, delivery: delivery, threadPool: threadPool, logger: logger,
+            configuration: configuration, delivery: delivery, threadPool: threadPool, logger: logger, metrics: metrics,
             remote: channel.remoteAddress?.ipAddress ?? "unknown", sessionID: POP3Server.makeSessionID(),
             isShuttingDown: { [shuttingDown] in shuttingDown.withLockedValue { $0 } }
         )

@@ -201,7 +201,7 @@ struct Serve: AsyncParsableCommand {
             let delivery: any MailDelivery = MaildirDelivery(store: store, users: users, logger: logger)
             let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
                 configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
-                delivery: delivery, threadPool: threadPool, logger: logger
+                delivery: delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
             )
             // LMTP first: once the POP3 port answers, every listener is bound.
             let lmtpBound = try await lmtp?.bind() ?? []

@@ -626,3 +626,31 @@ def test_sigterm_answers_421_and_delivers_nothing_half_received(env_factory):
     for user in ("alice", "bob"):
         md = Path(e.template.replace("%u", user))
         assert not md.exists() or not any((md / "new").iterdir()), f"{user} got a message"
+
+
+def test_lmtp_metrics(env_factory):
+    from test_ops import scrape
+
+    mport = free_port()
+    e = lmtp_env(env_factory, "--metrics", f"127.0.0.1:{mport}", "--lmtp-max-size", "1000")
+    before = scrape(mport)
+    for result in ("delivered", "temporary_failure", "permanent_failure", "too_big"):  # present at 0 from the start
+        assert before.samples.get(("lmtp_deliveries_total", frozenset({("result", result)}))) == 0, before.text[:2000]
+    c = lmtp(e)
+    assert c.mail("s@example.org")[0] == 250
+    assert c.rcpt("alice")[0] == 250
+    assert c.rcpt("bob")[0] == 250
+    assert c.rcpt("ghost")[0] == 550
+    msg = b"Subject: counted\r\n\r\nx\r\n"
+    assert [r[0] for r in data_replies(c, msg, 2)] == [250, 250]
+    assert c.mail("s@example.org")[0] == 250
+    assert c.rcpt("alice")[0] == 250
+    assert data_replies(c, b"x" * 2000 + b"\r\n", 1)[0][0] == 552
+    c.quit()
+    s = scrape(mport)
+    assert s.get("lmtp_connections_total") >= 1
+    assert s.get("lmtp_recipients_total", result="accepted") == 3
+    assert s.get("lmtp_recipients_total", result="unknown") == 1
+    assert s.get("lmtp_deliveries_total", result="delivered") == 2
+    assert s.get("lmtp_deliveries_total", result="too_big") == 1
+    assert s.get("lmtp_received_bytes_total") == 2 * len(msg)
