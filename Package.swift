@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "MaildirStore",
             dependencies: [
-                "POP3Core", "POP3Server",
+                "POP3Core", "POP3Server", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Configuration
 import Logging
+import MaildirStore
 import NIOSSL
 import POP3Server
 import SASL
@@ -47,6 +48,10 @@ struct ServerSettings {
     var apop = false
     var loginDelay = 0
     var expire = "NEVER"
+    /// Dovecot's pop3_uidl_format; nil: Dovecot's default on Maildirs with a dovecot-uidlist,
+    /// Postie's own form elsewhere (see UIDLSettings).
+    var uidlFormat: UIDLFormat?
+    var reuseXUIDL = false
 
     var problems: [SettingsProblem] = []
     /// Where each key was set: the flag, or the config file.
@@ -95,6 +100,8 @@ struct ServerSettings {
         if let v = flags.metrics { set("metrics", "--metrics", .string(v)) }
         if let v = flags.authMechanisms { set("auth_mechanisms", "--auth-mechanisms", .string(v)) }
         if flags.apop { set("apop", "--apop", .bool(true)) }
+        if let v = flags.pop3UIDLFormat { set("pop3_uidl_format", "--pop3-uidl-format", .string(v)) }
+        if flags.pop3ReuseXUIDL { set("pop3_reuse_xuidl", "--pop3-reuse-xuidl", .bool(true)) }
 
         var providers: [any ConfigProvider] = [InMemoryProvider(name: "command line", values: values)]
         if let path = flags.config {
@@ -216,6 +223,14 @@ struct ServerSettings {
         if let v = reader.string(forKey: "expire") ?? reader.int(forKey: "expire").map(String.init) {
             if v.uppercased() == "NEVER" || (Int(v).map { (0...36_500).contains($0) } ?? false) { expire = v.uppercased() } else { problem("expire", "must be 0 to 36500 days or NEVER") }
         }
+        if let text = reader.string(forKey: "pop3_uidl_format"), !text.isEmpty {
+            do {
+                uidlFormat = try UIDLFormat(text)
+            } catch {
+                problem("pop3_uidl_format", error.description)
+            }
+        }
+        reuseXUIDL = reader.bool(forKey: "pop3_reuse_xuidl", default: false)
         if let text = reader.string(forKey: "metrics") {
             if let listener = POP3ServerConfiguration.Listener(parsing: text) {
                 metrics = listener
@@ -334,6 +349,9 @@ struct ServerSettings {
         lines.append("apop: \(apop)")
         lines.append("login_delay: \(loginDelay)")
         lines.append("expire: \(expire)")
+        let uidlTemplate = String((uidlFormat?.template ?? "").flatMap { $0 == "'" ? ["'", "'"] : [$0] })
+        lines.append("pop3_uidl_format: '\(uidlTemplate)'  # empty: %08Xu%08Xv (Dovecot's) where dovecot-uidlist exists, Postie's own form elsewhere")
+        lines.append("pop3_reuse_xuidl: \(reuseXUIDL)")
         lines.append("log_level: \(logLevel.rawValue)")
         return lines.joined(separator: "\n")
     }
