@@ -66,6 +66,16 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        /// `postie migrate`: copy POP3 mailboxes into Maildirs keeping UIDLs, compare two servers.
+        .target(
+            name: "Migration",
+            dependencies: [
+                "POP3Client", "POP3Core", "MaildirStore", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
         .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
         /// crypt(3) from libxcrypt.
@@ -89,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "Migration",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -127,6 +137,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
         .testTarget(
             name: "PasswdFileTests",
             dependencies: ["PasswdFile", "POP3Server", "SASL", .product(name: "Logging", package: "swift-log")]
