@@ -313,3 +313,47 @@ extension DovecotUIDList {
         return result
     }
 }
+
+/// Recording newly delivered messages in a Maildir's index, for delivery agents (LMTP, the
+/// importer) that want a UID fixed at delivery rather than at the next login.
+public enum MaildirIndex {
+    /// A message already in `new/` or `cur/` under `baseName` (the name before `:2,`).
+    public struct Delivered: Sendable {
+        public var baseName: String
+        /// Dovecot's virtual (CRLF) size, recorded as `W` when the name has no `,W=`.
+        public var virtualSize: Int?
+        /// A UIDL to serve instead of `pop3_uidl_format` (the `P` field), e.g. from another server.
+        public var uidl: String?
+
+        public init(baseName: String, virtualSize: Int? = nil, uidl: String? = nil) {
+            self.baseName = baseName
+            self.virtualSize = virtualSize
+            self.uidl = uidl
+        }
+    }
+
+    /// In a Maildir with `dovecot-uidlist`: gives each message Dovecot's next UID (a message
+    /// already listed keeps its UID), under Dovecot's dotlock, and returns the UIDs in order.
+    /// Without `dovecot-uidlist` it returns nil and changes nothing: Postie's own index gives
+    /// new files their UIDs at the next login, under the session lock. Blocking.
+    public static func recordDelivered(maildir: String, _ messages: [Delivered]) throws -> [UInt32]? {
+        guard access(maildir + "/" + DovecotUIDList.fileName, F_OK) == 0 else { return nil }
+        return try DovecotUIDList.update(maildir: maildir, initial: {
+            throw SystemError(call: "open", path: maildir + "/" + DovecotUIDList.fileName, errno: ENOENT)
+        }) { list in
+            var uids: [UInt32] = []
+            for message in messages {
+                if let existing = list.record(forBaseName: message.baseName) {
+                    uids.append(existing.uid)
+                    continue
+                }
+                var fields: [(key: UInt8, value: String)] = []
+                let nameHasW = message.baseName.split(separator: ",").dropFirst().contains { $0.hasPrefix("W=") }
+                if let size = message.virtualSize, !nameHasW { fields.append((UInt8(ascii: "W"), String(size))) }
+                if let uidl = message.uidl { fields.append((UInt8(ascii: "P"), uidl)) }
+                uids.append(list.append(baseName: message.baseName, fields: fields))
+            }
+            return uids
+        }
+    }
+}

@@ -341,3 +341,25 @@ def test_interrupted_migration_copies_each_message_exactly_once(dovecot, postie,
     # A further run finds everything there.
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and f"{len(source)} already there" in r.stdout, r.stdout + r.stderr
+
+
+def test_batch_migration_over_a_users_file(dovecot, postie, postie_bin, tmp_path):
+    users = {USER: PASSWORD, "bob@example.org": "b0b-pw"}
+    d = dovecot(users=users)
+    fill(d.maildir(USER), n_numbered=2)
+    fill(d.maildir("bob@example.org"), n_numbered=4, seed=8)
+    d.fix_ownership()
+    users_file = tmp_path / "users"
+    users_file.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+    target = tmp_path / "postie-mail"
+    r = postie_cmd(postie_bin, ["migrate", "pop3", "--server", f"127.0.0.1:{d.port}", "--tls", "none",
+                                "--users-file", str(users_file), "--to-maildir", str(target / "%d" / "%n")])
+    assert r.stdout.count(" copied ") == 2, r.stdout
+    s = postie.start(passwd=d.passwd_path, maildir=str(target / "%d" / "%n"))
+    for u, p in users.items():
+        assert listing(s.port, u, p) == listing(d.port, u, p)
+    r = postie_cmd(postie_bin, ["migrate", "compare", "--a", f"127.0.0.1:{d.port}", "--a-tls", "none",
+                                "--b", f"127.0.0.1:{s.port}", "--b-tls", "none", "--users-file", str(users_file),
+                                "--json"])
+    report = json.loads(r.stdout)
+    assert report["same"] is True and [u["user"] for u in report["users"]] == list(users)

@@ -150,3 +150,24 @@ struct DovecotMaildirTests {
         await next.abandon()
     }
 }
+
+@Suite("Recording deliveries")
+struct RecordDeliveredTests {
+    @Test func recordsInDovecotMaildirsOnly() async throws {
+        let dir = try TempMaildir()
+        #expect(try MaildirIndex.recordDelivered(maildir: dir.path, [.init(baseName: "x")]) == nil)
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/dovecot-uidlist"))
+
+        try dir.write("dovecot-uidlist", DovecotUIDListTests.dovecotWritten)
+        try dir.deliver("Subject: lmtp\n\nx\n", name: "1795780001.M1P9.host")
+        let uids = try MaildirIndex.recordDelivered(maildir: dir.path, [
+            .init(baseName: "1795780001.M1P9.host", virtualSize: 19, uidl: "kept-from-elsewhere"),
+            .init(baseName: "1795779786.M1P24941.testhost"),
+        ])
+        #expect(uids == [3, 1])
+        let drop = try await dir.store.openMaildrop(for: dir.user)
+        #expect(drop.messages.count == 1)  // the other two files are not in this Maildir
+        #expect(drop.messages[0].uid == "kept-from-elsewhere" && drop.messages[0].size == 19)
+        await drop.abandon()
+    }
+}
