@@ -363,3 +363,119 @@ def test_batch_migration_over_a_users_file(dovecot, postie, postie_bin, tmp_path
                                 "--json"])
     report = json.loads(r.stdout)
     assert report["same"] is True and [u["user"] for u in report["users"]] == list(users)
+
+
+# --------------------------------------------------------------------------
+# Misbehaving sources: a scripted POP3 server (bad input must stop cleanly, copying nothing wrong)
+# --------------------------------------------------------------------------
+
+
+class ScriptedPOP3:
+    """A tiny POP3 server for bad-input cases: duplicate UIDLs, no UIDL, a connection that
+    drops in the middle of a RETR."""
+
+    def __init__(self, messages: list[tuple[str, bytes]], *, no_uidl: bool = False, drop_in_retr: int | None = None):
+        import socket
+        import threading
+        self.messages = messages
+        self.no_uidl = no_uidl
+        self.drop_in_retr = drop_in_retr
+        self.deleted: list[int] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                self.session(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def session(self, conn) -> None:
+        f = conn.makefile("rb")
+        send = lambda text: conn.sendall(text.encode() + b"\r\n")
+        send("+OK scripted")
+        marked = []
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            cmd, *args = line.decode().strip().split(" ")
+            cmd = cmd.upper()
+            if cmd == "CAPA":
+                send("+OK\r\nUSER\r\nUIDL\r\n.")
+            elif cmd in ("USER", "PASS", "NOOP"):
+                send("+OK")
+            elif cmd == "LIST":
+                sizes = [len(m.replace(b"\n", b"\r\n")) for _, m in self.messages]
+                send("+OK\r\n" + "".join(f"{i} {n}\r\n" for i, n in enumerate(sizes, 1)) + ".")
+            elif cmd == "UIDL":
+                if self.no_uidl:
+                    send("-ERR no UIDL here")
+                else:
+                    send("+OK\r\n" + "".join(f"{i} {u}\r\n" for i, (u, _) in enumerate(self.messages, 1)) + ".")
+            elif cmd == "RETR":
+                n = int(args[0])
+                body = self.messages[n - 1][1].replace(b"\n", b"\r\n")
+                if n == self.drop_in_retr:
+                    conn.sendall(b"+OK\r\n" + body[: len(body) // 2])
+                    return
+                stuffed = b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n" for l in body[:-2].split(b"\r\n"))
+                conn.sendall(b"+OK\r\n" + stuffed + b".\r\n")
+            elif cmd == "DELE":
+                marked.append(int(args[0]))
+                send("+OK")
+            elif cmd == "QUIT":
+                self.deleted += marked
+                send("+OK bye")
+                return
+            else:
+                send("-ERR unknown")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def scripted_messages(n: int) -> list[tuple[str, bytes]]:
+    return [(f"scripted-{i}", f"Subject: {i}\n\n.dot line {i}\nbody\n".encode()) for i in range(1, n + 1)]
+
+
+def test_migration_refuses_bad_sources_and_resumes_after_a_dropped_connection(postie_bin, tmp_path):
+    target = tmp_path / "mail" / USER
+    base = ["migrate", "pop3", "--tls", "none", "--user", USER, "--to-maildir", str(target)]
+
+    dup = scripted_messages(3)
+    dup[2] = ("scripted-1", dup[2][1])
+    s = ScriptedPOP3(dup)
+    r = postie_cmd(postie_bin, base + ["--server", f"127.0.0.1:{s.port}"], env_password="x", check=False)
+    s.close()
+    assert r.returncode == 1 and "scripted-1 more than once" in r.stderr, r.stderr
+    assert not (target / "cur").exists() or not list((target / "cur").iterdir())
+
+    s = ScriptedPOP3(scripted_messages(3), no_uidl=True)
+    r = postie_cmd(postie_bin, base + ["--server", f"127.0.0.1:{s.port}"], env_password="x", check=False)
+    s.close()
+    assert r.returncode == 1 and "no UIDL here" in r.stderr, r.stderr
+
+    s = ScriptedPOP3(scripted_messages(5), drop_in_retr=4)
+    r = postie_cmd(postie_bin, base + ["--server", f"127.0.0.1:{s.port}"], env_password="x", check=False)
+    s.close()
+    assert r.returncode == 1 and "run again to resume" in r.stderr, r.stderr
+    s = ScriptedPOP3(scripted_messages(5))
+    r = postie_cmd(postie_bin, base + ["--server", f"127.0.0.1:{s.port}", "--delete-source"], env_password="x")
+    assert "2 copied" in r.stdout and "3 finished from an interrupted run" in r.stdout, r.stdout
+    assert sorted(s.deleted) == [1, 2, 3, 4, 5]
+    s.close()
+    files = sorted((target / "cur").iterdir())
+    assert len(files) == 5 and not list((target / "tmp").iterdir())
+    assert b".dot line 4\nbody\n" in b"".join(p.read_bytes() for p in files)
