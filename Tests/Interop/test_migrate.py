@@ -312,12 +312,28 @@ def test_interrupted_migration_copies_each_message_exactly_once(dovecot, postie,
            "--user", USER, "--to-maildir", str(target / USER)]
     env = dict(os.environ, POSTIE_PASSWORD=PASSWORD)
 
+    def stored() -> int:
+        """Messages downloaded completely (tmp/NAME) or moved in (cur/)."""
+        n = 0
+        for sub in ("tmp", "cur"):
+            p = target / USER / sub
+            if p.is_dir():
+                n += sum(1 for f in p.iterdir() if not f.name.endswith(".part"))
+        return n
+
+    # Kill at random points of progress (not after fixed delays, so that a fast machine is
+    # interrupted as often as a slow one), with a random extra delay of up to 20 ms.
     kills = 0
     completed_early = False
     progress = []
-    for attempt in range(10):
+    threshold = 0
+    while threshold < len(source) - 1 and kills < 15:
+        threshold = min(threshold + rng.randint(1, 20), len(source) - 1)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.05, 2.0))
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and stored() < threshold and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
