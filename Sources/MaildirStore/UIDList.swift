@@ -3,7 +3,8 @@
 /// It makes UIDLs stable for ever (RFC 1939 section 7): each message, keyed by the base of its
 /// Maildir file name (the part before `:2,`, which never changes when flags do or when it moves
 /// from new/ to cur/), gets the next UID once, and UIDs are never reused because `nextUID` only
-/// grows. The UIDL sent is Dovecot's default `%08Xu%08Xv`: UID and UIDVALIDITY in hex.
+/// grows. Without a `pop3_uidl_format` the UIDL sent is UID and UIDVALIDITY in upper-case hex
+/// (``uidl(for:)``), as Postie has always sent it.
 ///
 /// The file also records tombstones: base names whose deletion was committed by a QUIT. The
 /// index is replaced atomically, so writing it is the commit point of UPDATE; unlinking the
@@ -50,7 +51,7 @@ struct UIDList: Equatable, Sendable {
         self.tombstones = []
     }
 
-    /// The UIDL string for a UID: `%08X%08X` of UID and UIDVALIDITY, as Dovecot sends by default.
+    /// Postie's own UIDL for a UID: UID and UIDVALIDITY in upper-case hex (`%08XUu%08XUv`).
     func uidl(for uid: UInt32) -> String {
         Self.hex8(uid) + Self.hex8(uidValidity)
     }
