@@ -61,35 +61,41 @@ public struct POP3Migration: Sendable {
                 throw MigrationError.maildir("\(path): \(error)")
             }
             defer { importer.close() }
-            for (offset, message) in listing.messages.enumerated() {
-                let number = offset + 1
-                let state = try await threadPool.runIfActive { try importer.state(of: message.uidl) }
-                switch state {
-                case .done:
-                    report.alreadyThere += 1
-                    continue
-                case .downloaded:
-                    report.finished += 1
-                case .missing:
-                    let writer = try await threadPool.runIfActive { try importer.beginMessage(uidl: message.uidl) }
-                    do {
-                        for try await chunk in try await client.retrieveStream(number) {
-                            let bytes = Array(chunk.readableBytesView)
-                            report.octets += bytes.count
-                            try await threadPool.runIfActive { try writer.write(bytes) }
+            do {
+                for (offset, message) in listing.messages.enumerated() {
+                    let number = offset + 1
+                    let state = try await threadPool.runIfActive { try importer.state(of: message.uidl) }
+                    switch state {
+                    case .done:
+                        report.alreadyThere += 1
+                        continue
+                    case .downloaded:
+                        report.finished += 1
+                    case .missing:
+                        let writer = try await threadPool.runIfActive { try importer.beginMessage(uidl: message.uidl) }
+                        do {
+                            for try await chunk in try await client.retrieveStream(number) {
+                                let bytes = Array(chunk.readableBytesView)
+                                report.octets += bytes.count
+                                try await threadPool.runIfActive { try writer.write(bytes) }
+                            }
+                            try await threadPool.runIfActive { try writer.complete(listedSize: message.size) }
+                        } catch {
+                            _ = try? await threadPool.runIfActive { writer.discard() }
+                            throw error
                         }
-                        try await threadPool.runIfActive { try writer.complete(listedSize: message.size) }
-                    } catch {
-                        _ = try? await threadPool.runIfActive { writer.discard() }
-                        throw error
+                        report.copied += 1
                     }
-                    report.copied += 1
+                    try await threadPool.runIfActive {
+                        try importer.finish(uidl: message.uidl)
+                        if importer.pendingCount >= batchSize { try importer.flush() }
+                    }
+                    progress("\(account.user): \(number)/\(listing.messages.count)")
                 }
-                try await threadPool.runIfActive {
-                    try importer.finish(uidl: message.uidl)
-                    if importer.pendingCount >= batchSize { try importer.flush() }
-                }
-                progress("\(account.user): \(number)/\(listing.messages.count)")
+            } catch {
+                // Record what is complete, so that the next run need not even look at it.
+                _ = try? await threadPool.runIfActive { try importer.flush() }
+                throw error
             }
             try await threadPool.runIfActive { try importer.flush() }
             if deleteSource {
