@@ -342,16 +342,19 @@ public enum MaildirIndex {
             throw SystemError(call: "open", path: maildir + "/" + DovecotUIDList.fileName, errno: ENOENT)
         }) { list in
             var uids: [UInt32] = []
+            var known = list.recordsByBaseName.mapValues(\.uid)
             for message in messages {
-                if let existing = list.record(forBaseName: message.baseName) {
-                    uids.append(existing.uid)
+                if let existing = known[message.baseName] {
+                    uids.append(existing)
                     continue
                 }
                 var fields: [(key: UInt8, value: String)] = []
                 let nameHasW = message.baseName.split(separator: ",").dropFirst().contains { $0.hasPrefix("W=") }
                 if let size = message.virtualSize, !nameHasW { fields.append((UInt8(ascii: "W"), String(size))) }
                 if let uidl = message.uidl { fields.append((UInt8(ascii: "P"), uidl)) }
-                uids.append(list.append(baseName: message.baseName, fields: fields))
+                let uid = list.append(baseName: message.baseName, fields: fields)
+                known[message.baseName] = uid
+                uids.append(uid)
             }
             return uids
         }
