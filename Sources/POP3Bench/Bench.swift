@@ -27,9 +27,9 @@ public struct BenchCredential: Sendable, Equatable {
     /// after the first `:`.
     public static func parse(_ text: String) throws -> [BenchCredential] {
         var result: [BenchCredential] = []
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = raw
-            if line.hasSuffix("\r") { line = line.dropLast() }
+        // "\r\n" is one Character in Swift: split on both forms.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        for (index, line) in lines.enumerated() {
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard let colon = line.firstIndex(of: ":"), colon != line.startIndex, line.index(after: colon) != line.endIndex else {
                 throw BenchError("credentials line \(index + 1): expected user:password")

@@ -51,8 +51,20 @@ final class LocalStore: @unchecked Sendable {
         let lockPath = statePath + ".lock"
         lockFD = try FS.open(lockPath, O_RDWR | O_CREAT)
         guard try FS.tryLock(lockFD, path: lockPath) else {
+            close(lockFD)
+            lockFD = -1
             throw LocalError("another postie fetch is running for \(account) into \(destinationSpec) (\(lockPath) is locked)")
         }
+        do throws(LocalError) {
+            try load(rebuild: rebuild, now: now)
+        } catch {
+            close(lockFD)
+            lockFD = -1
+            throw error
+        }
+    }
+
+    private func load(rebuild: Bool, now: Int64) throws(LocalError) {
         if let bytes = try FS.read(statePath) {
             do {
                 state = try FetchState(parsing: Substring(decoding: bytes, as: UTF8.self))

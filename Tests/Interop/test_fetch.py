@@ -222,72 +222,78 @@ def test_tls_failures_are_explained_and_never_downgraded(dovecot, postie_bin, tm
 # --------------------------------------------------------------------------
 
 
-def kill_loop(postie_bin: Path, tmp_path: Path, server_md: Maildir, port: int, user: str, password: str,
-              originals: list[bytes], budget: float, seed: int) -> dict:
-    """Runs fetch (no --keep), SIGKILLs it after a random delay, checks the invariants after every
-    kill, until a run completes. Returns counters for the report."""
+def kill_loop(postie_bin: Path, tmp_path: Path, server_md: Maildir, deliver, port: int, user: str, password: str,
+              budget: float, seed: int) -> dict:
+    """Rounds of: deliver a fresh batch to the server, then run fetch (no --keep) and SIGKILL it
+    after a random delay, again and again until a run completes. After every run or kill: no
+    message stored twice locally, and every message either still on the server or stored
+    locally (so none was deleted before it was safe). Stops starting rounds after `budget` s."""
     rng = random.Random(seed)
     out = tmp_path / f"{user}-Maildir"
     pw = write_password(tmp_path, user, password)
     cmd = [str(postie_bin), "fetch", "--server", f"{HOST}:{port}", "--tls", "none", "--user", user,
            "--password-file", str(pw), "--to", f"maildir:{out}", "--json"]
-    want = sorted(expected_local(m) for m in originals)
+    want: list[bytes] = []
     deadline = time.monotonic() + budget
-    kills = runs = 0
-    finished = False
-    while time.monotonic() < deadline:
-        runs += 1
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        delay = rng.uniform(0.0, 0.8)
-        try:
-            stdout, stderr = proc.communicate(timeout=delay)
-            assert proc.returncode in (0, 1, 2), (proc.returncode, stderr.decode(errors="replace"))
-            if proc.returncode == 0:
-                finished = True
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
-            kills += 1
-        # Invariants after every run or kill.
-        local = local_messages(out)
-        assert len(local) == len(set(local)), "a message was stored twice locally"
-        assert set(local) <= set(want), "something that is not a server message was stored"
-        on_server = {expected_local(m) for m in server_messages(server_md)}
-        for m in want:
-            assert m in on_server or m in local, "a message is neither on the server nor stored locally: lost"
-        if finished:
-            break
-    assert finished, f"no fetch finished within {budget} s ({runs} runs, {kills} kills)"
-    assert sorted(local_messages(out)) == want
-    assert server_messages(server_md) == []
-    return {"runs": runs, "kills": kills}
+    kills = runs = rounds = 0
+    while rounds == 0 or time.monotonic() < deadline:
+        batch = bulk_messages(30, seed * 1000 + rounds, first=rounds * 1000)
+        deliver(batch)
+        want += [expected_local(m) for m in batch]
+        rounds += 1
+        finished = False
+        while not finished:
+            assert time.monotonic() < deadline + 60, f"round {rounds} did not finish ({runs} runs, {kills} kills)"
+            runs += 1
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                _, stderr = proc.communicate(timeout=rng.uniform(0.0, 0.6))
+                assert proc.returncode in (0, 1, 2), (proc.returncode, stderr.decode(errors="replace"))
+                finished = proc.returncode == 0
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate()
+                kills += 1
+            local = local_messages(out)
+            assert len(local) == len(set(local)), "a message was stored twice locally"
+            assert set(local) <= set(want), "something that is not a server message was stored"
+            on_server = {expected_local(m) for m in server_messages(server_md)}
+            lost = [m for m in want if m not in on_server and m not in local]
+            assert not lost, f"{len(lost)} message(s) neither on the server nor stored locally"
+        assert sorted(local_messages(out)) == sorted(want)
+        assert server_messages(server_md) == []
+    return {"rounds": rounds, "runs": runs, "kills": kills, "messages": len(want)}
 
 
-def bulk_messages(n: int, seed: int) -> list[bytes]:
+def bulk_messages(n: int, seed: int, first: int = 0) -> list[bytes]:
     rng = random.Random(seed)
-    return [numbered_message(i, rng, size=rng.choice([2000, 20000, 60000, 150000])) for i in range(n)]
+    return [numbered_message(first + i, rng, size=rng.choice([2000, 20000, 60000, 150000])) for i in range(n)]
 
 
-def test_sigkill_at_random_moments_against_postie(env, postie_bin, tmp_path, request):
-    originals = bulk_messages(40, 7)
-    md = env.maildir("alice")
-    for m in originals:
-        md.deliver(m)
+def test_sigkill_at_random_moments_against_postie(env, postie_bin, tmp_path):
     from conftest import ALICE
-    counts = kill_loop(postie_bin, tmp_path, md, env.port, ALICE[0], ALICE[1], originals, budget=30, seed=1)
-    print(f"postie: {counts['runs']} runs, {counts['kills']} SIGKILLs")
-    assert counts["kills"] >= 3
+    md = env.maildir("alice")
+
+    def deliver(batch):
+        for m in batch:
+            md.deliver(m)
+
+    c = kill_loop(postie_bin, tmp_path, md, deliver, env.port, ALICE[0], ALICE[1], budget=20, seed=1)
+    print(f"postie: {c['rounds']} rounds, {c['messages']} messages, {c['runs']} runs, {c['kills']} SIGKILLs")
+    assert c["kills"] >= 10
 
 
 def test_sigkill_at_random_moments_against_dovecot(dovecot, postie_bin, tmp_path):
     d = dovecot({"carol": "pw-carol"})
-    originals = bulk_messages(40, 8)
-    for m in originals:
-        d.maildir("carol").deliver(m)
-    d.fix_ownership()
-    counts = kill_loop(postie_bin, tmp_path, d.maildir("carol"), d.port, "carol", "pw-carol", originals, budget=30, seed=2)
-    print(f"dovecot: {counts['runs']} runs, {counts['kills']} SIGKILLs")
-    assert counts["kills"] >= 3
+
+    def deliver(batch):
+        for m in batch:
+            d.maildir("carol").deliver(m)
+        d.fix_ownership()
+
+    c = kill_loop(postie_bin, tmp_path, d.maildir("carol"), deliver, d.port, "carol", "pw-carol", budget=20, seed=2)
+    print(f"dovecot: {c['rounds']} rounds, {c['messages']} messages, {c['runs']} runs, {c['kills']} SIGKILLs")
+    assert c["kills"] >= 10
 
 
 # --------------------------------------------------------------------------
