@@ -53,6 +53,9 @@ public struct Fetcher: Sendable {
             return result
         }
         result.warnings += store.warnings
+        if account.tls == .none && !Self.isLoopback(account.host) {
+            result.warnings.append("--tls none: the password and the mail cross the network unencrypted")
+        }
         let onServer = await session(account, store: store, result: &result)
         do {
             try await threadPool.runIfActive { try store.finish(onServer: onServer) }
@@ -323,6 +326,10 @@ extension Fetcher {
     static func looksLikeTLS(_ detail: String) -> Bool {
         let lower = detail.lowercased()
         return lower.contains("nioss") || lower.contains("certificate") || lower.contains("hostname") || lower.contains("tls")
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     static func isIPAddress(_ host: String) -> Bool {
