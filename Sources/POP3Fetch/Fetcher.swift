@@ -262,6 +262,15 @@ public struct Fetcher: Sendable {
                     + "which messages it already has, so it fetched nothing rather than risk duplicates or loss")
         }
         let sizes = try await client.list()
+        return Self.join(uids: uids, sizes: sizes, result: &result)
+    }
+
+    /// Joins UIDL and LIST by message number. Messages with no UIDL, an invalid one or one
+    /// shared with another message are left out with a warning and a failure each; `onServer`
+    /// is nil unless every message could be identified.
+    static func join(
+        uids: [POP3Client.MessageUID], sizes: [POP3Client.MessageSize], result: inout FetchResult
+    ) -> (messages: [ServerMessage], onServer: Set<String>?) {
         var uidByNumber: [Int: String] = [:]
         var numbersByUID: [String: [Int]] = [:]
         for entry in uids {

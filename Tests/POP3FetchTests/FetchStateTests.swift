@@ -1,3 +1,4 @@
+import POP3Client
 import Testing
 
 @testable import POP3Fetch
@@ -125,5 +126,33 @@ import Testing
         #expect(parseSize("x") == nil)
         #expect(FetchTLSMode.defaultMode(port: 995) == .implicit)
         #expect(FetchTLSMode.defaultMode(port: 110) == .starttls)
+    }
+}
+
+@Suite struct UIDLJoinTests {
+    func uids(_ list: [(Int, String)]) -> [POP3Client.MessageUID] { list.map { .init(number: $0.0, uid: $0.1) } }
+    func sizes(_ numbers: ClosedRange<Int>) -> [POP3Client.MessageSize] { numbers.map { .init(number: $0, size: $0 * 10) } }
+
+    @Test func aHealthyListingIsCompleteAndOrdered() {
+        var result = FetchResult(account: "a", destination: "d")
+        let joined = Fetcher.join(uids: uids([(2, "b"), (1, "a"), (3, "c")]), sizes: sizes(1...3), result: &result)
+        #expect(joined.messages.map(\.uidl) == ["a", "b", "c"])
+        #expect(joined.messages.map(\.size) == [10, 20, 30])
+        #expect(joined.onServer == ["a", "b", "c"])
+        #expect(result.failed == 0 && result.warnings.isEmpty && result.status == .ok)
+    }
+
+    @Test func duplicateMissingAndInvalidUIDLsAreLeftAlone() {
+        var result = FetchResult(account: "a", destination: "d")
+        let joined = Fetcher.join(
+            uids: uids([(1, "a"), (2, "dup"), (3, "dup"), (5, "has space"), (6, "f")]), sizes: sizes(1...6), result: &result)
+        #expect(joined.messages.map(\.number) == [1, 6])
+        #expect(joined.onServer == nil)
+        #expect(result.failed == 4)
+        #expect(result.failures.map(\.number) == [2, 3, 4, 5])
+        #expect(result.failures.map(\.reason) == ["duplicate UIDL", "duplicate UIDL", "no UIDL", "invalid UIDL"])
+        #expect(result.warnings.count == 3)
+        #expect(result.warnings[0].contains("messages 2, 3 the same UIDL dup"))
+        #expect(result.status == .partial)
     }
 }
