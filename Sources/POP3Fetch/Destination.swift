@@ -125,7 +125,7 @@ enum MessageNaming {
     static var hostname: String {
         var buffer = [CChar](repeating: 0, count: 256)
         gethostname(&buffer, 255)
-        let name = String(cString: buffer)
+        let name = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         var out = ""
         for character in name.isEmpty ? "localhost" : name {
             switch character {
