@@ -185,8 +185,16 @@ public struct Fetcher: Sendable {
             bytes.reserveCapacity(min(message.size, 64 << 20))
             do {
                 let body = try await client.retrieveStream(message.number)
+                // A server sending far more than LIST announced is broken or hostile: stop
+                // before it exhausts memory (the connection cannot be resynchronised).
+                let limit = message.size * 2 + (1 << 20)
                 for try await chunk in body {
                     bytes.append(contentsOf: chunk.readableBytesView)
+                    if bytes.count > limit {
+                        throw StepError(
+                            "RETR \(message.number): the server sent over \(limit) octets for a message LIST gave as "
+                                + "\(message.size); the session was closed without QUIT")
+                    }
                 }
             } catch POP3ClientError.server(let response) {
                 result.messageFailed(message.number, uidl: message.uidl, "RETR refused: \(response.line)")

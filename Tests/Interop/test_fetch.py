@@ -306,7 +306,8 @@ class ScriptedPOP3:
     dropped for chosen messages. Records the commands it received."""
 
     def __init__(self, messages: list[bytes], uidls: list[str | None], refuse: set[int] = frozenset(),
-                 drop_on: int | None = None):
+                 drop_on: int | None = None, flood_on: int | None = None):
+        self.flood_on = flood_on
         self.messages = messages
         self.uidls = uidls
         self.refuse = refuse
@@ -326,7 +327,10 @@ class ScriptedPOP3:
             except OSError:
                 return
             with conn:
-                self._session(conn.makefile("rwb"))
+                try:
+                    self._session(conn.makefile("rwb"))
+                except OSError:
+                    pass
 
     def _session(self, f):
         def send(line: str):
@@ -365,6 +369,12 @@ class ScriptedPOP3:
                 if n in self.refuse:
                     send("-ERR [SYS/PERM] Message could not be read")
                     continue
+                if n == self.flood_on:
+                    f.write(b"+OK\r\n")
+                    for _ in range(40000):
+                        f.write(b"x" * 98 + b"\r\n")
+                    f.flush()
+                    return
                 if n == self.drop_on:
                     f.write(b"+OK\r\nSubject: half\r\n")
                     f.flush()
@@ -433,6 +443,19 @@ def test_dropped_connection_deletes_nothing_and_says_where(scripted, postie_bin,
     a = account(doc)
     assert (a["status"], a["fetched"], a["skipped"], a["deleted"]) == ("ok", 3, 2, 5), a
     assert sorted(local_messages(out)) == sorted(msgs(5))
+
+
+def test_a_message_far_larger_than_listed_ends_the_session(scripted, postie_bin, tmp_path):
+    s = scripted(msgs(3), ["u1", "u2", "u3"], flood_on=2)
+    out = tmp_path / "Maildir"
+    code, doc, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{s.port}", "--tls", "none", "--user", "u",
+                                               "--to", f"maildir:{out}"], password="pw")
+    assert code == 2, err
+    a = account(doc)
+    assert (a["status"], a["fetched"], a["deleted"]) == ("failed", 1, 0), a
+    assert "RETR 2: the server sent over" in a["error"], a
+    assert "QUIT" not in s.commands
+    assert len(local_messages(out)) == 1
 
 
 def test_duplicate_and_missing_uidls_are_left_alone_with_a_warning(scripted, postie_bin, tmp_path):
