@@ -12,6 +12,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from conftest import note
 from postiekit import numbered_message
 from tlskit import make_pki
 
@@ -85,7 +86,7 @@ def test_bench_same_figures_for_dovecot_and_postie(dovecot, postie, postie_bin, 
     assert set(reports["dovecot"]) == set(reports["postie"])
     for name in reports:
         r = reports[name]
-        print(f"{name}: {r['sessions_per_second']:.1f} sessions/s, {r['megabytes_per_second']:.2f} MB/s, "
+        note(f"bench vs {name} (debug build, 4 clients): {r['sessions_per_second']:.1f} sessions/s, {r['megabytes_per_second']:.2f} MB/s, "
               f"session p50 {r['session_latency_ms']['p50']} ms p99 {r['session_latency_ms']['p99']} ms")
 
     # The text report has the same lines, in the same order, for both servers.

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import note
 from postiekit import Maildir, corpus, numbered_message
 from tlskit import client_context, make_pki
 
@@ -279,7 +280,7 @@ def test_sigkill_at_random_moments_against_postie(env, postie_bin, tmp_path):
             md.deliver(m)
 
     c = kill_loop(postie_bin, tmp_path, md, deliver, env.port, ALICE[0], ALICE[1], budget=20, seed=1)
-    print(f"postie: {c['rounds']} rounds, {c['messages']} messages, {c['runs']} runs, {c['kills']} SIGKILLs")
+    note(f"fetch SIGKILL loop vs postie: {c['rounds']} rounds, {c['messages']} messages, {c['runs']} runs, {c['kills']} SIGKILLs")
     assert c["kills"] >= 10
 
 
@@ -292,7 +293,7 @@ def test_sigkill_at_random_moments_against_dovecot(dovecot, postie_bin, tmp_path
         d.fix_ownership()
 
     c = kill_loop(postie_bin, tmp_path, d.maildir("carol"), deliver, d.port, "carol", "pw-carol", budget=20, seed=2)
-    print(f"dovecot: {c['rounds']} rounds, {c['messages']} messages, {c['runs']} runs, {c['kills']} SIGKILLs")
+    note(f"fetch SIGKILL loop vs dovecot: {c['rounds']} rounds, {c['messages']} messages, {c['runs']} runs, {c['kills']} SIGKILLs")
     assert c["kills"] >= 10
 
 
