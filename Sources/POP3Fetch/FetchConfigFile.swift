@@ -34,7 +34,7 @@ public struct FetchConfigFile: Sendable {
 
     static let accountKeys: Set<String> = [
         "server", "tls", "ca-file", "user", "password-file", "to", "keep", "delete-after", "delete-larger",
-        "mark-existing", "rebuild-state", "state-file", "timeout", "name",
+        "mark-existing", "rebuild-state", "state-file", "timeout",
     ]
 
     public init(path: String, readFile: (String) throws -> String = FetchConfigFile.readPasswordFile) throws {

@@ -643,3 +643,22 @@ def test_poll_fetches_again_until_interrupted(env, postie_bin, tmp_path):
         reader.join(timeout=5)
     assert sum("fetched 1," in l and ": ok: " in l for l in lines) == 2, lines
     assert sorted(local_messages(out)) == sorted([b"Subject: first\n\none\n", b"Subject: second\n\ntwo\n"])
+
+
+def test_progress_bar_only_on_a_terminal(env, postie_bin, tmp_path):
+    from conftest import ALICE
+    for m in msgs(3):
+        env.maildir("alice").deliver(m)
+    envv = dict(os.environ, POSTIE_PASSWORD=ALICE[1])
+    args = [str(postie_bin), "fetch", "--server", f"{HOST}:{env.port}", "--tls", "none", "--user", ALICE[0], "--keep"]
+    # Not a terminal: only the summary line, nothing on standard error.
+    r = subprocess.run(args + ["--to", f"maildir:{tmp_path}/a"], capture_output=True, timeout=60, env=envv)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    assert r.stdout.decode().count("\n") == 1
+    # On a terminal (script(1) gives it a pty): a bar that counts up, then erased.
+    cmd = " ".join(args + ["--to", f"maildir:{tmp_path}/b"])
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, timeout=60, env=envv)
+    assert r.returncode == 0, r.stdout
+    out = r.stdout.decode()
+    assert "[####################] 3/3" in out and "1/3" in out, out
+    assert "\r\x1b[K" in out and ": ok: fetched 3" in out
