@@ -91,7 +91,7 @@ struct BenchCommand: AsyncParsableCommand {
         let report = await bench.run()
         if json {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             encoder.keyEncodingStrategy = .convertToSnakeCase
             let data = try encoder.encode(report)
             FileHandleOutput.standardOutput(String(decoding: data, as: UTF8.self) + "\n")

@@ -158,7 +158,7 @@ struct FetchCommand: AsyncParsableCommand {
         }
         if json {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             encoder.keyEncodingStrategy = .convertToSnakeCase
             let worst = results.map(\.status).max() ?? .ok
             let summary = FetchSummary(accounts: results, exitCode: worst.exitCode)
