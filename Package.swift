@@ -54,7 +54,7 @@ let package = Package(
         .target(
             name: "MaildirStore",
             dependencies: [
-                "POP3Core", "POP3Server",
+                "POP3Core", "POP3Server", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -113,6 +113,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        /// `postie migrate`: copy POP3 mailboxes into Maildirs keeping UIDLs, compare two servers.
+        .target(
+            name: "Migration",
+            dependencies: [
+                "POP3Client", "POP3Core", "MaildirStore", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
         .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
         /// crypt(3) from libxcrypt.
@@ -136,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "POP3Fetch", "POP3Bench",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -188,6 +198,7 @@ let package = Package(
         .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client"]),
         .testTarget(name: "POP3BenchTests", dependencies: ["POP3Bench", "POP3Client", "POP3Core"]),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
         .testTarget(
             name: "PasswdFileTests",
             dependencies: ["PasswdFile", "POP3Server", "SASL", .product(name: "Logging", package: "swift-log")]

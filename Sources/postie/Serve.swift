@@ -103,6 +103,11 @@ struct ServeOptions: ParsableArguments {
 
     @Option(name: .customLong("lmtp-spool-dir"), help: ArgumentHelp("Where incoming LMTP messages are spooled while received (default $TMPDIR or /tmp).", valueName: "dir"))
     var lmtpSpoolDir: String?
+    @Option(name: .customLong("pop3-uidl-format"), help: ArgumentHelp("UIDLs as Dovecot's pop3_uidl_format makes them: %u UID, %v UIDVALIDITY, %f file name, %g GUID, e.g. %08Xu%08Xv (Dovecot's default); see docs/migration.md.", valueName: "format"))
+    var pop3UIDLFormat: String?
+
+    @Flag(name: .customLong("pop3-reuse-xuidl"), help: "Use a message's X-UIDL: header as its UIDL when it has one (Dovecot's pop3_reuse_xuidl).")
+    var pop3ReuseXUIDL = false
 }
 
 struct Serve: AsyncParsableCommand {
@@ -195,7 +200,9 @@ struct Serve: AsyncParsableCommand {
         threadPool.start()
         do {
             let users = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
-            let store = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
+            let store = MaildirStore(
+                template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire),
+                uidl: UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL))
             let server = POP3Server(configuration: serverConfiguration, userDatabase: users, mailStore: store, logger: logger, metrics: metrics)
             // `--store postgres` plugs its own MailDelivery in here.
             let delivery: any MailDelivery = MaildirDelivery(store: store, users: users, logger: logger)
