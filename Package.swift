@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "PasswdFile", targets: ["PasswdFile"]),
         .library(name: "SASL", targets: ["SASL"]),
         .library(name: "POP3Client", targets: ["POP3Client"]),
+        .library(name: "POP3Fetch", targets: ["POP3Fetch"]),
+        .library(name: "POP3Bench", targets: ["POP3Bench"]),
         .library(name: "LMTPCore", targets: ["LMTPCore"]),
         .library(name: "LMTPServer", targets: ["LMTPServer"]),
     ],
@@ -24,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         /// Wire types, parser, encoder, limits and message transforms: NIOCore only.
@@ -66,6 +70,28 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        /// `postie fetch`: POP3 download into a Maildir or mbox, crash-safe, with UIDL state.
+        .target(
+            name: "POP3Fetch",
+            dependencies: [
+                "POP3Client", "POP3Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        /// `postie bench`: a POP3 load generator with HdrHistogram latency percentiles.
+        .target(
+            name: "POP3Bench",
+            dependencies: [
+                "POP3Client", "POP3Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         /// LMTP (RFC 2033) wire types, parser, reply encoder, message canonicalizer and the
@@ -120,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -169,6 +195,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client"]),
+        .testTarget(name: "POP3BenchTests", dependencies: ["POP3Bench", "POP3Client", "POP3Core"]),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
         .testTarget(

@@ -24,6 +24,9 @@ public final class POP3Client {
         /// TLS from the first byte (port 995, RFC 8314). The host name is checked against the
         /// certificate unless `serverHostname` is given; an IP address is not sent as SNI.
         case implicit(TLSConfiguration, serverHostname: String? = nil)
+        /// Implicit TLS with a context made once and shared by many connections (a load
+        /// generator opening thousands of sessions should not rebuild it each time).
+        case implicitContext(NIOSSLContext, serverHostname: String? = nil)
     }
 
     /// The server's greeting.
@@ -67,6 +70,9 @@ public final class POP3Client {
             } catch {
                 throw .tls(String(describing: error))
             }
+            hostname = serverHostname ?? (isIPAddress(host) ? nil : host)
+        case .implicitContext(let context, let serverHostname):
+            sslContext = context
             hostname = serverHostname ?? (isIPAddress(host) ? nil : host)
         }
         let asyncChannel: NIOAsyncChannel<ClientInbound, ByteBuffer>
@@ -140,6 +146,12 @@ public final class POP3Client {
         } catch {
             throw .tls(String(describing: error))
         }
+        try await startTLS(context: context, serverHostname: serverHostname)
+    }
+
+    /// `STLS` with a TLS context made once and shared by many connections.
+    public func startTLS(context: NIOSSLContext, serverHostname: String?) async throws(POP3ClientError) {
+        guard !isTLS else { throw .tls("TLS is already active") }
         try await command(.stls)
         let channel = transport.channel
         do {

@@ -250,6 +250,25 @@ struct POP3ClientTests {
         }
     }
 
+    @Test func oneSharedTLSContextServesManyConnections() async throws {
+        let certificate = TestCertificate.shared
+        let context = try NIOSSLContext(configuration: try certificate.clientConfiguration())
+        try await withServer(implicitTLS: true, tls: try certificate.provider()) { ports in
+            for _ in 0..<2 {
+                let implicit = try await POP3Client.connect(
+                    host: "127.0.0.1", port: ports[1], tls: .implicitContext(context, serverHostname: "localhost"))
+                #expect(implicit.isTLS)
+                try await implicit.login(user: "alice", password: "secret")
+                try await implicit.quit()
+                let upgraded = try await POP3Client.connect(host: "127.0.0.1", port: ports[0])
+                try await upgraded.startTLS(context: context, serverHostname: "localhost")
+                #expect(upgraded.isTLS)
+                try await upgraded.login(user: "alice", password: "secret")
+                try await upgraded.quit()
+            }
+        }
+    }
+
     @Test func untrustedCertificateIsATLSError() async throws {
         let certificate = TestCertificate.shared
         try await withServer(implicitTLS: true, tls: try certificate.provider()) { ports in
