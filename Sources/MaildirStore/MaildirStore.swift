@@ -450,19 +450,25 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     public func body(of index: Int, lines: Int?) async throws -> MessageBody {
         let path = self.path
         let name = fileNames[index]
-        let fd: Int32 = try await threadPool.runIfActive {
+        let (reader, first): (MessageFileReader, ByteBuffer?) = try await threadPool.runIfActive {
+            let fd: Int32
             do {
-                return try POSIX.open(path + "/cur/" + name, O_RDONLY)
+                fd = try POSIX.open(path + "/cur/" + name, O_RDONLY)
             } catch let error as SystemError where error.errno == ENOENT {
                 // Flags changed by another program rename the file; find it by its base name.
                 let base = Self.baseName(name)
-                if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) {
-                    return try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
+                guard let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) else {
+                    throw POP3BackendError(code: nil, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
                 }
-                throw POP3BackendError(code: nil, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
+                fd = try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
             }
+            var st = stat()
+            let size = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+            let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: size)
+            // The first chunk in this same hop: a small message needs no other.
+            return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
         }
-        return MaildirMessageBody(reader: MessageFileReader(fd: fd, topLines: lines), threadPool: threadPool)
+        return MaildirMessageBody(reader: reader, first: first, threadPool: threadPool)
     }
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
