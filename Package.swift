@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "PasswdFile", targets: ["PasswdFile"]),
         .library(name: "SASL", targets: ["SASL"]),
         .library(name: "POP3Client", targets: ["POP3Client"]),
+        .library(name: "POP3Check", targets: ["POP3Check"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -66,6 +67,21 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        /// `postie check`: the port-110 test procedure, its verdicts, thresholds and perfdata.
+        .target(
+            name: "POP3Check",
+            dependencies: [
+                "POP3Client", "POP3Core", "SASL", "COpenSSLTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        /// The system's OpenSSL libssl, for the TLS probes of `postie check` (libssl-dev).
+        .systemLibrary(
+            name: "COpenSSLTLS", path: "Sources/COpenSSLTLS",
+            providers: [.apt(["libssl-dev"])]
+        ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
         .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
         /// crypt(3) from libxcrypt.
@@ -89,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "POP3Check",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -126,6 +142,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
         .testTarget(
             name: "PasswdFileTests",

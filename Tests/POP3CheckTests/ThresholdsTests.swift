@@ -1,0 +1,7 @@
+import Testing
+
+@testable import POP3Check
+
+@Suite struct ThresholdsTests {
+    @Test func placeholder() {}
+}
