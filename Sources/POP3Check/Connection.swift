@@ -127,7 +127,7 @@ final class ProbeConnection {
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { rest -> Int in
                 if let ssl { return Int(SSL_write(ssl, rest.baseAddress, Int32(rest.count))) }
-                return write(fd, rest.baseAddress, rest.count)
+                return Int(Glibc.send(fd, rest.baseAddress, rest.count, Int32(MSG_NOSIGNAL)))
             }
             guard n > 0 else { throw ProbeError("sending failed: \(ioFailure())") }
             offset += n

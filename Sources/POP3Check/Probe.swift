@@ -278,7 +278,15 @@ struct Probe {
                                      remedy: remedy))
                 return
             }
-            _ = try connection.startTLS(serverName: sniName)
+            do throws(ProbeError) {
+                _ = try connection.startTLS(serverName: sniName)
+            } catch {
+                // The STLS handshake worked on the first connection, so the pipelined bytes
+                // broke this one: the server read them as the start of TLS (Dovecot does so).
+                report.add(CheckItem(id: "pop3.stls_injection", title: title, verdict: .ok,
+                                     detail: "the server took the bytes pipelined after STLS as TLS data and closed the connection (\(error.description)); nothing was executed"))
+                return
+            }
             if connection.waitForData(seconds: options.injectionWait) {
                 let answer = try connection.readLine()
                 report.add(CheckItem(id: "pop3.stls_injection", title: title, verdict: .fail,

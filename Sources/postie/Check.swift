@@ -66,6 +66,9 @@ struct Check: AsyncParsableCommand {
         } catch {
             Check.unknown(error.description)
         }
+        // OpenSSL writes to the probe sockets with write(2): a server that closes during a
+        // handshake must give EPIPE, not kill the plugin with SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
         let report = await Checker.run(options)
         let output = json ? report.json(includeTranscript: transcript) + "\n" : report.text(includeTranscript: transcript)
         FileHandle.standardOutput.write(Data(output.utf8))
