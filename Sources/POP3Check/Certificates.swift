@@ -18,6 +18,15 @@ public struct CertificateInfo: Sendable, Codable, Equatable {
     public var daysLeft: Int
     public var selfSigned: Bool
 
+    public init(subject: String, issuer: String, notBefore: String, notAfter: String, daysLeft: Int, selfSigned: Bool) {
+        self.subject = subject
+        self.issuer = issuer
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+        self.daysLeft = daysLeft
+        self.selfSigned = selfSigned
+    }
+
     init(_ x509: OpaquePointer) {
         var buffer = [CChar](repeating: 0, count: 1024)
         postie_tls_name(X509_get_subject_name(x509), &buffer, Int32(buffer.count))
