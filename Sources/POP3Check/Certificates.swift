@@ -133,9 +133,8 @@ public struct CertificateReport: Sendable, Codable, Equatable {
             items.append(CheckItem(id: "\(prefix).trust", title: "certificate trusted (\(label))", verdict: .info,
                                    detail: "not decided: the chain is incomplete"))
         } else {
-            let anchor = builtLength > 0 && builtLength <= chain.count + 1 ? " up to a CA in \(store)" : ""
             items.append(CheckItem(id: "\(prefix).trust", title: "certificate trusted (\(label))", verdict: .ok,
-                                   detail: "verified\(anchor)"))
+                                   detail: "verified against \(store)"))
         }
 
         // Chain

@@ -115,8 +115,6 @@ final class ProbeConnection {
         close(fd)
     }
 
-    var isTLS: Bool { ssl != nil }
-
     // MARK: - Lines
 
     /// Sends `text` (CRLF added per line by the caller) and records `logged`, or the text.
@@ -133,9 +131,6 @@ final class ProbeConnection {
             offset += n
         }
     }
-
-    /// Bytes already received and not yet read as lines.
-    var pending: Int { buffer.count }
 
     /// One line without its CRLF (at most 64 KiB).
     func readLine() throws(ProbeError) -> String {

@@ -245,6 +245,7 @@ struct Probe {
                 "days_left": .int(cert.daysLeft), "self_signed": .bool(cert.selfSigned),
             ])
         })
+        report.facts["\(prefix).verified_path_length"] = .int(certificates.builtLength)
         report.facts["\(prefix).verify_errors"] = .list(certificates.errors.map { .string("\($0.text) (depth \($0.depth))") })
         certDays.append(certificates.leaf.daysLeft)
         let items = certificates.items(prefix: prefix, label: label, host: options.host)

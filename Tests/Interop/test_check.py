@@ -463,11 +463,13 @@ def test_dovecot_plaintext_login_warning(postie_bin, dovecot, pki):
     parse_perfdata(r.status_line)
 
 
-@pytest.mark.parametrize("method", ["USER", "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "auto"])
+@pytest.mark.parametrize("method", ["USER", "APOP", "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256",
+                                    "auto"])
 def test_dovecot_login_each_method(postie_bin, dovecot, pki, tmp_path, method):
     """The client library against Dovecot: STLS, CAPA before/after TLS and after login, each
     mechanism, STAT, NOOP+STAT pipelined (Dovecot offers PIPELINING), LIST, UIDL, TOP, QUIT."""
-    d = start_dovecot_with(dovecot, pki.good.cert, pki.good.key)
+    d = start_dovecot_with(dovecot, pki.good.cert, pki.good.key,
+                           auth_mechanisms="plain login cram-md5 scram-sha-1 scram-sha-256 apop")
     pw = password_file(tmp_path, BOB[1])
     r, doc = run_json(postie_bin, d.host, "--port", d.port, "--tls-port", d.tls_port, "--ca-file", pki.root.cert,
                       "--user", "bob", "--password-file", pw, "--login-method", method, "--transcript")
@@ -479,6 +481,8 @@ def test_dovecot_login_each_method(postie_bin, dovecot, pki, tmp_path, method):
     assert verdict(doc, "mailbox") == "OK"
     sent = [t["text"] for t in doc["transcript"] if t["connection"].startswith("login") and t["direction"] == "C"]
     assert "NOOP" in sent and "TOP 1 0" in sent and "UIDL" in sent and sent[-1] == "QUIT", sent
+    if method == "APOP":
+        assert "APOP bob <hidden>" in sent, sent
     assert BOB[1] not in r.stdout
 
 
