@@ -163,7 +163,8 @@ struct Probe {
                                      remedy: "Servers should support CAPA (RFC 2449) so that clients can find STLS and SASL."))
             }
         } catch {
-            report.add(CheckItem(id: "pop3.capa", title: "CAPA (\(port))", verdict: .fail, detail: error.description))
+            report.add(CheckItem(id: "pop3.capa", title: "CAPA (\(port))", verdict: .fail, detail: error.description,
+                                 remedy: "The server dropped or stalled the session after the greeting; see its log and --transcript."))
             return (true, false)
         }
 
@@ -235,7 +236,8 @@ struct Probe {
         report.facts["\(prefix).cipher"] = .string(session.cipher)
         guard let certificates = CertificateReport.verify(session, host: options.host, caFile: options.caFile) else {
             report.add(CheckItem(id: "\(prefix).certificate", title: "certificate (\(label))", verdict: .fail,
-                                 detail: "the server sent no certificate"))
+                                 detail: "the server sent no certificate",
+                                 remedy: "Configure a certificate and key for this listener (Dovecot: ssl_cert, ssl_key)."))
             return false
         }
         report.facts["\(prefix).chain"] = .list(certificates.chain.map { cert in
@@ -304,7 +306,8 @@ struct Probe {
                                  detail: "CAPA sent in the STLS packet got no answer; CAPA over TLS did"))
         } catch {
             report.add(CheckItem(id: "pop3.stls_injection", title: title, verdict: .unknown,
-                                 detail: "could not run the test: \(error.description)"))
+                                 detail: "could not run the test: \(error.description)",
+                                 remedy: "See --transcript for where it stopped."))
         }
     }
 
@@ -337,7 +340,8 @@ struct Probe {
                 remedy: "Accept TLS 1.2 or newer only: Dovecot ssl_min_protocol = TLSv1.2 (Postie never accepts older versions)."))
         } catch {
             report.add(CheckItem(id: prefix, title: title, verdict: .unknown,
-                                 detail: "could not run the test: \(error.description)"))
+                                 detail: "could not run the test: \(error.description)",
+                                 remedy: "See --transcript for where it stopped."))
         }
     }
 
@@ -372,7 +376,8 @@ struct Probe {
             let greeting = try connection.readLine()
             guard greeting.hasPrefix("+OK") else {
                 report.add(CheckItem(id: "pop3s.greeting", title: "greeting (\(port))", verdict: .fail,
-                                     detail: "not a POP3 greeting: \(greeting)"))
+                                     detail: "not a POP3 greeting: \(greeting)",
+                                     remedy: "The server refuses connections or is not a POP3 server; see its log."))
                 return false
             }
             report.add(CheckItem(id: "pop3s.greeting", title: "greeting (\(port))", verdict: .ok, detail: greeting))

@@ -64,7 +64,7 @@ struct Check: AsyncParsableCommand {
         do {
             options = try makeOptions()
         } catch {
-            Check.unknown(error.description)
+            Check.unknown(error.description, json: json)
         }
         // OpenSSL writes to the probe sockets with write(2): a server that closes during a
         // handshake must give EPIPE, not kill the plugin with SIGPIPE.
@@ -116,9 +116,17 @@ struct Check: AsyncParsableCommand {
                             loginMethod: method, caFile: caFile, timeout: timeout, thresholds: thresholds)
     }
 
-    /// A usage problem, the plugin way: one UNKNOWN status line on stdout and exit status 3.
-    static func unknown(_ message: String) -> Never {
-        FileHandle.standardOutput.write(Data("POP3 UNKNOWN - \(message)\n".utf8))
+    /// A usage problem, the plugin way: one UNKNOWN status line on stdout (or, with --json, a
+    /// JSON object holding it) and exit status 3.
+    static func unknown(_ message: String, json: Bool) -> Never {
+        let line = "POP3 UNKNOWN - " + message.replacingOccurrences(of: "\n", with: " ")
+        if json {
+            let object: [String: Any] = ["state": "UNKNOWN", "exit_code": 3, "status": line]
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+            FileHandle.standardOutput.write(data + Data("\n".utf8))
+        } else {
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        }
         Foundation.exit(3)
     }
 }

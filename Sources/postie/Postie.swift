@@ -48,6 +48,6 @@ private func runCheck() async {
         if code == .success || error is ExitCode {
             Postie.exit(withError: error)
         }
-        Check.unknown(Postie.message(for: error))
+        Check.unknown(Postie.message(for: error), json: CommandLine.arguments.contains("--json"))
     }
 }

@@ -304,6 +304,8 @@ def test_thresholds_and_usage_errors(postie_bin, postie, tmp_path, pki):
                 ["--no-such-option"], ["--login-method", "NTLM"]):
         r = run_check(postie_bin, *base, *bad, env=env)
         assert r.code == 3 and r.status_line.startswith("POP3 UNKNOWN - "), (bad, str(r))
+        r, doc = run_json(postie_bin, *base, *bad, env=env)  # still JSON with --json
+        assert doc["state"] == "UNKNOWN" and doc["status"].startswith("POP3 UNKNOWN - "), doc
     r = run_check(postie_bin, HOST, "--port", s.port, "--user", BOB[0])  # no password anywhere
     assert r.code == 3 and "POSTIE_PASSWORD" in r.status_line, r
 
