@@ -240,10 +240,14 @@ final class ProbeConnection {
         errno = 0
         let result = SSL_connect(ssl)
         guard result == 1 else {
+            let savedErrno = errno
             let error = SSL_get_error(ssl, result)
             var reason = ioFailure()
-            if error == SSL_ERROR_SYSCALL, errno == EAGAIN || errno == EWOULDBLOCK {
-                reason = "timed out during the TLS handshake"
+            // The socket blocks with SO_RCVTIMEO/SO_SNDTIMEO: "want read/write" or EAGAIN means
+            // the wait ran out.
+            if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE
+                || (error == SSL_ERROR_SYSCALL && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK)) {
+                reason = "timed out after \(PerfData.number(timeout)) s during the TLS handshake"
             }
             SSL_free(ssl)
             transcript.record(name, .note, "TLS handshake failed: \(reason)")

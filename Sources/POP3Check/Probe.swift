@@ -11,6 +11,8 @@ struct Probe {
     /// What the login step needs to know from the probe.
     struct Outcome: Sendable {
         var address: ResolvedAddress?
+        /// The STLS handshake on the POP3 port succeeded.
+        var stlsWorks = false
         /// STLS worked on the POP3 port and its certificate verified.
         var stlsTrusted = false
         /// The implicit-TLS port worked and its certificate verified.
@@ -62,7 +64,7 @@ struct Probe {
         var plainPortOpen = false
         if options.port != 0 {
             (plainPortOpen, stlsOffered) = checkPlainPort(address.with(port: options.port))
-            if stlsOffered {
+            if outcome.stlsWorks {
                 checkInjection(address.with(port: options.port))
                 checkLegacyTLS(address.with(port: options.port), stls: true, label: "\(options.port) STLS",
                                prefix: "tls.\(options.port).legacy")
@@ -103,7 +105,7 @@ struct Probe {
     // MARK: - Port 110
 
     /// Connect, greeting, CAPA, the plaintext-login check, STLS and CAPA again.
-    /// Returns (port open, STLS offered).
+    /// Returns (a POP3 server answered with a greeting and CAPA, STLS offered).
     private mutating func checkPlainPort(_ address: ResolvedAddress) -> (Bool, Bool) {
         let port = address.port
         let name = "\(port)"
@@ -132,7 +134,7 @@ struct Probe {
             report.add(CheckItem(id: "pop3.greeting", title: "greeting (\(port))", verdict: .fail,
                                  detail: "no greeting: \(error.description)",
                                  remedy: "Check that a POP3 server (not another service) listens on port \(port) and is not overloaded."))
-            return (true, false)
+            return (false, false)
         }
         metric(.greeting, elapsed(since: started))
         report.facts["greeting"] = .string(greeting)
@@ -140,7 +142,7 @@ struct Probe {
             report.add(CheckItem(id: "pop3.greeting", title: "greeting (\(port))", verdict: .fail,
                                  detail: "not a POP3 greeting: \(greeting)",
                                  remedy: "The server refuses connections or is not a POP3 server; see its log."))
-            return (true, false)
+            return (false, false)
         }
         outcome.greetingHasTimestamp = greeting.contains("<") && greeting.contains(">")
         report.add(CheckItem(id: "pop3.greeting", title: "greeting (\(port))", verdict: .ok, detail: greeting,
@@ -165,7 +167,7 @@ struct Probe {
         } catch {
             report.add(CheckItem(id: "pop3.capa", title: "CAPA (\(port))", verdict: .fail, detail: error.description,
                                  remedy: "The server dropped or stalled the session after the greeting; see its log and --transcript."))
-            return (true, false)
+            return (false, false)
         }
 
         // Plaintext logins before TLS
@@ -203,6 +205,7 @@ struct Probe {
             let extra = connection.discardBuffered()
             if extra > 0 { transcript.record(name, .note, "dropped \(extra) octets received in plaintext after +OK") }
             let session = try connection.startTLS(serverName: sniName)
+            outcome.stlsWorks = true
             let stlsTime = elapsed(since: started)
             metric(.stls, stlsTime)
             report.add(CheckItem(id: "pop3.stls", title: "STLS (\(port))", verdict: .ok,
@@ -216,6 +219,10 @@ struct Probe {
             }
             outcome.stlsTrusted = trusted
             _ = try? connection.command("QUIT")
+        } catch where outcome.stlsWorks {
+            report.add(CheckItem(id: "pop3.capa_tls", title: "CAPA after STLS (\(port))", verdict: .fail,
+                                 detail: error.description,
+                                 remedy: "The server broke the session right after the TLS handshake; see its log and --transcript."))
         } catch {
             report.add(CheckItem(id: "pop3.stls", title: "STLS (\(port))", verdict: .fail,
                                  detail: "STLS failed: \(error.description)",

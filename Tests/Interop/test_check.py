@@ -19,6 +19,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -521,3 +522,84 @@ def test_dovecot_login_errors(postie_bin, dovecot, pki, tmp_path):
     r, doc = run_json(postie_bin, d.host, "--port", d.port, "--tls-port", "0", "--user", "bob",
                       env={"POSTIE_PASSWORD": BOB[1]})  # no --ca-file: the test CA is not trusted
     assert r.code == 2 and verdict(doc, "login") == "UNKNOWN" and "not attempted" in items(doc)["login"]["detail"]
+
+
+class BrokenServer:
+    """Answers every connection with `greeting`, then `+OK` to CAPA (listing STLS) and to STLS,
+    and closes instead of starting TLS: a misconfigured server whose STLS is advertised but broken."""
+
+    def __init__(self, greeting: bytes, hang: float = 0):
+        self.greeting = greeting
+        self.hang = hang  # seconds to stay silent after +OK to STLS before closing
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                conn.settimeout(5)
+                conn.sendall(self.greeting)
+                pending = b""
+                while True:
+                    while b"\r\n" not in pending:
+                        data = conn.recv(4096)
+                        if not data:
+                            raise OSError("closed")
+                        pending += data
+                    line, pending = pending.split(b"\r\n", 1)
+                    cmd = line.strip().upper()
+                    if cmd == b"CAPA":
+                        conn.sendall(b"+OK\r\nSTLS\r\nUSER\r\n.\r\n")
+                    elif cmd == b"STLS":
+                        conn.sendall(b"+OK\r\n")
+                        conn.recv(4096)  # the ClientHello, never answered
+                        time.sleep(self.hang)
+                        break
+                    else:
+                        conn.sendall(b"+OK\r\n")
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_broken_stls_and_bad_greeting(postie_bin):
+    s = BrokenServer(b"+OK hello\r\n")
+    try:
+        r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0")
+    finally:
+        s.close()
+    assert r.code == 2, r
+    item = items(doc)["pop3.stls"]
+    assert item["verdict"] == "FAIL" and item["detail"].startswith("STLS failed") and item["remedy"], item
+    assert "pop3.stls_injection" not in items(doc)  # meaningless when STLS itself fails
+    assert "pop3.capa" in items(doc) and verdict(doc, "pop3.plaintext") == "WARN"
+    s = BrokenServer(b"-ERR too busy\r\n")
+    try:
+        r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0")
+    finally:
+        s.close()
+    assert r.code == 2 and verdict(doc, "pop3.greeting") == "FAIL", r
+    assert "too busy" in items(doc)["pop3.greeting"]["detail"]
+    assert "pop3.stls" not in items(doc)  # no second complaint about a server that never got that far
+
+
+def test_silent_server_times_out(postie_bin):
+    """A server that never answers the ClientHello: the handshake gives up after --timeout."""
+    s = BrokenServer(b"+OK hello\r\n", hang=5)
+    try:
+        r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0", "--timeout", "1")
+    finally:
+        s.close()
+    assert r.code == 2, r
+    assert "timed out after 1 s during the TLS handshake" in items(doc)["pop3.stls"]["detail"], items(doc)["pop3.stls"]
