@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "SASL", targets: ["SASL"]),
         .library(name: "POP3Client", targets: ["POP3Client"]),
         .library(name: "POP3Check", targets: ["POP3Check"]),
+        .library(name: "LMTPCore", targets: ["LMTPCore"]),
+        .library(name: "LMTPServer", targets: ["LMTPServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -49,7 +51,7 @@ let package = Package(
         .target(
             name: "MaildirStore",
             dependencies: [
-                "POP3Core", "POP3Server",
+                "POP3Core", "POP3Server", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -64,6 +66,35 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        /// LMTP (RFC 2033) wire types, parser, reply encoder, message canonicalizer and the
+        /// session state machine: NIOCore only.
+        .target(
+            name: "LMTPCore",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        /// The LMTP listener: connections, spooling, delivery through the MailDelivery seam.
+        .target(
+            name: "LMTPServer",
+            dependencies: [
+                "LMTPCore", "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        /// `postie migrate`: copy POP3 mailboxes into Maildirs keeping UIDLs, compare two servers.
+        .target(
+            name: "Migration",
+            dependencies: [
+                "POP3Client", "POP3Core", "MaildirStore", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
@@ -105,7 +136,8 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "POP3Check",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration",
+                "POP3Check",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -121,6 +153,18 @@ let package = Package(
         ),
         .testTarget(name: "POP3CoreTests", dependencies: ["POP3Core"]),
         .testTarget(name: "SASLTests", dependencies: ["SASL"]),
+        .testTarget(name: "LMTPCoreTests", dependencies: ["LMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(
+            name: "LMTPServerTests",
+            dependencies: [
+                "LMTPCore", "LMTPServer", "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "POP3ServerTests",
             dependencies: [
@@ -144,6 +188,7 @@ let package = Package(
         ),
         .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
         .testTarget(
             name: "PasswdFileTests",
             dependencies: ["PasswdFile", "POP3Server", "SASL", .product(name: "Logging", package: "swift-log")]

@@ -1,9 +1,16 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The per-Maildir index of UIDs and sizes, kept in the file `postie-uidlist`.
 ///
 /// It makes UIDLs stable for ever (RFC 1939 section 7): each message, keyed by the base of its
 /// Maildir file name (the part before `:2,`, which never changes when flags do or when it moves
 /// from new/ to cur/), gets the next UID once, and UIDs are never reused because `nextUID` only
-/// grows. The UIDL sent is Dovecot's default `%08Xu%08Xv`: UID and UIDVALIDITY in hex.
+/// grows. Without a `pop3_uidl_format` the UIDL sent is UID and UIDVALIDITY in upper-case hex
+/// (``uidl(for:)``), as Postie has always sent it.
 ///
 /// The file also records tombstones: base names whose deletion was committed by a QUIT. The
 /// index is replaced atomically, so writing it is the commit point of UPDATE; unlinking the
@@ -15,8 +22,13 @@
 ///     1 1532 1764234863.M1P100.host
 ///     3 880,R1764300000 1764234900.M5P120.host
 ///
-/// `,R<time>` records when a message was first retrieved, for EXPIRE (RFC 2449 section 6.7).
-///     D 1764234870.M2P101.host
+/// `,R<time>` records when a message was first retrieved, for EXPIRE (RFC 2449 section 6.7);
+/// `,X<hex>` caches the message's `X-UIDL:` header in hex (`,X` alone: it has none), read
+/// once for `pop3_reuse_xuidl`. Readers ignore fields they do not know.
+///
+/// Where the Maildir also holds Dovecot's `dovecot-uidlist`, that file is the source of truth
+/// for UIDs and UIDVALIDITY (see ``DovecotUIDList``); this one then mirrors them and keeps what
+/// Dovecot has no place for: tombstones, retrieval times and the X-UIDL cache.
 struct UIDList: Equatable, Sendable {
     struct Entry: Equatable, Sendable {
         var uid: UInt32
@@ -25,6 +37,8 @@ struct UIDList: Equatable, Sendable {
         var baseName: String
         /// When the message was first retrieved by RETR (seconds since 1970), for EXPIRE.
         var retrievedAt: Int? = nil
+        /// The `X-UIDL:` header: nil if not read yet, `.some(nil)` if the message has none.
+        var xUIDL: String?? = nil
     }
 
     static let fileName = "postie-uidlist"
@@ -43,14 +57,19 @@ struct UIDList: Equatable, Sendable {
         self.tombstones = []
     }
 
-    /// The UIDL string for a UID: `%08X%08X` of UID and UIDVALIDITY, as Dovecot sends by default.
+    /// Postie's own UIDL for a UID: UID and UIDVALIDITY in upper-case hex (`%08XUu%08XUv`).
     func uidl(for uid: UInt32) -> String {
         Self.hex8(uid) + Self.hex8(uidValidity)
     }
 
     static func hex8(_ value: UInt32) -> String {
-        let digits = String(value, radix: 16, uppercase: true)
-        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+        String(unsafeUninitializedCapacity: 8) { buffer in
+            let digits: StaticString = "0123456789ABCDEF"
+            for i in 0..<8 {
+                buffer[i] = digits.utf8Start[Int((value >> (28 - 4 * UInt32(i))) & 0xF)]
+            }
+            return 8
+        }
     }
 
     struct ParseError: Error, CustomStringConvertible {
@@ -58,14 +77,14 @@ struct UIDList: Equatable, Sendable {
         var description: String { "postie-uidlist: line \(line) is corrupt" }
     }
 
+    /// Parses the file byte by byte (a mailbox may list 100,000 messages).
     init(parsing bytes: [UInt8]) throws(ParseError) {
-        let text = String(decoding: bytes, as: UTF8.self)
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: true).makeIterator()
+        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true).makeIterator()
         guard let header = lines.next() else { throw ParseError(line: 1) }
-        let fields = header.split(separator: " ")
-        guard fields.count >= 4, fields[0] == Self.magic, fields[1] == "1",
-              fields[2].first == "V", let validity = UInt32(fields[2].dropFirst()),
-              fields[3].first == "N", let next = UInt32(fields[3].dropFirst())
+        let fields = header.split(separator: UInt8(ascii: " "))
+        guard fields.count >= 4, fields[0].elementsEqual(Self.magic.utf8), fields[1].elementsEqual("1".utf8),
+              fields[2].first == UInt8(ascii: "V"), let validity = Self.number(fields[2].dropFirst()).flatMap(UInt32.init(exactly:)),
+              fields[3].first == UInt8(ascii: "N"), let next = Self.number(fields[3].dropFirst()).flatMap(UInt32.init(exactly:))
         else { throw ParseError(line: 1) }
         uidValidity = validity
         nextUID = next
@@ -74,30 +93,133 @@ struct UIDList: Equatable, Sendable {
         var number = 1
         while let line = lines.next() {
             number += 1
-            if line.hasPrefix("D ") {
-                tombstones.insert(String(line.dropFirst(2)))
+            if line.starts(with: "D ".utf8) {
+                tombstones.insert(String(decoding: line.dropFirst(2), as: UTF8.self))
                 continue
             }
-            let parts = line.split(separator: " ", maxSplits: 2)
-            let sizeFields = parts.count == 3 ? parts[1].split(separator: ",") : []
-            guard parts.count == 3, let uid = UInt32(parts[0]), let size = sizeFields.first.flatMap({ Int($0) }), uid < nextUID else {
+            let parts = line.split(separator: UInt8(ascii: " "), maxSplits: 2, omittingEmptySubsequences: false)
+            let sizeFields = parts.count == 3 ? parts[1].split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) : []
+            guard parts.count == 3, let uid = Self.number(parts[0]).flatMap(UInt32.init(exactly:)),
+                  let size = sizeFields.first.flatMap(Self.number), uid < nextUID, !parts[2].isEmpty
+            else {
                 throw ParseError(line: number)
             }
             var retrievedAt: Int?
-            for field in sizeFields.dropFirst() where field.hasPrefix("R") {
-                retrievedAt = Int(field.dropFirst())
+            var xUIDL: String?? = nil
+            for field in sizeFields.dropFirst() {
+                if field.first == UInt8(ascii: "R") { retrievedAt = Self.number(field.dropFirst()) }
+                if field.first == UInt8(ascii: "X") {
+                    let hex = field.dropFirst()
+                    xUIDL = .some(hex.isEmpty ? nil : Self.unhex(hex))
+                }
             }
-            entries.append(Entry(uid: uid, size: size, baseName: String(parts[2]), retrievedAt: retrievedAt))
+            entries.append(Entry(uid: uid, size: size, baseName: String(decoding: parts[2], as: UTF8.self), retrievedAt: retrievedAt, xUIDL: xUIDL))
         }
     }
 
-    func serialized() -> [UInt8] {
-        var text = "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n"
-        for entry in entries {
-            let retrieved = entry.retrievedAt.map { ",R\($0)" } ?? ""
-            text += "\(entry.uid) \(entry.size)\(retrieved) \(entry.baseName)\n"
+    /// A non-negative decimal of at most 18 digits.
+    static func number(_ digits: ArraySlice<UInt8>) -> Int? {
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        var value = 0
+        for d in digits {
+            guard d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(d - UInt8(ascii: "0"))
         }
-        for name in tombstones.sorted() { text += "D \(name)\n" }
-        return Array(text.utf8)
+        return value
+    }
+
+    func serialized() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + entries.count * 48)
+        out += "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n".utf8
+        for entry in entries {
+            Self.appendDecimal(Int(entry.uid), to: &out)
+            out.append(UInt8(ascii: " "))
+            Self.appendDecimal(entry.size, to: &out)
+            if let retrieved = entry.retrievedAt {
+                out += ",R".utf8
+                Self.appendDecimal(retrieved, to: &out)
+            }
+            if let xUIDL = entry.xUIDL {
+                out += ",X".utf8
+                if let xUIDL { out += Self.hex(xUIDL).utf8 }
+            }
+            out.append(UInt8(ascii: " "))
+            out += entry.baseName.utf8
+            out.append(UInt8(ascii: "\n"))
+        }
+        for name in tombstones.sorted() {
+            out += "D ".utf8
+            out += name.utf8
+            out.append(UInt8(ascii: "\n"))
+        }
+        return out
+    }
+
+    static func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+        if value < 0 {
+            out.append(UInt8(ascii: "-"))
+            appendDecimal(-value, to: &out)
+            return
+        }
+        if value >= 10 { appendDecimal(value / 10, to: &out) }
+        out.append(UInt8(ascii: "0") + UInt8(value % 10))
+    }
+
+    static func hex(_ text: String) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: text.utf8.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
+    }
+
+    static func unhex(_ hex: ArraySlice<UInt8>) -> String? {
+        let bytes = Array(hex)
+        guard bytes.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            guard let hi = hexValue(bytes[i]), let lo = hexValue(bytes[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+// MARK: - Delivery
+
+extension UIDList {
+    /// Gives a message just delivered into new/ the next UID, with its size, so its UIDL is
+    /// fixed from delivery on (the session that first lists it keeps that UID).
+    mutating func recordDelivered(baseName: String, size: Int) -> UInt32 {
+        let uid = nextUID
+        entries.append(Entry(uid: uid, size: size, baseName: baseName))
+        nextUID += 1
+        return uid
+    }
+
+    /// Records a delivered message in the Maildir's index: read (or start) it, add the entry,
+    /// replace it atomically. Call with ``IndexLock`` held. A corrupt index is left for the
+    /// next login to handle (the message is indexed then); returns nil in that case.
+    static func recordDelivery(maildir: String, baseName: String, size: Int) throws -> UInt32? {
+        let path = maildir + "/" + fileName
+        var index: UIDList
+        if let bytes = try POSIX.readFile(path) {
+            guard let parsed = try? UIDList(parsing: bytes) else { return nil }
+            index = parsed
+        } else {
+            index = UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil)))
+        }
+        let uid = index.recordDelivered(baseName: baseName, size: size)
+        try POSIX.writeAtomically(path, index.serialized())
+        return uid
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Configuration
+import LMTPServer
 import Logging
 import MaildirStore
 import NIOCore
@@ -87,6 +88,26 @@ struct ServeOptions: ParsableArguments {
 
     @Flag(help: "Enable APOP (RFC 1939 section 7). Off by default: it needs {PLAIN} passwords and rests on MD5.")
     var apop = false
+
+    @Option(name: .customLong("listen-lmtp"), help: ArgumentHelp("An LMTP listener (RFC 2033) for the MTA to deliver into the store; no authentication, so loopback or a trusted network only; repeatable.", valueName: "addr:port"))
+    var listenLMTP: [String] = []
+
+    @Option(name: .customLong("lmtp-max-size"), help: ArgumentHelp("The largest message LMTP accepts, in octets (SIZE, RFC 1870; default 104857600).", valueName: "octets"))
+    var lmtpMaxSize: Int?
+
+    @Option(name: .customLong("lmtp-max-recipients"), help: ArgumentHelp("RCPT TO per LMTP transaction before 452 (default 100).", valueName: "n"))
+    var lmtpMaxRecipients: Int?
+
+    @Option(name: .customLong("lmtp-recipient"), help: ArgumentHelp("Which user an LMTP recipient is: full (the whole address, Dovecot's default), local (the local part) or auto (the whole address if the user exists, else the local part; default).", valueName: "mapping"))
+    var lmtpRecipient: String?
+
+    @Option(name: .customLong("lmtp-spool-dir"), help: ArgumentHelp("Where incoming LMTP messages are spooled while received (default $TMPDIR or /tmp).", valueName: "dir"))
+    var lmtpSpoolDir: String?
+    @Option(name: .customLong("pop3-uidl-format"), help: ArgumentHelp("UIDLs as Dovecot's pop3_uidl_format makes them: %u UID, %v UIDVALIDITY, %f file name, %g GUID, e.g. %08Xu%08Xv (Dovecot's default); see docs/migration.md.", valueName: "format"))
+    var pop3UIDLFormat: String?
+
+    @Flag(name: .customLong("pop3-reuse-xuidl"), help: "Use a message's X-UIDL: header as its UIDL when it has one (Dovecot's pop3_reuse_xuidl).")
+    var pop3ReuseXUIDL = false
 }
 
 struct Serve: AsyncParsableCommand {
@@ -179,8 +200,18 @@ struct Serve: AsyncParsableCommand {
         threadPool.start()
         do {
             let users = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
-            let store = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
+            let store = MaildirStore(
+                template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire),
+                uidl: UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL))
             let server = POP3Server(configuration: serverConfiguration, userDatabase: users, mailStore: store, logger: logger, metrics: metrics)
+            // `--store postgres` plugs its own MailDelivery in here.
+            let delivery: any MailDelivery = MaildirDelivery(store: store, users: users, logger: logger)
+            let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
+                configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
+                delivery: delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
+            )
+            // LMTP first: once the POP3 port answers, every listener is bound.
+            let lmtpBound = try await lmtp?.bind() ?? []
             let bound = try await server.bind()
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
             if let endpoint = settings.metrics {
@@ -197,7 +228,8 @@ struct Serve: AsyncParsableCommand {
             } catch {
                 throw ConfigurationError("\(settings.origin("passwd_file")): \(error)")
             }
-            services.append(.init(service: BoundServer(server: server, bound: bound)))
+            if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
+            if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
             services.append(.init(service: ReloadOnHangup(options: options, server: server, tls: tls, metrics: metrics, logger: logger)))
             let group = ServiceGroup(
                 configuration: .init(
@@ -235,6 +267,29 @@ struct BoundServer: Service {
 
     func run() async throws {
         try await server.serve(bound)
+    }
+}
+
+/// Serves LMTP listeners bound before privileges were dropped.
+struct BoundLMTPServer: Service {
+    let server: LMTPServer
+    let bound: [LMTPServer.BoundListener]
+
+    func run() async throws {
+        try await server.serve(bound)
+    }
+}
+
+extension ServerSettings {
+    func lmtpConfiguration(idleTimeout: TimeAmount) -> LMTPServerConfiguration {
+        LMTPServerConfiguration(
+            listeners: lmtpListeners,
+            maxMessageSize: lmtpMaxSize,
+            maxRecipients: lmtpMaxRecipients,
+            recipientMapping: lmtpRecipient,
+            spoolDirectory: lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory(),
+            idleTimeout: idleTimeout
+        )
     }
 }
 

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Configuration
+import LMTPCore
+import LMTPServer
 import Logging
+import MaildirStore
 import NIOSSL
 import POP3Server
 import SASL
@@ -47,6 +50,16 @@ struct ServerSettings {
     var apop = false
     var loginDelay = 0
     var expire = "NEVER"
+    /// LMTP listeners (RFC 2033); none by default.
+    var lmtpListeners: [POP3ServerConfiguration.Listener] = []
+    var lmtpMaxSize = LMTPServerConfiguration.defaultMaxMessageSize
+    var lmtpMaxRecipients = LMTPLimits.defaultMaxRecipients
+    var lmtpRecipient = RecipientMapping.auto
+    var lmtpSpoolDir: String?
+    /// Dovecot's pop3_uidl_format; nil: Dovecot's default on Maildirs with a dovecot-uidlist,
+    /// Postie's own form elsewhere (see UIDLSettings).
+    var uidlFormat: UIDLFormat?
+    var reuseXUIDL = false
 
     var problems: [SettingsProblem] = []
     /// Where each key was set: the flag, or the config file.
@@ -95,6 +108,13 @@ struct ServerSettings {
         if let v = flags.metrics { set("metrics", "--metrics", .string(v)) }
         if let v = flags.authMechanisms { set("auth_mechanisms", "--auth-mechanisms", .string(v)) }
         if flags.apop { set("apop", "--apop", .bool(true)) }
+        if !flags.listenLMTP.isEmpty { set("listen_lmtp", "--listen-lmtp", .stringArray(flags.listenLMTP)) }
+        if let v = flags.lmtpMaxSize { set("lmtp_max_size", "--lmtp-max-size", .int(v)) }
+        if let v = flags.lmtpMaxRecipients { set("lmtp_max_recipients", "--lmtp-max-recipients", .int(v)) }
+        if let v = flags.lmtpRecipient { set("lmtp_recipient", "--lmtp-recipient", .string(v)) }
+        if let v = flags.lmtpSpoolDir { set("lmtp_spool_dir", "--lmtp-spool-dir", .string(v)) }
+        if let v = flags.pop3UIDLFormat { set("pop3_uidl_format", "--pop3-uidl-format", .string(v)) }
+        if flags.pop3ReuseXUIDL { set("pop3_reuse_xuidl", "--pop3-reuse-xuidl", .bool(true)) }
 
         var providers: [any ConfigProvider] = [InMemoryProvider(name: "command line", values: values)]
         if let path = flags.config {
@@ -141,6 +161,23 @@ struct ServerSettings {
         }
         listenerList("listen", implicitTLS: false)
         listenerList("listen_tls", implicitTLS: true)
+        for text in reader.stringArray(forKey: "listen_lmtp") ?? [] {
+            if let listener = POP3ServerConfiguration.Listener(parsing: text), !listener.proxyProtocol {
+                lmtpListeners.append(listener)
+            } else {
+                problem("listen_lmtp", "'\(text)' is not ADDR:PORT or [IPv6]:PORT, optionally followed by allow=CIDR,... and deny=CIDR,...")
+            }
+        }
+        if let v = positive("lmtp_max_size") { lmtpMaxSize = v }
+        if let v = positive("lmtp_max_recipients") { lmtpMaxRecipients = v }
+        if let text = reader.string(forKey: "lmtp_recipient") {
+            if let mapping = RecipientMapping(rawValue: text.lowercased()) {
+                lmtpRecipient = mapping
+            } else {
+                problem("lmtp_recipient", "'\(text)' must be full, local or auto")
+            }
+        }
+        lmtpSpoolDir = reader.string(forKey: "lmtp_spool_dir")
         passwdFile = reader.string(forKey: "passwd_file")
         maildir = reader.string(forKey: "maildir")
         if let v = positive("idle_timeout") { idleTimeout = v }
@@ -216,6 +253,14 @@ struct ServerSettings {
         if let v = reader.string(forKey: "expire") ?? reader.int(forKey: "expire").map(String.init) {
             if v.uppercased() == "NEVER" || (Int(v).map { (0...36_500).contains($0) } ?? false) { expire = v.uppercased() } else { problem("expire", "must be 0 to 36500 days or NEVER") }
         }
+        if let text = reader.string(forKey: "pop3_uidl_format"), !text.isEmpty {
+            do {
+                uidlFormat = try UIDLFormat(text)
+            } catch {
+                problem("pop3_uidl_format", error.description)
+            }
+        }
+        reuseXUIDL = reader.bool(forKey: "pop3_reuse_xuidl", default: false)
         if let text = reader.string(forKey: "metrics") {
             if let listener = POP3ServerConfiguration.Listener(parsing: text) {
                 metrics = listener
@@ -226,8 +271,8 @@ struct ServerSettings {
     }
 
     private mutating func validate() {
-        if listeners.isEmpty && errors.isEmpty {
-            problem("listen", "no listener: give --listen ADDR:PORT or --listen-tls ADDR:PORT")
+        if listeners.isEmpty && lmtpListeners.isEmpty && errors.isEmpty {
+            problem("listen", "no listener: give --listen ADDR:PORT, --listen-tls ADDR:PORT or --listen-lmtp ADDR:PORT")
         }
         if passwdFile == nil { problem("passwd_file", "no user database: give --passwd-file FILE") }
         if let maildir {
@@ -242,6 +287,9 @@ struct ServerSettings {
         }
         if listeners.contains(where: \.proxyProtocol) && trustedProxies.isEmpty {
             problem("listen", "a listener expects the PROXY protocol but no proxy is trusted: give --proxy-from CIDR")
+        }
+        for listener in lmtpListeners where !["127.0.0.1", "::1", "localhost"].contains(listener.host) && (listener.access?.allow.isEmpty ?? true) {
+            problem("listen_lmtp", "\(listener.address): LMTP has no authentication, so whoever can connect can deliver mail; add allow=CIDR for the MTA's address", .warning)
         }
         if requireTLS && tls == nil {
             problem("require_tls", "needs a certificate: give --tls-cert and --tls-key")
@@ -334,6 +382,14 @@ struct ServerSettings {
         lines.append("apop: \(apop)")
         lines.append("login_delay: \(loginDelay)")
         lines.append("expire: \(expire)")
+        lines.append("listen_lmtp: \(list(lmtpListeners.map(spec)))")
+        lines.append("lmtp_max_size: \(lmtpMaxSize)")
+        lines.append("lmtp_max_recipients: \(lmtpMaxRecipients)")
+        lines.append("lmtp_recipient: \(lmtpRecipient.rawValue)")
+        lines.append("lmtp_spool_dir: \(lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory())")
+        let uidlTemplate = String((uidlFormat?.template ?? "").flatMap { $0 == "'" ? ["'", "'"] : [$0] })
+        lines.append("pop3_uidl_format: '\(uidlTemplate)'  # empty: %08Xu%08Xv (Dovecot's) where dovecot-uidlist exists, Postie's own form elsewhere")
+        lines.append("pop3_reuse_xuidl: \(reuseXUIDL)")
         lines.append("log_level: \(logLevel.rawValue)")
         return lines.joined(separator: "\n")
     }
