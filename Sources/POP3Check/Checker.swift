@@ -121,7 +121,7 @@ public enum Checker {
         var client: POP3Client?
         do throws(POP3ClientError) {
             let connected = try await POP3Client.connect(
-                host: options.host, port: port, tls: useSTLS ? .none : .implicit(tls, serverHostname: serverName),
+                host: outcome.address?.text ?? options.host, port: port, tls: useSTLS ? .none : .implicit(tls, serverHostname: serverName),
                 timeout: timeout, transcript: observer)
             client = connected
             if useSTLS {

@@ -10,6 +10,7 @@ struct Probe {
 
     /// What the login step needs to know from the probe.
     struct Outcome: Sendable {
+        /// The address every step used (the first one DNS returned).
         var address: ResolvedAddress?
         /// The STLS handshake on the POP3 port succeeded.
         var stlsWorks = false
@@ -19,7 +20,6 @@ struct Probe {
         var implicitTrusted = false
         /// CAPA after STLS (or on port 995), for choosing a login mechanism.
         var tlsCapabilities: [String] = []
-        var greetingHasTimestamp = false
     }
 
     var outcome = Outcome()
@@ -144,7 +144,6 @@ struct Probe {
                                  remedy: "The server refuses connections or is not a POP3 server; see its log."))
             return (false, false)
         }
-        outcome.greetingHasTimestamp = greeting.contains("<") && greeting.contains(">")
         report.add(CheckItem(id: "pop3.greeting", title: "greeting (\(port))", verdict: .ok, detail: greeting,
                              seconds: elapsed(since: started)))
 
