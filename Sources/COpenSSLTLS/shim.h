@@ -17,18 +17,19 @@
 #include <string.h>
 
 /// A client context with certificate checks turned off during the handshake (the probe
-/// verifies afterwards, collecting every error). `legacy_only` offers TLS 1.0 and 1.1 only,
-/// at security level 0 and with every cipher, overriding the system's MinProtocol and
-/// CipherString (Debian's openssl.cnf asks for TLS 1.2 at level 2).
-static inline SSL_CTX *postie_tls_client_context(int legacy_only) {
+/// verifies afterwards, collecting every error). A non-zero `legacy_max` (TLS1_VERSION or
+/// TLS1_1_VERSION) offers only TLS 1.0 up to that version, at security level 0 and with every
+/// cipher, overriding the system's MinProtocol and CipherString (Debian's openssl.cnf asks for
+/// TLS 1.2 at level 2).
+static inline SSL_CTX *postie_tls_client_context(int legacy_max) {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) return NULL;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    if (legacy_only) {
+    if (legacy_max != 0) {
         SSL_CTX_set_security_level(ctx, 0);
         if (SSL_CTX_set_cipher_list(ctx, "ALL:@SECLEVEL=0") != 1 ||
             SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION) != 1 ||
-            SSL_CTX_set_max_proto_version(ctx, TLS1_1_VERSION) != 1) {
+            SSL_CTX_set_max_proto_version(ctx, legacy_max) != 1) {
             SSL_CTX_free(ctx);
             return NULL;
         }

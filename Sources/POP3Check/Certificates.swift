@@ -101,7 +101,9 @@ public struct CertificateReport: Sendable, Codable, Equatable {
     }
 
     // X509_V_ERR_* codes (openssl/x509_vfy.h) the report sorts into its items.
-    static let missingIssuer: Set<Int> = [2, 20]  // UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)
+    /// UNABLE_TO_GET_ISSUER_CERT(_LOCALLY), and UNABLE_TO_VERIFY_LEAF_SIGNATURE that follows
+    /// when the leaf's issuer is missing.
+    static let missingIssuer: Set<Int> = [2, 20, 21]
     static let notYetValid = 9, expired = 10
     static let nameMismatch: Set<Int> = [62, 63, 64]  // HOSTNAME, EMAIL, IP_ADDRESS_MISMATCH
 
@@ -139,7 +141,7 @@ public struct CertificateReport: Sendable, Codable, Equatable {
 
         // Chain
         let sent = "the server sent \(chain.count) certificate\(chain.count == 1 ? "" : "s")"
-        if let missing = chainErrors.first {
+        if let missing = chainErrors.first(where: { $0.code != 21 }) ?? chainErrors.first {
             let last = chain[min(missing.depth, chain.count - 1)]
             items.append(CheckItem(
                 id: "\(prefix).chain", title: "certificate chain complete (\(label))", verdict: .fail,

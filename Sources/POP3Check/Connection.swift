@@ -226,9 +226,24 @@ final class ProbeConnection {
 
     // MARK: - TLS
 
-    /// The TLS handshake on this socket. `legacyOnly` offers only TLS 1.0 and 1.1.
-    func startTLS(serverName: String?, legacyOnly: Bool = false) throws(ProbeError) -> TLSSession {
-        guard let context = postie_tls_client_context(legacyOnly ? 1 : 0) else {
+    /// The TLS versions a handshake offers.
+    enum Versions {
+        /// The system's defaults (TLS 1.2 and 1.3 on Debian).
+        case modern
+        /// TLS 1.0 and 1.1 only.
+        case legacy
+        /// TLS 1.0 only.
+        case tls10
+    }
+
+    /// The TLS handshake on this socket.
+    func startTLS(serverName: String?, versions: Versions = .modern) throws(ProbeError) -> TLSSession {
+        let legacyMax: Int32 = switch versions {
+        case .modern: 0
+        case .legacy: TLS1_1_VERSION
+        case .tls10: TLS1_VERSION
+        }
+        guard let context = postie_tls_client_context(legacyMax) else {
             throw ProbeError("cannot set up OpenSSL: \(ioFailure())")
         }
         self.context = context

@@ -320,34 +320,45 @@ struct Probe {
     // MARK: - TLS 1.0 and 1.1
 
     /// Offers only TLS 1.0 and 1.1 (RFC 8996 deprecates both); a handshake means the server
-    /// still accepts one of them.
+    /// still accepts one of them. If it picks 1.1, a second connection offers 1.0 alone.
     private mutating func checkLegacyTLS(_ address: ResolvedAddress, stls: Bool, label: String, prefix: String) {
         let title = "TLS 1.0 and 1.1 refused (\(label))"
         do throws(ProbeError) {
-            let connection = try ProbeConnection(address: address, name: "\(label) TLS1.0/1.1 probe",
-                                                 timeout: options.timeout, transcript: transcript)
-            if stls {
-                let greeting = try connection.readLine()
-                guard greeting.hasPrefix("+OK") else { throw ProbeError("greeting: \(greeting)") }
-                let reply = try connection.command("STLS")
-                guard reply.hasPrefix("+OK") else { throw ProbeError("STLS refused: \(reply)") }
-            }
-            let session: TLSSession
-            do throws(ProbeError) {
-                session = try connection.startTLS(serverName: sniName, legacyOnly: true)
-            } catch {
-                report.add(CheckItem(id: prefix, title: title, verdict: .ok, detail: "refused (\(error.description))"))
+            guard let first = try legacyHandshake(address, stls: stls, label: label, versions: .legacy) else {
+                report.add(CheckItem(id: prefix, title: title, verdict: .ok, detail: "refused"))
                 return
             }
-            report.facts["\(prefix).accepted"] = .string(session.version)
+            var accepted = ["\(first.version) (\(first.cipher))"]
+            if first.version != "TLSv1", let older = try legacyHandshake(address, stls: stls, label: label, versions: .tls10) {
+                accepted.append("\(older.version) (\(older.cipher))")
+            }
+            report.facts["\(prefix).accepted"] = .list(accepted.map(FactValue.string))
             report.add(CheckItem(
                 id: prefix, title: title, verdict: .warn,
-                detail: "\(session.version) accepted (\(session.cipher)); TLS 1.0 and 1.1 are deprecated (RFC 8996)",
+                detail: "accepted: \(accepted.joined(separator: ", ")); TLS 1.0 and 1.1 are deprecated (RFC 8996)",
                 remedy: "Accept TLS 1.2 or newer only: Dovecot ssl_min_protocol = TLSv1.2 (Postie never accepts older versions)."))
         } catch {
             report.add(CheckItem(id: prefix, title: title, verdict: .unknown,
                                  detail: "could not run the test: \(error.description)",
                                  remedy: "See --transcript for where it stopped."))
+        }
+    }
+
+    /// A handshake offering only `versions`; nil if the server refused it.
+    private func legacyHandshake(_ address: ResolvedAddress, stls: Bool, label: String,
+                                 versions: ProbeConnection.Versions) throws(ProbeError) -> TLSSession? {
+        let name = versions == .tls10 ? "\(label) TLS1.0 probe" : "\(label) TLS1.0/1.1 probe"
+        let connection = try ProbeConnection(address: address, name: name, timeout: options.timeout, transcript: transcript)
+        if stls {
+            let greeting = try connection.readLine()
+            guard greeting.hasPrefix("+OK") else { throw ProbeError("greeting: \(greeting)") }
+            let reply = try connection.command("STLS")
+            guard reply.hasPrefix("+OK") else { throw ProbeError("STLS refused: \(reply)") }
+        }
+        do throws(ProbeError) {
+            return try connection.startTLS(serverName: sniName, versions: versions)
+        } catch {
+            return nil
         }
     }
 

@@ -101,8 +101,9 @@ import Testing
         #expect(all.values.allSatisfy { $0.verdict == .ok })
     }
 
-    @Test func missingIntermediateFailsTheChainOnly() {
-        let all = items([(20, 0)])
+    @Test(arguments: [[(20, 0)], [(20, 0), (21, 0)], [(21, 0), (20, 0)]])
+    func missingIntermediateFailsTheChainOnly(codes: [(Int, Int)]) {
+        let all = items(codes)
         #expect(all["chain"]?.verdict == .fail)
         #expect(all["chain"]?.detail.contains("'CN=Intermediate'") == true)
         #expect(all["chain"]?.remedy?.contains("fullchain") == true)
