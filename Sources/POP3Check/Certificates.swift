@@ -82,7 +82,7 @@ public struct CertificateReport: Sendable, Codable, Equatable {
             if let cert = postie_tls_chain_at(stack, Int32(index)) { chain.append(CertificateInfo(cert)) }
         }
         var result = postie_tls_verify_result()
-        let isIP = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
+        let isIP = isIPAddress(host)
         let ran = postie_tls_verify(stack, caFile, isIP ? nil : host, isIP ? host : nil, &result)
         var errors: [VerificationError] = []
         if ran == 1 {

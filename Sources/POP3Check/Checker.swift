@@ -114,8 +114,7 @@ public enum Checker {
         }
         var tls = TLSConfiguration.makeClientConfiguration()
         if let caFile = options.caFile { tls.trustRoots = .file(caFile) }
-        let isIP = options.host.contains(":") || options.host.allSatisfy { $0.isNumber || $0 == "." }
-        let serverName = isIP ? nil : options.host
+        let serverName = isIPAddress(options.host) ? nil : options.host
         let timeout = TimeAmount.milliseconds(Int64(options.timeout * 1000))
         var method = options.loginMethod
         var client: POP3Client?

@@ -232,8 +232,7 @@ struct Probe {
 
     /// The name sent as SNI: the host, unless it is an IP address (RFC 6066 section 3).
     private var sniName: String? {
-        let host = options.host
-        return host.contains(":") || host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host
+        isIPAddress(options.host) ? nil : options.host
     }
 
     /// Certificate items and facts for a handshake; true when everything verified.
