@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "POP3Client", targets: ["POP3Client"]),
         .library(name: "POP3Fetch", targets: ["POP3Fetch"]),
         .library(name: "POP3Bench", targets: ["POP3Bench"]),
+        .library(name: "POP3Check", targets: ["POP3Check"]),
         .library(name: "LMTPCore", targets: ["LMTPCore"]),
         .library(name: "LMTPServer", targets: ["LMTPServer"]),
     ],
@@ -123,6 +124,21 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        /// `postie check`: the port-110 test procedure, its verdicts, thresholds and perfdata.
+        .target(
+            name: "POP3Check",
+            dependencies: [
+                "POP3Client", "POP3Core", "SASL", "COpenSSLTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        /// The system's OpenSSL libssl, for the TLS probes of `postie check` (libssl-dev).
+        .systemLibrary(
+            name: "COpenSSLTLS", path: "Sources/COpenSSLTLS",
+            providers: [.apt(["libssl-dev"])]
+        ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
         .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
         /// crypt(3) from libxcrypt.
@@ -147,6 +163,7 @@ let package = Package(
             name: "postie",
             dependencies: [
                 "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
+                "POP3Check",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -197,6 +214,7 @@ let package = Package(
         ),
         .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client"]),
         .testTarget(name: "POP3BenchTests", dependencies: ["POP3Bench", "POP3Client", "POP3Core"]),
+        .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
         .testTarget(
