@@ -183,6 +183,13 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             changed = true
         }
 
+        if let (entries, fileNames) = try unchangedListing(path: path, index: index, uidlSettings: uidlSettings) {
+            return try makeMaildrop(
+                path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: [:], dovecotMode: false,
+                expireDays: expireDays, uidlSettings: uidlSettings, threadPool: threadPool, lock: lock, commitHook: commitHook)
+        }
+        let stampBefore = modificationTime(path + "/cur")
+
         // Finish a committed UPDATE that a crash interrupted: its deletions are decided.
         var curNames = try POSIX.listDirectory(path + "/cur").filter(isMessageName)
         if !index.tombstones.isEmpty {
@@ -282,8 +289,84 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                 changed = true
             }
         }
+        // Remember the names seen and, once cur/ has settled, its time: the next login can
+        // then skip this scan (see unchangedListing).
+        var stamp: Int64?
+        if dovecot == nil {
+            for i in entries.indices {
+                let info = infoPart(fileNames[i])
+                if entries[i].info != info {
+                    entries[i].info = info
+                    changed = true
+                }
+            }
+            if let before = stampBefore, modificationTime(path + "/cur") == before, before < nowNanoseconds() - settleNanoseconds {
+                stamp = before
+            }
+        }
+        if index.curStamp != stamp {
+            index.curStamp = stamp
+            changed = true
+        }
         index.entries = entries
         if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
+        return try makeMaildrop(
+            path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: dovecotRecords,
+            dovecotMode: dovecot != nil, expireDays: expireDays, uidlSettings: uidlSettings, threadPool: threadPool,
+            lock: lock, commitHook: commitHook)
+    }
+
+    /// How long cur/ must have been unchanged before its time is trusted: a change within the
+    /// same clock tick as the recorded time could otherwise go unnoticed.
+    static let settleNanoseconds: Int64 = 100_000_000
+
+    /// The entries and their file names straight from the index, when cur/ has not changed
+    /// since they were seen there, new/ holds no mail, no UPDATE is unfinished and Dovecot's
+    /// index is not in charge; nil otherwise (the caller scans). Blocking.
+    static func unchangedListing(path: String, index: UIDList, uidlSettings: UIDLSettings) throws -> ([UIDList.Entry], [String])? {
+        guard let stamp = index.curStamp, index.tombstones.isEmpty,
+              modificationTime(path + "/cur") == stamp,
+              access(path + "/" + DovecotUIDList.fileName, F_OK) != 0,
+              !uidlSettings.reuseXUIDL || index.entries.allSatisfy({ $0.xUIDL != nil })
+        else { return nil }
+        var names: [String] = []
+        names.reserveCapacity(index.entries.count)
+        for entry in index.entries {
+            guard let info = entry.info else { return nil }
+            names.append(entry.baseName + info)
+        }
+        guard try !POSIX.listDirectory(path + "/new").contains(where: isMessageName) else { return nil }
+        return (index.entries, names)
+    }
+
+    /// A file's modification time in nanoseconds, nil if it cannot be read.
+    static func modificationTime(_ path: String) -> Int64? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+    }
+
+    static func nowNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// The part of a file name from its first `:` on (`:2,` and flags), or "".
+    static func infoPart(_ name: String) -> String {
+        guard let colon = name.utf8.firstIndex(of: UInt8(ascii: ":")) else { return "" }
+        return String(name[colon...])
+    }
+
+    /// Applies EXPIRE and makes the session's maildrop from the entries it will show.
+    private static func makeMaildrop(
+        path: String, index: UIDList, entries: [UIDList.Entry], fileNames: [String],
+        dovecotRecords: [String: DovecotUIDList.Record], dovecotMode: Bool, expireDays: Int?, uidlSettings: UIDLSettings,
+        threadPool: NIOThreadPool, lock: MaildirLock, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+    ) throws -> MaildirMaildrop {
+        var index = index
+        var entries = entries
+        var fileNames = fileNames
 
         // EXPIRE (RFC 2449 section 6.7): messages first retrieved more than N days ago go now,
         // with the same all-or-nothing commit as a QUIT.
@@ -305,7 +388,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                 let record = dovecotRecords[entry.baseName]
                 let uidl = uidlSettings.uidl(
                     uid: entry.uid, uidValidity: index.uidValidity, baseName: entry.baseName, record: record,
-                    dovecotMode: dovecot != nil, xUIDL: entry.xUIDL ?? nil)
+                    dovecotMode: dovecotMode, xUIDL: entry.xUIDL ?? nil)
                 return MessageInfo(uid: uidl, size: entry.size)
             },
             fileNames: fileNames,

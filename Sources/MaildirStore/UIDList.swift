@@ -22,6 +22,11 @@ import Darwin
 ///     1 1532 1764234863.M1P100.host
 ///     3 880,R1764300000 1764234900.M5P120.host
 ///
+/// A header field `C<nanoseconds>` is cur/'s modification time when every entry's file name
+/// was last seen there, and `,I<hex>` each entry's name after its base (`:2,` and flags): while
+/// cur/ keeps that time and new/ is empty, a login takes the names from here instead of
+/// listing cur/.
+///
 /// `,R<time>` records when a message was first retrieved, for EXPIRE (RFC 2449 section 6.7);
 /// `,X<hex>` caches the message's `X-UIDL:` header in hex (`,X` alone: it has none), read
 /// once for `pop3_reuse_xuidl`. Readers ignore fields they do not know.
@@ -39,6 +44,9 @@ struct UIDList: Equatable, Sendable {
         var retrievedAt: Int? = nil
         /// The `X-UIDL:` header: nil if not read yet, `.some(nil)` if the message has none.
         var xUIDL: String?? = nil
+        /// The rest of the file name in cur/ after the base (`:2,` and flags; empty if none),
+        /// as last seen: with ``UIDList/curStamp`` it lets a login skip listing cur/.
+        var info: String? = nil
     }
 
     static let fileName = "postie-uidlist"
@@ -49,6 +57,10 @@ struct UIDList: Equatable, Sendable {
     /// In UID order.
     var entries: [Entry]
     var tombstones: Set<String>
+    /// The modification time of cur/ (nanoseconds) when every entry's file name was last
+    /// seen there; nil when unknown. While cur/ keeps this time and new/ holds no mail, the
+    /// names are still right and a login need not list cur/ (Dovecot skips its scans the same way).
+    var curStamp: Int64? = nil
 
     init(uidValidity: UInt32) {
         self.uidValidity = uidValidity
@@ -90,32 +102,52 @@ struct UIDList: Equatable, Sendable {
         nextUID = next
         entries = []
         tombstones = []
+        for field in fields.dropFirst(4) where field.first == UInt8(ascii: "C") {
+            curStamp = Int64(String(decoding: field.dropFirst(), as: UTF8.self))
+        }
         var number = 1
+        let newlines = bytes.lazy.filter { $0 == UInt8(ascii: "\n") }.count
+        entries.reserveCapacity(newlines)
         while let line = lines.next() {
             number += 1
             if line.starts(with: "D ".utf8) {
                 tombstones.insert(String(decoding: line.dropFirst(2), as: UTF8.self))
                 continue
             }
-            let parts = line.split(separator: UInt8(ascii: " "), maxSplits: 2, omittingEmptySubsequences: false)
-            let sizeFields = parts.count == 3 ? parts[1].split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) : []
-            guard parts.count == 3, let uid = Self.number(parts[0]).flatMap(UInt32.init(exactly:)),
-                  let size = sizeFields.first.flatMap(Self.number), uid < nextUID, !parts[2].isEmpty
-            else {
-                throw ParseError(line: number)
-            }
+            // `uid size[,field...] base`, scanned in place: no arrays per line.
+            guard let space1 = line.firstIndex(of: UInt8(ascii: " ")),
+                  let space2 = line[(space1 + 1)...].firstIndex(of: UInt8(ascii: " ")),
+                  let uid = Self.number(line[..<space1]).flatMap(UInt32.init(exactly:)), uid < nextUID,
+                  space2 + 1 < line.endIndex
+            else { throw ParseError(line: number) }
+            let sizeFields = line[(space1 + 1)..<space2]
+            let sizeEnd = sizeFields.firstIndex(of: UInt8(ascii: ",")) ?? sizeFields.endIndex
+            guard let size = Self.number(sizeFields[..<sizeEnd]) else { throw ParseError(line: number) }
             var retrievedAt: Int?
             var xUIDL: String?? = nil
-            for field in sizeFields.dropFirst() {
-                if field.first == UInt8(ascii: "R") { retrievedAt = Self.number(field.dropFirst()) }
-                if field.first == UInt8(ascii: "X") {
+            var info: String?
+            var rest = sizeFields[sizeEnd...]
+            while let comma = rest.first, comma == UInt8(ascii: ",") {
+                let fieldEnd = rest.dropFirst().firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+                let field = rest[(rest.startIndex + 1)..<fieldEnd]
+                rest = rest[fieldEnd...]
+                switch field.first {
+                case UInt8(ascii: "R"): retrievedAt = Self.number(field.dropFirst())
+                case UInt8(ascii: "X"):
                     let hex = field.dropFirst()
                     xUIDL = .some(hex.isEmpty ? nil : Self.unhex(hex))
+                case UInt8(ascii: "I"):
+                    // Nearly every name ends in `:2,`: share one string for it.
+                    info = field.dropFirst().elementsEqual(Self.plainInfoHex) ? Self.plainInfo : Self.unhex(field.dropFirst())
+                default: break
                 }
             }
-            entries.append(Entry(uid: uid, size: size, baseName: String(decoding: parts[2], as: UTF8.self), retrievedAt: retrievedAt, xUIDL: xUIDL))
+            entries.append(Entry(uid: uid, size: size, baseName: String(decoding: line[(space2 + 1)...], as: UTF8.self), retrievedAt: retrievedAt, xUIDL: xUIDL, info: info))
         }
     }
+
+    static let plainInfo = ":2,"
+    static let plainInfoHex = Array("3a322c".utf8)
 
     /// A non-negative decimal of at most 18 digits.
     static func number(_ digits: ArraySlice<UInt8>) -> Int? {
@@ -131,7 +163,9 @@ struct UIDList: Equatable, Sendable {
     func serialized() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(64 + entries.count * 48)
-        out += "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n".utf8
+        out += "\(Self.magic) 1 V\(uidValidity) N\(nextUID)".utf8
+        if let curStamp { out += " C\(curStamp)".utf8 }
+        out.append(UInt8(ascii: "\n"))
         for entry in entries {
             Self.appendDecimal(Int(entry.uid), to: &out)
             out.append(UInt8(ascii: " "))
@@ -143,6 +177,10 @@ struct UIDList: Equatable, Sendable {
             if let xUIDL = entry.xUIDL {
                 out += ",X".utf8
                 if let xUIDL { out += Self.hex(xUIDL).utf8 }
+            }
+            if let info = entry.info {
+                out += ",I".utf8
+                out += Self.hex(info).utf8
             }
             out.append(UInt8(ascii: " "))
             out += entry.baseName.utf8

@@ -16,8 +16,11 @@ struct UIDListTests {
             .init(uid: 4, size: 12, baseName: "no-header", xUIDL: .some(nil)),
         ]
         list.tombstones = ["gone.1", "gone.2"]
+        list.curStamp = 1_795_785_447_123_456_789
+        list.entries[0].info = ":2,S"
+        list.entries[1].info = ""
         let bytes = list.serialized()
-        #expect(String(decoding: bytes, as: UTF8.self).hasPrefix("POSTIE-UIDLIST 1 V1764234863 N9\n1 1532 1764234863.M1P100.host\n3 880,R1764300000 "))
+        #expect(String(decoding: bytes, as: UTF8.self).hasPrefix("POSTIE-UIDLIST 1 V1764234863 N9 C1795785447123456789\n1 1532,I3a322c53 1764234863.M1P100.host\n3 880,R1764300000,I "))
         #expect(try UIDList(parsing: bytes) == list)
     }
 
