@@ -141,3 +141,21 @@ public protocol Maildrop: Sendable {
     /// Releases the lock and deletes nothing (dropped connection, timeout, shutdown).
     func abandon() async
 }
+
+/// A message spooled to a file in its canonical CRLF form (dot-unstuffed, bare LF normalised), ready to store.
+public struct SpooledMessage: Sendable { public let path: String; public let size: Int; public let headerSize: Int; public init(path: String, size: Int, headerSize: Int) { self.path = path; self.size = size; self.headerSize = headerSize } }
+/// Where LMTP and `postie deliver` put mail (RFC 2033): the Maildir store and the PostgreSQL store implement it.
+public protocol MailDelivery: Sendable {
+    /// Whether `user` exists (RCPT TO: 250 or 550 5.1.1).
+    func recipientExists(_ user: String) async throws -> Bool
+    /// Stores the message for each recipient; returns only when each copy is durable. One result per recipient, in order (nil error = delivered).
+    func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?]
+}
+
+/// A maildrop whose exclusive lock can be lost during the session, such as one held by a
+/// database connection that died. Once it is lost the session must end with `-ERR [SYS/TEMP]`
+/// and delete nothing, since another session may already hold the lock (RFC 2449 section 8.1.2).
+public protocol LosableMaildrop: Maildrop {
+    /// nil while the lock is held; the error to end the session with once it is gone.
+    var lockLost: POP3BackendError? { get }
+}
