@@ -207,6 +207,7 @@ public final class PostgresStore: SASLUserDatabase, MailStore, MailDelivery, Sen
     /// commit), or a new one whose chunks are uploaded from the spool file here.
     private func storeBody(_ connection: PostgresConnection, sha256: [UInt8], message: SpooledMessage) async throws -> Int64 {
         let chunkSize = SpoolFile.chunkSize
+        let sha256 = ByteBuffer(bytes: sha256)  // bytea ([UInt8] would bind as "char"[])
         for _ in 0..<10 {
             let inserted = try await connection.query(
                 """

@@ -274,7 +274,7 @@ def test_identical_bodies_are_stored_once_and_collected(pgdb, postie, tmp_path):
     assert r.stdout.count("stored") == 3
     pgdb.import_message(tmp_path / "dots.eml", "alice")  # again: a second message, same body
     assert pgdb.psql("SELECT count(*), sum(refcount) FROM bodies") == "1|4"
-    assert pgdb.psql("SELECT count(DISTINCT uidl) FROM messages") == "4"
+    assert pgdb.psql("SELECT count(DISTINCT (mailbox_id, uidl)) FROM messages") == "4"
     assert pgdb.psql("SELECT size, header_size FROM messages LIMIT 1") == \
         f"{len(canonical_crlf(data))}|{canonical_crlf(data).index(CRLF + CRLF) + 4}"
 
