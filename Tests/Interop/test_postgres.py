@@ -134,6 +134,11 @@ def test_serve_refuses_bad_database_settings(postie_bin, pgdb, tmp_path):
     url = pgdb.server.create_database(name)
     r = serve("--store", "postgres", env_url=url)
     assert r.returncode != 0 and "postie db migrate" in r.stderr, r.stderr
+    env = dict(os.environ, POSTIE_DATABASE_URL=url)
+    r = subprocess.run([str(postie_bin), "config", "check", "--store", "postgres", "--listen", "127.0.0.1:1110"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and "postie db migrate" in r.stderr and "***" in r.stdout, r
+    assert pgdb.server.password not in r.stdout + r.stderr
     pgdb.server.drop_database(name)
 
 
@@ -431,3 +436,22 @@ def test_parallel_deliveries_while_nodes_delete_lose_and_duplicate_nothing(pgdb,
     assert pgdb.psql("SELECT count(*) FROM bodies") == "0"
     note(f"postgres: 30 parallel deliveries while {sessions} sessions on 3 nodes took and deleted them "
          f"({in_use} logins answered [IN-USE])")
+
+
+def test_session_connections_carry_tcp_keepalives(pgdb, postie):
+    """The lock connection has SO_KEEPALIVE with the configured idle time (seen with ss), so a
+    dead database host is noticed in bounded time."""
+    pgdb.add_user(*ALICE)
+    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args() + ["--database-keepalive", "7,3,2"], name="pg")
+    c = POP3Raw(s.host, s.port)
+    c.login(*ALICE)
+    out = subprocess.run(["ss", "-tnoHp", "state", "established", f"( dport = :{pgdb.server.port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    mine = [l for l in out.splitlines() if f"pid={s.pid}," in l]
+    assert mine, f"no connection of pid {s.pid} to the database in:\n{out}"
+    timers = [l[l.index("timer:(keepalive,"):].split(",")[1] for l in mine if "timer:(keepalive," in l]
+    assert timers, f"no keepalive timer on the session's database connection:\n{out}"
+    # e.g. "6.9sec" or "7sec": counting down from TCP_KEEPIDLE, never the kernel's 7200 s default
+    assert all(float(t.rstrip("sec").replace("ms", "")) <= 7 for t in timers if t.endswith("sec")), timers
+    c.ok("QUIT")
+    c.close()
