@@ -53,6 +53,8 @@ def pytest_runtest_makereport(item, call):
     if rep.failed:
         for s in getattr(item, "_postie_servers", []):
             rep.sections.append((f"postie log ({s.name}, {s.log_path})", s.log_tail(60) or "<empty>"))
+        for d in getattr(item, "_dovecot_servers", []):
+            rep.sections.append((f"dovecot log ({d.log_path})", d.output_tail(60) or "<empty>"))
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +189,24 @@ def env_factory(postie, tmp_path):
 @pytest.fixture
 def env(env_factory) -> Env:
     return env_factory()
+
+
+@pytest.fixture
+def dovecot(tmp_path, request):
+    """Starts Dovecot (see dovecotkit.start_dovecot); every instance is stopped and removed at teardown."""
+    from dovecotkit import remove, start_dovecot
+
+    started = []
+    request.node._dovecot_servers = started
+
+    def make(users: dict[str, str], **kw):
+        d = start_dovecot(tmp_path, users, **kw)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        remove(d)
 
 
 @pytest.fixture(scope="session")
