@@ -357,6 +357,12 @@ struct ServerSettings {
                 problem("passwd_file", "\(passwdFile) is readable by every user; make it 0640 or stricter", .warning)
             }
         }
+        if store == .postgres, let file = databaseURLFile {
+            var st = stat()
+            if stat(file, &st) == 0, (st.st_mode & 0o004) != 0 {
+                problem("database_url_file", "\(file) holds a database password and is readable by every user; make it 0600 or 0640", .warning)
+            }
+        }
         if let tls {
             do {
                 let provider = try TLSProvider(settings: tls)

@@ -273,7 +273,7 @@ class PgDatabase:
 
 
 @pytest.fixture
-def pgdb(pg_server, postie_bin, tmp_path, request):
+def pgdb(pg_server, postie_bin, tmp_path):
     name = f"t{next(_pg_counter)}_{os.getpid()}"
     url = pg_server.create_database(name)
     url_file = tmp_path / "database-url"
@@ -282,5 +282,4 @@ def pgdb(pg_server, postie_bin, tmp_path, request):
     db = PgDatabase(pg_server, name, url, url_file, postie_bin)
     db.postie("db", "migrate")
     yield db
-    if not hasattr(request.node, "rep_failed"):
-        pg_server.drop_database(name)
+    pg_server.drop_database(name)

@@ -139,6 +139,11 @@ def test_serve_refuses_bad_database_settings(postie_bin, pgdb, tmp_path):
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1 and "postie db migrate" in r.stderr and "***" in r.stdout, r
     assert pgdb.server.password not in r.stdout + r.stderr
+    # A URL file anyone can read is worth a warning: it holds the password.
+    os.chmod(pgdb.url_file, 0o644)
+    r = subprocess.run([str(postie_bin), "config", "check", "--listen", "127.0.0.1:1110", *pgdb.server_args()],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "readable by every user" in r.stderr, r
     pgdb.server.drop_database(name)
 
 
