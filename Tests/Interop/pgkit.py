@@ -132,6 +132,11 @@ full_page_writes = off
 synchronous_commit = off
 shared_buffers = 64MB
 log_min_messages = warning
+# What docs/postgres.md asks of production servers, so that a dead node's locks go in bounded time.
+tcp_keepalives_idle = 30
+tcp_keepalives_interval = 10
+tcp_keepalives_count = 3
+tcp_user_timeout = 60000
 """)
     log = directory / "postgres.log"
     if os.geteuid() == 0:
