@@ -88,14 +88,58 @@ public final class PostgresStore: SASLUserDatabase, MailStore, MailDelivery, Sen
     }
 
     func lookup(_ name: String) async throws -> UserRow? {
+        let logger = self.logger
         do {
-            let rows = try await client.query("SELECT name, password, home, extra_fields FROM users WHERE name = \(name)", logger: logger)
-            for try await (name, password, home, extra) in rows.decode((String, String, String?, String).self) {
-                return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: Self.parseExtraFields(extra))
+            return try await leased("user lookup") { connection in
+                let rows = try await connection.query("SELECT name, password, home, extra_fields FROM users WHERE name = \(name)", logger: logger)
+                for try await (name, password, home, extra) in rows.decode((String, String, String?, String).self) {
+                    return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: Self.parseExtraFields(extra))
+                }
+                return nil
             }
-            return nil
+        } catch let error as POP3BackendError {
+            throw error
         } catch {
             throw POP3BackendError.temporary("user lookup in \(url): \(databaseErrorText(error))")
+        }
+    }
+
+    private enum LeaseEvent<T: Sendable>: Sendable {
+        case done(T)
+        case deadline
+    }
+
+    /// Runs `body` on a pooled connection. Getting the connection is bounded by the connect
+    /// timeout (the pool keeps retrying an unreachable database, and a login must not wait for
+    /// ever); the work itself is not, so a long delivery can finish.
+    func leased<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let acquired = NIOLockedValueBox(false)
+        let client = self.client
+        let timeout = options.connectTimeout
+        let url = self.url
+        return try await withThrowingTaskGroup(of: LeaseEvent<T>.self) { group in
+            group.addTask {
+                .done(try await client.withConnection { connection in
+                    acquired.withLockedValue { $0 = true }
+                    return try await body(connection)
+                })
+            }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
+                return .deadline
+            }
+            defer { group.cancelAll() }
+            while let event = try await group.next() {
+                switch event {
+                case .done(let value):
+                    return value
+                case .deadline:
+                    if !acquired.withLockedValue({ $0 }) {
+                        throw POP3BackendError.temporary("\(what): no connection to \(url) within \(timeout.nanoseconds / 1_000_000_000) s")
+                    }
+                }
+            }
+            throw POP3BackendError.temporary("\(what): cancelled")
         }
     }
 
@@ -187,15 +231,20 @@ public final class PostgresStore: SASLUserDatabase, MailStore, MailDelivery, Sen
             failAll(.temporary("deliver: spool file \(path) holds \(digest.size) octets, expected \(message.size) (header \(message.headerSize))"))
             return results
         }
+        let names = existing.sorted()
+        let sha256 = digest.sha256
+        let logger = self.logger
         do {
-            try await client.withTransaction(logger: logger) { connection in
-                let bodyID = try await self.storeBody(connection, sha256: digest.sha256, message: message)
-                // Allocate UIDs last, in name order: the mailbox rows stay locked only briefly,
-                // and concurrent deliveries lock them in one order (no deadlock).
-                for name in existing.sorted() {
-                    try await self.insertMessage(connection, mailbox: name, bodyID: bodyID, message: message)
+            try await leased("deliver") { connection in
+                try await connection.withTransaction(logger: logger) { connection in
+                    let bodyID = try await self.storeBody(connection, sha256: sha256, message: message)
+                    // Allocate UIDs last, in name order: the mailbox rows stay locked only
+                    // briefly, and concurrent deliveries lock them in one order (no deadlock).
+                    for name in names {
+                        try await self.insertMessage(connection, mailbox: name, bodyID: bodyID, message: message)
+                    }
+                    try await connection.query("UPDATE bodies SET refcount = refcount + \(names.count) WHERE id = \(bodyID)", logger: logger)
                 }
-                try await connection.query("UPDATE bodies SET refcount = refcount + \(existing.count) WHERE id = \(bodyID)", logger: self.logger)
             }
         } catch {
             failAll(.backend(error, "deliver"))

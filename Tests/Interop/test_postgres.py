@@ -460,3 +460,23 @@ def test_session_connections_carry_tcp_keepalives(pgdb, postie):
     assert all(float(t.rstrip("sec").replace("ms", "")) <= 7 for t in timers if t.endswith("sec")), timers
     c.ok("QUIT")
     c.close()
+
+
+def test_an_unreachable_database_gives_sys_temp(pgdb, postie, tmp_path):
+    """Logins while the database is gone are answered -ERR [SYS/TEMP], and the server stays up."""
+    pgdb.add_user(*ALICE)
+    (tmp_path / "m.eml").write_bytes(b"Subject: hi\n\nbody\n")
+    pgdb.import_message(tmp_path / "m.eml", "alice")
+    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args() + ["--database-connect-timeout", "3"], name="pg")
+    c = POP3Raw(s.host, s.port)
+    c.login(*ALICE)
+    c.ok("QUIT")
+    c.close()
+    pgdb.server.drop_database(pgdb.name)  # WITH (FORCE): every connection to it ends too
+    c = POP3Raw(s.host, s.port, timeout=60)
+    r = c.try_login(*ALICE)
+    assert r.startswith("-ERR [SYS/TEMP]"), r
+    assert c.quit().startswith("+OK"), "the session should go on in AUTHORIZATION"
+    c.close()
+    assert s.alive()
+    assert pgdb.server.password not in s.log_text()
