@@ -480,3 +480,28 @@ def test_an_unreachable_database_gives_sys_temp(pgdb, postie, tmp_path):
     c.close()
     assert s.alive()
     assert pgdb.server.password not in s.log_text()
+
+
+def test_expire_records_first_retrievals_and_deletes_after_the_policy(pgdb, postie, tmp_path):
+    """RFC 2449 EXPIRE with a per-user policy (extra field expire=1): RETR is recorded at QUIT,
+    and a message retrieved more than a day ago is gone at the next login."""
+    pgdb.add_user(*ALICE, extra=["--extra", "expire=1"])
+    msgs = write_messages(tmp_path, 2)
+    for i in range(2):
+        pgdb.import_message(tmp_path / f"m{i}.eml", "alice")
+    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    c = POP3Raw(s.host, s.port)
+    c.login(*ALICE)
+    capa = c.multi("CAPA")[1]
+    assert b"EXPIRE 1" in capa, capa
+    c.retr(1)
+    c.ok("QUIT")
+    c.close()
+    assert pgdb.psql("SELECT uid, retrieved_at IS NOT NULL FROM messages ORDER BY uid") == "1|t\n2|f"
+    pgdb.psql("UPDATE messages SET retrieved_at = now() - interval '25 hours' WHERE uid = 1")
+    c = POP3Raw(s.host, s.port)
+    c.login(*ALICE)
+    assert c.stat() == (1, len(canonical_crlf(msgs[1])))
+    c.ok("QUIT")
+    c.close()
+    assert pgdb.psql("SELECT count(*) FROM bodies") == "1"
