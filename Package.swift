@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "PasswdFile", targets: ["PasswdFile"]),
         .library(name: "SASL", targets: ["SASL"]),
         .library(name: "POP3Client", targets: ["POP3Client"]),
+        .library(name: "LMTPCore", targets: ["LMTPCore"]),
+        .library(name: "LMTPServer", targets: ["LMTPServer"]),
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
     ],
     dependencies: [
@@ -68,6 +70,25 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        /// LMTP (RFC 2033) wire types, parser, reply encoder, message canonicalizer and the
+        /// session state machine: NIOCore only.
+        .target(
+            name: "LMTPCore",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        /// The LMTP listener: connections, spooling, delivery through the MailDelivery seam.
+        .target(
+            name: "LMTPServer",
+            dependencies: [
+                "LMTPCore", "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
         .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
         /// crypt(3) from libxcrypt.
@@ -104,7 +125,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "PostgresStore",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "PostgresStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -121,6 +142,18 @@ let package = Package(
         ),
         .testTarget(name: "POP3CoreTests", dependencies: ["POP3Core"]),
         .testTarget(name: "SASLTests", dependencies: ["SASL"]),
+        .testTarget(name: "LMTPCoreTests", dependencies: ["LMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(
+            name: "LMTPServerTests",
+            dependencies: [
+                "LMTPCore", "LMTPServer", "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "POP3ServerTests",
             dependencies: [

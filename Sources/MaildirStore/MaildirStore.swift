@@ -140,7 +140,11 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
         let lock = try MaildirLock.acquire(path + "/postie.lock")
         do {
-            return try openLocked(path: path, threadPool: threadPool, lock: lock, expireDays: expireDays, commitHook: commitHook)
+            // Deliveries record messages in the index meanwhile; the short index lock keeps
+            // this read-modify-write whole.
+            return try IndexLock.holding(maildir: path) {
+                try openLocked(path: path, threadPool: threadPool, lock: lock, expireDays: expireDays, commitHook: commitHook)
+            }
         } catch {
             lock.release()
             throw error
@@ -353,10 +357,14 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         let updated = index
         do {
             try await threadPool.runIfActive {
-                if indices.isEmpty {
-                    try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
-                } else {
-                    try Self.applyDeletions(path: path, index: updated, fileNames: fileNames, indices: indices, hook: hook)
+                try IndexLock.holding(maildir: path) {
+                    // Messages delivered since login are in the index on disk: keep them.
+                    let merged = Self.mergingDeliveries(into: updated, path: path)
+                    if indices.isEmpty {
+                        try POSIX.writeAtomically(path + "/" + UIDList.fileName, merged.serialized())
+                    } else {
+                        try Self.applyDeletions(path: path, index: merged, fileNames: fileNames, indices: indices, hook: hook)
+                    }
                 }
             }
         } catch let error as POP3BackendError {
@@ -364,6 +372,21 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         } catch {
             throw POP3BackendError.temporary("UPDATE in \(path): \(error)")
         }
+    }
+
+    /// The session's index with the entries that deliveries appended on disk since login
+    /// (see ``UIDList/recordDelivery(maildir:baseName:size:)``). The session's own entries come
+    /// first and in order, so its indices stay valid. Call with the index lock held.
+    static func mergingDeliveries(into snapshot: UIDList, path: String) -> UIDList {
+        // An unreadable index on disk loses nothing: delivered files are indexed at the next open.
+        guard let bytes = try? POSIX.readFile(path + "/" + UIDList.fileName),
+              let onDisk = try? UIDList(parsing: bytes), onDisk.uidValidity == snapshot.uidValidity
+        else { return snapshot }
+        var merged = snapshot
+        let known = Set(snapshot.entries.map(\.baseName))
+        merged.entries += onDisk.entries.filter { !known.contains($0.baseName) && !snapshot.tombstones.contains($0.baseName) }
+        merged.nextUID = max(snapshot.nextUID, onDisk.nextUID)
+        return merged
     }
 
     /// UPDATE (RFC 1939 section 6), atomic: writing the index with tombstones is the commit
@@ -407,6 +430,24 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
     public func abandon() async {
         lock.release()
+    }
+}
+
+/// The short lock on the index, flock(2) on `postie-uidlist.lock`, held for one
+/// read-modify-write of `postie-uidlist`: by a session's login and UPDATE and by each delivery.
+/// Deliveries never take the session lock, so mail arrives while a POP3 session is open, and
+/// the session's list stays the snapshot from its login. Blocking: thread pool only.
+enum IndexLock {
+    static let fileName = "postie-uidlist.lock"
+
+    static func holding<T>(maildir: String, _ body: () throws -> T) throws -> T {
+        let path = maildir + "/" + fileName
+        let fd = try POSIX.open(path, O_RDWR | O_CREAT, mode: 0o600)
+        defer { close(fd) }  // closing the descriptor releases the lock
+        while flock(fd, LOCK_EX) != 0 {
+            if errno != EINTR { throw SystemError(call: "flock", path: path, errno: errno) }
+        }
+        return try body()
     }
 }
 

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The per-Maildir index of UIDs and sizes, kept in the file `postie-uidlist`.
 ///
 /// It makes UIDLs stable for ever (RFC 1939 section 7): each message, keyed by the base of its
@@ -99,5 +105,35 @@ struct UIDList: Equatable, Sendable {
         }
         for name in tombstones.sorted() { text += "D \(name)\n" }
         return Array(text.utf8)
+    }
+}
+
+// MARK: - Delivery
+
+extension UIDList {
+    /// Gives a message just delivered into new/ the next UID, with its size, so its UIDL is
+    /// fixed from delivery on (the session that first lists it keeps that UID).
+    mutating func recordDelivered(baseName: String, size: Int) -> UInt32 {
+        let uid = nextUID
+        entries.append(Entry(uid: uid, size: size, baseName: baseName))
+        nextUID += 1
+        return uid
+    }
+
+    /// Records a delivered message in the Maildir's index: read (or start) it, add the entry,
+    /// replace it atomically. Call with ``IndexLock`` held. A corrupt index is left for the
+    /// next login to handle (the message is indexed then); returns nil in that case.
+    static func recordDelivery(maildir: String, baseName: String, size: Int) throws -> UInt32? {
+        let path = maildir + "/" + fileName
+        var index: UIDList
+        if let bytes = try POSIX.readFile(path) {
+            guard let parsed = try? UIDList(parsing: bytes) else { return nil }
+            index = parsed
+        } else {
+            index = UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil)))
+        }
+        let uid = index.recordDelivered(baseName: baseName, size: size)
+        try POSIX.writeAtomically(path, index.serialized())
+        return uid
     }
 }

@@ -142,14 +142,48 @@ public protocol Maildrop: Sendable {
     func abandon() async
 }
 
-/// A message spooled to a file in its canonical CRLF form (dot-unstuffed, bare LF normalised), ready to store.
-public struct SpooledMessage: Sendable { public let path: String; public let size: Int; public let headerSize: Int; public init(path: String, size: Int, headerSize: Int) { self.path = path; self.size = size; self.headerSize = headerSize } }
-/// Where LMTP and `postie deliver` put mail (RFC 2033): the Maildir store and the PostgreSQL store implement it.
+// MARK: - Delivery (LMTP, `postie deliver`)
+
+/// A message spooled to a file in its canonical CRLF form (dot-unstuffed, bare LF normalised),
+/// ready to store. The caller owns the file and removes it after ``MailDelivery/deliver(_:to:)``
+/// returns.
+public struct SpooledMessage: Sendable {
+    public let path: String
+    /// The file's size: the exact octets POP3 LIST reports and RETR sends (RFC 1939 section 5).
+    public let size: Int
+    /// The octets of the header section, including the empty line that ends it; `size` when
+    /// there is no empty line (RFC 5322 section 2.1).
+    public let headerSize: Int
+
+    public init(path: String, size: Int, headerSize: Int) {
+        self.path = path
+        self.size = size
+        self.headerSize = headerSize
+    }
+}
+
+/// Where LMTP and `postie deliver` put mail (RFC 2033): the Maildir store and the PostgreSQL
+/// store implement it.
 public protocol MailDelivery: Sendable {
     /// Whether `user` exists (RCPT TO: 250 or 550 5.1.1).
     func recipientExists(_ user: String) async throws -> Bool
-    /// Stores the message for each recipient; returns only when each copy is durable. One result per recipient, in order (nil error = delivered).
+    /// Stores the message for each recipient; returns only when each copy is durable. One
+    /// result per recipient, in order (nil error = delivered). A `.sysTemp` (or code-less)
+    /// error means "try again later" (LMTP 451, exit 75), `.sysPerm` a permanent failure.
     func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?]
+}
+
+/// A user database that can look users up by name without a password, for delivery.
+public protocol UserLookup: Sendable {
+    /// The user, or nil if there is no such user. Throws only when the database cannot answer.
+    func lookUpUser(_ name: String) async throws -> AuthenticatedUser?
+}
+
+extension POP3BackendError {
+    /// Delivery to a user the database does not have (LMTP 550 5.1.1, exit 67).
+    public static func noSuchUser(_ name: String) -> POP3BackendError {
+        POP3BackendError(code: .sysPerm, message: "No such user", logDetail: "no such user: \(name)")
+    }
 }
 
 /// A maildrop whose exclusive lock can be lost during the session, such as one held by a

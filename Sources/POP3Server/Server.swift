@@ -313,7 +313,7 @@ public final class POP3Server: Service, Sendable {
     }
 
     /// A short random session id for correlating log lines, like Dovecot's `session=<...>`.
-    static func makeSessionID() -> String {
+    public static func makeSessionID() -> String {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
         var generator = SystemRandomNumberGenerator()
         return String((0..<16).map { _ in alphabet[Int(generator.next() % 64)] })

@@ -242,3 +242,19 @@ extension StoredPassword {
         return secrets
     }
 }
+
+extension PasswdFileDatabase: UserLookup {
+    /// The user named exactly so, for delivery (LMTP RCPT TO, `postie deliver`); no password
+    /// is involved, so nothing here needs to look the same for unknown users.
+    public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
+        let result: Result<AuthenticatedUser?, POP3BackendError> = try await threadPool.runIfActive {
+            do {
+                let snapshot = try self.currentSnapshot()
+                return .success(snapshot.users[name].map { AuthenticatedUser(name: $0.user, home: $0.home, extraFields: $0.extraFields) })
+            } catch {
+                return .failure(.temporary("\(error)"))
+            }
+        }
+        return try result.get()
+    }
+}

@@ -25,7 +25,7 @@ import Glibc
 ///
 /// The shared pool must run while the store is used: run ``run()`` (or add ``client`` to a
 /// service group) beside the server.
-public final class PostgresStore: SASLUserDatabase, MailStore, MailDelivery, Sendable {
+public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailDelivery, Sendable {
     public let url: DatabaseURL
     public let options: PostgresStoreOptions
     /// The shared pool, a swift-service-lifecycle service.
@@ -195,6 +195,10 @@ public final class PostgresStore: SASLUserDatabase, MailStore, MailDelivery, Sen
         try await lookup(user) != nil
     }
 
+    public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
+        try await lookup(name)?.authenticated
+    }
+
     /// Stores the message once and gives each distinct existing recipient a message row, all in
     /// one transaction: when this returns without errors the COMMIT is durable (with
     /// PostgreSQL's default `synchronous_commit = on`). A recipient named twice gets one copy.
@@ -212,7 +216,7 @@ public final class PostgresStore: SASLUserDatabase, MailStore, MailDelivery, Sen
                 if try await lookup(name) != nil {
                     existing.insert(name)
                 } else {
-                    results[i] = POP3BackendError(code: .sysPerm, message: "No such user here.", logDetail: "deliver: no user \(name)")
+                    results[i] = .noSuchUser(name)
                 }
             } catch {
                 results[i] = POP3BackendError.backend(error)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Configuration
+import LMTPServer
 import Logging
 import MaildirStore
 import NIOCore
@@ -88,6 +89,21 @@ struct ServeOptions: ParsableArguments {
 
     @Flag(help: "Enable APOP (RFC 1939 section 7). Off by default: it needs {PLAIN} passwords and rests on MD5.")
     var apop = false
+
+    @Option(name: .customLong("listen-lmtp"), help: ArgumentHelp("An LMTP listener (RFC 2033) for the MTA to deliver into the store; no authentication, so loopback or a trusted network only; repeatable.", valueName: "addr:port"))
+    var listenLMTP: [String] = []
+
+    @Option(name: .customLong("lmtp-max-size"), help: ArgumentHelp("The largest message LMTP accepts, in octets (SIZE, RFC 1870; default 104857600).", valueName: "octets"))
+    var lmtpMaxSize: Int?
+
+    @Option(name: .customLong("lmtp-max-recipients"), help: ArgumentHelp("RCPT TO per LMTP transaction before 452 (default 100).", valueName: "n"))
+    var lmtpMaxRecipients: Int?
+
+    @Option(name: .customLong("lmtp-recipient"), help: ArgumentHelp("Which user an LMTP recipient is: full (the whole address, Dovecot's default), local (the local part) or auto (the whole address if the user exists, else the local part; default).", valueName: "mapping"))
+    var lmtpRecipient: String?
+
+    @Option(name: .customLong("lmtp-spool-dir"), help: ArgumentHelp("Where incoming LMTP messages are spooled while received (default $TMPDIR or /tmp).", valueName: "dir"))
+    var lmtpSpoolDir: String?
 
     @Option(help: ArgumentHelp("Where users and mail live: maildir (--passwd-file and --maildir, the default) or postgres (POSTIE_DATABASE_URL or --database-url-file).", valueName: "store"))
     var store: String?
@@ -203,13 +219,16 @@ struct Serve: AsyncParsableCommand {
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
             let users: any UserDatabase
             let store: any MailStore
+            let delivery: any MailDelivery
             var passwdFile: PasswdFileDatabase?
             switch settings.store {
             case .maildir:
                 let file = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
+                let maildirs = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
                 passwdFile = file
                 users = file
-                store = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
+                store = maildirs
+                delivery = MaildirDelivery(store: maildirs, users: file, logger: logger)
             case .postgres:
                 let url = try DatabaseURLSource.load(file: settings.databaseURLFile)
                 let database = try PostgresStore(url: url, options: settings.database, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
@@ -225,8 +244,15 @@ struct Serve: AsyncParsableCommand {
                 services.append(.init(service: database.client))
                 users = database
                 store = database
+                delivery = database
             }
             let server = POP3Server(configuration: serverConfiguration, userDatabase: users, mailStore: store, logger: logger, metrics: metrics)
+            let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
+                configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
+                delivery: delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
+            )
+            // LMTP first: once the POP3 port answers, every listener is bound.
+            let lmtpBound = try await lmtp?.bind() ?? []
             let bound = try await server.bind()
             if let endpoint = settings.metrics {
                 let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger)
@@ -244,7 +270,8 @@ struct Serve: AsyncParsableCommand {
                     throw ConfigurationError("\(settings.origin("passwd_file")): \(error)")
                 }
             }
-            services.append(.init(service: BoundServer(server: server, bound: bound)))
+            if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
+            if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
             services.append(.init(service: ReloadOnHangup(options: options, server: server, tls: tls, metrics: metrics, logger: logger)))
             let group = ServiceGroup(
                 configuration: .init(
@@ -282,6 +309,29 @@ struct BoundServer: Service {
 
     func run() async throws {
         try await server.serve(bound)
+    }
+}
+
+/// Serves LMTP listeners bound before privileges were dropped.
+struct BoundLMTPServer: Service {
+    let server: LMTPServer
+    let bound: [LMTPServer.BoundListener]
+
+    func run() async throws {
+        try await server.serve(bound)
+    }
+}
+
+extension ServerSettings {
+    func lmtpConfiguration(idleTimeout: TimeAmount) -> LMTPServerConfiguration {
+        LMTPServerConfiguration(
+            listeners: lmtpListeners,
+            maxMessageSize: lmtpMaxSize,
+            maxRecipients: lmtpMaxRecipients,
+            recipientMapping: lmtpRecipient,
+            spoolDirectory: lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory(),
+            idleTimeout: idleTimeout
+        )
     }
 }
 

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Configuration
+import LMTPCore
+import LMTPServer
 import Logging
 import NIOSSL
 import POP3Server
@@ -98,6 +100,12 @@ struct ServerSettings {
     var apop = false
     var loginDelay = 0
     var expire = "NEVER"
+    /// LMTP listeners (RFC 2033); none by default.
+    var lmtpListeners: [POP3ServerConfiguration.Listener] = []
+    var lmtpMaxSize = LMTPServerConfiguration.defaultMaxMessageSize
+    var lmtpMaxRecipients = LMTPLimits.defaultMaxRecipients
+    var lmtpRecipient = RecipientMapping.auto
+    var lmtpSpoolDir: String?
     var store = StoreKind.maildir
     var databaseURLFile: String?
     var database = PostgresStoreOptions()
@@ -149,6 +157,11 @@ struct ServerSettings {
         if let v = flags.metrics { set("metrics", "--metrics", .string(v)) }
         if let v = flags.authMechanisms { set("auth_mechanisms", "--auth-mechanisms", .string(v)) }
         if flags.apop { set("apop", "--apop", .bool(true)) }
+        if !flags.listenLMTP.isEmpty { set("listen_lmtp", "--listen-lmtp", .stringArray(flags.listenLMTP)) }
+        if let v = flags.lmtpMaxSize { set("lmtp_max_size", "--lmtp-max-size", .int(v)) }
+        if let v = flags.lmtpMaxRecipients { set("lmtp_max_recipients", "--lmtp-max-recipients", .int(v)) }
+        if let v = flags.lmtpRecipient { set("lmtp_recipient", "--lmtp-recipient", .string(v)) }
+        if let v = flags.lmtpSpoolDir { set("lmtp_spool_dir", "--lmtp-spool-dir", .string(v)) }
         if let v = flags.store { set("store", "--store", .string(v)) }
         if let v = flags.database.databaseURLFile { set("database_url_file", "--database-url-file", .string(v)) }
         if let v = flags.database.databasePoolSize { set("database_pool_size", "--database-pool-size", .int(v)) }
@@ -200,6 +213,23 @@ struct ServerSettings {
         }
         listenerList("listen", implicitTLS: false)
         listenerList("listen_tls", implicitTLS: true)
+        for text in reader.stringArray(forKey: "listen_lmtp") ?? [] {
+            if let listener = POP3ServerConfiguration.Listener(parsing: text), !listener.proxyProtocol {
+                lmtpListeners.append(listener)
+            } else {
+                problem("listen_lmtp", "'\(text)' is not ADDR:PORT or [IPv6]:PORT, optionally followed by allow=CIDR,... and deny=CIDR,...")
+            }
+        }
+        if let v = positive("lmtp_max_size") { lmtpMaxSize = v }
+        if let v = positive("lmtp_max_recipients") { lmtpMaxRecipients = v }
+        if let text = reader.string(forKey: "lmtp_recipient") {
+            if let mapping = RecipientMapping(rawValue: text.lowercased()) {
+                lmtpRecipient = mapping
+            } else {
+                problem("lmtp_recipient", "'\(text)' must be full, local or auto")
+            }
+        }
+        lmtpSpoolDir = reader.string(forKey: "lmtp_spool_dir")
         passwdFile = reader.string(forKey: "passwd_file")
         maildir = reader.string(forKey: "maildir")
         if let v = positive("idle_timeout") { idleTimeout = v }
@@ -302,8 +332,8 @@ struct ServerSettings {
     }
 
     private mutating func validate() {
-        if listeners.isEmpty && errors.isEmpty {
-            problem("listen", "no listener: give --listen ADDR:PORT or --listen-tls ADDR:PORT")
+        if listeners.isEmpty && lmtpListeners.isEmpty && errors.isEmpty {
+            problem("listen", "no listener: give --listen ADDR:PORT, --listen-tls ADDR:PORT or --listen-lmtp ADDR:PORT")
         }
         if store == .postgres {
             if passwdFile != nil { problem("passwd_file", "not used with store: postgres (users live in the database); remove it") }
@@ -333,6 +363,9 @@ struct ServerSettings {
         }
         if listeners.contains(where: \.proxyProtocol) && trustedProxies.isEmpty {
             problem("listen", "a listener expects the PROXY protocol but no proxy is trusted: give --proxy-from CIDR")
+        }
+        for listener in lmtpListeners where !["127.0.0.1", "::1", "localhost"].contains(listener.host) && (listener.access?.allow.isEmpty ?? true) {
+            problem("listen_lmtp", "\(listener.address): LMTP has no authentication, so whoever can connect can deliver mail; add allow=CIDR for the MTA's address", .warning)
         }
         if requireTLS && tls == nil {
             problem("require_tls", "needs a certificate: give --tls-cert and --tls-key")
@@ -441,6 +474,11 @@ struct ServerSettings {
         lines.append("apop: \(apop)")
         lines.append("login_delay: \(loginDelay)")
         lines.append("expire: \(expire)")
+        lines.append("listen_lmtp: \(list(lmtpListeners.map(spec)))")
+        lines.append("lmtp_max_size: \(lmtpMaxSize)")
+        lines.append("lmtp_max_recipients: \(lmtpMaxRecipients)")
+        lines.append("lmtp_recipient: \(lmtpRecipient.rawValue)")
+        lines.append("lmtp_spool_dir: \(lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory())")
         lines.append("log_level: \(logLevel.rawValue)")
         return lines.joined(separator: "\n")
     }

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import resource
+import smtplib
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -42,9 +43,33 @@ def write_messages(tmp: Path, count: int, seed: int = 2033) -> list[bytes]:
     return out
 
 
-def nodes(postie, pgdb, count: int, prefix: str = "node") -> list:
-    return [postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name=f"{prefix}{chr(65 + i)}")
-            for i in range(count)]
+def nodes(postie, pgdb, count: int, prefix: str = "node", lmtp: bool = False, extra: list[str] | None = None) -> list:
+    """`count` servers on the same database; with `lmtp`, each also has an LMTP listener (`.lmtp_port`)."""
+    out = []
+    for i in range(count):
+        args = pgdb.server_args() + (extra or [])
+        port = free_port()
+        if lmtp:
+            args += ["--listen-lmtp", f"127.0.0.1:{port}"]
+        node = postie.start(passwd=None, maildir=None, extra=args, name=f"{prefix}{chr(65 + i)}")
+        node.lmtp_port = port
+        out.append(node)
+    return out
+
+
+def lmtp_client(node, timeout: float = 120) -> smtplib.LMTP:
+    deadline = time.monotonic() + 10
+    while True:  # the LMTP port is bound just after the POP3 one answers
+        try:
+            c = smtplib.LMTP("127.0.0.1", node.lmtp_port, timeout=timeout)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    code, _ = c.ehlo()
+    assert code == 250
+    return c
 
 
 def lock_holder_pid(pgdb, user: str) -> int | None:
@@ -316,19 +341,42 @@ def test_unknown_recipient_is_refused_and_others_still_get_the_message(pgdb, tmp
 
 
 def test_a_200_mb_message_streams_with_flat_server_memory(pgdb, postie, tmp_path):
-    """Issue 9, (2), the PostgreSQL half: 200 MB in through MailDelivery, out through RETR
-    chunk by chunk; the server never holds it whole."""
+    """Issue 9, (2): a 200 MB message delivered over LMTP (smtplib) into PostgreSQL and
+    retrieved over POP3, byte-exact, while the server's memory stays flat both ways."""
     pgdb.add_user(*ALICE)
     big = write_big_message(tmp_path / "big.eml", target_size=200 * 1024 * 1024, seed=2033)
-    t = time.monotonic()
-    pgdb.import_message(big.path, "alice")
-    stored = time.monotonic() - t
-    import_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10  # MiB, largest child so far
-    assert pgdb.psql("SELECT size FROM messages") == str(big.crlf_size)
-    chunks = pgdb.psql("SELECT count(*) FROM body_chunks")
+    data = big.path.read_bytes().replace(b"\n", b"\r\n")
     big.path.unlink()
+    (s,) = nodes(postie, pgdb, 1, lmtp=True, extra=["--lmtp-max-size", str(300 * 1024 * 1024)])
+    warm = lmtp_client(s)
+    warm.sendmail("sender@example.org", ["alice"], b"Subject: warm-up\r\n\r\nhi\r\n")
+    warm.quit()
+    base_in = rss_kib(s.pid)
+    peak_in = base_in
+    done = threading.Event()
 
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    def sample():
+        nonlocal peak_in
+        while not done.wait(0.2):
+            peak_in = max(peak_in, rss_kib(s.pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    t = time.monotonic()
+    c = lmtp_client(s, timeout=600)
+    try:
+        refused = c.sendmail("sender@example.org", ["alice"], data)
+    finally:
+        done.set()
+        sampler.join()
+    stored = time.monotonic() - t
+    c.quit()
+    del data
+    assert refused == {}, refused
+    assert pgdb.psql("SELECT max(size) FROM messages") == str(big.crlf_size)
+    chunks = pgdb.psql("SELECT count(*) FROM body_chunks")
+    grown_in = (peak_in - base_in) // 1024
+    # The warm-up message is number 1, the big one number 2.
     warm = POP3Raw(s.host, s.port)
     warm.login(*ALICE)
     warm.ok("TOP 1 0")
@@ -340,10 +388,10 @@ def test_a_200_mb_message_streams_with_flat_server_memory(pgdb, postie, tmp_path
 
     c = POP3Raw(s.host, s.port, timeout=120)
     c.login(*ALICE)
-    assert c.stat() == (1, big.crlf_size)
+    assert c.listing("LIST")[2] == str(big.crlf_size)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     t = time.monotonic()
-    c.sendline("RETR 1")
+    c.sendline("RETR 2")
     r = c.reply()
     assert r.startswith("+OK"), r
     h = hashlib.sha256()
@@ -368,33 +416,36 @@ def test_a_200_mb_message_streams_with_flat_server_memory(pgdb, postie, tmp_path
     grown = (peak - base) // 1024
     c.ok("QUIT")
     c.close()
-    note(f"postgres: 200 MB message stored via MailDelivery in {stored:.1f} s ({chunks} chunks of 256 KiB, "
-         f"largest child RSS so far {import_rss} MiB); "
-         f"RETR {size >> 20} MiB in {took:.1f} s; server RSS {base >> 10} MiB before, peak growth {grown} MiB")
+    note(f"postgres: 200 MB message in over LMTP in {stored:.1f} s ({chunks} chunks of 256 KiB), server RSS "
+         f"{base_in >> 10} MiB before, peak growth {grown_in} MiB; RETR {size >> 20} MiB in {took:.1f} s, "
+         f"server RSS {base >> 10} MiB before, peak growth {grown} MiB")
     assert size == big.crlf_size and h.hexdigest() == big.crlf_sha, "RETR of the 200 MB message is not byte-exact"
+    assert grown_in < 64, f"server RSS grew {grown_in} MiB during a 200 MB LMTP delivery: the body is held in memory"
     assert grown < 64, f"server RSS grew {grown} MiB during a 200 MB RETR: the body is not streamed"
 
 
 def test_parallel_deliveries_while_nodes_delete_lose_and_duplicate_nothing(pgdb, postie, tmp_path):
-    """Issue 9, (3), with `postie db import` (MailDelivery) standing in for LMTP: deliveries in
-    parallel processes while sessions on three nodes retrieve and delete. Every message is
-    taken exactly once, and each session's list stays as it was at login."""
-    import threading
-
+    """Issue 9, (3): parallel LMTP deliveries (one client per node) into one mailbox while POP3
+    sessions on the three nodes retrieve and delete. Every message is taken exactly once, and
+    each session's list stays as it was at login."""
     pgdb.add_user(*ALICE)
     msgs = write_messages(tmp_path, 30, seed=3)
     by_hash = {hashlib.sha256(canonical_crlf(m)).hexdigest(): i for i, m in enumerate(msgs)}
-    servers = nodes(postie, pgdb, 3)
+    servers = nodes(postie, pgdb, 3, lmtp=True)
     errors: list[str] = []
 
-    def deliver(files: list[Path]) -> None:
-        for f in files:
-            r = pgdb.import_message(f, "alice", check=False)
-            if r.returncode != 0:
-                errors.append(f"import {f.name}: {r.stderr}")
+    def deliver(node, batch: list[bytes]) -> None:
+        try:
+            c = lmtp_client(node)
+            for m in batch:
+                refused = c.sendmail("sender@example.org", ["alice"], m.replace(b"\n", b"\r\n"))
+                if refused:
+                    errors.append(f"{node.name}: {refused}")
+            c.quit()
+        except Exception as e:  # reported below, not lost in the thread
+            errors.append(f"{node.name}: {e!r}")
 
-    files = [tmp_path / f"m{i}.eml" for i in range(30)]
-    deliverers = [threading.Thread(target=deliver, args=(files[k::3],)) for k in range(3)]
+    deliverers = [threading.Thread(target=deliver, args=(servers[k], msgs[k::3])) for k in range(3)]
     for t in deliverers:
         t.start()
 
@@ -439,7 +490,7 @@ def test_parallel_deliveries_while_nodes_delete_lose_and_duplicate_nothing(pgdb,
         f"lost {sorted(set(range(30)) - set(taken))}, duplicated {sorted(i for i in set(taken) if taken.count(i) > 1)}")
     assert pgdb.psql("SELECT count(*) FROM messages") == "0"
     assert pgdb.psql("SELECT count(*) FROM bodies") == "0"
-    note(f"postgres: 30 parallel deliveries while {sessions} sessions on 3 nodes took and deleted them "
+    note(f"postgres: 30 parallel LMTP deliveries on 3 nodes while {sessions} POP3 sessions took and deleted them "
          f"({in_use} logins answered [IN-USE])")
 
 
@@ -505,3 +556,56 @@ def test_expire_records_first_retrievals_and_deletes_after_the_policy(pgdb, post
     c.ok("QUIT")
     c.close()
     assert pgdb.psql("SELECT count(*) FROM bodies") == "1"
+
+
+def test_lmtp_into_postgres_one_reply_per_recipient_readable_on_every_node(pgdb, postie):
+    """Issue 9, (2): smtplib.LMTP delivers one message to several recipients on node A: one
+    reply per accepted recipient, 550 for an unknown one, the body stored once, and every node
+    serves each copy byte-exact."""
+    users = {"alice": "pw-a", "bob": "pw-b", "carol@example.org": "pw-c"}
+    for u, p in users.items():
+        pgdb.add_user(u, p)
+    a, b, c = nodes(postie, pgdb, 3, lmtp=True)
+    msg = b"From: sender@example.org\r\nSubject: to three\r\n\r\n.dot line\r\nbare LF\nend\r\n"
+    stored = msg.replace(b"bare LF\n", b"bare LF\r\n")
+    l = lmtp_client(a)
+    assert l.mail("sender@example.org")[0] == 250
+    assert l.rcpt("alice")[0] == 250
+    code, text = l.rcpt("nobody")
+    assert code == 550 and b"5.1.1" in text, (code, text)
+    assert l.rcpt("bob")[0] == 250
+    assert l.rcpt("carol@example.org")[0] == 250
+    replies = [l.data(msg)] + [l.getreply() for _ in range(2)]
+    assert [r[0] for r in replies] == [250, 250, 250], replies
+    l.quit()
+    assert pgdb.psql("SELECT count(*), sum(refcount) FROM bodies") == "1|3"
+    for k, node in enumerate((a, b, c)):
+        for u, p in users.items():
+            s = POP3Raw(node.host, node.port, source=f"127.0.3.{k + 1}")
+            s.login(u, p)
+            assert s.retr(1) == stored, f"{u} on {node.name}"
+            s.ok("QUIT")
+            s.close()
+
+
+def test_postie_deliver_into_postgres(pgdb, postie_bin, tmp_path):
+    """`postie deliver --store postgres`: sysexits codes, and the message stored."""
+    pgdb.add_user(*ALICE)
+
+    def deliver(user: str, data: bytes, *args: str, env_url: bool = False) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "POSTIE_DATABASE_URL"}
+        if env_url:
+            env["POSTIE_DATABASE_URL"] = pgdb.url
+        return subprocess.run([str(postie_bin), "deliver", "--user", user, "--store", "postgres", *args],
+                              input=data, capture_output=True, timeout=60, env=env)
+
+    r = deliver("alice", b"From sender@example.org Mon Jan  1 00:00:00 2024\nSubject: piped\n\nbody\n", env_url=True)
+    assert r.returncode == 0, r
+    r = deliver("nobody", b"Subject: x\n\ny\n", "--database-url-file", str(pgdb.url_file))
+    assert r.returncode == 67, r
+    r = deliver("alice", b"Subject: x\n\ny\n")
+    assert r.returncode == 78 and b"POSTIE_DATABASE_URL" in r.stderr, r
+    r = deliver("alice", b"Subject: x\n\ny\n", "--database-url-file", str(pgdb.url_file), "--maildir", "/tmp/%u")
+    assert r.returncode == 64, r
+    piped = b"Subject: piped\r\n\r\nbody\r\n"  # the mbox From line dropped, line ends CRLF
+    assert pgdb.psql("SELECT count(*), max(size) FROM messages") == f"1|{len(piped)}"

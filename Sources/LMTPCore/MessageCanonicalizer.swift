@@ -1,0 +1,191 @@
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Turns a message as it arrives into its canonical form: every line ending CRLF, dot-stuffing
+/// removed, incrementally and in bounded memory whatever the line lengths.
+///
+/// - For LMTP DATA (``Framing/dotTerminated``): a line holding only `.` ends the message; a
+///   leading dot is removed from every other line (RFC 5321 section 4.5.2).
+/// - For `postie deliver` (``Framing/endOfStream``): the message ends with the input; no dots
+///   are removed; a last line without a line end gets one.
+///
+/// A bare LF becomes CRLF (RFC 5321 section 2.3.8 forbids it, but MTAs and scripts send it);
+/// a CR not followed by LF is kept as it is. So a canonical message is read back unchanged by
+/// POP3 RETR, which sends exactly these octets (RFC 1939 section 3).
+public struct MessageCanonicalizer: Sendable {
+    public enum Framing: Sendable { case dotTerminated, endOfStream }
+
+    private enum LineState: Sendable {
+        /// Nothing of the current line seen yet.
+        case start
+        /// A leading `.` seen (LMTP only): the end marker or a stuffed dot.
+        case dot
+        /// `.` CR seen at the start of a line (LMTP only).
+        case dotCR
+        /// Inside a line.
+        case middle
+    }
+
+    public let framing: Framing
+    private var state = LineState.start
+    /// A CR at the end of the last input, not yet known to start a CRLF.
+    private var pendingCR = false
+    /// Content octets of the current line written so far (to find the empty line ending the header).
+    private var currentLineLength = 0
+    /// The canonical octets produced so far.
+    public private(set) var size = 0
+    /// The octets of the header section including the empty line that ends it; the whole
+    /// message while no empty line has been seen (RFC 5322 section 2.1).
+    public private(set) var headerSize: Int?
+    /// True once the end-of-data line was read (LMTP) or ``finish(into:)`` was called.
+    public private(set) var isFinished = false
+
+    public init(framing: Framing) {
+        self.framing = framing
+    }
+
+    /// The header size to record: the whole message when it has no body.
+    public var effectiveHeaderSize: Int { headerSize ?? size }
+
+    /// Appends the canonical form of the input to `output` and returns how many input octets it
+    /// consumed: all of them, unless the end-of-data line came first (the octets after it are
+    /// the next commands).
+    public mutating func process(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer) -> Int {
+        precondition(!isFinished, "input after the end of the message")
+        guard !input.isEmpty else { return 0 }
+        var consumed = 0
+        // Each input octet gives at most two output octets (LF -> CRLF), plus a held-back CR.
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: 2 * input.count + 1) { out in
+            var writer = Writer(base: out.baseAddress!)
+            consumed = run(input, &writer)
+            return writer.count
+        }
+        return consumed
+    }
+
+    /// Writes into memory reserved by ``process(_:into:)``; raw copies keep the per-line cost low.
+    private struct Writer {
+        let base: UnsafeMutableRawPointer
+        var count = 0
+
+        mutating func write(_ byte: UInt8) {
+            base.storeBytes(of: byte, toByteOffset: count, as: UInt8.self)
+            count += 1
+        }
+
+        mutating func write(_ bytes: UnsafeRawBufferPointer) {
+            guard !bytes.isEmpty else { return }
+            (base + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            count += bytes.count
+        }
+    }
+
+    private mutating func run(_ input: UnsafeRawBufferPointer, _ output: inout Writer) -> Int {
+        let count = input.count
+        var i = 0
+        while i < count {
+            switch state {
+            case .start:
+                if framing == .dotTerminated && input[i] == UInt8(ascii: ".") {
+                    state = .dot
+                    i += 1
+                } else {
+                    state = .middle
+                }
+            case .dot:
+                let byte = input[i]
+                if byte == UInt8(ascii: "\n") {
+                    finishMessage()
+                    return i + 1
+                } else if byte == UInt8(ascii: "\r") {
+                    state = .dotCR
+                    i += 1
+                } else {
+                    state = .middle  // a stuffed dot: dropped
+                }
+            case .dotCR:
+                if input[i] == UInt8(ascii: "\n") {
+                    finishMessage()
+                    return i + 1
+                }
+                // `.` CR then something else: the dot was stuffing, the CR is content.
+                content(UInt8(ascii: "\r"), &output)
+                state = .middle
+            case .middle:
+                if pendingCR {
+                    pendingCR = false
+                    if input[i] == UInt8(ascii: "\n") {
+                        endLine(&output)
+                        i += 1
+                        continue
+                    }
+                    content(UInt8(ascii: "\r"), &output)
+                }
+                let start = input.baseAddress! + i
+                let remaining = count - i
+                if let found = memchr(start, Int32(UInt8(ascii: "\n")), remaining) {
+                    let lf = start.distance(to: UnsafeRawPointer(found))
+                    var contentEnd = lf
+                    if lf > 0 && input[i + lf - 1] == UInt8(ascii: "\r") { contentEnd -= 1 }
+                    content(UnsafeRawBufferPointer(start: start, count: contentEnd), &output)
+                    endLine(&output)
+                    i += lf + 1
+                } else {
+                    var contentEnd = remaining
+                    if input[count - 1] == UInt8(ascii: "\r") {
+                        contentEnd -= 1
+                        pendingCR = true
+                    }
+                    content(UnsafeRawBufferPointer(start: start, count: contentEnd), &output)
+                    i = count
+                }
+            }
+        }
+        return count
+    }
+
+    /// The end of input for ``Framing/endOfStream``: completes an unterminated last line.
+    public mutating func finish(into output: inout ByteBuffer) {
+        precondition(framing == .endOfStream)
+        if pendingCR || state != .start {
+            pendingCR = false
+            output.writeWithUnsafeMutableBytes(minimumWritableBytes: 2) { out in
+                var writer = Writer(base: out.baseAddress!)
+                endLine(&writer)
+                return writer.count
+            }
+        }
+        finishMessage()
+    }
+
+    private mutating func content(_ byte: UInt8, _ output: inout Writer) {
+        output.write(byte)
+        size += 1
+        currentLineLength += 1
+    }
+
+    private mutating func content(_ bytes: UnsafeRawBufferPointer, _ output: inout Writer) {
+        output.write(bytes)
+        size += bytes.count
+        currentLineLength += bytes.count
+    }
+
+    private mutating func endLine(_ output: inout Writer) {
+        output.write(UInt8(ascii: "\r"))
+        output.write(UInt8(ascii: "\n"))
+        size += 2
+        if headerSize == nil && currentLineLength == 0 { headerSize = size }
+        currentLineLength = 0
+        state = .start
+    }
+
+    private mutating func finishMessage() {
+        isFinished = true
+        if headerSize == nil { headerSize = size }
+    }
+}

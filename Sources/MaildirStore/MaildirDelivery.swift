@@ -1,0 +1,165 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import POP3Server
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Delivers mail into users' Maildirs for LMTP and `postie deliver`.
+///
+/// Each copy is written to `tmp/`, fsynced, renamed into `new/` and the directory fsynced
+/// (the Maildir protocol), then recorded with its UID and size in `postie-uidlist` under the
+/// short index lock. Only then is it reported delivered. Files keep the canonical CRLF bytes,
+/// as Dovecot writes them with `mail_save_crlf = yes`, so RETR sends them unchanged; the name
+/// is Dovecot's, `<time>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<size>`.
+public struct MaildirDelivery: MailDelivery {
+    public let store: MaildirStore
+    public let users: any UserLookup
+    let logger: Logger
+
+    public init(store: MaildirStore, users: any UserLookup, logger: Logger = Logger(label: "postie.deliver")) {
+        self.store = store
+        self.users = users
+        self.logger = logger
+    }
+
+    public func recipientExists(_ user: String) async throws -> Bool {
+        try await users.lookUpUser(user) != nil
+    }
+
+    public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?] {
+        var results: [POP3BackendError?] = []
+        for name in recipients {
+            do {
+                guard let user = try await users.lookUpUser(name) else {
+                    results.append(.noSuchUser(name))
+                    continue
+                }
+                guard let maildir = store.path(for: user) else {
+                    results.append(.permanent("no usable Maildir path for user \(name) from template \(store.template)"))
+                    continue
+                }
+                let uid = try await store.threadPool.runIfActive {
+                    try Self.deliverBlocking(message, into: maildir)
+                }
+                if uid == nil {
+                    logger.warning("deliver(\(name)): \(maildir)/postie-uidlist is corrupt; the message is in new/ and is indexed at the next login")
+                }
+                results.append(nil)
+            } catch let error as POP3BackendError {
+                results.append(error)
+            } catch let error as SystemError {
+                results.append(Self.backendError(error, user: name))
+            } catch {
+                results.append(.temporary("deliver to \(name): \(error)"))
+            }
+        }
+        return results
+    }
+
+    /// A failed system call as the sender should see it: missing permissions or a file in the
+    /// way need an administrator (permanent); anything else, a full disk included, is worth
+    /// retrying.
+    static func backendError(_ error: SystemError, user: String) -> POP3BackendError {
+        switch error.errno {
+        case EACCES, EPERM, EROFS, ENOTDIR, EISDIR, ELOOP, ENAMETOOLONG:
+            return POP3BackendError(code: .sysPerm, message: "Cannot create the mailbox", logDetail: "deliver to \(user): \(error)")
+        case ENOSPC, EDQUOT:
+            return POP3BackendError(code: .sysTemp, message: "Insufficient system storage, try again later", logDetail: "deliver to \(user): \(error)")
+        default:
+            return POP3BackendError(code: .sysTemp, message: "Temporary failure storing the message, try again later", logDetail: "deliver to \(user): \(error)")
+        }
+    }
+
+    /// Writes one copy durably into the Maildir; returns its UID (nil if the index could not be
+    /// updated, in which case the next login indexes it). Blocking: thread pool only.
+    static func deliverBlocking(_ message: SpooledMessage, into maildir: String) throws -> UInt32? {
+        for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(maildir + "/" + sub) }
+        let base = MaildirName.unique(size: message.size)
+        let temporary = maildir + "/tmp/" + base
+        let final = maildir + "/new/" + base
+        do {
+            try copy(message, to: temporary)
+            return try IndexLock.holding(maildir: maildir) {
+                try POSIX.rename(temporary, final)
+                try POSIX.fsyncDirectory(maildir + "/new")
+                // From here the message is durable: an index failure only delays its UID.
+                return try? UIDList.recordDelivery(maildir: maildir, baseName: base, size: message.size)
+            }
+        } catch {
+            try? POSIX.unlinkIfPresent(temporary)
+            throw error
+        }
+    }
+
+    /// Copies the spool file to `target` (a new file) and fsyncs it.
+    static func copy(_ message: SpooledMessage, to target: String) throws {
+        let source = try POSIX.open(message.path, O_RDONLY)
+        defer { close(source) }
+        let fd = try POSIX.open(target, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        var closed = false
+        defer { if !closed { close(fd) } }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var copied = 0
+        while true {
+            let n = read(source, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(call: "read", path: message.path, errno: errno)
+            }
+            if n == 0 { break }
+            var offset = 0
+            while offset < n {
+                let written = write(fd, buffer.baseAddress! + offset, n - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError(call: "write", path: target, errno: errno)
+                }
+                offset += written
+            }
+            copied += n
+        }
+        guard copied == message.size else {
+            throw POP3BackendError.temporary("spool file \(message.path) has \(copied) octets, expected \(message.size)")
+        }
+        try POSIX.fsync(fd, path: target)
+        closed = true
+        try POSIX.check(close(fd), "close", target)
+    }
+}
+
+/// Unique Maildir file names as Dovecot makes them (see https://cr.yp.to/proto/maildir.html).
+enum MaildirName {
+    private static let counter = NIOLockedValueBox<UInt64>(0)
+
+    /// `<seconds>.M<microseconds>P<pid>Q<n>.<host>,S=<size>,W=<size>`: the file is CRLF, so
+    /// its size on disk and its CRLF size are the same.
+    static func unique(size: Int) -> String {
+        var now = timeval()
+        gettimeofday(&now, nil)
+        let n = counter.withLockedValue { $0 += 1; return $0 }
+        return "\(now.tv_sec).M\(now.tv_usec)P\(getpid())Q\(n).\(host),S=\(size),W=\(size)"
+    }
+
+    /// The host name with `/` and `:` written as `\057` and `\072`, as the Maildir spec says.
+    static let host: String = {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        let raw = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var escaped = ""
+        for c in raw {
+            switch c {
+            case "/": escaped += "\\057"
+            case ":": escaped += "\\072"
+            default: escaped.append(c)
+            }
+        }
+        return escaped.isEmpty ? "localhost" : escaped
+    }()
+}
