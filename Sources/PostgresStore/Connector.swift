@@ -41,6 +41,7 @@ struct Connector: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let tls: PostgresConnection.Configuration.TLS
+    /// Ids of the connections opened here (for postgres-nio's log metadata), apart from the pool's.
     private let nextID = NIOLockedValueBox(1_000_000)
 
     init(url: DatabaseURL, options: PostgresStoreOptions, eventLoopGroup: any EventLoopGroup, logger: Logger) throws {

@@ -78,7 +78,7 @@ struct DatabaseCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Store message files in users' PostgreSQL mailboxes.",
             discussion: """
-            Each FILE is one message as a Maildir or mbox-less spool holds it (LF or CRLF line ends); \
+            Each FILE is one message as a Maildir file holds it (LF or CRLF line ends); \
             it is stored in its canonical CRLF form for every --user, in one transaction, with the \
             same deduplication and UIDs as a delivery. Use it to move mail from Maildirs: \
             `postie db import --user alice ~alice/Maildir/cur/*`.
@@ -139,7 +139,8 @@ struct DatabaseCommand: AsyncParsableCommand {
 }
 
 /// Writes a message file's canonical CRLF form to a private temporary file, counting its size
-/// and header size, on a thread pool.
+/// and header size, on a thread pool. The conversion is the Maildir store's (CRLFNormalizer), so
+/// an imported message is stored as exactly the octets the Maildir store served for the file.
 enum MessageSpool {
     static func canonicalize(_ path: String) async throws -> SpooledMessage {
         try await NIOThreadPool.singleton.runIfActive { try canonicalizeBlocking(path) }
