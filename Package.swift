@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "MaildirStore",
             dependencies: [
-                "POP3Core", "POP3Server",
+                "POP3Core", "POP3Server", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -87,6 +87,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        /// `postie migrate`: copy POP3 mailboxes into Maildirs keeping UIDLs, compare two servers.
+        .target(
+            name: "Migration",
+            dependencies: [
+                "POP3Client", "POP3Core", "MaildirStore", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
@@ -125,7 +135,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "PostgresStore",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "PostgresStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -185,6 +195,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
         .testTarget(
             name: "PasswdFileTests",
             dependencies: ["PasswdFile", "POP3Server", "SASL", .product(name: "Logging", package: "swift-log")]

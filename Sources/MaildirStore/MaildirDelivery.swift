@@ -89,6 +89,15 @@ public struct MaildirDelivery: MailDelivery {
                 try POSIX.rename(temporary, final)
                 try POSIX.fsyncDirectory(maildir + "/new")
                 // From here the message is durable: an index failure only delays its UID.
+                // A Dovecot Maildir gets Dovecot's next UID in dovecot-uidlist (under Dovecot's
+                // lock), so both servers serve it with the same UIDL.
+                let dovecot: [UInt32]?
+                do {
+                    dovecot = try MaildirIndex.recordDelivered(maildir: maildir, [.init(baseName: base, virtualSize: message.size)])
+                } catch {
+                    return nil
+                }
+                if let dovecot { return dovecot.first }
                 return try? UIDList.recordDelivery(maildir: maildir, baseName: base, size: message.size)
             }
         } catch {

@@ -37,8 +37,15 @@ public struct MaildirStore: MailStore {
     /// session, which the session itself does.
     public var expireDays: Int?
 
-    public init(template: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.maildir"), expireDays: Int? = nil) {
+    /// How messages get their UIDLs (`pop3_uidl_format`, `pop3_reuse_xuidl`).
+    public var uidl: UIDLSettings
+
+    public init(
+        template: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.maildir"),
+        expireDays: Int? = nil, uidl: UIDLSettings = UIDLSettings()
+    ) {
         self.template = template
+        self.uidl = uidl
         self.expireDays = expireDays
         self.threadPool = threadPool
         self.logger = logger
@@ -91,9 +98,10 @@ public struct MaildirStore: MailStore {
         if let userPolicy = user.expire { days = userPolicy.uppercased() == "NEVER" ? nil : Int(userPolicy) }
         days = days.map { min(max($0, 0), 36_500) }
         let expire = days
+        let uidlSettings = uidl
         do {
             return try await threadPool.runIfActive {
-                try MaildirMaildrop.open(path: path, threadPool: pool, expireDays: expire, commitHook: hook)
+                try MaildirMaildrop.open(path: path, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings, commitHook: hook)
             }
         } catch let error as POP3BackendError {
             throw error
@@ -134,7 +142,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     /// Locks the Maildir, finishes an interrupted UPDATE, moves new/ to cur/, assigns UIDs to
     /// new messages and persists them before anyone can see them. Blocking: thread pool only.
     static func open(
-        path: String, threadPool: NIOThreadPool, expireDays: Int? = nil,
+        path: String, threadPool: NIOThreadPool, expireDays: Int? = nil, uidlSettings: UIDLSettings = UIDLSettings(),
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
@@ -143,7 +151,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             // Deliveries record messages in the index meanwhile; the short index lock keeps
             // this read-modify-write whole.
             return try IndexLock.holding(maildir: path) {
-                try openLocked(path: path, threadPool: threadPool, lock: lock, expireDays: expireDays, commitHook: commitHook)
+                try openLocked(path: path, threadPool: threadPool, lock: lock, expireDays: expireDays, uidlSettings: uidlSettings, commitHook: commitHook)
             }
         } catch {
             lock.release()
@@ -152,12 +160,13 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     }
 
     private static func openLocked(
-        path: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?,
+        path: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?, uidlSettings: UIDLSettings,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         let indexPath = path + "/" + UIDList.fileName
         var index: UIDList
         var changed = false
+        var dovecotRecords: [String: DovecotUIDList.Record] = [:]
         if let bytes = try POSIX.readFile(indexPath) {
             do {
                 index = try UIDList(parsing: bytes)
@@ -212,27 +221,58 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         var fileForBase: [String: String] = [:]
         for name in curNames { fileForBase[baseName(name)] = name }
         var entries: [UIDList.Entry] = []
-        var known = Set<String>()
-        for entry in index.entries {
-            if fileForBase[entry.baseName] != nil {
-                entries.append(entry)
-                known.insert(entry.baseName)
-            } else {
-                changed = true  // gone: expunged by another program
+        // Where Dovecot's dovecot-uidlist exists it decides UIDs and UIDVALIDITY; else ours does.
+        let dovecot: DovecotUIDList?
+        do {
+            dovecot = try DovecotUIDList.read(maildir: path)
+        } catch let error as DovecotUIDList.ParseError {
+            throw POP3BackendError.temporary("\(path)/\(DovecotUIDList.fileName): \(error); fix or remove it (Dovecot rebuilds it, with new UIDLs)")
+        }
+        if let dovecot {
+            let synced = try syncDovecotUIDList(path: path, list: dovecot, fileForBase: fileForBase)
+            let cached = Dictionary(index.entries.map { ($0.baseName, $0) }, uniquingKeysWith: { a, _ in a })
+            var seen = Set<String>()
+            for record in synced.records.reversed() where fileForBase[record.baseName] != nil && !seen.contains(record.baseName) {
+                seen.insert(record.baseName)
+                let name = fileForBase[record.baseName]!
+                // Dovecot's POP3 sizes are its virtual sizes: W= in the name, else the W field.
+                let fromName: Int? = (try? sizeFromName(name)) ?? nil
+                let size = fromName ?? record["W"].flatMap { Int($0) } ?? 0
+                let old = cached[record.baseName]
+                let xUIDL: String?? = old == nil ? nil : old!.xUIDL
+                entries.append(UIDList.Entry(uid: record.uid, size: size, baseName: record.baseName, retrievedAt: old?.retrievedAt, xUIDL: xUIDL))
+            }
+            entries.reverse()
+            if index.uidValidity != synced.uidValidity || index.nextUID != synced.nextUID || index.entries != entries { changed = true }
+            index.uidValidity = synced.uidValidity
+            index.nextUID = synced.nextUID
+            dovecotRecords = synced.recordsByBaseName
+        } else {
+            var known = Set<String>()
+            for entry in index.entries {
+                if fileForBase[entry.baseName] != nil {
+                    entries.append(entry)
+                    known.insert(entry.baseName)
+                } else {
+                    changed = true  // gone: expunged by another program
+                }
+            }
+            // New messages get UIDs in delivery order (Maildir names start with the time).
+            let fresh = sortedByDelivery(fileForBase.keys.filter { !known.contains($0) })
+            for base in fresh {
+                let file = path + "/cur/" + fileForBase[base]!
+                let size = try canonicalSize(of: file, hint: sizeFromName(fileForBase[base]!))
+                entries.append(UIDList.Entry(uid: index.nextUID, size: size, baseName: base))
+                index.nextUID += 1
+                changed = true
             }
         }
-        // New messages get UIDs in delivery order (Maildir names start with the time).
-        let fresh = fileForBase.keys.filter { !known.contains($0) }.sorted { a, b in
-            let ta = Int(a.prefix { $0.isNumber }) ?? 0
-            let tb = Int(b.prefix { $0.isNumber }) ?? 0
-            return ta != tb ? ta < tb : a < b
-        }
-        for base in fresh {
-            let file = path + "/cur/" + fileForBase[base]!
-            let size = try canonicalSize(of: file, hint: sizeFromName(fileForBase[base]!))
-            entries.append(UIDList.Entry(uid: index.nextUID, size: size, baseName: base))
-            index.nextUID += 1
-            changed = true
+        // pop3_reuse_xuidl: read each message's X-UIDL header once and cache it.
+        if uidlSettings.reuseXUIDL {
+            for i in entries.indices where entries[i].xUIDL == nil && dovecotRecords[entries[i].baseName]?["P"] == nil {
+                entries[i].xUIDL = .some(try readXUIDLHeader(path + "/cur/" + fileForBase[entries[i].baseName]!))
+                changed = true
+            }
         }
         index.entries = entries
         if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
@@ -254,7 +294,13 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
         return MaildirMaildrop(
             path: path,
-            messages: entries.map { MessageInfo(uid: index.uidl(for: $0.uid), size: $0.size) },
+            messages: entries.map { entry in
+                let record = dovecotRecords[entry.baseName]
+                let uidl = uidlSettings.uidl(
+                    uid: entry.uid, uidValidity: index.uidValidity, baseName: entry.baseName, record: record,
+                    dovecotMode: dovecot != nil, xUIDL: entry.xUIDL ?? nil)
+                return MessageInfo(uid: uidl, size: entry.size)
+            },
             fileNames: fileNames,
             index: index,
             threadPool: threadPool,
@@ -262,6 +308,68 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             recordsRetrievals: expireDays != nil,
             commitHook: commitHook
         )
+    }
+
+    /// Base names in delivery order: Maildir names start with the delivery time.
+    static func sortedByDelivery(_ bases: some Sequence<String>) -> [String] {
+        bases.sorted { a, b in
+            let ta = Int(a.prefix { $0.isNumber }) ?? 0
+            let tb = Int(b.prefix { $0.isNumber }) ?? 0
+            return ta != tb ? ta < tb : a < b
+        }
+    }
+
+    /// Brings `dovecot-uidlist` up to date with the files in cur/, as Dovecot's own sync
+    /// would: each file it does not list gets the next UID, and each listed file without a
+    /// `W=` in its name gets its virtual size as a `W` field (Dovecot's POP3 sizes). Records
+    /// of files that are gone are left for Dovecot to drop. Written only when something is
+    /// new, under Dovecot's dotlock. Blocking.
+    static func syncDovecotUIDList(path: String, list: DovecotUIDList, fileForBase: [String: String]) throws -> DovecotUIDList {
+        func needsWork(_ list: DovecotUIDList) -> [String] {
+            let byBase = list.recordsByBaseName
+            return fileForBase.compactMap { base, name in
+                guard let record = byBase[base] else { return base }
+                return ((try? sizeFromName(name)) ?? nil) == nil && record["W"].flatMap({ Int($0) }) == nil ? base : nil
+            }
+        }
+        let pending = needsWork(list)
+        guard !pending.isEmpty else { return list }
+        var virtualSizes: [String: Int] = [:]
+        for base in pending where ((try? sizeFromName(fileForBase[base]!)) ?? nil) == nil {
+            virtualSizes[base] = try dovecotVirtualSize(of: path + "/cur/" + fileForBase[base]!)
+        }
+        return try DovecotUIDList.update(maildir: path, initial: { list }) { current in
+            let byBase = current.recordsByBaseName
+            for base in sortedByDelivery(needsWork(current)) {
+                let w = virtualSizes[base].map { [(key: UInt8(ascii: "W"), value: String($0))] } ?? []
+                if let record = byBase[base] {
+                    if let size = virtualSizes[base] { current.update(uid: record.uid) { $0["W"] = String(size) } }
+                } else {
+                    current.append(baseName: base, fields: w)
+                }
+            }
+            return current
+        }
+    }
+
+    /// Dovecot's virtual size: the octets with every bare LF counted as CRLF, and no line end
+    /// added at the end (unlike RETR, which ends an unterminated last line).
+    static func dovecotVirtualSize(of file: String) throws -> Int {
+        let fd = try POSIX.open(file, O_RDONLY)
+        defer { close(fd) }
+        var counter = CanonicalSizeCounter()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(call: "read", path: file, errno: errno)
+            }
+            if n == 0 { break }
+            counter.add(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        return counter.size
     }
 
     /// Whether a directory entry is a message: not hidden, and no line breaks (which could
@@ -462,10 +570,18 @@ final class MaildirLock: Sendable {
         self.fd = NIOLockedValueBox(fd)
     }
 
-    static func acquire(_ path: String) throws -> MaildirLock {
+    /// Takes the lock, waiting up to `seconds` for another holder to let go (0: not at all,
+    /// throwing ``POP3BackendError/inUse``). Blocking.
+    static func acquire(_ path: String, waitingUpTo seconds: Double = 0) throws -> MaildirLock {
         let fd = try POSIX.open(path, O_RDWR | O_CREAT, mode: 0o600)
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+        var waited = 0.0
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
+            if code == EWOULDBLOCK && waited < seconds {
+                usleep(100_000)
+                waited += 0.1
+                continue
+            }
             close(fd)
             if code == EWOULDBLOCK { throw POP3BackendError.inUse }
             throw SystemError(call: "flock", path: path, errno: code)

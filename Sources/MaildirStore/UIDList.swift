@@ -9,7 +9,8 @@ import Darwin
 /// It makes UIDLs stable for ever (RFC 1939 section 7): each message, keyed by the base of its
 /// Maildir file name (the part before `:2,`, which never changes when flags do or when it moves
 /// from new/ to cur/), gets the next UID once, and UIDs are never reused because `nextUID` only
-/// grows. The UIDL sent is Dovecot's default `%08Xu%08Xv`: UID and UIDVALIDITY in hex.
+/// grows. Without a `pop3_uidl_format` the UIDL sent is UID and UIDVALIDITY in upper-case hex
+/// (``uidl(for:)``), as Postie has always sent it.
 ///
 /// The file also records tombstones: base names whose deletion was committed by a QUIT. The
 /// index is replaced atomically, so writing it is the commit point of UPDATE; unlinking the
@@ -21,8 +22,13 @@ import Darwin
 ///     1 1532 1764234863.M1P100.host
 ///     3 880,R1764300000 1764234900.M5P120.host
 ///
-/// `,R<time>` records when a message was first retrieved, for EXPIRE (RFC 2449 section 6.7).
-///     D 1764234870.M2P101.host
+/// `,R<time>` records when a message was first retrieved, for EXPIRE (RFC 2449 section 6.7);
+/// `,X<hex>` caches the message's `X-UIDL:` header in hex (`,X` alone: it has none), read
+/// once for `pop3_reuse_xuidl`. Readers ignore fields they do not know.
+///
+/// Where the Maildir also holds Dovecot's `dovecot-uidlist`, that file is the source of truth
+/// for UIDs and UIDVALIDITY (see ``DovecotUIDList``); this one then mirrors them and keeps what
+/// Dovecot has no place for: tombstones, retrieval times and the X-UIDL cache.
 struct UIDList: Equatable, Sendable {
     struct Entry: Equatable, Sendable {
         var uid: UInt32
@@ -31,6 +37,8 @@ struct UIDList: Equatable, Sendable {
         var baseName: String
         /// When the message was first retrieved by RETR (seconds since 1970), for EXPIRE.
         var retrievedAt: Int? = nil
+        /// The `X-UIDL:` header: nil if not read yet, `.some(nil)` if the message has none.
+        var xUIDL: String?? = nil
     }
 
     static let fileName = "postie-uidlist"
@@ -49,7 +57,7 @@ struct UIDList: Equatable, Sendable {
         self.tombstones = []
     }
 
-    /// The UIDL string for a UID: `%08X%08X` of UID and UIDVALIDITY, as Dovecot sends by default.
+    /// Postie's own UIDL for a UID: UID and UIDVALIDITY in upper-case hex (`%08XUu%08XUv`).
     func uidl(for uid: UInt32) -> String {
         Self.hex8(uid) + Self.hex8(uidValidity)
     }
@@ -90,10 +98,15 @@ struct UIDList: Equatable, Sendable {
                 throw ParseError(line: number)
             }
             var retrievedAt: Int?
-            for field in sizeFields.dropFirst() where field.hasPrefix("R") {
-                retrievedAt = Int(field.dropFirst())
+            var xUIDL: String?? = nil
+            for field in sizeFields.dropFirst() {
+                if field.hasPrefix("R") { retrievedAt = Int(field.dropFirst()) }
+                if field.hasPrefix("X") {
+                    let hex = field.dropFirst()
+                    xUIDL = .some(hex.isEmpty ? nil : Self.unhex(hex))
+                }
             }
-            entries.append(Entry(uid: uid, size: size, baseName: String(parts[2]), retrievedAt: retrievedAt))
+            entries.append(Entry(uid: uid, size: size, baseName: String(parts[2]), retrievedAt: retrievedAt, xUIDL: xUIDL))
         }
     }
 
@@ -101,10 +114,38 @@ struct UIDList: Equatable, Sendable {
         var text = "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n"
         for entry in entries {
             let retrieved = entry.retrievedAt.map { ",R\($0)" } ?? ""
-            text += "\(entry.uid) \(entry.size)\(retrieved) \(entry.baseName)\n"
+            let xUIDL = entry.xUIDL.map { ",X" + ($0.map(Self.hex) ?? "") } ?? ""
+            text += "\(entry.uid) \(entry.size)\(retrieved)\(xUIDL) \(entry.baseName)\n"
         }
         for name in tombstones.sorted() { text += "D \(name)\n" }
         return Array(text.utf8)
+    }
+
+    static func hex(_ text: String) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: text.utf8.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
+    }
+
+    static func unhex(_ hex: Substring) -> String? {
+        let bytes = Array(hex.utf8)
+        guard bytes.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            guard let hi = hexValue(bytes[i]), let lo = hexValue(bytes[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }
 

@@ -6,7 +6,7 @@ struct Postie: AsyncParsableCommand {
         commandName: "postie",
         abstract: "A POP3 server and the tools around it.",
         version: "0.1.0",
-        subcommands: [Serve.self, ConfigCommand.self, UserCommand.self, PasswordCommand.self, Deliver.self, DatabaseCommand.self]
+        subcommands: [Serve.self, ConfigCommand.self, UserCommand.self, PasswordCommand.self, Deliver.self, MigrateCommand.self, DatabaseCommand.self]
     )
 }
 

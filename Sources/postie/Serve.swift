@@ -104,6 +104,11 @@ struct ServeOptions: ParsableArguments {
 
     @Option(name: .customLong("lmtp-spool-dir"), help: ArgumentHelp("Where incoming LMTP messages are spooled while received (default $TMPDIR or /tmp).", valueName: "dir"))
     var lmtpSpoolDir: String?
+    @Option(name: .customLong("pop3-uidl-format"), help: ArgumentHelp("UIDLs as Dovecot's pop3_uidl_format makes them: %u UID, %v UIDVALIDITY, %f file name, %g GUID, e.g. %08Xu%08Xv (Dovecot's default); see docs/migration.md.", valueName: "format"))
+    var pop3UIDLFormat: String?
+
+    @Flag(name: .customLong("pop3-reuse-xuidl"), help: "Use a message's X-UIDL: header as its UIDL when it has one (Dovecot's pop3_reuse_xuidl).")
+    var pop3ReuseXUIDL = false
 
     @Option(help: ArgumentHelp("Where users and mail live: maildir (--passwd-file and --maildir, the default) or postgres (POSTIE_DATABASE_URL or --database-url-file).", valueName: "store"))
     var store: String?
@@ -224,7 +229,9 @@ struct Serve: AsyncParsableCommand {
             switch settings.store {
             case .maildir:
                 let file = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
-                let maildirs = MaildirStore(template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
+                let maildirs = MaildirStore(
+                    template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire),
+                    uidl: UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL))
                 passwdFile = file
                 users = file
                 store = maildirs

@@ -3,6 +3,7 @@ import Configuration
 import LMTPCore
 import LMTPServer
 import Logging
+import MaildirStore
 import NIOSSL
 import POP3Server
 import PostgresStore
@@ -106,6 +107,10 @@ struct ServerSettings {
     var lmtpMaxRecipients = LMTPLimits.defaultMaxRecipients
     var lmtpRecipient = RecipientMapping.auto
     var lmtpSpoolDir: String?
+    /// Dovecot's pop3_uidl_format; nil: Dovecot's default on Maildirs with a dovecot-uidlist,
+    /// Postie's own form elsewhere (see UIDLSettings).
+    var uidlFormat: UIDLFormat?
+    var reuseXUIDL = false
     var store = StoreKind.maildir
     var databaseURLFile: String?
     var database = PostgresStoreOptions()
@@ -162,6 +167,8 @@ struct ServerSettings {
         if let v = flags.lmtpMaxRecipients { set("lmtp_max_recipients", "--lmtp-max-recipients", .int(v)) }
         if let v = flags.lmtpRecipient { set("lmtp_recipient", "--lmtp-recipient", .string(v)) }
         if let v = flags.lmtpSpoolDir { set("lmtp_spool_dir", "--lmtp-spool-dir", .string(v)) }
+        if let v = flags.pop3UIDLFormat { set("pop3_uidl_format", "--pop3-uidl-format", .string(v)) }
+        if flags.pop3ReuseXUIDL { set("pop3_reuse_xuidl", "--pop3-reuse-xuidl", .bool(true)) }
         if let v = flags.store { set("store", "--store", .string(v)) }
         if let v = flags.database.databaseURLFile { set("database_url_file", "--database-url-file", .string(v)) }
         if let v = flags.database.databasePoolSize { set("database_pool_size", "--database-pool-size", .int(v)) }
@@ -305,6 +312,14 @@ struct ServerSettings {
         if let v = reader.string(forKey: "expire") ?? reader.int(forKey: "expire").map(String.init) {
             if v.uppercased() == "NEVER" || (Int(v).map { (0...36_500).contains($0) } ?? false) { expire = v.uppercased() } else { problem("expire", "must be 0 to 36500 days or NEVER") }
         }
+        if let text = reader.string(forKey: "pop3_uidl_format"), !text.isEmpty {
+            do {
+                uidlFormat = try UIDLFormat(text)
+            } catch {
+                problem("pop3_uidl_format", error.description)
+            }
+        }
+        reuseXUIDL = reader.bool(forKey: "pop3_reuse_xuidl", default: false)
         if let text = reader.string(forKey: "store") {
             if let kind = StoreKind(rawValue: text.lowercased()) { store = kind } else { problem("store", "'\(text)' is not maildir or postgres") }
         }
@@ -338,6 +353,9 @@ struct ServerSettings {
         if store == .postgres {
             if passwdFile != nil { problem("passwd_file", "not used with store: postgres (users live in the database); remove it") }
             if maildir != nil { problem("maildir", "not used with store: postgres (mail lives in the database); remove it") }
+            if uidlFormat != nil || reuseXUIDL {
+                problem(uidlFormat != nil ? "pop3_uidl_format" : "pop3_reuse_xuidl", "not used with store: postgres (UIDLs are fixed at delivery as %08Xu%08Xv); remove it")
+            }
             do {
                 _ = try DatabaseURLSource.load(file: databaseURLFile)
             } catch {
@@ -479,6 +497,9 @@ struct ServerSettings {
         lines.append("lmtp_max_recipients: \(lmtpMaxRecipients)")
         lines.append("lmtp_recipient: \(lmtpRecipient.rawValue)")
         lines.append("lmtp_spool_dir: \(lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory())")
+        let uidlTemplate = String((uidlFormat?.template ?? "").flatMap { $0 == "'" ? ["'", "'"] : [$0] })
+        lines.append("pop3_uidl_format: '\(uidlTemplate)'  # empty: %08Xu%08Xv (Dovecot's) where dovecot-uidlist exists, Postie's own form elsewhere")
+        lines.append("pop3_reuse_xuidl: \(reuseXUIDL)")
         lines.append("log_level: \(logLevel.rawValue)")
         return lines.joined(separator: "\n")
     }

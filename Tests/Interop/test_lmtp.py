@@ -607,6 +607,36 @@ def test_dovecot_serves_what_postie_delivered(dovecot, postie, postie_bin):
     c.close()
 
 
+def test_delivery_into_a_dovecot_maildir_takes_dovecots_next_uid(dovecot, postie, postie_bin):
+    """After Dovecot has indexed a Maildir (dovecot-uidlist), `postie deliver` records the new
+    message there: Dovecot and Postie then serve the same UIDL list, old and new messages alike."""
+    d = dovecot(users={"alice": "alice-pw"}, ssl="no")
+    for i in range(3):
+        d.maildir("alice").deliver(f"Subject: old {i}\n\nbody {i}\n".encode())
+    d.fix_ownership()
+
+    def uidls(host, port):
+        c = POP3Raw(host, port)
+        c.login("alice", "alice-pw")
+        listing = c.listing("UIDL")
+        c.ok("QUIT")
+        c.close()
+        return listing
+
+    before = uidls(d.host, d.port)
+    assert len(before) == 3 and (d.mail_root / "alice" / "dovecot-uidlist").exists()
+    template = f"{d.mail_root}/%u"
+    r = run_deliver(postie_bin, ["--user", "alice", "--maildir", template, "--passwd-file", str(d.passwd_path)],
+                    b"Subject: new\n\ndelivered by postie\n")
+    assert r.returncode == 0, r.stderr
+    d.fix_ownership()
+    from_dovecot = uidls(d.host, d.port)
+    assert len(from_dovecot) == 4 and {k: v for k, v in from_dovecot.items() if k <= 3} == before
+    d.stop()
+    s = postie.start(passwd=d.passwd_path, maildir=template)
+    assert uidls(s.host, s.port) == from_dovecot
+
+
 def test_sigterm_answers_421_and_delivers_nothing_half_received(env_factory):
     e = lmtp_env(env_factory)
     idle = RawLMTP(e.lmtp_port)

@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One account to migrate or compare.
+public struct Account: Sendable, Equatable {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+}
+
+/// Reads accounts and passwords without ever taking a password from the command line.
+public enum AccountList {
+    /// `user:password` lines (split at the first colon, so passwords may hold colons); blank
+    /// lines and lines starting with `#` are skipped; a trailing CR is dropped.
+    public static func parse(_ text: String, source: String) throws(MigrationError) -> [Account] {
+        var accounts: [Account] = []
+        var seen = Set<String>()
+        for (offset, raw) in lines(text).enumerated() {
+            var line = Substring(raw)
+            if line.hasSuffix("\r") { line = line.dropLast() }
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
+                throw .usage("\(source): line \(offset + 1) is not user:password")
+            }
+            let user = String(line[..<colon])
+            guard !seen.contains(user) else { throw .usage("\(source): line \(offset + 1): user \(user) is listed twice") }
+            seen.insert(user)
+            accounts.append(Account(user: user, password: String(line[line.index(after: colon)...])))
+        }
+        guard !accounts.isEmpty else { throw .usage("\(source): no user:password lines") }
+        return accounts
+    }
+
+    /// The password from the first line of a file, or from the environment variable.
+    public static func password(file: String?, environment: [String: String]) throws(MigrationError) -> String {
+        if let file {
+            guard let text = readText(file) else { throw .usage("cannot read the password file \(file)") }
+            var line = lines(text).first ?? ""
+            if line.hasSuffix("\r") { line = line.dropLast() }
+            guard !line.isEmpty else { throw .usage("the password file \(file) starts with an empty line") }
+            return String(line)
+        }
+        if let password = environment["POSTIE_PASSWORD"], !password.isEmpty { return password }
+        throw .usage("no password: give --password-file FILE or set POSTIE_PASSWORD")
+    }
+
+    /// Lines split at LF or CRLF ("\r\n" is one Character in Swift, so both are checked).
+    static func lines(_ text: String) -> [Substring] {
+        text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+    }
+
+    public static func readText(_ path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

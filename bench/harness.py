@@ -1,0 +1,264 @@
+"""Postie against Dovecot, side by side, in one run (issue 7). Started by `bench/run`.
+
+Both servers get byte-identical copies of the same Maildirs, the same passwd-file, the
+same RSA certificate and the same `postie bench` load, one after the other. The table
+prints each figure with the Postie/Dovecot ratio and the target; results go to
+results.json and the latency plot to latency.svg (and .png) in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "Tests" / "Interop"))
+
+import dataset  # noqa: E402
+import probes  # noqa: E402
+from dovecotkit import DovecotServer, ensure_vmail  # noqa: E402
+from postiekit import free_port  # noqa: E402
+
+DOVECOT_TUNING = """
+service pop3-login {
+  service_count = 0
+  process_min_avail = 2
+}
+service pop3 {
+  service_count = 0
+  process_min_avail = 8
+}
+service auth {
+  client_limit = 20000
+}
+protocol pop3 {
+  mail_max_userip_connections = 100000
+}
+default_process_limit = 2000
+default_client_limit = 20000
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """One self-signed RSA-2048 certificate both servers use."""
+    cert, key = directory / "server.pem", directory / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.settimeout(5)
+                if s.recv(256).startswith(b"+OK"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+class Postie:
+    def __init__(self, binary: Path, root: Path, mail: Path, passwd: Path, cert: Path, key: Path):
+        self.binary, self.root, self.mail, self.passwd = binary, root, mail, passwd
+        self.cert, self.key = cert, key
+        self.port, self.tls_port = free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        args = [str(self.binary), "serve",
+                "--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}",
+                "--passwd-file", str(self.passwd), "--maildir", f"{self.mail}/%u",
+                "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+                "--max-connections", "20000", "--max-connections-per-ip", "20000",
+                "--max-userip-connections", "20000", "--log-level", "warning"]
+        out = open(self.root / "postie.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        out.close()
+        wait_port(self.port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Dovecot:
+    def __init__(self, root: Path, template: Path, users: dict[str, str], cert: Path, key: Path):
+        ensure_vmail()
+        self.server = DovecotServer(root, {}, cert=cert, key=key, ssl="yes", disable_plaintext_auth=False,
+                                    ssl_min_protocol="TLSv1.2", ssl_cipher_list=None,
+                                    auth_mechanisms="plain login", uidl_format="%08Xu%08Xv",
+                                    extra_conf=DOVECOT_TUNING)
+        shutil.rmtree(self.server.mail_root)
+        dataset.copy(template, self.server.mail_root)
+        self.server.passwd_path.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
+        self.port, self.tls_port = self.server.port, self.server.tls_port
+
+    def start(self) -> None:
+        self.server.start(timeout=60)
+
+    @property
+    def pid(self) -> int:
+        return self.server.proc.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def run_bench(binary: Path, port: int, tls: str, creds: Path, clients: int, duration: float, retr: int,
+              cafile: Path, out: Path, extra: list[str] | None = None) -> dict:
+    args = [str(binary), "bench", "--server", f"127.0.0.1:{port}", "--tls", tls, "--credentials", str(creds),
+            "--clients", str(clients), "--duration", str(duration), "--retr", str(retr), "--json"]
+    if tls != "none":
+        args += ["--ca-file", str(cafile)]
+    args += extra or []
+    r = subprocess.run(args, capture_output=True, text=True, timeout=duration * 4 + 120)
+    out.write_text(r.stdout)
+    if r.returncode not in (0, 1):
+        raise RuntimeError(f"postie bench failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(r.stdout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--postie", type=Path, default=REPO / ".build" / "release" / "postie")
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/TIMESTAMP)")
+    ap.add_argument("--data", type=Path, default=Path("/var/tmp/postie-bench"), help="cache of generated mail")
+    ap.add_argument("--users", type=int, default=50)
+    ap.add_argument("--messages", type=int, default=20)
+    ap.add_argument("--bulk", type=int, default=100_000)
+    ap.add_argument("--huge-mb", type=int, default=70)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--duration", type=float, default=15)
+    ap.add_argument("--idle", type=int, default=10_000, help="idle sessions held open in Postie")
+    ap.add_argument("--idle-dovecot", type=int, default=300,
+                    help="idle sessions in Dovecot (one process each: 10,000 would need ~48 GB)")
+    ap.add_argument("--steps", default="sessions,retr,bulk,idle",
+                    help="which measurements to run (comma-separated subset of the default)")
+    ap.add_argument("--quick", action="store_true", help="a small smoke run (minutes, not figures)")
+    a = ap.parse_args()
+    if a.quick:
+        a.messages, a.bulk, a.huge_mb, a.duration, a.idle, a.idle_dovecot = 5, 2000, 8, 3, 300, 50
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < a.idle + 1000:
+        a.idle = max(100, hard - 1000)
+        log(f"open-file limit {hard}: idle sessions reduced to {a.idle}")
+
+    out = a.out or (HERE / "results" / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    spec = dataset.Spec(users=a.users, messages=a.messages, bulk=a.bulk, huge_mb=a.huge_mb)
+    log(f"mail: {spec.key()} under {a.data} (generated once)")
+    template = dataset.build(spec, a.data)
+
+    idle_users = [f"idle{i:05d}" for i in range(1, a.idle + 1)]
+    users = {u: dataset.password(u) for u in dataset.all_users(spec) + idle_users}
+    work = Path(f"/tmp/postie-bench-{os.getpid()}")
+    work.mkdir(mode=0o755)
+    os.chmod(work, 0o755)
+    cert, key = make_certificate(work)
+    creds = work / "credentials"
+    creds.write_text("".join(f"{u}:{dataset.password(u)}\n" for u in dataset.user_names(spec)))
+    huge_creds = work / "huge-credentials"
+    huge_creds.write_text(f"{dataset.HUGE_USER}:{dataset.password(dataset.HUGE_USER)}\n")
+
+    def add_idle_maildirs(mail: Path) -> None:
+        for u in idle_users:
+            for sub in ("cur", "new", "tmp"):
+                (mail / u / sub).mkdir(parents=True, exist_ok=True)
+
+    results: dict = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+                     "spec": spec.__dict__, "clients": a.clients, "duration": a.duration, "servers": {}}
+    servers = []
+    try:
+        d = Dovecot(work / "dovecot", template, users, cert, key)
+        add_idle_maildirs(d.server.mail_root)
+        servers.append(("dovecot", d))
+        p_mail = dataset.copy(template, work / "postie" / "mail")
+        add_idle_maildirs(p_mail)
+        passwd = work / "postie" / "passwd"
+        passwd.write_text(d.server.passwd_path.read_text())
+        p = Postie(a.postie, work / "postie", p_mail, passwd, cert, key)
+        servers.append(("postie", p))
+
+        for name, s in servers:
+            log(f"{name}: starting")
+            s.start()
+            r: dict = {}
+            results["servers"][name] = r
+            r["rss_start_kib"] = probes.rss_kib(s.pid)
+            steps = set(a.steps.split(","))
+            for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
+                if "sessions" not in steps:
+                    break
+                log(f"{name}: sessions ({label}), {a.clients} clients, {a.duration}s")
+                r[f"sessions_{label}"] = run_bench(a.postie, port, tls, creds, a.clients, a.duration, 2, cert,
+                                                   out / f"{name}-sessions-{label}.json")
+            for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
+                if "retr" not in steps:
+                    break
+                log(f"{name}: RETR of the {a.huge_mb} MB message ({label})")
+                r[f"retr_{label}"] = run_bench(a.postie, port, tls, huge_creds, 1, max(a.duration, 10), 1, cert,
+                                               out / f"{name}-retr-{label}.json")
+            if "bulk" in steps:
+                log(f"{name}: first STAT+UIDL of the {a.bulk}-message mailbox")
+                bulk_login = ("127.0.0.1", s.port, dataset.BULK_USER, dataset.password(dataset.BULK_USER))
+                first, n = probes.stat_uidl(*bulk_login)
+                later = sorted(probes.stat_uidl(*bulk_login)[0] for _ in range(3))
+                r["bulk"] = {"messages": n, "first_s": first, "later_s": later[1]}
+                log(f"{name}: {n} messages, first {first:.2f} s, later {later[1]:.2f} s")
+            if "idle" in steps:
+                count = a.idle if name == "postie" else a.idle_dovecot
+                log(f"{name}: {count} idle authenticated sessions")
+                logins = [(u, dataset.password(u)) for u in idle_users[:count]]
+                r["idle"] = probes.idle_sessions("127.0.0.1", s.port, logins, count, s.pid)
+                log(f"{name}: {r['idle']}")
+            s.stop()
+            log(f"{name}: done")
+    finally:
+        for _, s in servers:
+            s.stop()
+
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    import report  # noqa: E402
+
+    table = report.table(results)
+    print(table)
+    (out / "table.txt").write_text(table + "\n")
+    report.plot(results, out)
+    log(f"results in {out}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

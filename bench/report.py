@@ -1,0 +1,124 @@
+"""The side-by-side table and the latency plot of a harness run (see harness.py).
+
+`python3 bench/report.py RESULTS_DIR` redraws both from a saved results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+# (label, how to read it, unit, higher is better?, target on the Postie/Dovecot ratio)
+ROWS = [
+    ("sessions/s, plain", lambda r: r["sessions_plain"]["sessions_per_second"], "1/s", True, ">= 3.0x"),
+    ("sessions/s, TLS (995)", lambda r: r["sessions_tls"]["sessions_per_second"], "1/s", True, ">= 2.0x"),
+    ("session p50, plain", lambda r: r["sessions_plain"]["session_latency_ms"]["p50"], "ms", False, ""),
+    ("session p99, plain", lambda r: r["sessions_plain"]["session_latency_ms"]["p99"], "ms", False, "<= 1.0x"),
+    ("session p99, TLS", lambda r: r["sessions_tls"]["session_latency_ms"]["p99"], "ms", False, ""),
+    ("session errors, plain", lambda r: r["sessions_plain"]["failed_sessions"], "", False, ""),
+    ("RETR 70 MB, plain", lambda r: r["retr_plain"]["megabytes_per_second"], "MB/s", True, ">= 1.6x"),
+    ("RETR 70 MB, TLS", lambda r: r["retr_tls"]["megabytes_per_second"], "MB/s", True, ">= 1.3x"),
+    ("100k mailbox, first STAT+UIDL", lambda r: r["bulk"]["first_s"], "s", False, "<= 0.5x"),
+    ("100k mailbox, later STAT+UIDL", lambda r: r["bulk"]["later_s"], "s", False, "<= 0.5x"),
+    ("idle session RSS", lambda r: r["idle"]["per_session_kib"], "KiB", False, "Postie <= 48.8 KiB"),
+    ("idle sessions held", lambda r: r["idle"]["sessions"], "", True, ""),
+]
+
+
+def _value(fn, r):
+    try:
+        v = fn(r)
+        return None if v is None else float(v)
+    except (KeyError, TypeError):
+        return None
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3f}"
+
+
+def verdict(label: str, target: str, ratio: float | None, postie: float | None) -> str:
+    if not target:
+        return ""
+    if target.startswith("Postie <="):
+        limit = float(target.split("<=")[1].split()[0])
+        return "" if postie is None else ("met" if postie <= limit else "MISSED")
+    if ratio is None:
+        return "?"
+    op, num = target.split()
+    limit = float(num.rstrip("x"))
+    ok = ratio >= limit if op == ">=" else ratio <= limit
+    return "met" if ok else "MISSED"
+
+
+def table(results: dict) -> str:
+    d, p = results["servers"].get("dovecot", {}), results["servers"].get("postie", {})
+    head = f"{'figure':34} {'Dovecot':>10} {'Postie':>10} {'unit':>5} {'P/D':>7}  {'target':18} verdict"
+    lines = [head, "-" * len(head)]
+    for label, fn, unit, _, target in ROWS:
+        dv, pv = _value(fn, d), _value(fn, p)
+        ratio = pv / dv if (pv is not None and dv) else None
+        lines.append(f"{label:34} {_fmt(dv):>10} {_fmt(pv):>10} {unit:>5} "
+                     f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>7}  {target:18} "
+                     f"{verdict(label, target, ratio, pv)}")
+    idle_d = d.get("idle", {}).get("sessions")
+    if idle_d is not None:
+        lines.append(f"(idle RSS: Dovecot measured over {idle_d} sessions, one process each; "
+                     f"Postie over {p.get('idle', {}).get('sessions')})")
+    return "\n".join(lines)
+
+
+def plot(results: dict, out: Path) -> None:
+    """Latency percentiles per step and for whole sessions, both servers, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    colours = {"dovecot": "#c0504d", "postie": "#2e75b6"}
+    pct = ["p50", "p95", "p99", "max"]
+    for ax, run in zip(axes, ("sessions_plain", "sessions_tls")):
+        steps = None
+        for i, (name, r) in enumerate(sorted(results["servers"].items())):
+            b = r.get(run)
+            if not b:
+                continue
+            rows = [("session", b["session_latency_ms"])] + [(s["step"], s["latency_ms"]) for s in b["steps"]
+                                                             if s["latency_ms"]["count"]]
+            steps = steps or [s for s, _ in rows]
+            lat = dict(rows)
+            for j, q in enumerate(pct):
+                xs = [k + (i - 0.5) * 0.38 for k in range(len(steps))]
+                ys = [lat.get(s, {}).get(q) for s in steps]
+                ax.scatter(xs, ys, color=colours.get(name, "grey"), marker="o^sx"[j], s=36,
+                           label=f"{name} {q}" if True else None)
+        if steps:
+            ax.set_xticks(range(len(steps)))
+            ax.set_xticklabels(steps)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (ms, log scale)")
+        title = "plain text" if run.endswith("plain") else "implicit TLS (995)"
+        ax.set_title(f"{title}: {results.get('clients')} clients, {results.get('duration')} s")
+        ax.grid(True, which="both", axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=8, fontsize=8)
+    fig.suptitle("Postie vs Dovecot: latency percentiles per step (lower is better)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(out / "latency.svg")
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    res = json.loads((folder / "results.json").read_text())
+    print(table(res))
+    plot(res, folder)
