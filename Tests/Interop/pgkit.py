@@ -66,12 +66,19 @@ class PostgresServer:
     def url(self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
         return f"postgres://{user}:{password or self.password}@{self.host}:{self.port}/{database}?sslmode=disable"
 
-    def psql(self, sql: str, database: str = "postgres", check: bool = True) -> str:
-        """Runs SQL with psql (unaligned, tuples only) and returns its output."""
+    def psql(self, sql: str, database: str = "postgres", check: bool = True, stdin_path: Path | None = None) -> str:
+        """Runs SQL with psql (unaligned, tuples only) and returns its output; `stdin_path`
+        feeds a COPY ... FROM STDIN."""
         env = dict(os.environ, PGPASSWORD=self.password)
-        r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", self.host, "-p", str(self.port),
-                            "-U", SUPERUSER, "-d", database, "-c", sql],
-                           env=env, capture_output=True, text=True, timeout=120)
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+        try:
+            r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", self.host, "-p", str(self.port),
+                                "-U", SUPERUSER, "-d", database, "-c", sql],
+                               env=env, stdin=stdin, capture_output=False, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=600)
+        finally:
+            if stdin_path:
+                stdin.close()
         if check and r.returncode != 0:
             raise AssertionError(f"psql failed ({r.returncode}): {sql}\n{r.stderr}")
         return r.stdout.strip()
@@ -96,7 +103,7 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start(directory: Path | None = None, port: int | None = None) -> PostgresServer:
+def start(directory: Path | None = None, port: int | None = None, max_connections: int = 200) -> PostgresServer:
     """initdb + pg_ctl start in a fresh directory; returns once the server accepts logins."""
     bindir = pg_bindir()
     if shutil.which("psql") is None:
@@ -125,7 +132,7 @@ def start(directory: Path | None = None, port: int | None = None) -> PostgresSer
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{directory}'
-max_connections = 200
+max_connections = {max_connections}
 # A test server: speed over crash safety (nothing here survives the run anyway).
 fsync = off
 full_page_writes = off
