@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "PasswdFile", targets: ["PasswdFile"]),
         .library(name: "SASL", targets: ["SASL"]),
         .library(name: "POP3Client", targets: ["POP3Client"]),
+        .library(name: "POP3Fetch", targets: ["POP3Fetch"]),
+        .library(name: "POP3Bench", targets: ["POP3Bench"]),
+        .library(name: "POP3Check", targets: ["POP3Check"]),
         .library(name: "LMTPCore", targets: ["LMTPCore"]),
         .library(name: "LMTPServer", targets: ["LMTPServer"]),
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
@@ -25,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
@@ -70,6 +75,28 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        /// `postie fetch`: POP3 download into a Maildir or mbox, crash-safe, with UIDL state.
+        .target(
+            name: "POP3Fetch",
+            dependencies: [
+                "POP3Client", "POP3Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        /// `postie bench`: a POP3 load generator with HdrHistogram latency percentiles.
+        .target(
+            name: "POP3Bench",
+            dependencies: [
+                "POP3Client", "POP3Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         /// LMTP (RFC 2033) wire types, parser, reply encoder, message canonicalizer and the
         /// session state machine: NIOCore only.
         .target(
@@ -98,6 +125,21 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
+        ),
+        /// `postie check`: the port-110 test procedure, its verdicts, thresholds and perfdata.
+        .target(
+            name: "POP3Check",
+            dependencies: [
+                "POP3Client", "POP3Core", "SASL", "COpenSSLTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        /// The system's OpenSSL libssl, for the TLS probes of `postie check` (libssl-dev).
+        .systemLibrary(
+            name: "COpenSSLTLS", path: "Sources/COpenSSLTLS",
+            providers: [.apt(["libssl-dev"])]
         ),
         /// SASL mechanisms (RFC 5034, 4616, 2195, 5802, 7677), server side.
         .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
@@ -135,7 +177,8 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "PostgresStore",
+                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
+                "POP3Check", "PostgresStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -185,6 +228,9 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client"]),
+        .testTarget(name: "POP3BenchTests", dependencies: ["POP3Bench", "POP3Client", "POP3Core"]),
+        .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),
         .testTarget(
             name: "PostgresStoreTests",
             dependencies: [

@@ -211,6 +211,8 @@ def run_bench(binary: Path, port: int, tls: str, creds: Path, clients: int, dura
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--postie", type=Path, default=REPO / ".build" / "release" / "postie")
+    ap.add_argument("--load-generator", type=Path, default=None,
+                    help="the binary whose `bench` subcommand makes the load (default: --postie)")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/TIMESTAMP)")
     ap.add_argument("--data", type=Path, default=Path("/var/tmp/postie-bench"), help="cache of generated mail")
     ap.add_argument("--users", type=int, default=50)
@@ -239,6 +241,7 @@ def main() -> int:
         a.idle = max(100, hard - 1000)
         log(f"open-file limit {hard}: idle sessions reduced to {a.idle}")
 
+    generator = a.load_generator or a.postie
     out = a.out or (HERE / "results" / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     spec = dataset.Spec(users=a.users, messages=a.messages, bulk=a.bulk, huge_mb=a.huge_mb)
@@ -295,13 +298,13 @@ def main() -> int:
                 if "sessions" not in steps:
                     break
                 log(f"{name}: sessions ({label}), {a.clients} clients, {a.duration}s")
-                r[f"sessions_{label}"] = run_bench(a.postie, port, tls, creds, a.clients, a.duration, 2, cert,
+                r[f"sessions_{label}"] = run_bench(generator, port, tls, creds, a.clients, a.duration, 2, cert,
                                                    out / f"{name}-sessions-{label}.json")
             for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
                 if "retr" not in steps:
                     break
                 log(f"{name}: RETR of the {a.huge_mb} MB message ({label})")
-                r[f"retr_{label}"] = run_bench(a.postie, port, tls, huge_creds, 1, max(a.duration, 10), 1, cert,
+                r[f"retr_{label}"] = run_bench(generator, port, tls, huge_creds, 1, max(a.duration, 10), 1, cert,
                                                out / f"{name}-retr-{label}.json")
             if "bulk" in steps:
                 log(f"{name}: first STAT+UIDL of the {a.bulk}-message mailbox")

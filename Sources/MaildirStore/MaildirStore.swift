@@ -208,7 +208,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         // New mail moves to cur/ when a session starts (Maildir convention; Dovecot does the same).
         var moved = false
         for name in try POSIX.listDirectory(path + "/new") where isMessageName(name) && !index.tombstones.contains(baseName(name)) {
-            let target = name.contains(":2,") ? name : name + ":2,"
+            let target = hasInfo(name) ? name : name + ":2,"
             // A file that vanished was moved by another reader first.
             if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) {
                 curNames.append(target)
@@ -312,11 +312,9 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
     /// Base names in delivery order: Maildir names start with the delivery time.
     static func sortedByDelivery(_ bases: some Sequence<String>) -> [String] {
-        bases.sorted { a, b in
-            let ta = Int(a.prefix { $0.isNumber }) ?? 0
-            let tb = Int(b.prefix { $0.isNumber }) ?? 0
-            return ta != tb ? ta < tb : a < b
-        }
+        bases.map { (time: decimal($0.utf8.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) ?? 0, name: $0) }
+            .sorted { a, b in a.time != b.time ? a.time < b.time : a.name < b.name }
+            .map(\.name)
     }
 
     /// Brings `dovecot-uidlist` up to date with the files in cur/, as Dovecot's own sync
@@ -358,7 +356,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         let fd = try POSIX.open(file, O_RDONLY)
         defer { close(fd) }
         var counter = CanonicalSizeCounter()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
         defer { buffer.deallocate() }
         while true {
             let n = read(fd, buffer.baseAddress, buffer.count)
@@ -374,23 +372,44 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
     /// Whether a directory entry is a message: not hidden, and no line breaks (which could
     /// forge lines in postie-uidlist).
+    /// (Byte-level, like the helpers below: a mailbox may hold 100,000 names.)
     static func isMessageName(_ name: String) -> Bool {
-        !name.hasPrefix(".") && !name.contains("\n") && !name.contains("\r")
+        name.utf8.first != UInt8(ascii: ".")
+            && !name.utf8.contains(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") })
     }
 
     /// The part of a Maildir file name before the `:2,` info, stable across flag changes.
     static func baseName(_ name: String) -> String {
-        if let colon = name.firstIndex(of: ":") { return String(name[..<colon]) }
+        if let colon = name.utf8.firstIndex(of: UInt8(ascii: ":")) { return String(name[..<colon]) }
         return name
+    }
+
+    /// Whether a name already carries Maildir info (`:2,` and flags).
+    static func hasInfo(_ name: String) -> Bool {
+        let bytes = name.utf8
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return false }
+        return bytes[colon...].starts(with: ":2,".utf8)
     }
 
     /// The `W=` (CRLF size) field some delivery agents, Dovecot's among them, put in names.
     static func sizeFromName(_ name: String) throws -> Int? {
-        let base = baseName(name)
-        for field in base.split(separator: ",").dropFirst() where field.hasPrefix("W=") {
-            return Int(field.dropFirst(2))
+        let base = baseName(name).utf8
+        for field in base.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).dropFirst()
+        where field.starts(with: "W=".utf8) {
+            return decimal(field.dropFirst(2))
         }
         return nil
+    }
+
+    /// A non-negative decimal number of at most 18 digits; nil for anything else.
+    static func decimal(_ digits: some Collection<UInt8>) -> Int? {
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        var value = 0
+        for d in digits {
+            guard d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(d - UInt8(ascii: "0"))
+        }
+        return value
     }
 
     /// The CRLF size: the `W=` hint when there is one (plus the CRLF RETR adds when the file
@@ -412,7 +431,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         let fd = try POSIX.open(file, O_RDONLY)
         defer { close(fd) }
         var counter = CanonicalSizeCounter()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
         defer { buffer.deallocate() }
         while true {
             let n = read(fd, buffer.baseAddress, buffer.count)
@@ -431,19 +450,25 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     public func body(of index: Int, lines: Int?) async throws -> MessageBody {
         let path = self.path
         let name = fileNames[index]
-        let fd: Int32 = try await threadPool.runIfActive {
+        let (reader, first): (MessageFileReader, ByteBuffer?) = try await threadPool.runIfActive {
+            let fd: Int32
             do {
-                return try POSIX.open(path + "/cur/" + name, O_RDONLY)
+                fd = try POSIX.open(path + "/cur/" + name, O_RDONLY)
             } catch let error as SystemError where error.errno == ENOENT {
                 // Flags changed by another program rename the file; find it by its base name.
                 let base = Self.baseName(name)
-                if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) {
-                    return try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
+                guard let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) else {
+                    throw POP3BackendError(code: nil, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
                 }
-                throw POP3BackendError(code: nil, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
+                fd = try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
             }
+            var st = stat()
+            let size = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+            let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: size)
+            // The first chunk in this same hop: a small message needs no other.
+            return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
         }
-        return MaildirMessageBody(reader: MessageFileReader(fd: fd, topLines: lines), threadPool: threadPool)
+        return MaildirMessageBody(reader: reader, first: first, threadPool: threadPool)
     }
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {

@@ -19,31 +19,40 @@ final class MessageFileReader: @unchecked Sendable {
     private var fd: Int32
     private var normalizer = CRLFNormalizer()
     private var top: TopFilter?
-    private var finished = false
+    /// Octets the file still holds by its size at open: a read that reaches it checks for the
+    /// end at once, so a small message costs one thread-pool hop, not two.
+    private var remaining: Int
+    private(set) var isFinished = false
 
-    init(fd: Int32, topLines: Int?) {
+    init(fd: Int32, topLines: Int?, fileSize: Int) {
         self.fd = fd
         self.top = topLines.map { TopFilter(bodyLines: $0) }
+        self.remaining = max(0, fileSize)
     }
 
     /// The next canonical chunk, or nil at the end. Blocking: thread pool only.
     func nextChunk(allocator: ByteBufferAllocator) throws -> ByteBuffer? {
-        while !finished {
-            var raw = allocator.buffer(capacity: Self.chunkSize)
-            let fd = self.fd
-            let n = try raw.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.chunkSize) { pointer -> Int in
-                while true {
-                    let n = read(fd, pointer.baseAddress, pointer.count)
-                    if n >= 0 { return n }
-                    if errno != EINTR { throw SystemError(call: "read", path: "message", errno: errno) }
-                }
-            }
-            var canonical = allocator.buffer(capacity: n + n / 16 + 2)
+        while !isFinished {
+            let capacity = max(1024, min(Self.chunkSize, remaining + 1))
+            var raw = allocator.buffer(capacity: capacity)
+            let n = try read(into: &raw, upTo: capacity)
+            var canonical = allocator.buffer(capacity: n + n / 16 + 4)
             if n == 0 {
                 normalizer.finish(into: &canonical)
                 finish()
             } else {
+                remaining = max(0, remaining - n)
                 normalizer.process(raw, into: &canonical)
+                if remaining == 0 {
+                    // Most likely the end: confirm it now (a file that grew goes on as usual).
+                    raw.clear()
+                    if try read(into: &raw, upTo: 4096) == 0 {
+                        normalizer.finish(into: &canonical)
+                        finish()
+                    } else {
+                        normalizer.process(raw, into: &canonical)
+                    }
+                }
             }
             if var filter = top {
                 var cut = allocator.buffer(capacity: canonical.readableBytes)
@@ -57,8 +66,19 @@ final class MessageFileReader: @unchecked Sendable {
         return nil
     }
 
+    private func read(into buffer: inout ByteBuffer, upTo count: Int) throws -> Int {
+        let fd = self.fd
+        return try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { pointer -> Int in
+            while true {
+                let n = Glibc.read(fd, pointer.baseAddress, min(pointer.count, count))
+                if n >= 0 { return n }
+                if errno != EINTR { throw SystemError(call: "read", path: "message", errno: errno) }
+            }
+        }
+    }
+
     private func finish() {
-        finished = true
+        isFinished = true
         if fd >= 0 {
             close(fd)
             fd = -1
@@ -70,17 +90,25 @@ final class MessageFileReader: @unchecked Sendable {
     }
 }
 
-/// A message body as an async sequence of canonical chunks read on a thread pool.
+/// A message body as an async sequence of canonical chunks read on a thread pool. The first
+/// chunk is read in the same hop that opened the file (``MaildirMaildrop/body(of:lines:)``).
 struct MaildirMessageBody: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let reader: MessageFileReader
+    let first: ByteBuffer?
     let threadPool: NIOThreadPool
 
     struct AsyncIterator: AsyncIteratorProtocol {
         let reader: MessageFileReader
+        var first: ByteBuffer?
         let threadPool: NIOThreadPool
 
         mutating func next() async throws -> ByteBuffer? {
+            if let chunk = first {
+                first = nil
+                return chunk
+            }
+            if reader.isFinished { return nil }
             let reader = self.reader
             return try await threadPool.runIfActive {
                 try reader.nextChunk(allocator: ByteBufferAllocator())
@@ -89,6 +117,6 @@ struct MaildirMessageBody: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(reader: reader, threadPool: threadPool)
+        AsyncIterator(reader: reader, first: first, threadPool: threadPool)
     }
 }

@@ -63,8 +63,13 @@ struct UIDList: Equatable, Sendable {
     }
 
     static func hex8(_ value: UInt32) -> String {
-        let digits = String(value, radix: 16, uppercase: true)
-        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+        String(unsafeUninitializedCapacity: 8) { buffer in
+            let digits: StaticString = "0123456789ABCDEF"
+            for i in 0..<8 {
+                buffer[i] = digits.utf8Start[Int((value >> (28 - 4 * UInt32(i))) & 0xF)]
+            }
+            return 8
+        }
     }
 
     struct ParseError: Error, CustomStringConvertible {
@@ -72,14 +77,14 @@ struct UIDList: Equatable, Sendable {
         var description: String { "postie-uidlist: line \(line) is corrupt" }
     }
 
+    /// Parses the file byte by byte (a mailbox may list 100,000 messages).
     init(parsing bytes: [UInt8]) throws(ParseError) {
-        let text = String(decoding: bytes, as: UTF8.self)
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: true).makeIterator()
+        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true).makeIterator()
         guard let header = lines.next() else { throw ParseError(line: 1) }
-        let fields = header.split(separator: " ")
-        guard fields.count >= 4, fields[0] == Self.magic, fields[1] == "1",
-              fields[2].first == "V", let validity = UInt32(fields[2].dropFirst()),
-              fields[3].first == "N", let next = UInt32(fields[3].dropFirst())
+        let fields = header.split(separator: UInt8(ascii: " "))
+        guard fields.count >= 4, fields[0].elementsEqual(Self.magic.utf8), fields[1].elementsEqual("1".utf8),
+              fields[2].first == UInt8(ascii: "V"), let validity = Self.number(fields[2].dropFirst()).flatMap(UInt32.init(exactly:)),
+              fields[3].first == UInt8(ascii: "N"), let next = Self.number(fields[3].dropFirst()).flatMap(UInt32.init(exactly:))
         else { throw ParseError(line: 1) }
         uidValidity = validity
         nextUID = next
@@ -88,37 +93,77 @@ struct UIDList: Equatable, Sendable {
         var number = 1
         while let line = lines.next() {
             number += 1
-            if line.hasPrefix("D ") {
-                tombstones.insert(String(line.dropFirst(2)))
+            if line.starts(with: "D ".utf8) {
+                tombstones.insert(String(decoding: line.dropFirst(2), as: UTF8.self))
                 continue
             }
-            let parts = line.split(separator: " ", maxSplits: 2)
-            let sizeFields = parts.count == 3 ? parts[1].split(separator: ",") : []
-            guard parts.count == 3, let uid = UInt32(parts[0]), let size = sizeFields.first.flatMap({ Int($0) }), uid < nextUID else {
+            let parts = line.split(separator: UInt8(ascii: " "), maxSplits: 2, omittingEmptySubsequences: false)
+            let sizeFields = parts.count == 3 ? parts[1].split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) : []
+            guard parts.count == 3, let uid = Self.number(parts[0]).flatMap(UInt32.init(exactly:)),
+                  let size = sizeFields.first.flatMap(Self.number), uid < nextUID, !parts[2].isEmpty
+            else {
                 throw ParseError(line: number)
             }
             var retrievedAt: Int?
             var xUIDL: String?? = nil
             for field in sizeFields.dropFirst() {
-                if field.hasPrefix("R") { retrievedAt = Int(field.dropFirst()) }
-                if field.hasPrefix("X") {
+                if field.first == UInt8(ascii: "R") { retrievedAt = Self.number(field.dropFirst()) }
+                if field.first == UInt8(ascii: "X") {
                     let hex = field.dropFirst()
                     xUIDL = .some(hex.isEmpty ? nil : Self.unhex(hex))
                 }
             }
-            entries.append(Entry(uid: uid, size: size, baseName: String(parts[2]), retrievedAt: retrievedAt, xUIDL: xUIDL))
+            entries.append(Entry(uid: uid, size: size, baseName: String(decoding: parts[2], as: UTF8.self), retrievedAt: retrievedAt, xUIDL: xUIDL))
         }
     }
 
-    func serialized() -> [UInt8] {
-        var text = "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n"
-        for entry in entries {
-            let retrieved = entry.retrievedAt.map { ",R\($0)" } ?? ""
-            let xUIDL = entry.xUIDL.map { ",X" + ($0.map(Self.hex) ?? "") } ?? ""
-            text += "\(entry.uid) \(entry.size)\(retrieved)\(xUIDL) \(entry.baseName)\n"
+    /// A non-negative decimal of at most 18 digits.
+    static func number(_ digits: ArraySlice<UInt8>) -> Int? {
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        var value = 0
+        for d in digits {
+            guard d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(d - UInt8(ascii: "0"))
         }
-        for name in tombstones.sorted() { text += "D \(name)\n" }
-        return Array(text.utf8)
+        return value
+    }
+
+    func serialized() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + entries.count * 48)
+        out += "\(Self.magic) 1 V\(uidValidity) N\(nextUID)\n".utf8
+        for entry in entries {
+            Self.appendDecimal(Int(entry.uid), to: &out)
+            out.append(UInt8(ascii: " "))
+            Self.appendDecimal(entry.size, to: &out)
+            if let retrieved = entry.retrievedAt {
+                out += ",R".utf8
+                Self.appendDecimal(retrieved, to: &out)
+            }
+            if let xUIDL = entry.xUIDL {
+                out += ",X".utf8
+                if let xUIDL { out += Self.hex(xUIDL).utf8 }
+            }
+            out.append(UInt8(ascii: " "))
+            out += entry.baseName.utf8
+            out.append(UInt8(ascii: "\n"))
+        }
+        for name in tombstones.sorted() {
+            out += "D ".utf8
+            out += name.utf8
+            out.append(UInt8(ascii: "\n"))
+        }
+        return out
+    }
+
+    static func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+        if value < 0 {
+            out.append(UInt8(ascii: "-"))
+            appendDecimal(-value, to: &out)
+            return
+        }
+        if value >= 10 { appendDecimal(value / 10, to: &out) }
+        out.append(UInt8(ascii: "0") + UInt8(value % 10))
     }
 
     static func hex(_ text: String) -> String {
@@ -126,8 +171,8 @@ struct UIDList: Equatable, Sendable {
         return String(decoding: text.utf8.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
     }
 
-    static func unhex(_ hex: Substring) -> String? {
-        let bytes = Array(hex.utf8)
+    static func unhex(_ hex: ArraySlice<UInt8>) -> String? {
+        let bytes = Array(hex)
         guard bytes.count % 2 == 0 else { return nil }
         var out: [UInt8] = []
         var i = 0

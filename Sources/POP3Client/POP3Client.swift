@@ -24,7 +24,21 @@ public final class POP3Client {
         /// TLS from the first byte (port 995, RFC 8314). The host name is checked against the
         /// certificate unless `serverHostname` is given; an IP address is not sent as SNI.
         case implicit(TLSConfiguration, serverHostname: String? = nil)
+        /// Implicit TLS with a context made once and shared by many connections (a load
+        /// generator opening thousands of sessions should not rebuild it each time).
+        case implicitContext(NIOSSLContext, serverHostname: String? = nil)
     }
+
+    /// One line of the conversation for a transcript: sent lines have secrets replaced by
+    /// `<hidden>` (PASS, APOP digests, SASL responses); received lines are escaped. Message
+    /// bodies (RETR, TOP) are not shown.
+    public enum TranscriptEvent: Sendable, Hashable {
+        case sent(String)
+        case received(String)
+    }
+
+    /// Called on the task that runs the client, for each line sent and each reply line received.
+    public typealias TranscriptObserver = @Sendable (TranscriptEvent) -> Void
 
     /// The server's greeting.
     public let greeting: POP3Response
@@ -48,13 +62,16 @@ public final class POP3Client {
 
     /// Connects, sets up TLS for `.implicit`, and reads the greeting.
     ///
-    /// - Parameter timeout: for the TCP connection and for every wait on a reply.
+    /// - Parameters:
+    ///   - timeout: for the TCP connection and for every wait on a reply.
+    ///   - transcript: sees every line sent (secrets hidden) and received, greeting included.
     public static func connect(
         host: String,
         port: Int,
         tls: TLSMode = .none,
         timeout: TimeAmount = .seconds(30),
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        transcript: TranscriptObserver? = nil
     ) async throws(POP3ClientError) -> POP3Client {
         let sslContext: NIOSSLContext?
         var hostname: String?
@@ -67,6 +84,9 @@ public final class POP3Client {
             } catch {
                 throw .tls(String(describing: error))
             }
+            hostname = serverHostname ?? (isIPAddress(host) ? nil : host)
+        case .implicitContext(let context, let serverHostname):
+            sslContext = context
             hostname = serverHostname ?? (isIPAddress(host) ? nil : host)
         }
         let asyncChannel: NIOAsyncChannel<ClientInbound, ByteBuffer>
@@ -86,7 +106,7 @@ public final class POP3Client {
         } catch {
             throw Transport.map(error)
         }
-        let transport = Transport(asyncChannel, timeout: timeout)
+        let transport = Transport(asyncChannel, timeout: timeout, observer: transcript)
         do throws(POP3ClientError) {
             let greeting = try await transport.readStatus()
             guard greeting.status == .ok else { throw POP3ClientError.server(greeting) }
@@ -113,7 +133,7 @@ public final class POP3Client {
     @discardableResult
     func command(_ command: POP3Command) async throws(POP3ClientError) -> POP3Response {
         try await transport.drainBody()
-        try await transport.write(command.wireLine)
+        try await transport.write(command.wireLine, logged: command.redactedLine)
         let response = try await transport.readStatus()
         guard response.status == .ok else { throw .server(response) }
         return response
@@ -140,6 +160,12 @@ public final class POP3Client {
         } catch {
             throw .tls(String(describing: error))
         }
+        try await startTLS(context: context, serverHostname: serverHostname)
+    }
+
+    /// `STLS` with a TLS context made once and shared by many connections.
+    public func startTLS(context: NIOSSLContext, serverHostname: String?) async throws(POP3ClientError) {
+        guard !isTLS else { throw .tls("TLS is already active") }
         try await command(.stls)
         let channel = transport.channel
         do {
@@ -174,7 +200,8 @@ public final class POP3Client {
     public func authenticate(mechanism: SASLMechanism, user: String, password: String) async throws(POP3ClientError) {
         var exchange = SASLClientExchange(mechanism: mechanism, user: user, password: password)
         try await transport.drainBody()
-        try await transport.write(POP3Command.auth(mechanism: mechanism.rawValue, initialResponse: nil).wireLine)
+        let auth = POP3Command.auth(mechanism: mechanism.rawValue, initialResponse: nil)
+        try await transport.write(auth.wireLine, logged: auth.redactedLine)
         while true {
             let line = try await transport.readLine()
             let view = line.readableBytesView
@@ -186,10 +213,10 @@ public final class POP3Client {
                         throw POP3ClientError.malformedReply("SASL challenge is not base64")
                     }
                     guard case .respond(let response) = try exchange.respond(to: challenge) else { continue }
-                    try await transport.write(Base64.encode(response) + "\r\n")
+                    try await transport.write(Base64.encode(response) + "\r\n", logged: "<hidden>")
                 } catch {
                     // RFC 5034 section 4: "*" cancels; the server answers -ERR.
-                    try? await transport.write("*\r\n")
+                    try? await transport.write("*\r\n", logged: "*")
                     _ = try? await transport.readStatus()
                     throw error
                 }
@@ -357,11 +384,12 @@ public final class POP3Client {
         try await transport.drainBody()
         var responses: [POP3Response] = []
         if lastCapabilities?.contains("PIPELINING") == true {
-            try await transport.write(commands.map(\.wireLine).joined())
+            try await transport.write(commands.map(\.wireLine).joined(),
+                                      logged: commands.map(\.redactedLine).joined(separator: "\n"))
             for _ in commands { responses.append(try await transport.readStatus()) }
         } else {
             for command in commands {
-                try await transport.write(command.wireLine)
+                try await transport.write(command.wireLine, logged: command.redactedLine)
                 responses.append(try await transport.readStatus())
             }
         }

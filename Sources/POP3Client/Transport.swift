@@ -43,12 +43,16 @@ final class Transport {
     /// The body being read, if a RETR or TOP reply is not finished.
     private var body: DotUnstuffer?
     private var bodyGeneration = 0
+    /// Sees each line sent (as given to ``write(_:logged:)``) and each reply line received.
+    private let observer: POP3Client.TranscriptObserver?
 
-    init(_ asyncChannel: NIOAsyncChannel<ClientInbound, ByteBuffer>, timeout: TimeAmount) {
+    init(_ asyncChannel: NIOAsyncChannel<ClientInbound, ByteBuffer>, timeout: TimeAmount,
+         observer: POP3Client.TranscriptObserver? = nil) {
         channel = asyncChannel.channel
         outbound = asyncChannel.outbound
         inbound = asyncChannel.inbound.makeAsyncIterator()
         self.timeout = timeout
+        self.observer = observer
     }
 
     deinit {
@@ -56,7 +60,12 @@ final class Transport {
         channel.close(promise: nil)
     }
 
-    func write(_ text: String) async throws(POP3ClientError) {
+    /// Sends `text`; the observer sees `logged` instead (one entry per line), so that secrets
+    /// never reach a transcript.
+    func write(_ text: String, logged: String) async throws(POP3ClientError) {
+        if let observer {
+            for line in logged.split(separator: "\n") { observer(.sent(String(line))) }
+        }
         do {
             try await outbound.write(ByteBuffer(string: text))
         } catch {
@@ -115,6 +124,7 @@ final class Transport {
                 if line.readableBytesView.last == UInt8(ascii: "\r") {
                     line = line.getSlice(at: line.readerIndex, length: line.readableBytes - 1)!
                 }
+                observer?(.received(String(escapingReply: line.readableBytesView)))
                 return line
             }
             searched = view.count

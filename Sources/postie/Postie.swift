@@ -6,7 +6,10 @@ struct Postie: AsyncParsableCommand {
         commandName: "postie",
         abstract: "A POP3 server and the tools around it.",
         version: "0.1.0",
-        subcommands: [Serve.self, ConfigCommand.self, UserCommand.self, PasswordCommand.self, Deliver.self, MigrateCommand.self, DatabaseCommand.self]
+        subcommands: [
+            Serve.self, Check.self, ConfigCommand.self, UserCommand.self, PasswordCommand.self, Deliver.self, MigrateCommand.self,
+            FetchCommand.self, BenchCommand.self, DatabaseCommand.self,
+        ]
     )
 }
 
@@ -22,9 +25,32 @@ enum Entry {
     static func main() {
         let done = DispatchSemaphore(value: 0)
         Task.detached {
-            await Postie.main()
+            if CommandLine.arguments.dropFirst().first == "check" {
+                await runCheck()
+            } else {
+                await Postie.main()
+            }
             done.signal()
         }
         done.wait()
+    }
+}
+
+/// `postie check` follows the monitoring-plugin conventions even for a bad command line:
+/// UNKNOWN (exit status 3) instead of ArgumentParser's 64.
+private func runCheck() async {
+    do {
+        var command = try Postie.parseAsRoot()
+        if var command = command as? any AsyncParsableCommand {
+            try await command.run()
+        } else {
+            try command.run()
+        }
+    } catch {
+        let code = Postie.exitCode(for: error)
+        if code == .success || error is ExitCode {
+            Postie.exit(withError: error)
+        }
+        Check.unknown(Postie.message(for: error), json: CommandLine.arguments.contains("--json"))
     }
 }

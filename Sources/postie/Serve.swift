@@ -161,6 +161,9 @@ struct Serve: AsyncParsableCommand {
         // SIGHUP means "reload" here, never "terminate": ignore it until the reload service
         // takes it over, so a HUP sent during startup cannot kill the server.
         signal(SIGHUP, SIG_IGN)
+        // Trap it now, before any listener answers: a SIGHUP sent as soon as the port is open
+        // (a deploy script, logrotate) is then handled, not lost.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         var options = self.options
         var demoSetup: Demo.Setup?
         if demo {
@@ -279,7 +282,7 @@ struct Serve: AsyncParsableCommand {
             }
             if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
             if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
-            services.append(.init(service: ReloadOnHangup(options: options, server: server, tls: tls, metrics: metrics, logger: logger)))
+            services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, tls: tls, metrics: metrics, logger: logger)))
             let group = ServiceGroup(
                 configuration: .init(
                     services: services,
@@ -347,6 +350,7 @@ extension ServerSettings {
 /// sessions. Listeners, the passwd-file path and the Maildir template need a restart; the
 /// passwd-file's contents need nothing, they are re-read whenever the file changes.
 struct ReloadOnHangup: Service {
+    let signals: UnixSignalsSequence
     let options: ServeOptions
     let server: POP3Server
     let tls: TLSProvider?
@@ -354,7 +358,6 @@ struct ReloadOnHangup: Service {
     let logger: Logger
 
     func run() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
             let settings = await ServerSettings.load(options)
             if !settings.errors.isEmpty {

@@ -64,27 +64,86 @@ class TestCA:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, directory: Path, cn: str = "Postie Interop Test CA"):
+    def __init__(self, directory: Path, cn: str = "Postie Interop Test CA", days: int = 30,
+                 name: str = "ca", parent: "TestCA | None" = None):
+        """A self-signed root, or with `parent` an intermediate CA signed by it."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.cert = self.dir / "ca.pem"
-        self.key = self.dir / "ca.key"
+        self.cert = self.dir / f"{name}.pem"
+        self.key = self.dir / f"{name}.key"
+        signer = ["-CA", str(parent.cert), "-CAkey", str(parent.key)] if parent else []
         _openssl(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                  "-keyout", str(self.key), "-out", str(self.cert), "-days", "30", "-subj", f"/CN={cn}",
-                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-keyout", str(self.key), "-out", str(self.cert), "-days", str(days), "-subj", f"/CN={cn}",
+                  *signer,
+                  "-addext", "basicConstraints=critical,CA:TRUE" + (",pathlen:0" if parent else ""),
                   "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
 
-    def leaf(self, name: str, cn: str, sans: list[str], serial: int) -> Leaf:
+    def intermediate(self, name: str, cn: str, days: int = 30) -> "TestCA":
+        """An intermediate CA signed by this one (files `name`.pem and `name`.key)."""
+        return TestCA(self.dir, cn, days=days, name=name, parent=self)
+
+    def leaf(self, name: str, cn: str, sans: list[str], serial: int, days: int = 30) -> Leaf:
         cert = self.dir / f"{name}.pem"
         key = self.dir / f"{name}.key"
         _openssl(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                  "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", f"/CN={cn}",
+                  "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", f"/CN={cn}",
                   "-CA", str(self.cert), "-CAkey", str(self.key), "-set_serial", str(serial),
                   "-addext", "subjectAltName=" + ",".join(sans),
                   "-addext", "basicConstraints=critical,CA:FALSE",
                   "-addext", "keyUsage=critical,digitalSignature",
                   "-addext", "extendedKeyUsage=serverAuth"])
         return Leaf(name, cert, key, serial, cn, sans)
+
+    def expired_leaf(self, name: str, cn: str, sans: list[str], serial: int) -> Leaf:
+        """A leaf that was valid for 90 days and expired 2 days ago. `openssl req/x509` cannot
+        back-date certificates, so it is built with python's `cryptography`."""
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        ca_key = serialization.load_pem_private_key(self.key.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        alt = []
+        for s in sans:
+            kind, _, value = s.partition(":")
+            if kind == "DNS":
+                alt.append(x509.DNSName(value))
+            else:
+                import ipaddress
+                alt.append(x509.IPAddress(ipaddress.ip_address(value)))
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                .issuer_name(ca_cert.subject)
+                .public_key(key.public_key())
+                .serial_number(serial)
+                .not_valid_before(now - datetime.timedelta(days=92))
+                .not_valid_after(now - datetime.timedelta(days=2))
+                .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        cert_path, key_path = self.dir / f"{name}.pem", self.dir / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        os.chmod(key_path, 0o600)
+        return Leaf(name, cert_path, key_path, serial, cn, sans)
+
+
+def self_signed(directory: Path, name: str, cn: str, sans: list[str], days: int = 400) -> Leaf:
+    """A self-signed server certificate (its own CA: trusted only when given as the CA file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    _openssl(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+              "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", f"/CN={cn}",
+              "-addext", "subjectAltName=" + ",".join(sans),
+              "-addext", "extendedKeyUsage=serverAuth"])
+    return Leaf(name, cert, key, 1, cn, sans)
 
 
 @dataclass

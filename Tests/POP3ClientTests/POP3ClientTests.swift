@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import POP3Client
@@ -129,6 +130,36 @@ struct POP3ClientTests {
         }
     }
 
+    /// The transcript observer sees both sides, the greeting included, and never a secret:
+    /// not the password, nor its base64 form inside PLAIN/LOGIN responses.
+    @Test(arguments: [SASLMechanism.plain, .login, .scramSHA256])
+    func transcriptHidesSecrets(_ mechanism: SASLMechanism) async throws {
+        let lines = NIOLockedValueBox<[POP3Client.TranscriptEvent]>([])
+        try await withServer(configure: { $0.authMechanisms = SASLMechanism.allCases }) { ports in
+            let client = try await POP3Client.connect(host: "127.0.0.1", port: ports[0],
+                                                      transcript: { event in lines.withLockedValue { $0.append(event) } })
+            try await client.authenticate(mechanism: mechanism, user: "bob", password: "pässword")
+            _ = try await client.pipelined([.noop, .stat])
+            let other = try await POP3Client.connect(host: "127.0.0.1", port: ports[0],
+                                                     transcript: { event in lines.withLockedValue { $0.append(event) } })
+            try await other.login(user: "alice", password: "secret")
+            try await other.quit()
+            try await client.quit()
+        }
+        let all = lines.withLockedValue { $0 }
+        #expect(all.first == .received("+OK Postie ready."))
+        #expect(all.contains(.sent("AUTH \(mechanism.rawValue)")))
+        #expect(all.contains(.sent("<hidden>")))
+        #expect(all.contains(.sent("NOOP")) && all.contains(.sent("STAT")))
+        #expect(all.contains(.sent("USER alice")) && all.contains(.sent("PASS <hidden>")))
+        #expect(all.contains(.received("+OK Logged in.")))
+        let secrets = ["pässword", "secret", Base64.encode(Array("\0bob\0pässword".utf8)), Base64.encode(Array("pässword".utf8))]
+        for event in all {
+            guard case .sent(let text) = event else { continue }
+            for secret in secrets { #expect(!text.contains(secret), "\(text)") }
+        }
+    }
+
     @Test(arguments: [SASLMechanism.plain, .login, .cramMD5, .scramSHA1, .scramSHA256])
     func saslWrongPasswordIsAuthError(_ mechanism: SASLMechanism) async throws {
         try await withServer(configure: { $0.authMechanisms = SASLMechanism.allCases }) { ports in
@@ -247,6 +278,25 @@ struct POP3ClientTests {
             try await client.authenticate(mechanism: .scramSHA256, user: "alice", password: "secret")
             #expect(try await client.top(2, lines: 2).text == "Subject: two\r\nFrom: x@example.org\r\n\r\nline 1\r\nline 2\r\n")
             try await client.quit()
+        }
+    }
+
+    @Test func oneSharedTLSContextServesManyConnections() async throws {
+        let certificate = TestCertificate.shared
+        let context = try NIOSSLContext(configuration: try certificate.clientConfiguration())
+        try await withServer(implicitTLS: true, tls: try certificate.provider()) { ports in
+            for _ in 0..<2 {
+                let implicit = try await POP3Client.connect(
+                    host: "127.0.0.1", port: ports[1], tls: .implicitContext(context, serverHostname: "localhost"))
+                #expect(implicit.isTLS)
+                try await implicit.login(user: "alice", password: "secret")
+                try await implicit.quit()
+                let upgraded = try await POP3Client.connect(host: "127.0.0.1", port: ports[0])
+                try await upgraded.startTLS(context: context, serverHostname: "localhost")
+                #expect(upgraded.isTLS)
+                try await upgraded.login(user: "alice", password: "secret")
+                try await upgraded.quit()
+            }
         }
     }
 

@@ -1,0 +1,285 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+import POP3Client
+import POP3Core
+import Synchronization
+
+/// How bench sessions protect their connections.
+public enum BenchTLSMode: String, Sendable, CaseIterable, Codable {
+    case none, starttls, implicit
+    /// Sessions take plain, STLS and implicit TLS in turn (implicit needs `--tls-port`, or the
+    /// server's port when it is 995).
+    case mix
+}
+
+/// One login from the credentials file.
+public struct BenchCredential: Sendable, Equatable {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+
+    /// `user:password` lines; `#` comments and blank lines ignored; the password is everything
+    /// after the first `:`.
+    public static func parse(_ text: String) throws -> [BenchCredential] {
+        var result: [BenchCredential] = []
+        // "\r\n" is one Character in Swift: split on both forms.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        for (index, line) in lines.enumerated() {
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex, line.index(after: colon) != line.endIndex else {
+                throw BenchError("credentials line \(index + 1): expected user:password")
+            }
+            result.append(BenchCredential(user: String(line[..<colon]), password: String(line[line.index(after: colon)...])))
+        }
+        guard !result.isEmpty else { throw BenchError("the credentials file has no user:password lines") }
+        return result
+    }
+}
+
+public struct BenchError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// What `postie bench` runs.
+public struct BenchOptions: Sendable {
+    public var host: String
+    public var port: Int
+    /// The implicit-TLS port for `mix` (default: `port`).
+    public var tlsPort: Int?
+    public var tls: BenchTLSMode
+    /// Verify certificates against this CA file; without it certificates are not verified.
+    public var caFile: String?
+    public var credentials: [BenchCredential]
+    public var clients: Int
+    public var durationSeconds: Double
+    public var rampUpSeconds: Double = 0
+    /// Messages retrieved per session (fewer if the mailbox holds fewer).
+    public var retr: Int
+    /// The share of sessions (0...1) that delete the messages they retrieved.
+    public var deleteShare: Double = 0
+    /// A step waiting longer than this counts the session as stalled and ends it.
+    public var stallSeconds: Double = 10
+
+    public init(host: String, port: Int, tls: BenchTLSMode, credentials: [BenchCredential], clients: Int,
+                durationSeconds: Double, retr: Int) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.credentials = credentials
+        self.clients = clients
+        self.durationSeconds = durationSeconds
+        self.retr = retr
+    }
+}
+
+/// Counters and histograms shared by every client, updated once per session.
+struct BenchTotals {
+    var sessions = 0
+    var sessionsAfterRampUp = 0
+    var failed = 0
+    var stalled = 0
+    var retrieved = 0
+    var deleted = 0
+    var bytes = 0
+    var errors: [String: Int] = [:]
+    var session = LatencyHistogram()
+    var steps = [LatencyHistogram](repeating: LatencyHistogram(), count: BenchStep.allCases.count)
+}
+
+/// One session's measurements, kept on the client's stack until the session ends.
+struct SessionSample {
+    var steps: [(BenchStep, UInt64)] = []
+    var bytes = 0
+    var retrieved = 0
+    var deleted = 0
+
+    init() { steps.reserveCapacity(16) }
+}
+
+/// A POP3 load generator: `clients` tasks on one event loop group, each running sessions back
+/// to back (login, STAT, UIDL, RETR k, a share with DELE, QUIT) until the duration is over.
+/// No thread per session; each session's numbers go into the shared totals under one lock.
+public final class Bench: Sendable {
+    public let options: BenchOptions
+    let eventLoopGroup: any EventLoopGroup
+    private let totals = Mutex(BenchTotals())
+    private let sslContext: NIOSSLContext?
+
+    public init(options: BenchOptions, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+        self.options = options
+        self.eventLoopGroup = eventLoopGroup
+        if options.tls != .none {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.minimumTLSVersion = .tlsv12
+            if let caFile = options.caFile {
+                configuration.trustRoots = .file(caFile)
+            } else {
+                configuration.certificateVerification = .none
+            }
+            do {
+                sslContext = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw BenchError("TLS setup failed: \(error)")
+            }
+        } else {
+            sslContext = nil
+        }
+    }
+
+    public func run() async -> BenchReport {
+        let start = NIODeadline.now()
+        let rampEnd = start + .nanoseconds(Int64(options.rampUpSeconds * 1e9))
+        let end = start + .nanoseconds(Int64(options.durationSeconds * 1e9))
+        await withTaskGroup(of: Void.self) { group in
+            for index in 0..<options.clients {
+                group.addTask { await self.client(index, start: start, rampEnd: rampEnd, end: end) }
+            }
+        }
+        let finished = NIODeadline.now()
+        let snapshot = totals.withLock { $0 }
+        return BenchReport(
+            options: options, totals: snapshot,
+            elapsed: Double((finished - start).nanoseconds) / 1e9,
+            steadyElapsed: Double((finished - rampEnd).nanoseconds) / 1e9)
+    }
+
+    private func client(_ index: Int, start: NIODeadline, rampEnd: NIODeadline, end: NIODeadline) async {
+        if options.clients > 1 && options.rampUpSeconds > 0 {
+            let offset = options.rampUpSeconds * Double(index) / Double(options.clients)
+            let wake = start + .nanoseconds(Int64(offset * 1e9))
+            let wait = wake - .now()
+            if wait.nanoseconds > 0 { try? await Task.sleep(nanoseconds: UInt64(wait.nanoseconds)) }
+        }
+        let credential = options.credentials[index % options.credentials.count]
+        var round = 0
+        // A deterministic spread of deleting sessions: the share is exact over many sessions.
+        var deleteAccumulator = Double(index % 7) / 7 * options.deleteShare
+        while NIODeadline.now() < end {
+            deleteAccumulator += options.deleteShare
+            let deleting = deleteAccumulator >= 1
+            if deleting { deleteAccumulator -= 1 }
+            let mode = mode(forClient: index, round: round)
+            round += 1
+            var sample = SessionSample()
+            let began = NIODeadline.now()
+            let outcome = await session(credential: credential, mode: mode, deleting: deleting, sample: &sample)
+            let finished = NIODeadline.now()
+            let elapsed = UInt64(Swift.max(0, (finished - began).nanoseconds))
+            totals.withLock { totals in
+                for (step, nanoseconds) in sample.steps { totals.steps[step.rawValue].record(nanoseconds: nanoseconds) }
+                totals.bytes += sample.bytes
+                totals.retrieved += sample.retrieved
+                switch outcome {
+                case nil:
+                    totals.sessions += 1
+                    totals.deleted += sample.deleted
+                    if finished >= rampEnd { totals.sessionsAfterRampUp += 1 }
+                    totals.session.record(nanoseconds: elapsed)
+                case let kind?:
+                    totals.failed += 1
+                    if kind == "stalled" { totals.stalled += 1 }
+                    totals.errors[kind, default: 0] += 1
+                }
+            }
+            if outcome == "connect" {
+                // The server refuses connections: back off briefly instead of spinning.
+                try? await Task.sleep(nanoseconds: 50_000_000)
+            }
+        }
+    }
+
+    private func mode(forClient index: Int, round: Int) -> BenchTLSMode {
+        guard options.tls == .mix else { return options.tls }
+        return [BenchTLSMode.none, .starttls, .implicit][(index + round) % 3]
+    }
+
+    /// One session; nil when it completed, or the kind of error that ended it.
+    private func session(credential: BenchCredential, mode: BenchTLSMode, deleting: Bool, sample: inout SessionSample) async -> String? {
+        let timeout = TimeAmount.nanoseconds(Int64(options.stallSeconds * 1e9))
+        var step = BenchStep.connect
+        var mark = NIODeadline.now()
+        func lap(_ done: BenchStep, _ sample: inout SessionSample) {
+            let now = NIODeadline.now()
+            sample.steps.append((done, UInt64(Swift.max(0, (now - mark).nanoseconds))))
+            mark = now
+        }
+        let client: POP3Client
+        do {
+            if mode == .implicit, let sslContext {
+                client = try await POP3Client.connect(
+                    host: options.host, port: options.tlsPort ?? options.port,
+                    tls: .implicitContext(sslContext, serverHostname: nil), timeout: timeout, eventLoopGroup: eventLoopGroup)
+            } else {
+                client = try await POP3Client.connect(host: options.host, port: options.port, timeout: timeout, eventLoopGroup: eventLoopGroup)
+            }
+            lap(.connect, &sample)
+        } catch {
+            return Self.kind(of: error, step: step)
+        }
+        do throws(POP3ClientError) {
+            if mode == .starttls, let sslContext {
+                step = .stls
+                try await client.startTLS(context: sslContext, serverHostname: nil)
+                lap(.stls, &sample)
+            }
+            step = .login
+            try await client.login(user: credential.user, password: credential.password)
+            lap(.login, &sample)
+            step = .stat
+            let (count, _) = try await client.stat()
+            lap(.stat, &sample)
+            step = .uidl
+            _ = try await client.uidl()
+            lap(.uidl, &sample)
+            let wanted = Swift.min(options.retr, count)
+            if wanted > 0 {
+                step = .retr
+                for number in 1...wanted {
+                    var size = 0
+                    for try await chunk in try await client.retrieveStream(number) { size += chunk.readableBytes }
+                    sample.bytes += size
+                    sample.retrieved += 1
+                    lap(.retr, &sample)
+                }
+                if deleting {
+                    step = .dele
+                    for number in 1...wanted {
+                        try await client.delete(number)
+                        lap(.dele, &sample)
+                    }
+                    sample.deleted = wanted
+                }
+            }
+            step = .quit
+            try await client.quit()
+            lap(.quit, &sample)
+            return nil
+        } catch {
+            await client.close()
+            return Self.kind(of: error, step: step)
+        }
+    }
+
+    /// An error as a short kind for the report: `auth`, `in-use`, `tls`, `stalled`, ...
+    static func kind(of error: any Error, step: BenchStep) -> String {
+        guard let error = error as? POP3ClientError else { return "other" }
+        switch error {
+        case .server(let response):
+            if response.code == .inUse { return "in-use" }
+            if response.code == .auth || step == .login { return "auth" }
+            return "err-\(step.name)"
+        case .timeout: return "stalled"
+        case .tls: return "tls"
+        case .connectionClosed: return "closed-\(step.name)"
+        case .connectionFailed: return "connect"
+        case .malformedReply, .lineTooLong: return "protocol"
+        default: return "other"
+        }
+    }
+}

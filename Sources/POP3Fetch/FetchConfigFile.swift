@@ -1,0 +1,150 @@
+import Yams
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Several accounts for `postie fetch --config FILE`, in YAML:
+///
+///     poll: 300                      # optional: fetch again every 300 seconds
+///     accounts:
+///       - server: pop.example.org:995
+///         tls: implicit              # implicit | starttls | none (default: implicit on 995, else starttls)
+///         ca-file: /etc/ssl/corp-ca.pem
+///         user: alice
+///         password-file: /etc/postie/alice.password
+///         to: maildir:/home/alice/Maildir
+///         keep: true
+///         delete-after: 30           # days, with keep
+///         delete-larger: 20M         # with keep
+///         mark-existing: false
+///         rebuild-state: false
+///         state-file: /var/lib/postie/alice.state
+///         timeout: 60
+///
+/// Passwords are never in this file: each account names a password file.
+public struct FetchConfigFile: Sendable {
+    public var accounts: [FetchAccount]
+    public var poll: Int?
+
+    public struct Problem: Error, CustomStringConvertible {
+        public var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    static let accountKeys: Set<String> = [
+        "server", "tls", "ca-file", "user", "password-file", "to", "keep", "delete-after", "delete-larger",
+        "mark-existing", "rebuild-state", "state-file", "timeout",
+    ]
+
+    public init(path: String, readFile: (String) throws -> String = FetchConfigFile.readPasswordFile) throws {
+        let text: String
+        do {
+            guard let bytes = try FS.read(path) else { throw Problem("\(path): no such file") }
+            text = String(decoding: bytes, as: UTF8.self)
+        }
+        try self.init(yaml: text, origin: path, readFile: readFile)
+    }
+
+    public init(yaml text: String, origin: String, readFile: (String) throws -> String) throws {
+        let root: Any?
+        do {
+            root = try Yams.load(yaml: text)
+        } catch {
+            throw Problem("\(origin): not valid YAML: \(error)")
+        }
+        guard let top = root as? [String: Any] else { throw Problem("\(origin): expected a mapping with an `accounts` list") }
+        for key in top.keys where key != "accounts" && key != "poll" {
+            throw Problem("\(origin): unknown key `\(key)` (known: accounts, poll)")
+        }
+        if let poll = top["poll"] {
+            guard let seconds = poll as? Int, seconds > 0 else { throw Problem("\(origin): poll: a number of seconds above 0") }
+            self.poll = seconds
+        }
+        guard let list = top["accounts"] as? [Any], !list.isEmpty else {
+            throw Problem("\(origin): `accounts` must be a non-empty list")
+        }
+        accounts = []
+        for (index, item) in list.enumerated() {
+            let place = "\(origin): accounts[\(index)]"
+            guard let map = item as? [String: Any] else { throw Problem("\(place): expected a mapping") }
+            for key in map.keys where !Self.accountKeys.contains(key) {
+                throw Problem("\(place): unknown key `\(key)`")
+            }
+            func string(_ key: String) throws -> String? {
+                guard let value = map[key] else { return nil }
+                if let text = value as? String { return text }
+                if let number = value as? Int { return String(number) }
+                throw Problem("\(place).\(key): expected text")
+            }
+            func require(_ key: String) throws -> String {
+                guard let value = try string(key), !value.isEmpty else { throw Problem("\(place): `\(key)` is required") }
+                return value
+            }
+            func bool(_ key: String) throws -> Bool {
+                guard let value = map[key] else { return false }
+                guard let flag = value as? Bool else { throw Problem("\(place).\(key): expected true or false") }
+                return flag
+            }
+            if map["password"] != nil {
+                throw Problem("\(place): passwords never go in the config file; use password-file")
+            }
+            guard let server = parseServer(try require("server")) else {
+                throw Problem("\(place).server: expected HOST:PORT")
+            }
+            var tls = FetchTLSMode.defaultMode(port: server.port)
+            if let text = try string("tls") {
+                guard let mode = FetchTLSMode(rawValue: text) else {
+                    throw Problem("\(place).tls: implicit, starttls or none")
+                }
+                tls = mode
+            }
+            guard let destination = DestinationSpec(parsing: try require("to")) else {
+                throw Problem("\(place).to: expected maildir:DIR or mbox:FILE")
+            }
+            let passwordFile = try require("password-file")
+            let password: String
+            do {
+                password = try readFile(passwordFile)
+            } catch {
+                throw Problem("\(place).password-file: \(error)")
+            }
+            var account = FetchAccount(
+                host: server.host, port: server.port, tls: tls, user: try require("user"), password: password,
+                destination: destination)
+            account.caFile = try string("ca-file")
+            account.keep = try bool("keep")
+            account.markExisting = try bool("mark-existing")
+            account.rebuildState = try bool("rebuild-state")
+            account.statePath = try string("state-file")
+            if let days = map["delete-after"] {
+                guard let days = days as? Int, days >= 0 else { throw Problem("\(place).delete-after: a number of days") }
+                account.deleteAfterDays = days
+            }
+            if let size = try string("delete-larger") {
+                guard let octets = parseSize(size) else { throw Problem("\(place).delete-larger: a size like 20M") }
+                account.deleteLarger = octets
+            }
+            if let timeout = map["timeout"] {
+                guard let seconds = timeout as? Int, seconds > 0 else { throw Problem("\(place).timeout: seconds above 0") }
+                account.timeoutSeconds = seconds
+            }
+            accounts.append(account)
+        }
+    }
+
+    /// The first line of a password file, without its line end.
+    public static func readPasswordFile(_ path: String) throws -> String {
+        let bytes: [UInt8]?
+        do {
+            bytes = try FS.read(path)
+        } catch {
+            throw Problem("\(error)")
+        }
+        guard let bytes else { throw Problem("\(path): no such file") }
+        var line = Substring(decoding: bytes, as: UTF8.self)
+        if let end = line.firstIndex(where: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) { line = line[..<end] }
+        guard !line.isEmpty else { throw Problem("\(path): the first line is empty") }
+        return String(line)
+    }
+}

@@ -1,0 +1,64 @@
+import Testing
+
+@testable import MaildirStore
+
+/// postie-uidlist parsing and writing, and the byte-level name helpers the open path uses.
+@Suite("postie-uidlist and Maildir names")
+struct UIDListTests {
+    @Test func roundTripKeepsEveryField() throws {
+        var list = UIDList(uidValidity: 1_764_234_863)
+        list.nextUID = 9
+        list.entries = [
+            .init(uid: 1, size: 1532, baseName: "1764234863.M1P100.host"),
+            .init(uid: 3, size: 880, baseName: "1764234900.M5P120.host,S=870", retrievedAt: 1_764_300_000),
+            .init(uid: 8, size: 0, baseName: "name with spaces", xUIDL: .some("old-uidl 7")),
+            .init(uid: 4, size: 12, baseName: "no-header", xUIDL: .some(nil)),
+        ]
+        list.tombstones = ["gone.1", "gone.2"]
+        let bytes = list.serialized()
+        #expect(String(decoding: bytes, as: UTF8.self).hasPrefix("POSTIE-UIDLIST 1 V1764234863 N9\n1 1532 1764234863.M1P100.host\n3 880,R1764300000 "))
+        #expect(try UIDList(parsing: bytes) == list)
+    }
+
+    @Test(arguments: [
+        "POSTIE-UIDLIST 1 V1 N2\n1 -5 name\n",  // negative size
+        "POSTIE-UIDLIST 1 V1 N2\n1 5\n",  // no name
+        "POSTIE-UIDLIST 1 V1 N2\n2 5 name\n",  // UID not below next
+        "POSTIE-UIDLIST 1 V1 N2\nx 5 name\n",
+        "POSTIE-UIDLIST 1 V1 N2\n1 99999999999999999999 name\n",  // overflow
+        "POSTIE-UIDLIST 2 V1 N2\n",  // unknown version
+        "POSTIE-UIDLIST 1 V1 N99999999999\n",  // next UID beyond 32 bits
+    ])
+    func corruptLinesAreRejected(text: String) {
+        #expect(throws: UIDList.ParseError.self) { try UIDList(parsing: Array(text.utf8)) }
+    }
+
+    @Test func hex8IsUpperCaseAndPadded() {
+        #expect(UIDList.hex8(0) == "00000000")
+        #expect(UIDList.hex8(0x1A2B) == "00001A2B")
+        #expect(UIDList.hex8(.max) == "FFFFFFFF")
+        #expect(UIDList(uidValidity: 0x6B09_6CCA).uidl(for: 1) == "000000016B096CCA")
+    }
+
+    @Test func namesAreTakenApartByteByByte() throws {
+        #expect(MaildirMaildrop.baseName("123.M1P2.host,S=10,W=12:2,S") == "123.M1P2.host,S=10,W=12")
+        #expect(MaildirMaildrop.baseName("plain") == "plain")
+        #expect(try MaildirMaildrop.sizeFromName("123.M1P2.host,S=10,W=12:2,S") == 12)
+        #expect(try MaildirMaildrop.sizeFromName("123.M1P2.host,S=10:2,") == nil)
+        #expect(try MaildirMaildrop.sizeFromName("123.host,W=x1") == nil)
+        #expect(MaildirMaildrop.hasInfo("a:2,S"))
+        #expect(MaildirMaildrop.hasInfo("a:2,"))
+        #expect(!MaildirMaildrop.hasInfo("a"))
+        #expect(!MaildirMaildrop.hasInfo("a:1,"))
+        #expect(MaildirMaildrop.isMessageName("123.host"))
+        #expect(!MaildirMaildrop.isMessageName(".hidden"))
+        #expect(!MaildirMaildrop.isMessageName("forged\nline"))
+        #expect(!MaildirMaildrop.isMessageName("forged\rline"))
+        #expect(MaildirMaildrop.isMessageName("ünïcode.host"))
+    }
+
+    @Test func deliveryOrderIsByLeadingTimeThenName() {
+        let names = ["20.b", "100.a", "20.a", "x-no-time", "3.z"]
+        #expect(MaildirMaildrop.sortedByDelivery(names) == ["x-no-time", "3.z", "20.a", "20.b", "100.a"])
+    }
+}
