@@ -236,9 +236,15 @@ def main() -> int:
         a.messages, a.bulk, a.huge_mb, a.duration, a.idle, a.idle_dovecot, a.idle_postgres = 5, 2000, 8, 3, 300, 50, 50
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard < a.idle + 1000:
-        a.idle = max(100, hard - 1000)
+    try:
+        # Root may raise the hard limit; the servers inherit it. Each idle Postie session
+        # holds its socket and its Maildir lock.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 2 * a.idle + 1000),) * 2)
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2 * a.idle + 1000:
+        a.idle = max(100, (hard - 1000) // 2)
         log(f"open-file limit {hard}: idle sessions reduced to {a.idle}")
 
     generator = a.load_generator or a.postie

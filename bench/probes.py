@@ -39,18 +39,26 @@ class LineClient:
         return reply
 
     def multiline(self, text: str) -> int:
-        """Sends a command with a multi-line reply; returns the number of lines."""
+        """Sends a command with a multi-line reply; returns the number of lines.
+
+        Searches only the newly received bytes for the end, so a 100,000-line reply costs
+        the client linear time, whatever the server."""
         self.command(text)
-        while b"\r\n.\r\n" not in self.buf and not self.buf.startswith(b".\r\n"):
+        data = bytearray(self.buf)
+        searched = 0
+        while True:
+            if data.startswith(b".\r\n"):
+                self.buf = bytes(data[3:])
+                return 0
+            end = data.find(b"\r\n.\r\n", max(0, searched - 4))
+            if end >= 0:
+                self.buf = bytes(data[end + 5:])
+                return data.count(b"\r\n", 0, end) + 1
+            searched = len(data)
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise ConnectionError("server closed the connection")
-            self.buf += chunk
-        if self.buf.startswith(b".\r\n"):
-            self.buf = self.buf[3:]
-            return 0
-        body, self.buf = self.buf.split(b"\r\n.\r\n", 1)
-        return body.count(b"\r\n") + 1
+            data += chunk
 
     def close(self) -> None:
         try:

@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -219,8 +220,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
         // Match files to index entries by base name; a base name seen twice keeps one UID.
         var fileForBase: [String: String] = [:]
+        fileForBase.reserveCapacity(curNames.count)
         for name in curNames { fileForBase[baseName(name)] = name }
         var entries: [UIDList.Entry] = []
+        entries.reserveCapacity(curNames.count)
+        /// The file name in cur/ of each entry, by index.
+        var fileNames: [String] = []
         // Where Dovecot's dovecot-uidlist exists it decides UIDs and UIDVALIDITY; else ours does.
         let dovecot: DovecotUIDList?
         do {
@@ -247,22 +252,25 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             index.uidValidity = synced.uidValidity
             index.nextUID = synced.nextUID
             dovecotRecords = synced.recordsByBaseName
+            fileNames = entries.map { fileForBase[$0.baseName]! }
         } else {
-            var known = Set<String>()
+            // Each file matched is taken out of the table; what is left is new.
+            fileNames.reserveCapacity(curNames.count)
             for entry in index.entries {
-                if fileForBase[entry.baseName] != nil {
+                if let name = fileForBase.removeValue(forKey: entry.baseName) {
                     entries.append(entry)
-                    known.insert(entry.baseName)
+                    fileNames.append(name)
                 } else {
                     changed = true  // gone: expunged by another program
                 }
             }
             // New messages get UIDs in delivery order (Maildir names start with the time).
-            let fresh = sortedByDelivery(fileForBase.keys.filter { !known.contains($0) })
-            for base in fresh {
-                let file = path + "/cur/" + fileForBase[base]!
-                let size = try canonicalSize(of: file, hint: sizeFromName(fileForBase[base]!))
-                entries.append(UIDList.Entry(uid: index.nextUID, size: size, baseName: base))
+            let fresh = sortedByDelivery(fileForBase.keys)
+            let freshNames = fresh.map { fileForBase[$0]! }
+            let sizes = try canonicalSizes(directory: path + "/cur/", names: freshNames)
+            for (i, base) in fresh.enumerated() {
+                entries.append(UIDList.Entry(uid: index.nextUID, size: sizes[i], baseName: base))
+                fileNames.append(freshNames[i])
                 index.nextUID += 1
                 changed = true
             }
@@ -270,13 +278,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         // pop3_reuse_xuidl: read each message's X-UIDL header once and cache it.
         if uidlSettings.reuseXUIDL {
             for i in entries.indices where entries[i].xUIDL == nil && dovecotRecords[entries[i].baseName]?["P"] == nil {
-                entries[i].xUIDL = .some(try readXUIDLHeader(path + "/cur/" + fileForBase[entries[i].baseName]!))
+                entries[i].xUIDL = .some(try readXUIDLHeader(path + "/cur/" + fileNames[i]))
                 changed = true
             }
         }
         index.entries = entries
         if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
-        var fileNames = entries.map { fileForBase[$0.baseName]! }
 
         // EXPIRE (RFC 2449 section 6.7): messages first retrieved more than N days ago go now,
         // with the same all-or-nothing commit as a QUIT.
@@ -424,6 +431,31 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         var last: UInt8 = 0
         guard pread(fd, &last, 1, off_t(st.st_size - 1)) == 1 else { throw SystemError(call: "pread", path: file, errno: errno) }
         return last == UInt8(ascii: "\n") ? hint : hint + 2
+    }
+
+    /// The CRLF sizes of many new files (a first login to a big Maildir reads every one),
+    /// counted on all cores. Blocking.
+    static func canonicalSizes(directory: String, names: [String]) throws -> [Int] {
+        @Sendable func sizeOf(_ name: String) throws -> Int {
+            try canonicalSize(of: directory + name, hint: sizeFromName(name))
+        }
+        guard names.count >= 256 else { return try names.map(sizeOf) }
+        let results = NIOLockedValueBox(Array(repeating: 0, count: names.count))
+        let failure = NIOLockedValueBox<(any Error)?>(nil)
+        let stripes = System.coreCount * 4
+        DispatchQueue.concurrentPerform(iterations: stripes) { stripe in
+            var mine: [(Int, Int)] = []
+            mine.reserveCapacity(names.count / stripes + 1)
+            do {
+                for i in stride(from: stripe, to: names.count, by: stripes) { mine.append((i, try sizeOf(names[i]))) }
+            } catch {
+                failure.withLockedValue { if $0 == nil { $0 = error } }
+                return
+            }
+            results.withLockedValue { all in for (i, size) in mine { all[i] = size } }
+        }
+        if let error = failure.withLockedValue({ $0 }) { throw error }
+        return results.withLockedValue { $0 }
     }
 
     /// Reads a message once to count its CRLF size.

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import MaildirStore
@@ -60,5 +61,21 @@ struct UIDListTests {
     @Test func deliveryOrderIsByLeadingTimeThenName() {
         let names = ["20.b", "100.a", "20.a", "x-no-time", "3.z"]
         #expect(MaildirMaildrop.sortedByDelivery(names) == ["x-no-time", "3.z", "20.a", "20.b", "100.a"])
+    }
+
+    @Test func sizesOfManyFilesAreCountedInParallelAsOneByOne() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-sizes-\(UUID().uuidString)").path + "/"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var names: [String] = []
+        for i in 0..<600 {
+            let name = "\(1_764_000_000 + i).M\(i).host" + (i % 7 == 0 ? ",W=\(i + 3)" : "") + ":2,"
+            let body = String(repeating: "line \(i)\n", count: i % 13) + (i % 2 == 0 ? "no final newline" : "end\r\n")
+            try body.write(toFile: dir + name, atomically: false, encoding: .utf8)
+            names.append(name)
+        }
+        let expected = try names.map { try MaildirMaildrop.canonicalSize(of: dir + $0, hint: MaildirMaildrop.sizeFromName($0)) }
+        #expect(try MaildirMaildrop.canonicalSizes(directory: dir, names: names) == expected)
+        #expect(throws: (any Error).self) { try MaildirMaildrop.canonicalSizes(directory: dir, names: names + ["missing"]) }
     }
 }
