@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "POP3Check", targets: ["POP3Check"]),
         .library(name: "LMTPCore", targets: ["LMTPCore"]),
         .library(name: "LMTPServer", targets: ["LMTPServer"]),
+        .library(name: "PostgresStore", targets: ["PostgresStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -29,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         /// Wire types, parser, encoder, limits and message transforms: NIOCore only.
@@ -159,11 +161,24 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        /// The PostgreSQL backend: users, mailboxes, deduplicated chunked bodies, advisory-lock maildrops.
+        .target(
+            name: "PostgresStore",
+            dependencies: [
+                "POP3Core", "POP3Server", "PasswdFile", "SASL", "COpenSSLCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
         .executableTarget(
             name: "postie",
             dependencies: [
                 "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
-                "POP3Check",
+                "POP3Check", "PostgresStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -175,6 +190,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .testTarget(name: "POP3CoreTests", dependencies: ["POP3Core"]),
@@ -215,6 +231,15 @@ let package = Package(
         .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client"]),
         .testTarget(name: "POP3BenchTests", dependencies: ["POP3Bench", "POP3Client", "POP3Core"]),
         .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),
+        .testTarget(
+            name: "PostgresStoreTests",
+            dependencies: [
+                "PostgresStore", "POP3Server", "POP3Core", "PasswdFile",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
         .testTarget(

@@ -1,5 +1,10 @@
 """Postie against Dovecot, side by side, in one run (issue 7). Started by `bench/run`.
 
+Postie's PostgreSQL store (issue 9) runs as a third server, `postie-pg`: a throwaway
+PostgreSQL, the same users, the same mail imported with `postie db import`; its figures are
+printed beside the others with their ratio to Dovecot. Its idle sessions are fewer
+(--idle-postgres), since each holds a database connection of its own.
+
 Both servers get byte-identical copies of the same Maildirs, the same passwd-file, the
 same RSA certificate and the same `postie bench` load, one after the other. The table
 prints each figure with the Postie/Dovecot ratio and the target; results go to
@@ -27,6 +32,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "Tests" / "Interop"))
 
 import dataset  # noqa: E402
+import pgkit  # noqa: E402
 import probes  # noqa: E402
 from dovecotkit import DovecotServer, ensure_vmail  # noqa: E402
 from postiekit import free_port  # noqa: E402
@@ -110,6 +116,61 @@ class Postie:
                 self.proc.wait()
 
 
+class PostiePostgres(Postie):
+    """Postie with `--store postgres` on a throwaway PostgreSQL (Tests/Interop/pgkit.py), the
+    same users and the same mail, imported with `postie db import` (the store's MailDelivery)."""
+
+    def __init__(self, binary: Path, root: Path, template: Path, users: dict[str, str], cert: Path, key: Path,
+                 max_connections: int):
+        super().__init__(binary, root, template, Path("/dev/null"), cert, key)
+        root.mkdir(parents=True, exist_ok=True)
+        self.pg = pgkit.start(max_connections=max_connections)
+        self.url_file = root / "database-url"
+        self.url_file.write_text(self.pg.url() + "\n")
+        os.chmod(self.url_file, 0o600)
+        self._postie("db", "migrate")
+        # Users in one statement ({PLAIN}, as in Dovecot's passwd-file here).
+        rows = [(u, "{PLAIN}" + pw) for u, pw in users.items()]
+        csv = root / "users.csv"
+        csv.write_text("".join(f"{u},{pw}\n" for u, pw in rows))
+        os.chmod(root, 0o755)
+        os.chmod(csv, 0o644)
+        self.pg.psql(f"COPY users (name, password) FROM STDIN WITH (FORMAT csv)", stdin_path=csv)
+        t = time.monotonic()
+        n = 0
+        for user_dir in sorted(template.iterdir()):
+            files = sorted(str(f) for sub in ("cur", "new") for f in (user_dir / sub).glob("*") if f.is_file())
+            for i in range(0, len(files), 2000):
+                self._postie("db", "import", "--user", user_dir.name, *files[i:i + 2000])
+            n += len(files)
+        self.import_seconds = time.monotonic() - t
+        self.imported = n
+        log(f"postie-pg: imported {n} messages in {self.import_seconds:.1f} s")
+
+    def _postie(self, *args: str) -> None:
+        r = subprocess.run([str(self.binary), *args, "--database-url-file", str(self.url_file)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"postie {args[0]} {args[1]} failed: {r.stderr[-2000:]}")
+
+    def start(self) -> None:
+        args = [str(self.binary), "serve", "--store", "postgres", "--database-url-file", str(self.url_file),
+                "--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}",
+                "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+                "--max-connections", "20000", "--max-connections-per-ip", "20000",
+                "--max-userip-connections", "20000", "--database-pool-size", "20", "--log-level", "warning"]
+        out = open(self.root / "postie-pg.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        out.close()
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        super().stop()
+
+    def close(self) -> None:
+        self.pg.stop()
+
+
 class Dovecot:
     def __init__(self, root: Path, template: Path, users: dict[str, str], cert: Path, key: Path):
         ensure_vmail()
@@ -163,12 +224,16 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=10_000, help="idle sessions held open in Postie")
     ap.add_argument("--idle-dovecot", type=int, default=300,
                     help="idle sessions in Dovecot (one process each: 10,000 would need ~48 GB)")
+    ap.add_argument("--idle-postgres", type=int, default=150,
+                    help="idle sessions in Postie on PostgreSQL (each holds a database connection)")
+    ap.add_argument("--servers", default="dovecot,postie,postie-pg",
+                    help="which servers to measure (comma-separated subset of the default)")
     ap.add_argument("--steps", default="sessions,retr,bulk,idle",
                     help="which measurements to run (comma-separated subset of the default)")
     ap.add_argument("--quick", action="store_true", help="a small smoke run (minutes, not figures)")
     a = ap.parse_args()
     if a.quick:
-        a.messages, a.bulk, a.huge_mb, a.duration, a.idle, a.idle_dovecot = 5, 2000, 8, 3, 300, 50
+        a.messages, a.bulk, a.huge_mb, a.duration, a.idle, a.idle_dovecot, a.idle_postgres = 5, 2000, 8, 3, 300, 50, 50
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -218,6 +283,15 @@ def main() -> int:
         passwd.write_text(d.server.passwd_path.read_text())
         p = Postie(a.postie, work / "postie", p_mail, passwd, cert, key)
         servers.append(("postie", p))
+        wanted = set(a.servers.split(","))
+        if "postie-pg" in wanted:
+            log("postie-pg: starting PostgreSQL and importing the same mail")
+            pg_users = {u: users[u] for u in dataset.all_users(spec) + idle_users[:a.idle_postgres]}
+            pg = PostiePostgres(a.postie, work / "postie-pg", template, pg_users, cert, key,
+                                max_connections=a.idle_postgres + 60)
+            servers.append(("postie-pg", pg))
+            results["postgres_import"] = {"messages": pg.imported, "seconds": pg.import_seconds}
+        servers = [(n, s) for n, s in servers if n in wanted]
 
         for name, s in servers:
             log(f"{name}: starting")
@@ -246,7 +320,7 @@ def main() -> int:
                 r["bulk"] = {"messages": n, "first_s": first, "later_s": later[1]}
                 log(f"{name}: {n} messages, first {first:.2f} s, later {later[1]:.2f} s")
             if "idle" in steps:
-                count = a.idle if name == "postie" else a.idle_dovecot
+                count = {"postie": a.idle, "postie-pg": a.idle_postgres}.get(name, a.idle_dovecot)
                 log(f"{name}: {count} idle authenticated sessions")
                 logins = [(u, dataset.password(u)) for u in idle_users[:count]]
                 r["idle"] = probes.idle_sessions("127.0.0.1", s.port, logins, count, s.pid)
@@ -256,6 +330,8 @@ def main() -> int:
     finally:
         for _, s in servers:
             s.stop()
+            if hasattr(s, "close"):
+                s.close()
 
     (out / "results.json").write_text(json.dumps(results, indent=2))
     import report  # noqa: E402

@@ -60,18 +60,30 @@ def verdict(label: str, target: str, ratio: float | None, postie: float | None) 
 
 def table(results: dict) -> str:
     d, p = results["servers"].get("dovecot", {}), results["servers"].get("postie", {})
-    head = f"{'figure':34} {'Dovecot':>10} {'Postie':>10} {'unit':>5} {'P/D':>7}  {'target':18} verdict"
+    g = results["servers"].get("postie-pg")
+    pg_head = f" {'Postie PG':>10} {'PG/D':>7}" if g is not None else ""
+    head = f"{'figure':34} {'Dovecot':>10} {'Postie':>10} {'unit':>5} {'P/D':>7}  {'target':18} {'verdict':7}{pg_head}"
     lines = [head, "-" * len(head)]
     for label, fn, unit, _, target in ROWS:
         dv, pv = _value(fn, d), _value(fn, p)
         ratio = pv / dv if (pv is not None and dv) else None
-        lines.append(f"{label:34} {_fmt(dv):>10} {_fmt(pv):>10} {unit:>5} "
-                     f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>7}  {target:18} "
-                     f"{verdict(label, target, ratio, pv)}")
+        line = (f"{label:34} {_fmt(dv):>10} {_fmt(pv):>10} {unit:>5} "
+                f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>7}  {target:18} "
+                f"{verdict(label, target, ratio, pv):7}")
+        if g is not None:
+            gv = _value(fn, g)
+            gratio = gv / dv if (gv is not None and dv) else None
+            line += f" {_fmt(gv):>10} {(f'{gratio:.2f}x' if gratio is not None else '-'):>7}"
+        lines.append(line.rstrip())
     idle_d = d.get("idle", {}).get("sessions")
     if idle_d is not None:
         lines.append(f"(idle RSS: Dovecot measured over {idle_d} sessions, one process each; "
-                     f"Postie over {p.get('idle', {}).get('sessions')})")
+                     f"Postie over {p.get('idle', {}).get('sessions')}"
+                     + (f"; Postie PG over {g.get('idle', {}).get('sessions')}, each holding a PostgreSQL "
+                        f"connection whose backend is not counted" if g is not None else "") + ")")
+    imp = results.get("postgres_import")
+    if imp:
+        lines.append(f"(Postie PG: {imp['messages']} messages imported with `postie db import` in {imp['seconds']:.1f} s)")
     return "\n".join(lines)
 
 
@@ -83,7 +95,7 @@ def plot(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    colours = {"dovecot": "#c0504d", "postie": "#2e75b6"}
+    colours = {"dovecot": "#c0504d", "postie": "#2e75b6", "postie-pg": "#70ad47"}
     pct = ["p50", "p95", "p99", "max"]
     for ax, run in zip(axes, ("sessions_plain", "sessions_tls")):
         steps = None
@@ -96,7 +108,7 @@ def plot(results: dict, out: Path) -> None:
             steps = steps or [s for s, _ in rows]
             lat = dict(rows)
             for j, q in enumerate(pct):
-                xs = [k + (i - 0.5) * 0.38 for k in range(len(steps))]
+                xs = [k + (i - 1) * 0.28 for k in range(len(steps))]
                 ys = [lat.get(s, {}).get(q) for s in steps]
                 ax.scatter(xs, ys, color=colours.get(name, "grey"), marker="o^sx"[j], s=36,
                            label=f"{name} {q}" if True else None)

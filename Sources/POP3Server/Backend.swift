@@ -185,3 +185,11 @@ extension POP3BackendError {
         POP3BackendError(code: .sysPerm, message: "No such user", logDetail: "no such user: \(name)")
     }
 }
+
+/// A maildrop whose exclusive lock can be lost during the session, such as one held by a
+/// database connection that died. Once it is lost the session must end with `-ERR [SYS/TEMP]`
+/// and delete nothing, since another session may already hold the lock (RFC 2449 section 8.1.2).
+public protocol LosableMaildrop: Maildrop {
+    /// nil while the lock is held; the error to end the session with once it is gone.
+    var lockLost: POP3BackendError? { get }
+}

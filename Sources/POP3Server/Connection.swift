@@ -72,6 +72,12 @@ private final class SessionRunner {
                 try await self.send(.ok("\(self.context.configuration.implementationName) ready.\(timestamp)"), outbound)
                 lines: for try await input in inbound {
                     guard input.epoch == self.epoch else { continue }  // sent before STLS: never executed
+                    if let lost = self.lostLock {
+                        // The maildrop lock went away (its database connection died): another
+                        // session may hold it now, so end this one and delete nothing.
+                        _ = try await self.perform(.close(.err(lost.message, code: lost.code)), outbound)
+                        break lines
+                    }
                     var action: POP3SessionStateMachine.Action
                     let plaintextRefusals = self.machine.plaintextRefusals
                     switch input {
@@ -338,6 +344,7 @@ private final class SessionRunner {
         } catch {
             let failure = POP3Connection.backendError(error)
             if let detail = failure.logDetail { logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): \(detail), session=<\(context.sessionID)>") }
+            if let lost = lostLock { return .close(.err(lost.message, code: lost.code)) }
             return .send(.err(failure.message, code: failure.code))
         }
         var buffer = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
@@ -371,6 +378,13 @@ private final class SessionRunner {
             logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): UPDATE failed: \(failure.logDetail ?? failure.message), session=<\(context.sessionID)>")
             return machine.updateFinished(error: failure)
         }
+    }
+
+    /// Why the open maildrop's lock is gone, if it is (see ``LosableMaildrop``).
+    var lostLock: POP3BackendError? {
+        guard let lost = (maildrop as? any LosableMaildrop)?.lockLost else { return nil }
+        logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): maildrop lock lost: \(lost.logDetail ?? lost.message), session=<\(context.sessionID)>")
+        return lost
     }
 
     // MARK: - End

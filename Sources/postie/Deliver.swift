@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import POP3Server
 import PasswdFile
+import PostgresStore
 
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +20,8 @@ struct Deliver: AsyncParsableCommand {
         abstract: "Deliver one message from standard input into a user's mailbox.",
         discussion: """
         Reads the message on standard input, normalises line ends to CRLF, and stores it the \
-        same way LMTP does: tmp/, fsync, new/, recorded in postie-uidlist. A leading mbox \
+        same way LMTP does (Maildir: tmp/, fsync, new/, recorded in postie-uidlist; PostgreSQL: \
+        one transaction, acknowledged after COMMIT). A leading mbox \
         "From " line (Exim's pipe transport adds one) is dropped. The exit status follows \
         sysexits(3), so the MTA knows whether to retry:
 
@@ -30,16 +32,18 @@ struct Deliver: AsyncParsableCommand {
           73  the mailbox cannot be created: permissions, a file in the way (EX_CANTCREAT)
           74  reading standard input failed (EX_IOERR)
           75  temporary failure, try again later: disk full, user database unreadable (EX_TEMPFAIL)
+          78  --store postgres without a usable database URL (EX_CONFIG)
 
         Examples:
           postie deliver --user alice --maildir '/srv/mail/%u' --passwd-file /etc/postie/passwd < message.eml
+          POSTIE_DATABASE_URL=postgres://postie:secret@db/mail postie deliver --user alice --store postgres < message.eml
           # Exim pipe transport: command = /usr/local/bin/postie deliver --user $local_part ...
         """
     )
 
     /// sysexits(3).
     enum Exit: Int32 {
-        case ok = 0, usage = 64, dataError = 65, noUser = 67, cannotCreate = 73, ioError = 74, tempFail = 75
+        case ok = 0, usage = 64, dataError = 65, noUser = 67, cannotCreate = 73, ioError = 74, tempFail = 75, config = 78
     }
 
     @Option(help: ArgumentHelp("The recipient: a user name, or an address (the whole address if the user database has it, else its local part).", valueName: "name"))
@@ -51,6 +55,11 @@ struct Deliver: AsyncParsableCommand {
     @Option(name: .customLong("passwd-file"), help: ArgumentHelp("A Dovecot-style passwd-file.", valueName: "file"))
     var passwdFile: String?
 
+    @Option(help: ArgumentHelp("maildir (--maildir and --passwd-file, the default) or postgres (POSTIE_DATABASE_URL or --database-url-file).", valueName: "store"))
+    var store: String?
+
+    @OptionGroup var database: DatabaseOptions
+
     @Option(name: .customLong("max-size"), help: ArgumentHelp("Refuse messages larger than this many octets (default 104857600).", valueName: "octets"))
     var maxSize: Int = LMTPServerConfiguration.defaultMaxMessageSize
 
@@ -58,18 +67,45 @@ struct Deliver: AsyncParsableCommand {
     var spoolDir: String?
 
     func run() async throws {
-        guard let passwdFile, let maildir else {
-            fail(.usage, "give --maildir TEMPLATE and --passwd-file FILE")
-        }
         guard maxSize > 0 else { fail(.usage, "--max-size must be positive") }
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let logger = Logger(label: "postie.deliver", factory: { _ in SwiftLogNoOpLogHandler() })
-        // The store is chosen here; `--store postgres` adds its MailDelivery beside this one.
-        let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
-        let store = MaildirStore(template: maildir, threadPool: threadPool, logger: logger)
-        let delivery: any MailDelivery = MaildirDelivery(store: store, users: users, logger: logger)
+        switch store?.lowercased() {
+        case nil, "maildir":
+            guard let passwdFile, let maildir else {
+                fail(.usage, "give --maildir TEMPLATE and --passwd-file FILE, or --store postgres")
+            }
+            let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
+            let store = MaildirStore(template: maildir, threadPool: threadPool, logger: logger)
+            await deliver(with: MaildirDelivery(store: store, users: users, logger: logger), threadPool: threadPool)
+        case "postgres":
+            if passwdFile != nil || maildir != nil { fail(.usage, "--maildir and --passwd-file are not used with --store postgres") }
+            let url: DatabaseURL
+            do { url = try DatabaseURLSource.load(file: database.databaseURLFile) } catch { fail(.config, "\(error)") }
+            var options = PostgresStoreOptions()
+            options.poolSize = 1
+            if let t = database.databaseConnectTimeout, t > 0 { options.connectTimeout = .seconds(Int64(t)) }
+            let postgres: PostgresStore
+            do {
+                postgres = try PostgresStore(url: url, options: options, threadPool: threadPool, logger: logger)
+            } catch {
+                fail(.config, "\(url): \(PostgresStore.describe(error))")
+            }
+            // The pool runs beside the delivery and stops with it.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await postgres.run() }
+                await deliver(with: postgres, threadPool: threadPool)
+                group.cancelAll()
+            }
+        case let other?:
+            fail(.usage, "--store '\(other)' is not maildir or postgres")
+        }
+        try? await threadPool.shutdownGracefully()
+    }
 
+    /// Looks the recipient up, spools standard input and stores it; exits on failure.
+    private func deliver(with delivery: any MailDelivery, threadPool: NIOThreadPool) async {
         // The user first: an unknown user is refused before the message is read.
         var recipient: String?
         do {
@@ -94,7 +130,6 @@ struct Deliver: AsyncParsableCommand {
         let failure = await spoolAndDeliver(spool: spool, to: recipient, delivery: delivery, threadPool: threadPool)
         spool.removeBlocking()
         if let (status, message) = failure { fail(status, message) }
-        try? await threadPool.shutdownGracefully()
     }
 
     /// Reads the message into the spool file and stores it; the exit status and message on failure.

@@ -8,6 +8,7 @@ import NIOPosix
 import NIOSSL
 import POP3Server
 import PasswdFile
+import PostgresStore
 import SASL
 import Metrics
 import Prometheus
@@ -108,13 +109,33 @@ struct ServeOptions: ParsableArguments {
 
     @Flag(name: .customLong("pop3-reuse-xuidl"), help: "Use a message's X-UIDL: header as its UIDL when it has one (Dovecot's pop3_reuse_xuidl).")
     var pop3ReuseXUIDL = false
+
+    @Option(help: ArgumentHelp("Where users and mail live: maildir (--passwd-file and --maildir, the default) or postgres (POSTIE_DATABASE_URL or --database-url-file).", valueName: "store"))
+    var store: String?
+
+    @OptionGroup var database: DatabaseOptions
+}
+
+/// The PostgreSQL connection: the URL from a file or the environment, never from a flag.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .customLong("database-url-file"), help: ArgumentHelp("A file holding the PostgreSQL URL (postgres://user:password@host:port/dbname); default: the POSTIE_DATABASE_URL environment variable.", valueName: "file"))
+    var databaseURLFile: String?
+
+    @Option(name: .customLong("database-pool-size"), help: ArgumentHelp("Most pooled connections for logins and delivery (default 10); each POP3 session uses one more of its own.", valueName: "n"))
+    var databasePoolSize: Int?
+
+    @Option(name: .customLong("database-connect-timeout"), help: ArgumentHelp("Seconds to wait for a database connection (default 10).", valueName: "seconds"))
+    var databaseConnectTimeout: Int?
+
+    @Option(name: .customLong("database-keepalive"), help: ArgumentHelp("TCP keepalive on session connections: IDLE,INTERVAL,COUNT seconds/probes (default 30,10,3).", valueName: "idle,interval,count"))
+    var databaseKeepalive: String?
 }
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the POP3 server.",
         discussion: """
-        Serves each user's Maildir over POP3 (RFC 1939), with STLS (RFC 2595) and implicit TLS \
+        Serves each user's Maildir, or with --store postgres their mailbox in PostgreSQL, over POP3 (RFC 1939), with STLS (RFC 2595) and implicit TLS \
         (RFC 8314) when a certificate is given. Settings come from the flags, then from the \
         --config file (YAML), then from the defaults; docs/configuration.md lists every key.
 
@@ -126,6 +147,7 @@ struct Serve: AsyncParsableCommand {
           postie serve --listen 127.0.0.1:1110 --passwd-file /etc/postie/passwd --maildir '/srv/mail/%u'
           postie serve --listen 0.0.0.0:110 --listen-tls 0.0.0.0:995 --tls-cert cert.pem --tls-key key.pem \\
               --passwd-file /etc/postie/passwd --maildir '/srv/mail/%d/%n' --run-as vmail
+          POSTIE_DATABASE_URL=postgres://postie:secret@db:5432/mail postie serve --store postgres --listen 0.0.0.0:110
           postie serve --demo
         """
     )
@@ -202,13 +224,39 @@ struct Serve: AsyncParsableCommand {
         let threadPool = NIOThreadPool(numberOfThreads: 16)
         threadPool.start()
         do {
-            let users = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
-            let store = MaildirStore(
-                template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire),
-                uidl: UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL))
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            let users: any UserDatabase
+            let store: any MailStore
+            let delivery: any MailDelivery
+            var passwdFile: PasswdFileDatabase?
+            switch settings.store {
+            case .maildir:
+                let file = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
+                let maildirs = MaildirStore(
+                    template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire),
+                    uidl: UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL))
+                passwdFile = file
+                users = file
+                store = maildirs
+                delivery = MaildirDelivery(store: maildirs, users: file, logger: logger)
+            case .postgres:
+                let url = try DatabaseURLSource.load(file: settings.databaseURLFile)
+                let database = try PostgresStore(url: url, options: settings.database, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire))
+                do {
+                    try await database.checkSchema()
+                } catch let error as SchemaError {
+                    throw ConfigurationError("\(url): \(error)")
+                } catch {
+                    throw ConfigurationError("\(url): cannot use the database: \(PostgresStore.describe(error))")
+                }
+                logger.info("master: PostgreSQL store at \(url), pool of \(settings.database.poolSize)")
+                // First in the group, so it is shut down last, after the sessions using it.
+                services.append(.init(service: database.client))
+                users = database
+                store = database
+                delivery = database
+            }
             let server = POP3Server(configuration: serverConfiguration, userDatabase: users, mailStore: store, logger: logger, metrics: metrics)
-            // `--store postgres` plugs its own MailDelivery in here.
-            let delivery: any MailDelivery = MaildirDelivery(store: store, users: users, logger: logger)
             let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
                 configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
                 delivery: delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
@@ -216,7 +264,6 @@ struct Serve: AsyncParsableCommand {
             // LMTP first: once the POP3 port answers, every listener is bound.
             let lmtpBound = try await lmtp?.bind() ?? []
             let bound = try await server.bind()
-            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
             if let endpoint = settings.metrics {
                 let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger)
                 try await exporter.bind()
@@ -226,10 +273,12 @@ struct Serve: AsyncParsableCommand {
                 try PrivilegeDrop.drop(to: runAs)
                 logger.info("master: Running as \(runAs) (uid \(getuid()), gid \(getgid()))")
             }
-            do {
-                try await users.load()
-            } catch {
-                throw ConfigurationError("\(settings.origin("passwd_file")): \(error)")
+            if let passwdFile {
+                do {
+                    try await passwdFile.load()
+                } catch {
+                    throw ConfigurationError("\(settings.origin("passwd_file")): \(error)")
+                }
             }
             if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
             if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }

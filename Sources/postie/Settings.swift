@@ -6,6 +6,7 @@ import Logging
 import MaildirStore
 import NIOSSL
 import POP3Server
+import PostgresStore
 import SASL
 
 #if canImport(Glibc)
@@ -21,6 +22,56 @@ struct SettingsProblem: CustomStringConvertible {
     var message: String
 
     var description: String { "\(severity): \(setting): \(message)" }
+}
+
+/// Where users and mail live.
+enum StoreKind: String {
+    case maildir, postgres
+}
+
+/// The database URL: from `--database-url-file` / `database_url_file` if set, else from the
+/// POSTIE_DATABASE_URL environment variable. Never from a flag, so no password shows in `ps`.
+enum DatabaseURLSource {
+    static let environmentVariable = "POSTIE_DATABASE_URL"
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func load(file: String?) throws -> DatabaseURL {
+        let text: String
+        let origin: String
+        if let file {
+            guard let handle = fopen(file, "re") else {
+                throw Failure(description: "cannot read \(file): \(String(cString: strerror(errno)))")
+            }
+            defer { fclose(handle) }
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while bytes.count < 65_536 {
+                let n = buffer.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, handle) }
+                if n == 0 { break }
+                bytes += buffer[0..<n]
+            }
+            // The first non-blank line that is not a # comment.
+            let lines = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline)
+            guard let line = lines.map({ String($0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()) }).first(where: { !$0.isEmpty && !$0.hasPrefix("#") }) else {
+                throw Failure(description: "\(file) holds no database URL")
+            }
+            text = line
+            origin = file
+        } else if let value = getenv(environmentVariable) {
+            text = String(cString: value)
+            origin = environmentVariable
+        } else {
+            throw Failure(description: "no database: set \(environmentVariable) or give --database-url-file FILE (postgres://user:password@host:port/dbname)")
+        }
+        do {
+            return try DatabaseURL(parsing: text)
+        } catch {
+            throw Failure(description: "\(origin): \(error)")
+        }
+    }
 }
 
 /// A problem that stops `serve`; printed as `Error: ...` without the usage text, exit status 1.
@@ -60,6 +111,9 @@ struct ServerSettings {
     /// Postie's own form elsewhere (see UIDLSettings).
     var uidlFormat: UIDLFormat?
     var reuseXUIDL = false
+    var store = StoreKind.maildir
+    var databaseURLFile: String?
+    var database = PostgresStoreOptions()
 
     var problems: [SettingsProblem] = []
     /// Where each key was set: the flag, or the config file.
@@ -115,6 +169,11 @@ struct ServerSettings {
         if let v = flags.lmtpSpoolDir { set("lmtp_spool_dir", "--lmtp-spool-dir", .string(v)) }
         if let v = flags.pop3UIDLFormat { set("pop3_uidl_format", "--pop3-uidl-format", .string(v)) }
         if flags.pop3ReuseXUIDL { set("pop3_reuse_xuidl", "--pop3-reuse-xuidl", .bool(true)) }
+        if let v = flags.store { set("store", "--store", .string(v)) }
+        if let v = flags.database.databaseURLFile { set("database_url_file", "--database-url-file", .string(v)) }
+        if let v = flags.database.databasePoolSize { set("database_pool_size", "--database-pool-size", .int(v)) }
+        if let v = flags.database.databaseConnectTimeout { set("database_connect_timeout", "--database-connect-timeout", .int(v)) }
+        if let v = flags.database.databaseKeepalive { set("database_keepalive", "--database-keepalive", .string(v)) }
 
         var providers: [any ConfigProvider] = [InMemoryProvider(name: "command line", values: values)]
         if let path = flags.config {
@@ -261,6 +320,23 @@ struct ServerSettings {
             }
         }
         reuseXUIDL = reader.bool(forKey: "pop3_reuse_xuidl", default: false)
+        if let text = reader.string(forKey: "store") {
+            if let kind = StoreKind(rawValue: text.lowercased()) { store = kind } else { problem("store", "'\(text)' is not maildir or postgres") }
+        }
+        databaseURLFile = reader.string(forKey: "database_url_file")
+        if let v = positive("database_pool_size") { database.poolSize = v }
+        if let v = positive("database_connect_timeout") { database.connectTimeout = .seconds(Int64(v)) }
+        if let text = reader.string(forKey: "database_keepalive") {
+            let parts = text.split(separator: ",").map { Int($0.filter { !$0.isWhitespace }) }
+            if parts.count == 3, let idle = parts[0], let interval = parts[1], let count = parts[2], idle > 0, interval > 0, count > 0,
+               idle <= 86_400, interval <= 3_600, count <= 100 {
+                database.keepaliveIdle = idle
+                database.keepaliveInterval = interval
+                database.keepaliveCount = count
+            } else {
+                problem("database_keepalive", "'\(text)' is not IDLE,INTERVAL,COUNT (positive seconds, seconds and probes, e.g. 30,10,3)")
+            }
+        }
         if let text = reader.string(forKey: "metrics") {
             if let listener = POP3ServerConfiguration.Listener(parsing: text) {
                 metrics = listener
@@ -274,6 +350,20 @@ struct ServerSettings {
         if listeners.isEmpty && lmtpListeners.isEmpty && errors.isEmpty {
             problem("listen", "no listener: give --listen ADDR:PORT, --listen-tls ADDR:PORT or --listen-lmtp ADDR:PORT")
         }
+        if store == .postgres {
+            if passwdFile != nil { problem("passwd_file", "not used with store: postgres (users live in the database); remove it") }
+            if maildir != nil { problem("maildir", "not used with store: postgres (mail lives in the database); remove it") }
+            if uidlFormat != nil || reuseXUIDL {
+                problem(uidlFormat != nil ? "pop3_uidl_format" : "pop3_reuse_xuidl", "not used with store: postgres (UIDLs are fixed at delivery as %08Xu%08Xv); remove it")
+            }
+            do {
+                _ = try DatabaseURLSource.load(file: databaseURLFile)
+            } catch {
+                problem("database_url_file", "\(error)")
+            }
+            validateCommon()
+            return
+        }
         if passwdFile == nil { problem("passwd_file", "no user database: give --passwd-file FILE") }
         if let maildir {
             if !maildir.contains("%u") && !maildir.contains("%n") && !maildir.contains("%h") && !maildir.hasPrefix("~") {
@@ -282,6 +372,10 @@ struct ServerSettings {
         } else {
             problem("maildir", "no mail location: give --maildir TEMPLATE")
         }
+        validateCommon()
+    }
+
+    private mutating func validateCommon() {
         if listeners.contains(where: \.implicitTLS) && tls == nil {
             problem("listen_tls", "implicit-TLS listeners need a certificate: give --tls-cert and --tls-key")
         }
@@ -312,6 +406,12 @@ struct ServerSettings {
                 problem("passwd_file", "cannot read \(passwdFile): \(String(cString: strerror(errno)))")
             } else if (st.st_mode & 0o004) != 0 {
                 problem("passwd_file", "\(passwdFile) is readable by every user; make it 0640 or stricter", .warning)
+            }
+        }
+        if store == .postgres, let file = databaseURLFile {
+            var st = stat()
+            if stat(file, &st) == 0, (st.st_mode & 0o004) != 0 {
+                problem("database_url_file", "\(file) holds a database password and is readable by every user; make it 0600 or 0640", .warning)
             }
         }
         if let tls {
@@ -365,8 +465,18 @@ struct ServerSettings {
         lines.append("allow: \(list(access.allow.map(\.description)))")
         lines.append("deny: \(list(access.deny.map(\.description)))")
         lines.append("proxy_from: \(list(trustedProxies.map(\.description)))")
-        lines.append("passwd_file: \(passwdFile ?? "")")
-        lines.append("maildir: \"\(maildir ?? "")\"")
+        lines.append("store: \(store.rawValue)")
+        if store == .postgres {
+            let source = databaseURLFile ?? "\"\"  # POSTIE_DATABASE_URL"
+            lines.append("database_url_file: \(source)")
+            if let url = try? DatabaseURLSource.load(file: databaseURLFile) { lines.append("# database: \(url)") }
+            lines.append("database_pool_size: \(database.poolSize)")
+            lines.append("database_connect_timeout: \(database.connectTimeout.nanoseconds / 1_000_000_000)")
+            lines.append("database_keepalive: \"\(database.keepaliveIdle),\(database.keepaliveInterval),\(database.keepaliveCount)\"")
+        } else {
+            lines.append("passwd_file: \(passwdFile ?? "")")
+            lines.append("maildir: \"\(maildir ?? "")\"")
+        }
         lines.append("run_as: \(runAs ?? "\"\"")")
         lines.append("idle_timeout: \(idleTimeout)")
         lines.append("max_connections: \(limits.maxConnections)")

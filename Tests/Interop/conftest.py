@@ -214,3 +214,72 @@ def big_message(tmp_path_factory):
     """A >100 MB message file, written once per run, shared through hard links."""
     d = tmp_path_factory.mktemp("big")
     return write_big_message(d / "big.eml")
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL (test_postgres.py): one server per run, one database per test
+# --------------------------------------------------------------------------
+
+import itertools  # noqa: E402
+import subprocess  # noqa: E402
+
+import pgkit  # noqa: E402
+
+_pg_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL (Debian's package) on 127.0.0.1 and a free port, for the whole run."""
+    try:
+        server = pgkit.start()
+    except FileNotFoundError as e:
+        pytest.fail(f"{e}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@dataclass
+class PgDatabase:
+    """A fresh, migrated database with its URL in a 0600 file, and `postie` helpers."""
+
+    server: "pgkit.PostgresServer"
+    name: str
+    url: str
+    url_file: Path
+    binary: Path
+
+    def psql(self, sql: str, check: bool = True) -> str:
+        return self.server.psql(sql, database=self.name, check=check)
+
+    def postie(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        r = subprocess.run([str(self.binary), *args, "--database-url-file", str(self.url_file)],
+                           input=input, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"postie {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def add_user(self, name: str, password: str, scheme: str = "SHA512-CRYPT", extra: list[str] | None = None) -> None:
+        self.postie("user", "add", name, "--store", "postgres", "--scheme", scheme, *(extra or []), input=password + "\n")
+
+    def import_message(self, path: Path, *users: str, check: bool = True) -> subprocess.CompletedProcess:
+        args = ["db", "import"]
+        for u in users:
+            args += ["--user", u]
+        return self.postie(*args, str(path), check=check)
+
+    def server_args(self) -> list[str]:
+        return ["--store", "postgres", "--database-url-file", str(self.url_file)]
+
+
+@pytest.fixture
+def pgdb(pg_server, postie_bin, tmp_path):
+    name = f"t{next(_pg_counter)}_{os.getpid()}"
+    url = pg_server.create_database(name)
+    url_file = tmp_path / "database-url"
+    url_file.write_text("# test database\n" + url + "\n")
+    os.chmod(url_file, 0o600)
+    db = PgDatabase(pg_server, name, url, url_file, postie_bin)
+    db.postie("db", "migrate")
+    yield db
+    pg_server.drop_database(name)

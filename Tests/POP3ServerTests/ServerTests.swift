@@ -64,6 +64,7 @@ final class TestClient {
 /// Runs a server on an ephemeral loopback port for the duration of `body`.
 func withServer(
     backend: InMemoryBackend,
+    mailStore: (any MailStore)? = nil,
     _ body: @Sendable (Int) async throws -> Void
 ) async throws {
     let (stream, continuation) = AsyncStream<[SocketAddress]>.makeStream()
@@ -72,7 +73,7 @@ func withServer(
     let server = POP3Server(
         configuration: .init(listeners: [.init(host: "127.0.0.1", port: 0)], bruteForce: .disabled),
         userDatabase: backend,
-        mailStore: backend,
+        mailStore: mailStore ?? backend,
         logger: logger,
         onListening: { continuation.yield($0) }
     )

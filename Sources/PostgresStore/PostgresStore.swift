@@ -1,0 +1,414 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import POP3Core
+import POP3Server
+import PasswdFile
+import PostgresNIO
+import SASL
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Users and mail in PostgreSQL, shared by any number of Postie nodes.
+///
+/// - Users: `{SCHEME}hash` passwords verified by the passwd-file's code, SASL secrets from
+///   clear-text, CRAM-MD5 and SCRAM entries.
+/// - Maildrops: each POP3 session opens a connection of its own and takes a session advisory
+///   lock on the mailbox (`pg_try_advisory_lock`); PostgreSQL drops it when that connection
+///   dies, so a crashed node frees its mailboxes at once. QUIT's deletions run in one
+///   transaction on that same connection, so a node that lost its lock cannot delete.
+/// - Delivery (``MailDelivery``): one transaction per message; each distinct body is stored
+///   once, in 256 KiB chunks, and RETR reads it back chunk by chunk.
+///
+/// The shared pool must run while the store is used: run ``run()`` (or add ``client`` to a
+/// service group) beside the server.
+public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailDelivery, Sendable {
+    public let url: DatabaseURL
+    public let options: PostgresStoreOptions
+    /// The shared pool, a swift-service-lifecycle service.
+    public let client: PostgresClient
+    let connector: Connector
+    let threadPool: NIOThreadPool
+    let logger: Logger
+    /// Days after first retrieval that messages are deleted (RFC 2449 EXPIRE); nil: never.
+    public let expireDays: Int?
+    /// A slow hash verified for unknown users, so they cost what a known user costs.
+    private let decoy: StoredPassword
+
+    public init(
+        url: DatabaseURL, options: PostgresStoreOptions = .init(),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.postgres"),
+        expireDays: Int? = nil
+    ) throws {
+        self.url = url
+        self.options = options
+        self.connector = try Connector(url: url, options: options, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.client = PostgresClient(configuration: connector.poolConfiguration(), eventLoopGroup: eventLoopGroup, backgroundLogger: logger)
+        self.threadPool = threadPool
+        self.logger = logger
+        self.expireDays = expireDays
+        self.decoy = StoredPassword(StoredPassword.hash(randomBytes(16).hex, scheme: "SHA512-CRYPT") ?? "{SHA512-CRYPT}$6$decoy$")
+    }
+
+    /// Runs the shared pool until the task is cancelled.
+    public func run() async {
+        await client.run()
+    }
+
+    /// A connection of its own, for administration (`postie db migrate`, `postie user`).
+    public func connect(purpose: String) async throws -> PostgresConnection {
+        try await connector.connect(purpose: purpose)
+    }
+
+    /// Checks that the database answers and its schema is the one this build needs.
+    public func checkSchema() async throws {
+        let connection = try await connector.connect(purpose: "schema check")
+        do {
+            try await Schema.check(connection, logger: logger)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try? await connection.close()
+    }
+
+    // MARK: - Users
+
+    struct UserRow: Sendable {
+        var name: String
+        var password: StoredPassword
+        var home: String?
+        var extraFields: [String: String]
+
+        var authenticated: AuthenticatedUser { AuthenticatedUser(name: name, home: home, extraFields: extraFields) }
+    }
+
+    func lookup(_ name: String) async throws -> UserRow? {
+        let logger = self.logger
+        do {
+            return try await leased("user lookup") { connection in
+                let rows = try await connection.query("SELECT name, password, home, extra_fields FROM users WHERE name = \(name)", logger: logger)
+                for try await (name, password, home, extra) in rows.decode((String, String, String?, String).self) {
+                    return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: Self.parseExtraFields(extra))
+                }
+                return nil
+            }
+        } catch let error as POP3BackendError {
+            throw error
+        } catch {
+            throw POP3BackendError.temporary("user lookup in \(url): \(databaseErrorText(error))")
+        }
+    }
+
+    private enum LeaseEvent<T: Sendable>: Sendable {
+        case done(T)
+        case deadline
+    }
+
+    /// Runs `body` on a pooled connection. Getting the connection is bounded by the connect
+    /// timeout (the pool keeps retrying an unreachable database, and a login must not wait for
+    /// ever); the work itself is not, so a long delivery can finish.
+    func leased<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let acquired = NIOLockedValueBox(false)
+        let client = self.client
+        let timeout = options.connectTimeout
+        let url = self.url
+        return try await withThrowingTaskGroup(of: LeaseEvent<T>.self) { group in
+            group.addTask {
+                .done(try await client.withConnection { connection in
+                    acquired.withLockedValue { $0 = true }
+                    return try await body(connection)
+                })
+            }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
+                return .deadline
+            }
+            defer { group.cancelAll() }
+            while let event = try await group.next() {
+                switch event {
+                case .done(let value):
+                    return value
+                case .deadline:
+                    if !acquired.withLockedValue({ $0 }) {
+                        throw POP3BackendError.temporary("\(what): no connection to \(url) within \(timeout.nanoseconds / 1_000_000_000) s")
+                    }
+                }
+            }
+            throw POP3BackendError.temporary("\(what): cancelled")
+        }
+    }
+
+    /// `key=value` pairs separated by spaces, as in a passwd-file's last field.
+    static func parseExtraFields(_ text: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        for item in text.split(separator: " ") {
+            if let eq = item.firstIndex(of: "=") {
+                fields[String(item[..<eq])] = String(item[item.index(after: eq)...])
+            } else {
+                fields[String(item)] = ""
+            }
+        }
+        return fields
+    }
+
+    public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
+        let row = try await lookup(credentials.user)
+        let decoy = self.decoy
+        let logger = self.logger
+        let result: AuthenticatedUser? = try await threadPool.runIfActive {
+            guard let row else {
+                _ = decoy.verify(credentials.password)
+                return nil
+            }
+            guard row.password.isSupported else {
+                logger.error("postgres: user \(row.name): unknown password scheme {\(row.password.scheme)}")
+                _ = decoy.verify(credentials.password)
+                return nil
+            }
+            return row.password.verify(credentials.password) ? row.authenticated : nil
+        }
+        guard let result else { throw POP3BackendError.authFailed }
+        return result
+    }
+
+    public func saslSecrets(for user: String) async throws -> (AuthenticatedUser, SASLSecrets)? {
+        let row = try await lookup(user)
+        return try await threadPool.runIfActive {
+            guard let row else {
+                // The work a known user costs, so the answer's timing does not tell.
+                _ = SASLSecrets.derived(fromPlaintext: user, user: user)
+                return nil
+            }
+            if row.password.plaintext == nil { _ = SASLSecrets.derived(fromPlaintext: user, user: user) }
+            return (row.authenticated, row.password.saslSecrets(user: row.name))
+        }
+    }
+
+    // MARK: - Delivery (RFC 2033 via LMTP, or `postie deliver`)
+
+    public func recipientExists(_ user: String) async throws -> Bool {
+        try await lookup(user) != nil
+    }
+
+    public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
+        try await lookup(name)?.authenticated
+    }
+
+    /// Stores the message once and gives each distinct existing recipient a message row, all in
+    /// one transaction: when this returns without errors the COMMIT is durable (with
+    /// PostgreSQL's default `synchronous_commit = on`). A recipient named twice gets one copy.
+    public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?] {
+        var results = [POP3BackendError?](repeating: nil, count: recipients.count)
+        func failAll(_ error: POP3BackendError) {
+            for i in results.indices where results[i] == nil { results[i] = error }
+        }
+        guard !recipients.isEmpty else { return results }
+        // Which recipients exist (one lookup each; unknown ones fail permanently).
+        var existing = Set<String>()
+        for (i, name) in recipients.enumerated() {
+            do {
+                if existing.contains(name) { continue }
+                if try await lookup(name) != nil {
+                    existing.insert(name)
+                } else {
+                    results[i] = .noSuchUser(name)
+                }
+            } catch {
+                results[i] = POP3BackendError.backend(error)
+            }
+        }
+        guard !existing.isEmpty else { return results }
+        let path = message.path
+        let digest: (sha256: [UInt8], size: Int)
+        do {
+            digest = try await threadPool.runIfActive { try SpoolFile.digest(path: path) }
+        } catch {
+            failAll(.temporary("deliver: reading spool file \(path): \(error)"))
+            return results
+        }
+        guard digest.size == message.size, message.headerSize >= 0, message.headerSize <= message.size else {
+            failAll(.temporary("deliver: spool file \(path) holds \(digest.size) octets, expected \(message.size) (header \(message.headerSize))"))
+            return results
+        }
+        let names = existing.sorted()
+        let sha256 = digest.sha256
+        let logger = self.logger
+        do {
+            try await leased("deliver") { connection in
+                try await connection.withTransaction(logger: logger) { connection in
+                    let bodyID = try await self.storeBody(connection, sha256: sha256, message: message)
+                    // Allocate UIDs last, in name order: the mailbox rows stay locked only
+                    // briefly, and concurrent deliveries lock them in one order (no deadlock).
+                    for name in names {
+                        try await self.insertMessage(connection, mailbox: name, bodyID: bodyID, message: message)
+                    }
+                    try await connection.query("UPDATE bodies SET refcount = refcount + \(names.count) WHERE id = \(bodyID)", logger: logger)
+                }
+            }
+        } catch {
+            failAll(.backend(error, "deliver"))
+        }
+        return results
+    }
+
+    /// The id of the body with this content: an existing one (locked against removal until
+    /// commit), or a new one whose chunks are uploaded from the spool file here.
+    private func storeBody(_ connection: PostgresConnection, sha256: [UInt8], message: SpooledMessage) async throws -> Int64 {
+        let chunkSize = SpoolFile.chunkSize
+        let sha256 = ByteBuffer(bytes: sha256)  // bytea ([UInt8] would bind as "char"[])
+        for _ in 0..<10 {
+            let inserted = try await connection.query(
+                """
+                INSERT INTO bodies (sha256, size, chunk_size, refcount) VALUES (\(sha256), \(Int64(message.size)), \(chunkSize), 0)
+                ON CONFLICT (sha256) DO NOTHING RETURNING id
+                """, logger: logger)
+            for try await id in inserted.decode(Int64.self) {
+                try await uploadChunks(connection, bodyID: id, message: message)
+                return id
+            }
+            // Present: lock it so a concurrent QUIT cannot remove it before we commit. If that
+            // QUIT removed it in the meantime, the row is gone and the insert is tried again.
+            let existing = try await connection.query("SELECT id FROM bodies WHERE sha256 = \(sha256) FOR UPDATE", logger: logger)
+            for try await id in existing.decode(Int64.self) { return id }
+        }
+        throw POP3BackendError.temporary("deliver: body row kept vanishing under concurrent deletion")
+    }
+
+    /// Reads the spool file on the thread pool one chunk at a time and inserts each chunk as
+    /// it comes: at most one chunk is in memory.
+    private func uploadChunks(_ connection: PostgresConnection, bodyID: Int64, message: SpooledMessage) async throws {
+        let path = message.path
+        let file = try await threadPool.runIfActive { try SpoolFile(path: path) }
+        defer { file.close() }
+        var seq: Int32 = 0
+        var total = 0
+        while true {
+            let chunk = try await threadPool.runIfActive { try file.read(allocator: ByteBufferAllocator()) }
+            if chunk.readableBytes == 0 { break }
+            total += chunk.readableBytes
+            try await connection.query("INSERT INTO body_chunks (body_id, seq, data) VALUES (\(bodyID), \(seq), \(chunk))", logger: logger)
+            seq += 1
+        }
+        guard total == message.size else {
+            throw POP3BackendError.temporary("deliver: spool file \(path) changed while stored (\(total) octets, expected \(message.size))")
+        }
+    }
+
+    private func insertMessage(_ connection: PostgresConnection, mailbox name: String, bodyID: Int64, message: SpooledMessage) async throws {
+        let (mailboxID, uidValidity, uid) = try await Self.allocateUID(connection, mailbox: name, logger: logger)
+        let uidl = Self.uidl(uid: uid, uidValidity: uidValidity)
+        try await connection.query(
+            """
+            INSERT INTO messages (mailbox_id, uid, size, header_size, uidl, body_id)
+            VALUES (\(mailboxID), \(uid), \(Int64(message.size)), \(Int64(message.headerSize)), \(uidl), \(bodyID))
+            """, logger: logger)
+    }
+
+    /// Creates the mailbox if needed and takes its next UID (locking its row until commit).
+    static func allocateUID(_ connection: PostgresConnection, mailbox name: String, logger: Logger) async throws -> (Int64, Int64, Int64) {
+        try await ensureMailbox(connection, name: name, logger: logger)
+        let rows = try await connection.query(
+            "UPDATE mailboxes SET next_uid = next_uid + 1 WHERE name = \(name) RETURNING id, uidvalidity, next_uid - 1",
+            logger: logger)
+        for try await (id, validity, uid) in rows.decode((Int64, Int64, Int64).self) {
+            guard uid <= 0xFFFF_FFFF else { throw POP3BackendError.permanent("mailbox \(name) has used up its 32-bit UIDs") }
+            return (id, validity, uid)
+        }
+        throw POP3BackendError.temporary("mailbox \(name) vanished during delivery")
+    }
+
+    /// A new mailbox gets a UIDVALIDITY from the clock, as Dovecot does.
+    @discardableResult
+    static func ensureMailbox(_ connection: PostgresConnection, name: String, logger: Logger) async throws -> (id: Int64, uidValidity: Int64) {
+        let validity = Int64(max(1, time(nil) & 0xFFFF_FFFF))
+        try await connection.query(
+            "INSERT INTO mailboxes (name, uidvalidity) VALUES (\(name), \(validity)) ON CONFLICT (name) DO NOTHING", logger: logger)
+        for try await (id, validity) in try await connection.query("SELECT id, uidvalidity FROM mailboxes WHERE name = \(name)", logger: logger).decode((Int64, Int64).self) {
+            return (id, validity)
+        }
+        throw POP3BackendError.temporary("mailbox \(name) could not be created")
+    }
+
+    /// Dovecot's default `pop3_uidl_format`, `%08Xu%08Xv`: UID and UIDVALIDITY in hex.
+    static func uidl(uid: Int64, uidValidity: Int64) -> String {
+        hex8(uid) + hex8(uidValidity)
+    }
+
+    private static func hex8(_ value: Int64) -> String {
+        let digits = String(UInt32(truncatingIfNeeded: value), radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
+
+    // MARK: - Maildrops
+
+    public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {
+        var days = expireDays
+        if let policy = user.expire { days = policy.uppercased() == "NEVER" ? nil : Int(policy) }
+        days = days.map { min(max($0, 0), 36_500) }
+        let connection: PostgresConnection
+        do {
+            connection = try await connector.connect(purpose: "maildrop \(user.name)")
+        } catch {
+            throw POP3BackendError.temporary("\(user.name): connecting to \(url): \(databaseErrorText(error))")
+        }
+        do {
+            let mailbox = try await Self.ensureMailbox(connection, name: user.name, logger: logger)
+            var locked = false
+            for try await value in try await connection.query("SELECT pg_try_advisory_lock(\(mailbox.id))", logger: logger).decode(Bool.self) {
+                locked = value
+            }
+            guard locked else { throw POP3BackendError.inUse }
+            if let days, days > 0 {
+                // EXPIRE (RFC 2449 section 6.7): messages first retrieved N days ago go now.
+                let expired = try await connection.query(
+                    """
+                    SELECT uid FROM messages WHERE mailbox_id = \(mailbox.id)
+                    AND retrieved_at <= now() - make_interval(days => \(Int32(days)))
+                    """, logger: logger)
+                var found: [Int64] = []
+                for try await uid in expired.decode(Int64.self) { found.append(uid) }
+                let uids = found
+                if !uids.isEmpty {
+                    try await connection.withTransaction(logger: logger) { connection in
+                        try await PostgresMaildrop.delete(uids: uids, mailbox: mailbox.id, on: connection, logger: self.logger)
+                    }
+                }
+            }
+            var entries: [PostgresMaildrop.Entry] = []
+            let rows = try await connection.query(
+                "SELECT uid, uidl, size, body_id FROM messages WHERE mailbox_id = \(mailbox.id) ORDER BY uid", logger: logger)
+            for try await (uid, uidl, size, bodyID) in rows.decode((Int64, String, Int64, Int64).self) {
+                entries.append(.init(uid: uid, uidl: uidl, size: Int(size), bodyID: bodyID))
+            }
+            return PostgresMaildrop(
+                user: user.name, mailboxID: mailbox.id, entries: entries, connection: connection,
+                recordsRetrievals: days != nil, logger: logger)
+        } catch {
+            try? await connection.close()
+            if let error = error as? POP3BackendError { throw error }
+            throw POP3BackendError.temporary("\(user.name): opening the maildrop: \(databaseErrorText(error))")
+        }
+    }
+}
+
+extension POP3BackendError {
+    /// A store error as it crosses the seam: POP3 errors as they are, the rest temporary.
+    static func backend(_ error: any Error, _ context: String = "") -> POP3BackendError {
+        if let error = error as? POP3BackendError { return error }
+        if let error = error as? PostgresTransactionError, let inner = error.closureError as? POP3BackendError { return inner }
+        return .temporary((context.isEmpty ? "" : context + ": ") + databaseErrorText(error))
+    }
+}
+
+extension PostgresStore {
+    /// A database error as text for logs and messages: SQLSTATE and the server's message, never
+    /// query parameters or the password.
+    public static func describe(_ error: any Error) -> String {
+        databaseErrorText(error)
+    }
+}

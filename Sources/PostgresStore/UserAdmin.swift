@@ -1,0 +1,74 @@
+import Logging
+import PasswdFile
+import PostgresNIO
+
+/// `postie user ...` against PostgreSQL: the users table, edited in single statements (each
+/// atomic; concurrent runs never lose a change).
+public enum PostgresUserAdmin {
+    public enum AdminError: Error, CustomStringConvertible, Hashable {
+        case exists(String)
+        case noSuchUser(String)
+        case database(String)
+
+        public var description: String {
+            switch self {
+            case .exists(let name): "user \(name) already exists"
+            case .noSuchUser(let name): "no user \(name)"
+            case .database(let detail): detail
+            }
+        }
+    }
+
+    /// Adds a user; `passwordField` is `{SCHEME}hash`.
+    public static func add(_ connection: PostgresConnection, name: String, passwordField: String, home: String?, extraFields: String?, logger: Logger) async throws {
+        do {
+            try await connection.query(
+                "INSERT INTO users (name, password, home, extra_fields) VALUES (\(name), \(passwordField), \(home), \(extraFields ?? ""))",
+                logger: logger)
+        } catch {
+            if sqlState(error) == "23505" { throw AdminError.exists(name) }
+            throw AdminError.database(databaseErrorText(error))
+        }
+    }
+
+    public static func setPassword(_ connection: PostgresConnection, name: String, passwordField: String, logger: Logger) async throws {
+        let changed: Bool
+        do {
+            changed = try await exists(connection.query("UPDATE users SET password = \(passwordField) WHERE name = \(name) RETURNING name", logger: logger))
+        } catch {
+            throw AdminError.database(databaseErrorText(error))
+        }
+        if !changed { throw AdminError.noSuchUser(name) }
+    }
+
+    /// Deletes the user; the mailbox and its mail stay (as a Maildir does), so re-adding the
+    /// user finds them and UIDs are never reused.
+    public static func delete(_ connection: PostgresConnection, name: String, logger: Logger) async throws {
+        let deleted: Bool
+        do {
+            deleted = try await exists(connection.query("DELETE FROM users WHERE name = \(name) RETURNING name", logger: logger))
+        } catch {
+            throw AdminError.database(databaseErrorText(error))
+        }
+        if !deleted { throw AdminError.noSuchUser(name) }
+    }
+
+    /// Each user's name and password scheme, by name.
+    public static func list(_ connection: PostgresConnection, logger: Logger) async throws -> [(user: String, scheme: String)] {
+        var result: [(String, String)] = []
+        do {
+            for try await (name, password) in try await connection.query("SELECT name, password FROM users ORDER BY name", logger: logger).decode((String, String).self) {
+                result.append((name, StoredPassword(password).scheme))
+            }
+        } catch {
+            throw AdminError.database(databaseErrorText(error))
+        }
+        return result
+    }
+
+    private static func exists(_ rows: PostgresRowSequence) async throws -> Bool {
+        var any = false
+        for try await _ in rows { any = true }
+        return any
+    }
+}
