@@ -188,6 +188,9 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                 path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: [:], dovecotMode: false,
                 expireDays: expireDays, uidlSettings: uidlSettings, threadPool: threadPool, lock: lock, commitHook: commitHook)
         }
+        // The clock before cur/'s time is read: a time that old plus the settling delay can
+        // only be matched by a change made before that read, which the listing then sees.
+        let scanStart = nowNanoseconds()
         let stampBefore = modificationTime(path + "/cur")
 
         // Finish a committed UPDATE that a crash interrupted: its deletions are decided.
@@ -300,7 +303,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                     changed = true
                 }
             }
-            if let before = stampBefore, modificationTime(path + "/cur") == before, before < nowNanoseconds() - settleNanoseconds {
+            if let before = stampBefore, modificationTime(path + "/cur") == before, before < scanStart - settleNanoseconds(before) {
                 stamp = before
             }
         }
@@ -316,9 +319,13 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             lock: lock, commitHook: commitHook)
     }
 
-    /// How long cur/ must have been unchanged before its time is trusted: a change within the
-    /// same clock tick as the recorded time could otherwise go unnoticed.
-    static let settleNanoseconds: Int64 = 100_000_000
+    /// How long cur/ must have been unchanged before its time is trusted: a later change in
+    /// the same clock tick as the recorded time would otherwise go unnoticed. 100 ms covers
+    /// kernels that stamp directories with a coarse clock (a tick is at most 10 ms); a time
+    /// with no nanoseconds comes from a file system that keeps whole seconds, which needs 2 s.
+    static func settleNanoseconds(_ stamp: Int64) -> Int64 {
+        stamp % 1_000_000_000 == 0 ? 2_000_000_000 : 100_000_000
+    }
 
     /// The entries and their file names straight from the index, when cur/ has not changed
     /// since they were seen there, new/ holds no mail, no UPDATE is unfinished and Dovecot's

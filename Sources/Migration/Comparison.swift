@@ -5,11 +5,17 @@ public struct MailboxListing: Sendable, Equatable {
     public struct Message: Sendable, Equatable {
         public var uidl: String
         public var size: Int
+        /// The number the server gave it (RETR and DELE use it); 0 when not from a server.
+        public var number: Int
 
-        public init(uidl: String, size: Int) {
+        public init(uidl: String, size: Int, number: Int = 0) {
             self.uidl = uidl
             self.size = size
+            self.number = number
         }
+
+        /// Two servers agree on a message when UIDL and size agree, whatever its number.
+        public static func == (a: Message, b: Message) -> Bool { a.uidl == b.uidl && a.size == b.size }
     }
 
     public var messages: [Message]
@@ -32,7 +38,7 @@ public struct MailboxListing: Sendable, Equatable {
                 guard let size = sizeOf[entry.number] else {
                     throw MigrationError.server(endpoint, "message \(entry.number) is in UIDL but not in LIST")
                 }
-                messages.append(Message(uidl: entry.uid, size: size))
+                messages.append(Message(uidl: entry.uid, size: size, number: entry.number))
             }
             return MailboxListing(messages: messages)
         } catch let error as POP3ClientError {

@@ -63,7 +63,7 @@ public struct POP3Migration: Sendable {
             defer { importer.close() }
             do {
                 for (offset, message) in listing.messages.enumerated() {
-                    let number = offset + 1
+                    let number = message.number > 0 ? message.number : offset + 1
                     let state = try await threadPool.runIfActive { try importer.state(of: message.uidl) }
                     switch state {
                     case .done:
@@ -101,7 +101,7 @@ public struct POP3Migration: Sendable {
             if deleteSource {
                 let stored = importer.recordedUIDLs
                 for (offset, message) in listing.messages.enumerated() where stored.contains(message.uidl) {
-                    try await client.delete(offset + 1)
+                    try await client.delete(message.number > 0 ? message.number : offset + 1)
                     report.deletedOnSource += 1
                 }
             }

@@ -132,8 +132,9 @@ struct MboxDestination: LocalDestination {
             let followed = tail.count == 2 || Array(tail[2...]) == Array("From ".utf8)
             if ends && followed { return .stored }
         }
-        if size <= offset + length {
-            // A torn append with nothing after it: cut it off (the lock is held).
+        if size <= offset + length, prefix.starts(with: head) || head.starts(with: prefix) {
+            // A torn append of ours with nothing after it: cut it off (the lock is held).
+            // Anything else at that offset (another program rewrote the mbox) is left alone.
             guard ftruncate(fd, off_t(offset)) == 0 else { throw LocalError.system("ftruncate", path) }
             try FS.fsync(fd, path: path)
             return .absent

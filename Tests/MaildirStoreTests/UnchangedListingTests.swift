@@ -101,4 +101,32 @@ struct UnchangedListingTests {
         await maildrop.abandon()
         #expect(try index(dir).entries.allSatisfy { $0.info == ":2," })
     }
+
+    @Test func theIndexIsUsedInsteadOfTheListing() async throws {
+        // Shows the shortcut is taken: a file slipped into cur/ with cur/'s time put back
+        // exactly (which no real change can do, see settleNanoseconds) is not listed.
+        let dir = try TempMaildir()
+        let uids = try await settled(dir, messages: 3)
+        let stamp = try #require(try index(dir).curStamp)
+        try Data("Subject: hidden\n\nx\n".utf8).write(to: URL(fileURLWithPath: dir.path + "/cur/1700009999.M9P9.test:2,"))
+        var times = [timespec(tv_sec: Int(stamp / 1_000_000_000), tv_nsec: Int(stamp % 1_000_000_000)),
+                     timespec(tv_sec: Int(stamp / 1_000_000_000), tv_nsec: Int(stamp % 1_000_000_000))]
+        #expect(utimensat(AT_FDCWD, dir.path + "/cur", &times, 0) == 0)
+        let maildrop = try await dir.store.openMaildrop(for: dir.user)
+        #expect(maildrop.messages.map(\.uid) == uids)
+        await maildrop.abandon()
+    }
+
+    @Test func aTimeInsideTheSettlingWindowIsNotTrusted() async throws {
+        let dir = try TempMaildir()
+        _ = try await settled(dir, messages: 3)
+        // cur/ changes now: the next login lists it, and records no time while it is fresh.
+        try FileManager.default.moveItem(atPath: dir.path + "/cur/" + dir.files("cur")[0], toPath: dir.path + "/cur/renamed:2,S")
+        let maildrop = try await dir.store.openMaildrop(for: dir.user)
+        #expect(maildrop.messages.count == 3)
+        await maildrop.abandon()
+        #expect(try index(dir).curStamp == nil)
+        #expect(MaildirMaildrop.settleNanoseconds(1_795_785_447_000_000_000) == 2_000_000_000)
+        #expect(MaildirMaildrop.settleNanoseconds(1_795_785_447_123_000_000) == 100_000_000)
+    }
 }
