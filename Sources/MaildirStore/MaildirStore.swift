@@ -450,21 +450,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     /// Dovecot's virtual size: the octets with every bare LF counted as CRLF, and no line end
     /// added at the end (unlike RETR, which ends an unterminated last line).
     static func dovecotVirtualSize(of file: String) throws -> Int {
-        let fd = try POSIX.open(file, O_RDONLY)
-        defer { close(fd) }
-        var counter = CanonicalSizeCounter()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError(call: "read", path: file, errno: errno)
-            }
-            if n == 0 { break }
-            counter.add(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-        }
-        return counter.size
+        try countedSize(of: file).size
     }
 
     /// Whether a directory entry is a message: not hidden, and no line breaks (which could
@@ -550,6 +536,11 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
     /// Reads a message once to count its CRLF size.
     static func canonicalSize(of file: String) throws -> Int {
+        try countedSize(of: file).finalSize
+    }
+
+    /// Reads a message file once through a CRLF size counter. Blocking.
+    static func countedSize(of file: String) throws -> CanonicalSizeCounter {
         let fd = try POSIX.open(file, O_RDONLY)
         defer { close(fd) }
         var counter = CanonicalSizeCounter()
@@ -564,7 +555,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             if n == 0 { break }
             counter.add(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
-        return counter.finalSize
+        return counter
     }
 
     // MARK: - Maildrop
