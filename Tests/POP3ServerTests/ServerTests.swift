@@ -167,7 +167,7 @@ struct ServerTests {
                 }
                 await again.close()
                 attempts += 1
-                try #require(attempts < 50)
+                try #require(attempts < 250)
                 try await Task.sleep(for: .milliseconds(20))
             }
             #expect(backend.messages(of: "alice") == ["Subject: one\r\n\r\nhello\r\n.dot line\r\n"])

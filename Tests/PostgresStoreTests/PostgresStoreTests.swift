@@ -189,7 +189,7 @@ struct TestSetupError: Error, CustomStringConvertible {
                 SELECT pg_terminate_backend(pid, 10000) FROM pg_locks
                 WHERE locktype = 'advisory' AND objid::bigint = \(drop.mailboxID) AND pid <> pg_backend_pid()
                 """, logger: TestDatabase.logger)
-            for _ in 0..<100 where drop.lockLost == nil { try await Task.sleep(for: .milliseconds(20)) }
+            for _ in 0..<500 where drop.lockLost == nil { try await Task.sleep(for: .milliseconds(20)) }
             #expect(drop.lockLost?.code == .sysTemp)
             await #expect(throws: POP3BackendError.self) { try await drop.commit(deleting: [0]) }
             #expect(try await db.int("SELECT count(*) FROM messages") == 1)
