@@ -178,7 +178,7 @@ let package = Package(
             name: "postie",
             dependencies: [
                 "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
-                "POP3Check", "PostgresStore",
+                "POP3Check", "POP3Client", "PostgresStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

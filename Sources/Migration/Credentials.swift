@@ -13,7 +13,7 @@ public struct Account: Sendable, Equatable {
     }
 }
 
-/// Reads accounts and passwords without ever taking a password from the command line.
+/// Reads users files (the one-user password comes from ``POP3Client/ClientPassword``).
 public enum AccountList {
     /// `user:password` lines (split at the first colon, so passwords may hold colons); blank
     /// lines and lines starting with `#` are skipped; a trailing CR is dropped.
@@ -34,19 +34,6 @@ public enum AccountList {
         }
         guard !accounts.isEmpty else { throw .usage("\(source): no user:password lines") }
         return accounts
-    }
-
-    /// The password from the first line of a file, or from the environment variable.
-    public static func password(file: String?, environment: [String: String]) throws(MigrationError) -> String {
-        if let file {
-            guard let text = readText(file) else { throw .usage("cannot read the password file \(file)") }
-            var line = lines(text).first ?? ""
-            if line.hasSuffix("\r") { line = line.dropLast() }
-            guard !line.isEmpty else { throw .usage("the password file \(file) starts with an empty line") }
-            return String(line)
-        }
-        if let password = environment["POSTIE_PASSWORD"], !password.isEmpty { return password }
-        throw .usage("no password: give --password-file FILE or set POSTIE_PASSWORD")
     }
 
     /// Lines split at LF or CRLF ("\r\n" is one Character in Swift, so both are checked).

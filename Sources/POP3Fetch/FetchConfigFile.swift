@@ -1,3 +1,4 @@
+import POP3Client
 import Yams
 
 #if canImport(Glibc)
@@ -135,16 +136,10 @@ public struct FetchConfigFile: Sendable {
 
     /// The first line of a password file, without its line end.
     public static func readPasswordFile(_ path: String) throws -> String {
-        let bytes: [UInt8]?
         do {
-            bytes = try FS.read(path)
+            return try ClientPassword.firstLine(ofFile: path)
         } catch {
-            throw Problem("\(error)")
+            throw Problem(error.description)
         }
-        guard let bytes else { throw Problem("\(path): no such file") }
-        var line = Substring(decoding: bytes, as: UTF8.self)
-        if let end = line.firstIndex(where: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) { line = line[..<end] }
-        guard !line.isEmpty else { throw Problem("\(path): the first line is empty") }
-        return String(line)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import POP3Check
+import POP3Client
 
 /// `postie check HOST`: the port-110 test procedure, usable as a Nagios/Icinga plugin.
 struct Check: AsyncParsableCommand {
@@ -98,21 +99,18 @@ struct Check: AsyncParsableCommand {
             throw UsageProblem(description: "cannot read --ca-file \(caFile)")
         }
         var password: String?
-        if let passwordFile {
-            guard let contents = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
-                throw UsageProblem(description: "cannot read --password-file \(passwordFile)")
-            }
-            password = contents.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
-                .first.map { String($0.hasSuffix("\r") ? $0.dropLast() : $0) }
-        } else if let fromEnvironment = ProcessInfo.processInfo.environment["POSTIE_PASSWORD"] {
-            password = fromEnvironment
-        }
         if user != nil {
-            guard let password, !password.isEmpty else {
+            do {
+                password = try ClientPassword.read(file: passwordFile, environment: ProcessInfo.processInfo.environment)
+            } catch .missing {
                 throw UsageProblem(description: "--user needs a password: --password-file FILE or the POSTIE_PASSWORD environment variable")
+            } catch {
+                throw UsageProblem(description: error.description)
             }
+        } else if passwordFile != nil {
+            throw UsageProblem(description: "--password-file goes with --user")
         }
-        return CheckOptions(host: host, port: port, tlsPort: tlsPort, user: user, password: user == nil ? nil : password,
+        return CheckOptions(host: host, port: port, tlsPort: tlsPort, user: user, password: password,
                             loginMethod: method, caFile: caFile, timeout: timeout, thresholds: thresholds)
     }
 

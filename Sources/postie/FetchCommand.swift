@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import POP3Client
 import POP3Fetch
 import Synchronization
 
@@ -100,16 +101,10 @@ struct FetchCommand: AsyncParsableCommand {
             throw ValidationError("--to: expected maildir:DIR or mbox:FILE")
         }
         let password: String
-        if let passwordFile {
-            do {
-                password = try FetchConfigFile.readPasswordFile(passwordFile)
-            } catch {
-                throw ValidationError("--password-file: \(error)")
-            }
-        } else if let environment = ProcessInfo.processInfo.environment["POSTIE_PASSWORD"], !environment.isEmpty {
-            password = environment
-        } else {
-            throw ValidationError("no password: give --password-file FILE or set POSTIE_PASSWORD")
+        do {
+            password = try ClientPassword.read(file: passwordFile, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw ValidationError(error.description)
         }
         var account = FetchAccount(
             host: parsed.host, port: parsed.port, tls: tls ?? .defaultMode(port: parsed.port), user: user!,

@@ -2,6 +2,7 @@ import ArgumentParser
 import MaildirStore
 import Migration
 import NIOPosix
+import POP3Client
 import POP3Server
 
 #if canImport(Glibc)
@@ -32,7 +33,11 @@ struct AccountOptions: ParsableArguments {
     func accounts() throws -> [Account] {
         switch (user, usersFile) {
         case (let user?, nil):
-            return [Account(user: user, password: try AccountList.password(file: passwordFile, environment: environment()))]
+            do {
+                return [Account(user: user, password: try ClientPassword.read(file: passwordFile, environment: environment()))]
+            } catch {
+                throw ValidationError(error.description)
+            }
         case (nil, let file?):
             if passwordFile != nil { throw ValidationError("--password-file goes with --user, not --users-file") }
             guard let text = AccountList.readText(file) else { throw ValidationError("cannot read the users file \(file)") }

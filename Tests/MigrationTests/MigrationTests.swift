@@ -17,18 +17,6 @@ struct AccountTests {
         #expect(throws: MigrationError.self) { try AccountList.parse(text, source: "users") }
     }
 
-    @Test func passwordsComeFromAFileOrTheEnvironmentOnly() throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("pw-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: file) }
-        try "s3cret\r\nignored\n".write(toFile: file, atomically: true, encoding: .utf8)
-        #expect(try AccountList.password(file: file, environment: [:]) == "s3cret")
-        #expect(try AccountList.password(file: nil, environment: ["POSTIE_PASSWORD": "env"]) == "env")
-        #expect(throws: MigrationError.self) { try AccountList.password(file: nil, environment: [:]) }
-        #expect(throws: MigrationError.self) { try AccountList.password(file: file + ".missing", environment: [:]) }
-        try "\nx\n".write(toFile: file, atomically: true, encoding: .utf8)
-        #expect(throws: MigrationError.self) { try AccountList.password(file: file, environment: [:]) }
-    }
-
     @Test func endpointsDefaultToTLS() throws {
         #expect(try POP3Endpoint(parsing: "pop.example.org:995", security: nil).security == .implicit)
         #expect(try POP3Endpoint(parsing: "pop.example.org:110", security: nil).security == .starttls)
