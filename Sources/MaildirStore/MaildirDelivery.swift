@@ -78,7 +78,15 @@ public struct MaildirDelivery: MailDelivery {
 
     /// Writes one copy durably into the Maildir; returns its UID (nil if the index could not be
     /// updated, in which case the next login indexes it). Blocking: thread pool only.
-    static func deliverBlocking(_ message: SpooledMessage, into maildir: String) throws -> UInt32? {
+    ///
+    /// A copy that reached `new/` but whose directory entry could not be made durable is removed
+    /// again before the failure is reported: the sender retries after a temporary failure, and
+    /// a copy left behind would then be delivered twice. `syncDirectory` is the fsync of `new/`
+    /// (a parameter so tests can make it fail).
+    static func deliverBlocking(
+        _ message: SpooledMessage, into maildir: String,
+        syncDirectory: (String) throws -> Void = POSIX.fsyncDirectory
+    ) throws -> UInt32? {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(maildir + "/" + sub) }
         let base = MaildirName.unique(size: message.size)
         let temporary = maildir + "/tmp/" + base
@@ -87,7 +95,12 @@ public struct MaildirDelivery: MailDelivery {
             try copy(message, to: temporary)
             return try IndexLock.holding(maildir: maildir) {
                 try POSIX.rename(temporary, final)
-                try POSIX.fsyncDirectory(maildir + "/new")
+                do {
+                    try syncDirectory(maildir + "/new")
+                } catch {
+                    try? POSIX.unlinkIfPresent(final)
+                    throw error
+                }
                 // From here the message is durable: an index failure only delays its UID.
                 // A Dovecot Maildir gets Dovecot's next UID in dovecot-uidlist (under Dovecot's
                 // lock), so both servers serve it with the same UIDL.

@@ -107,7 +107,7 @@ class ServerFactory:
         return s
 
     def start(self, **kw) -> PostieServer:
-        ready = kw.pop("ready_timeout", 10.0)
+        ready = kw.pop("ready_timeout", 30.0)
         return self.make(**kw).start(ready_timeout=ready)
 
     def stop_all(self) -> None:

@@ -445,7 +445,7 @@ class PostieServer:
         assert self.proc
         return self.proc.pid
 
-    def start(self, ready_timeout: float = 10.0) -> "PostieServer":
+    def start(self, ready_timeout: float = 30.0) -> "PostieServer":
         self.log_f = open(self.log_path, "ab")
         self.out_f = open(self.stdout_path, "ab")
         self.log_f.write(f"=== {self.name}: {' '.join(map(str, [self.binary] + self.args))}\n".encode())

@@ -599,10 +599,10 @@ def test_broken_stls_and_bad_greeting(postie_bin):
 
 def test_silent_server_times_out(postie_bin):
     """A server that never answers the ClientHello: the handshake gives up after --timeout."""
-    s = BrokenServer(b"+OK hello\r\n", hang=5)
+    s = BrokenServer(b"+OK hello\r\n", hang=10)
     try:
-        r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0", "--timeout", "1")
+        r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0", "--timeout", "3")
     finally:
         s.close()
     assert r.code == 2, r
-    assert "timed out after 1 s during the TLS handshake" in items(doc)["pop3.stls"]["detail"], items(doc)["pop3.stls"]
+    assert "timed out after 3 s during the TLS handshake" in items(doc)["pop3.stls"]["detail"], items(doc)["pop3.stls"]

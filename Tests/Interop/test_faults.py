@@ -72,7 +72,7 @@ def test_sigkill_around_quit_is_atomic(env_factory):
     while True:
         if r > 0:
             e.restart()
-        c, waited = login_within(e.host, e.port, ALICE, 5)
+        c, waited = login_within(e.host, e.port, ALICE, 30)
         if waited > 0.5:
             note(f"round {r}: login after the SIGKILL waited {waited:.2f}s for the lock")
         snap = snapshot(c)  # raises on a duplicated UIDL or duplicated content
@@ -210,7 +210,7 @@ def test_interrupted_session_deletes_nothing(env, how):
         time.sleep(0.2)
         env.server.stop()
     env.restart()
-    c2, _ = login_within(env.host, env.port, ALICE, 5)
+    c2, _ = login_within(env.host, env.port, ALICE, 30)
     after = snapshot(c2)
     c2.ok("QUIT")
     c2.close()

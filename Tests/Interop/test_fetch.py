@@ -245,7 +245,7 @@ def kill_loop(postie_bin: Path, tmp_path: Path, server_md: Maildir, deliver, por
         finished = False
         stuck = 0  # kills in a row that stored nothing: on a slow machine, give the next run longer
         while not finished:
-            assert time.monotonic() < deadline + 60, f"round {rounds} did not finish ({runs} runs, {kills} kills)"
+            assert time.monotonic() < deadline + 300, f"round {rounds} did not finish ({runs} runs, {kills} kills)"
             runs += 1
             before = len(local_messages(out))
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -59,7 +59,7 @@ def test_second_session_same_process_gets_in_use(env):
     r = b.try_login(*ALICE)
     if not r.startswith("+OK"):
         b.close()
-        b, waited = login_within(env.host, env.port, ALICE, 5)
+        b, waited = login_within(env.host, env.port, ALICE, 30)
         note(f"after QUIT, a new connection needed {waited:.2f}s to log in (retry on the refused one got {r!r})")
     assert b.stat()[0] == 2, "messages lost across sessions"
     assert b.quit().startswith("+OK")
@@ -71,7 +71,7 @@ def test_dropped_connection_releases_lock(env):
     a = POP3Raw(env.host, env.port)
     a.login(*ALICE)
     a.abort()  # RST, no QUIT
-    b, waited = login_within(env.host, env.port, ALICE, 5)
+    b, waited = login_within(env.host, env.port, ALICE, 30)
     assert b.stat()[0] == 2
     b.ok("QUIT")
     b.close()
@@ -95,7 +95,7 @@ def test_two_processes_share_one_lock(env, postie):
     a.close()
 
     # Now the second process gets it; the first must refuse.
-    b, waited = login_within(s2.host, s2.port, ALICE, 5)
+    b, waited = login_within(s2.host, s2.port, ALICE, 30)
     a = POP3Raw(s1.host, s1.port)
     r = a.try_login(*ALICE)
     assert in_use(r), f"login on the first process while the second holds the mailbox: {r!r}"
@@ -105,7 +105,7 @@ def test_two_processes_share_one_lock(env, postie):
     b.sock.settimeout(5)
     s2.kill()
     b.close()
-    c, waited = login_within(s1.host, s1.port, ALICE, 5)
+    c, waited = login_within(s1.host, s1.port, ALICE, 30)
     assert c.stat()[0] == 2, "messages lost after SIGKILL of the lock holder"
     assert c.quit().startswith("+OK")
     c.close()
@@ -121,7 +121,7 @@ def test_sigkill_of_lock_holder_same_template_restart(env):
     env.server.kill()
     a.close()
     env.restart()
-    c, waited = login_within(env.host, env.port, ALICE, 5)
+    c, waited = login_within(env.host, env.port, ALICE, 30)
     assert c.stat()[0] == 2, "a SIGKILLed session's DELE took effect"
     c.ok("QUIT")
     c.close()

