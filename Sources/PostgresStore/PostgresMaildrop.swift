@@ -26,8 +26,14 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
     let logger: Logger
     /// Set when this session itself closes the connection (QUIT or abandon).
     private let released = NIOLockedValueBox(false)
+    /// Takes the connection once its lock is released (see ``SessionConnections``).
+    let unlocked: @Sendable (PostgresConnection) -> Void
 
-    init(user: String, mailboxID: Int64, entries: [Entry], connection: PostgresConnection, recordsRetrievals: Bool, logger: Logger) {
+    init(
+        user: String, mailboxID: Int64, entries: [Entry], connection: PostgresConnection, recordsRetrievals: Bool, logger: Logger,
+        unlocked: @escaping @Sendable (PostgresConnection) -> Void = { $0.close().whenComplete { _ in } }
+    ) {
+        self.unlocked = unlocked
         self.user = user
         self.mailboxID = mailboxID
         self.entries = entries
@@ -123,10 +129,21 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
             return !released
         }
         guard first else { return }
-        if !connection.isClosed {
-            _ = try? await connection.query("SELECT pg_advisory_unlock(\(mailboxID))", logger: logger)
+        // Reused only when PostgreSQL confirms it released the lock, which also shows the
+        // connection is outside any transaction; otherwise closed, which ends the lock too.
+        var unlocked = false
+        if !connection.isClosed, let rows = try? await connection.query("SELECT pg_advisory_unlock(\(mailboxID))", logger: logger) {
+            do {
+                for try await value in rows.decode(Bool.self) { unlocked = value }
+            } catch {
+                unlocked = false
+            }
         }
-        try? await connection.close()
+        if unlocked {
+            self.unlocked(connection)
+        } else {
+            try? await connection.close()
+        }
     }
 }
 

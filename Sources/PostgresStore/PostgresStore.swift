@@ -31,6 +31,8 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
     /// The shared pool, a swift-service-lifecycle service.
     public let client: PostgresClient
     let connector: Connector
+    /// Lock connections of ended sessions, kept for the next login.
+    let sessionConnections: SessionConnections
     let threadPool: NIOThreadPool
     let logger: Logger
     /// Days after first retrieval that messages are deleted (RFC 2449 EXPIRE); nil: never.
@@ -48,15 +50,18 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         self.options = options
         self.connector = try Connector(url: url, options: options, eventLoopGroup: eventLoopGroup, logger: logger)
         self.client = PostgresClient(configuration: connector.poolConfiguration(), eventLoopGroup: eventLoopGroup, backgroundLogger: logger)
+        self.sessionConnections = SessionConnections(limit: options.poolSize, idleTimeout: options.idleTimeout)
         self.threadPool = threadPool
         self.logger = logger
         self.expireDays = expireDays
         self.decoy = StoredPassword(StoredPassword.hash(randomBytes(16).hex, scheme: "SHA512-CRYPT") ?? "{SHA512-CRYPT}$6$decoy$")
     }
 
-    /// Runs the shared pool until the task is cancelled.
+    /// Runs the shared pool until the task is cancelled, then closes the idle session
+    /// connections.
     public func run() async {
         await client.run()
+        await sessionConnections.closeAll()
     }
 
     /// A connection of its own, for administration (`postie db migrate`, `postie user`).
@@ -350,19 +355,39 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         var days = expireDays
         if let policy = user.expire { days = policy.uppercased() == "NEVER" ? nil : Int(policy) }
         days = days.map { min(max($0, 0), 36_500) }
+        // A kept connection may have died while it waited (a database restart, an idle
+        // timeout on the server): then the login goes on with a new one.
+        if let kept = sessionConnections.take() {
+            do {
+                return try await openMaildrop(for: user, expireDays: days, on: kept)
+            } catch let error as POP3BackendError where !kept.isClosed || error == .inUse {
+                throw error
+            } catch {
+                logger.debug("a kept session connection had closed; connecting anew")
+            }
+        }
         let connection: PostgresConnection
         do {
             connection = try await connector.connect(purpose: "maildrop \(user.name)")
         } catch {
             throw POP3BackendError.temporary("\(user.name): connecting to \(url): \(databaseErrorText(error))")
         }
+        return try await openMaildrop(for: user, expireDays: days, on: connection)
+    }
+
+    /// Opens the maildrop on `connection`, which then belongs to the session: kept for the
+    /// next one when the lock is not to be had or once it is released, closed on any error.
+    private func openMaildrop(for user: AuthenticatedUser, expireDays days: Int?, on connection: PostgresConnection) async throws -> any Maildrop {
         do {
             let mailbox = try await Self.ensureMailbox(connection, name: user.name, logger: logger)
             var locked = false
             for try await value in try await connection.query("SELECT pg_try_advisory_lock(\(mailbox.id))", logger: logger).decode(Bool.self) {
                 locked = value
             }
-            guard locked else { throw POP3BackendError.inUse }
+            guard locked else {
+                sessionConnections.put(connection)  // it holds no lock
+                throw POP3BackendError.inUse
+            }
             if let days, days > 0 {
                 // EXPIRE (RFC 2449 section 6.7): messages first retrieved N days ago go now.
                 let expired = try await connection.query(
@@ -385,9 +410,12 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             for try await (uid, uidl, size, bodyID) in rows.decode((Int64, String, Int64, Int64).self) {
                 entries.append(.init(uid: uid, uidl: uidl, size: Int(size), bodyID: bodyID))
             }
+            let sessions = sessionConnections
             return PostgresMaildrop(
                 user: user.name, mailboxID: mailbox.id, entries: entries, connection: connection,
-                recordsRetrievals: days != nil, logger: logger)
+                recordsRetrievals: days != nil, logger: logger, unlocked: { sessions.put($0) })
+        } catch let error as POP3BackendError where error == .inUse {
+            throw error
         } catch {
             try? await connection.close()
             if let error = error as? POP3BackendError { throw error }

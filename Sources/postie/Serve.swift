@@ -251,7 +251,7 @@ struct Serve: AsyncParsableCommand {
                 }
                 logger.info("master: PostgreSQL store at \(url), pool of \(settings.database.poolSize)")
                 // First in the group, so it is shut down last, after the sessions using it.
-                services.append(.init(service: database.client))
+                services.append(.init(service: DatabaseService(store: database)))
                 users = database
                 store = database
                 delivery = database
@@ -313,6 +313,16 @@ enum FileHandleOutput {
 }
 
 /// Serves listeners bound before privileges were dropped.
+/// The PostgreSQL store's shared pool; when it stops, the store also closes the session
+/// connections it kept for reuse.
+struct DatabaseService: Service {
+    let store: PostgresStore
+
+    func run() async throws {
+        await store.run()
+    }
+}
+
 struct BoundServer: Service {
     let server: POP3Server
     let bound: [POP3Server.BoundListener]
