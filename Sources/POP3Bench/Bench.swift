@@ -53,8 +53,10 @@ public struct BenchOptions: Sendable {
     /// The implicit-TLS port for `mix` (default: `port`).
     public var tlsPort: Int?
     public var tls: BenchTLSMode
-    /// Verify certificates against this CA file; without it certificates are not verified.
+    /// Verify certificates against this CA file instead of the system's trust store.
     public var caFile: String?
+    /// Accept any certificate (`--insecure`): the credentials then go to whoever answers.
+    public var insecure = false
     public var credentials: [BenchCredential]
     public var clients: Int
     public var durationSeconds: Double
@@ -110,17 +112,23 @@ public final class Bench: Sendable {
     let eventLoopGroup: any EventLoopGroup
     private let totals = Mutex(BenchTotals())
     private let sslContext: NIOSSLContext?
+    /// The name the certificate must carry: the host as given, unless it is an address (then
+    /// NIOSSL checks the certificate's IP addresses against the peer's).
+    private let serverHostname: String?
 
     public init(options: BenchOptions, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         self.options = options
         self.eventLoopGroup = eventLoopGroup
+        self.serverHostname = Self.isAddress(options.host) ? nil : options.host
         if options.tls != .none {
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.minimumTLSVersion = .tlsv12
-            if let caFile = options.caFile {
-                configuration.trustRoots = .file(caFile)
-            } else {
+            // Verified like `postie fetch` and `postie check`: the test accounts' passwords
+            // are sent once the handshake is done.
+            if options.insecure {
                 configuration.certificateVerification = .none
+            } else if let caFile = options.caFile {
+                configuration.trustRoots = .file(caFile)
             }
             do {
                 sslContext = try NIOSSLContext(configuration: configuration)
@@ -130,6 +138,10 @@ public final class Bench: Sendable {
         } else {
             sslContext = nil
         }
+    }
+
+    static func isAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 
     public func run() async -> BenchReport {
@@ -214,7 +226,7 @@ public final class Bench: Sendable {
             if mode == .implicit, let sslContext {
                 client = try await POP3Client.connect(
                     host: options.host, port: options.tlsPort ?? options.port,
-                    tls: .implicitContext(sslContext, serverHostname: nil), timeout: timeout, eventLoopGroup: eventLoopGroup)
+                    tls: .implicitContext(sslContext, serverHostname: serverHostname), timeout: timeout, eventLoopGroup: eventLoopGroup)
             } else {
                 client = try await POP3Client.connect(host: options.host, port: options.port, timeout: timeout, eventLoopGroup: eventLoopGroup)
             }
@@ -225,7 +237,7 @@ public final class Bench: Sendable {
         do throws(POP3ClientError) {
             if mode == .starttls, let sslContext {
                 step = .stls
-                try await client.startTLS(context: sslContext, serverHostname: nil)
+                try await client.startTLS(context: sslContext, serverHostname: serverHostname)
                 lap(.stls, &sample)
             }
             step = .login

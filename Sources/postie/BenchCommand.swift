@@ -25,8 +25,11 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("tls-port"), help: "The implicit-TLS port for --tls mix (default: the --server port).")
     var tlsPort: Int?
 
-    @Option(name: .customLong("ca-file"), help: "Verify certificates against this CA file (default: not verified).")
+    @Option(name: .customLong("ca-file"), help: "Verify certificates against this CA file (default: the system's trust store).")
     var caFile: String?
+
+    @Flag(help: "Do not verify certificates (the test passwords then go to whoever answers).")
+    var insecure = false
 
     @Option(help: "A file of user:password lines.")
     var credentials: String
@@ -54,6 +57,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard clients > 0 else { throw ValidationError("--clients: at least 1") }
+        guard !(insecure && caFile != nil) else { throw ValidationError("--insecure and --ca-file contradict each other: give one") }
         guard duration > 0 else { throw ValidationError("--duration: seconds above 0") }
         guard rampUp >= 0, rampUp < duration else { throw ValidationError("--ramp-up: 0 or more, less than --duration") }
         guard retr >= 0 else { throw ValidationError("--retr: 0 or more") }
@@ -79,6 +83,7 @@ struct BenchCommand: AsyncParsableCommand {
         }
         options.tlsPort = tlsPort
         options.caFile = caFile
+        options.insecure = insecure
         options.rampUpSeconds = rampUp
         options.deleteShare = deleteShare
         options.stallSeconds = stallAfter

@@ -157,3 +157,40 @@ def test_bench_counts_errors_by_kind_and_stalled_sessions(postie_bin, tmp_path, 
         silent.close()
     assert code == 1
     assert doc["stalled_sessions"] >= 2 and doc["errors"].get("stalled", 0) == doc["stalled_sessions"], doc
+
+
+def test_bench_verifies_certificates_unless_told_not_to(postie, postie_bin, tmp_path):
+    """The test accounts' passwords follow the handshake, so bench verifies the certificate as
+    fetch and check do: a CA it does not know is a "tls" error before any password is sent,
+    --ca-file trusts the test CA (by address and by host name), --insecure accepts anything."""
+    from postiekit import Maildir, PasswdFile
+    pki = make_pki(tmp_path / "pki")
+    pw = PasswdFile(tmp_path / "passwd")
+    for u, p in USERS.items():
+        pw.add(u, p, scheme="PLAIN")
+    pw.write()
+    mail = tmp_path / "mail"
+    for i, u in enumerate(USERS):
+        fill(Maildir(mail / u), i)
+    s = postie.start(passwd=pw.path, maildir=str(mail / "%u"),
+                     extra=["--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)])
+    common = ["--tls", "starttls", "--credentials", str(credentials(tmp_path)), "--clients", "2", "--duration", "1",
+              "--retr", "2"]
+
+    code, doc, err = bench(postie_bin, ["--server", f"{HOST}:{s.port}", *common])
+    assert code == 1, (doc, err)
+    assert doc["sessions"] == 0 and set(doc["errors"]) == {"tls"}, doc
+    assert "Login: " not in s.log_text(), "a password was sent to an unverified server"
+
+    for server in (f"{HOST}:{s.port}", f"localhost:{s.port}"):
+        code, doc, err = bench(postie_bin, ["--server", server, "--ca-file", str(pki.cafile), *common])
+        assert code == 0, (server, err)
+        check_report(doc, "starttls")
+
+    code, doc, err = bench(postie_bin, ["--server", f"{HOST}:{s.port}", "--insecure", *common])
+    assert code == 0, err
+    check_report(doc, "starttls")
+
+    r = subprocess.run([str(postie_bin), "bench", "--server", f"{HOST}:{s.port}", "--insecure", "--ca-file",
+                        str(pki.cafile), *common], capture_output=True, timeout=60)
+    assert r.returncode == 64 and b"--insecure" in r.stderr, r
