@@ -52,6 +52,8 @@ struct StagedMessage {
     var bytes: [UInt8] = []
     var temporaryPath: String?
     var lockFD: Int32 = -1
+    /// mbox: the locks held from stage to commit (or abandon).
+    var mboxLock: MboxLock?
 }
 
 /// The local side of delivery. Every method blocks and runs on a thread pool.

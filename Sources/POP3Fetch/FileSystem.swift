@@ -185,11 +185,4 @@ enum FS {
         }
         return true
     }
-
-    static func lock(_ fd: Int32, path: String) throws(LocalError) {
-        while flock(fd, LOCK_EX) != 0 {
-            if errno == EINTR { continue }
-            throw .system("flock", path)
-        }
-    }
 }

@@ -7,8 +7,9 @@ import Glibc
 ///
 /// The `From ` line names the account's tag and the UIDL instead of an envelope sender
 /// (`From postie-1a2b3c4d-0000001a Fri Nov 27 11:41:12 2026`), so a lost state file can be
-/// rebuilt from the mbox. The file is locked with flock(2) while a message is appended; the
-/// intent records the offset and length, so an append torn by a crash is found and cut off.
+/// rebuilt from the mbox. The file is locked (``MboxLock``: dot-lock, fcntl and flock) while a
+/// message is appended; the intent records the offset and length, so an append torn by a crash
+/// is found and cut off.
 struct MboxDestination: LocalDestination {
     let path: String
     let tag: String
@@ -78,24 +79,31 @@ struct MboxDestination: LocalDestination {
     func stage(uidl: String, message: [UInt8]) throws(LocalError) -> StagedMessage {
         let bytes = Self.entry(fromPrefix: fromPrefix(uidl: uidl), time: Int(Glibc.time(nil)), message: message)
         let fd = try FS.open(path, O_RDWR | O_CREAT | O_APPEND)
+        var lock: MboxLock?
         do throws(LocalError) {
-            try FS.lock(fd, path: path)
+            lock = try MboxLock.acquire(fd: fd, path: path)
             var info = stat()
             guard fstat(fd, &info) == 0 else { throw LocalError.system("fstat", path) }
             let offset = Int(info.st_size)
             var staged = StagedMessage(uidl: uidl, location: "\(offset)+\(bytes.count)", storedSize: bytes.count)
             staged.bytes = bytes
             staged.lockFD = fd
+            staged.mboxLock = lock
             return staged
         } catch {
             close(fd)
+            lock?.release()
             throw error
         }
     }
 
     func commit(_ staged: StagedMessage) throws(LocalError) {
         let fd = staged.lockFD
-        defer { close(fd) }
+        var lock = staged.mboxLock
+        defer {
+            close(fd)
+            lock?.release()
+        }
         let offset = Int(staged.location.split(separator: "+")[0])!
         do throws(LocalError) {
             try FS.writeAll(fd, staged.bytes, path: path)
@@ -110,6 +118,8 @@ struct MboxDestination: LocalDestination {
 
     func abandon(_ staged: StagedMessage) {
         if staged.lockFD >= 0 { close(staged.lockFD) }
+        var lock = staged.mboxLock
+        lock?.release()
     }
 
     func settle(uidl: String, location: String) throws(LocalError) -> Settlement {
@@ -118,8 +128,12 @@ struct MboxDestination: LocalDestination {
             return .absentWithWarning("the state file names \"\(location)\", which is not an mbox offset+length")
         }
         let fd = try FS.open(path, O_RDWR)
-        defer { close(fd) }
-        try FS.lock(fd, path: path)
+        var lock: MboxLock?
+        defer {
+            close(fd)
+            lock?.release()
+        }
+        lock = try MboxLock.acquire(fd: fd, path: path)
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw LocalError.system("fstat", path) }
         let size = Int(info.st_size)

@@ -181,6 +181,59 @@ def test_fetch_into_mbox_quotes_from_lines(dovecot, postie_bin, tmp_path):
     assert mbox.read_bytes() == raw
 
 
+def test_fetch_into_mbox_honours_other_programs_locks(dovecot, postie_bin, tmp_path):
+    """mutt, procmail and Dovecot (mbox_write_locks = dotlock fcntl) lock an mbox with a dot-lock
+    file and an fcntl lock: fetch waits for either before it appends, removes its own dot-lock
+    afterwards, and takes over a dot-lock left by a crash (older than 5 minutes)."""
+    import fcntl
+    pki = make_pki(tmp_path / "pki")
+    d = dovecot({"alice": "pw-alice"}, cert=pki.a.cert, key=pki.a.key)
+    originals = list(corpus().values())[:3]
+    for m in originals:
+        d.maildir("alice").deliver(m)
+    d.fix_ownership()
+
+    def args(mbox: Path) -> list[str]:
+        return ["--server", f"{HOST}:{d.tls_port}", "--tls", "implicit", "--ca-file", str(pki.cafile),
+                "--user", "alice", "--to", f"mbox:{mbox}", "--keep"]
+
+    for kind in ("dot-lock", "fcntl lock"):
+        mbox = tmp_path / f"{kind.split()[0]}.mbox"
+        mbox.write_bytes(b"")
+        dotlock = Path(f"{mbox}.lock")
+        held = open(mbox, "r+b")
+        if kind == "dot-lock":
+            dotlock.write_text("4242\n")
+        else:
+            fcntl.lockf(held, fcntl.LOCK_EX)
+        result: dict = {}
+        t = threading.Thread(target=lambda: result.update(r=run_fetch(postie_bin, args(mbox), password="pw-alice")))
+        t.start()
+        time.sleep(1.5)  # fetch has logged in and is waiting for the lock by now
+        written = mbox.stat().st_size
+        alive = t.is_alive()
+        if kind == "dot-lock":
+            dotlock.unlink()
+        else:
+            fcntl.lockf(held, fcntl.LOCK_UN)
+        held.close()
+        t.join(120)
+        code, doc, _, err = result["r"]
+        assert written == 0 and alive, f"fetch appended to the mbox while another program held a {kind}: {result}"
+        assert code == 0 and account(doc)["fetched"] == len(originals), err
+        assert not dotlock.exists(), "fetch left its dot-lock behind"
+        assert sorted(m for _, m in parse_mboxrd(mbox.read_bytes())) == sorted(expected_local(m) for m in originals)
+
+    # A dot-lock from a crash ten minutes ago is stale: removed, and the fetch goes ahead.
+    mbox = tmp_path / "stale.mbox"
+    dotlock = Path(f"{mbox}.lock")
+    dotlock.write_text("4242\n")
+    os.utime(dotlock, (time.time() - 600, time.time() - 600))
+    code, doc, _, err = run_fetch(postie_bin, args(mbox), password="pw-alice")
+    assert code == 0 and account(doc)["fetched"] == len(originals), err
+    assert not dotlock.exists()
+
+
 # --------------------------------------------------------------------------
 # TLS: verified by default, STLS never downgraded, failures named by step
 # --------------------------------------------------------------------------
