@@ -303,7 +303,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                     changed = true
                 }
             }
-            if let before = stampBefore, modificationTime(path + "/cur") == before, before < scanStart - settleNanoseconds(before) {
+            if let before = stampBefore, modificationTime(path + "/cur") == before, settled(before, scanStart: scanStart) {
                 stamp = before
             }
         }
@@ -325,6 +325,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     /// with no nanoseconds comes from a file system that keeps whole seconds, which needs 2 s.
     static func settleNanoseconds(_ stamp: Int64) -> Int64 {
         stamp % 1_000_000_000 == 0 ? 2_000_000_000 : 100_000_000
+    }
+
+    /// Whether cur/'s time `stamp` had settled when a scan began at `scanStart`, so it may be
+    /// recorded for ``unchangedListing(path:index:uidlSettings:)``.
+    static func settled(_ stamp: Int64, scanStart: Int64) -> Bool {
+        stamp < scanStart - settleNanoseconds(stamp)
     }
 
     /// The entries and their file names straight from the index, when cur/ has not changed

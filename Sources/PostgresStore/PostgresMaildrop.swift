@@ -24,7 +24,8 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
     let connection: PostgresConnection
     let recordsRetrievals: Bool
     let logger: Logger
-    /// Set when this session itself closes the connection (QUIT or abandon).
+    /// Set when this session ends (QUIT or abandon) and gives up the connection: a close after
+    /// that is not a lost lock.
     private let released = NIOLockedValueBox(false)
     /// Takes the connection once its lock is released (see ``SessionConnections``).
     let unlocked: @Sendable (PostgresConnection) -> Void
@@ -120,7 +121,8 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
         await release()
     }
 
-    /// Releases the advisory lock and closes the connection; idempotent. The unlock is explicit
+    /// Releases the advisory lock and gives up the connection (kept for the next session, or
+    /// closed); idempotent. The unlock is explicit
     /// so the mailbox is free before QUIT's +OK (a client may reconnect to another node at
     /// once); closing alone would free it a moment later, when the backend exits.
     private func release() async {
@@ -129,8 +131,9 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
             return !released
         }
         guard first else { return }
-        // Reused only when PostgreSQL confirms it released the lock, which also shows the
-        // connection is outside any transaction; otherwise closed, which ends the lock too.
+        // Reused only when PostgreSQL confirms it released the lock (an aborted transaction
+        // would make the unlock fail; the only transactions here are withTransaction blocks,
+        // ended by COMMIT or ROLLBACK before this); otherwise closed, which ends the lock too.
         var unlocked = false
         if !connection.isClosed, let rows = try? await connection.query("SELECT pg_advisory_unlock(\(mailboxID))", logger: logger) {
             do {

@@ -60,8 +60,18 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
     /// Runs the shared pool until the task is cancelled, then closes the idle session
     /// connections.
     public func run() async {
-        await client.run()
-        await sessionConnections.closeAll()
+        let sessions = sessionConnections
+        await withDiscardingTaskGroup { group in
+            // Kept session connections idle too long are closed even when no login comes.
+            group.addTask {
+                while (try? await Task.sleep(for: .seconds(5))) != nil {
+                    sessions.closeExpired()
+                }
+            }
+            await client.run()
+            group.cancelAll()
+        }
+        await sessions.closeAll()
     }
 
     /// A connection of its own, for administration (`postie db migrate`, `postie user`).
@@ -359,25 +369,30 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         // timeout on the server): then the login goes on with a new one.
         if let kept = sessionConnections.take() {
             do {
-                return try await openMaildrop(for: user, expireDays: days, on: kept)
-            } catch let error as POP3BackendError where !kept.isClosed || error == .inUse {
-                throw error
-            } catch {
+                return try await openMaildrop(for: user, expireDays: days, on: kept, kept: true)
+            } catch is KeptConnectionDied {
                 logger.debug("a kept session connection had closed; connecting anew")
             }
         }
         let connection: PostgresConnection
         do {
-            connection = try await connector.connect(purpose: "maildrop \(user.name)")
+            // Not named after the user: the connection may serve other users' sessions later.
+            connection = try await connector.connect(purpose: "maildrop session")
         } catch {
             throw POP3BackendError.temporary("\(user.name): connecting to \(url): \(databaseErrorText(error))")
         }
-        return try await openMaildrop(for: user, expireDays: days, on: connection)
+        return try await openMaildrop(for: user, expireDays: days, on: connection, kept: false)
     }
+
+    /// A kept connection was found closed when its session began; the login tries a new one.
+    private struct KeptConnectionDied: Error {}
 
     /// Opens the maildrop on `connection`, which then belongs to the session: kept for the
     /// next one when the lock is not to be had or once it is released, closed on any error.
-    private func openMaildrop(for user: AuthenticatedUser, expireDays days: Int?, on connection: PostgresConnection) async throws -> any Maildrop {
+    /// A `kept` connection that turns out to be closed throws ``KeptConnectionDied`` instead.
+    private func openMaildrop(
+        for user: AuthenticatedUser, expireDays days: Int?, on connection: PostgresConnection, kept: Bool
+    ) async throws -> any Maildrop {
         do {
             let mailbox = try await Self.ensureMailbox(connection, name: user.name, logger: logger)
             var locked = false
@@ -417,7 +432,9 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         } catch let error as POP3BackendError where error == .inUse {
             throw error
         } catch {
+            let died = connection.isClosed
             try? await connection.close()
+            if kept && died { throw KeptConnectionDied() }
             if let error = error as? POP3BackendError { throw error }
             throw POP3BackendError.temporary("\(user.name): opening the maildrop: \(databaseErrorText(error))")
         }

@@ -9,7 +9,8 @@ import PostgresNIO
 /// authentication and a fresh PostgreSQL backend, which is most of a short session's time. A
 /// connection whose lock was released (`pg_advisory_unlock` answered true, so it holds none)
 /// goes back here instead; the next login takes the most recently used one. At most `limit`
-/// wait, each for at most `idleTimeout`; the rest are closed.
+/// wait, each for at most `idleTimeout` (``PostgresStore/run()`` sweeps every 5 s); the rest
+/// are closed.
 final class SessionConnections: Sendable {
     private struct Idle {
         var connection: PostgresConnection
@@ -27,31 +28,30 @@ final class SessionConnections: Sendable {
 
     /// The most recently returned connection that is still open and not expired, if any.
     func take(now: NIODeadline = .now()) -> PostgresConnection? {
-        let (found, stale) = idle.withLockedValue { state -> (PostgresConnection?, [PostgresConnection]) in
-            var stale: [PostgresConnection] = []
-            var found: PostgresConnection?
+        closeExpired(now: now)
+        return idle.withLockedValue { state in
             while let last = state.list.popLast() {
-                if last.connection.isClosed { continue }
-                if now - last.since > idleTimeout {
-                    stale.append(last.connection)
-                    continue
-                }
-                found = last.connection
-                break
+                if !last.connection.isClosed { return last.connection }
             }
-            // What is left is older still: drop what has expired.
-            let expired = state.list.prefix { now - $0.since > idleTimeout || $0.connection.isClosed }
-            stale += expired.map(\.connection)
-            state.list.removeFirst(expired.count)
-            return (found, stale)
+            return nil
         }
-        for connection in stale { connection.close().whenComplete { _ in } }
-        return found
+    }
+
+    /// Closes the connections that have waited longer than `idleTimeout` (or died waiting).
+    func closeExpired(now: NIODeadline = .now()) {
+        let expired = idle.withLockedValue { state -> [PostgresConnection] in
+            // Oldest first: the list is in the order the connections came back.
+            let count = state.list.prefix { now - $0.since > idleTimeout || $0.connection.isClosed }.count
+            defer { state.list.removeFirst(count) }
+            return state.list.prefix(count).map(\.connection)
+        }
+        for connection in expired { connection.close().whenComplete { _ in } }
     }
 
     /// Keeps a connection that holds no lock for the next session; closes it when enough are
     /// waiting already or the store has shut down.
     func put(_ connection: PostgresConnection, now: NIODeadline = .now()) {
+        closeExpired(now: now)
         let kept = idle.withLockedValue { state -> Bool in
             guard state.open, !connection.isClosed, state.list.count < limit else { return false }
             state.list.append(Idle(connection: connection, since: now))

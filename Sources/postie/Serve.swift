@@ -312,7 +312,6 @@ enum FileHandleOutput {
     }
 }
 
-/// Serves listeners bound before privileges were dropped.
 /// The PostgreSQL store's shared pool; when it stops, the store also closes the session
 /// connections it kept for reuse.
 struct DatabaseService: Service {
@@ -323,6 +322,7 @@ struct DatabaseService: Service {
     }
 }
 
+/// Serves listeners bound before privileges were dropped.
 struct BoundServer: Service {
     let server: POP3Server
     let bound: [POP3Server.BoundListener]

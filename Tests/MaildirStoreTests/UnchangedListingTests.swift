@@ -132,5 +132,15 @@ struct UnchangedListingTests {
         #expect(try index(dir).curStamp == nil)
         #expect(MaildirMaildrop.settleNanoseconds(1_795_785_447_000_000_000) == 2_000_000_000)
         #expect(MaildirMaildrop.settleNanoseconds(1_795_785_447_123_000_000) == 100_000_000)
+        // The window itself, at fixed times: a change 100 ms (or, with whole seconds, 2 s)
+        // before the scan began is settled; one any later is not.
+        let fine: Int64 = 1_795_785_447_123_000_000
+        #expect(!MaildirMaildrop.settled(fine, scanStart: fine))
+        #expect(!MaildirMaildrop.settled(fine, scanStart: fine + 100_000_000))
+        #expect(MaildirMaildrop.settled(fine, scanStart: fine + 100_000_001))
+        let whole: Int64 = 1_795_785_447_000_000_000
+        #expect(!MaildirMaildrop.settled(whole, scanStart: whole + 1_999_999_999))
+        #expect(MaildirMaildrop.settled(whole, scanStart: whole + 2_000_000_001))
+        #expect(!MaildirMaildrop.settled(fine, scanStart: fine - 30_000_000_000), "a time ahead of the clock")
     }
 }

@@ -77,6 +77,14 @@ import Testing
             #expect(sessions.take(now: start + .seconds(61)) == nil)
             #expect(sessions.count == 0)
             try await connections[0].closeFuture.get()
+            // The sweep closes expired ones without a login to find them.
+            let spare = try await db.store.connect(purpose: "test")
+            sessions.put(spare, now: start)
+            sessions.closeExpired(now: start + .seconds(30))
+            #expect(sessions.count == 1)
+            sessions.closeExpired(now: start + .seconds(61))
+            #expect(sessions.count == 0)
+            try await spare.closeFuture.get()
             // After shutdown nothing is kept.
             await sessions.closeAll()
             sessions.put(connections[1])
