@@ -118,7 +118,8 @@ def test_bench_same_figures_for_dovecot_and_postie(dovecot, postie, postie_bin, 
     assert [x["step"] for x in doc["steps"]][:2] == ["connect", "stls"]
 
 
-def test_bench_delete_share_deletes_on_the_server(postie, postie_bin, tmp_path):
+def serve_users(postie, tmp_path: Path, extra: list[str] | None = None):
+    """`postie serve` with USERS in a passwd-file and their filled Maildirs under tmp_path/mail."""
     from postiekit import Maildir, PasswdFile
     pw = PasswdFile(tmp_path / "passwd")
     for u, p in USERS.items():
@@ -127,7 +128,13 @@ def test_bench_delete_share_deletes_on_the_server(postie, postie_bin, tmp_path):
     mail = tmp_path / "mail"
     for i, u in enumerate(USERS):
         fill(Maildir(mail / u), i)
-    s = postie.start(passwd=pw.path, maildir=str(mail / "%u"))
+    return postie.start(passwd=pw.path, maildir=str(mail / "%u"), extra=extra or [])
+
+
+def test_bench_delete_share_deletes_on_the_server(postie, postie_bin, tmp_path):
+    from postiekit import Maildir
+    s = serve_users(postie, tmp_path)
+    mail = tmp_path / "mail"
     code, doc, err = bench(postie_bin, ["--server", f"{HOST}:{s.port}", "--credentials", str(credentials(tmp_path)),
                                         "--clients", "4", "--duration", "2", "--retr", "1", "--delete-share", "0.5"])
     assert code == 0, err
@@ -163,17 +170,8 @@ def test_bench_verifies_certificates_unless_told_not_to(postie, postie_bin, tmp_
     """The test accounts' passwords follow the handshake, so bench verifies the certificate as
     fetch and check do: a CA it does not know is a "tls" error before any password is sent,
     --ca-file trusts the test CA (by address and by host name), --insecure accepts anything."""
-    from postiekit import Maildir, PasswdFile
     pki = make_pki(tmp_path / "pki")
-    pw = PasswdFile(tmp_path / "passwd")
-    for u, p in USERS.items():
-        pw.add(u, p, scheme="PLAIN")
-    pw.write()
-    mail = tmp_path / "mail"
-    for i, u in enumerate(USERS):
-        fill(Maildir(mail / u), i)
-    s = postie.start(passwd=pw.path, maildir=str(mail / "%u"),
-                     extra=["--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)])
+    s = serve_users(postie, tmp_path, extra=["--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)])
     common = ["--tls", "starttls", "--credentials", str(credentials(tmp_path)), "--clients", "2", "--duration", "1",
               "--retr", "2"]
 
