@@ -101,7 +101,7 @@ let package = Package(
         /// session state machine: NIOCore only.
         .target(
             name: "LMTPCore",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")]
         ),
         /// The LMTP listener: connections, spooling, delivery through the MailDelivery seam.
         .target(

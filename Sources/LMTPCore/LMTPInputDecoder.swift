@@ -1,4 +1,5 @@
 import NIOCore
+import POP3Core
 
 /// Limits of the LMTP server, enforced while framing input.
 public enum LMTPLimits {
@@ -33,14 +34,15 @@ public enum LMTPInput: Hashable, Sendable {
 /// the message as commands again (RFC 2920 section 3: the message may be followed by
 /// pipelined commands).
 public struct LMTPInputDecoder: Sendable {
+    /// The longest command line, CRLF included.
     public let maxLineLength: Int
     private var buffer: ByteBuffer?
-    private var discardingLongLine = false
-    private var searchedUpTo = 0
+    private var lines: LineSplitter
     private var message: MessageCanonicalizer?
 
     public init(maxLineLength: Int = LMTPLimits.maxCommandLineLength) {
         self.maxLineLength = maxLineLength
+        lines = LineSplitter(maxLength: maxLineLength - 2)
     }
 
     /// True between ``beginData()`` and the ``LMTPInput/endOfData(size:headerSize:)`` input.
@@ -64,8 +66,7 @@ public struct LMTPInputDecoder: Sendable {
     public mutating func beginData() {
         precondition(message == nil)
         message = MessageCanonicalizer(framing: .dotTerminated)
-        discardingLongLine = false
-        searchedUpTo = 0
+        lines.reset()
     }
 
     /// The next line or piece of message; nil when more input is needed.
@@ -107,34 +108,10 @@ public struct LMTPInputDecoder: Sendable {
     private var pendingEnd: (Int, Int)?
 
     private mutating func nextLine(_ current: inout ByteBuffer) -> LMTPInput? {
-        while true {
-            let view = current.readableBytesView
-            let start = view.startIndex + searchedUpTo
-            guard let lf = view[start...].firstIndex(of: UInt8(ascii: "\n")) else {
-                if current.readableBytes > maxLineLength {
-                    current.moveReaderIndex(forwardBy: current.readableBytes)
-                    searchedUpTo = 0
-                    if !discardingLongLine {
-                        discardingLongLine = true
-                        return .lineTooLong
-                    }
-                } else {
-                    searchedUpTo = current.readableBytes
-                }
-                return nil
-            }
-            let length = lf - view.startIndex
-            searchedUpTo = 0
-            if discardingLongLine {
-                current.moveReaderIndex(forwardBy: length + 1)
-                discardingLongLine = false
-                continue
-            }
-            var line = current.readSlice(length: length)!
-            current.moveReaderIndex(forwardBy: 1)
-            if line.readableBytesView.last == UInt8(ascii: "\r") { line.moveWriterIndex(to: line.writerIndex - 1) }
-            if line.readableBytes + 2 > maxLineLength { return .lineTooLong }
-            return .line(line)
+        switch lines.next(in: &current) {
+        case .line(let line): .line(line)
+        case .tooLong: .lineTooLong
+        case nil: nil
         }
     }
 }

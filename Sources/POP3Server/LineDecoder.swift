@@ -30,14 +30,13 @@ public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandle
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = POP3InboundLine
 
-    public let maxLength: Int
+    public var maxLength: Int { splitter.maxLength }
     private var buffer: ByteBuffer?
-    private var discarding = false
-    private var searchedUpTo = 0
+    private var splitter: LineSplitter
     public private(set) var epoch: UInt32 = 0
 
     public init(maxLength: Int = POP3Limits.maxLineLength) {
-        self.maxLength = maxLength
+        splitter = LineSplitter(maxLength: maxLength)
     }
 
     /// Bytes held for an incomplete line, consumed bytes included (for tests of the bound).
@@ -46,8 +45,7 @@ public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandle
     /// Forgets all buffered input and stamps later lines with a new epoch.
     public func startNewEpoch() {
         buffer?.clear()
-        discarding = false
-        searchedUpTo = 0
+        splitter.reset()
         epoch &+= 1
     }
 
@@ -76,37 +74,10 @@ public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandle
     private func nextEvent() -> POP3InboundLine? {
         guard var current = buffer else { return nil }
         defer { buffer = current }
-        while true {
-            let view = current.readableBytesView
-            let start = view.startIndex + searchedUpTo
-            guard let lf = view[start...].firstIndex(of: UInt8(ascii: "\n")) else {
-                if current.readableBytes > maxLength {
-                    current.moveReaderIndex(forwardBy: current.readableBytes)
-                    current.discardReadBytes()
-                    searchedUpTo = 0
-                    if !discarding {
-                        discarding = true
-                        return .tooLong(epoch: epoch)
-                    }
-                } else {
-                    searchedUpTo = current.readableBytes
-                }
-                return nil
-            }
-            let lineLength = lf - view.startIndex
-            searchedUpTo = 0
-            if discarding {
-                current.moveReaderIndex(forwardBy: lineLength + 1)
-                discarding = false
-                continue
-            }
-            var line = current.readSlice(length: lineLength)!
-            current.moveReaderIndex(forwardBy: 1)
-            if line.readableBytesView.last == UInt8(ascii: "\r") {
-                line.moveWriterIndex(to: line.writerIndex - 1)
-            }
-            if line.readableBytes > maxLength { return .tooLong(epoch: epoch) }
-            return .line(line, epoch: epoch)
+        switch splitter.next(in: &current) {
+        case .line(let line): return .line(line, epoch: epoch)
+        case .tooLong: return .tooLong(epoch: epoch)
+        case nil: return nil
         }
     }
 }
