@@ -5,29 +5,6 @@ import POP3Client
 import POP3Core
 import SASL
 
-/// How the test login authenticates.
-public enum LoginMethod: String, CaseIterable, Sendable {
-    /// The strongest SASL mechanism the server offers after TLS, else USER/PASS.
-    case auto
-    case user = "USER"
-    case apop = "APOP"
-    case plain = "PLAIN"
-    case login = "LOGIN"
-    case cramMD5 = "CRAM-MD5"
-    case scramSHA1 = "SCRAM-SHA-1"
-    case scramSHA256 = "SCRAM-SHA-256"
-
-    public init?(argument: String) {
-        if argument.lowercased() == "auto" { self = .auto; return }
-        self.init(rawValue: argument.uppercased())
-    }
-
-    /// The preference for `auto`, strongest first.
-    static let preference: [LoginMethod] = [.scramSHA256, .scramSHA1, .plain, .login, .cramMD5]
-
-    var sasl: SASLMechanism? { SASLMechanism(rawValue: rawValue) }
-}
-
 /// Everything `postie check` was asked to do.
 public struct CheckOptions: Sendable {
     public var host: String
@@ -128,16 +105,9 @@ public enum Checker {
                 transcript.record(name, .note, "TLS handshake done")
             }
             let capabilities = try await connected.capabilities()
-            if method == .auto {
-                let offered = capabilities.saslMechanisms
-                method = LoginMethod.preference.first { offered.contains($0.rawValue) } ?? .user
-            }
+            method = method.resolved(offered: capabilities)
             let started = ContinuousClock.now
-            switch method {
-            case .user, .auto: try await connected.login(user: user, password: password)
-            case .apop: try await connected.apop(user: user, password: password)
-            default: try await connected.authenticate(mechanism: method.sasl!, user: user, password: password)
-            }
+            try await connected.login(using: method, user: user, password: password)
             let loginTime = Transcript.seconds(ContinuousClock.now - started)
             report.metrics.append(PerfData(.login, value: loginTime, thresholds: options.thresholds))
             report.add(CheckItem(id: "login", title: "login", verdict: .ok,

@@ -1,3 +1,5 @@
+import POP3Client
+
 /// How `postie fetch` protects the connection.
 public enum FetchTLSMode: String, Sendable, CaseIterable, Codable {
     /// TLS from the first byte (port 995, RFC 8314).
@@ -21,6 +23,9 @@ public struct FetchAccount: Sendable {
     public var caFile: String?
     public var user: String
     public var password: String
+    /// USER/PASS unless told otherwise, as fetchmail and getmail do by default; `auto` takes the
+    /// strongest SASL mechanism offered after TLS.
+    public var loginMethod: LoginMethod = .user
     public var destination: DestinationSpec
     /// Leave mail on the server (and remember its UIDLs so nothing is fetched twice).
     public var keep = false

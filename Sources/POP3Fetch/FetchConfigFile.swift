@@ -35,7 +35,7 @@ public struct FetchConfigFile: Sendable {
 
     static let accountKeys: Set<String> = [
         "server", "tls", "ca-file", "user", "password-file", "to", "keep", "delete-after", "delete-larger",
-        "mark-existing", "rebuild-state", "state-file", "timeout",
+        "mark-existing", "rebuild-state", "state-file", "timeout", "login-method",
     ]
 
     public init(path: String, readFile: (String) throws -> String = FetchConfigFile.readPasswordFile) throws {
@@ -114,6 +114,12 @@ public struct FetchConfigFile: Sendable {
                 host: server.host, port: server.port, tls: tls, user: try require("user"), password: password,
                 destination: destination)
             account.caFile = try string("ca-file")
+            if let text = try string("login-method") {
+                guard let method = LoginMethod(argument: text) else {
+                    throw Problem("\(place).login-method: one of \(LoginMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                account.loginMethod = method
+            }
             account.keep = try bool("keep")
             account.markExisting = try bool("mark-existing")
             account.rebuildState = try bool("rebuild-state")

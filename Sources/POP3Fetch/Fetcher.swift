@@ -119,9 +119,12 @@ public struct Fetcher: Sendable {
         }
         step = "login as \(account.user)"
         do throws(POP3ClientError) {
-            try await client.login(user: account.user, password: account.password)
+            var method = account.loginMethod
+            if method == .auto { method = method.resolved(offered: try await client.capabilities()) }
+            if method != .user { step = "login as \(account.user) with \(method.rawValue)" }
+            try await client.login(using: method, user: account.user, password: account.password)
         } catch {
-            if case .server(let response) = error { throw StepError("login as \(account.user) failed: \(response.line)") }
+            if case .server(let response) = error { throw StepError("\(step) failed: \(response.line)") }
             throw error
         }
         step = "UIDL"

@@ -37,6 +37,10 @@ struct FetchCommand: AsyncParsableCommand {
     @Option(name: .customLong("password-file"), help: "A file whose first line is the password.")
     var passwordFile: String?
 
+    @Option(name: .customLong("login-method"),
+            help: "USER (the default), APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, or auto (the strongest SASL mechanism offered).")
+    var loginMethod: String?
+
     @Option(help: "Where mail goes: maildir:DIR or mbox:FILE.")
     var to: String?
 
@@ -72,7 +76,7 @@ struct FetchCommand: AsyncParsableCommand {
 
     func validate() throws {
         if config != nil {
-            let single: [String?] = [server, user, passwordFile, to, caFile, stateFile]
+            let single: [String?] = [server, user, passwordFile, to, caFile, stateFile, loginMethod]
             if single.contains(where: { $0 != nil }) || tls != nil || keep || markExisting || rebuildState
                 || deleteAfter != nil || deleteLarger != nil {
                 throw ValidationError("--config takes the accounts from the file; give the other account options there")
@@ -110,6 +114,12 @@ struct FetchCommand: AsyncParsableCommand {
             host: parsed.host, port: parsed.port, tls: tls ?? .defaultMode(port: parsed.port), user: user!,
             password: password, destination: destination)
         account.caFile = caFile
+        if let loginMethod {
+            guard let method = LoginMethod(argument: loginMethod) else {
+                throw ValidationError("--login-method: one of \(LoginMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            account.loginMethod = method
+        }
         account.keep = keep
         account.deleteAfterDays = deleteAfter
         if let deleteLarger {

@@ -234,6 +234,38 @@ def test_fetch_into_mbox_honours_other_programs_locks(dovecot, postie_bin, tmp_p
     assert not dotlock.exists()
 
 
+def test_fetch_logs_in_with_the_method_asked_for(dovecot, postie_bin, tmp_path):
+    """USER/PASS by default; --login-method picks a SASL mechanism or APOP, `auto` the strongest
+    SASL mechanism offered; Dovecot's log names the mechanism that was used."""
+    pki = make_pki(tmp_path / "pki")
+    d = dovecot({"alice": "pw-alice"}, cert=pki.a.cert, key=pki.a.key)
+    d.maildir("alice").deliver(b"Subject: one\n\nbody\n")
+    d.fix_ownership()
+    for method, logged in ((None, "PLAIN"), ("scram-sha-256", "SCRAM-SHA-256"), ("CRAM-MD5", "CRAM-MD5"),
+                           ("auto", "SCRAM-SHA-256"), ("login", "LOGIN")):
+        out = tmp_path / f"out-{method}"
+        args = ["--server", f"{HOST}:{d.tls_port}", "--tls", "implicit", "--ca-file", str(pki.cafile),
+                "--user", "alice", "--to", f"maildir:{out}", "--keep"]
+        if method:
+            args += ["--login-method", method]
+        before = d.log_path.read_text()
+        code, doc, _, err = run_fetch(postie_bin, args, password="pw-alice")
+        assert code == 0 and account(doc)["fetched"] == 1, (method, err)
+        # Dovecot logs USER/PASS as method=PLAIN.
+        new = d.log_path.read_text()[len(before):]
+        assert f"user=<alice>, method={logged}," in new, (method, new)
+    # A wrong password with SCRAM: a failed login, named with its method.
+    code, doc, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{d.tls_port}", "--tls", "implicit",
+                                               "--ca-file", str(pki.cafile), "--user", "alice", "--to",
+                                               f"maildir:{tmp_path / 'wrong'}", "--login-method", "scram-sha-256"],
+                                  password="wrong")
+    assert code != 0 and account(doc)["status"] == "failed", err
+    assert "with SCRAM-SHA-256 failed" in json.dumps(doc), doc
+    code, _, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{d.tls_port}", "--user", "alice", "--to",
+                                             f"maildir:{tmp_path / 'x'}", "--login-method", "NTLM"], password="x")
+    assert code == 64 and "--login-method" in err, err
+
+
 # --------------------------------------------------------------------------
 # TLS: verified by default, STLS never downgraded, failures named by step
 # --------------------------------------------------------------------------

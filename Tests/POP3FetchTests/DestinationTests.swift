@@ -209,6 +209,7 @@ let sample = Array("From: a@example.org\r\nSubject: hi\r\n\r\nFrom here\r\n>From
                 user: bob
                 password-file: /pw/bob
                 to: mbox:/mail/bob.mbox
+                login-method: scram-sha-256
             """
         let file = try FetchConfigFile(yaml: yaml, origin: "test.yaml") { path in "secret-of-" + path }
         #expect(file.poll == 120)
@@ -218,6 +219,7 @@ let sample = Array("From: a@example.org\r\nSubject: hi\r\n\r\nFrom here\r\n>From
         #expect(file.accounts[0].password == "secret-of-/pw/alice")
         #expect(file.accounts[1].tls == FetchTLSMode.none)
         #expect(file.accounts[1].destination == .mbox("/mail/bob.mbox"))
+        #expect(file.accounts[0].loginMethod == .user && file.accounts[1].loginMethod == .scramSHA256)
     }
 
     @Test(arguments: [
@@ -226,6 +228,7 @@ let sample = Array("From: a@example.org\r\nSubject: hi\r\n\r\nFrom here\r\n>From
         "accounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: nowhere",
         "accounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x\n    colour: red",
         "accounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x\n    tls: maybe",
+        "accounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x\n    login-method: ntlm",
         "acounts: []",
     ])
     func refusesBadFiles(_ yaml: String) {
