@@ -20,6 +20,7 @@ from postiekit import (  # noqa: E402
     Maildir,
     PasswdFile,
     PostieServer,
+    ServedBy,
     free_port,
     listen_spec,
     write_big_message,
@@ -125,7 +126,7 @@ def postie(postie_bin, tmp_path, request):
 
 
 @dataclass
-class Env:
+class Env(ServedBy):
     """A running server with users alice (SHA512-CRYPT) and bob (PLAIN)."""
 
     tmp: Path
@@ -134,14 +135,6 @@ class Env:
     server: PostieServer
     factory: ServerFactory
     users: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    @property
-    def port(self) -> int:
-        return self.server.port
 
     def maildir(self, user: str) -> Maildir:
         return Maildir(Path(self.template.replace("%u", user)))

@@ -416,6 +416,18 @@ class ServerError(AssertionError):
     pass
 
 
+class ServedBy:
+    """`host` and `port` of the `server` a test environment runs."""
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
 class PostieServer:
     """`postie serve` as a subprocess with stderr to a log file."""
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ALICE, BOB, note
-from postiekit import POP3Raw, Maildir, PasswdFile, canonical_crlf, free_port
+from postiekit import POP3Raw, Maildir, PasswdFile, ServedBy, canonical_crlf, free_port
 from tlskit import Conn, client_context, make_pki, start_tls_server, wait_log
 
 try:
@@ -92,20 +92,12 @@ def write_yaml(path: Path, settings: dict) -> Path:
 
 
 @dataclass
-class Srv:
+class Srv(ServedBy):
     server: object
     tmp: Path
     passwd: PasswdFile
     template: str
     users: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    @property
-    def port(self) -> int:
-        return self.server.port
 
     def conn(self, **kw) -> POP3Raw:
         return POP3Raw(self.host, self.port, **kw)

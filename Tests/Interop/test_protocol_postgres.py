@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ALICE, BOB, PgDatabase, ServerFactory
-from postiekit import PostieServer, free_port
+from postiekit import PostieServer, ServedBy, free_port
 
 # The protocol tests, imported so that pytest runs them here with this module's `env`.
 from test_protocol import (  # noqa: F401
@@ -55,20 +55,12 @@ class PgMailbox:
 
 
 @dataclass
-class PgEnv:
+class PgEnv(ServedBy):
     db: PgDatabase
     server: PostieServer
     factory: ServerFactory
     spool: Path
     users: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    @property
-    def port(self) -> int:
-        return self.server.port
 
     def maildir(self, user: str) -> PgMailbox:
         return PgMailbox(self.db, user, self.spool)
