@@ -40,12 +40,12 @@ public struct MaildirDelivery: MailDelivery {
                     results.append(.noSuchUser(name))
                     continue
                 }
-                guard let maildir = store.path(for: user) else {
+                guard let maildir = store.path(for: user), let control = store.dovecotControlPath(for: user) else {
                     results.append(.permanent("no usable Maildir path for user \(name) from template \(store.template)"))
                     continue
                 }
                 let uid = try await store.threadPool.runIfActive {
-                    try Self.deliverBlocking(message, into: maildir)
+                    try Self.deliverBlocking(message, into: maildir, control: control)
                 }
                 if uid == nil {
                     logger.warning("deliver(\(name)): \(maildir)/postie-uidlist is corrupt; the message is in new/ and is indexed at the next login")
@@ -82,9 +82,10 @@ public struct MaildirDelivery: MailDelivery {
     /// A copy that reached `new/` but whose directory entry could not be made durable is removed
     /// again before the failure is reported: the sender retries after a temporary failure, and
     /// a copy left behind would then be delivered twice. `syncDirectory` is the fsync of `new/`
-    /// (a parameter so tests can make it fail).
+    /// (a parameter so tests can make it fail). `control` is the folder of Dovecot's
+    /// `dovecot-uidlist` (nil: the Maildir).
     static func deliverBlocking(
-        _ message: SpooledMessage, into maildir: String,
+        _ message: SpooledMessage, into maildir: String, control: String? = nil,
         syncDirectory: (String) throws -> Void = POSIX.fsyncDirectory
     ) throws -> UInt32? {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(maildir + "/" + sub) }
@@ -106,7 +107,7 @@ public struct MaildirDelivery: MailDelivery {
                 // lock), so both servers serve it with the same UIDL.
                 let dovecot: [UInt32]?
                 do {
-                    dovecot = try MaildirIndex.recordDelivered(maildir: maildir, [.init(baseName: base, virtualSize: message.size)])
+                    dovecot = try MaildirIndex.recordDelivered(maildir: control ?? maildir, [.init(baseName: base, virtualSize: message.size)])
                 } catch {
                     return nil
                 }

@@ -41,6 +41,11 @@ public struct MaildirStore: MailStore {
     /// How messages get their UIDLs (`pop3_uidl_format`, `pop3_reuse_xuidl`).
     public var uidl: UIDLSettings
 
+    /// The value of `:CONTROL=` in Dovecot's `mail_location` (the same template syntax), when
+    /// Dovecot keeps its control files outside the Maildir; nil: in the Maildir, Dovecot's
+    /// default. Dovecot keeps the INBOX's `dovecot-uidlist` in `.INBOX/` below it.
+    public var dovecotControlTemplate: String?
+
     public init(
         template: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.maildir"),
         expireDays: Int? = nil, uidl: UIDLSettings = UIDLSettings()
@@ -54,6 +59,17 @@ public struct MaildirStore: MailStore {
 
     /// Expands the template for a user; nil if the name could escape its directory.
     public func path(for user: AuthenticatedUser) -> String? {
+        Self.expand(template, for: user)
+    }
+
+    /// The folder holding the user's `dovecot-uidlist`: the Maildir itself unless
+    /// ``dovecotControlTemplate`` is set; nil if a template cannot be expanded for the user.
+    public func dovecotControlPath(for user: AuthenticatedUser) -> String? {
+        guard let dovecotControlTemplate else { return path(for: user) }
+        return Self.expand(dovecotControlTemplate, for: user).map { $0 + "/.INBOX" }
+    }
+
+    static func expand(_ template: String, for user: AuthenticatedUser) -> String? {
         let name = user.name
         guard !name.isEmpty, !name.contains("/"), name != ".", name != "..", !name.contains("\0") else { return nil }
         let at = name.lastIndex(of: "@")
@@ -93,6 +109,9 @@ public struct MaildirStore: MailStore {
         guard let path = path(for: user) else {
             throw POP3BackendError.permanent("no usable Maildir path for user \(user.name) from template \(template)")
         }
+        guard let control = dovecotControlPath(for: user) else {
+            throw POP3BackendError.permanent("no usable Dovecot control path for user \(user.name) from template \(dovecotControlTemplate ?? "")")
+        }
         let hook = commitHook
         let pool = threadPool
         var days = expireDays
@@ -102,7 +121,8 @@ public struct MaildirStore: MailStore {
         let uidlSettings = uidl
         do {
             return try await threadPool.runIfActive {
-                try MaildirMaildrop.open(path: path, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings, commitHook: hook)
+                try MaildirMaildrop.open(
+                    path: path, control: control, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings, commitHook: hook)
             }
         } catch let error as POP3BackendError {
             throw error
@@ -141,9 +161,10 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     }
 
     /// Locks the Maildir, finishes an interrupted UPDATE, moves new/ to cur/, assigns UIDs to
-    /// new messages and persists them before anyone can see them. Blocking: thread pool only.
+    /// new messages and persists them before anyone can see them. `control` is the folder of
+    /// Dovecot's `dovecot-uidlist` (nil: `path`). Blocking: thread pool only.
     static func open(
-        path: String, threadPool: NIOThreadPool, expireDays: Int? = nil, uidlSettings: UIDLSettings = UIDLSettings(),
+        path: String, control: String? = nil, threadPool: NIOThreadPool, expireDays: Int? = nil, uidlSettings: UIDLSettings = UIDLSettings(),
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
@@ -152,7 +173,9 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             // Deliveries record messages in the index meanwhile; the short index lock keeps
             // this read-modify-write whole.
             return try IndexLock.holding(maildir: path) {
-                try openLocked(path: path, threadPool: threadPool, lock: lock, expireDays: expireDays, uidlSettings: uidlSettings, commitHook: commitHook)
+                try openLocked(
+                    path: path, control: control ?? path, threadPool: threadPool, lock: lock, expireDays: expireDays,
+                    uidlSettings: uidlSettings, commitHook: commitHook)
             }
         } catch {
             lock.release()
@@ -161,7 +184,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     }
 
     private static func openLocked(
-        path: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?, uidlSettings: UIDLSettings,
+        path: String, control: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?, uidlSettings: UIDLSettings,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         let indexPath = path + "/" + UIDList.fileName
@@ -183,7 +206,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             changed = true
         }
 
-        if let (entries, fileNames) = try unchangedListing(path: path, index: index, uidlSettings: uidlSettings) {
+        if let (entries, fileNames) = try unchangedListing(path: path, control: control, index: index, uidlSettings: uidlSettings) {
             return try makeMaildrop(
                 path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: [:], dovecotMode: false,
                 expireDays: expireDays, uidlSettings: uidlSettings, threadPool: threadPool, lock: lock, commitHook: commitHook)
@@ -239,12 +262,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         // Where Dovecot's dovecot-uidlist exists it decides UIDs and UIDVALIDITY; else ours does.
         let dovecot: DovecotUIDList?
         do {
-            dovecot = try DovecotUIDList.read(maildir: path)
+            dovecot = try DovecotUIDList.read(maildir: control)
         } catch let error as DovecotUIDList.ParseError {
-            throw POP3BackendError.temporary("\(path)/\(DovecotUIDList.fileName): \(error); fix or remove it (Dovecot rebuilds it, with new UIDLs)")
+            throw POP3BackendError.temporary("\(control)/\(DovecotUIDList.fileName): \(error); fix or remove it (Dovecot rebuilds it, with new UIDLs)")
         }
         if let dovecot {
-            let synced = try syncDovecotUIDList(path: path, list: dovecot, fileForBase: fileForBase)
+            let synced = try syncDovecotUIDList(path: path, control: control, list: dovecot, fileForBase: fileForBase)
             let cached = Dictionary(index.entries.map { ($0.baseName, $0) }, uniquingKeysWith: { a, _ in a })
             var seen = Set<String>()
             for record in synced.records.reversed() where fileForBase[record.baseName] != nil && !seen.contains(record.baseName) {
@@ -328,7 +351,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     }
 
     /// Whether cur/'s time `stamp` had settled when a scan began at `scanStart`, so it may be
-    /// recorded for ``unchangedListing(path:index:uidlSettings:)``.
+    /// recorded for ``unchangedListing(path:control:index:uidlSettings:)``.
     static func settled(_ stamp: Int64, scanStart: Int64) -> Bool {
         stamp < scanStart - settleNanoseconds(stamp)
     }
@@ -336,10 +359,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     /// The entries and their file names straight from the index, when cur/ has not changed
     /// since they were seen there, new/ holds no mail, no UPDATE is unfinished and Dovecot's
     /// index is not in charge; nil otherwise (the caller scans). Blocking.
-    static func unchangedListing(path: String, index: UIDList, uidlSettings: UIDLSettings) throws -> ([UIDList.Entry], [String])? {
+    static func unchangedListing(
+        path: String, control: String? = nil, index: UIDList, uidlSettings: UIDLSettings
+    ) throws -> ([UIDList.Entry], [String])? {
         guard let stamp = index.curStamp, index.tombstones.isEmpty,
               modificationTime(path + "/cur") == stamp,
-              access(path + "/" + DovecotUIDList.fileName, F_OK) != 0,
+              access((control ?? path) + "/" + DovecotUIDList.fileName, F_OK) != 0,
               !uidlSettings.reuseXUIDL || index.entries.allSatisfy({ $0.xUIDL != nil })
         else { return nil }
         var names: [String] = []
@@ -425,7 +450,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     /// `W=` in its name gets its virtual size as a `W` field (Dovecot's POP3 sizes). Records
     /// of files that are gone are left for Dovecot to drop. Written only when something is
     /// new, under Dovecot's dotlock. Blocking.
-    static func syncDovecotUIDList(path: String, list: DovecotUIDList, fileForBase: [String: String]) throws -> DovecotUIDList {
+    static func syncDovecotUIDList(path: String, control: String, list: DovecotUIDList, fileForBase: [String: String]) throws -> DovecotUIDList {
         func needsWork(_ list: DovecotUIDList) -> [String] {
             let byBase = list.recordsByBaseName
             return fileForBase.compactMap { base, name in
@@ -439,7 +464,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         for base in pending where ((try? sizeFromName(fileForBase[base]!)) ?? nil) == nil {
             virtualSizes[base] = try dovecotVirtualSize(of: path + "/cur/" + fileForBase[base]!)
         }
-        return try DovecotUIDList.update(maildir: path, initial: { list }) { current in
+        return try DovecotUIDList.update(maildir: control, initial: { list }) { current in
             let byBase = current.recordsByBaseName
             for base in sortedByDelivery(needsWork(current)) {
                 let w = virtualSizes[base].map { [(key: UInt8(ascii: "W"), value: String($0))] } ?? []

@@ -52,6 +52,10 @@ struct Deliver: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Each user's Maildir, as for serve: %u user, %n local part, %d domain, %h or ~ home.", valueName: "template"))
     var maildir: String?
 
+    @Option(name: .customLong("dovecot-control"),
+            help: ArgumentHelp("Where Dovecot keeps each user's dovecot-uidlist (mail_location's :CONTROL=), as for serve.", valueName: "template"))
+    var dovecotControl: String?
+
     @Option(name: .customLong("passwd-file"), help: ArgumentHelp("A Dovecot-style passwd-file.", valueName: "file"))
     var passwdFile: String?
 
@@ -77,10 +81,13 @@ struct Deliver: AsyncParsableCommand {
                 fail(.usage, "give --maildir TEMPLATE and --passwd-file FILE, or --store postgres")
             }
             let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
-            let store = MaildirStore(template: maildir, threadPool: threadPool, logger: logger)
+            var store = MaildirStore(template: maildir, threadPool: threadPool, logger: logger)
+            store.dovecotControlTemplate = dovecotControl
             await deliver(with: MaildirDelivery(store: store, users: users, logger: logger), threadPool: threadPool)
         case "postgres":
-            if passwdFile != nil || maildir != nil { fail(.usage, "--maildir and --passwd-file are not used with --store postgres") }
+            if passwdFile != nil || maildir != nil || dovecotControl != nil {
+                fail(.usage, "--maildir, --dovecot-control and --passwd-file are not used with --store postgres")
+            }
             let url: DatabaseURL
             do { url = try DatabaseURLSource.load(file: database.databaseURLFile) } catch { fail(.config, "\(error)") }
             var options = PostgresStoreOptions()

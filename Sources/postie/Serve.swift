@@ -33,6 +33,10 @@ struct ServeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Each user's Maildir (the folder holding cur/ new/ tmp/); %u user, %n local part, %d domain, %h or ~ home.", valueName: "template"))
     var maildir: String?
 
+    @Option(name: .customLong("dovecot-control"),
+            help: ArgumentHelp("Where Dovecot keeps each user's dovecot-uidlist when its mail_location has :CONTROL= (same template form); default: in the Maildir.", valueName: "template"))
+    var dovecotControl: String?
+
     @Option(help: ArgumentHelp("Read settings from this YAML file.", valueName: "file"))
     var config: String?
 
@@ -232,9 +236,10 @@ struct Serve: AsyncParsableCommand {
             switch settings.store {
             case .maildir:
                 let file = PasswdFileDatabase(path: settings.passwdFile!, threadPool: threadPool, logger: logger)
-                let maildirs = MaildirStore(
+                var maildirs = MaildirStore(
                     template: settings.maildir!, threadPool: threadPool, logger: logger, expireDays: Int(settings.expire),
                     uidl: UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL))
+                maildirs.dovecotControlTemplate = settings.dovecotControl
                 passwdFile = file
                 users = file
                 store = maildirs

@@ -86,6 +86,8 @@ struct ServerSettings {
     var listeners: [POP3ServerConfiguration.Listener] = []
     var passwdFile: String?
     var maildir: String?
+    /// Where Dovecot keeps dovecot-uidlist (`mail_location`'s `:CONTROL=`); nil: the Maildir.
+    var dovecotControl: String?
     var idleTimeout = 600
     var logLevel: Logger.Level = .info
     var tls: TLSSettings?
@@ -144,6 +146,7 @@ struct ServerSettings {
         if !flags.listenTLS.isEmpty { set("listen_tls", "--listen-tls", .stringArray(flags.listenTLS)) }
         if let v = flags.passwdFile { set("passwd_file", "--passwd-file", .string(v)) }
         if let v = flags.maildir { set("maildir", "--maildir", .string(v)) }
+        if let v = flags.dovecotControl { set("dovecot_control", "--dovecot-control", .string(v)) }
         if let v = flags.idleTimeout { set("idle_timeout", "--idle-timeout", .int(v)) }
         if let v = flags.logLevel { set("log_level", "--log-level", .string(v)) }
         if let v = flags.tlsCert { set("tls_cert", "--tls-cert", .string(v)) }
@@ -239,6 +242,7 @@ struct ServerSettings {
         lmtpSpoolDir = reader.string(forKey: "lmtp_spool_dir")
         passwdFile = reader.string(forKey: "passwd_file")
         maildir = reader.string(forKey: "maildir")
+        dovecotControl = reader.string(forKey: "dovecot_control").flatMap { $0.isEmpty ? nil : $0 }
         if let v = positive("idle_timeout") { idleTimeout = v }
         if let level = reader.string(forKey: "log_level") {
             if let parsed = Logger.Level(rawValue: level.lowercased()) {
@@ -353,6 +357,7 @@ struct ServerSettings {
         if store == .postgres {
             if passwdFile != nil { problem("passwd_file", "not used with store: postgres (users live in the database); remove it") }
             if maildir != nil { problem("maildir", "not used with store: postgres (mail lives in the database); remove it") }
+            if dovecotControl != nil { problem("dovecot_control", "not used with store: postgres; remove it") }
             if uidlFormat != nil || reuseXUIDL {
                 problem(uidlFormat != nil ? "pop3_uidl_format" : "pop3_reuse_xuidl", "not used with store: postgres (UIDLs are fixed at delivery as %08Xu%08Xv); remove it")
             }
@@ -371,6 +376,9 @@ struct ServerSettings {
             }
         } else {
             problem("maildir", "no mail location: give --maildir TEMPLATE")
+        }
+        if let dovecotControl, !dovecotControl.contains("%u") && !dovecotControl.contains("%n") && !dovecotControl.contains("%h") && !dovecotControl.hasPrefix("~") {
+            problem("dovecot_control", "'\(dovecotControl)' does not contain %u, %n, %h or ~, so every user would share one dovecot-uidlist")
         }
         validateCommon()
     }
@@ -476,6 +484,7 @@ struct ServerSettings {
         } else {
             lines.append("passwd_file: \(passwdFile ?? "")")
             lines.append("maildir: \"\(maildir ?? "")\"")
+            lines.append("dovecot_control: \"\(dovecotControl ?? "")\"  # empty: dovecot-uidlist in the Maildir")
         }
         lines.append("run_as: \(runAs ?? "\"\"")")
         lines.append("idle_timeout: \(idleTimeout)")

@@ -50,10 +50,13 @@ class DovecotServer:
 
     def __init__(self, root: Path, users: dict[str, str], *, cert: Path | None, key: Path | None,
                  ssl: str, disable_plaintext_auth: bool, ssl_min_protocol: str,
-                 ssl_cipher_list: str | None, auth_mechanisms: str, uidl_format: str, extra_conf: str):
+                 ssl_cipher_list: str | None, auth_mechanisms: str, uidl_format: str, extra_conf: str,
+                 control: bool = False):
         self.root = root
         self.users = dict(users)
         self.mail_root = root / "mail"
+        # mail_location's :CONTROL= (dovecot-uidlist outside the Maildir), when asked for.
+        self.control_root = root / "control" if control else None
         self.passwd_path = root / "passwd"
         self.log_path = root / "dovecot.log"
         self.conf_path = root / "dovecot.conf"
@@ -64,6 +67,9 @@ class DovecotServer:
 
         self.vmail = ensure_vmail()
         self.mail_root.mkdir(parents=True, exist_ok=True)
+        if self.control_root:
+            self.control_root.mkdir(parents=True, exist_ok=True)
+            os.chown(self.control_root, self.vmail.pw_uid, self.vmail.pw_gid)
         for u in users:
             self.maildir(u).create()
         self.passwd_path.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
@@ -91,7 +97,7 @@ auth_verbose = yes
 first_valid_uid = {self.vmail.pw_uid}
 default_internal_user = {VMAIL}
 default_login_user = {VMAIL}
-mail_location = maildir:{self.mail_root}/%u
+mail_location = maildir:{self.mail_root}/%u{f':CONTROL={self.control_root}/%u' if self.control_root else ''}
 pop3_uidl_format = {uidl_format}
 passdb {{
   driver = passwd-file
@@ -119,10 +125,12 @@ service anvil {{
     def fix_ownership(self) -> None:
         """Hands the mail root to vmail (after a test or Postie wrote into it as root)."""
         uid, gid = self.vmail.pw_uid, self.vmail.pw_gid
-        os.chown(self.mail_root, uid, gid)
-        for dirpath, dirnames, filenames in os.walk(self.mail_root):
-            for n in dirnames + filenames:
-                os.lchown(os.path.join(dirpath, n), uid, gid)
+        for top in [self.mail_root] + ([self.control_root] if self.control_root else []):
+            top.mkdir(parents=True, exist_ok=True)
+            os.chown(top, uid, gid)
+            for dirpath, dirnames, filenames in os.walk(top):
+                for n in dirnames + filenames:
+                    os.lchown(os.path.join(dirpath, n), uid, gid)
 
     def start(self, timeout: float = 20.0) -> "DovecotServer":
         self.fix_ownership()
@@ -187,7 +195,7 @@ def start_dovecot(directory: Path | None, users: dict[str, str], *, cert: Path |
                   key: Path | None = None, ssl: str = "yes", disable_plaintext_auth: bool = False,
                   ssl_min_protocol: str = "TLSv1.2", ssl_cipher_list: str | None = None,
                   auth_mechanisms: str = "plain login cram-md5 scram-sha-1 scram-sha-256",
-                  uidl_format: str = "%08Xu%08Xv", extra_conf: str = "") -> DovecotServer:
+                  uidl_format: str = "%08Xu%08Xv", extra_conf: str = "", control: bool = False) -> DovecotServer:
     """Starts Dovecot; without `cert` it runs with `ssl = no` (no STLS, no 995).
 
     Files live in a fresh mode-0755 directory under /tmp; `directory` (a test's tmp_path)
@@ -203,7 +211,7 @@ def start_dovecot(directory: Path | None, users: dict[str, str], *, cert: Path |
     d = DovecotServer(root, users, cert=cert, key=key, ssl=ssl,
                       disable_plaintext_auth=disable_plaintext_auth, ssl_min_protocol=ssl_min_protocol,
                       ssl_cipher_list=ssl_cipher_list, auth_mechanisms=auth_mechanisms,
-                      uidl_format=uidl_format, extra_conf=extra_conf)
+                      uidl_format=uidl_format, extra_conf=extra_conf, control=control)
     return d.start()
 
 

@@ -151,6 +151,46 @@ def test_switch_from_dovecot_and_back_without_a_redownload(dovecot, postie, tmp_
     note(f"switch test: {total} messages, Dovecot -> Postie -> Dovecot, fetchmail re-downloaded none")
 
 
+def test_switch_with_dovecot_control_directory(dovecot, postie, postie_bin, tmp_path):
+    """mail_location = maildir:...:CONTROL=... keeps dovecot-uidlist outside the Maildir; with
+    --dovecot-control pointing there Postie serves Dovecot's UIDLs, records new mail (LMTP's
+    `postie deliver` and new/) in that file, and Dovecot takes the Maildir back unchanged."""
+    d = dovecot(users={USER: PASSWORD}, control=True)
+    md = d.maildir(USER)
+    fill(md)
+    d.fix_ownership()
+    total = len(corpus()) + 6
+    fm = Fetchmail(tmp_path, d.port, USER, PASSWORD)
+    assert fetched(fm) == total
+    at_dovecot = listing(d.port)
+    control_list = d.control_root / USER / ".INBOX" / "dovecot-uidlist"  # where Dovecot keeps INBOX's
+    assert control_list.exists() and not (md.path / "dovecot-uidlist").exists(), "Dovecot did not use CONTROL="
+    d.stop()
+
+    control = ["--dovecot-control", f"{d.control_root}/%u"]
+    s = postie_on(postie, d, extra=control)
+    assert listing(s.port) == at_dovecot, "Postie must send Dovecot's UIDLs from the control directory"
+    repoint(fm, d.port, s.port)
+    assert fetched(fm) == 0, "fetchmail downloaded again after the switch to Postie"
+    md.deliver(b"From: late@example.org\nSubject: into new/\n\nnew\n")
+    r = subprocess.run([str(postie_bin), "deliver", "--user", USER, "--maildir", str(d.mail_root / "%u"),
+                        "--passwd-file", str(d.passwd_path), *control],
+                       input=b"From: lmtp@example.org\nSubject: delivered\n\nvia postie deliver\n", capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert fetched(fm) == 2
+    at_postie = listing(s.port)
+    assert at_postie[:total] == at_dovecot and len(at_postie) == total + 2
+    assert not (md.path / "dovecot-uidlist").exists(), "Postie wrote a dovecot-uidlist into the Maildir"
+    s.stop()
+
+    d.fix_ownership()
+    d.start()
+    assert listing(d.port) == at_postie, "Dovecot must take the Maildir back with every UIDL unchanged"
+    repoint(fm, s.port, d.port)
+    assert fetched(fm) == 0
+    assert_dovecot_happy(d)
+
+
 # --------------------------------------------------------------------------
 # Other pop3_uidl_formats and pop3_reuse_xuidl against Dovecot configured the same way
 # --------------------------------------------------------------------------

@@ -56,6 +56,18 @@ struct MaildirStoreTests {
         }
     }
 
+    /// dovecot-uidlist is in the Maildir, or below Dovecot's CONTROL= directory in `.INBOX/`.
+    @Test func findsDovecotsControlDirectory() {
+        var store = MaildirStore(template: "/srv/mail/%u")
+        let bob = AuthenticatedUser(name: "bob", home: "/home/bob")
+        #expect(store.dovecotControlPath(for: bob) == "/srv/mail/bob")
+        store.dovecotControlTemplate = "~/control"
+        #expect(store.dovecotControlPath(for: bob) == "/home/bob/control/.INBOX")
+        store.dovecotControlTemplate = "/var/control/%n"
+        #expect(store.dovecotControlPath(for: AuthenticatedUser(name: "bob@example.org")) == "/var/control/bob/.INBOX")
+        #expect(store.dovecotControlPath(for: AuthenticatedUser(name: "..")) == nil)
+    }
+
     @Test func newMailMovesToCurAndGetsStableUIDLs() async throws {
         let dir = try TempMaildir()
         try dir.deliver("Subject: a\n\nbody a\n")
