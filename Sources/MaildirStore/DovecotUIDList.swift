@@ -337,7 +337,7 @@ public enum MaildirIndex {
     /// Without `dovecot-uidlist` it returns nil and changes nothing: Postie's own index gives
     /// new files their UIDs at the next login, under the session lock. Blocking.
     public static func recordDelivered(maildir: String, _ messages: [Delivered]) throws -> [UInt32]? {
-        guard access(maildir + "/" + DovecotUIDList.fileName, F_OK) == 0 else { return nil }
+        guard try POSIX.exists(maildir + "/" + DovecotUIDList.fileName) else { return nil }
         return try DovecotUIDList.update(maildir: maildir, initial: {
             throw SystemError(call: "open", path: maildir + "/" + DovecotUIDList.fileName, errno: ENOENT)
         }) { list in

@@ -40,8 +40,12 @@ public struct MaildirDelivery: MailDelivery {
                     results.append(.noSuchUser(name))
                     continue
                 }
-                guard let maildir = store.path(for: user), let control = store.dovecotControlPath(for: user) else {
+                guard let maildir = store.path(for: user) else {
                     results.append(.permanent("no usable Maildir path for user \(name) from template \(store.template)"))
+                    continue
+                }
+                guard let control = store.dovecotControlPath(for: user) else {
+                    results.append(.permanent("no usable Dovecot control path for user \(name) from template \(store.dovecotControlTemplate ?? "")"))
                     continue
                 }
                 let uid = try await store.threadPool.runIfActive {

@@ -32,6 +32,8 @@ import Glibc
 /// shared by two at once.
 public final class MaildirImporter: @unchecked Sendable {
     public let path: String
+    /// The folder of `dovecot-uidlist`: the Maildir, or Dovecot's `:CONTROL=` folder for it.
+    public let control: String
     private let lock: MaildirLock
     private var list: DovecotUIDList
     /// Recorded UIDLs (`P` fields).
@@ -43,14 +45,17 @@ public final class MaildirImporter: @unchecked Sendable {
     public static let namePrefix = "pop3migrate."
 
     /// Opens (creating if needed) a Maildir for importing; waits up to `lockTimeout` seconds for
-    /// POP3 sessions on it to end. Blocking.
-    public init(path: String, lockTimeout: Double = 30) throws {
+    /// POP3 sessions on it to end. `control` is where `dovecot-uidlist` lives (nil: the
+    /// Maildir; see ``MaildirStore/dovecotControlPath(for:)``). Blocking.
+    public init(path: String, control: String? = nil, lockTimeout: Double = 30) throws {
         self.path = path
+        self.control = control ?? path
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
+        try POSIX.makeDirectories(self.control)
         let lock = try MaildirLock.acquire(path + "/postie.lock", waitingUpTo: lockTimeout)
         self.lock = lock
         do {
-            list = try DovecotUIDList.update(maildir: path, initial: { try Self.seededList(path: path) }) { $0 }
+            list = try DovecotUIDList.update(maildir: self.control, initial: { try Self.seededList(path: path) }) { $0 }
         } catch {
             lock.release()
             throw error
@@ -201,7 +206,7 @@ public final class MaildirImporter: @unchecked Sendable {
         guard !pending.isEmpty else { return }
         try POSIX.fsyncDirectory(path + "/tmp")
         let batch = pending
-        list = try DovecotUIDList.update(maildir: path, initial: { list }) { current in
+        list = try DovecotUIDList.update(maildir: control, initial: { list }) { current in
             let known = Set(current.records.compactMap { $0["P"] })
             for item in batch where !known.contains(item.uidl) {
                 current.append(baseName: item.base, fields: [(UInt8(ascii: "P"), item.uidl)])

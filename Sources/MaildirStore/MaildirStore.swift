@@ -364,7 +364,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     ) throws -> ([UIDList.Entry], [String])? {
         guard let stamp = index.curStamp, index.tombstones.isEmpty,
               modificationTime(path + "/cur") == stamp,
-              access((control ?? path) + "/" + DovecotUIDList.fileName, F_OK) != 0,
+              try !POSIX.exists((control ?? path) + "/" + DovecotUIDList.fileName),
               !uidlSettings.reuseXUIDL || index.entries.allSatisfy({ $0.xUIDL != nil })
         else { return nil }
         var names: [String] = []

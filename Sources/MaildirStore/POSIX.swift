@@ -137,6 +137,15 @@ enum POSIX {
         throw SystemError(call: "rename", path: from, errno: errno)
     }
 
+    /// Whether `path` exists. Only ENOENT and ENOTDIR mean it does not: a path that cannot be
+    /// looked at (EACCES) is an error, never taken for an absent file.
+    static func exists(_ path: String) throws(SystemError) -> Bool {
+        if access(path, F_OK) == 0 { return true }
+        let code = errno
+        if code == ENOENT || code == ENOTDIR { return false }
+        throw SystemError(call: "access", path: path, errno: code)
+    }
+
     /// Removes a file; a file that is already gone is fine.
     static func unlinkIfPresent(_ path: String) throws(SystemError) {
         if Glibc.unlink(path) != 0 && errno != ENOENT {

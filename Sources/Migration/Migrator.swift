@@ -9,6 +9,8 @@ public struct POP3Migration: Sendable {
     public var source: POP3Endpoint
     public var account: Account
     public var maildir: String
+    /// Where the Maildir's `dovecot-uidlist` lives, if not in it (Dovecot's `:CONTROL=`).
+    public var dovecotControl: String?
     /// Delete the copied messages on the source (DELE, then QUIT) once all are safely stored.
     public var deleteSource: Bool
     /// Messages recorded per `dovecot-uidlist` write.
@@ -54,9 +56,10 @@ public struct POP3Migration: Sendable {
             }
             report.total = listing.messages.count
             let path = maildir
+            let control = dovecotControl
             let importer: MaildirImporter
             do {
-                importer = try await threadPool.runIfActive { try MaildirImporter(path: path) }
+                importer = try await threadPool.runIfActive { try MaildirImporter(path: path, control: control) }
             } catch {
                 throw MigrationError.maildir("\(path): \(error)")
             }

@@ -120,7 +120,11 @@ public struct Fetcher: Sendable {
         step = "login as \(account.user)"
         do throws(POP3ClientError) {
             var method = account.loginMethod
-            if method == .auto { method = method.resolved(offered: try await client.capabilities()) }
+            if method == .auto {
+                // A server without CAPA (RFC 1939 only) offers no SASL: USER/PASS then.
+                let capabilities = (try? await client.capabilities()) ?? POP3Capabilities(lines: [])
+                method = method.resolved(offered: capabilities)
+            }
             if method != .user { step = "login as \(account.user) with \(method.rawValue)" }
             try await client.login(using: method, user: account.user, password: account.password)
         } catch {

@@ -81,6 +81,9 @@ struct Deliver: AsyncParsableCommand {
                 fail(.usage, "give --maildir TEMPLATE and --passwd-file FILE, or --store postgres")
             }
             let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
+            if let dovecotControl, let problem = ServerSettings.dovecotControlProblem(dovecotControl, maildir: maildir) {
+                fail(.usage, "--dovecot-control: \(problem)")
+            }
             var store = MaildirStore(template: maildir, threadPool: threadPool, logger: logger)
             store.dovecotControlTemplate = dovecotControl
             await deliver(with: MaildirDelivery(store: store, users: users, logger: logger), threadPool: threadPool)

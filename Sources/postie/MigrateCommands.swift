@@ -92,6 +92,10 @@ struct MigratePOP3: AsyncParsableCommand {
     @Option(name: .customLong("to-maildir"), help: ArgumentHelp("The Maildir to fill; with --users-file a template with %u (user), %n (local part), %d (domain).", valueName: "dir"))
     var toMaildir: String
 
+    @Option(name: .customLong("dovecot-control"),
+            help: ArgumentHelp("Dovecot's :CONTROL= directory for these Maildirs, as for serve: the old UIDLs are recorded in dovecot-uidlist there.", valueName: "dir"))
+    var dovecotControl: String?
+
     @Flag(name: .customLong("delete-source"), help: "Delete the messages on the source once all are safely stored.")
     var deleteSource = false
 
@@ -101,14 +105,21 @@ struct MigratePOP3: AsyncParsableCommand {
         if list.count > 1 && !toMaildir.contains("%u") && !toMaildir.contains("%n") {
             throw ValidationError("--to-maildir must contain %u or %n when migrating several users")
         }
+        if let dovecotControl, dovecotControl.isEmpty || (list.count > 1 && !dovecotControl.contains("%u") && !dovecotControl.contains("%n")) {
+            throw ValidationError("--dovecot-control must be a directory template with %u or %n when migrating several users")
+        }
+        var store = MaildirStore(template: toMaildir)
+        store.dovecotControlTemplate = dovecotControl
         var failures = 0
         for account in list {
-            guard let path = MaildirStore(template: toMaildir).path(for: .init(name: account.user)) else {
+            let user = AuthenticatedUser(name: account.user)
+            guard let path = store.path(for: user), let control = store.dovecotControlPath(for: user) else {
                 FileHandleOutput.standardError("postie: \(account.user): no usable Maildir path from \(toMaildir)\n")
                 failures += 1
                 continue
             }
-            let migration = POP3Migration(source: endpoint, account: account, maildir: path, deleteSource: deleteSource)
+            var migration = POP3Migration(source: endpoint, account: account, maildir: path, deleteSource: deleteSource)
+            migration.dovecotControl = control
             do {
                 let report = try await migration.run()
                 FileHandleOutput.standardOutput(report.text + "\n")

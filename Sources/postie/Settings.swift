@@ -377,8 +377,8 @@ struct ServerSettings {
         } else {
             problem("maildir", "no mail location: give --maildir TEMPLATE")
         }
-        if let dovecotControl, !dovecotControl.contains("%u") && !dovecotControl.contains("%n") && !dovecotControl.contains("%h") && !dovecotControl.hasPrefix("~") {
-            problem("dovecot_control", "'\(dovecotControl)' does not contain %u, %n, %h or ~, so every user would share one dovecot-uidlist")
+        if let dovecotControl, let problemText = Self.dovecotControlProblem(dovecotControl, maildir: maildir) {
+            problem("dovecot_control", problemText)
         }
         validateCommon()
     }
@@ -523,5 +523,19 @@ struct ServerSettings {
         copy.limits = limits
         copy.bruteForce = bruteForce
         return POP3Server.Policy(copy)
+    }
+}
+
+extension ServerSettings {
+    /// What is wrong with a `dovecot_control` template, if anything (shared by `serve` and
+    /// `deliver`).
+    static func dovecotControlProblem(_ template: String, maildir: String?) -> String? {
+        if !template.contains("%u") && !template.contains("%n") && !template.contains("%h") && !template.hasPrefix("~") {
+            return "'\(template)' does not contain %u, %n, %h or ~, so every user would share one dovecot-uidlist"
+        }
+        if template == maildir {
+            return "'\(template)' is the Maildir itself, where dovecot-uidlist is found anyway; leave it out"
+        }
+        return nil
     }
 }

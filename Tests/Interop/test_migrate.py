@@ -190,6 +190,18 @@ def test_switch_with_dovecot_control_directory(dovecot, postie, postie_bin, tmp_
     assert fetched(fm) == 0
     assert_dovecot_happy(d)
 
+    # migrate pop3 into a fresh Maildir whose dovecot-uidlist lives in a control directory:
+    # Postie serving it with the same setting sends the source's UIDLs.
+    target, target_control = tmp_path / "migrated", tmp_path / "migrated-control"
+    postie_cmd(postie_bin, ["migrate", "pop3", "--server", f"127.0.0.1:{d.port}", "--tls", "none", "--user", USER,
+                            "--to-maildir", str(target / "%u"), "--dovecot-control", str(target_control / "%u")],
+               env_password=PASSWORD)
+    assert (target_control / USER / ".INBOX" / "dovecot-uidlist").exists()
+    assert not (target / USER / "dovecot-uidlist").exists()
+    s2 = postie.start(passwd=d.passwd_path, maildir=str(target / "%u"),
+                      extra=["--dovecot-control", str(target_control / "%u")])
+    assert listing(s2.port) == at_postie, "the migrated Maildir must serve the source's UIDLs"
+
 
 # --------------------------------------------------------------------------
 # Other pop3_uidl_formats and pop3_reuse_xuidl against Dovecot configured the same way
