@@ -122,9 +122,9 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
     }
 
     /// Releases the advisory lock and gives up the connection (kept for the next session, or
-    /// closed); idempotent. The unlock is explicit
-    /// so the mailbox is free before QUIT's +OK (a client may reconnect to another node at
-    /// once); closing alone would free it a moment later, when the backend exits.
+    /// closed); idempotent. The unlock is explicit so the mailbox is free before QUIT's +OK (a
+    /// client may reconnect to another node at once); closing alone would free it a moment
+    /// later, when the backend exits.
     private func release() async {
         let first = released.withLockedValue { released in
             defer { released = true }
