@@ -23,8 +23,8 @@ public struct FetchAccount: Sendable {
     public var caFile: String?
     public var user: String
     public var password: String
-    /// USER/PASS unless told otherwise, as fetchmail and getmail do by default; `auto` takes the
-    /// strongest SASL mechanism offered after TLS.
+    /// USER/PASS unless told otherwise, as getmail does by default; `auto` (nearer to fetchmail's
+    /// `auth any`) takes the strongest SASL mechanism offered after TLS.
     public var loginMethod: LoginMethod = .user
     public var destination: DestinationSpec
     /// Leave mail on the server (and remember its UIDLs so nothing is fetched twice).
