@@ -40,7 +40,7 @@ struct AccountOptions: ParsableArguments {
             }
         case (nil, let file?):
             if passwordFile != nil { throw ValidationError("--password-file goes with --user, not --users-file") }
-            guard let text = AccountList.readText(file) else { throw ValidationError("cannot read the users file \(file)") }
+            guard let text = TextFile.read(file) else { throw ValidationError("cannot read the users file \(file)") }
             return try AccountList.parse(text, source: file)
         case (nil, nil):
             throw ValidationError("give --user NAME (with --password-file or POSTIE_PASSWORD) or --users-file FILE")

@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import POP3Server
+import POP3Client
 import PasswdFile
 import PostgresStore
 import SASL
@@ -421,7 +422,7 @@ enum PrivilegeDrop {
         // Make sure root cannot be regained, and that no thread kept it.
         if setuid(0) == 0 { throw ConfigurationError("run_as: root could be regained after dropping to \(spec)") }
         for thread in (try? threadIDs()) ?? [] {
-            guard let status = readStatus("/proc/self/task/\(thread)/status") else { continue }
+            guard let status = TextFile.read("/proc/self/task/\(thread)/status") else { continue }
             for line in status.split(separator: "\n") where line.hasPrefix("Uid:") || line.hasPrefix("Gid:") {
                 let ids = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst()
                 let expected = line.hasPrefix("Uid:") ? String(uid) : String(gid)
@@ -443,19 +444,6 @@ enum PrivilegeDrop {
             if name != "." && name != ".." { ids.append(name) }
         }
         return ids
-    }
-
-    private static func readStatus(_ path: String) -> String? {
-        guard let file = fopen(path, "r") else { return nil }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
