@@ -9,7 +9,10 @@ let package = Package(
         .library(name: "POP3Core", targets: ["POP3Core"]),
         .library(name: "POP3Server", targets: ["POP3Server"]),
         .library(name: "MaildirStore", targets: ["MaildirStore"]),
-        .library(name: "PasswdFile", targets: ["PasswdFile"]),
+        .library(name: "Passwords", targets: ["Passwords"]),
+        .library(name: "MailBackend", targets: ["MailBackend"]),
+        .library(name: "ServerKit", targets: ["ServerKit"]),
+        .library(name: "DurableFiles", targets: ["DurableFiles"]),
         .library(name: "SASL", targets: ["SASL"]),
         .library(name: "POP3Client", targets: ["POP3Client"]),
         .library(name: "POP3Fetch", targets: ["POP3Fetch"]),
@@ -38,11 +41,43 @@ let package = Package(
             name: "POP3Core",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
-        /// Listeners, the session state machine and the storage/user seams (no storage code).
+        /// The only POSIX layer: EINTR-safe reads and writes, atomic replace with fsync, flock,
+        /// directory listing, spool files. Blocking calls, for thread pools and tools.
+        .target(
+            name: "DurableFiles",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        /// The protocol-neutral seams: user databases, mail stores, maildrops, delivery, and the
+        /// errors that cross them. Stores and user databases import this, never a server.
+        .target(
+            name: "MailBackend",
+            dependencies: ["SASL", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        /// One server skeleton for every listener (POP3, LMTP): bind then serve, graceful
+        /// shutdown, listener addresses, CIDR access lists, PROXY protocol, TLS, idle timeout,
+        /// connection limits, the login throttle and session ids.
+        .target(
+            name: "ServerKit",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        /// The POP3 channel and session state machine on ServerKit; renders backend errors as
+        /// response codes.
         .target(
             name: "POP3Server",
             dependencies: [
-                "POP3Core", "SASL",
+                "POP3Core", "SASL", "MailBackend", "ServerKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -57,7 +92,7 @@ let package = Package(
         .target(
             name: "MaildirStore",
             dependencies: [
-                "POP3Core", "POP3Server", "SASL",
+                "POP3Core", "MailBackend", "DurableFiles", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -79,7 +114,7 @@ let package = Package(
         .target(
             name: "POP3Fetch",
             dependencies: [
-                "POP3Client", "POP3Core",
+                "POP3Client", "POP3Core", "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -107,7 +142,7 @@ let package = Package(
         .target(
             name: "LMTPServer",
             dependencies: [
-                "LMTPCore", "POP3Server",
+                "LMTPCore", "MailBackend", "DurableFiles", "ServerKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -150,11 +185,12 @@ let package = Package(
             name: "COpenSSLCrypto", path: "Sources/COpenSSLCrypto",
             providers: [.apt(["libssl-dev"])]
         ),
-        /// Dovecot-style passwd-file user database.
+        /// Password schemes as doveadm writes them, and the Dovecot-style passwd-file user
+        /// database with its editor.
         .target(
-            name: "PasswdFile",
+            name: "Passwords",
             dependencies: [
-                "CCrypt", "COpenSSLCrypto", "POP3Server", "SASL",
+                "CCrypt", "COpenSSLCrypto", "MailBackend", "DurableFiles", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -165,7 +201,7 @@ let package = Package(
         .target(
             name: "PostgresStore",
             dependencies: [
-                "POP3Core", "POP3Server", "PasswdFile", "SASL", "COpenSSLCrypto",
+                "POP3Core", "MailBackend", "DurableFiles", "Passwords", "SASL", "COpenSSLCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -177,7 +213,7 @@ let package = Package(
         .executableTarget(
             name: "postie",
             dependencies: [
-                "POP3Core", "POP3Server", "MaildirStore", "PasswdFile", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
+                "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "Passwords", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
                 "POP3Check", "POP3Client", "PostgresStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -199,7 +235,7 @@ let package = Package(
         .testTarget(
             name: "LMTPServerTests",
             dependencies: [
-                "LMTPCore", "LMTPServer", "POP3Server",
+                "LMTPCore", "LMTPServer", "MailBackend", "ServerKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -210,7 +246,7 @@ let package = Package(
         .testTarget(
             name: "POP3ServerTests",
             dependencies: [
-                "POP3Core", "POP3Server",
+                "POP3Core", "POP3Server", "MailBackend", "ServerKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -219,7 +255,7 @@ let package = Package(
         .testTarget(
             name: "POP3ClientTests",
             dependencies: [
-                "POP3Client", "POP3Core", "POP3Server", "SASL",
+                "POP3Client", "POP3Core", "POP3Server", "MailBackend", "ServerKit", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -234,17 +270,27 @@ let package = Package(
         .testTarget(
             name: "PostgresStoreTests",
             dependencies: [
-                "PostgresStore", "POP3Server", "POP3Core", "PasswdFile",
+                "PostgresStore", "MailBackend", "DurableFiles", "POP3Core", "Passwords",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
-        .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "POP3Server", "POP3Core"]),
-        .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore"]),
+        .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "MailBackend", "DurableFiles", "POP3Core"]),
+        .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "MailBackendTests", dependencies: ["MailBackend"]),
         .testTarget(
-            name: "PasswdFileTests",
-            dependencies: ["PasswdFile", "POP3Server", "SASL", .product(name: "Logging", package: "swift-log")]
+            name: "ServerKitTests",
+            dependencies: [
+                "ServerKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore", "MailBackend"]),
+        .testTarget(
+            name: "PasswordsTests",
+            dependencies: ["Passwords", "MailBackend", "SASL", .product(name: "Logging", package: "swift-log")]
         ),
     ]
 )

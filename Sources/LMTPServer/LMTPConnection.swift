@@ -1,8 +1,9 @@
+import DurableFiles
 import LMTPCore
 import Logging
+import MailBackend
 import NIOCore
 import NIOPosix
-import POP3Server
 
 /// Drives one LMTP session over an async channel: frames input, feeds the state machine and
 /// carries out its lookups, spooling and deliveries.
@@ -157,7 +158,7 @@ private final class LMTPSessionRunner {
                         return .delivered
                     }
                     logger.error("lmtp(\(user)): Delivery failed: \(error), session=<\(context.sessionID)>")
-                    return error.code == .sysPerm ? .permanentFailure(error.message) : .temporaryFailure(error.message)
+                    return error.isTemporary ? .temporaryFailure(error.message) : .permanentFailure(error.message)
                 }
             } catch {
                 logger.error("lmtp: Spool failed: \(error), session=<\(context.sessionID)>")

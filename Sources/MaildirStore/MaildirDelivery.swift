@@ -1,8 +1,9 @@
+import DurableFiles
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import POP3Server
 
 #if canImport(Glibc)
 import Glibc
@@ -32,8 +33,8 @@ public struct MaildirDelivery: MailDelivery {
         try await users.lookUpUser(user) != nil
     }
 
-    public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?] {
-        var results: [POP3BackendError?] = []
+    public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [BackendError?] {
+        var results: [BackendError?] = []
         for name in recipients {
             do {
                 guard let user = try await users.lookUpUser(name) else {
@@ -55,7 +56,7 @@ public struct MaildirDelivery: MailDelivery {
                     logger.warning("deliver(\(name)): \(maildir)/postie-uidlist is corrupt; the message is in new/ and is indexed at the next login")
                 }
                 results.append(nil)
-            } catch let error as POP3BackendError {
+            } catch let error as BackendError {
                 results.append(error)
             } catch let error as SystemError {
                 results.append(Self.backendError(error, user: name))
@@ -69,14 +70,14 @@ public struct MaildirDelivery: MailDelivery {
     /// A failed system call as the sender should see it: missing permissions or a file in the
     /// way need an administrator (permanent); anything else, a full disk included, is worth
     /// retrying.
-    static func backendError(_ error: SystemError, user: String) -> POP3BackendError {
+    static func backendError(_ error: SystemError, user: String) -> BackendError {
         switch error.errno {
         case EACCES, EPERM, EROFS, ENOTDIR, EISDIR, ELOOP, ENAMETOOLONG:
-            return POP3BackendError(code: .sysPerm, message: "Cannot create the mailbox", logDetail: "deliver to \(user): \(error)")
+            return BackendError(.permanent, message: "Cannot create the mailbox", logDetail: "deliver to \(user): \(error)")
         case ENOSPC, EDQUOT:
-            return POP3BackendError(code: .sysTemp, message: "Insufficient system storage, try again later", logDetail: "deliver to \(user): \(error)")
+            return BackendError(.temporary, message: "Insufficient system storage, try again later", logDetail: "deliver to \(user): \(error)")
         default:
-            return POP3BackendError(code: .sysTemp, message: "Temporary failure storing the message, try again later", logDetail: "deliver to \(user): \(error)")
+            return BackendError(.temporary, message: "Temporary failure storing the message, try again later", logDetail: "deliver to \(user): \(error)")
         }
     }
 
@@ -135,25 +136,13 @@ public struct MaildirDelivery: MailDelivery {
         defer { buffer.deallocate() }
         var copied = 0
         while true {
-            let n = read(source, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError(call: "read", path: message.path, errno: errno)
-            }
+            let n = try POSIX.read(source, into: buffer, path: message.path)
             if n == 0 { break }
-            var offset = 0
-            while offset < n {
-                let written = write(fd, buffer.baseAddress! + offset, n - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError(call: "write", path: target, errno: errno)
-                }
-                offset += written
-            }
+            try POSIX.writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: target)
             copied += n
         }
         guard copied == message.size else {
-            throw POP3BackendError.temporary("spool file \(message.path) has \(copied) octets, expected \(message.size)")
+            throw BackendError.temporary("spool file \(message.path) has \(copied) octets, expected \(message.size)")
         }
         try POSIX.fsync(fd, path: target)
         closed = true

@@ -1,3 +1,4 @@
+import DurableFiles
 import POP3Core
 import SASL
 

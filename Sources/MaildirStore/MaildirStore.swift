@@ -1,10 +1,11 @@
 import Dispatch
+import DurableFiles
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import POP3Core
-import POP3Server
 
 #if canImport(Glibc)
 import Glibc
@@ -107,15 +108,15 @@ public struct MaildirStore: MailStore {
 
     public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {
         guard let path = path(for: user) else {
-            throw POP3BackendError.permanent("no usable Maildir path for user \(user.name) from template \(template)")
+            throw BackendError.permanent("no usable Maildir path for user \(user.name) from template \(template)")
         }
         guard let control = dovecotControlPath(for: user) else {
-            throw POP3BackendError.permanent("no usable Dovecot control path for user \(user.name) from template \(dovecotControlTemplate ?? "")")
+            throw BackendError.permanent("no usable Dovecot control path for user \(user.name) from template \(dovecotControlTemplate ?? "")")
         }
         let hook = commitHook
         let pool = threadPool
         var days = expireDays
-        if let userPolicy = user.expire { days = userPolicy.uppercased() == "NEVER" ? nil : Int(userPolicy) }
+        if let policy = user.expire { days = policy.days }
         days = days.map { min(max($0, 0), 36_500) }
         let expire = days
         let uidlSettings = uidl
@@ -124,10 +125,10 @@ public struct MaildirStore: MailStore {
                 try MaildirMaildrop.open(
                     path: path, control: control, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings, commitHook: hook)
             }
-        } catch let error as POP3BackendError {
+        } catch let error as BackendError {
             throw error
         } catch {
-            throw POP3BackendError.temporary("\(user.name): \(error)")
+            throw BackendError.temporary("\(user.name): \(error)")
         }
     }
 }
@@ -199,7 +200,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                 // UIDL is ever reused (clients download again, but nothing is lost).
                 let corrupt = indexPath + ".corrupt"
                 try POSIX.rename(indexPath, corrupt)
-                throw POP3BackendError.temporary("\(error) in \(path); moved aside to \(corrupt), retry to rebuild")
+                throw BackendError.temporary("\(error) in \(path); moved aside to \(corrupt), retry to rebuild")
             }
         } else {
             index = UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil)))
@@ -264,7 +265,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         do {
             dovecot = try DovecotUIDList.read(maildir: control)
         } catch let error as DovecotUIDList.ParseError {
-            throw POP3BackendError.temporary("\(control)/\(DovecotUIDList.fileName): \(error); fix or remove it (Dovecot rebuilds it, with new UIDLs)")
+            throw BackendError.temporary("\(control)/\(DovecotUIDList.fileName): \(error); fix or remove it (Dovecot rebuilds it, with new UIDLs)")
         }
         if let dovecot {
             let synced = try syncDovecotUIDList(path: path, control: control, list: dovecot, fileForBase: fileForBase)
@@ -578,11 +579,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError(call: "read", path: file, errno: errno)
-            }
+            let n = try POSIX.read(fd, into: buffer, path: file)
             if n == 0 { break }
             counter.add(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
@@ -602,7 +599,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                 // Flags changed by another program rename the file; find it by its base name.
                 let base = Self.baseName(name)
                 guard let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) else {
-                    throw POP3BackendError(code: nil, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
+                    throw BackendError(.unavailable, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
                 }
                 fd = try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
             }
@@ -644,10 +641,10 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                     }
                 }
             }
-        } catch let error as POP3BackendError {
+        } catch let error as BackendError {
             throw error
         } catch {
-            throw POP3BackendError.temporary("UPDATE in \(path): \(error)")
+            throw BackendError.temporary("UPDATE in \(path): \(error)")
         }
     }
 
@@ -721,9 +718,7 @@ enum IndexLock {
         let path = maildir + "/" + fileName
         let fd = try POSIX.open(path, O_RDWR | O_CREAT, mode: 0o600)
         defer { close(fd) }  // closing the descriptor releases the lock
-        while flock(fd, LOCK_EX) != 0 {
-            if errno != EINTR { throw SystemError(call: "flock", path: path, errno: errno) }
-        }
+        try POSIX.lock(fd, path: path)
         return try body()
     }
 }
@@ -740,20 +735,19 @@ final class MaildirLock: Sendable {
     }
 
     /// Takes the lock, waiting up to `seconds` for another holder to let go (0: not at all,
-    /// throwing ``POP3BackendError/inUse``). Blocking.
+    /// throwing ``BackendError/inUse``). Blocking.
     static func acquire(_ path: String, waitingUpTo seconds: Double = 0) throws -> MaildirLock {
         let fd = try POSIX.open(path, O_RDWR | O_CREAT, mode: 0o600)
         var waited = 0.0
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let code = errno
-            if code == EWOULDBLOCK && waited < seconds {
+        do {
+            while try !POSIX.tryLock(fd, path: path) {
+                guard waited < seconds else { throw BackendError.inUse }
                 usleep(100_000)
                 waited += 0.1
-                continue
             }
+        } catch {
             close(fd)
-            if code == EWOULDBLOCK { throw POP3BackendError.inUse }
-            throw SystemError(call: "flock", path: path, errno: code)
+            throw error
         }
         return MaildirLock(fd: fd)
     }

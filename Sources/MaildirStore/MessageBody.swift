@@ -1,3 +1,4 @@
+import DurableFiles
 import NIOCore
 import NIOPosix
 import POP3Core
@@ -69,11 +70,7 @@ final class MessageFileReader: @unchecked Sendable {
     private func read(into buffer: inout ByteBuffer, upTo count: Int) throws -> Int {
         let fd = self.fd
         return try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { pointer -> Int in
-            while true {
-                let n = Glibc.read(fd, pointer.baseAddress, min(pointer.count, count))
-                if n >= 0 { return n }
-                if errno != EINTR { throw SystemError(call: "read", path: "message", errno: errno) }
-            }
+            try POSIX.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: pointer[..<min(pointer.count, count)]), path: "message")
         }
     }
 

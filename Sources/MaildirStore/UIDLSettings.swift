@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import DurableFiles
 import Glibc
 #endif
 
@@ -52,11 +53,7 @@ func readXUIDLHeader(_ file: String) throws -> String? {
     var chunk = [UInt8](repeating: 0, count: 16 * 1024)
     // The header ends at the first empty line; 1 MiB is more than any real header.
     while header.count < 1 << 20 {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw SystemError(call: "read", path: file, errno: errno)
-        }
+        let n = try chunk.withUnsafeMutableBytes { (buffer) throws(SystemError) in try POSIX.read(fd, into: buffer, path: file) }
         if n == 0 { break }
         header += chunk[0..<n]
         if let end = headerEnd(header) { header = Array(header[..<end]); break }

@@ -75,7 +75,7 @@ struct SASLClientExchange {
             let serverFinal = String(decoding: challenge, as: UTF8.self)
             let attributes = Self.attributes(serverFinal)
             if let error = attributes["e"] { throw .authenticationProtocol("server error: \(error)") }
-            guard let signature = attributes["v"].flatMap(Base64.decode), constantTimeEquals(signature, expected) else {
+            guard let signature = attributes["v"].flatMap { Base64.decode($0) }, constantTimeEquals(signature, expected) else {
                 throw .authenticationProtocol("the server's SCRAM signature is wrong: it does not know the password")
             }
             state = .done
@@ -91,7 +91,7 @@ struct SASLClientExchange {
         let attributes = Self.attributes(serverFirst)
         if let error = attributes["e"] { throw .authenticationProtocol("server error: \(error)") }
         guard let nonce = attributes["r"], nonce.hasPrefix(clientNonce), nonce.count > clientNonce.count,
-              let salt = attributes["s"].flatMap(Base64.decode), !salt.isEmpty,
+              let salt = attributes["s"].flatMap { Base64.decode($0) }, !salt.isEmpty,
               let iterations = attributes["i"].flatMap({ Int($0) }), iterations > 0
         else { throw .authenticationProtocol("malformed SCRAM server-first message") }
         guard iterations <= POP3ClientLimits.maxSCRAMIterations else {

@@ -1,3 +1,4 @@
+import DurableFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,8 +30,8 @@ struct MboxLock {
                 var range = flock()
                 range.l_type = Int16(F_WRLCK)
                 range.l_whence = Int16(SEEK_SET)
-                if fcntl(fd, F_SETLK, &range) == 0 { return true }
-                if errno == EINTR || errno == EAGAIN || errno == EACCES { return false }
+                if POSIX.retrying({ fcntl(fd, F_SETLK, &range) }) == 0 { return true }
+                if errno == EAGAIN || errno == EACCES { return false }
                 throw LocalError.system("fcntl(F_SETLK)", path)
             }
             try wait(until: deadline, path: path, what: "an flock") { () throws(LocalError) -> Bool in
@@ -55,7 +56,7 @@ struct MboxLock {
         let lockPath = path + ".lock"
         var created = false
         try wait(until: deadline, path: path, what: "the dot-lock \(lockPath)") { () throws(LocalError) -> Bool in
-            let fd = open(lockPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            let fd = POSIX.retrying { open(lockPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
             if fd >= 0 {
                 let pid = Array("\(getpid())\n".utf8)
                 _ = pid.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -72,8 +73,6 @@ struct MboxLock {
                 return false
             case EACCES, EPERM, EROFS:
                 return true  // no dot-lock here; fcntl and flock still protect the file
-            case EINTR:
-                return false
             default:
                 throw LocalError.system("open", lockPath)
             }

@@ -1,9 +1,11 @@
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import POP3Core
 import SASL
+import ServerKit
 
 /// Drives one POP3 session over an async channel: reads lines, feeds the state machine and
 /// carries out its actions against the user database and the mail store.
@@ -75,7 +77,7 @@ private final class SessionRunner {
                     if let lost = self.lostLock {
                         // The maildrop lock went away (its database connection died): another
                         // session may hold it now, so end this one and delete nothing.
-                        _ = try await self.perform(.close(.err(lost.message, code: lost.code)), outbound)
+                        _ = try await self.perform(.close(.err(lost.message, code: lost.responseCode)), outbound)
                         break lines
                     }
                     var action: POP3SessionStateMachine.Action
@@ -196,7 +198,7 @@ private final class SessionRunner {
             authenticated = try await context.userDatabase.authenticate(credentials)
         } catch {
             let failure = POP3Connection.backendError(error)
-            if failure.code == .auth { return await failed(user: credentials.user, method: method) }
+            if failure.kind == .authFailed { return await failed(user: credentials.user, method: method) }
             logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(credentials.user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
             failedLogins += 1
             return machine.loginFailed(failure)
@@ -234,7 +236,7 @@ private final class SessionRunner {
         }
     }
 
-    private func secrets(for user: String, method: String) async -> Result<(AuthenticatedUser, SASLSecrets)?, POP3BackendError> {
+    private func secrets(for user: String, method: String) async -> Result<(AuthenticatedUser, SASLSecrets)?, BackendError> {
         guard let database = context.userDatabase as? any SASLUserDatabase else { return .success(nil) }
         do {
             return .success(try await database.saslSecrets(for: user))
@@ -272,13 +274,13 @@ private final class SessionRunner {
         if delay > 0, let wait = context.loginDelays.tooSoon(user: authenticated.name, delay: delay) {
             logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=login delay (\(wait) s left)")
             context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
-            return machine.loginFailed(POP3BackendError(code: .loginDelay, message: "Minimum time between mail checks violated; try again in \(wait) seconds."))
+            return machine.loginFailed(BackendError(.loginDelay, message: "Minimum time between mail checks violated; try again in \(wait) seconds."))
         }
         guard context.counter.beginSession(user: authenticated.name, ip: context.remote) else {
             let limit = context.counter.limits.maxSessionsPerUserIP
             logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=too many sessions from user+IP")
             context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
-            return machine.loginFailed(POP3BackendError(code: .inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
+            return machine.loginFailed(BackendError(.inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
         }
         do {
             let opened = try await context.mailStore.openMaildrop(for: authenticated)
@@ -289,13 +291,13 @@ private final class SessionRunner {
             context.metrics.login(result: "success", mechanism: method, tls: machine.security.isTLS)
             context.metrics.sessionsActive.increment()
             loginTime = .now()
-            return machine.loginSucceeded(messages: opened.messages, user: authenticated.name, loginDelay: authenticated.loginDelay, expire: authenticated.expire)
+            return machine.loginSucceeded(messages: opened.messages, user: authenticated.name, loginDelay: authenticated.loginDelay, expire: authenticated.expire?.description)
         } catch {
             context.counter.endSession(user: authenticated.name, ip: context.remote)
             let failure = POP3Connection.backendError(error)
-            let reason = failure.code == .inUse ? "mailbox in use" : "maildrop unavailable"
+            let reason = failure.kind == .inUse ? "mailbox in use" : "maildrop unavailable"
             context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
-            if failure.code == .inUse { context.metrics.inUseRefusals.increment() }
+            if failure.kind == .inUse { context.metrics.inUseRefusals.increment() }
             logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=\(reason)")
             if let detail = failure.logDetail { logger.error("pop3(\(name)): \(detail), session=<\(context.sessionID)>") }
             return machine.loginFailed(failure)
@@ -344,8 +346,8 @@ private final class SessionRunner {
         } catch {
             let failure = POP3Connection.backendError(error)
             if let detail = failure.logDetail { logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): \(detail), session=<\(context.sessionID)>") }
-            if let lost = lostLock { return .close(.err(lost.message, code: lost.code)) }
-            return .send(.err(failure.message, code: failure.code))
+            if let lost = lostLock { return .close(.err(lost.message, code: lost.responseCode)) }
+            return .send(.err(failure.message, code: failure.responseCode))
         }
         var buffer = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
         buffer.writePOP3Response(status)
@@ -381,7 +383,7 @@ private final class SessionRunner {
     }
 
     /// Why the open maildrop's lock is gone, if it is (see ``LosableMaildrop``).
-    var lostLock: POP3BackendError? {
+    var lostLock: BackendError? {
         guard let lost = (maildrop as? any LosableMaildrop)?.lockLost else { return nil }
         logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): maildrop lock lost: \(lost.logDetail ?? lost.message), session=<\(context.sessionID)>")
         return lost
@@ -412,8 +414,8 @@ private final class SessionRunner {
 }
 
 extension POP3Connection {
-    static func backendError(_ error: any Error) -> POP3BackendError {
-        if let error = error as? POP3BackendError { return error }
+    static func backendError(_ error: any Error) -> BackendError {
+        if let error = error as? BackendError { return error }
         return .temporary("\(error)")
     }
 }

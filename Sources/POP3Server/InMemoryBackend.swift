@@ -1,3 +1,4 @@
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
@@ -40,14 +41,14 @@ public final class InMemoryBackend: UserDatabase, MailStore, Sendable {
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
         let ok = mailboxes.withLockedValue { $0[credentials.user]?.password == credentials.password }
-        guard ok else { throw POP3BackendError.authFailed }
+        guard ok else { throw BackendError.authFailed }
         return AuthenticatedUser(name: credentials.user)
     }
 
     public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {
         let snapshot: [(uid: String, body: [UInt8])] = try mailboxes.withLockedValue {
-            guard var box = $0[user.name] else { throw POP3BackendError.permanent("no mailbox for \(user.name)") }
-            guard !box.locked else { throw POP3BackendError.inUse }
+            guard var box = $0[user.name] else { throw BackendError.permanent("no mailbox for \(user.name)") }
+            guard !box.locked else { throw BackendError.inUse }
             box.locked = true
             $0[user.name] = box
             return box.messages

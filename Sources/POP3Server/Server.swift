@@ -1,9 +1,11 @@
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
 import POP3Core
+import ServerKit
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -11,7 +13,7 @@ import Glibc
 #endif
 
 /// A connection as the listener hands it over.
-struct AcceptedConnection: Sendable {
+public struct AcceptedConnection: Sendable {
     var channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>
     /// Set when the idle timer closed the connection.
     var timedOut: NIOLockedValueBox<Bool>
@@ -21,7 +23,7 @@ struct AcceptedConnection: Sendable {
     var clientAddress: EventLoopFuture<SocketAddress?>
     /// The local address, taken at accept time (it is gone once the socket closes).
     var localAddress: SocketAddress?
-    var listener: POP3ServerConfiguration.Listener
+    var listener: Listener
 }
 
 /// A POP3 server: listeners, one task per connection, graceful shutdown.
@@ -34,9 +36,8 @@ public final class POP3Server: Service, Sendable {
     private let userDatabase: any UserDatabase
     private let mailStore: any MailStore
     private let logger: Logger
-    private let group: any EventLoopGroup
     private let onListening: (@Sendable ([SocketAddress]) -> Void)?
-    private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private let skeleton: ServerSkeleton<AcceptedConnection>
     let counter: ConnectionCounter
     let throttle: LoginThrottle
     public let metrics: ServerMetrics
@@ -89,7 +90,7 @@ public final class POP3Server: Service, Sendable {
         self.userDatabase = userDatabase
         self.mailStore = mailStore
         self.logger = logger
-        self.group = eventLoopGroup
+        self.skeleton = ServerSkeleton(group: eventLoopGroup)
         self.onListening = onListening
         self.counter = ConnectionCounter(limits: configuration.limits)
         self.throttle = LoginThrottle(policy: configuration.bruteForce)
@@ -107,8 +108,8 @@ public final class POP3Server: Service, Sendable {
                 throw TLSSetupError("listener \(listener.address) wants TLS but no certificate is configured")
             }
             let server = try await bindOne(listener)
-            bound.append(BoundListener(channel: server, listener: listener))
-            let address = server.channel.localAddress.map(Self.describe) ?? listener.address
+            bound.append(server)
+            let address = server.localAddress?.listenerDescription ?? listener.address
             let kind = listener.implicitTLS ? "implicit TLS" : (configuration.tls == nil ? "plain POP3" : "POP3 with STLS")
             logger.info("master: Listening on \(address) (\(kind)\(listener.proxyProtocol ? ", PROXY protocol" : ""))")
         }
@@ -116,53 +117,52 @@ public final class POP3Server: Service, Sendable {
     }
 
     /// A bound listening socket; pass the array from ``bind()`` to ``serve(_:)``.
-    public struct BoundListener: Sendable {
-        let channel: NIOAsyncChannel<AcceptedConnection, Never>
-        let listener: POP3ServerConfiguration.Listener
-        public var localAddress: SocketAddress? { channel.channel.localAddress }
-    }
+    public typealias BoundListener = ServerSkeleton<AcceptedConnection>.Bound
 
-    private func bindOne(_ listener: POP3ServerConfiguration.Listener) async throws -> NIOAsyncChannel<AcceptedConnection, Never> {
+    /// `-ERR Disconnected for inactivity.`, sent before an idle session is closed.
+    static let idleFarewell: String = {
+        var buffer = ByteBuffer()
+        buffer.writePOP3Response(.err("Disconnected for inactivity."))
+        return String(buffer: buffer)
+    }()
+
+    private func bindOne(_ listener: Listener) async throws -> BoundListener {
         let idleTimeout = configuration.idleTimeout
         let tls = configuration.tls
         let proxies = configuration.trustedProxies
         let metrics = self.metrics
         let logger = self.logger
-        return try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .bind(host: listener.host, port: listener.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    let clientAddress: EventLoopFuture<SocketAddress?>
-                    if listener.proxyProtocol {
-                        let promise = channel.eventLoop.makePromise(of: SocketAddress?.self)
-                        try sync.addHandler(ProxyProtocolHandler(trustedProxies: proxies, promise: promise))
-                        let peer = channel.remoteAddress
-                        clientAddress = promise.futureResult.map { $0 ?? peer }
-                    } else {
-                        clientAddress = channel.eventLoop.makeSucceededFuture(channel.remoteAddress)
-                    }
-                    if listener.implicitTLS, let tls {
-                        try sync.addHandler(tls.makeServerHandler())
-                        try sync.addHandler(Self.observer(listener: listener, implicitTLS: true, peer: channel.remoteAddress, metrics: metrics, logger: logger))
-                    }
-                    let timedOut = NIOLockedValueBox(false)
-                    try sync.addHandler(IdleTimeoutHandler(timeout: idleTimeout, timedOut: timedOut))
-                    let framer = POP3LineFramer()
-                    try sync.addHandler(framer)
-                    let asyncChannel = try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
-                        wrappingChannelSynchronously: channel,
-                        configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16))
-                    )
-                    return AcceptedConnection(
-                        channel: asyncChannel, timedOut: timedOut,
-                        framer: NIOLoopBound(framer, eventLoop: channel.eventLoop),
-                        clientAddress: clientAddress, localAddress: channel.localAddress, listener: listener
-                    )
+        return try await skeleton.bind(listener, backlog: 1024) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let sync = channel.pipeline.syncOperations
+                let clientAddress: EventLoopFuture<SocketAddress?>
+                if listener.proxyProtocol {
+                    let promise = channel.eventLoop.makePromise(of: SocketAddress?.self)
+                    try sync.addHandler(ProxyProtocolHandler(trustedProxies: proxies, promise: promise))
+                    let peer = channel.remoteAddress
+                    clientAddress = promise.futureResult.map { $0 ?? peer }
+                } else {
+                    clientAddress = channel.eventLoop.makeSucceededFuture(channel.remoteAddress)
                 }
+                if listener.implicitTLS, let tls {
+                    try sync.addHandler(tls.makeServerHandler())
+                    try sync.addHandler(Self.observer(listener: listener, implicitTLS: true, peer: channel.remoteAddress, metrics: metrics, logger: logger))
+                }
+                let timedOut = NIOLockedValueBox(false)
+                try sync.addHandler(IdleTimeoutHandler(timeout: idleTimeout, farewell: Self.idleFarewell, timedOut: timedOut))
+                let framer = POP3LineFramer()
+                try sync.addHandler(framer)
+                let asyncChannel = try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
+                    wrappingChannelSynchronously: channel,
+                    configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16))
+                )
+                return AcceptedConnection(
+                    channel: asyncChannel, timedOut: timedOut,
+                    framer: NIOLoopBound(framer, eventLoop: channel.eventLoop),
+                    clientAddress: clientAddress, localAddress: channel.localAddress, listener: listener
+                )
             }
+        }
     }
 
     public func run() async throws {
@@ -171,7 +171,7 @@ public final class POP3Server: Service, Sendable {
 
     /// Counts and logs the outcome of a TLS handshake.
     static func observer(
-        listener: POP3ServerConfiguration.Listener, implicitTLS: Bool, peer: SocketAddress?,
+        listener: Listener, implicitTLS: Bool, peer: SocketAddress?,
         metrics: ServerMetrics, logger: Logger
     ) -> TLSHandshakeObserver {
         let name = listener.address
@@ -187,39 +187,15 @@ public final class POP3Server: Service, Sendable {
     /// Serves connections on listeners from ``bind()`` until graceful shutdown.
     public func serve(_ bound: [BoundListener]) async throws {
         onListening?(bound.compactMap(\.localAddress))
-        let serverChannels = bound.map(\.channel.channel)
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                for server in bound {
-                    group.addTask {
-                        try await server.channel.executeThenClose { inbound in
-                            try await withThrowingDiscardingTaskGroup { connectionGroup in
-                                for try await connection in inbound {
-                                    connectionGroup.addTask {
-                                        await self.handle(connection)
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            self.logger.info("master: Shutting down: no new connections; open sessions end after their current command")
-            for channel in serverChannels { channel.close(promise: nil) }
-            let open = self.connections.withLockedValue { Array($0.values) }
-            for channel in open {
-                // Ends the session's input; it answers what it already read, then closes.
-                channel.close(mode: .input, promise: nil)
-            }
+        let logger = self.logger
+        try await skeleton.serve(bound) {
+            logger.info("master: Shutting down: no new connections; open sessions end after their current command")
+        } handle: { connection, _ in
+            await self.skeleton.tracking(connection.channel.channel) { await self.handle(connection) }
         }
     }
 
     private func handle(_ connection: AcceptedConnection) async {
-        let channel = connection.channel.channel
-        let id = ObjectIdentifier(channel)
-        connections.withLockedValue { $0[id] = channel }
-        defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
         let local = connection.localAddress?.ipAddress ?? "unknown"
 
         let client: SocketAddress?
@@ -267,7 +243,7 @@ public final class POP3Server: Service, Sendable {
             logger: logger,
             remote: ip,
             local: local,
-            sessionID: Self.makeSessionID(),
+            sessionID: SessionID.make(),
             security: .init(
                 isTLS: connection.listener.implicitTLS,
                 canStartTLS: configuration.tls != nil && !connection.listener.implicitTLS,
@@ -305,17 +281,5 @@ public final class POP3Server: Service, Sendable {
         gethostname(&name, name.count)
         let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return "<\(getpid()).\(n).\(time(nil))@\(host.isEmpty ? "localhost" : host)>"
-    }
-
-    static func describe(_ address: SocketAddress) -> String {
-        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
-    }
-
-    /// A short random session id for correlating log lines, like Dovecot's `session=<...>`.
-    public static func makeSessionID() -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-        var generator = SystemRandomNumberGenerator()
-        return String((0..<16).map { _ in alphabet[Int(generator.next() % 64)] })
     }
 }

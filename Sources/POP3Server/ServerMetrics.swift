@@ -1,6 +1,7 @@
 import Metrics
 import NIOConcurrencyHelpers
 import POP3Core
+import ServerKit
 
 /// The server's metrics, through swift-metrics (the `postie` command exports them to
 /// Prometheus). Names follow Prometheus conventions; docs/monitoring.md lists them.
@@ -79,7 +80,7 @@ public final class ServerMetrics: Sendable {
 
     /// Creates every series an alert watches at 0, so that Prometheus sees the first increase
     /// after a start (a series born at 1 has no increase).
-    public func registerSeries(listeners: [POP3ServerConfiguration.Listener], mechanisms: [String]) {
+    public func registerSeries(listeners: [Listener], mechanisms: [String]) {
         for reason in ["access", "limit", "lockout"] {
             Counter(label: "pop3_connections_refused_total", dimensions: [("reason", reason)]).increment(by: 0)
         }

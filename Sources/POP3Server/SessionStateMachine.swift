@@ -1,3 +1,4 @@
+import MailBackend
 import POP3Core
 import SASL
 
@@ -518,13 +519,13 @@ public struct POP3SessionStateMachine: Sendable {
     }
 
     /// Authentication or opening the maildrop failed; stay in AUTHORIZATION (RFC 1939 section 7).
-    public mutating func loginFailed(_ error: POP3BackendError) -> Action {
+    public mutating func loginFailed(_ error: BackendError) -> Action {
         switch state {
         case .authenticating, .sasl: break
         default: return .none
         }
         state = .authorization(user: nil)
-        return .send(.err(error.message, code: error.code))
+        return .send(.err(error.message, code: error.responseCode))
     }
 
     /// A RETR or TOP body was sent in full.
@@ -542,12 +543,12 @@ public struct POP3SessionStateMachine: Sendable {
     }
 
     /// UPDATE finished: `+OK` only if every deletion is durable (RFC 1939 section 6).
-    public mutating func updateFinished(error: POP3BackendError?) -> Action {
+    public mutating func updateFinished(error: BackendError?) -> Action {
         guard case .update(let t) = state else { return .none }
         state = .closed
         if error == nil { appliedDeletions = t.deleted.count }
         if let error {
-            return .close(.err("Some deleted messages were not removed: \(error.message)", code: error.code))
+            return .close(.err("Some deleted messages were not removed: \(error.message)", code: error.responseCode))
         }
         return .close(.ok(t.deleted.isEmpty ? "Logging out." : "Logging out, messages deleted."))
     }

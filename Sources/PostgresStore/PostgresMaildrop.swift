@@ -1,8 +1,8 @@
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
-import POP3Server
 import PostgresNIO
 
 /// One POP3 session's maildrop in PostgreSQL: a connection of its own holding the mailbox's
@@ -44,12 +44,12 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
         self.messages = entries.map { MessageInfo(uid: $0.uidl, size: $0.size) }
     }
 
-    public var lockLost: POP3BackendError? {
+    public var lockLost: BackendError? {
         guard connection.isClosed, !released.withLockedValue({ $0 }) else { return nil }
         return Self.lost(user)
     }
 
-    static func lost(_ user: String) -> POP3BackendError {
+    static func lost(_ user: String) -> BackendError {
         .temporary("\(user): the database connection holding the maildrop lock was lost; nothing deleted")
     }
 
@@ -97,7 +97,7 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
             }
         } catch {
             if connection.isClosed { throw Self.lost(user) }
-            throw POP3BackendError.backend(error, "\(user): UPDATE")
+            throw BackendError.backend(error, "\(user): UPDATE")
         }
     }
 
@@ -178,10 +178,10 @@ final class ChunkReader: Sendable {
             for try await data in rows.decode(ByteBuffer.self) { chunk = data }
         } catch {
             if connection.isClosed { throw PostgresMaildrop.lost(user) }
-            throw POP3BackendError.temporary("\(user): reading body \(bodyID) chunk \(seq): \(databaseErrorText(error))")
+            throw BackendError.temporary("\(user): reading body \(bodyID) chunk \(seq): \(databaseErrorText(error))")
         }
         guard let chunk, chunk.readableBytes > 0, read + chunk.readableBytes <= size else {
-            throw POP3BackendError.temporary("\(user): body \(bodyID) is damaged: chunk \(seq) missing or of the wrong size")
+            throw BackendError.temporary("\(user): body \(bodyID) is damaged: chunk \(seq) missing or of the wrong size")
         }
         position.withLockedValue { $0 = (seq + 1, read + chunk.readableBytes) }
         return chunk

@@ -1,10 +1,11 @@
+import DurableFiles
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import POP3Core
-import POP3Server
-import PasswdFile
+import Passwords
 import PostgresNIO
 import SASL
 
@@ -112,10 +113,10 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
                 }
                 return nil
             }
-        } catch let error as POP3BackendError {
+        } catch let error as BackendError {
             throw error
         } catch {
-            throw POP3BackendError.temporary("user lookup in \(url): \(databaseErrorText(error))")
+            throw BackendError.temporary("user lookup in \(url): \(databaseErrorText(error))")
         }
     }
 
@@ -150,11 +151,11 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
                     return value
                 case .deadline:
                     if !acquired.withLockedValue({ $0 }) {
-                        throw POP3BackendError.temporary("\(what): no connection to \(url) within \(timeout.nanoseconds / 1_000_000_000) s")
+                        throw BackendError.temporary("\(what): no connection to \(url) within \(timeout.nanoseconds / 1_000_000_000) s")
                     }
                 }
             }
-            throw POP3BackendError.temporary("\(what): cancelled")
+            throw BackendError.temporary("\(what): cancelled")
         }
     }
 
@@ -187,7 +188,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             }
             return row.password.verify(credentials.password) ? row.authenticated : nil
         }
-        guard let result else { throw POP3BackendError.authFailed }
+        guard let result else { throw BackendError.authFailed }
         return result
     }
 
@@ -217,9 +218,9 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
     /// Stores the message once and gives each distinct existing recipient a message row, all in
     /// one transaction: when this returns without errors the COMMIT is durable (with
     /// PostgreSQL's default `synchronous_commit = on`). A recipient named twice gets one copy.
-    public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?] {
-        var results = [POP3BackendError?](repeating: nil, count: recipients.count)
-        func failAll(_ error: POP3BackendError) {
+    public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [BackendError?] {
+        var results = [BackendError?](repeating: nil, count: recipients.count)
+        func failAll(_ error: BackendError) {
             for i in results.indices where results[i] == nil { results[i] = error }
         }
         guard !recipients.isEmpty else { return results }
@@ -234,14 +235,14 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
                     results[i] = .noSuchUser(name)
                 }
             } catch {
-                results[i] = POP3BackendError.backend(error)
+                results[i] = BackendError.backend(error)
             }
         }
         guard !existing.isEmpty else { return results }
         let path = message.path
         let digest: (sha256: [UInt8], size: Int)
         do {
-            digest = try await threadPool.runIfActive { try SpoolFile.digest(path: path) }
+            digest = try await threadPool.runIfActive { try SpoolFile.Reader.digest(path: path) }
         } catch {
             failAll(.temporary("deliver: reading spool file \(path): \(error)"))
             return results
@@ -274,7 +275,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
     /// The id of the body with this content: an existing one (locked against removal until
     /// commit), or a new one whose chunks are uploaded from the spool file here.
     private func storeBody(_ connection: PostgresConnection, sha256: [UInt8], message: SpooledMessage) async throws -> Int64 {
-        let chunkSize = SpoolFile.chunkSize
+        let chunkSize = SpoolFile.Reader.chunkSize
         let sha256 = ByteBuffer(bytes: sha256)  // bytea ([UInt8] would bind as "char"[])
         for _ in 0..<10 {
             let inserted = try await connection.query(
@@ -291,14 +292,14 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             let existing = try await connection.query("SELECT id FROM bodies WHERE sha256 = \(sha256) FOR UPDATE", logger: logger)
             for try await id in existing.decode(Int64.self) { return id }
         }
-        throw POP3BackendError.temporary("deliver: body row kept vanishing under concurrent deletion")
+        throw BackendError.temporary("deliver: body row kept vanishing under concurrent deletion")
     }
 
     /// Reads the spool file on the thread pool one chunk at a time and inserts each chunk as
     /// it comes: at most one chunk is in memory.
     private func uploadChunks(_ connection: PostgresConnection, bodyID: Int64, message: SpooledMessage) async throws {
         let path = message.path
-        let file = try await threadPool.runIfActive { try SpoolFile(path: path) }
+        let file = try await threadPool.runIfActive { try SpoolFile.Reader(path: path) }
         defer { file.close() }
         var seq: Int32 = 0
         var total = 0
@@ -310,7 +311,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             seq += 1
         }
         guard total == message.size else {
-            throw POP3BackendError.temporary("deliver: spool file \(path) changed while stored (\(total) octets, expected \(message.size))")
+            throw BackendError.temporary("deliver: spool file \(path) changed while stored (\(total) octets, expected \(message.size))")
         }
     }
 
@@ -331,10 +332,10 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             "UPDATE mailboxes SET next_uid = next_uid + 1 WHERE name = \(name) RETURNING id, uidvalidity, next_uid - 1",
             logger: logger)
         for try await (id, validity, uid) in rows.decode((Int64, Int64, Int64).self) {
-            guard uid <= 0xFFFF_FFFF else { throw POP3BackendError.permanent("mailbox \(name) has used up its 32-bit UIDs") }
+            guard uid <= 0xFFFF_FFFF else { throw BackendError.permanent("mailbox \(name) has used up its 32-bit UIDs") }
             return (id, validity, uid)
         }
-        throw POP3BackendError.temporary("mailbox \(name) vanished during delivery")
+        throw BackendError.temporary("mailbox \(name) vanished during delivery")
     }
 
     /// A new mailbox gets a UIDVALIDITY from the clock, as Dovecot does.
@@ -346,7 +347,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         for try await (id, validity) in try await connection.query("SELECT id, uidvalidity FROM mailboxes WHERE name = \(name)", logger: logger).decode((Int64, Int64).self) {
             return (id, validity)
         }
-        throw POP3BackendError.temporary("mailbox \(name) could not be created")
+        throw BackendError.temporary("mailbox \(name) could not be created")
     }
 
     /// Dovecot's default `pop3_uidl_format`, `%08Xu%08Xv`: UID and UIDVALIDITY in hex.
@@ -363,7 +364,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
 
     public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {
         var days = expireDays
-        if let policy = user.expire { days = policy.uppercased() == "NEVER" ? nil : Int(policy) }
+        if let policy = user.expire { days = policy.days }
         days = days.map { min(max($0, 0), 36_500) }
         // A kept connection may have died while it waited (a database restart, an idle
         // timeout on the server): then the login goes on with a new one.
@@ -379,7 +380,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             // Not named after the user: the connection may serve other users' sessions later.
             connection = try await connector.connect(purpose: "maildrop session")
         } catch {
-            throw POP3BackendError.temporary("\(user.name): connecting to \(url): \(databaseErrorText(error))")
+            throw BackendError.temporary("\(user.name): connecting to \(url): \(databaseErrorText(error))")
         }
         return try await openMaildrop(for: user, expireDays: days, on: connection, kept: false)
     }
@@ -401,7 +402,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             }
             guard locked else {
                 sessionConnections.put(connection)  // it holds no lock
-                throw POP3BackendError.inUse
+                throw BackendError.inUse
             }
             if let days, days > 0 {
                 // EXPIRE (RFC 2449 section 6.7): messages first retrieved N days ago go now.
@@ -429,23 +430,23 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             return PostgresMaildrop(
                 user: user.name, mailboxID: mailbox.id, entries: entries, connection: connection,
                 recordsRetrievals: days != nil, logger: logger, unlocked: { sessions.put($0) })
-        } catch let error as POP3BackendError where error == .inUse {
+        } catch let error as BackendError where error == .inUse {
             throw error
         } catch {
             let died = connection.isClosed
             try? await connection.close()
             if kept && died { throw KeptConnectionDied() }
-            if let error = error as? POP3BackendError { throw error }
-            throw POP3BackendError.temporary("\(user.name): opening the maildrop: \(databaseErrorText(error))")
+            if let error = error as? BackendError { throw error }
+            throw BackendError.temporary("\(user.name): opening the maildrop: \(databaseErrorText(error))")
         }
     }
 }
 
-extension POP3BackendError {
+extension BackendError {
     /// A store error as it crosses the seam: POP3 errors as they are, the rest temporary.
-    static func backend(_ error: any Error, _ context: String = "") -> POP3BackendError {
-        if let error = error as? POP3BackendError { return error }
-        if let error = error as? PostgresTransactionError, let inner = error.closureError as? POP3BackendError { return inner }
+    static func backend(_ error: any Error, _ context: String = "") -> BackendError {
+        if let error = error as? BackendError { return error }
+        if let error = error as? PostgresTransactionError, let inner = error.closureError as? BackendError { return inner }
         return .temporary((context.isEmpty ? "" : context + ": ") + databaseErrorText(error))
     }
 }

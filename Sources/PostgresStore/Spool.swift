@@ -1,51 +1,12 @@
 import COpenSSLCrypto
+import DurableFiles
+import MailBackend
 import NIOCore
-import POP3Server
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// An open spool file read in fixed-size chunks. Blocking: thread pool only.
-final class SpoolFile: @unchecked Sendable {
-    // @unchecked: used by one task at a time, each read awaited before the next.
-    static let chunkSize = 256 * 1024
-    private var fd: Int32
-
-    init(path: String) throws {
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SpoolError(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
-    }
-
-    /// Up to ``chunkSize`` bytes; an empty buffer at the end.
-    func read(allocator: ByteBufferAllocator) throws -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: Self.chunkSize)
-        var total = 0
-        // Fill the chunk completely (short reads are possible) so chunks are uniform.
-        while total < Self.chunkSize {
-            let fd = self.fd
-            let n = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.chunkSize - total) { pointer -> Int in
-                while true {
-                    let n = Glibc.read(fd, pointer.baseAddress, Self.chunkSize - total)
-                    if n >= 0 { return n }
-                    if errno != EINTR { throw SpoolError(message: "read: \(String(cString: strerror(errno)))") }
-                }
-            }
-            if n == 0 { break }
-            total += n
-        }
-        return buffer
-    }
-
-    func close() {
-        if fd >= 0 { Glibc.close(fd); fd = -1 }
-    }
-
-    deinit { close() }
-
+extension SpoolFile.Reader {
     /// SHA-256 and length of a whole file, read in chunks.
     static func digest(path: String) throws -> (sha256: [UInt8], size: Int) {
-        let file = try SpoolFile(path: path)
+        let file = try SpoolFile.Reader(path: path)
         defer { file.close() }
         let hasher = SHA256Hasher()
         var size = 0
@@ -58,11 +19,6 @@ final class SpoolFile: @unchecked Sendable {
         }
         return (hasher.finish(), size)
     }
-}
-
-struct SpoolError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
 }
 
 /// Incremental SHA-256 on libcrypto, for content addressing of bodies.

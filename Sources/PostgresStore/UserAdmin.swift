@@ -1,5 +1,5 @@
 import Logging
-import PasswdFile
+import Passwords
 import PostgresNIO
 
 /// `postie user ...` against PostgreSQL: the users table, edited in single statements (each

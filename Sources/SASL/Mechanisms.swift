@@ -27,9 +27,9 @@ public struct SASLSecrets: Sendable {
     /// HMAC-MD5 of a challenge under the password (RFC 2195), from a {CRAM-MD5} or {PLAIN} entry.
     public var cramMD5: (@Sendable ([UInt8]) -> [UInt8])?
     /// SCRAM credentials by hash, from {SCRAM-SHA-*} or {PLAIN} entries.
-    public var scram: [SCRAMHash: SCRAMCredentials]
+    public var scram: [SCRAMHashFunction: SCRAMCredentials]
 
-    public init(plaintext: String? = nil, cramMD5: (@Sendable ([UInt8]) -> [UInt8])? = nil, scram: [SCRAMHash: SCRAMCredentials] = [:]) {
+    public init(plaintext: String? = nil, cramMD5: (@Sendable ([UInt8]) -> [UInt8])? = nil, scram: [SCRAMHashFunction: SCRAMCredentials] = [:]) {
         self.plaintext = plaintext
         self.cramMD5 = cramMD5
         self.scram = scram
@@ -39,49 +39,13 @@ public struct SASLSecrets: Sendable {
     /// name under a secret of this process (``SASLSalt``): stable while the server runs,
     /// different for every user, and it tells nothing about the password.
     public static func derived(fromPlaintext password: String, user: String, scramIterations: Int = 4096) -> SASLSecrets {
-        var scram: [SCRAMHash: SCRAMCredentials] = [:]
-        for hash in [SCRAMHash.sha1, .sha256] {
-            let salt = SASLSalt.salt(for: user, purpose: "scram-" + hash.rawValue)
-            scram[hash] = SCRAMCredentials.derive(password: password, salt: salt, iterations: scramIterations, hash: hash)
+        var scram: [SCRAMHashFunction: SCRAMCredentials] = [:]
+        for hash in SCRAMHashFunction.allCases {
+            let salt = SASLSalt.salt(for: user, purpose: "scram-" + hash.hashName)
+            scram[hash] = SCRAMCredentials.derive(password: password, salt: salt, iterations: scramIterations, hashFunction: hash)
         }
         let key = Array(password.utf8)
         return SASLSecrets(plaintext: password, cramMD5: { DigestAlgorithm.md5.hmac(key: key, message: $0) }, scram: scram)
-    }
-}
-
-public enum SCRAMHash: String, Sendable, Hashable {
-    case sha1 = "SHA-1"
-    case sha256 = "SHA-256"
-
-    public var digest: DigestAlgorithm { self == .sha1 ? .sha1 : .sha256 }
-}
-
-/// A user's SCRAM credentials (RFC 5802 section 3): what the server stores.
-public struct SCRAMCredentials: Sendable, Hashable {
-    public var iterations: Int
-    public var salt: [UInt8]
-    public var storedKey: [UInt8]
-    public var serverKey: [UInt8]
-
-    public init(iterations: Int, salt: [UInt8], storedKey: [UInt8], serverKey: [UInt8]) {
-        self.iterations = iterations
-        self.salt = salt
-        self.storedKey = storedKey
-        self.serverKey = serverKey
-    }
-
-    /// SaltedPassword := Hi(SASLprep(password), salt, i); ClientKey := HMAC(SaltedPassword,
-    /// "Client Key"); StoredKey := H(ClientKey); ServerKey := HMAC(SaltedPassword, "Server Key").
-    public static func derive(password: String, salt: [UInt8], iterations: Int, hash: SCRAMHash) -> SCRAMCredentials {
-        let digest = hash.digest
-        // Fewer than one iteration cannot be derived; such credentials match no proof.
-        let salted = digest.pbkdf2(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, length: digest.length) ?? []
-        let clientKey = digest.hmac(key: salted, message: Array("Client Key".utf8))
-        return SCRAMCredentials(
-            iterations: iterations, salt: salt,
-            storedKey: digest.hash(clientKey),
-            serverKey: digest.hmac(key: salted, message: Array("Server Key".utf8))
-        )
     }
 }
 
@@ -212,9 +176,9 @@ public struct SASLExchange: Sendable {
             return constantTimeEquals(Array(compute(challenge).hex.utf8), Array(digest.utf8))
                 ? .success(user: user, finalMessage: nil) : fail(malformed: false)
         case .scramLookup(let first):
-            let hash: SCRAMHash = mechanism == .scramSHA1 ? .sha1 : .sha256
+            let hash: SCRAMHashFunction = mechanism == .scramSHA1 ? .sha1 : .sha256
             let credentials = secrets?.scram[hash]
-            let salt = credentials?.salt ?? SASLSalt.salt(for: first.user, purpose: "scram-" + hash.rawValue)
+            let salt = credentials?.salt ?? SASLSalt.salt(for: first.user, purpose: "scram-" + hash.hashName)
             let iterations = credentials?.iterations ?? 4096
             let nonce = first.clientNonce + (fixedServerNonce ?? Base64.encode(randomBytes(18)))
             let serverFirst = "r=\(nonce),s=\(Base64.encode(salt)),i=\(iterations)"
@@ -289,14 +253,12 @@ public struct SASLExchange: Sendable {
             return fail(malformed: true)
         }
         guard let credentials else { return fail(malformed: false) }
-        let hash: SCRAMHash = mechanism == .scramSHA1 ? .sha1 : .sha256
-        let digest = hash.digest
+        let hash: SCRAMHashFunction = mechanism == .scramSHA1 ? .sha1 : .sha256
         let authMessage = Array((first.bare + "," + serverFirst + "," + withoutProof).utf8)
-        let clientSignature = digest.hmac(key: credentials.storedKey, message: authMessage)
-        guard proof.count == clientSignature.count else { return fail(malformed: false) }
-        let clientKey = zip(proof, clientSignature).map { $0 ^ $1 }
-        guard constantTimeEquals(digest.hash(clientKey), credentials.storedKey) else { return fail(malformed: false) }
-        let serverSignature = digest.hmac(key: credentials.serverKey, message: authMessage)
+        guard credentials.hashFunction == hash, credentials.isValidClientProof(proof, authMessage: authMessage) else {
+            return fail(malformed: false)
+        }
+        let serverSignature = credentials.serverSignature(authMessage: authMessage)
         state = .scramFinalAck(user: first.user)
         return .challenge(Array("v=\(Base64.encode(serverSignature))".utf8))
     }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import DurableFiles
+import MailBackend
 import POP3Server
 import PostgresStore
 

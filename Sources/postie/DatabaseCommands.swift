@@ -1,5 +1,7 @@
 import ArgumentParser
+import DurableFiles
 import Logging
+import MailBackend
 import NIOCore
 import NIOPosix
 import POP3Core
@@ -139,83 +141,41 @@ struct DatabaseCommand: AsyncParsableCommand {
 }
 
 /// Writes a message file's canonical CRLF form to a private temporary file, counting its size
-/// and header size, on a thread pool. The conversion is the Maildir store's (CRLFNormalizer), so
-/// an imported message is stored as exactly the octets the Maildir store served for the file.
+/// and header size, on a thread pool, with the one canonicaliser LMTP and `postie deliver` use:
+/// for a Maildir file that gives exactly the octets the Maildir store serves for it.
 enum MessageSpool {
     static func canonicalize(_ path: String) async throws -> SpooledMessage {
         try await NIOThreadPool.singleton.runIfActive { try canonicalizeBlocking(path) }
     }
 
-    struct Failure: Error, CustomStringConvertible { var description: String }
-
     static func canonicalizeBlocking(_ path: String) throws -> SpooledMessage {
-        let input = open(path, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw Failure(description: "cannot open: \(String(cString: strerror(errno)))") }
+        let input = try POSIX.open(path, O_RDONLY)
         defer { close(input) }
-        var template = Array(((getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp") + "/postie-spool-XXXXXX").utf8CString)
-        let output = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard output >= 0 else { throw Failure(description: "cannot create a spool file: \(String(cString: strerror(errno)))") }
-        let spoolPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        defer { close(output) }
+        let spool = try SpoolFile.createBlocking(in: getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp")
+        let spoolPath = spool.path
         do {
-            var normalizer = CRLFNormalizer()
-            var header = HeaderLength()
-            var size = 0
+            var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
             let allocator = ByteBufferAllocator()
             var raw = allocator.buffer(capacity: 256 * 1024)
             while true {
                 raw.clear()
                 let n = try raw.writeWithUnsafeMutableBytes(minimumWritableBytes: 256 * 1024) { pointer -> Int in
-                    while true {
-                        let n = read(input, pointer.baseAddress, pointer.count)
-                        if n >= 0 { return n }
-                        if errno != EINTR { throw Failure(description: "read: \(String(cString: strerror(errno)))") }
-                    }
+                    try POSIX.read(input, into: pointer, path: path)
                 }
-                var canonical = allocator.buffer(capacity: n + n / 16 + 2)
-                if n == 0 { normalizer.finish(into: &canonical) } else { normalizer.process(raw, into: &canonical) }
-                canonical.withUnsafeReadableBytes { header.add($0) }
-                size += canonical.readableBytes
-                try canonical.withUnsafeReadableBytes { bytes in
-                    var offset = 0
-                    while offset < bytes.count {
-                        let w = write(output, bytes.baseAddress! + offset, bytes.count - offset)
-                        if w < 0 {
-                            if errno == EINTR { continue }
-                            throw Failure(description: "write: \(String(cString: strerror(errno)))")
-                        }
-                        offset += w
-                    }
+                var canonical = allocator.buffer(capacity: 2 * n + 2)
+                if n == 0 {
+                    canonicalizer.finish(into: &canonical)
+                } else {
+                    _ = raw.withUnsafeReadableBytes { canonicalizer.process($0, into: &canonical) }
                 }
+                try spool.writeBlocking(canonical)
                 if n == 0 { break }
             }
-            return SpooledMessage(path: spoolPath, size: size, headerSize: header.length ?? size)
+            try spool.closeBlocking()
+            return SpooledMessage(path: spoolPath, size: canonicalizer.size, headerSize: canonicalizer.effectiveHeaderSize)
         } catch {
-            unlink(spoolPath)
+            spool.removeBlocking()
             throw error
         }
-    }
-}
-
-/// The length of a CRLF message's header including the blank line that ends it (RFC 5322
-/// section 2.1), found across chunk boundaries.
-struct HeaderLength {
-    private(set) var length: Int?
-    private var seen = 0
-    /// The last bytes seen, to find CRLF CRLF across chunks; it starts as if after a line
-    /// end, so a message that begins with CRLF has an empty header of length 2.
-    private var tail: [UInt8] = [0x0D, 0x0A]
-
-    mutating func add(_ bytes: UnsafeRawBufferPointer) {
-        guard length == nil else { return }
-        for (i, b) in bytes.enumerated() {
-            tail.append(b)
-            if tail.count > 4 { tail.removeFirst() }
-            if tail == [0x0D, 0x0A, 0x0D, 0x0A] {
-                length = seen + i + 1
-                return
-            }
-        }
-        seen += bytes.count
     }
 }

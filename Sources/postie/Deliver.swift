@@ -1,12 +1,15 @@
 import ArgumentParser
+import DurableFiles
 import LMTPCore
 import LMTPServer
 import Logging
+import MailBackend
 import MaildirStore
 import NIOCore
 import NIOPosix
+import POP3Core
 import POP3Server
-import PasswdFile
+import Passwords
 import PostgresStore
 
 #if canImport(Glibc)
@@ -163,14 +166,14 @@ struct Deliver: AsyncParsableCommand {
         guard let error = results.first ?? nil else { return nil }
         if error == .noSuchUser(recipient) { return (.noUser, "no such user: \(recipient)") }
         let detail = error.logDetail.map { "\(error.message) (\($0))" } ?? error.message
-        return (error.code == .sysPerm ? .cannotCreate : .tempFail, "delivery to \(recipient) failed: \(detail)")
+        return (error.isTemporary ? .tempFail : .cannotCreate, "delivery to \(recipient) failed: \(detail)")
     }
 
     enum SpoolInputError: Error {
         case empty
         case tooBig
         case read(Int32)
-        case spool(SpoolError)
+        case spool(SystemError)
     }
 
     /// Reads standard input to the end into the spool file in canonical CRLF form, dropping a
@@ -185,7 +188,7 @@ struct Deliver: AsyncParsableCommand {
         var skippingFromLine = false
         func flush() -> SpoolInputError? {
             guard output.readableBytes > 0 else { return nil }
-            do { try spool.writeBlocking(output) } catch { return .spool(error as! SpoolError) }
+            do { try spool.writeBlocking(output) } catch { return .spool(error) }
             output.clear()
             return nil
         }
@@ -204,13 +207,11 @@ struct Deliver: AsyncParsableCommand {
             input.clear()
             var failure: Int32 = 0
             let n = input.writeWithUnsafeMutableBytes(minimumWritableBytes: 256 * 1024) { buffer -> Int in
-                while true {
-                    let n = Glibc.read(0, buffer.baseAddress, buffer.count)
-                    if n >= 0 { return n }
-                    if errno != EINTR {
-                        failure = errno
-                        return 0
-                    }
+                do throws(SystemError) {
+                    return try POSIX.read(0, into: buffer, path: "standard input")
+                } catch {
+                    failure = error.errno
+                    return 0
                 }
             }
             if failure != 0 { return .failure(.read(failure)) }
@@ -229,7 +230,7 @@ struct Deliver: AsyncParsableCommand {
         if canonicalizer.size > maxSize { return .failure(.tooBig) }
         if canonicalizer.size == 0 { return .failure(.empty) }
         if let error = flush() { return .failure(error) }
-        do { try spool.closeBlocking() } catch { return .failure(.spool(error as! SpoolError)) }
+        do { try spool.closeBlocking() } catch { return .failure(.spool(error)) }
         return .success((canonicalizer.size, canonicalizer.effectiveHeaderSize))
     }
 

@@ -1,5 +1,8 @@
+import DurableFiles
+import MailBackend
 import POP3Server
-import PasswdFile
+import Passwords
+import ServerKit
 
 #if canImport(Glibc)
 import Glibc
@@ -76,7 +79,7 @@ enum Demo {
         return Setup(directory: directory, passwdFile: passwdFile, maildirTemplate: directory + "/mail/%u")
     }
 
-    static func printInstructions(setup: Setup, listeners: [POP3ServerConfiguration.Listener]) {
+    static func printInstructions(setup: Setup, listeners: [Listener]) {
         let first = listeners[0]
         let host = first.host.contains(":") ? "[\(first.host)]" : first.host
         let text = ("""

@@ -1,22 +1,25 @@
+import DurableFiles
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import POP3Server
 import Prometheus
+import ServerKit
 import ServiceLifecycle
 
 /// Serves `GET /metrics` in the Prometheus text format (version 0.0.4) on its own listener.
 /// Anything else gets 404; the endpoint never exposes secrets, but bind it to a management
 /// network only.
 final class MetricsEndpoint: Service, Sendable {
-    let listener: POP3ServerConfiguration.Listener
+    let listener: Listener
     let registry: PrometheusCollectorRegistry
     let logger: Logger
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
 
-    init(listener: POP3ServerConfiguration.Listener, registry: PrometheusCollectorRegistry, logger: Logger) {
+    init(listener: Listener, registry: PrometheusCollectorRegistry, logger: Logger) {
         self.listener = listener
         self.registry = registry
         self.logger = logger

@@ -1,4 +1,6 @@
 import ArgumentParser
+import DurableFiles
+import MailBackend
 import MaildirStore
 import Migration
 import NIOPosix

@@ -1,18 +1,21 @@
 import ArgumentParser
 import Configuration
+import DurableFiles
 import LMTPServer
 import Logging
+import MailBackend
 import MaildirStore
+import Metrics
 import NIOCore
 import NIOPosix
 import NIOSSL
-import POP3Server
 import POP3Client
-import PasswdFile
+import POP3Server
+import Passwords
 import PostgresStore
-import SASL
-import Metrics
 import Prometheus
+import SASL
+import ServerKit
 import ServiceLifecycle
 import UnixSignals
 

@@ -1,13 +1,16 @@
 import ArgumentParser
 import Configuration
+import DurableFiles
 import LMTPCore
 import LMTPServer
 import Logging
+import MailBackend
 import MaildirStore
 import NIOSSL
 import POP3Server
 import PostgresStore
 import SASL
+import ServerKit
 
 #if canImport(Glibc)
 import Glibc
@@ -83,7 +86,7 @@ struct ConfigurationError: Error, CustomStringConvertible {
 /// The effective settings for `serve` and `config check`: flags, then the config file, then
 /// defaults. Every problem found is collected, with the flag or file and key it came from.
 struct ServerSettings {
-    var listeners: [POP3ServerConfiguration.Listener] = []
+    var listeners: [Listener] = []
     var passwdFile: String?
     var maildir: String?
     /// Where Dovecot keeps dovecot-uidlist (`mail_location`'s `:CONTROL=`); nil: the Maildir.
@@ -98,13 +101,13 @@ struct ServerSettings {
     var limits = ConnectionLimits()
     var bruteForce = BruteForcePolicy()
     var runAs: String?
-    var metrics: POP3ServerConfiguration.Listener?
+    var metrics: Listener?
     var authMechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1]
     var apop = false
     var loginDelay = 0
     var expire = "NEVER"
     /// LMTP listeners (RFC 2033); none by default.
-    var lmtpListeners: [POP3ServerConfiguration.Listener] = []
+    var lmtpListeners: [Listener] = []
     var lmtpMaxSize = LMTPServerConfiguration.defaultMaxMessageSize
     var lmtpMaxRecipients = LMTPLimits.defaultMaxRecipients
     var lmtpRecipient = RecipientMapping.auto
@@ -214,7 +217,7 @@ struct ServerSettings {
         }
         func listenerList(_ key: String, implicitTLS: Bool) {
             for text in reader.stringArray(forKey: ConfigKey(key)) ?? [] {
-                if let listener = POP3ServerConfiguration.Listener(parsing: text, implicitTLS: implicitTLS) {
+                if let listener = Listener(parsing: text, implicitTLS: implicitTLS) {
                     listeners.append(listener)
                 } else {
                     problem(key, "'\(text)' is not ADDR:PORT or [IPv6]:PORT followed by allow=CIDR,..., deny=CIDR,... or proxy")
@@ -224,7 +227,7 @@ struct ServerSettings {
         listenerList("listen", implicitTLS: false)
         listenerList("listen_tls", implicitTLS: true)
         for text in reader.stringArray(forKey: "listen_lmtp") ?? [] {
-            if let listener = POP3ServerConfiguration.Listener(parsing: text), !listener.proxyProtocol {
+            if let listener = Listener(parsing: text), !listener.proxyProtocol {
                 lmtpListeners.append(listener)
             } else {
                 problem("listen_lmtp", "'\(text)' is not ADDR:PORT or [IPv6]:PORT, optionally followed by allow=CIDR,... and deny=CIDR,...")
@@ -342,7 +345,7 @@ struct ServerSettings {
             }
         }
         if let text = reader.string(forKey: "metrics") {
-            if let listener = POP3ServerConfiguration.Listener(parsing: text) {
+            if let listener = Listener(parsing: text) {
                 metrics = listener
             } else {
                 problem("metrics", "'\(text)' is not ADDR:PORT or [IPv6]:PORT")
@@ -448,7 +451,7 @@ struct ServerSettings {
     /// The effective settings, as YAML that `--config` accepts.
     var effectiveYAML: String {
         func list(_ items: [String]) -> String { "[" + items.map { "\"\($0)\"" }.joined(separator: ", ") + "]" }
-        func spec(_ l: POP3ServerConfiguration.Listener) -> String {
+        func spec(_ l: Listener) -> String {
             var parts = [l.address]
             if let access = l.access {
                 if !access.allow.isEmpty { parts.append("allow=" + access.allow.map(\.description).joined(separator: ",")) }

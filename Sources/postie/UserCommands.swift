@@ -1,5 +1,5 @@
 import ArgumentParser
-import PasswdFile
+import Passwords
 import PostgresNIO
 import PostgresStore
 

@@ -1,11 +1,12 @@
 import Foundation
 import LMTPCore
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOPosix
-import POP3Server
+import ServerKit
 import Testing
 
 @testable import LMTPServer
@@ -14,21 +15,21 @@ import Testing
 /// deliveries fail.
 final class MemoryDelivery: MailDelivery {
     let users: Set<String>
-    let failing: [String: POP3BackendError]
+    let failing: [String: BackendError]
     let stored = NIOLockedValueBox<[String: [String]]>([:])
     let spoolPaths = NIOLockedValueBox<[String]>([])
 
-    init(users: Set<String>, failing: [String: POP3BackendError] = [:]) {
+    init(users: Set<String>, failing: [String: BackendError] = [:]) {
         self.users = users
         self.failing = failing
     }
 
     func recipientExists(_ user: String) async throws -> Bool {
-        if user == "lookup-fails" { throw POP3BackendError.temporary("database down") }
+        if user == "lookup-fails" { throw BackendError.temporary("database down") }
         return users.contains(user)
     }
 
-    func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?] {
+    func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [BackendError?] {
         spoolPaths.withLockedValue { $0.append(message.path) }
         let data = FileManager.default.contents(atPath: message.path) ?? Data()
         precondition(data.count == message.size)
@@ -48,7 +49,7 @@ struct LiveLMTPServer {
 
     static func start(_ delivery: MemoryDelivery, maxSize: Int = 1 << 20, spool: String = NSTemporaryDirectory()) async throws -> LiveLMTPServer {
         let configuration = LMTPServerConfiguration(
-            listeners: [POP3ServerConfiguration.Listener(parsing: "127.0.0.1:0")!],
+            listeners: [Listener(parsing: "127.0.0.1:0")!],
             hostname: "lmtp.test", maxMessageSize: maxSize, maxRecipients: 3, spoolDirectory: spool
         )
         let server = LMTPServer(configuration: configuration, delivery: delivery, threadPool: .singleton, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -128,8 +129,8 @@ struct LMTPServerTests {
 
     @Test func failuresAreReportedPerRecipient() async throws {
         let delivery = MemoryDelivery(users: ["alice", "full", "broken"], failing: [
-            "full": POP3BackendError(code: .sysTemp, message: "Insufficient system storage, try again later"),
-            "broken": POP3BackendError(code: .sysPerm, message: "Cannot create the mailbox"),
+            "full": BackendError(.temporary, message: "Insufficient system storage, try again later"),
+            "broken": BackendError(.permanent, message: "Cannot create the mailbox"),
         ])
         let live = try await LiveLMTPServer.start(delivery)
         defer { live.task.cancel() }
@@ -211,10 +212,10 @@ struct LMTPServerTests {
         #expect(delivery.stored.withLockedValue { $0 }.isEmpty)
     }
 
-    @Test func idleCloserAnswers421AndCloses() throws {
-        let channel = EmbeddedChannel(handler: LMTPIdleCloser())
+    @Test func idleConnectionsAreAnswered421AndClosed() throws {
+        let channel = EmbeddedChannel(handler: IdleTimeoutHandler(timeout: .seconds(600), farewell: LMTPServer.idleFarewell))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.all)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(601))
         let written = try channel.readOutbound(as: ByteBuffer.self)
         #expect(written.map { String(buffer: $0) } == "421 4.4.2 Idle timeout, closing connection\r\n")
         #expect(!channel.isActive)

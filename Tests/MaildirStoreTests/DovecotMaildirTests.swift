@@ -1,5 +1,5 @@
 import Foundation
-import POP3Server
+import MailBackend
 import Testing
 
 @testable import MaildirStore
@@ -136,7 +136,7 @@ struct DovecotMaildirTests {
     @Test func corruptDovecotUIDListIsATemporaryErrorAndLeftAlone() async throws {
         let dir = try dovecotMaildir()
         try dir.write("dovecot-uidlist", "3 V1 N5\n3 :a\n2 :b\n")
-        await #expect(throws: POP3BackendError.self) { try await dir.store.openMaildrop(for: dir.user) }
+        await #expect(throws: BackendError.self) { try await dir.store.openMaildrop(for: dir.user) }
         #expect(try dir.text("dovecot-uidlist") == "3 V1 N5\n3 :a\n2 :b\n")
     }
 

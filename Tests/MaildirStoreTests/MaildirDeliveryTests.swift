@@ -1,6 +1,7 @@
+import DurableFiles
 import Foundation
+import MailBackend
 import NIOCore
-import POP3Server
 import Testing
 
 @testable import MaildirStore
@@ -106,13 +107,13 @@ struct MaildirDeliveryTests {
         let delivery = MaildirDelivery(store: dir.store, users: FixedUsers(names: ["carol"]))
         let message = try spool("x\r\n")
         defer { unlink(message.path) }
-        #expect(await delivery.deliver(message, to: ["carol"])[0]?.code == .sysPerm)
+        #expect(await delivery.deliver(message, to: ["carol"])[0].map { !$0.isTemporary } == true)
     }
 
     @Test func systemErrorsMapToPermanentOrTemporary() {
-        #expect(MaildirDelivery.backendError(SystemError(call: "open", path: "p", errno: EACCES), user: "a").code == .sysPerm)
-        #expect(MaildirDelivery.backendError(SystemError(call: "write", path: "p", errno: ENOSPC), user: "a").code == .sysTemp)
-        #expect(MaildirDelivery.backendError(SystemError(call: "write", path: "p", errno: EIO), user: "a").code == .sysTemp)
+        #expect(MaildirDelivery.backendError(SystemError(call: "open", path: "p", errno: EACCES), user: "a").kind == .permanent)
+        #expect(MaildirDelivery.backendError(SystemError(call: "write", path: "p", errno: ENOSPC), user: "a").kind == .temporary)
+        #expect(MaildirDelivery.backendError(SystemError(call: "write", path: "p", errno: EIO), user: "a").kind == .temporary)
     }
 
     /// A copy renamed into new/ whose directory fsync then fails is taken back, so the
@@ -140,7 +141,7 @@ struct MaildirDeliveryTests {
         let message = try spool("x\r\n")
         defer { unlink(message.path) }
         let result = await delivery.deliver(message, to: ["dave"])[0]
-        #expect(result?.code == .sysPerm)
+        #expect(result.map { !$0.isTemporary } == true)
         #expect(result?.logDetail?.contains("dave") == true)
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
+import MailBackend
 import NIOCore
-import POP3Server
 import Testing
 
 @testable import MaildirStore
@@ -162,7 +162,7 @@ struct MaildirStoreTests {
         let dir = try TempMaildir()
         try dir.deliver("x\n")
         let first = try await dir.store.openMaildrop(for: dir.user)
-        await #expect(throws: POP3BackendError.inUse) { try await dir.store.openMaildrop(for: dir.user) }
+        await #expect(throws: BackendError.inUse) { try await dir.store.openMaildrop(for: dir.user) }
         await first.abandon()
         let second = try await dir.store.openMaildrop(for: dir.user)
         try await second.commit(deleting: [])
@@ -230,7 +230,7 @@ struct MaildirStoreTests {
         let uid = first.messages[0].uid
         await first.abandon()
         try Data("garbage\n".utf8).write(to: URL(fileURLWithPath: dir.path + "/postie-uidlist"))
-        await #expect(throws: POP3BackendError.self) { try await dir.store.openMaildrop(for: dir.user) }
+        await #expect(throws: BackendError.self) { try await dir.store.openMaildrop(for: dir.user) }
         #expect(FileManager.default.fileExists(atPath: dir.path + "/postie-uidlist.corrupt"))
         try await Task.sleep(for: .seconds(1.1))  // UIDVALIDITY is the time in seconds
         let second = try await dir.store.openMaildrop(for: dir.user)

@@ -1,4 +1,5 @@
 import Foundation
+import MailBackend
 import Testing
 
 @testable import MaildirStore

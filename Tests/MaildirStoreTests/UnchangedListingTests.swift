@@ -1,5 +1,5 @@
 import Foundation
-import POP3Server
+import MailBackend
 import Testing
 
 @testable import MaildirStore

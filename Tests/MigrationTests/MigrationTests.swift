@@ -1,6 +1,6 @@
 import Foundation
+import MailBackend
 import MaildirStore
-import POP3Server
 import Testing
 
 @testable import Migration
@@ -182,7 +182,7 @@ struct ImporterTests {
     @Test func theSessionLockKeepsPOP3OutDuringAnImport() async throws {
         let dir = ImportDir()
         let importer = try MaildirImporter(path: dir.path)
-        await #expect(throws: POP3BackendError.self) { try await dir.store.openMaildrop(for: AuthenticatedUser(name: "alice")) }
+        await #expect(throws: BackendError.self) { try await dir.store.openMaildrop(for: AuthenticatedUser(name: "alice")) }
         importer.close()
         _ = try await dir.served()
     }

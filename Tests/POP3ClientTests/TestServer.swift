@@ -1,10 +1,12 @@
 import Foundation
 import Logging
+import MailBackend
 import NIOCore
 import NIOSSL
 import POP3Core
 import POP3Server
 import SASL
+import ServerKit
 import ServiceLifecycle
 import Testing
 
@@ -56,7 +58,7 @@ func withServer(
     let (stream, continuation) = AsyncStream<[SocketAddress]>.makeStream()
     var logger = Logger(label: "test")
     logger.logLevel = .critical
-    var listeners = [POP3ServerConfiguration.Listener(host: "127.0.0.1", port: 0)]
+    var listeners = [Listener(host: "127.0.0.1", port: 0)]
     if implicitTLS { listeners.append(.init(host: "127.0.0.1", port: 0, implicitTLS: true)) }
     var configuration = POP3ServerConfiguration(listeners: listeners, tls: tls, bruteForce: .disabled)
     configure(&configuration)

@@ -1,3 +1,4 @@
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
@@ -25,9 +26,9 @@ final class LosingStore: MailStore, Sendable {
             self.store = store
         }
         var messages: [MessageInfo] { inner.messages }
-        var lockLost: POP3BackendError? { store.lost.withLockedValue { $0 } ? .temporary("test: lock lost") : nil }
+        var lockLost: BackendError? { store.lost.withLockedValue { $0 } ? .temporary("test: lock lost") : nil }
         func body(of index: Int, lines: Int?) async throws -> MessageBody {
-            if lockLost != nil { throw POP3BackendError.temporary("test: connection gone") }
+            if lockLost != nil { throw BackendError.temporary("test: connection gone") }
             return try await inner.body(of: index, lines: lines)
         }
         func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {

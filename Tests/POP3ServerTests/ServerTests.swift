@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MailBackend
 import NIOCore
 import NIOPosix
 import POP3Core

@@ -1,3 +1,4 @@
+import MailBackend
 import POP3Core
 import Testing
 

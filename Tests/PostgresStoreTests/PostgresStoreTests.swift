@@ -1,8 +1,9 @@
+import DurableFiles
 import Foundation
 import Logging
+import MailBackend
 import NIOCore
-import POP3Server
-import PasswdFile
+import Passwords
 import PostgresNIO
 import Testing
 
@@ -104,7 +105,7 @@ struct TestSetupError: Error, CustomStringConvertible {
             let message = try db.spool("Subject: hi\r\n\r\nline 1\r\n.line 2\r\n")
             let results = await db.store.deliver(message, to: ["alice", "nobody", "bob", "alice"])
             #expect(results[0] == nil && results[2] == nil && results[3] == nil)
-            #expect(results[1]?.code == .sysPerm)
+            #expect(results[1]?.kind == .noSuchUser)
             #expect(try await db.int("SELECT count(*) FROM bodies") == 1)
             #expect(try await db.int("SELECT refcount FROM bodies") == 2)
             #expect(try await db.int("SELECT count(*) FROM messages") == 2)
@@ -130,7 +131,7 @@ struct TestSetupError: Error, CustomStringConvertible {
         try await TestDatabase.with { db in
             try await db.addUser("alice")
             let first = try await db.store.openMaildrop(for: alice)
-            await #expect(throws: POP3BackendError.inUse) { _ = try await db.store.openMaildrop(for: alice) }
+            await #expect(throws: BackendError.inUse) { _ = try await db.store.openMaildrop(for: alice) }
             await first.abandon()
             // The lock is released before abandon returns.
             let second = try await db.store.openMaildrop(for: alice)
@@ -143,7 +144,7 @@ struct TestSetupError: Error, CustomStringConvertible {
             try await db.addUser("alice")
             var text = "Subject: big\r\n\r\n"
             var i = 0
-            while text.utf8.count < 3 * SpoolFile.chunkSize + 1234 {
+            while text.utf8.count < 3 * SpoolFile.Reader.chunkSize + 1234 {
                 text += "line \(i) " + String(repeating: "x", count: i % 97) + "\r\n"
                 i += 1
             }
@@ -162,9 +163,9 @@ struct TestSetupError: Error, CustomStringConvertible {
             try await db.addUser("alice")
             try await db.addUser("bob")
             let message = try db.spool("Subject: same\r\n\r\nsame body\r\n")
-            let results = await withTaskGroup(of: [POP3BackendError?].self) { group in
+            let results = await withTaskGroup(of: [BackendError?].self) { group in
                 for _ in 0..<8 { group.addTask { await db.store.deliver(message, to: ["bob", "alice"]) } }
-                var all: [[POP3BackendError?]] = []
+                var all: [[BackendError?]] = []
                 for await r in group { all.append(r) }
                 return all
             }
@@ -190,8 +191,8 @@ struct TestSetupError: Error, CustomStringConvertible {
                 WHERE locktype = 'advisory' AND objid::bigint = \(drop.mailboxID) AND pid <> pg_backend_pid()
                 """, logger: TestDatabase.logger)
             for _ in 0..<500 where drop.lockLost == nil { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(drop.lockLost?.code == .sysTemp)
-            await #expect(throws: POP3BackendError.self) { try await drop.commit(deleting: [0]) }
+            #expect(drop.lockLost?.kind == .temporary)
+            await #expect(throws: BackendError.self) { try await drop.commit(deleting: [0]) }
             #expect(try await db.int("SELECT count(*) FROM messages") == 1)
         }
     }
@@ -203,9 +204,9 @@ struct TestSetupError: Error, CustomStringConvertible {
             let user = try await db.store.authenticate(Credentials(user: "carol", password: "s3cret"))
             #expect(user.home == "/home/carol")
             #expect(user.loginDelay == 60)
-            #expect(user.expire == "7")
-            await #expect(throws: POP3BackendError.authFailed) { _ = try await db.store.authenticate(Credentials(user: "carol", password: "nope")) }
-            await #expect(throws: POP3BackendError.authFailed) { _ = try await db.store.authenticate(Credentials(user: "nobody", password: "s3cret")) }
+            #expect(user.expire == .days(7))
+            await #expect(throws: BackendError.authFailed) { _ = try await db.store.authenticate(Credentials(user: "carol", password: "nope")) }
+            await #expect(throws: BackendError.authFailed) { _ = try await db.store.authenticate(Credentials(user: "nobody", password: "s3cret")) }
             try await db.addUser("dave", password: "plain-pw")
             let secrets = try await db.store.saslSecrets(for: "dave")
             #expect(secrets?.0.name == "dave")
@@ -223,7 +224,7 @@ struct TestSetupError: Error, CustomStringConvertible {
             let first = drop.messages[0].uid
             try await drop.commit(deleting: [0])
             try await PostgresUserAdmin.delete(db.admin, name: "alice", logger: TestDatabase.logger)
-            #expect(await db.store.deliver(message, to: ["alice"])[0]?.code == .sysPerm)
+            #expect(await db.store.deliver(message, to: ["alice"])[0].map { !$0.isTemporary } == true)
             try await db.addUser("alice")
             _ = await db.store.deliver(message, to: ["alice"])
             drop = try await db.store.openMaildrop(for: alice)

@@ -1,6 +1,6 @@
 import Logging
+import MailBackend
 import NIOCore
-import POP3Server
 import PostgresNIO
 import Testing
 
@@ -40,7 +40,7 @@ import Testing
             let third = try await db.store.openMaildrop(for: alice)
             #expect(try await backendPID(third) != pid)
             #expect(try await db.int(locksHere) == 2)
-            await #expect(throws: POP3BackendError.inUse) { try await db.store.openMaildrop(for: alice) }
+            await #expect(throws: BackendError.inUse) { try await db.store.openMaildrop(for: alice) }
             await third.abandon()
             try await second.commit(deleting: [], retrieved: [])
             #expect(try await db.int(locksHere) == 0)

@@ -12,7 +12,7 @@ struct MechanismsTests {
         exchange.fixedServerNonce = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
         #expect(exchange.start(initialResponse: bytes("n,,n=user,r=rOprNGfwEbeRWgbNEkqO")) == .needSecrets(user: "user"))
         let salt = try #require(Base64.decode("W22ZaJ0SNY7soEsUEjb6gQ=="))
-        let credentials = SCRAMCredentials.derive(password: "pencil", salt: salt, iterations: 4096, hash: .sha256)
+        let credentials = SCRAMCredentials.derive(password: "pencil", salt: salt, iterations: 4096, hashFunction: .sha256)
         #expect(exchange.provide(SASLSecrets(scram: [.sha256: credentials])) == .challenge(bytes(
             "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")))
         #expect(exchange.respond(bytes(
@@ -28,7 +28,7 @@ struct MechanismsTests {
         #expect(exchange.start(initialResponse: nil) == .challenge([]))
         #expect(exchange.respond(bytes("n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")) == .needSecrets(user: "user"))
         let salt = try #require(Base64.decode("QSXCR+Q6sek8bf92"))
-        let credentials = SCRAMCredentials.derive(password: "pencil", salt: salt, iterations: 4096, hash: .sha1)
+        let credentials = SCRAMCredentials.derive(password: "pencil", salt: salt, iterations: 4096, hashFunction: .sha1)
         #expect(exchange.provide(SASLSecrets(scram: [.sha1: credentials])) == .challenge(bytes(
             "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096")))
         #expect(exchange.respond(bytes("c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="))
@@ -40,7 +40,7 @@ struct MechanismsTests {
         var exchange = SASLExchange(mechanism: .scramSHA256)
         exchange.fixedServerNonce = "S"
         _ = exchange.start(initialResponse: bytes("n,,n=user,r=C"))
-        let credentials = SCRAMCredentials.derive(password: "other", salt: [1, 2, 3], iterations: 4096, hash: .sha256)
+        let credentials = SCRAMCredentials.derive(password: "other", salt: [1, 2, 3], iterations: 4096, hashFunction: .sha256)
         _ = exchange.provide(SASLSecrets(scram: [.sha256: credentials]))
         #expect(exchange.respond(bytes("c=biws,r=CS,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")) == .failure(malformed: false))
     }
@@ -64,7 +64,7 @@ struct MechanismsTests {
             var exchange = SASLExchange(mechanism: .scramSHA256)
             exchange.fixedServerNonce = "S"
             _ = exchange.start(initialResponse: bytes("n,,n=user,r=C"))
-            _ = exchange.provide(SASLSecrets(scram: [.sha256: .derive(password: "p", salt: [1], iterations: 1, hash: .sha256)]))
+            _ = exchange.provide(SASLSecrets(scram: [.sha256: .derive(password: "p", salt: [1], iterations: 1, hashFunction: .sha256)]))
             #expect(exchange.respond(bytes(final)) == .failure(malformed: true), "\(final)")
         }
     }

@@ -1,5 +1,3 @@
-import SASL
-
 /// The hash function of a SCRAM mechanism: SCRAM-SHA-1 (RFC 5802) or SCRAM-SHA-256 (RFC 7677).
 public enum SCRAMHashFunction: String, Hashable, Sendable, CaseIterable {
     case sha1 = "SCRAM-SHA-1"
@@ -15,6 +13,9 @@ public enum SCRAMHashFunction: String, Hashable, Sendable, CaseIterable {
 
     /// The SASL mechanism name, which is also Dovecot's scheme name.
     public var mechanismName: String { rawValue }
+
+    /// The hash function's own name (`SHA-1`, `SHA-256`), as the mechanism name ends.
+    public var hashName: String { String(rawValue.dropFirst("SCRAM-".count)) }
 }
 
 /// SCRAM credentials as Dovecot stores them (`{SCRAM-SHA-1}`, `{SCRAM-SHA-256}`):
@@ -28,7 +29,8 @@ public enum SCRAMHashFunction: String, Hashable, Sendable, CaseIterable {
 ///     StoredKey      := H(ClientKey)
 ///     ServerKey      := HMAC(SaltedPassword, "Server Key")
 ///
-/// The password is used as its UTF-8 bytes without SASLprep, as Dovecot does.
+/// A stored password is used as its UTF-8 bytes without SASLprep, as Dovecot does; one
+/// derived at login from a clear-text password goes through SASLprep (``derive(password:salt:iterations:hashFunction:)``).
 public struct SCRAMCredentials: Hashable, Sendable, CustomStringConvertible {
     public var hashFunction: SCRAMHashFunction
     /// The iteration count `i`; Dovecot refuses fewer than ``minimumIterations``.
@@ -50,16 +52,31 @@ public struct SCRAMCredentials: Hashable, Sendable, CustomStringConvertible {
         self.serverKey = serverKey
     }
 
-    /// Derives the credentials from a plaintext password; nil if `iterations` is below
+    /// Derives the credentials from a plaintext password's bytes; nil if `iterations` is below
     /// ``minimumIterations`` or above `Int32.max`.
     public init?(password: [UInt8], salt: [UInt8], iterations: Int, hashFunction: SCRAMHashFunction) {
-        guard iterations >= Self.minimumIterations else { return nil }
+        guard iterations >= Self.minimumIterations,
+            let derived = Self.deriveKeys(password: password, salt: salt, iterations: iterations, hashFunction: hashFunction)
+        else { return nil }
+        self = derived
+    }
+
+    /// The credentials a client derives from `password` after SASLprep (RFC 5802 section 2.2),
+    /// for secrets made from a clear-text password at login. Any positive iteration count;
+    /// with none that can be derived, the keys are empty and match no proof.
+    public static func derive(password: String, salt: [UInt8], iterations: Int, hashFunction: SCRAMHashFunction) -> SCRAMCredentials {
+        deriveKeys(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, hashFunction: hashFunction)
+            ?? SCRAMCredentials(hashFunction: hashFunction, iterations: iterations, salt: salt, storedKey: [], serverKey: [])
+    }
+
+    /// The key derivation itself; nil when PBKDF2 cannot run `iterations` rounds.
+    private static func deriveKeys(password: [UInt8], salt: [UInt8], iterations: Int, hashFunction: SCRAMHashFunction) -> SCRAMCredentials? {
         let h = hashFunction.digest
         guard let saltedPassword = h.pbkdf2(password: password, salt: salt, iterations: iterations, length: h.length) else {
             return nil
         }
         let clientKey = h.hmac(key: saltedPassword, message: Array("Client Key".utf8))
-        self.init(
+        return SCRAMCredentials(
             hashFunction: hashFunction, iterations: iterations, salt: salt,
             storedKey: h.hash(clientKey),
             serverKey: h.hmac(key: saltedPassword, message: Array("Server Key".utf8))
@@ -79,9 +96,9 @@ public struct SCRAMCredentials: Hashable, Sendable, CustomStringConvertible {
         guard fields.count == 4,
             !fields[0].isEmpty, fields[0].utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
             let iterations = Int(fields[0]), iterations >= Self.minimumIterations, iterations <= Int(Int32.max),
-            let salt = Base64.decode(fields[1], paddingOptional: true),
-            let storedKey = Base64.decode(fields[2]), storedKey.count == hashFunction.digest.length,
-            let serverKey = Base64.decode(fields[3]), serverKey.count == hashFunction.digest.length
+            let salt = Base64.decode(fields[1], skippingWhitespace: true, paddingOptional: true),
+            let storedKey = Base64.decode(fields[2], skippingWhitespace: true), storedKey.count == hashFunction.digest.length,
+            let serverKey = Base64.decode(fields[3], skippingWhitespace: true), serverKey.count == hashFunction.digest.length
         else { return nil }
         self.init(hashFunction: hashFunction, iterations: iterations, salt: salt, storedKey: storedKey, serverKey: serverKey)
     }

@@ -1,8 +1,8 @@
 import Logging
+import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import POP3Server
 import SASL
 
 #if canImport(Glibc)
@@ -62,7 +62,7 @@ public enum PasswdFileError: Error, Hashable, Sendable, CustomStringConvertible 
 
 /// The users in a Dovecot-style passwd-file, re-read whenever the file changes.
 ///
-/// An unknown user and a wrong password both throw ``POP3BackendError/authFailed``; for an
+/// An unknown user and a wrong password both throw ``BackendError/authFailed``; for an
 /// unknown user a real hash from the file is computed anyway, so both take about as long.
 public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
     public let path: String
@@ -102,7 +102,7 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
     }
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
-        let result: Result<AuthenticatedUser, POP3BackendError> = try await threadPool.runIfActive {
+        let result: Result<AuthenticatedUser, BackendError> = try await threadPool.runIfActive {
             self.authenticateBlocking(credentials)
         }
         return try result.get()
@@ -111,7 +111,7 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
     /// Secrets for CRAM-MD5, SCRAM and APOP: derived from `{PLAIN}`/`{CLEAR}` entries; a
     /// one-way hash yields none, and those mechanisms then fail as for a wrong password.
     public func saslSecrets(for user: String) async throws -> (AuthenticatedUser, SASLSecrets)? {
-        let result: Result<(AuthenticatedUser, SASLSecrets)?, POP3BackendError> = try await threadPool.runIfActive {
+        let result: Result<(AuthenticatedUser, SASLSecrets)?, BackendError> = try await threadPool.runIfActive {
             let snapshot: Snapshot
             do {
                 snapshot = try self.currentSnapshot()
@@ -140,7 +140,7 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
         try await threadPool.runIfActive { _ = try self.currentSnapshot() }
     }
 
-    private func authenticateBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, POP3BackendError> {
+    private func authenticateBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError> {
         let snapshot: Snapshot
         do {
             snapshot = try currentSnapshot()
@@ -233,11 +233,8 @@ extension StoredPassword {
         if let cram = cramMD5Secret {
             secrets.cramMD5 = { cram.digest(challenge: $0) }
         }
-        for (function, hash) in [(SCRAMHashFunction.sha1, SCRAMHash.sha1), (.sha256, .sha256)] {
-            if let stored = scramCredentials(function) {
-                secrets.scram[hash] = SASL.SCRAMCredentials(
-                    iterations: stored.iterations, salt: stored.salt, storedKey: stored.storedKey, serverKey: stored.serverKey)
-            }
+        for function in SCRAMHashFunction.allCases {
+            secrets.scram[function] = scramCredentials(function)
         }
         return secrets
     }
@@ -247,7 +244,7 @@ extension PasswdFileDatabase: UserLookup {
     /// The user named exactly so, for delivery (LMTP RCPT TO, `postie deliver`); no password
     /// is involved, so nothing here needs to look the same for unknown users.
     public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
-        let result: Result<AuthenticatedUser?, POP3BackendError> = try await threadPool.runIfActive {
+        let result: Result<AuthenticatedUser?, BackendError> = try await threadPool.runIfActive {
             do {
                 let snapshot = try self.currentSnapshot()
                 return .success(snapshot.users[name].map { AuthenticatedUser(name: $0.user, home: $0.home, extraFields: $0.extraFields) })

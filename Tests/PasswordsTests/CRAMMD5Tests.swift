@@ -1,7 +1,7 @@
 import SASL
 import Testing
 
-@testable import PasswdFile
+@testable import Passwords
 
 @Suite("CRAM-MD5 secrets")
 struct CRAMMD5Tests {

@@ -1,7 +1,7 @@
 import NIOCore
 import Testing
 
-@testable import LMTPCore
+@testable import POP3Core
 
 /// Runs the canonicalizer over `input` cut into pieces at `cuts`; returns the output, the
 /// octets consumed and the finished canonicalizer.

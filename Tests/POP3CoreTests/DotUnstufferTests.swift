@@ -1,5 +1,5 @@
 import NIOCore
-import POP3Client
+import POP3Core
 import Testing
 
 @Suite("Dot-unstuffing of multi-line bodies")

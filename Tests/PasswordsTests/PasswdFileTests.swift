@@ -1,10 +1,10 @@
 import Foundation
 import Logging
-import POP3Server
+import MailBackend
 import Synchronization
 import Testing
 
-@testable import PasswdFile
+@testable import Passwords
 
 /// Hashes of "correct horse" made by Dovecot's `doveadm pw -s SCHEME` and by
 /// `openssl passwd -6/-5` (Debian 12), kept as fixtures so the test needs neither tool.
@@ -75,8 +75,8 @@ struct PasswdFileTests {
         let alice = try await database.authenticate(Credentials(user: "alice", password: "correct horse"))
         #expect(alice.name == "alice")
         #expect(alice.home == "/home/alice")
-        await #expect(throws: POP3BackendError.authFailed) { try await database.authenticate(Credentials(user: "alice", password: "wrong")) }
-        await #expect(throws: POP3BackendError.authFailed) { try await database.authenticate(Credentials(user: "nobody", password: "correct horse")) }
+        await #expect(throws: BackendError.authFailed) { try await database.authenticate(Credentials(user: "alice", password: "wrong")) }
+        await #expect(throws: BackendError.authFailed) { try await database.authenticate(Credentials(user: "nobody", password: "correct horse")) }
 
         // Adding a user takes effect without a restart (the file is replaced, as editors do).
         let replacement = dir.appendingPathComponent("passwd.new")
@@ -89,7 +89,7 @@ struct PasswdFileTests {
         await #expect {
             try await database.authenticate(Credentials(user: "carol", password: "pw"))
         } throws: { error in
-            (error as? POP3BackendError)?.code == .sysTemp
+            (error as? BackendError)?.kind == .temporary
         }
     }
 
@@ -117,7 +117,7 @@ struct PasswdFileTests {
         for (i, field) in doveadmHashes.enumerated() {
             let user = try await database.authenticate(Credentials(user: "user\(i)", password: "correct horse"))
             #expect(user.home == "/home/u\(i)", "\(field)")
-            await #expect(throws: POP3BackendError.authFailed, "\(field)") {
+            await #expect(throws: BackendError.authFailed, "\(field)") {
                 try await database.authenticate(Credentials(user: "user\(i)", password: "Correct horse"))
             }
         }

@@ -1,5 +1,4 @@
 import NIOCore
-import POP3Core
 import SASL
 
 /// One message as a session sees it: its unique-id and the exact size of its CRLF form.
@@ -48,46 +47,9 @@ public struct AuthenticatedUser: Sendable, Hashable {
     /// The user's own minimum seconds between logins (extra field `login_delay`, RFC 2449 6.5).
     public var loginDelay: Int? { extraFields["login_delay"].flatMap { Int($0) }.map { min(max($0, 0), 315_360_000) } }
 
-    /// The user's own retention policy (extra field `expire`: days or `NEVER`, RFC 2449 6.7).
-    public var expire: String? { extraFields["expire"] }
-}
-
-/// An error crossing the storage or user seam, carrying the POP3 response code the session
-/// renders (RFC 2449 section 8, RFC 3206). Backends never write protocol text themselves.
-public struct POP3BackendError: Error, Hashable, Sendable, CustomStringConvertible {
-    public var code: POP3ResponseCode?
-    /// Text safe to show the client.
-    public var message: String
-    /// Detail for the server's log only (paths, errno); never sent to the client.
-    public var logDetail: String?
-
-    public init(code: POP3ResponseCode?, message: String, logDetail: String? = nil) {
-        self.code = code
-        self.message = message
-        self.logDetail = logDetail
-    }
-
-    /// Wrong user name or password; identical for both (RFC 3206 section 5).
-    public static let authFailed = POP3BackendError(code: .auth, message: "Authentication failed.")
-
-    /// The maildrop is locked by another session (RFC 2449 section 8.1.2).
-    public static let inUse = POP3BackendError(code: .inUse, message: "Mailbox is locked by another POP3 session.")
-
-    /// A temporary failure: the client may retry later (RFC 3206 section 4).
-    public static func temporary(_ logDetail: String) -> POP3BackendError {
-        POP3BackendError(code: .sysTemp, message: "Temporary server failure, try again later.", logDetail: logDetail)
-    }
-
-    /// A permanent failure that needs an administrator (RFC 3206 section 4).
-    public static func permanent(_ logDetail: String) -> POP3BackendError {
-        POP3BackendError(code: .sysPerm, message: "Permanent server failure.", logDetail: logDetail)
-    }
-
-    public var description: String {
-        var text = "[\(code.map { "\($0)" } ?? "-")] \(message)"
-        if let logDetail { text += " (\(logDetail))" }
-        return text
-    }
+    /// The user's own retention policy (extra field `expire`: days or `NEVER`, RFC 2449 6.7);
+    /// nil when the user has none or it cannot be read.
+    public var expire: RetentionPolicy? { extraFields["expire"].flatMap(RetentionPolicy.init) }
 }
 
 /// The body of a message as canonical CRLF bytes, not dot-stuffed, in chunks.
@@ -95,7 +57,7 @@ public typealias MessageBody = any AsyncSequence<ByteBuffer, any Error> & Sendab
 
 /// Checks user names and passwords.
 public protocol UserDatabase: Sendable {
-    /// Returns the user if the password is right; throws ``POP3BackendError/authFailed`` for an
+    /// Returns the user if the password is right; throws ``BackendError/authFailed`` for an
     /// unknown user and a wrong password alike, in about the same time.
     func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser
 }
@@ -118,7 +80,7 @@ public protocol SASLUserDatabase: UserDatabase {
 
 /// Where users' maildrops live.
 public protocol MailStore: Sendable {
-    /// Takes the user's exclusive maildrop lock (throws ``POP3BackendError/inUse`` if another
+    /// Takes the user's exclusive maildrop lock (throws ``BackendError/inUse`` if another
     /// session holds it) and returns a snapshot of the maildrop.
     func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop
 }
@@ -168,9 +130,9 @@ public protocol MailDelivery: Sendable {
     /// Whether `user` exists (RCPT TO: 250 or 550 5.1.1).
     func recipientExists(_ user: String) async throws -> Bool
     /// Stores the message for each recipient; returns only when each copy is durable. One
-    /// result per recipient, in order (nil error = delivered). A `.sysTemp` (or code-less)
-    /// error means "try again later" (LMTP 451, exit 75), `.sysPerm` a permanent failure.
-    func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [POP3BackendError?]
+    /// result per recipient, in order (nil error = delivered). A ``BackendError/Kind/temporary``
+    /// error means "try again later" (LMTP 451, exit 75); any other kind is permanent.
+    func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [BackendError?]
 }
 
 /// A user database that can look users up by name without a password, for delivery.
@@ -179,17 +141,10 @@ public protocol UserLookup: Sendable {
     func lookUpUser(_ name: String) async throws -> AuthenticatedUser?
 }
 
-extension POP3BackendError {
-    /// Delivery to a user the database does not have (LMTP 550 5.1.1, exit 67).
-    public static func noSuchUser(_ name: String) -> POP3BackendError {
-        POP3BackendError(code: .sysPerm, message: "No such user", logDetail: "no such user: \(name)")
-    }
-}
-
 /// A maildrop whose exclusive lock can be lost during the session, such as one held by a
 /// database connection that died. Once it is lost the session must end with `-ERR [SYS/TEMP]`
 /// and delete nothing, since another session may already hold the lock (RFC 2449 section 8.1.2).
 public protocol LosableMaildrop: Maildrop {
     /// nil while the lock is held; the error to end the session with once it is gone.
-    var lockLost: POP3BackendError? { get }
+    var lockLost: BackendError? { get }
 }

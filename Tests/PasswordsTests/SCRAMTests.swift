@@ -1,6 +1,7 @@
 import Testing
 
-@testable import PasswdFile
+@testable import Passwords
+import SASL
 
 @Suite("SCRAM credentials")
 struct SCRAMTests {

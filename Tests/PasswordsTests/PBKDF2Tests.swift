@@ -1,7 +1,7 @@
 import SASL
 import Testing
 
-@testable import PasswdFile
+@testable import Passwords
 
 @Suite("Dovecot PBKDF2")
 struct PBKDF2Tests {

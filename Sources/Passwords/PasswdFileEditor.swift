@@ -1,3 +1,4 @@
+import DurableFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -83,11 +84,17 @@ public struct PasswdFileEditor {
     /// Runs `body` on the file's lines under the lock; writes the lines it returns, if any.
     private func withLock<T>(_ body: ([String]) throws -> (T, [String]?)) throws -> T {
         let lockPath = path + ".lock"
-        let lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockFD >= 0 else { throw EditError.io("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
+        let lockFD: Int32
+        do {
+            lockFD = try POSIX.open(lockPath, O_RDWR | O_CREAT, mode: 0o600)
+        } catch {
+            throw EditError.io("cannot open \(lockPath): \(error)")
+        }
         defer { close(lockFD) }
-        while flock(lockFD, LOCK_EX) != 0 {
-            if errno != EINTR { throw EditError.io("cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
+        do {
+            try POSIX.lock(lockFD, path: lockPath)
+        } catch {
+            throw EditError.io("cannot lock \(lockPath): \(error)")
         }
         var text = ""
         var mode: mode_t = 0o640
@@ -120,44 +127,10 @@ public struct PasswdFileEditor {
     /// Keeps the file's mode and owner (a `root:vmail 0640` file must stay readable by the
     /// server after an edit as root).
     private func write(_ text: String, mode: mode_t, owner: (uid_t, gid_t)?) throws {
-        let temporary = path + ".tmp.\(getpid())"
-        unlink(temporary)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw EditError.io("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        let bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                close(fd)
-                unlink(temporary)
-                throw EditError.io("cannot write \(temporary): \(String(cString: strerror(errno)))")
-            }
-            offset += n
-        }
-        if let owner, fchown(fd, owner.0, owner.1) != 0 {
-            close(fd)
-            unlink(temporary)
-            throw EditError.io("cannot keep the owner of \(path): \(String(cString: strerror(errno)))")
-        }
-        fchmod(fd, mode)
-        guard fsync(fd) == 0 else {
-            close(fd)
-            unlink(temporary)
-            throw EditError.io("cannot fsync \(temporary): \(String(cString: strerror(errno)))")
-        }
-        close(fd)
-        guard rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw EditError.io("cannot replace \(path): \(String(cString: strerror(errno)))")
-        }
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirFD >= 0 {
-            fsync(dirFD)
-            close(dirFD)
+        do {
+            try POSIX.writeAtomically(path, Array(text.utf8), mode: mode, owner: owner)
+        } catch {
+            throw EditError.io("cannot replace \(path): \(error)")
         }
     }
 }

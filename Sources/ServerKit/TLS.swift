@@ -150,20 +150,20 @@ public struct TLSSetupError: Error, CustomStringConvertible {
 
 /// Sits behind a TLS handler and reports whether the handshake completed or failed, for
 /// metrics and logs.
-final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
+public final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
 
     private let onCompleted: @Sendable (String?) -> Void
     private let onFailed: @Sendable (any Error) -> Void
     private var finished = false
 
-    init(onCompleted: @escaping @Sendable (String?) -> Void, onFailed: @escaping @Sendable (any Error) -> Void) {
+    public init(onCompleted: @escaping @Sendable (String?) -> Void, onFailed: @escaping @Sendable (any Error) -> Void) {
         self.onCompleted = onCompleted
         self.onFailed = onFailed
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted(let protocolName) = event, !finished {
             finished = true
             onCompleted(protocolName)
@@ -171,7 +171,7 @@ final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler
         context.fireUserInboundEventTriggered(event)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if !finished {
             finished = true
             onFailed(error)
@@ -179,7 +179,7 @@ final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler
         context.fireErrorCaught(error)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         if !finished {
             finished = true
             onFailed(TLSSetupError("connection closed during the TLS handshake"))

@@ -2,7 +2,7 @@ import Foundation
 import SASL
 import Testing
 
-@testable import PasswdFile
+@testable import Passwords
 
 /// Every scheme of the brief and Dovecot's aliases, as `doveadm pw -l` names them.
 let allSchemes = [

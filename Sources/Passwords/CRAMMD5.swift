@@ -1,5 +1,5 @@
-import SASL
 import COpenSSLCrypto
+import SASL
 
 /// A CRAM-MD5 secret as Dovecot stores it (`{CRAM-MD5}` and its alias `{HMAC-MD5}`): the
 /// HMAC-MD5 key schedule rather than the password.

@@ -1,7 +1,7 @@
 import NIOCore
 import Testing
 
-@testable import POP3Server
+@testable import ServerKit
 
 @Suite("CIDR and access lists")
 struct NetworkPolicyTests {

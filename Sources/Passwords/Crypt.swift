@@ -1,5 +1,5 @@
-import SASL
 import CCrypt
+import SASL
 
 #if canImport(Glibc)
 import Glibc

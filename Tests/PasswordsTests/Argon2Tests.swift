@@ -1,6 +1,6 @@
 import Testing
 
-@testable import PasswdFile
+@testable import Passwords
 
 @Suite("Argon2 through libargon2 (dlopen)")
 struct Argon2Tests {

@@ -187,9 +187,9 @@ struct SchemeSpec: Sendable {
         case .hex, .base64:
             if let length = scheme.rawLength, !encodingIsExplicit {
                 if text.utf8.count == 2 * length { bytes = Hex.decode(text) }
-                if bytes == nil { bytes = Base64.decode(text) }
+                if bytes == nil { bytes = Base64.decode(text, skippingWhitespace: true) }
             } else {
-                bytes = encoding == .hex ? Hex.decode(text) : Base64.decode(text)
+                bytes = encoding == .hex ? Hex.decode(text) : Base64.decode(text, skippingWhitespace: true)
             }
         }
         if let length = scheme.rawLength, bytes?.count != length { return nil }

@@ -1,0 +1,66 @@
+/// An error crossing a seam (user database, store, delivery), in protocol-neutral terms.
+/// Each server renders it in its own protocol: POP3 as a response code (RFC 2449 section 8,
+/// RFC 3206), LMTP as a reply code (RFC 2033, RFC 3463), `postie deliver` as an exit status.
+/// Backends never write protocol text themselves.
+public struct BackendError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong, as far as a client needs to know.
+    public enum Kind: Hashable, Sendable {
+        /// Wrong user name or password, identical for both (RFC 3206 section 5).
+        case authFailed
+        /// The mailbox is held by another session (RFC 2449 section 8.1.2).
+        case inUse
+        /// The user logged in again sooner than allowed (RFC 2449 section 8.1.1).
+        case loginDelay
+        /// A failure the client may retry later (RFC 3206 section 4 SYS/TEMP, LMTP 451).
+        case temporary
+        /// A failure that needs an administrator (RFC 3206 section 4 SYS/PERM, LMTP 550).
+        case permanent
+        /// Delivery to a user the database does not have (LMTP 550 5.1.1, exit 67).
+        case noSuchUser
+        /// What was asked for is no longer there (a message another program removed); it
+        /// carries no response code.
+        case unavailable
+    }
+
+    public var kind: Kind
+    /// Text safe to show the client.
+    public var message: String
+    /// Detail for the server's log only (paths, errno); never sent to the client.
+    public var logDetail: String?
+
+    public init(_ kind: Kind, message: String, logDetail: String? = nil) {
+        self.kind = kind
+        self.message = message
+        self.logDetail = logDetail
+    }
+
+    public static let authFailed = BackendError(.authFailed, message: "Authentication failed.")
+
+    public static let inUse = BackendError(.inUse, message: "Mailbox is locked by another POP3 session.")
+
+    public static func temporary(_ logDetail: String) -> BackendError {
+        BackendError(.temporary, message: "Temporary server failure, try again later.", logDetail: logDetail)
+    }
+
+    public static func permanent(_ logDetail: String) -> BackendError {
+        BackendError(.permanent, message: "Permanent server failure.", logDetail: logDetail)
+    }
+
+    public static func noSuchUser(_ name: String) -> BackendError {
+        BackendError(.noSuchUser, message: "No such user", logDetail: "no such user: \(name)")
+    }
+
+    /// Whether a later retry may succeed (delivery: LMTP 4xx, exit 75).
+    public var isTemporary: Bool {
+        switch kind {
+        case .temporary, .inUse, .loginDelay, .unavailable: true
+        case .authFailed, .permanent, .noSuchUser: false
+        }
+    }
+
+    public var description: String {
+        var text = "[\(kind)] \(message)"
+        if let logDetail { text += " (\(logDetail))" }
+        return text
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import DurableFiles
+
+/// A fresh directory under the system's temporary directory, removed by ``remove()``.
+struct Scratch {
+    let path: String
+
+    init() throws {
+        path = NSTemporaryDirectory() + "/durable-\(UUID().uuidString)"
+        try POSIX.makeDirectories(path)
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+@Suite("POSIX: the one EINTR-safe layer")
+struct POSIXTests {
+    @Test func writeAtomicallyReplacesTheWholeFileAndLeavesNoTemporary() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let file = dir.path + "/list"
+        try POSIX.writeAtomically(file, Array("old contents, longer\n".utf8))
+        try POSIX.writeAtomically(file, Array("new\n".utf8), mode: 0o640)
+        #expect(try POSIX.readFile(file) == Array("new\n".utf8))
+        #expect(try POSIX.listDirectory(dir.path) == ["list"])
+        let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+        #expect(mode == 0o640)
+    }
+
+    @Test func writeAtomicallyRefusesASymlinkedTemporary() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let target = dir.path + "/elsewhere"
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/list.tmp", withDestinationPath: target)
+        #expect(throws: SystemError.self) { try POSIX.writeAtomically(dir.path + "/list", [1]) }
+        #expect(!POSIX.nameExists(target))
+    }
+
+    @Test func missingFilesAndDirectories() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        #expect(try POSIX.readFile(dir.path + "/none") == nil)
+        #expect(try POSIX.size(dir.path + "/none") == nil)
+        #expect(try POSIX.exists(dir.path + "/none") == false)
+        #expect(try POSIX.listDirectory(dir.path + "/none", missingIsEmpty: true) == [])
+        #expect(throws: SystemError.self) { try POSIX.listDirectory(dir.path + "/none") }
+        #expect(try POSIX.renameIfPresent(dir.path + "/none", dir.path + "/other") == false)
+        try POSIX.unlinkIfPresent(dir.path + "/none")
+    }
+
+    @Test func errorsNameTheCallAndThePath() throws {
+        do {
+            _ = try POSIX.open("/nonexistent-dir/file", O_RDONLY)
+            Issue.record("open succeeded")
+        } catch {
+            #expect(error.call == "open")
+            #expect(error.errno == ENOENT)
+            #expect(error.description.hasPrefix("open(/nonexistent-dir/file) failed: "))
+        }
+    }
+
+    @Test func preadAndReadAllSeeEveryByte() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let file = dir.path + "/data"
+        let bytes = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try POSIX.writeAtomically(file, bytes)
+        let fd = try POSIX.open(file, O_RDONLY)
+        defer { close(fd) }
+        #expect(try POSIX.pread(fd, offset: 299_990, count: 100, path: file) == Array(bytes[299_990...]))
+        #expect(try POSIX.readAll(fd, path: file, chunkSize: 4096) == bytes)
+    }
+
+    @Test func anFlockHeldElsewhereIsSeenWithoutWaiting() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let file = dir.path + "/lock"
+        let first = try POSIX.open(file, O_RDWR | O_CREAT)
+        defer { close(first) }
+        let second = try POSIX.open(file, O_RDWR)
+        defer { close(second) }
+        #expect(try POSIX.tryLock(first, path: file))
+        #expect(try POSIX.tryLock(second, path: file) == false)
+        close(first)
+        #expect(try POSIX.tryLock(second, path: file))
+    }
+}
+
+@Suite("SpoolFile")
+struct SpoolFileTests {
+    @Test func spooledBytesReadBackInUniformChunks() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let spool = try SpoolFile.createBlocking(in: dir.path)
+        let total = 2 * SpoolFile.Reader.chunkSize + 10
+        let piece = ByteBuffer(bytes: (0..<1000).map { UInt8($0 % 251) })
+        var written = 0
+        while written < total {
+            let slice = piece.getSlice(at: 0, length: min(1000, total - written))!
+            try spool.writeBlocking(slice)
+            written += slice.readableBytes
+        }
+        try spool.closeBlocking()
+        let mode = try FileManager.default.attributesOfItem(atPath: spool.path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+
+        let reader = try SpoolFile.Reader(path: spool.path)
+        var sizes: [Int] = []
+        while true {
+            let chunk = try reader.read(allocator: ByteBufferAllocator())
+            sizes.append(chunk.readableBytes)
+            if chunk.readableBytes == 0 { break }
+        }
+        #expect(sizes == [SpoolFile.Reader.chunkSize, SpoolFile.Reader.chunkSize, 10, 0])
+        spool.removeBlocking()
+        #expect(!POSIX.nameExists(spool.path))
+    }
+}
