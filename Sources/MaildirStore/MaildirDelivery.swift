@@ -1,7 +1,6 @@
 import DurableFiles
 import Logging
 import MailBackend
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -94,7 +93,8 @@ public struct MaildirDelivery: MailDelivery {
         syncDirectory: (String) throws -> Void = POSIX.fsyncDirectory
     ) throws -> UInt32? {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(maildir + "/" + sub) }
-        let base = MaildirName.unique(size: message.size)
+        // The file is CRLF, so its size on disk and its CRLF size are the same.
+        let base = MaildirFile.uniqueName() + ",S=\(message.size),W=\(message.size)"
         let temporary = maildir + "/tmp/" + base
         let final = maildir + "/new/" + base
         do {
@@ -129,53 +129,20 @@ public struct MaildirDelivery: MailDelivery {
     static func copy(_ message: SpooledMessage, to target: String) throws {
         let source = try POSIX.open(message.path, O_RDONLY)
         defer { close(source) }
-        let fd = try POSIX.open(target, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-        var closed = false
-        defer { if !closed { close(fd) } }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         var copied = 0
-        while true {
-            let n = try POSIX.read(source, into: buffer, path: message.path)
-            if n == 0 { break }
-            try POSIX.writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: target)
-            copied += n
-        }
-        guard copied == message.size else {
-            throw BackendError.temporary("spool file \(message.path) has \(copied) octets, expected \(message.size)")
-        }
-        try POSIX.fsync(fd, path: target)
-        closed = true
-        try POSIX.check(close(fd), "close", target)
-    }
-}
-
-/// Unique Maildir file names as Dovecot makes them (see https://cr.yp.to/proto/maildir.html).
-enum MaildirName {
-    private static let counter = NIOLockedValueBox<UInt64>(0)
-
-    /// `<seconds>.M<microseconds>P<pid>Q<n>.<host>,S=<size>,W=<size>`: the file is CRLF, so
-    /// its size on disk and its CRLF size are the same.
-    static func unique(size: Int) -> String {
-        var now = timeval()
-        gettimeofday(&now, nil)
-        let n = counter.withLockedValue { $0 += 1; return $0 }
-        return "\(now.tv_sec).M\(now.tv_usec)P\(getpid())Q\(n).\(host),S=\(size),W=\(size)"
-    }
-
-    /// The host name with `/` and `:` written as `\057` and `\072`, as the Maildir spec says.
-    static let host: String = {
-        var name = [CChar](repeating: 0, count: 256)
-        gethostname(&name, name.count - 1)
-        let raw = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        var escaped = ""
-        for c in raw {
-            switch c {
-            case "/": escaped += "\\057"
-            case ":": escaped += "\\072"
-            default: escaped.append(c)
+        try MaildirFile.create(target) { fd throws(SystemError) in
+            while true {
+                let n = try POSIX.read(source, into: buffer, path: message.path)
+                if n == 0 { break }
+                try POSIX.writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: target)
+                copied += n
             }
         }
-        return escaped.isEmpty ? "localhost" : escaped
-    }()
+        guard copied == message.size else {
+            try? POSIX.unlinkIfPresent(target)
+            throw BackendError.temporary("spool file \(message.path) has \(copied) octets, expected \(message.size)")
+        }
+    }
 }

@@ -1,5 +1,6 @@
-#if canImport(Glibc)
 import DurableFiles
+
+#if canImport(Glibc)
 import Glibc
 #endif
 

@@ -1,5 +1,7 @@
-#if canImport(Glibc)
 import DurableFiles
+import SASL
+
+#if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -151,15 +153,7 @@ struct UIDList: Equatable, Sendable {
     static let plainInfoHex = Array("3a322c".utf8)
 
     /// A non-negative decimal of at most 18 digits.
-    static func number(_ digits: ArraySlice<UInt8>) -> Int? {
-        guard !digits.isEmpty, digits.count <= 18 else { return nil }
-        var value = 0
-        for d in digits {
-            guard d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { return nil }
-            value = value * 10 + Int(d - UInt8(ascii: "0"))
-        }
-        return value
-    }
+    static func number(_ digits: ArraySlice<UInt8>) -> Int? { MaildirMaildrop.decimal(digits) }
 
     func serialized() -> [UInt8] {
         var out: [UInt8] = []
@@ -205,31 +199,10 @@ struct UIDList: Equatable, Sendable {
         out.append(UInt8(ascii: "0") + UInt8(value % 10))
     }
 
-    static func hex(_ text: String) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(decoding: text.utf8.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
-    }
+    static func hex(_ text: String) -> String { Hex.encode(Array(text.utf8)) }
 
     static func unhex(_ hex: ArraySlice<UInt8>) -> String? {
-        let bytes = Array(hex)
-        guard bytes.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var i = 0
-        while i < bytes.count {
-            guard let hi = hexValue(bytes[i]), let lo = hexValue(bytes[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    private static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
+        Hex.decode(String(decoding: hex, as: UTF8.self)).map { String(decoding: $0, as: UTF8.self) }
     }
 }
 

@@ -1,3 +1,5 @@
+import SASL
+
 /// A PostgreSQL connection URL in libpq's form:
 ///
 ///     postgres://user:password@host:port/dbname?sslmode=require
@@ -149,25 +151,16 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
         var iterator = Array(text.utf8).makeIterator()
         while let b = iterator.next() {
             if b == UInt8(ascii: "%") {
-                guard let h = iterator.next(), let l = iterator.next(), let hi = hexValue(h), let lo = hexValue(l) else {
+                guard let h = iterator.next(), let l = iterator.next(), let byte = Hex.decode(String(decoding: [h, l], as: UTF8.self)) else {
                     throw ParseError(description: "bad percent-encoding in the \(what)")
                 }
-                bytes.append(hi << 4 | lo)
+                bytes += byte
             } else {
                 bytes.append(b)
             }
         }
         guard let s = String(validating: bytes, as: UTF8.self) else { throw ParseError(description: "the \(what) is not UTF-8") }
         return s
-    }
-
-    private static func hexValue(_ b: UInt8) -> UInt8? {
-        switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
 

@@ -119,3 +119,40 @@ struct SpoolFileTests {
         #expect(!POSIX.nameExists(spool.path))
     }
 }
+
+@Suite("Maildir files")
+struct MaildirFileTests {
+    @Test func namesAreUniqueAndCarryNoSeparators() {
+        let names = (0..<1000).map { _ in MaildirFile.uniqueName() }
+        #expect(Set(names).count == names.count)
+        #expect(names.allSatisfy { !$0.contains("/") && !$0.contains(":") })
+        #expect(!MaildirFile.host.contains("/") && !MaildirFile.host.contains(":"))
+    }
+
+    @Test func aFileAppearsInNewOnlyWhenComplete() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        for sub in ["tmp", "new", "cur"] { try POSIX.makeDirectory(dir.path + "/" + sub) }
+        let name = MaildirFile.uniqueName()
+        try MaildirFile.create(dir.path + "/tmp/" + name) { fd throws(SystemError) in
+            try POSIX.writeAll(fd, Array("Subject: x\n\nbody\n".utf8), path: "tmp")
+        }
+        #expect(try POSIX.listDirectory(dir.path + "/new").isEmpty)
+        try MaildirFile.publish(dir.path + "/tmp/" + name, as: dir.path + "/new/" + name)
+        #expect(try POSIX.listDirectory(dir.path + "/new") == [name])
+        #expect(try POSIX.listDirectory(dir.path + "/tmp").isEmpty)
+        #expect(try POSIX.readFile(dir.path + "/new/" + name) == Array("Subject: x\n\nbody\n".utf8))
+    }
+
+    @Test func aFailedWriteLeavesNothingAndAnExistingNameIsNeverReused() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let path = dir.path + "/message"
+        #expect(throws: SystemError.self) {
+            try MaildirFile.create(path) { _ throws(SystemError) in throw .system("write", path, ENOSPC) }
+        }
+        #expect(!POSIX.nameExists(path))
+        try MaildirFile.create(path) { _ throws(SystemError) in }
+        #expect(throws: SystemError.self) { try MaildirFile.create(path) { _ throws(SystemError) in } }
+    }
+}
