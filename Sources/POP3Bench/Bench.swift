@@ -13,31 +13,20 @@ public enum BenchTLSMode: String, Sendable, CaseIterable, Codable {
     case mix
 }
 
-/// One login from the credentials file.
-public struct BenchCredential: Sendable, Equatable {
-    public var user: String
-    public var password: String
-
-    public init(user: String, password: String) {
-        self.user = user
-        self.password = password
-    }
-
-    /// `user:password` lines; `#` comments and blank lines ignored; the password is everything
-    /// after the first `:`.
-    public static func parse(_ text: String) throws -> [BenchCredential] {
-        var result: [BenchCredential] = []
-        // "\r\n" is one Character in Swift: split on both forms.
-        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
-        for (index, line) in lines.enumerated() {
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex, line.index(after: colon) != line.endIndex else {
-                throw BenchError("credentials line \(index + 1): expected user:password")
+extension POP3Client.Credentials {
+    /// The `user:password` lines of `--credentials`; `#` comments and blank lines ignored; the
+    /// password is everything after the first `:` and may not be empty.
+    public static func parseBenchFile(_ text: String) throws(BenchError) -> [POP3Client.Credentials] {
+        do throws(ListProblem) {
+            return try parseList(text, requirePassword: true, uniqueUsers: false)
+        } catch {
+            switch error {
+            case .notUserPassword(let line), .repeatedUser(let line, _):
+                throw BenchError("credentials line \(line): expected user:password")
+            case .empty:
+                throw BenchError("the credentials file has no user:password lines")
             }
-            result.append(BenchCredential(user: String(line[..<colon]), password: String(line[line.index(after: colon)...])))
         }
-        guard !result.isEmpty else { throw BenchError("the credentials file has no user:password lines") }
-        return result
     }
 }
 
@@ -57,7 +46,7 @@ public struct BenchOptions: Sendable {
     public var caFile: String?
     /// Accept any certificate (`--insecure`): the credentials then go to whoever answers.
     public var insecure = false
-    public var credentials: [BenchCredential]
+    public var credentials: [POP3Client.Credentials]
     public var clients: Int
     public var durationSeconds: Double
     public var rampUpSeconds: Double = 0
@@ -68,7 +57,7 @@ public struct BenchOptions: Sendable {
     /// A step waiting longer than this counts the session as stalled and ends it.
     public var stallSeconds: Double = 10
 
-    public init(host: String, port: Int, tls: BenchTLSMode, credentials: [BenchCredential], clients: Int,
+    public init(host: String, port: Int, tls: BenchTLSMode, credentials: [POP3Client.Credentials], clients: Int,
                 durationSeconds: Double, retr: Int) {
         self.host = host
         self.port = port
@@ -212,7 +201,7 @@ public final class Bench: Sendable {
     }
 
     /// One session; nil when it completed, or the kind of error that ended it.
-    private func session(credential: BenchCredential, mode: BenchTLSMode, deleting: Bool, sample: inout SessionSample) async -> String? {
+    private func session(credential: POP3Client.Credentials, mode: BenchTLSMode, deleting: Bool, sample: inout SessionSample) async -> String? {
         let timeout = TimeAmount.nanoseconds(Int64(options.stallSeconds * 1e9))
         var step = BenchStep.connect
         var mark = NIODeadline.now()

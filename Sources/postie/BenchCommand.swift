@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import POP3Bench
+import POP3Client
 import POP3Fetch
 
 /// `postie bench`: a POP3 load generator with latency percentiles.
@@ -76,7 +77,7 @@ struct BenchCommand: AsyncParsableCommand {
         var options: BenchOptions
         do {
             options = BenchOptions(
-                host: parsed.host, port: parsed.port, tls: tls, credentials: try BenchCredential.parse(text),
+                host: parsed.host, port: parsed.port, tls: tls, credentials: try POP3Client.Credentials.parseBenchFile(text),
                 clients: clients, durationSeconds: duration, retr: retr)
         } catch {
             throw ValidationError("--credentials: \(error)")

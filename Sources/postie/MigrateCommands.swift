@@ -30,11 +30,11 @@ struct AccountOptions: ParsableArguments {
     @Option(name: .customLong("users-file"), help: ArgumentHelp("A file of user:password lines (# comments).", valueName: "file"))
     var usersFile: String?
 
-    func accounts() throws -> [Account] {
+    func accounts() throws -> [POP3Client.Credentials] {
         switch (user, usersFile) {
         case (let user?, nil):
             do {
-                return [Account(user: user, password: try ClientPassword.read(file: passwordFile, environment: environment()))]
+                return [.init(user: user, password: try ClientPassword.read(file: passwordFile, environment: environment()))]
             } catch {
                 throw ValidationError(error.description)
             }

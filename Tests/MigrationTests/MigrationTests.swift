@@ -1,5 +1,6 @@
 import Foundation
 import MaildirStore
+import POP3Client
 import POP3Server
 import Testing
 
@@ -9,12 +10,24 @@ import Testing
 struct AccountTests {
     @Test func parsesUsersFiles() throws {
         let accounts = try AccountList.parse("# users\nalice:pw:with:colons\r\n\nbob@example.org:x\n", source: "users")
-        #expect(accounts == [Account(user: "alice", password: "pw:with:colons"), Account(user: "bob@example.org", password: "x")])
+        #expect(accounts == [.init(user: "alice", password: "pw:with:colons"), .init(user: "bob@example.org", password: "x")])
     }
 
     @Test(arguments: ["", "# only a comment\n", "alice\n", ":pw\n", "a:1\na:2\n"])
     func refusesBadUsersFiles(text: String) {
         #expect(throws: MigrationError.self) { try AccountList.parse(text, source: "users") }
+    }
+
+    @Test(arguments: [("alice\n", "users: line 1 is not user:password"),
+                      ("# a\na:1\r\na:2\n", "users: line 3: user a is listed twice"),
+                      ("\n# only a comment\n", "users: no user:password lines")])
+    func namesTheProblemInUsersFiles(text: String, message: String) {
+        let error = #expect(throws: MigrationError.self) { try AccountList.parse(text, source: "users") }
+        #expect(error?.description == message)
+    }
+
+    @Test func emptyPasswordsAreAllowedInUsersFiles() throws {
+        #expect(try AccountList.parse("alice:\n", source: "users") == [.init(user: "alice", password: "")])
     }
 
     @Test func endpointsDefaultToTLS() throws {
