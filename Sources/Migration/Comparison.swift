@@ -131,7 +131,7 @@ public struct UserComparison: Sendable {
         var result = UserComparison(user: account.user, a: nil, b: nil)
         for (endpoint, isA) in [(a, true), (b, false)] {
             do {
-                let client = try await endpoint.login(user: account.user, password: account.password)
+                let client = try await endpoint.login(account)
                 do {
                     let listing = try await MailboxListing.fetch(from: client, endpoint: endpoint)
                     if isA { result.a = listing } else { result.b = listing }

@@ -47,7 +47,7 @@ public struct POP3Migration: Sendable {
     /// Runs the migration. File I/O runs on `threadPool`, never on an event loop.
     public func run(threadPool: NIOThreadPool = .singleton, progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         var report = Report(user: account.user)
-        let client = try await source.login(user: account.user, password: account.password)
+        let client = try await source.login(account)
         do {
             let listing = try await MailboxListing.fetch(from: client, endpoint: source)
             let duplicates = listing.duplicateUIDLs

@@ -31,16 +31,19 @@ struct AccountTests {
     }
 
     @Test func endpointsDefaultToTLS() throws {
-        #expect(try POP3Endpoint(parsing: "pop.example.org:995", security: nil).security == .implicit)
-        #expect(try POP3Endpoint(parsing: "pop.example.org:110", security: nil).security == .starttls)
-        #expect(try POP3Endpoint(parsing: "127.0.0.1:110", security: POP3Endpoint.Security.none).security == .none)
-        let v6 = try POP3Endpoint(parsing: "[::1]:1110", security: nil)
-        #expect(v6.host == "::1" && v6.port == 1110 && v6.description == "[::1]:1110")
+        #expect(try POP3Endpoint(parsing: "pop.example.org:995", tls: nil).server.tls == .implicit)
+        #expect(try POP3Endpoint(parsing: "pop.example.org:110", tls: nil).server.tls == .starttls)
+        #expect(try POP3Endpoint(parsing: "127.0.0.1:110", tls: POP3Client.TLSMode.none).server.tls == .none)
+        let v6 = try POP3Endpoint(parsing: "[::1]:1110", tls: nil)
+        #expect(v6.server.host == "::1" && v6.server.port == 1110 && v6.description == "[::1]:1110")
+        #expect(v6.server.effectiveServerName == nil)
+        let named = try POP3Endpoint(parsing: "10.0.0.1:995", tls: nil, caFile: "/ca.pem", serverName: "pop.example.org")
+        #expect(named.server.effectiveServerName == "pop.example.org" && named.server.trust == .caFile("/ca.pem"))
     }
 
     @Test(arguments: ["pop.example.org", "pop:0", "pop:70000", ":110", "::1:110", "[::1]110", "pop:x"])
     func refusesBadEndpoints(text: String) {
-        #expect(throws: MigrationError.self) { try POP3Endpoint(parsing: text, security: nil) }
+        #expect(throws: MigrationError.self) { try POP3Endpoint(parsing: text, tls: nil) }
     }
 }
 

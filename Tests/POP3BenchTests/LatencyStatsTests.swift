@@ -61,6 +61,13 @@ import Testing
         #expect(throws: BenchError.self) { try POP3Client.Credentials.parseBenchFile("# only comments\n") }
     }
 
+    @Test func tlsModes() {
+        #expect(BenchTLSMode.allCases.map(\.rawValue) == ["none", "starttls", "implicit", "mix"])
+        #expect(BenchTLSMode(rawValue: "starttls") == .every(.starttls))
+        #expect(BenchTLSMode(rawValue: "mix") == .mix)
+        #expect(BenchTLSMode(rawValue: "tls") == nil)
+    }
+
     @Test func errorKinds() {
         let auth = POP3ClientError.server(POP3Response(parsing: "-ERR [AUTH] Authentication failed.")!)
         #expect(Bench.kind(of: auth, step: .login) == "auth")
