@@ -127,11 +127,11 @@ public struct UserComparison: Sendable {
     }
 
     /// Logs in to both servers (one after the other), lists, logs out without changing anything.
-    public static func run(account: Account, a: POP3Endpoint, b: POP3Endpoint) async -> UserComparison {
+    public static func run(account: POP3Client.Credentials, a: POP3Endpoint, b: POP3Endpoint) async -> UserComparison {
         var result = UserComparison(user: account.user, a: nil, b: nil)
         for (endpoint, isA) in [(a, true), (b, false)] {
             do {
-                let client = try await endpoint.login(user: account.user, password: account.password)
+                let client = try await endpoint.login(account)
                 do {
                     let listing = try await MailboxListing.fetch(from: client, endpoint: endpoint)
                     if isA { result.a = listing } else { result.b = listing }

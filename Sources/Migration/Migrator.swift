@@ -7,7 +7,7 @@ import POP3Client
 /// ``MaildirImporter`` for how that is recorded and why a rerun copies nothing twice).
 public struct POP3Migration: Sendable {
     public var source: POP3Endpoint
-    public var account: Account
+    public var account: POP3Client.Credentials
     public var maildir: String
     /// Where the Maildir's `dovecot-uidlist` lives, if not in it (Dovecot's `:CONTROL=`).
     public var dovecotControl: String?
@@ -16,7 +16,7 @@ public struct POP3Migration: Sendable {
     /// Messages recorded per `dovecot-uidlist` write.
     public var batchSize: Int
 
-    public init(source: POP3Endpoint, account: Account, maildir: String, deleteSource: Bool = false, batchSize: Int = 25) {
+    public init(source: POP3Endpoint, account: POP3Client.Credentials, maildir: String, deleteSource: Bool = false, batchSize: Int = 25) {
         self.source = source
         self.account = account
         self.maildir = maildir
@@ -47,7 +47,7 @@ public struct POP3Migration: Sendable {
     /// Runs the migration. File I/O runs on `threadPool`, never on an event loop.
     public func run(threadPool: NIOThreadPool = .singleton, progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         var report = Report(user: account.user)
-        let client = try await source.login(user: account.user, password: account.password)
+        let client = try await source.login(account)
         do {
             let listing = try await MailboxListing.fetch(from: client, endpoint: source)
             let duplicates = listing.duplicateUIDLs

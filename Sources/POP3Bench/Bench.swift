@@ -5,39 +5,49 @@ import POP3Client
 import POP3Core
 import Synchronization
 
-/// How bench sessions protect their connections.
-public enum BenchTLSMode: String, Sendable, CaseIterable, Codable {
-    case none, starttls, implicit
+/// `--tls` of `postie bench`: one of the client's modes for every session, or all three in turn.
+public enum BenchTLSMode: Sendable, Hashable, CaseIterable, RawRepresentable {
+    /// Every session protects its connection this way.
+    case every(POP3Client.TLSMode)
     /// Sessions take plain, STLS and implicit TLS in turn (implicit needs `--tls-port`, or the
     /// server's port when it is 995).
     case mix
-}
 
-/// One login from the credentials file.
-public struct BenchCredential: Sendable, Equatable {
-    public var user: String
-    public var password: String
+    public static let allCases: [BenchTLSMode] = [.every(.none), .every(.starttls), .every(.implicit), .mix]
 
-    public init(user: String, password: String) {
-        self.user = user
-        self.password = password
+    /// `none`, `starttls`, `implicit` or `mix`.
+    public init?(rawValue: String) {
+        if rawValue == "mix" {
+            self = .mix
+        } else if let mode = POP3Client.TLSMode(rawValue: rawValue) {
+            self = .every(mode)
+        } else {
+            return nil
+        }
     }
 
-    /// `user:password` lines; `#` comments and blank lines ignored; the password is everything
-    /// after the first `:`.
-    public static func parse(_ text: String) throws -> [BenchCredential] {
-        var result: [BenchCredential] = []
-        // "\r\n" is one Character in Swift: split on both forms.
-        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
-        for (index, line) in lines.enumerated() {
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex, line.index(after: colon) != line.endIndex else {
-                throw BenchError("credentials line \(index + 1): expected user:password")
-            }
-            result.append(BenchCredential(user: String(line[..<colon]), password: String(line[line.index(after: colon)...])))
+    public var rawValue: String {
+        switch self {
+        case .every(let mode): mode.rawValue
+        case .mix: "mix"
         }
-        guard !result.isEmpty else { throw BenchError("the credentials file has no user:password lines") }
-        return result
+    }
+}
+
+extension POP3Client.Credentials {
+    /// The `user:password` lines of `--credentials`; `#` comments and blank lines ignored; the
+    /// password is everything after the first `:` and may not be empty.
+    public static func parseBenchFile(_ text: String) throws(BenchError) -> [POP3Client.Credentials] {
+        do throws(ListProblem) {
+            return try parseList(text, requirePassword: true, uniqueUsers: false)
+        } catch {
+            switch error {
+            case .notUserPassword(let line), .repeatedUser(let line, _):
+                throw BenchError("credentials line \(line): expected user:password")
+            case .empty:
+                throw BenchError("the credentials file has no user:password lines")
+            }
+        }
     }
 }
 
@@ -48,16 +58,14 @@ public struct BenchError: Error, CustomStringConvertible {
 
 /// What `postie bench` runs.
 public struct BenchOptions: Sendable {
-    public var host: String
-    public var port: Int
-    /// The implicit-TLS port for `mix` (default: `port`).
+    /// The server, the certificates trusted (`--ca-file`, or `--insecure`: the credentials then
+    /// go to whoever answers) and, as `timeout`, how long a step may wait before the session
+    /// counts as stalled and ends. Its `tls` is set per session from ``tls``.
+    public var server: POP3Client.Configuration
+    /// The implicit-TLS port for `mix` (default: the server's port).
     public var tlsPort: Int?
     public var tls: BenchTLSMode
-    /// Verify certificates against this CA file instead of the system's trust store.
-    public var caFile: String?
-    /// Accept any certificate (`--insecure`): the credentials then go to whoever answers.
-    public var insecure = false
-    public var credentials: [BenchCredential]
+    public var credentials: [POP3Client.Credentials]
     public var clients: Int
     public var durationSeconds: Double
     public var rampUpSeconds: Double = 0
@@ -65,13 +73,10 @@ public struct BenchOptions: Sendable {
     public var retr: Int
     /// The share of sessions (0...1) that delete the messages they retrieved.
     public var deleteShare: Double = 0
-    /// A step waiting longer than this counts the session as stalled and ends it.
-    public var stallSeconds: Double = 10
 
-    public init(host: String, port: Int, tls: BenchTLSMode, credentials: [BenchCredential], clients: Int,
+    public init(server: POP3Client.Configuration, tls: BenchTLSMode, credentials: [POP3Client.Credentials], clients: Int,
                 durationSeconds: Double, retr: Int) {
-        self.host = host
-        self.port = port
+        self.server = server
         self.tls = tls
         self.credentials = credentials
         self.clients = clients
@@ -111,37 +116,23 @@ public final class Bench: Sendable {
     public let options: BenchOptions
     let eventLoopGroup: any EventLoopGroup
     private let totals = Mutex(BenchTotals())
-    private let sslContext: NIOSSLContext?
-    /// The name the certificate must carry: the host as given, unless it is an address (then
-    /// NIOSSL checks the certificate's IP addresses against the peer's).
-    private let serverHostname: String?
+    /// Made once from `options.server` and shared by every session: a load generator opening
+    /// thousands of sessions should not rebuild it each time.
+    private let tlsContext: NIOSSLContext?
 
     public init(options: BenchOptions, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         self.options = options
         self.eventLoopGroup = eventLoopGroup
-        self.serverHostname = Self.isAddress(options.host) ? nil : options.host
-        if options.tls != .none {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.minimumTLSVersion = .tlsv12
-            // Verified like `postie fetch` and `postie check`: the test accounts' passwords
-            // are sent once the handshake is done.
-            if options.insecure {
-                configuration.certificateVerification = .none
-            } else if let caFile = options.caFile {
-                configuration.trustRoots = .file(caFile)
-            }
-            do {
-                sslContext = try NIOSSLContext(configuration: configuration)
+        if options.tls != .every(.none) {
+            do throws(POP3ClientError) {
+                tlsContext = try options.server.makeTLSContext()
             } catch {
-                throw BenchError("TLS setup failed: \(error)")
+                guard case .tls(let detail) = error else { throw BenchError("TLS setup failed: \(error)") }
+                throw BenchError("TLS setup failed: \(detail)")
             }
         } else {
-            sslContext = nil
+            tlsContext = nil
         }
-    }
-
-    static func isAddress(_ host: String) -> Bool {
-        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 
     public func run() async -> BenchReport {
@@ -206,14 +197,19 @@ public final class Bench: Sendable {
         }
     }
 
-    private func mode(forClient index: Int, round: Int) -> BenchTLSMode {
-        guard options.tls == .mix else { return options.tls }
-        return [BenchTLSMode.none, .starttls, .implicit][(index + round) % 3]
+    private func mode(forClient index: Int, round: Int) -> POP3Client.TLSMode {
+        guard case .every(let mode) = options.tls else {
+            return [POP3Client.TLSMode.none, .starttls, .implicit][(index + round) % 3]
+        }
+        return mode
     }
 
     /// One session; nil when it completed, or the kind of error that ended it.
-    private func session(credential: BenchCredential, mode: BenchTLSMode, deleting: Bool, sample: inout SessionSample) async -> String? {
-        let timeout = TimeAmount.nanoseconds(Int64(options.stallSeconds * 1e9))
+    private func session(credential: POP3Client.Credentials, mode: POP3Client.TLSMode, deleting: Bool,
+                         sample: inout SessionSample) async -> String? {
+        var server = options.server
+        server.tls = mode
+        if mode == .implicit { server.port = options.tlsPort ?? server.port }
         var step = BenchStep.connect
         var mark = NIODeadline.now()
         func lap(_ done: BenchStep, _ sample: inout SessionSample) {
@@ -223,21 +219,15 @@ public final class Bench: Sendable {
         }
         let client: POP3Client
         do {
-            if mode == .implicit, let sslContext {
-                client = try await POP3Client.connect(
-                    host: options.host, port: options.tlsPort ?? options.port,
-                    tls: .implicitContext(sslContext, serverHostname: serverHostname), timeout: timeout, eventLoopGroup: eventLoopGroup)
-            } else {
-                client = try await POP3Client.connect(host: options.host, port: options.port, timeout: timeout, eventLoopGroup: eventLoopGroup)
-            }
+            client = try await POP3Client.connect(server, tlsContext: tlsContext, eventLoopGroup: eventLoopGroup)
             lap(.connect, &sample)
         } catch {
             return Self.kind(of: error, step: step)
         }
         do throws(POP3ClientError) {
-            if mode == .starttls, let sslContext {
+            if mode == .starttls {
                 step = .stls
-                try await client.startTLS(context: sslContext, serverHostname: serverHostname)
+                try await client.startTLS(server, tlsContext: tlsContext)
                 lap(.stls, &sample)
             }
             step = .login

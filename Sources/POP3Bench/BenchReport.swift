@@ -29,7 +29,7 @@ public struct BenchReport: Sendable, Codable {
     public var steps: [Step]
 
     init(options: BenchOptions, totals: BenchTotals, elapsed: Double, steadyElapsed: Double) {
-        server = "\(options.host):\(options.port)"
+        server = "\(options.server.host):\(options.server.port)"
         tls = options.tls.rawValue
         clients = options.clients
         durationSeconds = options.durationSeconds

@@ -1,4 +1,5 @@
 import COpenSSLTLS
+import POP3Client
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -82,7 +83,7 @@ public struct CertificateReport: Sendable, Codable, Equatable {
             if let cert = postie_tls_chain_at(stack, Int32(index)) { chain.append(CertificateInfo(cert)) }
         }
         var result = postie_tls_verify_result()
-        let isIP = isIPAddress(host)
+        let isIP = POP3Client.Configuration.isIPAddress(host)
         let ran = postie_tls_verify(stack, caFile, isIP ? nil : host, isIP ? host : nil, &result)
         var errors: [VerificationError] = []
         if ran == 1 {

@@ -1,6 +1,5 @@
 import NIOCore
 import NIOPosix
-import NIOSSL
 import POP3Client
 import POP3Core
 import SASL
@@ -36,6 +35,18 @@ public struct CheckOptions: Sendable {
         self.timeout = timeout
         self.thresholds = thresholds
         self.injectionWait = injectionWait
+    }
+}
+
+extension CheckOptions {
+    /// The login connection: to the address the probes checked, with the certificate checked
+    /// for the host as given (SNI and name decided by ``POP3Client/Configuration``), TLS 1.2
+    /// or newer, however old a version the probes found the server accepting.
+    func loginConfiguration(address: String?, port: Int, tls: POP3Client.TLSMode) -> POP3Client.Configuration {
+        POP3Client.Configuration(
+            host: address ?? host, port: port, tls: tls, trust: .init(caFile: caFile),
+            serverName: POP3Client.Configuration.defaultServerName(for: host),
+            timeout: .milliseconds(Int64(timeout * 1000)), loginMethod: loginMethod)
     }
 }
 
@@ -89,19 +100,14 @@ public enum Checker {
             case .received(let line): transcript.record(name, .server, line)
             }
         }
-        var tls = TLSConfiguration.makeClientConfiguration()
-        if let caFile = options.caFile { tls.trustRoots = .file(caFile) }
-        let serverName = isIPAddress(options.host) ? nil : options.host
-        let timeout = TimeAmount.milliseconds(Int64(options.timeout * 1000))
-        var method = options.loginMethod
+        let server = options.loginConfiguration(address: outcome.address?.text, port: port, tls: useSTLS ? .starttls : .implicit)
+        var method = server.loginMethod
         var client: POP3Client?
         do throws(POP3ClientError) {
-            let connected = try await POP3Client.connect(
-                host: outcome.address?.text ?? options.host, port: port, tls: useSTLS ? .none : .implicit(tls, serverHostname: serverName),
-                timeout: timeout, transcript: observer)
+            let connected = try await POP3Client.connect(server, transcript: observer)
             client = connected
             if useSTLS {
-                try await connected.startTLS(configuration: tls, serverHostname: serverName)
+                try await connected.startTLS(server)
                 transcript.record(name, .note, "TLS handshake done")
             }
             let capabilities = try await connected.capabilities()

@@ -344,9 +344,3 @@ public struct ResolvedAddress: Sendable {
 func string(fromC buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
-
-/// Whether `host` is an IPv4 or IPv6 address literal rather than a name (inet_pton decides).
-func isIPAddress(_ host: String) -> Bool {
-    var buffer = [UInt8](repeating: 0, count: 16)
-    return inet_pton(AF_INET, host, &buffer) == 1 || inet_pton(AF_INET6, host, &buffer) == 1
-}

@@ -1,3 +1,5 @@
+import POP3Client
+
 /// The network steps of `postie check` that run on a blocking thread: DNS, the POP3 port with
 /// CAPA and STLS, the STLS-injection test, the TLS 1.0/1.1 probe, and the implicit-TLS port.
 ///
@@ -230,9 +232,10 @@ struct Probe {
         return (true, true)
     }
 
-    /// The name sent as SNI: the host, unless it is an IP address (RFC 6066 section 3).
+    /// The name sent as SNI: the host, unless it is an IP address (RFC 6066 section 3), as
+    /// for every client connection.
     private var sniName: String? {
-        isIPAddress(options.host) ? nil : options.host
+        POP3Client.Configuration.defaultServerName(for: options.host)
     }
 
     /// Certificate items and facts for a handshake; true when everything verified.

@@ -13,22 +13,15 @@ import SASL
 ///     let message = try await client.retrieve(1)
 ///     try await client.quit()
 ///
+/// ``Configuration`` says how to reach a server, TLS included:
+///
+///     let server = POP3Client.Configuration(host: "pop.example.org", port: 995, trust: .caFile("ca.pem"))
+///     let client = try await POP3Client.connect(server)
+///
 /// A client is used by one task at a time; each method sends its command and reads the whole
 /// reply before it returns (a streamed body ends the reply when it is read, or is drained by the
 /// next command). A server `-ERR` is thrown as ``POP3ClientError/server(_:)`` with its code.
 public final class POP3Client {
-    /// How the connection is protected from the start.
-    public enum TLSMode: Sendable {
-        /// Plain TCP; ``POP3Client/startTLS(configuration:serverHostname:)`` may upgrade it.
-        case none
-        /// TLS from the first byte (port 995, RFC 8314). The host name is checked against the
-        /// certificate unless `serverHostname` is given; an IP address is not sent as SNI.
-        case implicit(TLSConfiguration, serverHostname: String? = nil)
-        /// Implicit TLS with a context made once and shared by many connections (a load
-        /// generator opening thousands of sessions should not rebuild it each time).
-        case implicitContext(NIOSSLContext, serverHostname: String? = nil)
-    }
-
     /// One line of the conversation for a transcript: sent lines have secrets replaced by
     /// `<hidden>` (PASS, APOP digests, SASL responses); received lines are escaped. Message
     /// bodies (RETR, TOP) are not shown.
@@ -60,7 +53,8 @@ public final class POP3Client {
 
     // MARK: - Connecting
 
-    /// Connects, sets up TLS for `.implicit`, and reads the greeting.
+    /// Connects over plain TCP and reads the greeting; a shorthand for
+    /// ``connect(_:tlsContext:eventLoopGroup:transcript:)`` with ``TLSMode/none``.
     ///
     /// - Parameters:
     ///   - timeout: for the TCP connection and for every wait on a reply.
@@ -68,32 +62,29 @@ public final class POP3Client {
     public static func connect(
         host: String,
         port: Int,
-        tls: TLSMode = .none,
         timeout: TimeAmount = .seconds(30),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         transcript: TranscriptObserver? = nil
     ) async throws(POP3ClientError) -> POP3Client {
-        let sslContext: NIOSSLContext?
-        var hostname: String?
-        switch tls {
-        case .none:
-            sslContext = nil
-        case .implicit(let configuration, let serverHostname):
-            do {
-                sslContext = try NIOSSLContext(configuration: configuration)
-            } catch {
-                throw .tls(String(describing: error))
-            }
-            hostname = serverHostname ?? (isIPAddress(host) ? nil : host)
-        case .implicitContext(let context, let serverHostname):
-            sslContext = context
-            hostname = serverHostname ?? (isIPAddress(host) ? nil : host)
-        }
+        try await connect(Configuration(host: host, port: port, tls: POP3Client.TLSMode.none, timeout: timeout),
+                          eventLoopGroup: eventLoopGroup, transcript: transcript)
+    }
+
+    /// TCP, the TLS handshake when `tlsContext` is given, and the greeting.
+    static func open(
+        host: String,
+        port: Int,
+        tlsContext sslContext: NIOSSLContext?,
+        serverHostname hostname: String?,
+        timeout: TimeAmount,
+        eventLoopGroup: any EventLoopGroup,
+        transcript: TranscriptObserver?
+    ) async throws(POP3ClientError) -> POP3Client {
         let asyncChannel: NIOAsyncChannel<ClientInbound, ByteBuffer>
         do {
             asyncChannel = try await ClientBootstrap(group: eventLoopGroup)
                 .connectTimeout(timeout)
-                .connect(host: host, port: port) { [hostname] channel in
+                .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let sslContext {
                             let handler = try NIOSSLClientHandler(context: sslContext, serverHostname: hostname)
@@ -115,10 +106,6 @@ public final class POP3Client {
             await transport.close()
             throw error
         }
-    }
-
-    private static func isIPAddress(_ host: String) -> Bool {
-        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 
     /// The first `<...>` in the greeting text.
@@ -147,25 +134,8 @@ public final class POP3Client {
         return capabilities
     }
 
-    /// `STLS` (RFC 2595 section 4): after `+OK`, anything the server already sent is dropped,
-    /// TLS starts, and this returns when the handshake is done. Capabilities may change: call
-    /// ``capabilities()`` again.
-    ///
-    /// - Parameter serverHostname: the name checked against the certificate and sent as SNI.
-    public func startTLS(configuration: TLSConfiguration, serverHostname: String?) async throws(POP3ClientError) {
-        guard !isTLS else { throw .tls("TLS is already active") }
-        let context: NIOSSLContext
-        do {
-            context = try NIOSSLContext(configuration: configuration)
-        } catch {
-            throw .tls(String(describing: error))
-        }
-        try await startTLS(context: context, serverHostname: serverHostname)
-    }
-
-    /// `STLS` with a TLS context made once and shared by many connections.
-    public func startTLS(context: NIOSSLContext, serverHostname: String?) async throws(POP3ClientError) {
-        guard !isTLS else { throw .tls("TLS is already active") }
+    /// `STLS`, then the handshake with `context`, checking the certificate for `serverHostname`.
+    func startTLS(context: NIOSSLContext, serverHostname: String?) async throws(POP3ClientError) {
         try await command(.stls)
         let channel = transport.channel
         do {

@@ -90,15 +90,15 @@ public struct FetchConfigFile: Sendable {
             if map["password"] != nil {
                 throw Problem("\(place): passwords never go in the config file; use password-file")
             }
-            guard let server = parseServer(try require("server")) else {
+            guard let server = POP3Client.Configuration.parseHostAndPort(try require("server"), defaultPort: 110) else {
                 throw Problem("\(place).server: expected HOST:PORT")
             }
-            var tls = FetchTLSMode.defaultMode(port: server.port)
+            var configuration = POP3Client.Configuration(host: server.host, port: server.port)
             if let text = try string("tls") {
-                guard let mode = FetchTLSMode(rawValue: text) else {
+                guard let mode = POP3Client.TLSMode(rawValue: text) else {
                     throw Problem("\(place).tls: implicit, starttls or none")
                 }
-                tls = mode
+                configuration.tls = mode
             }
             guard let destination = DestinationSpec(parsing: try require("to")) else {
                 throw Problem("\(place).to: expected maildir:DIR or mbox:FILE")
@@ -110,15 +110,14 @@ public struct FetchConfigFile: Sendable {
             } catch {
                 throw Problem("\(place).password-file: \(error)")
             }
-            var account = FetchAccount(
-                host: server.host, port: server.port, tls: tls, user: try require("user"), password: password,
-                destination: destination)
-            account.caFile = try string("ca-file")
+            var account = FetchAccount(server: configuration, user: try require("user"), password: password,
+                                       destination: destination)
+            account.server.trust = .init(caFile: try string("ca-file"))
             if let text = try string("login-method") {
                 guard let method = LoginMethod(argument: text) else {
                     throw Problem("\(place).login-method: one of \(LoginMethod.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
-                account.loginMethod = method
+                account.server.loginMethod = method
             }
             account.keep = try bool("keep")
             account.markExisting = try bool("mark-existing")
@@ -134,7 +133,7 @@ public struct FetchConfigFile: Sendable {
             }
             if let timeout = map["timeout"] {
                 guard let seconds = timeout as? Int, seconds > 0 else { throw Problem("\(place).timeout: seconds above 0") }
-                account.timeoutSeconds = seconds
+                account.server.timeout = .seconds(Int64(seconds))
             }
             accounts.append(account)
         }

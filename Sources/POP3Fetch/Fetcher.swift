@@ -1,6 +1,5 @@
 import NIOCore
 import NIOPosix
-import NIOSSL
 import POP3Client
 import POP3Core
 
@@ -53,7 +52,7 @@ public struct Fetcher: Sendable {
             return result
         }
         result.warnings += store.warnings
-        if account.tls == .none && !Self.isLoopback(account.host) {
+        if account.server.tls == .none && !Self.isLoopback(account.server.host) {
             result.warnings.append("--tls none: the password and the mail cross the network unencrypted")
         }
         let onServer = await session(account, store: store, result: &result)
@@ -70,27 +69,18 @@ public struct Fetcher: Sendable {
     /// Runs the POP3 session; returns the UIDLs on the server when the listing was complete
     /// and the session ended with QUIT's +OK (so the state may forget the others).
     private func session(_ account: FetchAccount, store: LocalStore, result: inout FetchResult) async -> Set<String>? {
-        var step = "connect to \(account.host):\(account.port)"
+        let server = account.server
+        var step = "connect to \(server.host):\(server.port)"
         let client: POP3Client
-        let tlsConfiguration = Self.tlsConfiguration(caFile: account.caFile)
-        let serverName = Self.isIPAddress(account.host) ? nil : account.host
-        let timeout = TimeAmount.seconds(Int64(account.timeoutSeconds))
         do {
-            switch account.tls {
-            case .implicit:
-                step = "TLS handshake with \(account.host):\(account.port) (implicit TLS)"
-                client = try await POP3Client.connect(
-                    host: account.host, port: account.port, tls: .implicit(tlsConfiguration, serverHostname: serverName),
-                    timeout: timeout, eventLoopGroup: eventLoopGroup)
-            case .starttls, .none:
-                client = try await POP3Client.connect(
-                    host: account.host, port: account.port, timeout: timeout, eventLoopGroup: eventLoopGroup)
-            }
+            if server.tls == .implicit { step = "TLS handshake with \(server.host):\(server.port) (implicit TLS)" }
+            // With starttls the connection is still plain here: STLS comes before the login.
+            client = try await POP3Client.connect(server, eventLoopGroup: eventLoopGroup)
         } catch {
             if case .connectionFailed(let detail) = error, !Self.looksLikeTLS(detail) {
-                step = "connect to \(account.host):\(account.port)"
+                step = "connect to \(server.host):\(server.port)"
             }
-            result.fail(.failed, Self.explain(error, step: step, caFile: account.caFile))
+            result.fail(.failed, Self.explain(error, step: step, caFile: server.trust.caFile))
             return nil
         }
 
@@ -104,7 +94,7 @@ public struct Fetcher: Sendable {
             case let error as LocalFailure:
                 result.fail(.error, "local: \(error.error) (the session was closed without QUIT: nothing was deleted on the server)")
             default:
-                result.fail(.failed, Self.explain(error, step: step, caFile: account.caFile))
+                result.fail(.failed, Self.explain(error, step: step, caFile: account.server.trust.caFile))
             }
             return nil
         }
@@ -114,12 +104,12 @@ public struct Fetcher: Sendable {
     private func loggedIn(
         _ client: POP3Client, account: FetchAccount, store: LocalStore, result: inout FetchResult, step: inout String
     ) async throws -> Set<String>? {
-        if account.tls == .starttls {
+        if account.server.tls == .starttls {
             try await startTLS(client, account: account, step: &step)
         }
         step = "login as \(account.user)"
         do throws(POP3ClientError) {
-            var method = account.loginMethod
+            var method = account.server.loginMethod
             if method == .auto {
                 // A server without CAPA (RFC 1939 only) offers no SASL: USER/PASS then.
                 let capabilities = (try? await client.capabilities()) ?? POP3Capabilities(lines: [])
@@ -148,9 +138,8 @@ public struct Fetcher: Sendable {
                     + "(use --tls implicit for port 995, or --tls none only on a trusted network)")
         }
         step = "STLS"
-        let serverName = Self.isIPAddress(account.host) ? nil : account.host
         do throws(POP3ClientError) {
-            try await client.startTLS(configuration: Self.tlsConfiguration(caFile: account.caFile), serverHostname: serverName)
+            try await client.startTLS(account.server)
         } catch {
             if case .server(let response) = error { throw StepError("STLS: the server refused it: \(response.line)") }
             step = "TLS handshake after STLS"
@@ -335,18 +324,9 @@ struct LocalFailure: Error {
     var error: any Error
 }
 
-// MARK: - TLS and explanations
+// MARK: - Explanations
 
 extension Fetcher {
-    /// Certificates verified against the system's CAs, or only those in `caFile`; TLS 1.2 or newer.
-    static func tlsConfiguration(caFile: String?) -> TLSConfiguration {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.minimumTLSVersion = .tlsv12
-        configuration.certificateVerification = .fullVerification
-        if let caFile { configuration.trustRoots = .file(caFile) }
-        return configuration
-    }
-
     static func looksLikeTLS(_ detail: String) -> Bool {
         let lower = detail.lowercased()
         return lower.contains("nioss") || lower.contains("certificate") || lower.contains("hostname") || lower.contains("tls")
@@ -354,10 +334,6 @@ extension Fetcher {
 
     static func isLoopback(_ host: String) -> Bool {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    }
-
-    static func isIPAddress(_ host: String) -> Bool {
-        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 
     /// A client error as a sentence naming the step that failed, with a hint for TLS.

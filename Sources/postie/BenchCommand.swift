@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import POP3Bench
-import POP3Fetch
+import POP3Client
 
 /// `postie bench`: a POP3 load generator with latency percentiles.
 struct BenchCommand: AsyncParsableCommand {
@@ -20,7 +20,7 @@ struct BenchCommand: AsyncParsableCommand {
     var server: String
 
     @Option(help: "none, starttls, implicit or mix (plain, STLS and implicit TLS in turn).")
-    var tls: BenchTLSMode = .none
+    var tls: BenchTLSMode = .every(.none)
 
     @Option(name: .customLong("tls-port"), help: "The implicit-TLS port for --tls mix (default: the --server port).")
     var tlsPort: Int?
@@ -66,27 +66,29 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard let parsed = parseServer(server) else { throw ValidationError("--server: expected HOST:PORT") }
+        guard let parsed = POP3Client.Configuration.parseHostAndPort(server, defaultPort: 110) else {
+            throw ValidationError("--server: expected HOST:PORT")
+        }
         let text: String
         do {
             text = try String(contentsOfFile: credentials, encoding: .utf8)
         } catch {
             throw ValidationError("--credentials: cannot read \(credentials): \(error.localizedDescription)")
         }
+        let server = POP3Client.Configuration(
+            host: parsed.host, port: parsed.port, trust: insecure ? .insecure : .init(caFile: caFile),
+            timeout: .nanoseconds(Int64(stallAfter * 1e9)))
         var options: BenchOptions
         do {
             options = BenchOptions(
-                host: parsed.host, port: parsed.port, tls: tls, credentials: try BenchCredential.parse(text),
+                server: server, tls: tls, credentials: try POP3Client.Credentials.parseBenchFile(text),
                 clients: clients, durationSeconds: duration, retr: retr)
         } catch {
             throw ValidationError("--credentials: \(error)")
         }
         options.tlsPort = tlsPort
-        options.caFile = caFile
-        options.insecure = insecure
         options.rampUpSeconds = rampUp
         options.deleteShare = deleteShare
-        options.stallSeconds = stallAfter
         let bench: Bench
         do {
             bench = try Bench(options: options)

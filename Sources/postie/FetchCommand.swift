@@ -26,7 +26,7 @@ struct FetchCommand: AsyncParsableCommand {
     var server: String?
 
     @Option(help: "implicit, starttls or none (default: implicit on port 995, starttls elsewhere).")
-    var tls: FetchTLSMode?
+    var tls: POP3Client.TLSMode?
 
     @Option(name: .customLong("ca-file"), help: "PEM file of the CAs to trust instead of the system's.")
     var caFile: String?
@@ -100,7 +100,9 @@ struct FetchCommand: AsyncParsableCommand {
                 throw ValidationError("\(error)")
             }
         }
-        guard let server, let parsed = parseServer(server) else { throw ValidationError("--server: expected HOST:PORT") }
+        guard let server, let parsed = POP3Client.Configuration.parseHostAndPort(server, defaultPort: 110) else {
+            throw ValidationError("--server: expected HOST:PORT")
+        }
         guard let to, let destination = DestinationSpec(parsing: to) else {
             throw ValidationError("--to: expected maildir:DIR or mbox:FILE")
         }
@@ -111,14 +113,14 @@ struct FetchCommand: AsyncParsableCommand {
             throw ValidationError(error.description)
         }
         var account = FetchAccount(
-            host: parsed.host, port: parsed.port, tls: tls ?? .defaultMode(port: parsed.port), user: user!,
-            password: password, destination: destination)
-        account.caFile = caFile
+            server: POP3Client.Configuration(host: parsed.host, port: parsed.port, tls: tls, trust: .init(caFile: caFile),
+                                             timeout: .seconds(Int64(timeout))),
+            user: user!, password: password, destination: destination)
         if let loginMethod {
             guard let method = LoginMethod(argument: loginMethod) else {
                 throw ValidationError("--login-method: one of \(LoginMethod.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            account.loginMethod = method
+            account.server.loginMethod = method
         }
         account.keep = keep
         account.deleteAfterDays = deleteAfter
@@ -129,7 +131,6 @@ struct FetchCommand: AsyncParsableCommand {
         account.markExisting = markExisting
         account.rebuildState = rebuildState
         account.statePath = stateFile
-        account.timeoutSeconds = timeout
         return ([account], poll)
     }
 
@@ -182,7 +183,8 @@ struct FetchSummary: Encodable {
     var exitCode: Int32
 }
 
-extension FetchTLSMode: ExpressibleByArgument {}
+/// `--tls` of `postie fetch` and of `postie migrate` (`--tls`, `--a-tls`, `--b-tls`).
+extension POP3Client.TLSMode: ExpressibleByArgument {}
 
 /// A one-line progress display on a terminal's standard error; nothing when it is not a terminal.
 final class TerminalProgress: FetchProgress {

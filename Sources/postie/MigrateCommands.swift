@@ -32,11 +32,11 @@ struct AccountOptions: ParsableArguments {
     @Option(name: .customLong("users-file"), help: ArgumentHelp("A file of user:password lines (# comments).", valueName: "file"))
     var usersFile: String?
 
-    func accounts() throws -> [Account] {
+    func accounts() throws -> [POP3Client.Credentials] {
         switch (user, usersFile) {
         case (let user?, nil):
             do {
-                return [Account(user: user, password: try ClientPassword.read(file: passwordFile, environment: environment()))]
+                return [.init(user: user, password: try ClientPassword.read(file: passwordFile, environment: environment()))]
             } catch {
                 throw ValidationError(error.description)
             }
@@ -57,8 +57,6 @@ struct AccountOptions: ParsableArguments {
         return result
     }
 }
-
-extension POP3Endpoint.Security: ExpressibleByArgument {}
 
 struct MigratePOP3: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -81,7 +79,7 @@ struct MigratePOP3: AsyncParsableCommand {
     var server: String
 
     @Option(help: ArgumentHelp("implicit (default for port 995), starttls (default otherwise) or none.", valueName: "mode"))
-    var tls: POP3Endpoint.Security?
+    var tls: POP3Client.TLSMode?
 
     @Option(name: .customLong("ca-file"), help: ArgumentHelp("Trust these PEM CA certificates instead of the system's.", valueName: "file"))
     var caFile: String?
@@ -102,7 +100,7 @@ struct MigratePOP3: AsyncParsableCommand {
     var deleteSource = false
 
     func run() async throws {
-        let endpoint = try POP3Endpoint(parsing: server, security: tls, caFile: caFile, serverName: serverName)
+        let endpoint = try POP3Endpoint(parsing: server, tls: tls, caFile: caFile, serverName: serverName)
         let list = try accounts.accounts()
         if list.count > 1 && !toMaildir.contains("%u") && !toMaildir.contains("%n") {
             throw ValidationError("--to-maildir must contain %u or %n when migrating several users")
@@ -152,10 +150,10 @@ struct MigrateCompare: AsyncParsableCommand {
     var b: String
 
     @Option(name: .customLong("a-tls"), help: ArgumentHelp("TLS for a: implicit (default for port 995), starttls (default otherwise) or none.", valueName: "mode"))
-    var aTLS: POP3Endpoint.Security?
+    var aTLS: POP3Client.TLSMode?
 
     @Option(name: .customLong("b-tls"), help: ArgumentHelp("TLS for b, as --a-tls.", valueName: "mode"))
-    var bTLS: POP3Endpoint.Security?
+    var bTLS: POP3Client.TLSMode?
 
     @Option(name: .customLong("a-ca-file"), help: ArgumentHelp("PEM CA certificates to trust for a.", valueName: "file"))
     var aCAFile: String?
@@ -175,8 +173,8 @@ struct MigrateCompare: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let endpointA = try POP3Endpoint(parsing: a, security: aTLS, caFile: aCAFile, serverName: aServerName)
-        let endpointB = try POP3Endpoint(parsing: b, security: bTLS, caFile: bCAFile, serverName: bServerName)
+        let endpointA = try POP3Endpoint(parsing: a, tls: aTLS, caFile: aCAFile, serverName: aServerName)
+        let endpointB = try POP3Endpoint(parsing: b, tls: bTLS, caFile: bCAFile, serverName: bServerName)
         let list = try accounts.accounts()
         var results: [UserComparison] = []
         for account in list {

@@ -379,6 +379,93 @@ def test_injection_detected_on_vulnerable_server(postie_bin, pki):
     assert item["verdict"] == "FAIL" and "vulnerable" in item["detail"] and item["remedy"], item
 
 
+class DowngradingServer(VulnerableServer):
+    """An STLS server that speaks TLS 1.2 and 1.3 to the probes, then only TLS 1.0/1.1 to the
+    connection after them, the login's: what a man in the middle or a misconfigured pool
+    member would do. It records each connection's handshake and every command after it.
+    (It borrows VulnerableServer's listener, not its bug.)"""
+
+    # postie check --port P --tls-port 0 on a server refusing TLS < 1.2: the port check, the
+    # STLS injection probe, one TLS 1.0/1.1 probe (refused), then the login.
+    PROBES = 3
+
+    def __init__(self, cert: Path, key: Path):
+        self.handshakes: list[str] = []  # per connection: the version, or "failed: ..."
+        self.commands: list[list[str]] = []
+        self.lock = threading.Lock()
+        super().__init__(cert, key)
+        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.legacy.minimum_version = ssl.TLSVersion.TLSv1
+        self.legacy.maximum_version = ssl.TLSVersion.TLSv1_1
+        self.legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
+        self.legacy.load_cert_chain(cert, key)
+
+    def session(self, conn):
+        with self.lock:
+            index = len(self.commands)
+            self.commands.append([])
+            self.handshakes.append("none")
+        conn.settimeout(10)
+        try:
+            conn.sendall(b"+OK downgrading\r\n")
+            pending, tls = b"", None
+            while True:
+                while b"\r\n" not in pending:
+                    data = (tls or conn).recv(4096)
+                    if not data:
+                        return
+                    pending += data
+                line, pending = pending.split(b"\r\n", 1)
+                cmd = line.decode(errors="replace")
+                out = tls or conn
+                if tls is not None:
+                    self.commands[index].append(cmd)
+                if cmd.upper() == "CAPA":
+                    out.sendall(b"+OK\r\n" + (b"USER\r\nSASL PLAIN\r\n" if tls else b"STLS\r\n") + b".\r\n")
+                elif cmd.upper() == "STLS" and tls is None:
+                    conn.sendall(b"+OK go ahead\r\n")
+                    pending = b""  # never take plaintext bytes as coming over TLS
+                    context = self.ctx if index < self.PROBES else self.legacy
+                    try:
+                        tls = context.wrap_socket(conn, server_side=True)
+                    except (OSError, ssl.SSLError) as e:
+                        self.handshakes[index] = f"failed: {e}"
+                        return
+                    self.handshakes[index] = tls.version()
+                elif cmd.upper() == "QUIT":
+                    out.sendall(b"+OK bye\r\n")
+                    return
+                else:
+                    out.sendall(b"-ERR [AUTH] no\r\n")
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            conn.close()
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_login_refuses_tls_below_1_2_by_itself(postie_bin, pki):
+    """The probes found modern TLS, but the login connection is offered only TLS 1.0/1.1: the
+    login refuses the handshake itself (TLS 1.2 at least, as for fetch, bench and migrate) and
+    the password is never sent. (Before POP3Client.Configuration it logged in over TLS 1.1.)"""
+    s = DowngradingServer(pki.good.cert, pki.good.key)
+    try:
+        r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0", "--ca-file", pki.root.cert,
+                          "--user", "bob", "--login-method", "USER", env={"POSTIE_PASSWORD": BOB[1]})
+    finally:
+        s.close()
+    assert verdict(doc, "pop3.stls") == "OK" and verdict(doc, f"tls.{s.port}.legacy") == "OK", r
+    assert len(s.handshakes) == DowngradingServer.PROBES + 1, (s.handshakes, r)
+    assert s.handshakes[0] in ("TLSv1.2", "TLSv1.3"), s.handshakes
+    assert s.handshakes[-1].startswith("failed"), s.handshakes  # the login's handshake
+    login = items(doc)["login"]
+    assert login["verdict"] == "FAIL" and "TLS" in login["detail"], login
+    assert r.code == 2, r
+    assert s.commands[-1] == [], s.commands  # nothing, USER and PASS least of all, went over it
+    assert BOB[1] not in r.stdout
+
+
 # --------------------------------------------------------------------------
 # Against Dovecot
 # --------------------------------------------------------------------------

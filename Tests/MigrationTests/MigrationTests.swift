@@ -1,6 +1,7 @@
 import Foundation
 import MailBackend
 import MaildirStore
+import POP3Client
 import Testing
 
 @testable import Migration
@@ -9,7 +10,7 @@ import Testing
 struct AccountTests {
     @Test func parsesUsersFiles() throws {
         let accounts = try AccountList.parse("# users\nalice:pw:with:colons\r\n\nbob@example.org:x\n", source: "users")
-        #expect(accounts == [Account(user: "alice", password: "pw:with:colons"), Account(user: "bob@example.org", password: "x")])
+        #expect(accounts == [.init(user: "alice", password: "pw:with:colons"), .init(user: "bob@example.org", password: "x")])
     }
 
     @Test(arguments: ["", "# only a comment\n", "alice\n", ":pw\n", "a:1\na:2\n"])
@@ -17,17 +18,32 @@ struct AccountTests {
         #expect(throws: MigrationError.self) { try AccountList.parse(text, source: "users") }
     }
 
+    @Test(arguments: [("alice\n", "users: line 1 is not user:password"),
+                      ("# a\na:1\r\na:2\n", "users: line 3: user a is listed twice"),
+                      ("\n# only a comment\n", "users: no user:password lines")])
+    func namesTheProblemInUsersFiles(text: String, message: String) {
+        let error = #expect(throws: MigrationError.self) { try AccountList.parse(text, source: "users") }
+        #expect(error?.description == message)
+    }
+
+    @Test func emptyPasswordsAreAllowedInUsersFiles() throws {
+        #expect(try AccountList.parse("alice:\n", source: "users") == [.init(user: "alice", password: "")])
+    }
+
     @Test func endpointsDefaultToTLS() throws {
-        #expect(try POP3Endpoint(parsing: "pop.example.org:995", security: nil).security == .implicit)
-        #expect(try POP3Endpoint(parsing: "pop.example.org:110", security: nil).security == .starttls)
-        #expect(try POP3Endpoint(parsing: "127.0.0.1:110", security: POP3Endpoint.Security.none).security == .none)
-        let v6 = try POP3Endpoint(parsing: "[::1]:1110", security: nil)
-        #expect(v6.host == "::1" && v6.port == 1110 && v6.description == "[::1]:1110")
+        #expect(try POP3Endpoint(parsing: "pop.example.org:995", tls: nil).server.tls == .implicit)
+        #expect(try POP3Endpoint(parsing: "pop.example.org:110", tls: nil).server.tls == .starttls)
+        #expect(try POP3Endpoint(parsing: "127.0.0.1:110", tls: POP3Client.TLSMode.none).server.tls == .none)
+        let v6 = try POP3Endpoint(parsing: "[::1]:1110", tls: nil)
+        #expect(v6.server.host == "::1" && v6.server.port == 1110 && v6.description == "[::1]:1110")
+        #expect(v6.server.effectiveServerName == nil)
+        let named = try POP3Endpoint(parsing: "10.0.0.1:995", tls: nil, caFile: "/ca.pem", serverName: "pop.example.org")
+        #expect(named.server.effectiveServerName == "pop.example.org" && named.server.trust == .caFile("/ca.pem"))
     }
 
     @Test(arguments: ["pop.example.org", "pop:0", "pop:70000", ":110", "::1:110", "[::1]110", "pop:x"])
     func refusesBadEndpoints(text: String) {
-        #expect(throws: MigrationError.self) { try POP3Endpoint(parsing: text, security: nil) }
+        #expect(throws: MigrationError.self) { try POP3Endpoint(parsing: text, tls: nil) }
     }
 }
 

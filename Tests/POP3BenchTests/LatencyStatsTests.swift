@@ -52,11 +52,20 @@ import Testing
 
 @Suite struct BenchInputTests {
     @Test func credentialsFile() throws {
-        let credentials = try BenchCredential.parse("# users\nalice:pw:with:colons\r\n\nbob:x\n")
-        #expect(credentials == [BenchCredential(user: "alice", password: "pw:with:colons"), BenchCredential(user: "bob", password: "x")])
-        #expect(throws: BenchError.self) { try BenchCredential.parse("nocolon\n") }
-        #expect(throws: BenchError.self) { try BenchCredential.parse(":pw\n") }
-        #expect(throws: BenchError.self) { try BenchCredential.parse("# only comments\n") }
+        let credentials = try POP3Client.Credentials.parseBenchFile("# users\nalice:pw:with:colons\r\n\nbob:x\nbob:x\n")
+        #expect(credentials == [.init(user: "alice", password: "pw:with:colons"), .init(user: "bob", password: "x"),
+                                .init(user: "bob", password: "x")])
+        #expect(throws: BenchError.self) { try POP3Client.Credentials.parseBenchFile("nocolon\n") }
+        #expect(throws: BenchError.self) { try POP3Client.Credentials.parseBenchFile(":pw\n") }
+        #expect(throws: BenchError.self) { try POP3Client.Credentials.parseBenchFile("alice:\n") }
+        #expect(throws: BenchError.self) { try POP3Client.Credentials.parseBenchFile("# only comments\n") }
+    }
+
+    @Test func tlsModes() {
+        #expect(BenchTLSMode.allCases.map(\.rawValue) == ["none", "starttls", "implicit", "mix"])
+        #expect(BenchTLSMode(rawValue: "starttls") == .every(.starttls))
+        #expect(BenchTLSMode(rawValue: "mix") == .mix)
+        #expect(BenchTLSMode(rawValue: "tls") == nil)
     }
 
     @Test func errorKinds() {

@@ -160,11 +160,3 @@ import Testing
         #expect(LoginMethod.preference.first == .scramSHA256)
     }
 }
-
-@Suite struct HostNameTests {
-    @Test(arguments: [("127.0.0.1", true), ("::1", true), ("2001:db8::25", true), ("mail.example.org", false),
-                      ("localhost", false), ("1.2.3", false), ("10.0.0.256", false), ("[::1]", false)])
-    func ipAddressLiterals(host: String, isIP: Bool) {
-        #expect(isIPAddress(host) == isIP)
-    }
-}

@@ -11,10 +11,9 @@ private let bobMessage = "Subject: bob\r\n\r\nhi\r\n"
 private let mail = ["alice": [message1, message2], "bob": [bobMessage]]
 
 /// Trusts exactly Dovecot's self-signed test certificate.
-private func trusting(_ dovecot: DovecotServer) -> TLSConfiguration {
-    var configuration = TLSConfiguration.makeClientConfiguration()
-    configuration.trustRoots = .file(dovecot.certificate)
-    return configuration
+private func trusting(_ dovecot: DovecotServer, implicit: Bool = false) -> POP3Client.Configuration {
+    POP3Client.Configuration(host: "127.0.0.1", port: implicit ? dovecot.tlsPort : dovecot.port, tls: implicit ? .implicit : .starttls,
+                             trust: .caFile(dovecot.certificate), serverName: "localhost")
 }
 
 /// The client library against a server nobody here wrote: Dovecot from Debian's dovecot-pop3d,
@@ -28,7 +27,7 @@ struct DovecotClientTests {
             #expect(client.apopTimestamp != nil)  // APOP is enabled: the greeting carries <...>
             let before = try await client.capabilities()
             #expect(before.contains("STLS") && before.contains("PIPELINING") && before.contains("UIDL"))
-            try await client.startTLS(configuration: trusting(dovecot), serverHostname: "localhost")
+            try await client.startTLS(trusting(dovecot))
             #expect(client.isTLS && client.lastCapabilities == nil)
             #expect(!(try await client.capabilities()).contains("STLS"))
             try await client.login(user: "alice", password: "alice-pw")
@@ -67,7 +66,7 @@ struct DovecotClientTests {
 
             // The next session sees what QUIT committed.
             let again = try await POP3Client.connect(host: "127.0.0.1", port: dovecot.port)
-            try await again.startTLS(configuration: trusting(dovecot), serverHostname: "localhost")
+            try await again.startTLS(trusting(dovecot))
             try await again.login(user: "alice", password: "alice-pw")
             #expect(try await again.retrieve(1).text == message1)
             try await again.quit()
@@ -76,8 +75,7 @@ struct DovecotClientTests {
 
     @Test func implicitTLS() async throws {
         try await withDovecot(messages: mail) { dovecot in
-            let client = try await POP3Client.connect(
-                host: "127.0.0.1", port: dovecot.tlsPort, tls: .implicit(trusting(dovecot), serverHostname: "localhost"))
+            let client = try await POP3Client.connect(trusting(dovecot, implicit: true))
             #expect(client.isTLS)
             try await client.authenticate(mechanism: .scramSHA256, user: "bob", password: "bob-pw")
             #expect(try await client.retrieve(1).text == bobMessage)
@@ -89,8 +87,7 @@ struct DovecotClientTests {
         try await withDovecot(messages: mail) { dovecot in
             do throws(POP3ClientError) {
                 let client = try await POP3Client.connect(
-                    host: "127.0.0.1", port: dovecot.tlsPort,
-                    tls: .implicit(.makeClientConfiguration(), serverHostname: "localhost"))
+                    POP3Client.Configuration(host: "127.0.0.1", port: dovecot.tlsPort, tls: .implicit, serverName: "localhost"))
                 await client.close()
                 Issue.record("a self-signed certificate was accepted against the system trust store")
             } catch {
@@ -103,7 +100,7 @@ struct DovecotClientTests {
     func saslMechanism(_ mechanism: SASLMechanism) async throws {
         try await withDovecot(messages: mail) { dovecot in
             let client = try await POP3Client.connect(host: "127.0.0.1", port: dovecot.port)
-            try await client.startTLS(configuration: trusting(dovecot), serverHostname: "localhost")
+            try await client.startTLS(trusting(dovecot))
             #expect(try await client.capabilities().saslMechanisms.contains(mechanism.rawValue))
             try await client.authenticate(mechanism: mechanism, user: "bob", password: "bob-pw")
             #expect(try await client.retrieve(1).text == bobMessage)

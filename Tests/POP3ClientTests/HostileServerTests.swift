@@ -144,7 +144,7 @@ struct HostileServerTests {
             }
         }
         let client = try await POP3Client.connect(host: "127.0.0.1", port: server.port)
-        try await client.startTLS(configuration: try certificate.clientConfiguration(), serverHostname: "localhost")
+        try await client.startTLS(certificate.client(port: server.port, tls: .starttls))
         #expect(try await client.capabilities().lines == ["OVER-TLS"])
         await client.close()
         await server.close()

@@ -256,7 +256,7 @@ struct POP3ClientTests {
         try await withServer(tls: try certificate.provider()) { ports in
             let client = try await POP3Client.connect(host: "127.0.0.1", port: ports[0])
             #expect(try await client.capabilities().contains("STLS"))
-            try await client.startTLS(configuration: try certificate.clientConfiguration(), serverHostname: "localhost")
+            try await client.startTLS(certificate.client(port: ports[0], tls: .starttls))
             #expect(client.isTLS)
             #expect(client.lastCapabilities == nil)
             let capabilities = try await client.capabilities()
@@ -270,10 +270,7 @@ struct POP3ClientTests {
     @Test func implicitTLS() async throws {
         let certificate = TestCertificate.shared
         try await withServer(implicitTLS: true, tls: try certificate.provider()) { ports in
-            let client = try await POP3Client.connect(
-                host: "127.0.0.1", port: ports[1],
-                tls: .implicit(try certificate.clientConfiguration(), serverHostname: "localhost")
-            )
+            let client = try await POP3Client.connect(certificate.client(port: ports[1], tls: .implicit))
             #expect(client.isTLS)
             try await client.authenticate(mechanism: .scramSHA256, user: "alice", password: "secret")
             #expect(try await client.top(2, lines: 2).text == "Subject: two\r\nFrom: x@example.org\r\n\r\nline 1\r\nline 2\r\n")
@@ -283,16 +280,15 @@ struct POP3ClientTests {
 
     @Test func oneSharedTLSContextServesManyConnections() async throws {
         let certificate = TestCertificate.shared
-        let context = try NIOSSLContext(configuration: try certificate.clientConfiguration())
         try await withServer(implicitTLS: true, tls: try certificate.provider()) { ports in
+            let context = try certificate.client(port: ports[1], tls: .implicit).makeTLSContext()
             for _ in 0..<2 {
-                let implicit = try await POP3Client.connect(
-                    host: "127.0.0.1", port: ports[1], tls: .implicitContext(context, serverHostname: "localhost"))
+                let implicit = try await POP3Client.connect(certificate.client(port: ports[1], tls: .implicit), tlsContext: context)
                 #expect(implicit.isTLS)
                 try await implicit.login(user: "alice", password: "secret")
                 try await implicit.quit()
                 let upgraded = try await POP3Client.connect(host: "127.0.0.1", port: ports[0])
-                try await upgraded.startTLS(context: context, serverHostname: "localhost")
+                try await upgraded.startTLS(certificate.client(port: ports[0], tls: .starttls), tlsContext: context)
                 #expect(upgraded.isTLS)
                 try await upgraded.login(user: "alice", password: "secret")
                 try await upgraded.quit()
@@ -306,9 +302,7 @@ struct POP3ClientTests {
             // The default trust store does not hold the self-signed certificate.
             do throws(POP3ClientError) {
                 _ = try await POP3Client.connect(
-                    host: "127.0.0.1", port: ports[1],
-                    tls: .implicit(.makeClientConfiguration(), serverHostname: "localhost")
-                )
+                    POP3Client.Configuration(host: "127.0.0.1", port: ports[1], tls: .implicit, serverName: "localhost"))
                 Issue.record("an untrusted certificate was accepted")
             } catch {
                 guard case .tls = error else { Issue.record("expected a TLS error, got \(error)"); return }

@@ -3,6 +3,7 @@ import Logging
 import MailBackend
 import NIOCore
 import NIOSSL
+import POP3Client
 import POP3Core
 import POP3Server
 import SASL
@@ -116,11 +117,10 @@ struct TestCertificate: Sendable {
         try TLSProvider(settings: TLSSettings(certificates: [CertificateSpec(certificatePath: certificatePath, keyPath: keyPath)]))
     }
 
-    /// A client configuration that trusts only this certificate.
-    func clientConfiguration() throws -> TLSConfiguration {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificatePath))
-        return configuration
+    /// A client configuration for a server with this certificate on loopback: only it is
+    /// trusted, and it must be valid for `localhost`.
+    func client(port: Int, tls: POP3Client.TLSMode) -> POP3Client.Configuration {
+        POP3Client.Configuration(host: "127.0.0.1", port: port, tls: tls, trust: .caFile(certificatePath), serverName: "localhost")
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import POP3Client
 import Testing
 
 @testable import POP3Fetch
@@ -214,12 +215,12 @@ let sample = Array("From: a@example.org\r\nSubject: hi\r\n\r\nFrom here\r\n>From
         let file = try FetchConfigFile(yaml: yaml, origin: "test.yaml") { path in "secret-of-" + path }
         #expect(file.poll == 120)
         #expect(file.accounts.count == 2)
-        #expect(file.accounts[0].tls == .implicit)
+        #expect(file.accounts[0].server.tls == .implicit && file.accounts[0].server.host == "pop.example.org")
         #expect(file.accounts[0].keep && file.accounts[0].deleteAfterDays == 30 && file.accounts[0].deleteLarger == 20 << 20)
         #expect(file.accounts[0].password == "secret-of-/pw/alice")
-        #expect(file.accounts[1].tls == FetchTLSMode.none)
+        #expect(file.accounts[1].server.tls == POP3Client.TLSMode.none && file.accounts[1].server.timeout == .seconds(60))
         #expect(file.accounts[1].destination == .mbox("/mail/bob.mbox"))
-        #expect(file.accounts[0].loginMethod == .user && file.accounts[1].loginMethod == .scramSHA256)
+        #expect(file.accounts[0].server.loginMethod == .user && file.accounts[1].server.loginMethod == .scramSHA256)
     }
 
     @Test(arguments: [

@@ -85,7 +85,8 @@ import Testing
 
 @Suite struct DeletePolicyTests {
     func account(keep: Bool, after: Int? = nil, larger: Int? = nil) -> FetchAccount {
-        var account = FetchAccount(host: "h", port: 110, tls: .none, user: "u", password: "p", destination: .maildir("/x"))
+        var account = FetchAccount(server: .init(host: "h", port: 110, tls: POP3Client.TLSMode.none), user: "u", password: "p",
+                                   destination: .maildir("/x"))
         account.keep = keep
         account.deleteAfterDays = after
         account.deleteLarger = larger
@@ -114,18 +115,11 @@ import Testing
         #expect(!Fetcher.shouldDelete(stored, size: 10, account: account(keep: true, larger: 10), now: 1_000_000))
     }
 
-    @Test func parsesServersAndSizes() {
-        #expect(parseServer("pop.example.org:995")! == ("pop.example.org", 995))
-        #expect(parseServer("[::1]:110")! == ("::1", 110))
-        #expect(parseServer("host")! == ("host", 110))
-        #expect(parseServer("host:0") == nil)
-        #expect(parseServer("a:b:c") == nil)
+    @Test func parsesSizes() {
         #expect(parseSize("10M") == 10 * 1024 * 1024)
         #expect(parseSize("512k") == 512 * 1024)
         #expect(parseSize("100") == 100)
         #expect(parseSize("x") == nil)
-        #expect(FetchTLSMode.defaultMode(port: 995) == .implicit)
-        #expect(FetchTLSMode.defaultMode(port: 110) == .starttls)
     }
 }
 
