@@ -103,7 +103,7 @@ let package = Package(
         .target(
             name: "POP3Client",
             dependencies: [
-                "POP3Core", "SASL",
+                "POP3Core", "SASL", "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),

@@ -20,7 +20,8 @@ public enum MaildirFile {
         return "\(now.tv_sec).M\(now.tv_usec)P\(getpid())Q\(n).\(host)"
     }
 
-    /// The host name with `/` and `:` written as `\057` and `\072`, as the Maildir spec says.
+    /// The host name with `/` and `:` written as `\057` and `\072`, as the Maildir spec says,
+    /// and `,` as `\054`, since commas separate the `,S=`/`,W=` fields that follow it.
     public static let host: String = {
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, name.count - 1)
@@ -30,6 +31,7 @@ public enum MaildirFile {
             switch c {
             case "/": escaped += "\\057"
             case ":": escaped += "\\072"
+            case ",": escaped += "\\054"
             default: escaped.append(c)
             }
         }

@@ -16,19 +16,6 @@ public struct MessageInfo: Hashable, Sendable {
     }
 }
 
-/// A login name and password as the client sent them. Never logged.
-public struct Credentials: Hashable, Sendable, CustomStringConvertible {
-    public var user: String
-    public var password: String
-
-    public init(user: String, password: String) {
-        self.user = user
-        self.password = password
-    }
-
-    public var description: String { "Credentials(user: \(user), password: <hidden>)" }
-}
-
 /// A user whose credentials were accepted, with what the user database knows of them.
 public struct AuthenticatedUser: Sendable, Hashable {
     /// The canonical login name (`%u`).

@@ -123,23 +123,6 @@ enum MessageNaming {
         return FetchState.isValidUIDL(uidl) ? uidl : nil
     }
 
-    /// The host name as a Maildir name part: `/` as `\057`, `:` as `\072` (and `,` as `\054`).
-    static var hostname: String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        gethostname(&buffer, 255)
-        let name = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        var out = ""
-        for character in name.isEmpty ? "localhost" : name {
-            switch character {
-            case "/": out += "\\057"
-            case ":": out += "\\072"
-            case ",": out += "\\054"
-            default: out.append(character)
-            }
-        }
-        return out
-    }
-
     /// CRLF to LF, as a Unix delivery agent stores mail; lone CRs are kept.
     static func unixLineEnds(_ message: [UInt8]) -> [UInt8] {
         var out = [UInt8]()

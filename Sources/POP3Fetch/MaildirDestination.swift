@@ -1,4 +1,4 @@
-import Synchronization
+import DurableFiles
 
 #if canImport(Glibc)
 import Glibc
@@ -16,9 +16,6 @@ import Glibc
 struct MaildirDestination: LocalDestination {
     let root: String
     let tag: String
-    private static let hostname = MessageNaming.hostname
-    private static let pid = getpid()
-    private static let sequence = Atomic<Int>(0)
 
     init(root: String, account: String) {
         self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
@@ -36,38 +33,27 @@ struct MaildirDestination: LocalDestination {
 
     /// A unique name (time, microseconds, pid, a per-process sequence number, host).
     private func name(uidl: String, size: Int, crlfSize: Int) -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        let sequence = Self.nextSequence()
-        return "\(now.tv_sec).M\(now.tv_nsec / 1000)P\(Self.pid)Q\(sequence).\(Self.hostname)"
-            + ",S=\(size),W=\(crlfSize),PF=\(tag)-\(MessageNaming.escape(uidl))"
+        MaildirFile.uniqueName() + ",S=\(size),W=\(crlfSize),PF=\(tag)-\(MessageNaming.escape(uidl))"
     }
-
-    private static func nextSequence() -> Int { sequence.add(1, ordering: .relaxed).newValue }
 
     func stage(uidl: String, message: [UInt8]) throws(LocalError) -> StagedMessage {
         let bytes = MessageNaming.unixLineEnds(message)
         let name = name(uidl: uidl, size: bytes.count, crlfSize: MessageNaming.crlfSize(ofUnix: bytes))
         let path = root + "/tmp/" + name
-        let fd = try FS.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
-        do throws(LocalError) {
-            try FS.writeAll(fd, bytes, path: path)
-            try FS.fsync(fd, path: path)
+        do throws(SystemError) {
+            try MaildirFile.create(path) { fd throws(SystemError) in try POSIX.writeAll(fd, bytes, path: path) }
         } catch {
-            close(fd)
-            FS.unlink(path)
-            throw error
-        }
-        if close(fd) != 0 {
-            FS.unlink(path)
-            throw .system("close", path)
+            throw LocalError(error)
         }
         return StagedMessage(uidl: uidl, location: name, storedSize: bytes.count, temporaryPath: path)
     }
 
     func commit(_ staged: StagedMessage) throws(LocalError) {
-        try FS.rename(root + "/tmp/" + staged.location, root + "/new/" + staged.location)
-        try FS.fsyncDirectory(root + "/new")
+        do throws(SystemError) {
+            try MaildirFile.publish(root + "/tmp/" + staged.location, as: root + "/new/" + staged.location)
+        } catch {
+            throw LocalError(error)
+        }
     }
 
     func abandon(_ staged: StagedMessage) {

@@ -2,6 +2,7 @@ import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
+import SASL
 
 /// A reference backend that keeps users and mail in memory, for tests and examples.
 ///

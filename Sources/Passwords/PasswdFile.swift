@@ -1,3 +1,4 @@
+import DurableFiles
 import Logging
 import MailBackend
 import NIOConcurrencyHelpers
@@ -177,16 +178,12 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
     }
 
     private func read(identity: FileIdentity) throws(PasswdFileError) -> Snapshot {
-        guard let file = fopen(path, "re") else {
-            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
-        }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
+        let bytes: [UInt8]
+        do throws(SystemError) {
+            guard let read = try POSIX.readFile(path) else { throw .system("open", path, ENOENT) }
+            bytes = read
+        } catch {
+            throw .unreadable(path: path, reason: String(cString: strerror(error.errno)))
         }
         var users: [String: PasswdEntry] = [:]
         var decoy: StoredPassword?

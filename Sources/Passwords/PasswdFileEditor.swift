@@ -99,23 +99,19 @@ public struct PasswdFileEditor {
         var text = ""
         var mode: mode_t = 0o640
         var owner: (uid_t, gid_t)?
-        if let file = fopen(path, "re") {
+        do throws(SystemError) {
+            let fd = try POSIX.open(path, O_RDONLY)
+            defer { close(fd) }
             var st = stat()
-            if fstat(fileno(file), &st) == 0 {
+            if fstat(fd, &st) == 0 {
                 mode = st.st_mode & 0o7777
                 owner = (st.st_uid, st.st_gid)
             }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
-                if n == 0 { break }
-                bytes += chunk[0..<n]
-            }
-            fclose(file)
-            text = String(decoding: bytes, as: UTF8.self)
-        } else if errno != ENOENT {
-            throw EditError.io("cannot read \(path): \(String(cString: strerror(errno)))")
+            text = String(decoding: try POSIX.readAll(fd, path: path), as: UTF8.self)
+        } catch where error.errno == ENOENT {
+            // A new file: it starts empty.
+        } catch {
+            throw EditError.io("cannot read \(path): \(String(cString: strerror(error.errno)))")
         }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }

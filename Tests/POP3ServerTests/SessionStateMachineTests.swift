@@ -1,5 +1,6 @@
 import MailBackend
 import POP3Core
+import SASL
 import Testing
 
 @testable import POP3Server

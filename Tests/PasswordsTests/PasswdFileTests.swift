@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MailBackend
+import SASL
 import Synchronization
 import Testing
 

@@ -5,6 +5,7 @@ import MailBackend
 import NIOCore
 import Passwords
 import PostgresNIO
+import SASL
 import Testing
 
 @testable import PostgresStore
