@@ -16,7 +16,6 @@ import hmac
 import poplib
 import random
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -25,9 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALICE, BOB, note
-from postiekit import POP3Raw, Maildir, PasswdFile, ServedBy, canonical_crlf, free_port
-from tlskit import Conn, client_context, make_pki, start_tls_server, wait_log
+from conftest import note
+from kits.launcher import free_port, ServedBy
+from kits.mail import ALICE, BOB, canonical_crlf, Maildir, PasswdFile
+from kits.pop3 import POP3Raw
+from kits.tools import curl, doveadm_pw_test
+from kits.tls import client_context, make_pki, start_tls_server
 
 try:
     import scramp
@@ -106,11 +108,10 @@ class Srv(ServedBy):
         return Maildir(Path(self.template.replace("%u", user)))
 
     def log_lines(self, pattern: str) -> list[str]:
-        rx = re.compile(pattern)
-        return [l for l in self.server.log_text().splitlines() if rx.search(l)]
+        return self.server.log_lines(pattern)
 
     def wait_log(self, pattern: str, count: int = 1, timeout: float = 10.0) -> list[str]:
-        return wait_log(self.server, pattern, timeout=timeout, count=count)
+        return self.server.wait_log(pattern, timeout=timeout, count=count)
 
 
 def serve(postie, tmp: Path, *, users: dict | None = None, args: list[str] | None = None,
@@ -231,11 +232,6 @@ SERVER_FIRST_RX = re.compile(r"^r=([!-+\--~]+),s=([A-Za-z0-9+/]+=*),i=(\d+)$")
 def run_postie(postie_bin, args: list[str], stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([str(postie_bin)] + args, input=None if stdin is None else stdin.encode("utf-8"),
                           capture_output=True, timeout=timeout)
-
-
-def curl(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout))] + [str(a) for a in args],
-                          capture_output=True, timeout=timeout + 10)
 
 
 @pytest.fixture(scope="module")
@@ -806,18 +802,6 @@ def test_user_add_home_and_extra_fields(postie, postie_bin, tmp_path):
 PW = "correct horse ✓ 42"
 
 
-@pytest.fixture(scope="module")
-def doveadm() -> str:
-    p = shutil.which("doveadm")
-    if p is None:
-        pytest.fail("doveadm is missing (Debian package dovecot-core; scripts/test must install it)", pytrace=False)
-    return p
-
-
-def doveadm_verify(doveadm: str, hashed: str, password: str) -> subprocess.CompletedProcess:
-    return subprocess.run([doveadm, "pw", "-t", hashed, "-p", password], capture_output=True, timeout=60)
-
-
 def pw_hash(postie_bin, scheme: str, password: str = PW) -> subprocess.CompletedProcess:
     return run_postie(postie_bin, ["pw", "hash", "--scheme", scheme], password)
 
@@ -829,9 +813,9 @@ def test_pw_hash_verifies_with_doveadm(postie_bin, doveadm, scheme):
     h = r.stdout.decode().strip()
     assert h.startswith("{" + scheme + "}") and "\n" not in h, f"output {h!r}"
     assert PW not in h or scheme == "PLAIN", f"{scheme} output contains the password"
-    v = doveadm_verify(doveadm, h, PW)
+    v = doveadm_pw_test(doveadm, h, PW)
     assert v.returncode == 0 and b"(verified)" in v.stdout, f"doveadm pw -t {h!r}: {v.stdout!r} {v.stderr!r}"
-    v = doveadm_verify(doveadm, h, PW + "x")
+    v = doveadm_pw_test(doveadm, h, PW + "x")
     assert v.returncode != 0, f"doveadm verified {h!r} with a wrong password"
     if scheme != "PLAIN":
         again = pw_hash(postie_bin, scheme).stdout.decode().strip()
@@ -868,11 +852,11 @@ def test_pw_hash_every_accepted_doveadm_scheme_verifies(doveadm, scheme_survey):
         if prefix is None or prefix.split(".")[0].upper() != s:
             failures.append(f"{s}: output {h!r} does not start with {{{s}}}")
             continue
-        v = doveadm_verify(doveadm, h, PW)
+        v = doveadm_pw_test(doveadm, h, PW)
         if v.returncode != 0 or b"(verified)" not in v.stdout:
             failures.append(f"{s}: doveadm pw -t {h!r}: exit {v.returncode} {v.stderr.decode(errors='replace').strip()}")
             continue
-        if doveadm_verify(doveadm, h, "wrong " + PW).returncode == 0:
+        if doveadm_pw_test(doveadm, h, "wrong " + PW).returncode == 0:
             failures.append(f"{s}: doveadm verifies {h!r} with a wrong password")
     assert not failures, "schemes postie writes that Dovecot does not verify:\n" + "\n".join(failures)
 
@@ -1099,7 +1083,7 @@ def test_auth_plain_after_stls(postie, tmp_path, pki):
     cfg = "\n".join(f"{k}: {v}" for k, v in FAST.items()) + "\n"
     srv = start_tls_server(postie, tmp_path, pki, implicit=True, extra=["--trusted-network", "none"], config=cfg)
     ctx = client_context(pki.cafile)
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         caps = c.capa()
         assert sasl_list(caps) == ["SCRAM-SHA-256", "SCRAM-SHA-1"] and "STLS" in caps, caps
         assert_auth_error(sasl_plain(c, *BOB), "AUTH PLAIN before STLS")
@@ -1110,15 +1094,15 @@ def test_auth_plain_after_stls(postie, tmp_path, pki):
         r = sasl_plain(c, *BOB)
         assert r.startswith("+OK"), f"AUTH PLAIN after STLS: {r!r}"
         c.ok("STAT")
-    wait_log(srv.server, r"Login: user=<bob>, method=PLAIN, rip=127\.0\.0\.1, lip=127\.0\.0\.1, TLS, ")
+    srv.server.wait_log(r"Login: user=<bob>, method=PLAIN, rip=127\.0\.0\.1, lip=127\.0\.0\.1, TLS, ")
     # LOGIN with continuations over implicit TLS.
-    with Conn(srv.tls, tls=ctx) as c:
+    with POP3Raw(HOST, srv.tls, tls=ctx) as c:
         assert sasl_list(c.capa()) == DEFAULT_MECHS
         assert c.cmd("AUTH LOGIN") == "+ " + b64e("Username:")
         assert c.cmd(b64e(ALICE[0])) == "+ " + b64e("Password:")
         r = c.cmd(b64e(ALICE[1]))
         assert r.startswith("+OK"), f"AUTH LOGIN over implicit TLS: {r!r}"
-    wait_log(srv.server, r"Login: user=<alice>, method=LOGIN, .*TLS, ")
+    srv.server.wait_log(r"Login: user=<alice>, method=LOGIN, .*TLS, ")
 
 
 def test_utf8_users(postie, tmp_path):
@@ -1161,22 +1145,22 @@ def test_capa_sasl_with_require_tls(postie, tmp_path, pki):
     cfg = "\n".join(f"{k}: {v}" for k, v in FAST.items()) + "\n"
     srv = start_tls_server(postie, tmp_path, pki, implicit=False, extra=["--require-tls"], config=cfg)
     ctx = client_context(pki.cafile)
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         caps = c.capa()
     offered = sasl_list(caps) or []
     refused = {}
     for mech in offered:  # one connection each: every refusal counts as a bad command
-        with Conn(srv.plain) as c:
+        with POP3Raw(HOST, srv.plain) as c:
             r = c.cmd(f"AUTH {mech}")
             if not r.startswith("+ "):
                 refused[f"AUTH {mech}"] = r
     if "UTF8 USER" in caps:
-        with Conn(srv.plain) as c:
+        with POP3Raw(HOST, srv.plain) as c:
             r = c.cmd("UTF8")
             if not r.startswith("+OK"):
                 refused["UTF8"] = r
     assert not refused, f"CAPA before TLS lists {caps}, but these are refused: {refused}"
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         c.ok("STLS")
         c.starttls(ctx)
         assert sasl_list(c.capa()) == DEFAULT_MECHS

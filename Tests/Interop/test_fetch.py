@@ -15,7 +15,6 @@ import os
 import poplib
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from conftest import note
-from postiekit import Maildir, corpus, numbered_message
-from tlskit import client_context, make_pki
+from kits.mail import canonical_crlf, corpus, Maildir, numbered_message
+from kits.scripted import ScriptedServer, ScriptedSession
+from kits.tls import client_context, make_pki
 
 HOST = "127.0.0.1"
 
@@ -390,9 +390,11 @@ def test_sigkill_at_random_moments_against_dovecot(dovecot, postie_bin, tmp_path
 # --------------------------------------------------------------------------
 
 
-class ScriptedPOP3:
+class ScriptedPOP3(ScriptedServer):
     """A misbehaving POP3 server: fixed messages and UIDLs, RETR refused or the connection
     dropped for chosen messages. Records the commands it received."""
+
+    replies = {**ScriptedServer.replies, "DELE": "+OK"}
 
     def __init__(self, messages: list[bytes], uidls: list[str | None], refuse: set[int] = frozenset(),
                  drop_on: int | None = None, flood_on: int | None = None):
@@ -401,85 +403,28 @@ class ScriptedPOP3:
         self.uidls = uidls
         self.refuse = refuse
         self.drop_on = drop_on
-        self.commands: list[str] = []
-        self.sock = socket.socket()
-        self.sock.bind((HOST, 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    self._session(conn.makefile("rwb"))
-                except OSError:
-                    pass
-
-    def _session(self, f):
-        def send(line: str):
-            f.write(line.encode() + b"\r\n")
-            f.flush()
-        send("+OK scripted")
-        while True:
-            line = f.readline()
-            if not line:
-                return
-            cmd = line.decode().strip()
-            self.commands.append(cmd.split()[0].upper() + (" " + cmd.split()[1] if len(cmd.split()) > 1 and not cmd.upper().startswith("PASS") else ""))
-            word = cmd.split()[0].upper()
-            arg = cmd.split()[1] if len(cmd.split()) > 1 else None
-            if word in ("USER", "PASS", "NOOP", "DELE"):
-                send("+OK")
-            elif word == "CAPA":
-                send("+OK")
-                send("UIDL")
-                send("USER")
-                send(".")
-            elif word == "UIDL":
-                send("+OK")
-                for i, u in enumerate(self.uidls):
-                    if u is not None:
-                        send(f"{i + 1} {u}")
-                send(".")
-            elif word == "LIST":
-                send("+OK")
-                for i, m in enumerate(self.messages):
-                    size = len(m.replace(b"\n", b"\r\n"))
-                    send(f"{i + 1} {size}")
-                send(".")
-            elif word == "RETR":
-                n = int(arg)
-                if n in self.refuse:
-                    send("-ERR [SYS/PERM] Message could not be read")
-                    continue
-                if n == self.flood_on:
-                    f.write(b"+OK\r\n")
-                    for _ in range(40000):
-                        f.write(b"x" * 98 + b"\r\n")
-                    f.flush()
-                    return
-                if n == self.drop_on:
-                    f.write(b"+OK\r\nSubject: half\r\n")
-                    f.flush()
-                    return
-                send("+OK")
-                for l in self.messages[n - 1].split(b"\n")[:-1]:
-                    f.write((b"." + l if l.startswith(b".") else l) + b"\r\n")
-                send(".")
-            elif word == "QUIT":
-                send("+OK bye")
-                return
+    def command(self, s: ScriptedSession, word: str, args: list[str]) -> bool:
+        if word == "UIDL":
+            s.listing([f"{i + 1} {u}" for i, u in enumerate(self.uidls) if u is not None])
+        elif word == "LIST":
+            s.listing([f"{i + 1} {len(canonical_crlf(m))}" for i, m in enumerate(self.messages)])
+        elif word == "RETR":
+            n = int(args[0])
+            if n in self.refuse:
+                s.reply("-ERR [SYS/PERM] Message could not be read")
+            elif n == self.flood_on:
+                s.send(b"+OK\r\n" + (b"x" * 98 + b"\r\n") * 40000)
+                return False
+            elif n == self.drop_on:
+                s.send(b"+OK\r\nSubject: half\r\n")
+                return False
             else:
-                send("-ERR unknown")
-
-    def close(self):
-        self.sock.close()
+                s.message(self.messages[n - 1])
+        else:
+            return super().command(s, word, args)
+        return True
 
 
 @pytest.fixture

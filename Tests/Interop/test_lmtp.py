@@ -6,7 +6,6 @@ canonical CRLF form.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALICE, BOB, note
-from postiekit import CRLF, POP3Raw, free_port, sha, write_big_message
-from test_locking import login_within
+from conftest import note
+from kits.launcher import free_port, wait_port
+from kits.mail import ALICE, CRLF, write_big_message
+from kits.pop3 import login_within, POP3Raw
 
 CAROL = ("carol@example.org", "carol-pw")  # a user named by the whole address
 
@@ -42,21 +42,8 @@ def lmtp_env(env_factory, *extra: str):
     e = env_factory(extra=["--listen-lmtp", f"127.0.0.1:{lport}", *extra], prefill=prefill)
     e.users[CAROL[0]] = CAROL[1]
     e.lmtp_port = lport
-    wait_listening(lport)
+    wait_port(lport)
     return e
-
-
-def wait_listening(port: int) -> None:
-    """The server is ready once its POP3 port answers; the LMTP port is bound just after it."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def lmtp(e, timeout: float = 60) -> smtplib.LMTP:
@@ -360,18 +347,7 @@ def test_200mb_message_memory_stays_flat(env_factory, tmp_path):
     assert p.stat() == (1, big.crlf_size)
     p.sendline("RETR 1")
     assert p.reply().startswith("+OK")
-    h = hashlib.sha256()
-    size = 0
-    while True:
-        line = p.f.readline(1 << 20)
-        assert line.endswith(CRLF), f"line without CRLF at octet {size}"
-        if line == b".\r\n":
-            break
-        if line.startswith(b"."):
-            line = line[1:]
-        h.update(line)
-        size += len(line)
-    assert (size, h.hexdigest()) == (big.crlf_size, big.crlf_sha)
+    assert p.read_multiline_digest() == (big.crlf_size, big.crlf_sha)
     p.ok("QUIT")
     p.close()
 
@@ -538,7 +514,7 @@ def test_listen_lmtp_from_config_file(env_factory, postie_bin, tmp_path):
     cfg.write_text(f'listen_lmtp: ["127.0.0.1:{lport}"]\nlmtp_max_size: 12345\nlmtp_recipient: local\n')
     e = env_factory(extra=["--config", str(cfg)])
     e.lmtp_port = lport
-    wait_listening(lport)
+    wait_port(lport)
     c = lmtp(e)
     assert c.esmtp_features["size"] == "12345"
     # lmtp_recipient: local: the domain is ignored.
@@ -565,7 +541,7 @@ def test_listen_lmtp_from_config_file(env_factory, postie_bin, tmp_path):
 def test_lmtp_listener_access_list(env_factory):
     lport = free_port()
     e = env_factory(extra=["--listen-lmtp", f"127.0.0.1:{lport} deny=127.0.0.0/8"])
-    wait_listening(lport)  # that connection is refused and logged too
+    wait_port(lport)  # that connection is refused and logged too
     r = RawLMTP(lport)
     assert r.greeting == "554 5.7.1 Access denied"
     assert r.reply() == "<EOF>"

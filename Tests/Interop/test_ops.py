@@ -37,8 +37,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, note
-from postiekit import CRLF, Maildir, PasswdFile, POP3Raw, canonical_crlf, free_port
+from conftest import note, REPO
+from kits.launcher import free_port
+from kits.mail import canonical_crlf, CRLF, Maildir, PasswdFile
+from kits.pop3 import POP3Raw
+from kits.tls import client_context, make_pki, start_tls_server
 
 HOST = "127.0.0.1"
 RULES = REPO / "contrib" / "prometheus" / "postie-rules.yml"
@@ -621,9 +624,8 @@ def make_leaf(ca, name: str, days: int, sans: str) -> tuple[Path, Path]:
 
 
 def test_tls_metrics_and_certificate_expiry(postie, tmp_path):
-    import tlskit
 
-    pki = tlskit.make_pki(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
     # An SNI certificate that expires long before the default one (30 days): the gauge is
     # the earliest notAfter of all configured certificates.
     sni_src, sni_key_src = make_leaf(pki.ca, "sni-short", 5, "DNS:short.test")
@@ -632,7 +634,7 @@ def test_tls_metrics_and_certificate_expiry(postie, tmp_path):
     shutil.copyfile(sni_key_src, sni_key)
     Maildir(tmp_path / "mail" / "alice").create().deliver(b"Subject: tls\n\nover tls\n")
     mport = free_port()
-    srv = tlskit.start_tls_server(postie, tmp_path, pki,
+    srv = start_tls_server(postie, tmp_path, pki,
                                   extra=["--metrics", f"{HOST}:{mport}", "--tls-sni", f"short.test={sni_cert}:{sni_key}"],
                                   config=QUICK_CONFIG, name="tlsmetrics")
     plain, implicit = f"{HOST}:{srv.plain}", f"{HOST}:{srv.tls}"
@@ -649,16 +651,16 @@ def test_tls_metrics_and_certificate_expiry(postie, tmp_path):
     c0_plain = base.get("pop3_connections_total", listener=plain, tls="none")
     c0_tls = base.get("pop3_connections_total", listener=implicit, tls="implicit")
     hf0 = base.get("pop3_tls_handshake_failures_total", listener=implicit)
-    ctx = tlskit.client_context(pki.cafile)
+    ctx = client_context(pki.cafile)
     # STLS, then a login over TLS.
-    with tlskit.Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         c.ok("STLS")
         c.starttls(ctx)
         c.login("alice", "Alice-S3cret!pw")
         c.retr(1)
         c.ok("QUIT")
     # Implicit TLS.
-    with tlskit.Conn(srv.tls, tls=ctx) as c:
+    with POP3Raw(HOST, srv.tls, tls=ctx) as c:
         c.login("bob", "bob-plain-pw")
         c.ok("QUIT")
     # Plaintext on the implicit-TLS port: the handshake fails.
@@ -717,12 +719,11 @@ def test_promtool_unit_tests_of_the_rules():
 
 def test_rules_use_only_metrics_the_server_exports(postie, tmp_path):
     """Every pop3_* name in the rules is a family the server exports (with TLS, after a login)."""
-    import tlskit
 
-    pki = tlskit.make_pki(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
     mport = free_port()
-    srv = tlskit.start_tls_server(postie, tmp_path, pki, extra=["--metrics", f"{HOST}:{mport}"], name="names")
-    with tlskit.Conn(srv.plain) as c:
+    srv = start_tls_server(postie, tmp_path, pki, extra=["--metrics", f"{HOST}:{mport}"], name="names")
+    with POP3Raw(HOST, srv.plain) as c:
         c.login("bob", "bob-plain-pw")
         c.ok("QUIT")
     sc = wait_metrics(mport, lambda sc: sc.get("pop3_session_duration_seconds_count") >= 1)
@@ -765,12 +766,11 @@ class CheckEnv:
 
 @pytest.fixture
 def check_env(tmp_path) -> CheckEnv:
-    import tlskit
 
     pw = PasswdFile(tmp_path / "passwd").add("bob", "pw", scheme="PLAIN")
     pw.write()
     os.chmod(pw.path, 0o640)
-    pki = tlskit.make_pki(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
     return CheckEnv(tmp_path, pw.path, pki.a.cert, pki.a.key,
                     ["--listen", f"{HOST}:{free_port()}", "--maildir", str(tmp_path / "mail" / "%u")])
 
@@ -1114,10 +1114,9 @@ def test_server_runs_with_memory_deny_write_execute(postie_bin, tmp_path):
     across execve) refuses the same thing (writable+executable mappings, mprotect adding
     PROT_EXEC). A full session with TLS and metrics must work under it, and no mapping of
     the running server may be writable and executable."""
-    import tlskit
 
     enforced = mdwe_supported()
-    pki = tlskit.make_pki(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     pki.a.install(cert, key)
     pw = PasswdFile(tmp_path / "passwd").add("bob", "bob-pw", scheme="PLAIN").add(
@@ -1142,14 +1141,14 @@ def test_server_runs_with_memory_deny_write_execute(postie_bin, tmp_path):
                                              f"{(tmp_path / 'mdwe.log').read_text(errors='replace')}")
                 assert time.monotonic() < deadline, "postie did not listen"
                 time.sleep(0.05)
-        ctx = tlskit.client_context(pki.cafile)
-        with tlskit.Conn(port) as c:
+        ctx = client_context(pki.cafile)
+        with POP3Raw(HOST, port) as c:
             c.ok("STLS")
             c.starttls(ctx)
             c.login("alice", "Alice-S3cret!pw")  # crypt(3)
             assert b"hello" in c.retr(1)
             c.ok("QUIT")
-        with tlskit.Conn(tport, tls=ctx) as c:
+        with POP3Raw(HOST, tport, tls=ctx) as c:
             c.login("bob", "bob-pw")
             c.ok("QUIT")
         sc = wait_metrics(mport, lambda sc: sc.get("pop3_session_duration_seconds_count") >= 2)

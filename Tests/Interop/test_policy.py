@@ -22,24 +22,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALICE, BOB, make_passwd, note
-from postiekit import Maildir, PostieServer, canonical_crlf, free_port
-from tlskit import (
-    HOST,
-    Conn,
+from conftest import note
+from kits.launcher import free_port, HOST, PostieServer
+from kits.mail import ALICE, BOB, canonical_crlf, Maildir, make_passwd
+from kits.pop3 import POP3Raw, received_until_close
+from kits.tls import (
     client_context,
-    connect_raw,
-    log_lines,
     make_pki,
     proc_ids,
-    thread_ids,
     proxy_v1,
     proxy_v2,
     PROXY_V2_SIGNATURE,
-    recv_all,
     start_tls_server,
-    wait_log,
+    thread_ids,
 )
+from kits.tools import curl
 
 REPO = Path(__file__).resolve().parents[2]
 # POSTIE_FAIL2BAN_FILTER tries a candidate filter instead (a filter.d/postie.conf with common.conf beside it).
@@ -53,11 +50,6 @@ def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki-policy"))
 
 
-def curl(args: list, timeout: int = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(["curl", "-sS", "--max-time", str(timeout)] + [str(a) for a in args],
-                          capture_output=True, timeout=timeout + 10)
-
-
 # --------------------------------------------------------------------------
 # 4. Plaintext login policy
 # --------------------------------------------------------------------------
@@ -68,7 +60,7 @@ def test_trusted_network_none_refuses_plaintext_login_until_stls(postie, tmp_pat
     msg = b"From: x@example.org\nSubject: policy\n\nhello\n"
     Maildir(srv.maildir_path("alice")).create().deliver(msg)
     ctx = client_context(pki.cafile)
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         caps = c.capa()
         assert "USER" not in caps and "STLS" in caps, f"CAPA on an untrusted plaintext connection: {caps}"
         r = c.cmd(f"USER {ALICE[0]}")
@@ -84,26 +76,26 @@ def test_trusted_network_none_refuses_plaintext_login_until_stls(postie, tmp_pat
         assert c.retr(1) == canonical_crlf(msg)
         c.ok("QUIT")
     # The refused plaintext password was never checked (no Login failed line, no penalty).
-    assert not log_lines(srv.server, r"Login failed"), "a password sent in plaintext was checked"
-    with Conn(srv.tls, tls=ctx) as c:
+    assert not srv.server.log_lines(r"Login failed"), "a password sent in plaintext was checked"
+    with POP3Raw(HOST, srv.tls, tls=ctx) as c:
         assert "USER" in c.capa()
         c.login(*ALICE)
         c.ok("QUIT")
     # Real clients: curl without TLS is refused; with --ssl-reqd (STLS) it works.
-    r = curl([f"pop3://127.0.0.1:{srv.plain}/1", "-u", f"{ALICE[0]}:{ALICE[1]}"])
+    r = curl([f"pop3://127.0.0.1:{srv.plain}/1", "-u", f"{ALICE[0]}:{ALICE[1]}"], timeout=20)
     assert r.returncode != 0, f"curl logged in over plaintext with --trusted-network none: {r.stdout[:200]!r}"
-    r = curl([f"pop3://127.0.0.1:{srv.plain}/1", "-u", f"{ALICE[0]}:{ALICE[1]}", "--ssl-reqd", "--cacert", pki.cafile])
+    r = curl([f"pop3://127.0.0.1:{srv.plain}/1", "-u", f"{ALICE[0]}:{ALICE[1]}", "--ssl-reqd", "--cacert", pki.cafile], timeout=20)
     assert r.returncode == 0 and r.stdout == canonical_crlf(msg), f"curl --ssl-reqd: exit {r.returncode} {r.stderr!r}"
 
 
 def test_trusted_network_cidr(postie, tmp_path, pki):
     """--trusted-network 127.0.0.3/32: only that client may log in without TLS."""
     srv = start_tls_server(postie, tmp_path, pki, implicit=False, extra=["--trusted-network", "127.0.0.3/32"])
-    with Conn(srv.plain, source="127.0.0.3") as c:
+    with POP3Raw(HOST, srv.plain, source="127.0.0.3") as c:
         assert "USER" in c.capa()
         c.login(*BOB)
         c.ok("QUIT")
-    with Conn(srv.plain, source="127.0.0.1") as c:
+    with POP3Raw(HOST, srv.plain, source="127.0.0.1") as c:
         assert "USER" not in c.capa()
         assert c.cmd(f"USER {BOB[0]}").startswith(PLAINTEXT_REFUSED)
 
@@ -117,15 +109,15 @@ def test_require_tls_refuses_everything_but_capa_stls_quit(postie, tmp_path, pki
     srv = start_tls_server(postie, tmp_path, pki, extra=["--require-tls"])
     ctx = client_context(pki.cafile)
     for command in REFUSED_BEFORE_TLS:
-        with Conn(srv.plain) as c:
+        with POP3Raw(HOST, srv.plain) as c:
             r = c.cmd(command)
             assert r.startswith("-ERR"), f"--require-tls: {command!r} before TLS got {r!r}"
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         caps = c.capa()
         assert "STLS" in caps and "USER" not in caps, f"CAPA before TLS with --require-tls: {caps}"
         assert c.cmd("QUIT").startswith("+OK")
-        assert c.read_until_eof() == b""
-    with Conn(srv.plain) as c:
+        assert c.expect_closed() == b""
+    with POP3Raw(HOST, srv.plain) as c:
         assert c.cmd("USER alice").startswith("-ERR [AUTH]"), "the refusal should carry [AUTH]"
         c.ok("STLS")
         c.starttls(ctx)
@@ -134,12 +126,12 @@ def test_require_tls_refuses_everything_but_capa_stls_quit(postie, tmp_path, pki
         c.login(*ALICE)
         c.ok("STAT")
         c.ok("QUIT")
-    with Conn(srv.tls, tls=ctx) as c:
+    with POP3Raw(HOST, srv.tls, tls=ctx) as c:
         c.login(*ALICE)
         c.ok("QUIT")
-    r = curl([f"pop3://127.0.0.1:{srv.plain}/", "-u", f"{ALICE[0]}:{ALICE[1]}"])
+    r = curl([f"pop3://127.0.0.1:{srv.plain}/", "-u", f"{ALICE[0]}:{ALICE[1]}"], timeout=20)
     assert r.returncode != 0, "curl without TLS logged in despite --require-tls"
-    r = curl([f"pop3://127.0.0.1:{srv.plain}/", "-u", f"{ALICE[0]}:{ALICE[1]}", "--ssl-reqd", "--cacert", pki.cafile])
+    r = curl([f"pop3://127.0.0.1:{srv.plain}/", "-u", f"{ALICE[0]}:{ALICE[1]}", "--ssl-reqd", "--cacert", pki.cafile], timeout=20)
     assert r.returncode == 0, f"curl --ssl-reqd with --require-tls: exit {r.returncode}: {r.stderr.decode()}"
 
 
@@ -196,7 +188,7 @@ def _attacker(fl: Flood, idx: int, stop: threading.Event) -> None:
     k = 0
     while not stop.is_set():
         try:
-            c = Conn(fl.port, source=ATTACKER, greeting=False, timeout=15)
+            c = POP3Raw(HOST, fl.port, source=ATTACKER, read_greeting=False, timeout=15)
         except OSError as e:
             with fl.lock:
                 fl.unexpected.append(f"connect: {e}")
@@ -205,7 +197,7 @@ def _attacker(fl: Flood, idx: int, stop: threading.Event) -> None:
         try:
             g = c.reply()
             if g == LOCKED_OUT:
-                c.read_until_eof()
+                c.expect_closed()
                 with fl.lock:
                     fl.refused_at_connect += 1
                 if fl.attempts >= FLOOD_ATTEMPTS:
@@ -230,7 +222,7 @@ def _attacker(fl: Flood, idx: int, stop: threading.Event) -> None:
                     with fl.lock:
                         fl.auth_failed.append((t0, dt))
                 elif r == LOCKED_OUT:
-                    c.read_until_eof()
+                    c.expect_closed()
                     with fl.lock:
                         fl.locked_at_pass += 1
                     break
@@ -249,7 +241,7 @@ def _real_user(fl: Flood, stop: threading.Event) -> None:
     while not stop.is_set():
         t0 = time.monotonic()
         try:
-            with Conn(fl.port, source=REAL_USER_IP, timeout=15) as c:
+            with POP3Raw(HOST, fl.port, source=REAL_USER_IP, timeout=15) as c:
                 c.ok(f"USER {ALICE[0]}")
                 r = c.cmd(f"PASS {ALICE[1]}")
                 dt = time.monotonic() - t0
@@ -279,7 +271,7 @@ def flood(postie_bin, tmp_path_factory) -> Flood:
     fl = Flood(s, port)
     try:
         # One failure alone first: the delay it gets is the initial one.
-        with Conn(port, source=ATTACKER) as c:
+        with POP3Raw(HOST, port, source=ATTACKER) as c:
             c.ok(f"USER {ALICE[0]}")
             t0 = time.monotonic()
             r = c.cmd("PASS first-wrong")
@@ -303,18 +295,18 @@ def flood(postie_bin, tmp_path_factory) -> Flood:
             t.join(30)
         fl.duration = time.monotonic() - t0
         # After the flood the attacker is still refused at once, with the clear message.
-        with Conn(port, source=ATTACKER, greeting=False) as c:
+        with POP3Raw(HOST, port, source=ATTACKER, read_greeting=False) as c:
             g = c.reply()
             fl.final_refusals += 1
             assert g == LOCKED_OUT, f"a locked-out address got {g!r} instead of the refusal"
-            assert c.read_until_eof() == b""
+            assert c.expect_closed() == b""
         # ...and the real user still gets in.
         t1 = time.monotonic()
-        with Conn(port, source=REAL_USER_IP) as c:
+        with POP3Raw(HOST, port, source=REAL_USER_IP) as c:
             c.login(*ALICE)
             fl.real_logins.append(time.monotonic() - t1)
             c.ok("QUIT")
-        wait_log(s, r"Disconnected: Logged out", count=len(fl.real_logins))
+        s.wait_log(r"Disconnected: Logged out", count=len(fl.real_logins))
         note(f"brute force: {fl.attempts} attempts from {ATTACKER} in {fl.duration:.1f}s: "
              f"{1 + len(fl.auth_failed)} auth failures, {fl.locked_at_pass} locked out at PASS, "
              f"{fl.refused_at_connect} connections refused; first failure answered in {fl.first_failure:.3f}s; "
@@ -347,8 +339,8 @@ def test_brute_force_is_slowed_then_locked_out(flood, request):
     assert fl.refused_at_connect >= 500, f"only {fl.refused_at_connect} refused connections after the lockout"
     # The server's own account agrees with what the clients saw.
     s = fl.server
-    assert len(log_lines(s, rf"Login failed: .*rip={re.escape(ATTACKER)},")) == n_fail + fl.locked_at_pass
-    assert len(log_lines(s, rf"Connection refused, locked out after failed logins: rip={re.escape(ATTACKER)},")) \
+    assert len(s.log_lines(rf"Login failed: .*rip={re.escape(ATTACKER)},")) == n_fail + fl.locked_at_pass
+    assert len(s.log_lines(rf"Connection refused, locked out after failed logins: rip={re.escape(ATTACKER)},")) \
         == fl.refused_at_connect + fl.final_refusals
 
 
@@ -361,7 +353,7 @@ def test_brute_force_does_not_slow_the_real_user(flood, request):
     # user; the bound is loose because the flood itself loads the machine.
     slow = [round(t, 3) for t in fl.real_logins if t >= 5.0]
     assert not slow, f"real-user logins from {REAL_USER_IP} took >= 5 s during the flood: {slow}"
-    assert not log_lines(fl.server, rf"Login failed: .*rip={re.escape(REAL_USER_IP)},")
+    assert not fl.server.log_lines(rf"Login failed: .*rip={re.escape(REAL_USER_IP)},")
 
 
 def fail2ban_regex(log: Path, filt: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -439,16 +431,12 @@ def test_fail2ban_filter_matches_journal_lines(flood, request):
 
 
 def expect_silent_close(port: int, source: str) -> None:
-    s = connect_raw(port, source=source)
-    try:
-        data = recv_all(s, timeout=5)
-    finally:
-        s.close()
+    data = received_until_close(port, source=source)
     assert data == b"", f"a denied client ({source}) received {data[:100]!r}; it must get no greeting"
 
 
 def expect_greeting(port: int, source: str) -> None:
-    with Conn(port, source=source, greeting=False) as c:
+    with POP3Raw(HOST, port, source=source, read_greeting=False) as c:
         g = c.reply()
         assert g.startswith("+OK"), f"{source} got {g!r}"
         c.ok("QUIT")
@@ -467,39 +455,31 @@ def test_deny_and_allow_before_the_greeting(postie, tmp_path, pki):
     expect_greeting(srv.extra_ports["allow"], "127.0.0.6")
     expect_silent_close(srv.extra_ports["allow"], "127.0.0.7")
     for ip in ("127.0.0.2", "127.0.0.5", "127.0.0.7"):
-        assert log_lines(srv.server, rf"Connection refused by access list: rip={re.escape(ip)},"), \
+        assert srv.server.log_lines(rf"Connection refused by access list: rip={re.escape(ip)},"), \
             f"no access-list refusal logged for {ip}"
     # A denied client cannot talk its way in: bytes sent at once are not answered either.
-    s = connect_raw(srv.plain, source="127.0.0.2")
-    try:
-        try:
-            s.sendall(b"CAPA\r\nUSER alice\r\n")
-        except OSError:
-            pass
-        assert recv_all(s) == b""
-    finally:
-        s.close()
+    assert received_until_close(srv.plain, b"CAPA\r\nUSER alice\r\n", source="127.0.0.2") == b""
 
 
 def test_max_connections_per_ip(postie, tmp_path, pki):
     srv = start_tls_server(postie, tmp_path, pki, implicit=False, extra=["--max-connections-per-ip", "2"])
     ip = "127.0.0.4"
-    c1 = Conn(srv.plain, source=ip)
-    c2 = Conn(srv.plain, source=ip)
+    c1 = POP3Raw(HOST, srv.plain, source=ip)
+    c2 = POP3Raw(HOST, srv.plain, source=ip)
     try:
-        assert c1.greeting.startswith("+OK") and c2.greeting.startswith("+OK")
-        with Conn(srv.plain, source=ip, greeting=False) as c3:
+        assert c1.greeting.startswith(b"+OK") and c2.greeting.startswith(b"+OK")
+        with POP3Raw(HOST, srv.plain, source=ip, read_greeting=False) as c3:
             g = c3.reply()
             assert g.startswith("-ERR [SYS/TEMP] Too many connections from your IP address"), \
                 f"the third connection from {ip} got {g!r}"
-            assert c3.read_until_eof() == b"", "the refused connection was not closed"
+            assert c3.expect_closed() == b"", "the refused connection was not closed"
         expect_greeting(srv.plain, "127.0.0.8")  # other addresses are not affected
         assert c1.cmd("NOOP").startswith("+OK") and c2.cmd("NOOP").startswith("+OK")
         c1.ok("QUIT")
         c1.close()
         deadline = time.monotonic() + 30
         while True:  # the slot frees once the server has closed c1
-            with Conn(srv.plain, source=ip, greeting=False) as c4:
+            with POP3Raw(HOST, srv.plain, source=ip, read_greeting=False) as c4:
                 g = c4.reply()
                 if g.startswith("+OK"):
                     c4.ok("QUIT")
@@ -509,7 +489,7 @@ def test_max_connections_per_ip(postie, tmp_path, pki):
     finally:
         c1.close()
         c2.close()
-    assert log_lines(srv.server, rf"per-IP connection limit reached: rip={re.escape(ip)},")
+    assert srv.server.log_lines(rf"per-IP connection limit reached: rip={re.escape(ip)},")
 
 
 # --------------------------------------------------------------------------
@@ -524,8 +504,8 @@ def test_proxy_protocol_v1_and_v2_from_a_trusted_proxy(postie, tmp_path, pki):
     port = srv.extra_ports["proxy"]
     ctx = client_context(pki.cafile)
 
-    def via_proxy(header: bytes) -> Conn:
-        c = Conn(port, greeting=False)
+    def via_proxy(header: bytes) -> POP3Raw:
+        c = POP3Raw(HOST, port, read_greeting=False)
         c.sock.settimeout(0.3)
         try:
             early = c.sock.recv(100)
@@ -534,8 +514,8 @@ def test_proxy_protocol_v1_and_v2_from_a_trusted_proxy(postie, tmp_path, pki):
         c.sock.settimeout(10)
         assert early == b"", f"the server spoke before the PROXY header: {early!r}"
         c.send(header)
-        c.greeting = c.reply()
-        assert c.greeting.startswith("+OK"), f"after {header[:40]!r}: {c.greeting!r}"
+        c.greeting = c.readline()
+        assert c.greeting.startswith(b"+OK"), f"after {header[:40]!r}: {c.greeting!r}"
         return c
 
     # v1 from an untrusted client address: plaintext login refused (the header's address
@@ -559,22 +539,18 @@ def test_proxy_protocol_v1_and_v2_from_a_trusted_proxy(postie, tmp_path, pki):
     # v2 LOCAL (the proxy's own health check): the peer's address is used.
     with via_proxy(proxy_v2("0.0.0.0", "0.0.0.0", 0, 0, command=0x0)) as c:
         c.ok("QUIT")
-    wait_log(srv.server, r"Disconnected: Logged out", count=3)
+    srv.server.wait_log(r"Disconnected: Logged out", count=3)
     for ip, user in (("198.51.100.7", "alice"), ("203.0.113.9", "bob"), ("2001:db8::7", "bob")):
-        lines = log_lines(srv.server, rf"Login: user=<{user}>, method=USER, rip={re.escape(ip)}, ")
+        lines = srv.server.log_lines(rf"Login: user=<{user}>, method=USER, rip={re.escape(ip)}, ")
         assert lines, f"no login logged with rip={ip} (the PROXY header's address)"
     # Access control uses the proxied address too.
-    s = connect_raw(port)
-    try:
-        s.sendall(proxy_v1("198.51.100.66", "192.0.2.1", 40004, 110))
-        assert recv_all(s) == b"", "a denied client behind the proxy got a greeting"
-    finally:
-        s.close()
+    assert received_until_close(port, proxy_v1("198.51.100.66", "192.0.2.1", 40004, 110)) == b"", \
+        "a denied client behind the proxy got a greeting"
     # A PROXY header on a listener without `proxy` is just a bad command from the peer.
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         r = c.cmd(proxy_v1("192.0.2.99", "192.0.2.1", 1, 2).decode().rstrip("\r\n"))
         assert r.startswith("-ERR"), f"PROXY line on a plain listener got {r!r}"
-    assert not log_lines(srv.server, r"rip=192\.0\.2\.99"), "a plain listener honoured a PROXY header"
+    assert not srv.server.log_lines(r"rip=192\.0\.2\.99"), "a plain listener honoured a PROXY header"
 
 
 def test_proxy_protocol_v1_valid_edge_forms(postie, tmp_path, pki):
@@ -592,21 +568,17 @@ def test_proxy_protocol_v1_valid_edge_forms(postie, tmp_path, pki):
     }
     problems = []
     for label, header in headers.items():
-        s = connect_raw(port)
-        try:
-            s.sendall(header)
-            s.settimeout(5)
+        with POP3Raw(HOST, port, read_greeting=False, timeout=5) as c:
+            c.send(header)
             try:
-                got = s.recv(200)
+                got = c.sock.recv(200)
             except (socket.timeout, ConnectionResetError):
                 got = b""
-        finally:
-            s.close()
         if not got.startswith(b"+OK"):
             problems.append(f"{label} ({header!r}) got {got!r}")
-    refusals = log_lines(srv.server, r"malformed PROXY protocol header")
+    refusals = srv.server.log_lines(r"malformed PROXY protocol header")
     assert not problems, "valid PROXY v1 headers refused: " + "; ".join(problems) + f"; log: {refusals}"
-    assert log_lines(srv.server, r"rip=198\.51\.100\.21,")
+    assert srv.server.log_lines(r"rip=198\.51\.100\.21,")
 
 
 MALFORMED = {
@@ -629,33 +601,17 @@ def test_proxy_protocol_untrusted_and_malformed_headers_are_refused(postie, tmp_
     port = srv.extra_ports["proxy"]
     # From 127.0.0.1, not a trusted proxy: closed with no greeting, header or not.
     for header in (proxy_v1("198.51.100.7", "192.0.2.1", 40001, 110), proxy_v2("198.51.100.7", "192.0.2.1", 1, 2)):
-        s = connect_raw(port, source="127.0.0.1")
-        try:
-            try:
-                s.sendall(header)
-            except OSError:
-                pass
-            got = recv_all(s)
-        finally:
-            s.close()
+        got = received_until_close(port, header, source="127.0.0.1")
         assert got == b"", f"an untrusted peer's PROXY header was answered: {got[:100]!r}"
-    assert not log_lines(srv.server, r"rip=198\.51\.100\.7,"), "the untrusted header's address was used"
+    assert not srv.server.log_lines(r"rip=198\.51\.100\.7,"), "the untrusted header's address was used"
     # From the trusted proxy: a good header works, malformed ones are refused.
-    with Conn(port, source="127.0.0.9", greeting=False) as c:
+    with POP3Raw(HOST, port, source="127.0.0.9", read_greeting=False) as c:
         c.send(proxy_v1("198.51.100.8", "192.0.2.1", 40002, 110))
         assert c.reply().startswith("+OK")
         c.ok("QUIT")
-    wait_log(srv.server, r"rip=198\.51\.100\.8,")
+    srv.server.wait_log(r"rip=198\.51\.100\.8,")
     for label, header in MALFORMED.items():
-        s = connect_raw(port, source="127.0.0.9")
-        try:
-            try:
-                s.sendall(header)
-            except OSError:
-                pass
-            got = recv_all(s)
-        finally:
-            s.close()
+        got = received_until_close(port, header, source="127.0.0.9")
         assert got == b"", f"malformed PROXY header ({label}) was answered with {got[:100]!r}"
     assert srv.server.alive()
 
@@ -712,8 +668,8 @@ def test_run_as_drops_root_and_serves_mail(postie, tmp_path, pki):
                         name="runas")
         s.listens = []  # start() must not probe the port: the first connection is the test's
         s.start()
-        wait_log(s, r"master: Info: Running as ")
-        wait_log(s, r"passwd-file\(.*\): Info: loaded 2 users")
+        s.wait_log(r"master: Info: Running as ")
+        s.wait_log(r"passwd-file\(.*\): Info: loaded 2 users")
         problems = []
         ids = proc_ids(s.pid)
         if ids["Uid"] != [uid] * 4 or ids["Gid"] != [gid] * 4:
@@ -726,7 +682,7 @@ def test_run_as_drops_root_and_serves_mail(postie, tmp_path, pki):
             problems.append(f"{len(root_threads)} of {len(threads)} threads kept other credentials: {root_threads}")
         ctx = client_context(pki.cafile)
         try:
-            with Conn(port) as c:
+            with POP3Raw(HOST, port) as c:
                 c.ok("STLS")
                 c.starttls(ctx)
                 c.login(*ALICE)
@@ -735,7 +691,7 @@ def test_run_as_drops_root_and_serves_mail(postie, tmp_path, pki):
                 c.ok("QUIT")
             assert md.message_files() == [], "DELE+QUIT did not remove the message as the unprivileged user"
             # bob's Maildir does not exist yet: the server creates it as postietest.
-            with Conn(port) as c:
+            with POP3Raw(HOST, port) as c:
                 c.login(*BOB)
                 c.ok("QUIT")
             st = (mail / "bob").stat()

@@ -17,10 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import note
-from postiekit import CRLF, POP3Raw, canonical_crlf, corpus, free_port, numbered_message, write_big_message
+from kits.launcher import free_port, wait_port
+from kits.mail import canonical_crlf, corpus, CRLF, numbered_message, write_big_message
+from kits.pop3 import POP3Raw
 
 ALICE = ("alice", "Alice-pg-S3cret")
 BOB = ("bob", "bob-pg-plain")
@@ -58,15 +59,8 @@ def nodes(postie, pgdb, count: int, prefix: str = "node", lmtp: bool = False, ex
 
 
 def lmtp_client(node, timeout: float = 120) -> smtplib.LMTP:
-    deadline = time.monotonic() + 10
-    while True:  # the LMTP port is bound just after the POP3 one answers
-        try:
-            c = smtplib.LMTP("127.0.0.1", node.lmtp_port, timeout=timeout)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    wait_port(node.lmtp_port)  # the LMTP port is bound just after the POP3 one answers
+    c = smtplib.LMTP("127.0.0.1", node.lmtp_port, timeout=timeout)
     code, _ = c.ehlo()
     assert code == 250
     return c
@@ -394,24 +388,16 @@ def test_a_200_mb_message_streams_with_flat_server_memory(pgdb, postie, tmp_path
     c.sendline("RETR 2")
     r = c.reply()
     assert r.startswith("+OK"), r
-    h = hashlib.sha256()
-    size = 0
     peak = base
-    k = 0
-    while True:
-        line = c.f.readline(1 << 20)
-        assert line.endswith(CRLF), line[-20:]
-        if line == b".\r\n":
-            break
-        if line.startswith(b"."):
-            line = line[1:]
-        h.update(line)
-        size += len(line)
-        k += 1
+
+    def sample(k: int) -> None:
+        nonlocal peak
         if k % 20000 == 0:
             peak = max(peak, rss_kib(s.pid))
             if k % 200000 == 0:
                 time.sleep(0.5)  # a slow reader for a moment: the server must wait, not buffer
+
+    size, digest = c.read_multiline_digest(sample)
     took = time.monotonic() - t
     grown = (peak - base) // 1024
     c.ok("QUIT")
@@ -419,7 +405,7 @@ def test_a_200_mb_message_streams_with_flat_server_memory(pgdb, postie, tmp_path
     note(f"postgres: 200 MB message in over LMTP in {stored:.1f} s ({chunks} chunks of 256 KiB), server RSS "
          f"{base_in >> 10} MiB before, peak growth {grown_in} MiB; RETR {size >> 20} MiB in {took:.1f} s, "
          f"server RSS {base >> 10} MiB before, peak growth {grown} MiB")
-    assert size == big.crlf_size and h.hexdigest() == big.crlf_sha, "RETR of the 200 MB message is not byte-exact"
+    assert size == big.crlf_size and digest == big.crlf_sha, "RETR of the 200 MB message is not byte-exact"
     assert grown_in < 64, f"server RSS grew {grown_in} MiB during a 200 MB LMTP delivery: the body is held in memory"
     assert grown < 64, f"server RSS grew {grown} MiB during a 200 MB RETR: the body is not streamed"
 

@@ -10,20 +10,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
-from conftest import ALICE, BOB, note
-from postiekit import (
-    CRLF,
-    Maildir,
-    POP3Raw,
-    ProtocolError,
-    canonical_crlf,
-    corpus,
-    free_port,
-    snapshot,
-)
-from test_locking import login_within
+from conftest import note
+from kits.launcher import free_port
+from kits.mail import ALICE, BOB, canonical_crlf, corpus, CRLF, Maildir
+from kits.pop3 import login_within, POP3Raw, ProtocolError, snapshot
 
 MSG1 = b"From: a@example.org\nSubject: first\n\nline 1\n.line 2\nline 3\nline 4\n"
 MSG2 = b"From: b@example.org\nSubject: second\n\n..body\n"

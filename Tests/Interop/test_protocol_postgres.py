@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALICE, BOB, PgDatabase, ServerFactory
-from postiekit import PostieServer, ServedBy, free_port
+from conftest import PgDatabase
+from kits.launcher import PostieServer, ServedBy, ServerFactory
+from kits.mail import ALICE, BOB
 
 # The protocol tests, imported so that pytest runs them here with this module's `env`.
 from test_protocol import (  # noqa: F401
@@ -64,11 +65,6 @@ class PgEnv(ServedBy):
 
     def maildir(self, user: str) -> PgMailbox:
         return PgMailbox(self.db, user, self.spool)
-
-    def restart(self, same_port: bool = False, **kw) -> PostieServer:
-        listen = self.server.listens if same_port else [(self.server.host, free_port(self.server.host))]
-        self.server = self.factory.start(passwd=None, maildir=None, listen=listen, extra=self.db.server_args(), **kw)
-        return self.server
 
 
 @pytest.fixture

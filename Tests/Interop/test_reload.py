@@ -4,7 +4,7 @@ import signal
 import socket
 import time
 
-from postiekit import POP3Raw
+from kits.pop3 import POP3Raw
 
 
 def write_config(path, deny, per_ip):
