@@ -202,6 +202,10 @@ class PgDatabase:
     def server_args(self) -> list[str]:
         return ["--store", "postgres", "--database-url-file", str(self.url_file)]
 
+    def serve(self, factory: ServerFactory, *extra: str, name: str = "pg") -> PostieServer:
+        """`postie serve --store postgres` on this database (no passwd-file, no Maildir)."""
+        return factory.start(passwd=None, maildir=None, extra=self.server_args() + list(extra), name=name)
+
 
 @pytest.fixture
 def pgdb(pg_server, postie_bin, tmp_path):

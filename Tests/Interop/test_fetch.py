@@ -441,6 +441,12 @@ def scripted():
         s.close()
 
 
+def fetch_from(postie_bin: Path, s: ScriptedPOP3, out: Path) -> tuple[int, dict | None, str, str]:
+    """`postie fetch` from the scripted server `s` into the Maildir `out`."""
+    return run_fetch(postie_bin, ["--server", f"{HOST}:{s.port}", "--tls", "none", "--user", "u",
+                                  "--to", f"maildir:{out}"], password="pw")
+
+
 def msgs(n: int) -> list[bytes]:
     return [f"Subject: m{i}\n\nbody {i}\n".encode() for i in range(1, n + 1)]
 
@@ -448,8 +454,7 @@ def msgs(n: int) -> list[bytes]:
 def test_refused_message_is_reported_and_kept(scripted, postie_bin, tmp_path):
     s = scripted(msgs(4), ["u1", "u2", "u3", "u4"], refuse={2})
     out = tmp_path / "Maildir"
-    code, doc, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{s.port}", "--tls", "none", "--user", "u",
-                                               "--to", f"maildir:{out}"], password="pw")
+    code, doc, _, err = fetch_from(postie_bin, s, out)
     assert code == 1, err
     a = account(doc)
     assert (a["status"], a["fetched"], a["failed"], a["deleted"]) == ("partial", 3, 1, 3), a
@@ -461,8 +466,7 @@ def test_refused_message_is_reported_and_kept(scripted, postie_bin, tmp_path):
 def test_dropped_connection_deletes_nothing_and_says_where(scripted, postie_bin, tmp_path):
     s = scripted(msgs(5), ["u1", "u2", "u3", "u4", "u5"], drop_on=3)
     out = tmp_path / "Maildir"
-    code, doc, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{s.port}", "--tls", "none", "--user", "u",
-                                               "--to", f"maildir:{out}"], password="pw")
+    code, doc, _, err = fetch_from(postie_bin, s, out)
     assert code == 2, err
     a = account(doc)
     assert (a["status"], a["fetched"], a["deleted"]) == ("failed", 2, 0), a
@@ -471,8 +475,7 @@ def test_dropped_connection_deletes_nothing_and_says_where(scripted, postie_bin,
     assert len(local_messages(out)) == 2
     # Once the server is healthy again, the re-run fetches only the rest and deletes all five.
     s.drop_on = None
-    code, doc, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{s.port}", "--tls", "none", "--user", "u",
-                                               "--to", f"maildir:{out}"], password="pw")
+    code, doc, _, err = fetch_from(postie_bin, s, out)
     assert code == 0, err
     a = account(doc)
     assert (a["status"], a["fetched"], a["skipped"], a["deleted"]) == ("ok", 3, 2, 5), a
@@ -482,8 +485,7 @@ def test_dropped_connection_deletes_nothing_and_says_where(scripted, postie_bin,
 def test_a_message_far_larger_than_listed_ends_the_session(scripted, postie_bin, tmp_path):
     s = scripted(msgs(3), ["u1", "u2", "u3"], flood_on=2)
     out = tmp_path / "Maildir"
-    code, doc, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{s.port}", "--tls", "none", "--user", "u",
-                                               "--to", f"maildir:{out}"], password="pw")
+    code, doc, _, err = fetch_from(postie_bin, s, out)
     assert code == 2, err
     a = account(doc)
     assert (a["status"], a["fetched"], a["deleted"]) == ("failed", 1, 0), a
@@ -495,8 +497,7 @@ def test_a_message_far_larger_than_listed_ends_the_session(scripted, postie_bin,
 def test_duplicate_and_missing_uidls_are_left_alone_with_a_warning(scripted, postie_bin, tmp_path):
     s = scripted(msgs(5), ["u1", "same", "same", None, "u5"])
     out = tmp_path / "Maildir"
-    code, doc, _, err = run_fetch(postie_bin, ["--server", f"{HOST}:{s.port}", "--tls", "none", "--user", "u",
-                                               "--to", f"maildir:{out}"], password="pw")
+    code, doc, _, err = fetch_from(postie_bin, s, out)
     assert code == 1, err
     a = account(doc)
     assert (a["fetched"], a["failed"], a["deleted"]) == (2, 3, 2), a

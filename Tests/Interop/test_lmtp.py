@@ -568,19 +568,17 @@ def test_dovecot_serves_what_postie_delivered(dovecot, postie, postie_bin):
         b"Subject: two\r\n\r\nCRLF\r\n.\r\n..\r\nno final newline\r\n",
         b"Subject: three\r\n\r\n" + b"x" * 70000 + b"\r\n",
     ]
-    c = POP3Raw(d.host, d.port)
-    c.login("alice", "alice-pw")
-    assert c.listing("LIST") == {i + 1: str(len(m)) for i, m in enumerate(expected)}
-    assert [c.retr(i + 1) for i in range(len(expected))] == expected
-    c.ok("QUIT")
-    c.close()
-    s = postie.start(passwd=d.passwd_path, maildir=template)
-    c = POP3Raw(s.host, s.port)
-    c.login("alice", "alice-pw")
-    assert c.listing("LIST") == {i + 1: str(len(m)) for i, m in enumerate(expected)}
-    assert [c.retr(i + 1) for i in range(len(expected))] == expected
-    c.ok("QUIT")
-    c.close()
+
+    def served(server) -> None:
+        c = POP3Raw(server.host, server.port)
+        c.login("alice", "alice-pw")
+        assert c.listing("LIST") == {i + 1: str(len(m)) for i, m in enumerate(expected)}
+        assert [c.retr(i + 1) for i in range(len(expected))] == expected
+        c.ok("QUIT")
+        c.close()
+
+    served(d)
+    served(postie.start(passwd=d.passwd_path, maildir=template))
 
 
 def test_delivery_into_a_dovecot_maildir_takes_dovecots_next_uid(dovecot, postie, postie_bin):

@@ -23,8 +23,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,9 +36,9 @@ from pathlib import Path
 import pytest
 
 from conftest import note, REPO
-from kits.launcher import free_port
-from kits.mail import canonical_crlf, CRLF, Maildir, PasswdFile
-from kits.pop3 import POP3Raw
+from kits.launcher import free_port, PostieServer
+from kits.mail import canonical_crlf, Maildir, PasswdFile
+from kits.pop3 import POP3Raw, ProtocolError
 from kits.tls import client_context, make_pki, start_tls_server
 
 HOST = "127.0.0.1"
@@ -274,11 +272,6 @@ class Client(POP3Raw):
         kw = words[0].upper() if words else ""
         self.tally.commands[kw if kw in KNOWN_COMMANDS else "unknown"] += 1
         super().sendline(line)
-
-    def top(self, n: int, lines: int) -> bytes:
-        r, body = self.multi(f"TOP {n} {lines}")
-        assert r.startswith("+OK"), f"TOP {n} {lines} got {r!r}"
-        return b"".join(l + CRLF for l in body)
 
 
 def start_server(postie, tmp: Path, config: str, users: dict[str, str], *, extra: list[str] | None = None,
@@ -664,15 +657,12 @@ def test_tls_metrics_and_certificate_expiry(postie, tmp_path):
         c.login("bob", "bob-plain-pw")
         c.ok("QUIT")
     # Plaintext on the implicit-TLS port: the handshake fails.
-    s = socket.create_connection((HOST, srv.tls), timeout=5)
-    s.sendall(b"USER alice\r\n")
-    try:
-        s.settimeout(5)
-        while s.recv(4096):
+    with POP3Raw(HOST, srv.tls, read_greeting=False, timeout=5) as c:
+        c.send(b"USER alice\r\n")
+        try:
+            c.expect_closed()
+        except (OSError, ProtocolError):
             pass
-    except OSError:
-        pass
-    s.close()
     sc = wait_metrics(mport, lambda sc: sc.get("pop3_session_duration_seconds_count") >= 2
                       and sc.get("pop3_tls_handshake_failures_total", listener=implicit) >= hf0 + 1)
     expected = {
@@ -763,6 +753,21 @@ class CheckEnv:
     key: Path
     base_flags: list[str]
 
+    def args(self, form: str, settings: list[tuple[str, str, object]], bad: str) -> tuple[list, str]:
+        """`settings` ([(key, flag, value)], a list value is one flag per item) as flags
+        (`form` "flag") or in a config file, and the name config check must report `bad` (a key) under."""
+        if form == "flag":
+            args = list(self.base_flags)
+            for _, flag, value in settings:
+                for v in (value if isinstance(value, list) else [value]):
+                    args += [flag, v]
+            return args, next(flag for key, flag, _ in settings if key == bad)
+        cfg = self.tmp / "postie.yaml"
+        cfg.write_text("".join(f"{key}: " + ("[" + ", ".join(f'"{v}"' for v in value) + "]"
+                                             if isinstance(value, list) else f"{value}") + "\n"
+                               for key, _, value in settings))
+        return self.base_flags + ["--config", cfg], f"{cfg}: {bad}"
+
 
 @pytest.fixture
 def check_env(tmp_path) -> CheckEnv:
@@ -815,14 +820,7 @@ def unreadable_passwd(ce: CheckEnv, kind: str) -> Path:
 def test_config_check_unreadable_passwd_file(postie_bin, check_env, kind, form):
     ce = check_env
     bad = unreadable_passwd(ce, kind)
-    if form == "flag":
-        args = ce.base_flags + ["--passwd-file", bad]
-        setting = "--passwd-file"
-    else:
-        cfg = ce.tmp / "postie.yaml"
-        cfg.write_text(f"passwd_file: {bad}\n")
-        args = ce.base_flags + ["--config", cfg]
-        setting = f"{cfg}: passwd_file"
+    args, setting = ce.args(form, [("passwd_file", "--passwd-file", bad)], "passwd_file")
     r = config_check(postie_bin, args, ce.tmp)
     assert_reported(r, setting, str(bad), f"config check ({kind} passwd-file, {form})")
 
@@ -831,14 +829,8 @@ def test_config_check_unreadable_passwd_file(postie_bin, check_env, kind, form):
 def test_config_check_missing_certificate(postie_bin, check_env, form):
     ce = check_env
     missing = ce.tmp / "gone" / "fullchain.pem"
-    if form == "flag":
-        args = ce.base_flags + ["--passwd-file", ce.passwd, "--tls-cert", missing, "--tls-key", ce.key]
-        setting = "--tls-cert"
-    else:
-        cfg = ce.tmp / "postie.yaml"
-        cfg.write_text(f"passwd_file: {ce.passwd}\ntls_cert: {missing}\ntls_key: {ce.key}\n")
-        args = ce.base_flags + ["--config", cfg]
-        setting = f"{cfg}: tls_cert"
+    args, setting = ce.args(form, [("passwd_file", "--passwd-file", ce.passwd), ("tls_cert", "--tls-cert", missing),
+                                   ("tls_key", "--tls-key", ce.key)], "tls_cert")
     r = config_check(postie_bin, args, ce.tmp)
     assert_reported(r, setting, str(missing), f"config check (missing certificate, {form})")
 
@@ -847,14 +839,8 @@ def test_config_check_missing_certificate(postie_bin, check_env, form):
 def test_config_check_missing_key(postie_bin, check_env, form):
     ce = check_env
     missing = ce.tmp / "gone" / "privkey.pem"
-    if form == "flag":
-        args = ce.base_flags + ["--passwd-file", ce.passwd, "--tls-cert", ce.cert, "--tls-key", missing]
-        setting = "--tls-key"
-    else:
-        cfg = ce.tmp / "postie.yaml"
-        cfg.write_text(f"passwd_file: {ce.passwd}\ntls_cert: {ce.cert}\ntls_key: {missing}\n")
-        args = ce.base_flags + ["--config", cfg]
-        setting = f"{cfg}: tls_key"
+    args, setting = ce.args(form, [("passwd_file", "--passwd-file", ce.passwd), ("tls_cert", "--tls-cert", ce.cert),
+                                   ("tls_key", "--tls-key", missing)], "tls_key")
     r = config_check(postie_bin, args, ce.tmp)
     assert_reported(r, setting, str(missing), f"config check (missing key, {form})")
 
@@ -869,14 +855,7 @@ BAD_CIDRS = [("deny", "--deny", "192.0.2.0/33"),
 @pytest.mark.parametrize("key,flag,value", BAD_CIDRS, ids=[k for k, _, _ in BAD_CIDRS])
 def test_config_check_bad_cidr(postie_bin, check_env, key, flag, value, form):
     ce = check_env
-    if form == "flag":
-        args = ce.base_flags + ["--passwd-file", ce.passwd, flag, value]
-        setting = flag
-    else:
-        cfg = ce.tmp / "postie.yaml"
-        cfg.write_text(f'passwd_file: {ce.passwd}\n{key}: ["{value}"]\n')
-        args = ce.base_flags + ["--config", cfg]
-        setting = f"{cfg}: {key}"
+    args, setting = ce.args(form, [("passwd_file", "--passwd-file", ce.passwd), (key, flag, [value])], key)
     r = config_check(postie_bin, args, ce.tmp)
     assert_reported(r, setting, value, f"config check ({key} {value}, {form})")
 
@@ -1048,40 +1027,24 @@ def test_unit_commands_work_with_the_binary(postie_bin, tmp_path):
         r = run(argv(pre), cwd=tmp_path)
         assert r.returncode == 0, f"ExecStartPre={pre}: exit {r.returncode}\n{r.stdout}{r.stderr}"
     (start,) = s["ExecStart"]
-    log = tmp_path / "unit.log"
-    with open(log, "wb") as lf:
-        proc = subprocess.Popen(argv(start), stdin=subprocess.DEVNULL, stdout=lf, stderr=lf, cwd=tmp_path)
+    cmd = argv(start)
+    server = PostieServer(Path(cmd[0]), cmd[1:], tmp_path / "unit.log", [(HOST, port)], cwd=tmp_path, name="unit")
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with POP3Raw(HOST, port) as c:
-                    c.login("bob", "bob-pw")
-                    c.ok("QUIT")
-                break
-            except OSError:
-                assert proc.poll() is None, f"ExecStart exited {proc.returncode}:\n{log.read_text()}"
-                assert time.monotonic() < deadline, f"ExecStart did not listen:\n{log.read_text()}"
-                time.sleep(0.05)
+        server.start(ready_timeout=15)
+        with POP3Raw(HOST, port) as c:
+            c.login("bob", "bob-pw")
+            c.ok("QUIT")
         (reload,) = s["ExecReload"]
-        r = run([a.replace("$MAINPID", str(proc.pid)) for a in argv(reload)])
+        r = run([a.replace("$MAINPID", str(server.pid)) for a in argv(reload)])
         assert r.returncode == 0, f"ExecReload={reload}: {r.stderr}"
-        deadline = time.monotonic() + 30
-        while "SIGHUP" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "SIGHUP" in log.read_text(), f"no reload logged after ExecReload:\n{log.read_text()}"
-        assert proc.poll() is None, f"the server stopped on ExecReload:\n{log.read_text()}"
+        server.wait_log("SIGHUP", timeout=30)
+        assert server.alive(), f"the server stopped on ExecReload:\n{server.log_text()}"
         with POP3Raw(HOST, port) as c:
             c.login("bob", "bob-pw")
             c.ok("QUIT")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait(10)
-    assert rc == 0, f"SIGTERM (systemctl stop): exit {rc}\n{log.read_text()}"
+        rc = server.stop()  # SIGTERM, as systemctl stop
+    assert rc == 0, f"SIGTERM (systemctl stop): exit {rc}\n{server.log_text()}"
 
 
 PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
@@ -1109,7 +1072,7 @@ def mdwe_supported() -> bool:
     return True
 
 
-def test_server_runs_with_memory_deny_write_execute(postie_bin, tmp_path):
+def test_server_runs_with_memory_deny_write_execute(postie, tmp_path):
     """MemoryDenyWriteExecute=yes in the unit: the kernel's PR_SET_MDWE (Linux 6.3+, inherited
     across execve) refuses the same thing (writable+executable mappings, mprotect adding
     PROT_EXEC). A full session with TLS and metrics must work under it, and no mapping of
@@ -1124,23 +1087,12 @@ def test_server_runs_with_memory_deny_write_execute(postie_bin, tmp_path):
     pw.write()
     Maildir(tmp_path / "mail" / "alice").create().deliver(b"Subject: mdwe\n\nhello\n")
     port, tport, mport = free_port(), free_port(), free_port()
-    log = open(tmp_path / "mdwe.log", "wb")
-    proc = subprocess.Popen([str(postie_bin), "serve", "--listen", f"{HOST}:{port}", "--listen-tls", f"{HOST}:{tport}",
-                             "--tls-cert", cert, "--tls-key", key, "--passwd-file", pw.path,
-                             "--maildir", str(tmp_path / "mail" / "%u"), "--metrics", f"{HOST}:{mport}"],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=tmp_path,
-                            preexec_fn=_mdwe_preexec if enforced else None)
+    s = postie.start(passwd=pw.path, maildir=str(tmp_path / "mail" / "%u"), listen=[(HOST, port)],
+                     extra=["--listen-tls", f"{HOST}:{tport}", "--tls-cert", str(cert), "--tls-key", str(key),
+                            "--metrics", f"{HOST}:{mport}"],
+                     name="mdwe", preexec_fn=_mdwe_preexec if enforced else None, ready_timeout=15)
+    proc = s.proc
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, (f"postie exited {proc.returncode} under PR_SET_MDWE:\n"
-                                             f"{(tmp_path / 'mdwe.log').read_text(errors='replace')}")
-                assert time.monotonic() < deadline, "postie did not listen"
-                time.sleep(0.05)
         ctx = client_context(pki.cafile)
         with POP3Raw(HOST, port) as c:
             c.ok("STLS")
@@ -1162,10 +1114,4 @@ def test_server_runs_with_memory_deny_write_execute(postie_bin, tmp_path):
         else:
             note("MemoryDenyWriteExecute: this kernel has no PR_SET_MDWE; checked only that no mapping is W+X")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        s.stop()

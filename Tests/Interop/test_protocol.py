@@ -657,22 +657,11 @@ def test_sigterm_with_open_sessions_exits_promptly(env):
     note(f"SIGTERM with open sessions: exited {rc} after {took:.2f}s")
 
 
-def test_demo(postie_bin, tmp_path):
+def test_demo(postie, tmp_path):
     port = free_port()
-    env = dict(os.environ, HOME=str(tmp_path), TMPDIR=str(tmp_path))
-    log = open(tmp_path / "demo.log", "wb")
-    p = subprocess.Popen([str(postie_bin), "serve", "--demo", "--listen", f"127.0.0.1:{port}"],
-                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path, env=env)
+    p = postie.start(passwd=None, maildir=None, listen=[("127.0.0.1", port)], extra=["--demo"], name="demo",
+                     ready_timeout=10)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert p.poll() is None, f"demo exited {p.returncode}: {(tmp_path / 'demo.log').read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "demo server not listening after 10s"
-                time.sleep(0.1)
         r = subprocess.run(["curl", "-sS", "--max-time", "30", f"pop3://127.0.0.1:{port}/", "-u", "demo:demo"],
                            capture_output=True, timeout=60)
         assert r.returncode == 0, f"curl LIST on the demo: exit {r.returncode} {r.stderr!r}"
@@ -684,13 +673,7 @@ def test_demo(postie_bin, tmp_path):
                                capture_output=True, timeout=60)
             assert r.returncode == 0 and b":" in r.stdout, f"curl RETR {n} on the demo: {r}"
             assert len(r.stdout) == int(line.split()[1]), f"demo message {n}: LIST {line!r}, got {len(r.stdout)} octets"
-        out = (tmp_path / "demo.log").read_text(errors="replace")
+        out = p.output()
         assert str(port) in out or "demo" in out, f"the demo did not say how to connect: {out!r}"
     finally:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
+        p.stop()

@@ -73,5 +73,5 @@ def env(pgdb, postie, tmp_path) -> PgEnv:
     pgdb.add_user(*BOB, scheme="PLAIN")
     spool = tmp_path / "spool"
     spool.mkdir()
-    server = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    server = pgdb.serve(postie)
     return PgEnv(pgdb, server, postie, spool, users={ALICE[0]: ALICE[1], BOB[0]: BOB[1]})

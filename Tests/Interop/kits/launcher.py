@@ -60,13 +60,14 @@ class PostieServer:
     """`postie serve` as a subprocess with stderr to a log file."""
 
     def __init__(self, binary: Path, args: list[str], log_path: Path, listens: list[tuple[str, int]],
-                 cwd: Path, env: dict | None = None, name: str = "postie"):
+                 cwd: Path, env: dict | None = None, name: str = "postie", preexec_fn=None):
         self.binary = binary
         self.args = args
         self.log_path = log_path
         self.listens = listens
         self.cwd = cwd
         self.env = env
+        self.preexec_fn = preexec_fn  # run in the child before exec (prctl and the like)
         self.name = name
         self.proc: subprocess.Popen | None = None
         self.stdout_path = log_path.with_suffix(".stdout")
@@ -98,6 +99,7 @@ class PostieServer:
             stderr=self.log_f,
             cwd=self.cwd,
             env=self.env,
+            preexec_fn=self.preexec_fn,
         )
         self.started_at = time.monotonic()
         for host, port in self.listens:
@@ -164,6 +166,11 @@ class PostieServer:
         except FileNotFoundError:
             return ""
 
+    def output(self) -> str:
+        """What the process itself wrote to stdout and stderr (without the launcher's `===` lines)."""
+        log = "".join(l for l in self.log_text().splitlines(keepends=True) if not l.startswith("=== "))
+        return self.stdout_text() + log
+
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-n:])
 
@@ -214,7 +221,7 @@ class ServerFactory:
             node._postie_servers = []
 
     def make(self, *, passwd: Path | None, maildir: str | None, listen: list[tuple[str, int]] | None = None,
-             extra: list[str] | None = None, name: str | None = None) -> PostieServer:
+             extra: list[str] | None = None, name: str | None = None, preexec_fn=None) -> PostieServer:
         listen = listen or [(HOST, free_port())]
         args = ["serve"]
         for host, p in listen:
@@ -228,7 +235,8 @@ class ServerFactory:
         env = dict(os.environ)
         env["HOME"] = str(self.workdir)
         env["TMPDIR"] = str(self.workdir)
-        s = PostieServer(self.binary, args, self.workdir / f"{name}.log", listen, cwd=self.workdir, env=env, name=name)
+        s = PostieServer(self.binary, args, self.workdir / f"{name}.log", listen, cwd=self.workdir, env=env, name=name,
+                         preexec_fn=preexec_fn)
         s.settings = {"passwd": passwd, "maildir": maildir, "extra": extra}
         self.servers.append(s)
         self.node._postie_servers.append(s)
