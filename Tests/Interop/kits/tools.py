@@ -1,15 +1,31 @@
-"""Real client tools the suite drives: curl, fetchmail and `doveadm pw`.
-
-Standard library only.
+"""Real client tools the suite drives: curl, fetchmail and `doveadm pw`, and `need`/`run` for
+any other command line tool.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+
+
+def need(tool: str) -> str:
+    """The path of a required tool; a failure, never a skip, when it is missing."""
+    p = shutil.which(tool)
+    if p is None:
+        pytest.fail(f"{tool} is missing (Debian: {'prometheus' if tool == 'promtool' else 'systemd'}); "
+                    f"scripts/test installs it", pytrace=False)
+    return p
+
+
+def run(cmd: list, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    """A command with its output captured as text."""
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def curl(args: list, timeout: float = 60) -> subprocess.CompletedProcess:
