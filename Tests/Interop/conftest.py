@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from kits import pg  # noqa: E402
 from kits.dovecot import remove, start_dovecot  # noqa: E402
 from kits.launcher import PostieServer, ServedBy, ServerFactory, free_port  # noqa: E402
+from kits.tls import make_pki  # noqa: E402
 from kits.mail import ALICE, BOB, Maildir, PasswdFile, make_passwd, write_big_message  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +66,12 @@ def required_tools():
     missing = [t for t in ("curl", "fetchmail", "openssl") if shutil.which(t) is None]
     if missing:
         pytest.fail(f"required tools missing: {', '.join(missing)} (scripts/test installs them)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """The test CA and its server certificates (see kits.tls.make_pki), made once per run."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,6 @@ from kits.mail import ALICE, BOB, canonical_crlf, Maildir, make_passwd
 from kits.pop3 import POP3Raw, received_until_close
 from kits.tls import (
     client_context,
-    make_pki,
     proc_ids,
     proxy_v1,
     proxy_v2,
@@ -43,11 +42,6 @@ REPO = Path(__file__).resolve().parents[2]
 FILTER = Path(os.environ.get("POSTIE_FAIL2BAN_FILTER", REPO / "contrib" / "fail2ban" / "filter.d" / "postie.conf"))
 PLAINTEXT_REFUSED = "-ERR [AUTH] Plaintext authentication disallowed"
 LOCKED_OUT = "-ERR [SYS/TEMP] Too many failed logins from your IP address; try again later."
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki-policy"))
 
 
 # --------------------------------------------------------------------------

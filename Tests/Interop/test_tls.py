@@ -20,18 +20,12 @@ from kits.tls import (
     cert_cn,
     cert_serial,
     client_context,
-    make_pki,
     negotiated_protocol,
     s_client,
     s_client_summary,
     start_tls_server,
 )
 from kits.tools import curl, Fetchmail
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def deliver_corpus(srv, user: str = "alice") -> dict[str, bytes]:

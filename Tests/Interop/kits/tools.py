@@ -28,6 +28,12 @@ def run(cmd: list, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def run_postie(postie_bin, args: list[str], stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The binary under test with `stdin` (UTF-8) fed in; output captured as bytes."""
+    return subprocess.run([str(postie_bin)] + args, input=None if stdin is None else stdin.encode("utf-8"),
+                          capture_output=True, timeout=timeout)
+
+
 def curl(args: list, timeout: float = 60) -> subprocess.CompletedProcess:
     """`curl -sS` with a time limit; stdout and stderr captured as bytes."""
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout))] + [str(a) for a in args],
