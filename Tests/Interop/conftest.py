@@ -21,19 +21,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from kits import pg  # noqa: E402
 from kits.dovecot import remove, start_dovecot  # noqa: E402
 from kits.launcher import PostieServer, ServedBy, ServerFactory, free_port  # noqa: E402
+from kits.report import NOTES, note  # noqa: E402
 from kits.tls import make_pki  # noqa: E402
 from kits.mail import ALICE, BOB, Maildir, PasswdFile, make_passwd, write_big_message  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
-
-# Notes printed at the end of the run (fault-injection statistics and the like).
-NOTES: list[str] = []
-
-
-def note(msg: str) -> None:
-    NOTES.append(msg)
-    print(msg)
-
 
 def pytest_terminal_summary(terminalreporter):
     if NOTES:
