@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import note
 from kits.fetch import expected_local, local_messages, server_messages, write_password
 from kits.launcher import HOST
-from kits.mail import Maildir, numbered_message
+from kits.mail import ALICE, Maildir, numbered_message
 
 
 # --------------------------------------------------------------------------
@@ -74,7 +74,6 @@ def bulk_messages(n: int, seed: int, first: int = 0) -> list[bytes]:
 
 
 def test_sigkill_at_random_moments_against_postie(env, postie_bin, tmp_path):
-    from conftest import ALICE
     md = env.maildir("alice")
 
     def deliver(batch):

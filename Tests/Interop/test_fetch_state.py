@@ -13,6 +13,7 @@ import time
 
 from kits.fetch import account, local_messages, msgs, run_fetch, write_password
 from kits.launcher import HOST
+from kits.mail import ALICE, BOB
 
 
 # --------------------------------------------------------------------------
@@ -21,7 +22,6 @@ from kits.launcher import HOST
 
 
 def test_lost_state_is_detected_and_rebuilt(env, postie_bin, tmp_path):
-    from conftest import ALICE
     for m in msgs(3):
         env.maildir("alice").deliver(m)
     out = tmp_path / "Maildir"
@@ -44,7 +44,6 @@ def test_lost_state_is_detected_and_rebuilt(env, postie_bin, tmp_path):
 
 
 def test_mark_existing_then_only_new_mail(env, postie_bin, tmp_path):
-    from conftest import ALICE
     for m in msgs(3):
         env.maildir("alice").deliver(m)
     out = tmp_path / "Maildir"
@@ -61,7 +60,6 @@ def test_mark_existing_then_only_new_mail(env, postie_bin, tmp_path):
 
 
 def test_config_file_several_accounts_in_parallel_worst_exit_code(env, dovecot, postie_bin, tmp_path):
-    from conftest import ALICE, BOB
     d = dovecot({"erin": "pw-erin"})
     for m in msgs(2):
         env.maildir("alice").deliver(m)
@@ -113,7 +111,6 @@ def test_password_never_on_the_command_line(postie_bin, tmp_path):
 
 
 def test_keep_with_delete_larger_removes_only_big_messages(env, postie_bin, tmp_path):
-    from conftest import ALICE
     small = b"Subject: small\n\n" + b"s" * 300 + b"\n"
     big = b"Subject: big\n\n" + b"b" * 5000 + b"\n"
     env.maildir("alice").deliver(small)
@@ -129,7 +126,6 @@ def test_keep_with_delete_larger_removes_only_big_messages(env, postie_bin, tmp_
 
 
 def test_poll_fetches_again_until_interrupted(env, postie_bin, tmp_path):
-    from conftest import ALICE
     env.maildir("alice").deliver(b"Subject: first\n\none\n")
     out = tmp_path / "Maildir"
     envv = dict(os.environ, POSTIE_PASSWORD=ALICE[1])
@@ -158,7 +154,6 @@ def test_poll_fetches_again_until_interrupted(env, postie_bin, tmp_path):
 
 
 def test_progress_bar_only_on_a_terminal(env, postie_bin, tmp_path):
-    from conftest import ALICE
     for m in msgs(3):
         env.maildir("alice").deliver(m)
     envv = dict(os.environ, POSTIE_PASSWORD=ALICE[1])

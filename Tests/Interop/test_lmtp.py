@@ -19,6 +19,7 @@ import pytest
 
 from kits.launcher import free_port, wait_port
 from kits.lmtp import CAROL, RawLMTP, canonical, data_replies, lmtp, lmtp_env, pop3_messages
+from kits.metrics import scrape
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +248,6 @@ def test_sigterm_answers_421_and_delivers_nothing_half_received(env_factory):
 
 
 def test_lmtp_metrics(env_factory):
-    from test_ops import scrape
 
     mport = free_port()
     e = lmtp_env(env_factory, "--metrics", f"127.0.0.1:{mport}", "--lmtp-max-size", "1000")

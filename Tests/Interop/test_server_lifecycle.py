@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import note
 from kits.launcher import free_port
-from kits.mail import ALICE, BOB, canonical_crlf, Maildir
+from kits.mail import ALICE, BOB, canonical_crlf, Maildir, make_passwd
 from kits.pop3 import login_within, POP3Raw
 from kits.sessions import MSG1, session, three
 
@@ -35,7 +35,6 @@ def test_idle_timeout(env_factory):
 
 
 def test_ipv6_and_two_listeners(postie, tmp_path):
-    from conftest import make_passwd
 
     pw = make_passwd(tmp_path)
     template = str(tmp_path / "mail" / "%u")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kits.launcher import free_port, HOST
-from kits.mail import ALICE, canonical_crlf, canonical_lf, corpus, CRLF, dot_stuff, Maildir, sha
+from kits.mail import ALICE, canonical_crlf, canonical_lf, corpus, CRLF, dot_stuff, Maildir, make_passwd, sha
 from kits.pop3 import POP3Raw
 from kits.tls import (
     cert_cn,
@@ -450,7 +450,6 @@ def hup_ready(srv) -> None:
 def test_sighup_right_after_start_does_not_kill_the_server(postie, tmp_path, pki):
     """SIGHUP means "reload"; once the server accepts connections it must never terminate on it
     (a `systemctl reload` or a certificate-renewal hook right after start)."""
-    from conftest import make_passwd
 
     passwd = make_passwd(tmp_path).path
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
