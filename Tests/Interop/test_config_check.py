@@ -104,24 +104,25 @@ def test_config_check_unreadable_passwd_file(postie_bin, check_env, kind, form):
     assert_reported(r, setting, str(bad), f"config check ({kind} passwd-file, {form})")
 
 
+def assert_missing_tls_file_reported(postie_bin, ce: CheckEnv, form: str, key: str, name: str, what: str) -> None:
+    """The TLS file `key` (tls_cert or tls_key) names a missing file, `name` in a missing directory."""
+    missing = ce.tmp / "gone" / name
+    files = {"tls_cert": ce.cert, "tls_key": ce.key, key: missing}
+    args, setting = ce.args(form, [("passwd_file", "--passwd-file", ce.passwd),
+                                   ("tls_cert", "--tls-cert", files["tls_cert"]),
+                                   ("tls_key", "--tls-key", files["tls_key"])], key)
+    r = config_check(postie_bin, args, ce.tmp)
+    assert_reported(r, setting, str(missing), f"config check (missing {what}, {form})")
+
+
 @pytest.mark.parametrize("form", ["flag", "config"])
 def test_config_check_missing_certificate(postie_bin, check_env, form):
-    ce = check_env
-    missing = ce.tmp / "gone" / "fullchain.pem"
-    args, setting = ce.args(form, [("passwd_file", "--passwd-file", ce.passwd), ("tls_cert", "--tls-cert", missing),
-                                   ("tls_key", "--tls-key", ce.key)], "tls_cert")
-    r = config_check(postie_bin, args, ce.tmp)
-    assert_reported(r, setting, str(missing), f"config check (missing certificate, {form})")
+    assert_missing_tls_file_reported(postie_bin, check_env, form, "tls_cert", "fullchain.pem", "certificate")
 
 
 @pytest.mark.parametrize("form", ["flag", "config"])
 def test_config_check_missing_key(postie_bin, check_env, form):
-    ce = check_env
-    missing = ce.tmp / "gone" / "privkey.pem"
-    args, setting = ce.args(form, [("passwd_file", "--passwd-file", ce.passwd), ("tls_cert", "--tls-cert", ce.cert),
-                                   ("tls_key", "--tls-key", missing)], "tls_key")
-    r = config_check(postie_bin, args, ce.tmp)
-    assert_reported(r, setting, str(missing), f"config check (missing key, {form})")
+    assert_missing_tls_file_reported(postie_bin, check_env, form, "tls_key", "privkey.pem", "key")
 
 
 BAD_CIDRS = [("deny", "--deny", "192.0.2.0/33"),
