@@ -6,8 +6,10 @@ The suite does not build anything: it runs `$POSTIE_BIN` (default
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,29 +18,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from postiekit import (  # noqa: E402
-    Maildir,
-    PasswdFile,
-    PostieServer,
-    ServedBy,
-    free_port,
-    listen_spec,
-    write_big_message,
-)
+from kits import pg  # noqa: E402
+from kits.dovecot import remove, start_dovecot  # noqa: E402
+from kits.launcher import PostieServer, ServedBy, ServerFactory, free_port  # noqa: E402
+from kits.report import NOTES, note  # noqa: E402
+from kits.tls import make_pki  # noqa: E402
+from kits.mail import ALICE, BOB, Maildir, PasswdFile, make_passwd, write_big_message  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
-
-ALICE = ("alice", "Alice-S3cret!pw")  # SHA512-CRYPT, hashed by `openssl passwd -6`
-BOB = ("bob", "bob-plain-pw")  # {PLAIN}
-
-# Notes printed at the end of the run (fault-injection statistics and the like).
-NOTES: list[str] = []
-
-
-def note(msg: str) -> None:
-    NOTES.append(msg)
-    print(msg)
-
 
 def pytest_terminal_summary(terminalreporter):
     if NOTES:
@@ -73,54 +60,29 @@ def required_tools():
         pytest.fail(f"required tools missing: {', '.join(missing)} (scripts/test installs them)", pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """The test CA and its server certificates (see kits.tls.make_pki), made once per run."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def doveadm() -> str:
+    """The path of `doveadm` (Debian's dovecot-core)."""
+    path = shutil.which("doveadm")
+    if path is None:
+        pytest.fail("doveadm is missing (Debian package dovecot-core; scripts/test must install it)", pytrace=False)
+    return path
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()
 
 
-class ServerFactory:
-    def __init__(self, binary: Path, workdir: Path, node):
-        self.binary = binary
-        self.workdir = workdir
-        self.node = node
-        self.servers: list[PostieServer] = []
-        if not hasattr(node, "_postie_servers"):
-            node._postie_servers = []
-
-    def make(self, *, passwd: Path | None, maildir: str | None, listen: list[tuple[str, int]] | None = None,
-             extra: list[str] | None = None, name: str | None = None) -> PostieServer:
-        listen = listen or [("127.0.0.1", free_port())]
-        args = ["serve"]
-        for host, p in listen:
-            args += ["--listen", listen_spec(host, p)]
-        if passwd is not None:
-            args += ["--passwd-file", str(passwd)]
-        if maildir is not None:
-            args += ["--maildir", maildir]
-        args += extra or []
-        name = name or f"postie{len(self.servers) + 1}"
-        env = dict(os.environ)
-        env["HOME"] = str(self.workdir)
-        env["TMPDIR"] = str(self.workdir)
-        s = PostieServer(self.binary, args, self.workdir / f"{name}.log", listen, cwd=self.workdir, env=env, name=name)
-        self.servers.append(s)
-        self.node._postie_servers.append(s)
-        return s
-
-    def start(self, **kw) -> PostieServer:
-        ready = kw.pop("ready_timeout", 30.0)
-        return self.make(**kw).start(ready_timeout=ready)
-
-    def stop_all(self) -> None:
-        for s in self.servers:
-            s.stop()
-            for n in s.notes:
-                note(f"{self.node.nodeid}: {n}")
-
-
 @pytest.fixture
 def postie(postie_bin, tmp_path, request):
-    f = ServerFactory(postie_bin, tmp_path, request.node)
+    f = ServerFactory(postie_bin, tmp_path, request.node, note=note)
     yield f
     f.stop_all()
 
@@ -139,25 +101,6 @@ class Env(ServedBy):
     def maildir(self, user: str) -> Maildir:
         return Maildir(Path(self.template.replace("%u", user)))
 
-    def restart(self, same_port: bool = False, **kw) -> PostieServer:
-        """Starts a new server process with the same settings (the old one must be stopped).
-
-        A fresh port by default, so that TIME_WAIT on the old one can never matter;
-        test_protocol checks restarting on the same port separately."""
-        extra = kw.pop("extra", self._extra)
-        listen = self.server.listens if same_port else [(self.server.host, free_port(self.server.host))]
-        self.server = self.factory.start(passwd=self.passwd.path, maildir=self.template,
-                                         listen=listen, extra=extra, **kw)
-        return self.server
-
-
-def make_passwd(tmp: Path) -> PasswdFile:
-    pw = PasswdFile(tmp / "passwd")
-    pw.add(*ALICE, scheme="SHA512-CRYPT")
-    pw.add(*BOB, scheme="PLAIN", extra=":1000:1000::/home/bob::")
-    pw.write()
-    return pw
-
 
 @pytest.fixture
 def env_factory(postie, tmp_path):
@@ -167,10 +110,9 @@ def env_factory(postie, tmp_path):
         pw = make_passwd(tmp_path)
         template = str(tmp_path / "mail" / "%u")
         e = Env(tmp_path, pw, template, None, postie, users={ALICE[0]: ALICE[1], BOB[0]: BOB[1]})
-        e._extra = extra or []
         if prefill:
             prefill(e)
-        s = postie.make(passwd=pw.path, maildir=template, extra=e._extra)
+        s = postie.make(passwd=pw.path, maildir=template, extra=extra or [])
         e.server = s
         if start:
             s.start()
@@ -186,8 +128,7 @@ def env(env_factory) -> Env:
 
 @pytest.fixture
 def dovecot(tmp_path, request):
-    """Starts Dovecot (see dovecotkit.start_dovecot); every instance is stopped and removed at teardown."""
-    from dovecotkit import remove, start_dovecot
+    """Starts Dovecot (see kits.dovecot.start_dovecot); every instance is stopped and removed at teardown."""
 
     started = []
     request.node._dovecot_servers = started
@@ -213,10 +154,6 @@ def big_message(tmp_path_factory):
 # PostgreSQL (test_postgres.py): one server per run, one database per test
 # --------------------------------------------------------------------------
 
-import itertools  # noqa: E402
-import subprocess  # noqa: E402
-
-import pgkit  # noqa: E402
 
 _pg_counter = itertools.count(1)
 
@@ -225,7 +162,7 @@ _pg_counter = itertools.count(1)
 def pg_server():
     """A real PostgreSQL (Debian's package) on 127.0.0.1 and a free port, for the whole run."""
     try:
-        server = pgkit.start()
+        server = pg.start()
     except FileNotFoundError as e:
         pytest.fail(f"{e}", pytrace=False)
     yield server
@@ -236,7 +173,7 @@ def pg_server():
 class PgDatabase:
     """A fresh, migrated database with its URL in a 0600 file, and `postie` helpers."""
 
-    server: "pgkit.PostgresServer"
+    server: pg.PostgresServer
     name: str
     url: str
     url_file: Path
@@ -263,6 +200,10 @@ class PgDatabase:
 
     def server_args(self) -> list[str]:
         return ["--store", "postgres", "--database-url-file", str(self.url_file)]
+
+    def serve(self, factory: ServerFactory, *extra: str, name: str = "pg") -> PostieServer:
+        """`postie serve --store postgres` on this database (no passwd-file, no Maildir)."""
+        return factory.start(passwd=None, maildir=None, extra=self.server_args() + list(extra), name=name)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 from conftest import note
-from postiekit import numbered_message
-from tlskit import make_pki
+from kits.mail import Maildir, numbered_message, PasswdFile
+from kits.tls import make_pki
 
 HOST = "127.0.0.1"
 USERS = {f"load{i}": f"pw-load{i}" for i in range(4)}
@@ -69,7 +69,6 @@ def test_bench_same_figures_for_dovecot_and_postie(dovecot, postie, postie_bin, 
     d.fix_ownership()
     # Postie serves its own copies of the same mailboxes, with Dovecot's passwd-file.
     mail = tmp_path / "postie-mail"
-    from postiekit import Maildir
     for i, u in enumerate(USERS):
         fill(Maildir(mail / u), i)
     s = postie.start(passwd=d.passwd_path, maildir=str(mail / "%u"),
@@ -120,7 +119,6 @@ def test_bench_same_figures_for_dovecot_and_postie(dovecot, postie, postie_bin, 
 
 def serve_users(postie, tmp_path: Path, extra: list[str] | None = None):
     """`postie serve` with USERS in a passwd-file and their filled Maildirs under tmp_path/mail."""
-    from postiekit import Maildir, PasswdFile
     pw = PasswdFile(tmp_path / "passwd")
     for u, p in USERS.items():
         pw.add(u, p, scheme="PLAIN")
@@ -132,7 +130,6 @@ def serve_users(postie, tmp_path: Path, extra: list[str] | None = None):
 
 
 def test_bench_delete_share_deletes_on_the_server(postie, postie_bin, tmp_path):
-    from postiekit import Maildir
     s = serve_users(postie, tmp_path)
     mail = tmp_path / "mail"
     code, doc, err = bench(postie_bin, ["--server", f"{HOST}:{s.port}", "--credentials", str(credentials(tmp_path)),

@@ -15,19 +15,18 @@ import json
 import os
 import poplib
 import re
-import socket
 import ssl
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import BOB, make_passwd
-from postiekit import Maildir, free_port
-from tlskit import HOST, TestCA, self_signed
+from kits.launcher import free_port, HOST
+from kits.mail import BOB, Maildir, make_passwd
+from kits.scripted import ScriptedServer, ScriptedSession
+from kits.tls import self_signed, TestCA
 
 LOCAL = ["DNS:localhost", "IP:127.0.0.1"]
 MESSAGES = [b"Subject: one\r\n\r\nfirst body\r\n", b"Subject: two\r\n\r\nsecond\r\nbody\r\n"]
@@ -190,8 +189,7 @@ def start_postie(postie, tmp: Path, cert: Path, key: Path, extra: list[str] | No
                     extra=["--tls-cert", str(cert), "--tls-key", str(key),
                            "--listen-tls", f"{HOST}:{tls_port}"] + (extra or []))
     s.start(ready_timeout=15)
-    from tlskit import wait_log
-    wait_log(s, rf"Listening on 127\.0\.0\.1:{tls_port} ")
+    s.wait_log(rf"Listening on 127\.0\.0\.1:{tls_port} ")
     return s, tls_port
 
 
@@ -311,61 +309,25 @@ def test_thresholds_and_usage_errors(postie_bin, postie, tmp_path, pki):
     assert r.code == 3 and "POSTIE_PASSWORD" in r.status_line, r
 
 
-class VulnerableServer:
+class VulnerableServer(ScriptedServer):
     """A deliberately broken STLS server: it reads `STLS\\r\\nCAPA\\r\\n` in one go, starts TLS,
     then answers the CAPA it had buffered in plaintext (the CVE-2011-0411 mistake)."""
+
+    greeting = "+OK vulnerable"
+    capabilities = ["STLS", "USER"]
+    replies = {}
 
     def __init__(self, cert: Path, key: Path):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
-        self.sock = socket.socket()
-        self.sock.bind((HOST, 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__(concurrent=True, timeout=10, backlog=8)
 
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
-
-    def session(self, conn):
-        conn.settimeout(10)
-        try:
-            conn.sendall(b"+OK vulnerable\r\n")
-            pending = b""
-            tls = None
-            while True:
-                while b"\r\n" not in pending:
-                    data = (tls or conn).recv(4096)
-                    if not data:
-                        return
-                    pending += data
-                line, pending = pending.split(b"\r\n", 1)
-                cmd = line.upper()
-                out = tls or conn
-                if cmd == b"CAPA":
-                    out.sendall(b"+OK\r\nSTLS\r\nUSER\r\n.\r\n")
-                elif cmd == b"STLS" and tls is None:
-                    conn.sendall(b"+OK go ahead\r\n")
-                    tls = self.ctx.wrap_socket(conn, server_side=True)
-                    # the bug: `pending` (bytes that came before TLS) is kept
-                elif cmd == b"QUIT":
-                    out.sendall(b"+OK bye\r\n")
-                    return
-                else:
-                    out.sendall(b"-ERR unknown\r\n")
-        except (OSError, ssl.SSLError):
-            return
-        finally:
-            conn.close()
-
-    def close(self):
-        self.sock.close()
+    def command(self, s: ScriptedSession, word: str, args: list[str]) -> bool:
+        if word == "STLS" and s.tls is None:
+            s.reply("+OK go ahead")
+            s.starttls(self.ctx, keep_pending=True)  # the bug
+            return True
+        return super().command(s, word, args)
 
 
 def test_injection_detected_on_vulnerable_server(postie_bin, pki):
@@ -614,57 +576,30 @@ def test_dovecot_login_errors(postie_bin, dovecot, pki, tmp_path):
     assert r.code == 2 and verdict(doc, "login") == "UNKNOWN" and "not attempted" in items(doc)["login"]["detail"]
 
 
-class BrokenServer:
+class BrokenServer(ScriptedServer):
     """Answers every connection with `greeting`, then `+OK` to CAPA (listing STLS) and to STLS,
     and closes instead of starting TLS: a misconfigured server whose STLS is advertised but broken."""
 
-    def __init__(self, greeting: bytes, hang: float = 0):
+    capabilities = ["STLS", "USER"]
+    replies = {}
+    unknown = "+OK"
+
+    def __init__(self, greeting: str, hang: float = 0):
         self.greeting = greeting
         self.hang = hang  # seconds to stay silent after +OK to STLS before closing
-        self.sock = socket.socket()
-        self.sock.bind((HOST, 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__(timeout=5, backlog=8)
 
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                conn.settimeout(5)
-                conn.sendall(self.greeting)
-                pending = b""
-                while True:
-                    while b"\r\n" not in pending:
-                        data = conn.recv(4096)
-                        if not data:
-                            raise OSError("closed")
-                        pending += data
-                    line, pending = pending.split(b"\r\n", 1)
-                    cmd = line.strip().upper()
-                    if cmd == b"CAPA":
-                        conn.sendall(b"+OK\r\nSTLS\r\nUSER\r\n.\r\n")
-                    elif cmd == b"STLS":
-                        conn.sendall(b"+OK\r\n")
-                        conn.recv(4096)  # the ClientHello, never answered
-                        time.sleep(self.hang)
-                        break
-                    else:
-                        conn.sendall(b"+OK\r\n")
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def close(self):
-        self.sock.close()
+    def command(self, s: ScriptedSession, word: str, args: list[str]) -> bool:
+        if word == "STLS":
+            s.reply("+OK")
+            s.sock.recv(4096)  # the ClientHello, never answered
+            time.sleep(self.hang)
+            return False
+        return super().command(s, word, args)
 
 
 def test_broken_stls_and_bad_greeting(postie_bin):
-    s = BrokenServer(b"+OK hello\r\n")
+    s = BrokenServer("+OK hello")
     try:
         r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0")
     finally:
@@ -674,7 +609,7 @@ def test_broken_stls_and_bad_greeting(postie_bin):
     assert item["verdict"] == "FAIL" and item["detail"].startswith("STLS failed") and item["remedy"], item
     assert "pop3.stls_injection" not in items(doc)  # meaningless when STLS itself fails
     assert "pop3.capa" in items(doc) and verdict(doc, "pop3.plaintext") == "WARN"
-    s = BrokenServer(b"-ERR too busy\r\n")
+    s = BrokenServer("-ERR too busy")
     try:
         r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0")
     finally:
@@ -686,7 +621,7 @@ def test_broken_stls_and_bad_greeting(postie_bin):
 
 def test_silent_server_times_out(postie_bin):
     """A server that never answers the ClientHello: the handshake gives up after --timeout."""
-    s = BrokenServer(b"+OK hello\r\n", hang=10)
+    s = BrokenServer("+OK hello", hang=10)
     try:
         r, doc = run_json(postie_bin, HOST, "--port", s.port, "--tls-port", "0", "--timeout", "3")
     finally:

@@ -4,29 +4,24 @@ for the precise meaning of byte-exact, including the no-final-newline case)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import poplib
-import stat
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
-import pytest
 
-from conftest import ALICE, note
-from postiekit import (
-    CRLF,
-    POP3Raw,
-    ZERO_BYTE,
+from kits.mail import (
+    ALICE,
     canonical_crlf,
     corpus,
+    CRLF,
     digest_bytes,
     dot_stuff,
     hash_fileobj,
     hash_path,
     sha,
+    ZERO_BYTE,
 )
+from kits.pop3 import POP3Raw
+from kits.tools import curl, Fetchmail
 
 BIG = 1 << 20  # messages above this are streamed and hashed, never held in memory
 
@@ -163,16 +158,12 @@ def test_poplib_downloads_every_message_byte_exact(env, big_message, monkeypatch
 # --------------------------------------------------------------------------
 
 
-def curl(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout))] + args, capture_output=True, timeout=timeout + 10)
-
-
 def test_curl_lists_and_downloads_every_message_byte_exact(env, big_message):
     expected = deliver_all(env.maildir("alice"), big_message)
     base = f"pop3://127.0.0.1:{env.port}/"
     auth = ["-u", f"{ALICE[0]}:{ALICE[1]}"]
 
-    r = curl([base] + auth)
+    r = curl([base] + auth, timeout=120)
     assert r.returncode == 0, f"curl LIST exit {r.returncode}: {r.stderr.decode()}"
     lines = r.stdout.decode().split("\r\n")
     assert lines[-1] == "", f"curl LIST output does not end in CRLF: {r.stdout[-50:]!r}"
@@ -180,7 +171,7 @@ def test_curl_lists_and_downloads_every_message_byte_exact(env, big_message):
     assert len(sizes) == len(expected), f"curl LIST shows {len(sizes)} messages, delivered {len(expected)}"
     assert sorted(sizes.values()) == sorted(d.crlf_size for d in expected.values()), "curl LIST sizes != CRLF sizes"
 
-    r = curl(["-X", "UIDL", base] + auth)
+    r = curl(["-X", "UIDL", base] + auth, timeout=120)
     assert r.returncode == 0, f"curl UIDL exit {r.returncode}: {r.stderr.decode()}"
     ulines = r.stdout.decode().split("\r\n")[:-1]
     uids = {int(l.split()[0]): l.split()[1] for l in ulines}
@@ -208,81 +199,6 @@ def test_curl_lists_and_downloads_every_message_byte_exact(env, big_message):
 # fetchmail
 # --------------------------------------------------------------------------
 
-MDA = textwrap.dedent(
-    """\
-    import os, sys
-    out = sys.argv[1]
-    n = 0
-    while True:
-        n += 1
-        try:
-            fd = os.open(os.path.join(out, "%05d.eml" % n), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            break
-        except FileExistsError:
-            continue
-    with os.fdopen(fd, "wb") as f:
-        while True:
-            b = sys.stdin.buffer.read(1 << 20)
-            if not b:
-                break
-            f.write(b)
-    """
-)
-
-
-class Fetchmail:
-    def __init__(self, tmp: Path, port: int, user: str, password: str):
-        self.dir = tmp / "fetchmail"
-        self.dir.mkdir()
-        self.out = self.dir / "out"
-        self.out.mkdir()
-        (self.dir / "mda.py").write_text(MDA)
-        self.rc = self.dir / "fetchmailrc"
-        self.idfile = self.dir / "fetchids"
-        self.rc.write_text(textwrap.dedent(f"""\
-            set no syslog
-            set invisible
-            set no bouncemail
-            poll 127.0.0.1 service {port} protocol pop3 uidl timeout 60
-                user "{user}" there with password "{password}"
-                keep
-                no rewrite
-                no mimedecode
-                sslproto ''
-                mda "{sys.executable} {self.dir / 'mda.py'} {self.out}"
-            """))
-        os.chmod(self.rc, 0o600)
-        self.runs = 0
-
-    def run(self) -> subprocess.CompletedProcess:
-        self.runs += 1
-        env = dict(os.environ, HOME=str(self.dir), FETCHMAILHOME=str(self.dir))
-        for v in ("FETCHMAILUSER", "LOGNAME", "USER"):
-            env.pop(v, None)
-        cmd = ["fetchmail", "-v", "-f", str(self.rc), "--idfile", str(self.idfile),
-               "--pidfile", str(self.dir / "fetchmail.pid"),
-               "--protocol", "pop3", "--uidl", "--keep", "--invisible"]
-        r = subprocess.run(cmd, capture_output=True, env=env, timeout=300, cwd=self.dir)
-        (self.dir / f"run{self.runs}.log").write_bytes(r.stdout + b"\n--- stderr\n" + r.stderr)
-        return r
-
-    def take(self) -> list[Path]:
-        """The files delivered since the last call (moved aside)."""
-        files = sorted(self.out.iterdir())
-        dest = self.dir / f"batch{self.runs}"
-        dest.mkdir()
-        moved = []
-        for f in files:
-            t = dest / f.name
-            f.rename(t)
-            moved.append(t)
-        return moved
-
-    def describe(self, r) -> str:
-        tail = (r.stdout + r.stderr).decode(errors="replace").splitlines()[-25:]
-        return f"exit {r.returncode}; output tail:\n" + "\n".join(tail)
-
-
 def test_fetchmail_keep_uidl_fetches_each_message_once(env_factory, big_message):
     """fetchmail 6.4 in --keep mode fetches with `TOP n 99999999`, so this also
     checks TOP with a line count beyond the end of the body."""
@@ -297,7 +213,7 @@ def test_fetchmail_keep_uidl_fetches_each_message_once(env_factory, big_message)
     # No 0-byte message here: fetchmail replaces a headerless message by a
     # "Headerless mail" notice of its own (seen with a reference server).
     expected = deliver_all(md, big_message, with_zero=False)
-    fm = Fetchmail(e.tmp, e.port, *carol)
+    fm = Fetchmail(e.tmp / "fetchmail", e.port, *carol)
 
     r = fm.run()
     assert r.returncode == 0, f"first fetchmail run should retrieve mail (exit 0): {fm.describe(r)}"

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from conftest import ALICE, note
-from postiekit import POP3Raw, ProtocolError, canonical_crlf, numbered_message, sha, snapshot
-from test_locking import login_within
+from conftest import note
+from kits.mail import ALICE, canonical_crlf, numbered_message, sha
+from kits.pop3 import login_within, POP3Raw, ProtocolError, snapshot
 
 SEED = int(os.environ.get("POSTIE_FAULT_SEED", "1939"))
 ROUNDS = int(os.environ.get("POSTIE_FAULT_ROUNDS", "30"))

@@ -3,32 +3,11 @@ process and across two processes serving the same Maildir template."""
 
 from __future__ import annotations
 
-import time
-
-import pytest
-
-from conftest import ALICE, BOB, note
-from postiekit import POP3Raw, ProtocolError
 
 
-def in_use(reply: str) -> bool:
-    return reply.startswith("-ERR [IN-USE]")
-
-
-def login_within(host: str, port: int, user, timeout: float) -> tuple[POP3Raw, float]:
-    """Logs in, retrying while the mailbox is [IN-USE]; returns the session and the wait."""
-    t0 = time.monotonic()
-    last = None
-    while True:
-        c = POP3Raw(host, port)
-        r = c.try_login(*user)
-        if r.startswith("+OK"):
-            return c, time.monotonic() - t0
-        c.close()
-        last = r
-        if not in_use(r) or time.monotonic() - t0 > timeout:
-            raise ProtocolError(f"login as {user[0]} still fails after {time.monotonic() - t0:.1f}s: {r!r}")
-        time.sleep(0.1)
+from conftest import note
+from kits.mail import ALICE, BOB
+from kits.pop3 import in_use, login_within, POP3Raw
 
 
 def deliver_two(env):

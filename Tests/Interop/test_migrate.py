@@ -18,7 +18,6 @@ import os
 import poplib
 import random
 import signal
-import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -26,9 +25,11 @@ from pathlib import Path
 import pytest
 
 from conftest import note
-from postiekit import POP3Raw, corpus, numbered_message, sha
-from test_clients import Fetchmail
-from tlskit import make_pki
+from kits.mail import canonical_crlf, corpus, numbered_message, sha
+from kits.pop3 import POP3Raw
+from kits.scripted import ScriptedServer, ScriptedSession
+from kits.tls import make_pki
+from kits.tools import Fetchmail
 
 USER, PASSWORD = "alice", "Al1ce-dove-pw"
 
@@ -120,7 +121,7 @@ def test_switch_from_dovecot_and_back_without_a_redownload(dovecot, postie, tmp_
     d.fix_ownership()
     total = len(corpus()) + 6
 
-    fm = Fetchmail(tmp_path, d.port, USER, PASSWORD)
+    fm = Fetchmail(tmp_path / "fetchmail", d.port, USER, PASSWORD)
     assert fetched(fm) == total, "fetchmail should download everything from Dovecot"
     assert fetched(fm) == 0
     at_dovecot = listing(d.port)
@@ -160,7 +161,7 @@ def test_switch_with_dovecot_control_directory(dovecot, postie, postie_bin, tmp_
     fill(md)
     d.fix_ownership()
     total = len(corpus()) + 6
-    fm = Fetchmail(tmp_path, d.port, USER, PASSWORD)
+    fm = Fetchmail(tmp_path / "fetchmail", d.port, USER, PASSWORD)
     assert fetched(fm) == total
     at_dovecot = listing(d.port)
     control_list = d.control_root / USER / ".INBOX" / "dovecot-uidlist"  # where Dovecot keeps INBOX's
@@ -276,7 +277,7 @@ def test_migrate_from_dovecot_then_compare_and_fetchmail(dovecot, postie, postie
     md.deliver(b"From: a\nX-UIDL: carried-over-from-an-older-server\n\nx\n")
     d.fix_ownership()
     source = listing(d.port)
-    fm = Fetchmail(tmp_path, d.port, USER, PASSWORD)
+    fm = Fetchmail(tmp_path / "fetchmail", d.port, USER, PASSWORD)
     assert fetched(fm) == len(source)
 
     pwfile = tmp_path / "alice.pw"
@@ -438,80 +439,43 @@ def test_batch_migration_over_a_users_file(dovecot, postie, postie_bin, tmp_path
 # --------------------------------------------------------------------------
 
 
-class ScriptedPOP3:
+class ScriptedPOP3(ScriptedServer):
     """A tiny POP3 server for bad-input cases: duplicate UIDLs, no UIDL, a connection that
     drops in the middle of a RETR."""
 
+    capabilities = ["USER", "UIDL"]
+
     def __init__(self, messages: list[tuple[str, bytes]], *, no_uidl: bool = False, drop_in_retr: int | None = None):
-        import socket
-        import threading
         self.messages = messages
         self.no_uidl = no_uidl
         self.drop_in_retr = drop_in_retr
         self.deleted: list[int] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                self.session(conn)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def session(self, conn) -> None:
-        f = conn.makefile("rb")
-        send = lambda text: conn.sendall(text.encode() + b"\r\n")
-        send("+OK scripted")
-        marked = []
-        while True:
-            line = f.readline()
-            if not line:
-                return
-            cmd, *args = line.decode().strip().split(" ")
-            cmd = cmd.upper()
-            if cmd == "CAPA":
-                send("+OK\r\nUSER\r\nUIDL\r\n.")
-            elif cmd in ("USER", "PASS", "NOOP"):
-                send("+OK")
-            elif cmd == "LIST":
-                sizes = [len(m.replace(b"\n", b"\r\n")) for _, m in self.messages]
-                send("+OK\r\n" + "".join(f"{i} {n}\r\n" for i, n in enumerate(sizes, 1)) + ".")
-            elif cmd == "UIDL":
-                if self.no_uidl:
-                    send("-ERR no UIDL here")
-                else:
-                    send("+OK\r\n" + "".join(f"{i} {u}\r\n" for i, (u, _) in enumerate(self.messages, 1)) + ".")
-            elif cmd == "RETR":
-                n = int(args[0])
-                body = self.messages[n - 1][1].replace(b"\n", b"\r\n")
-                if n == self.drop_in_retr:
-                    conn.sendall(b"+OK\r\n" + body[: len(body) // 2])
-                    return
-                stuffed = b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n" for l in body[:-2].split(b"\r\n"))
-                conn.sendall(b"+OK\r\n" + stuffed + b".\r\n")
-            elif cmd == "DELE":
-                marked.append(int(args[0]))
-                send("+OK")
-            elif cmd == "QUIT":
-                self.deleted += marked
-                send("+OK bye")
-                return
+    def command(self, s: ScriptedSession, word: str, args: list[str]) -> bool:
+        if word == "LIST":
+            s.listing([f"{i} {len(canonical_crlf(m))}" for i, (_, m) in enumerate(self.messages, 1)])
+        elif word == "UIDL":
+            if self.no_uidl:
+                s.reply("-ERR no UIDL here")
             else:
-                send("-ERR unknown")
-
-    def close(self) -> None:
-        self.sock.close()
+                s.listing([f"{i} {u}" for i, (u, _) in enumerate(self.messages, 1)])
+        elif word == "RETR":
+            n = int(args[0])
+            if n == self.drop_in_retr:
+                body = canonical_crlf(self.messages[n - 1][1])
+                s.send(b"+OK\r\n" + body[: len(body) // 2])
+                return False
+            s.message(self.messages[n - 1][1])
+        elif word == "DELE":
+            s.marked.append(int(args[0]))
+            s.reply("+OK")
+        elif word == "QUIT":
+            self.deleted += s.marked
+            return super().command(s, word, args)
+        else:
+            return super().command(s, word, args)
+        return True
 
 
 def scripted_messages(n: int) -> list[tuple[str, bytes]]:

@@ -17,10 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import note
-from postiekit import CRLF, POP3Raw, canonical_crlf, corpus, free_port, numbered_message, write_big_message
+from kits.launcher import free_port, wait_port
+from kits.mail import canonical_crlf, corpus, CRLF, numbered_message, write_big_message
+from kits.pop3 import POP3Raw
 
 ALICE = ("alice", "Alice-pg-S3cret")
 BOB = ("bob", "bob-pg-plain")
@@ -31,6 +32,14 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def import_messages(pgdb, tmp: Path, count: int, user: str) -> list[bytes]:
+    """`count` messages written to tmp/m<i>.eml and imported for `user`."""
+    msgs = write_messages(tmp, count)
+    for i in range(count):
+        pgdb.import_message(tmp / f"m{i}.eml", user)
+    return msgs
 
 
 def write_messages(tmp: Path, count: int, seed: int = 2033) -> list[bytes]:
@@ -58,15 +67,8 @@ def nodes(postie, pgdb, count: int, prefix: str = "node", lmtp: bool = False, ex
 
 
 def lmtp_client(node, timeout: float = 120) -> smtplib.LMTP:
-    deadline = time.monotonic() + 10
-    while True:  # the LMTP port is bound just after the POP3 one answers
-        try:
-            c = smtplib.LMTP("127.0.0.1", node.lmtp_port, timeout=timeout)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    wait_port(node.lmtp_port)  # the LMTP port is bound just after the POP3 one answers
+    c = smtplib.LMTP("127.0.0.1", node.lmtp_port, timeout=timeout)
     code, _ = c.ehlo()
     assert code == 250
     return c
@@ -111,7 +113,7 @@ def test_user_commands_and_logins_against_postgres(pgdb, postie):
     assert listing[:2] == ["alice\t{SHA512-CRYPT}", "bob\t{PLAIN}"]
     assert ALICE[1] not in pgdb.psql("SELECT password FROM users WHERE name = 'alice'")
 
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    s = pgdb.serve(postie)
     c = POP3Raw(s.host, s.port)
     c.login(*ALICE)
     assert c.stat() == (0, 0)
@@ -176,9 +178,7 @@ def test_three_nodes_share_one_lock_and_one_mailbox(pgdb, postie, tmp_path):
     """Issue 9, (1): [IN-USE] across nodes, SIGKILL frees the lock at once, QUIT's deletions
     are seen everywhere, UIDLs agree on every node and across restarts."""
     pgdb.add_user(*ALICE)
-    msgs = write_messages(tmp_path, 5)
-    for i in range(5):
-        pgdb.import_message(tmp_path / f"m{i}.eml", "alice")
+    msgs = import_messages(pgdb, tmp_path, 5, "alice")
     a, b, c = nodes(postie, pgdb, 3)
 
     sa = POP3Raw(a.host, a.port)
@@ -239,10 +239,8 @@ def test_three_nodes_share_one_lock_and_one_mailbox(pgdb, postie, tmp_path):
 
 def test_lost_database_connection_ends_the_session_and_deletes_nothing(pgdb, postie, tmp_path):
     pgdb.add_user(*ALICE)
-    msgs = write_messages(tmp_path, 3)
-    for i in range(3):
-        pgdb.import_message(tmp_path / f"m{i}.eml", "alice")
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    msgs = import_messages(pgdb, tmp_path, 3, "alice")
+    s = pgdb.serve(postie)
 
     # DELE, then the session's backend is terminated: QUIT must fail and delete nothing.
     c = POP3Raw(s.host, s.port)
@@ -280,10 +278,8 @@ def test_lost_database_connection_ends_the_session_and_deletes_nothing(pgdb, pos
 
 def test_stat_list_uidl_never_touch_bodies(pgdb, postie, tmp_path):
     pgdb.add_user(*ALICE)
-    msgs = write_messages(tmp_path, 3)
-    for i in range(3):
-        pgdb.import_message(tmp_path / f"m{i}.eml", "alice")
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    msgs = import_messages(pgdb, tmp_path, 3, "alice")
+    s = pgdb.serve(postie)
     pgdb.psql("ALTER TABLE body_chunks RENAME TO body_chunks_hidden; ALTER TABLE bodies RENAME TO bodies_hidden")
     try:
         c = POP3Raw(s.host, s.port)
@@ -313,7 +309,7 @@ def test_identical_bodies_are_stored_once_and_collected(pgdb, postie, tmp_path):
     assert pgdb.psql("SELECT size, header_size FROM messages LIMIT 1") == \
         f"{len(canonical_crlf(data))}|{canonical_crlf(data).index(CRLF + CRLF) + 4}"
 
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    s = pgdb.serve(postie)
     for i, u in enumerate(("alice", "bob", "carol")):
         c = POP3Raw(s.host, s.port, source=f"127.0.1.{i + 1}")
         c.login(u, "pw-" + u)
@@ -394,24 +390,16 @@ def test_a_200_mb_message_streams_with_flat_server_memory(pgdb, postie, tmp_path
     c.sendline("RETR 2")
     r = c.reply()
     assert r.startswith("+OK"), r
-    h = hashlib.sha256()
-    size = 0
     peak = base
-    k = 0
-    while True:
-        line = c.f.readline(1 << 20)
-        assert line.endswith(CRLF), line[-20:]
-        if line == b".\r\n":
-            break
-        if line.startswith(b"."):
-            line = line[1:]
-        h.update(line)
-        size += len(line)
-        k += 1
+
+    def sample(k: int) -> None:
+        nonlocal peak
         if k % 20000 == 0:
             peak = max(peak, rss_kib(s.pid))
             if k % 200000 == 0:
                 time.sleep(0.5)  # a slow reader for a moment: the server must wait, not buffer
+
+    size, digest = c.read_multiline_digest(sample)
     took = time.monotonic() - t
     grown = (peak - base) // 1024
     c.ok("QUIT")
@@ -419,7 +407,7 @@ def test_a_200_mb_message_streams_with_flat_server_memory(pgdb, postie, tmp_path
     note(f"postgres: 200 MB message in over LMTP in {stored:.1f} s ({chunks} chunks of 256 KiB), server RSS "
          f"{base_in >> 10} MiB before, peak growth {grown_in} MiB; RETR {size >> 20} MiB in {took:.1f} s, "
          f"server RSS {base >> 10} MiB before, peak growth {grown} MiB")
-    assert size == big.crlf_size and h.hexdigest() == big.crlf_sha, "RETR of the 200 MB message is not byte-exact"
+    assert size == big.crlf_size and digest == big.crlf_sha, "RETR of the 200 MB message is not byte-exact"
     assert grown_in < 64, f"server RSS grew {grown_in} MiB during a 200 MB LMTP delivery: the body is held in memory"
     assert grown < 64, f"server RSS grew {grown} MiB during a 200 MB RETR: the body is not streamed"
 
@@ -498,7 +486,7 @@ def test_session_connections_carry_tcp_keepalives(pgdb, postie):
     """The lock connection has SO_KEEPALIVE with the configured idle time (seen with ss), so a
     dead database host is noticed in bounded time."""
     pgdb.add_user(*ALICE)
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args() + ["--database-keepalive", "7,3,2"], name="pg")
+    s = pgdb.serve(postie, "--database-keepalive", "7,3,2")
     c = POP3Raw(s.host, s.port)
     c.login(*ALICE)
     out = subprocess.run(["ss", "-tnoHp", "state", "established", f"( dport = :{pgdb.server.port} )"],
@@ -518,7 +506,7 @@ def test_an_unreachable_database_gives_sys_temp(pgdb, postie, tmp_path):
     pgdb.add_user(*ALICE)
     (tmp_path / "m.eml").write_bytes(b"Subject: hi\n\nbody\n")
     pgdb.import_message(tmp_path / "m.eml", "alice")
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args() + ["--database-connect-timeout", "3"], name="pg")
+    s = pgdb.serve(postie, "--database-connect-timeout", "3")
     c = POP3Raw(s.host, s.port)
     c.login(*ALICE)
     c.ok("QUIT")
@@ -537,10 +525,8 @@ def test_expire_records_first_retrievals_and_deletes_after_the_policy(pgdb, post
     """RFC 2449 EXPIRE with a per-user policy (extra field expire=1): RETR is recorded at QUIT,
     and a message retrieved more than a day ago is gone at the next login."""
     pgdb.add_user(*ALICE, extra=["--extra", "expire=1"])
-    msgs = write_messages(tmp_path, 2)
-    for i in range(2):
-        pgdb.import_message(tmp_path / f"m{i}.eml", "alice")
-    s = postie.start(passwd=None, maildir=None, extra=pgdb.server_args(), name="pg")
+    msgs = import_messages(pgdb, tmp_path, 2, "alice")
+    s = pgdb.serve(postie)
     c = POP3Raw(s.host, s.port)
     c.login(*ALICE)
     capa = c.multi("CAPA")[1]

@@ -1,10 +1,8 @@
 """SIGHUP re-reads the config file and applies policy without dropping open sessions."""
 
 import signal
-import socket
-import time
 
-from postiekit import POP3Raw
+from kits.pop3 import POP3Raw
 
 
 def write_config(path, deny, per_ip):
@@ -14,23 +12,10 @@ def write_config(path, deny, per_ip):
     )
 
 
-def wait_for_log(server, text, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in server.log_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"log never said {text!r}:\n{server.log_tail()}")
-
-
 def greeting_or_none(host, port, source):
     """The greeting line, or None if the server closed without one."""
-    s = socket.create_connection((host, port), timeout=5, source_address=(source, 0))
-    try:
-        data = s.makefile("rb").readline()
-        return data or None
-    finally:
-        s.close()
+    with POP3Raw(host, port, source=source, read_greeting=False, timeout=5) as c:
+        return c.readline_raw() or None
 
 
 def test_sighup_applies_new_access_list_and_limits_to_new_connections_only(env_factory, tmp_path):
@@ -46,7 +31,7 @@ def test_sighup_applies_new_access_list_and_limits_to_new_connections_only(env_f
 
     write_config(config, deny=["127.0.0.2/32"], per_ip=1)
     env.server.proc.send_signal(signal.SIGHUP)
-    wait_for_log(env.server, "SIGHUP: reloaded policy")
+    env.server.wait_log("SIGHUP: reloaded policy", timeout=30)
 
     # New connections from the denied address get no greeting; others still do.
     assert greeting_or_none(env.host, env.port, "127.0.0.2") is None
@@ -69,7 +54,7 @@ def test_sighup_with_a_broken_config_keeps_the_old_policy(env_factory, tmp_path)
     env = env_factory(extra=["--config", str(config)])
     config.write_text('deny: ["not-a-cidr"]\n')
     env.server.proc.send_signal(signal.SIGHUP)
-    wait_for_log(env.server, "configuration not reloaded")
+    env.server.wait_log("configuration not reloaded", timeout=30)
     assert "not-a-cidr" in env.server.log_text()
     assert greeting_or_none(env.host, env.port, "127.0.0.2").startswith(b"+OK")
     assert env.server.alive()

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import poplib
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from postiekit import Maildir
+from kits.mail import Maildir
+from kits.tools import doveadm_pw_test
 
 HERE = Path(__file__).resolve().parent
 POSTIE_MADE = HERE / "postie_made_hashes.txt"
@@ -39,18 +39,9 @@ SUFFIXES = ["", ".B64", ".BASE64", ".HEX"]
 SCHEME_NAMES = [s + e for s in SCHEMES for e in SUFFIXES]
 
 
-@pytest.fixture(scope="module")
-def doveadm() -> str:
-    path = shutil.which("doveadm")
-    if path is None:
-        pytest.fail("doveadm not found: install dovecot-core (scripts/test does)", pytrace=False)
-    return path
-
-
 def dovecot_accepts(doveadm: str, stored: str, password: str) -> bool:
     """`doveadm pw -t`: exit status 0 when the password matches the stored hash."""
-    result = subprocess.run([doveadm, "pw", "-t", stored, "-p", password], capture_output=True, timeout=60)
-    return result.returncode == 0
+    return doveadm_pw_test(doveadm, stored, password).returncode == 0
 
 
 def scheme_of(stored: str) -> str:

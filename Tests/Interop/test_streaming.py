@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import socket
 import threading
 import time
 from pathlib import Path
 
-from conftest import ALICE, BOB, note
-from test_locking import login_within
-from postiekit import CRLF, POP3Raw, canonical_crlf, numbered_message, sha
+from conftest import note
+from kits.mail import ALICE, BOB, canonical_crlf, CRLF, numbered_message, sha
+from kits.pop3 import login_within, POP3Raw
 
 
 def rss_kib(pid: int) -> int:
@@ -55,18 +54,8 @@ def test_stalled_reader_of_a_huge_message_does_not_buffer_it_or_block_others(env
     a.sock.settimeout(60)
     r = a.reply()
     assert r.startswith("+OK"), f"RETR 1 got {r!r}"
-    h = hashlib.sha256()
-    size = 0
-    while True:
-        line = a.f.readline(1 << 20)
-        assert line.endswith(CRLF), f"line without CRLF at octet {size}: {line[:80]!r}"
-        if line == b".\r\n":
-            break
-        if line.startswith(b"."):
-            line = line[1:]
-        h.update(line)
-        size += len(line)
-    assert (size, h.hexdigest()) == (big_message.crlf_size, big_message.crlf_sha), "big message differs after a stall"
+    assert a.read_multiline_digest() == (big_message.crlf_size, big_message.crlf_sha), \
+        "big message differs after a stall"
     a.ok("QUIT")
     a.close()
 
@@ -77,7 +66,7 @@ def test_client_vanishing_mid_retr(env, big_message):
         # The previous session ends when the server notices the RST: allow it a moment.
         a, _ = login_within(env.host, env.port, ALICE, 30)
         a.send(b"RETR 1\r\n")
-        a.f.read(3 << 20)
+        a.read_bytes(3 << 20)
         a.abort()
     time.sleep(0.2)
     assert env.server.alive(), "server died after clients vanished in the middle of a RETR"

@@ -4,39 +4,28 @@ versions (RFC 8996), STLS command injection, certificate reload on SIGHUP and SN
 
 from __future__ import annotations
 
-import os
 import poplib
 import signal
 import ssl
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ALICE
-from postiekit import CRLF, Maildir, canonical_crlf, canonical_lf, corpus, dot_stuff, free_port, sha
-from tlskit import (
-    HOST,
-    Conn,
+from kits.launcher import free_port, HOST
+from kits.mail import ALICE, canonical_crlf, canonical_lf, corpus, CRLF, dot_stuff, Maildir, make_passwd, sha
+from kits.pop3 import POP3Raw
+from kits.tls import (
     cert_cn,
     cert_serial,
     client_context,
-    log_lines,
-    make_pki,
     negotiated_protocol,
     s_client,
     s_client_summary,
     start_tls_server,
-    wait_log,
 )
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
+from kits.tools import curl, Fetchmail
 
 
 def deliver_corpus(srv, user: str = "alice") -> dict[str, bytes]:
@@ -61,18 +50,13 @@ def assert_received(expected: dict[str, bytes], got: list[bytes], form: str, cli
 
 def tls_logins(srv, user: str) -> tuple[list[str], list[str]]:
     """(logins over TLS, logins without TLS) of `user` in the server log."""
-    lines = log_lines(srv.server, rf"pop3-login: Info: Login: user=<{user}>")
+    lines = srv.server.log_lines(rf"pop3-login: Info: Login: user=<{user}>")
     return [l for l in lines if ", TLS, session=" in l], [l for l in lines if ", TLS, session=" not in l]
 
 
 # --------------------------------------------------------------------------
 # 1. Real clients download byte-exact over STLS and implicit TLS
 # --------------------------------------------------------------------------
-
-
-def curl(args: list[str], timeout: int = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(["curl", "-sS", "--max-time", str(timeout)] + [str(a) for a in args],
-                          capture_output=True, timeout=timeout + 10)
 
 
 def test_curl_stls_and_pop3s_download_byte_exact(postie, tmp_path, pki):
@@ -87,7 +71,7 @@ def test_curl_stls_and_pop3s_download_byte_exact(postie, tmp_path, pki):
     }
     runs = 0
     for label, (base, extra) in variants.items():
-        r = curl([base] + auth + extra)
+        r = curl([base] + auth + extra, timeout=30)
         runs += 1
         assert r.returncode == 0, f"curl {label} LIST: exit {r.returncode}: {r.stderr.decode()}"
         lines = r.stdout.decode().split("\r\n")[:-1]
@@ -95,7 +79,7 @@ def test_curl_stls_and_pop3s_download_byte_exact(postie, tmp_path, pki):
         assert len(sizes) == len(expected), f"curl {label}: LIST shows {len(sizes)} messages, delivered {len(expected)}"
         got = []
         for n in sorted(sizes):
-            r = curl([f"{base}{n}"] + auth + extra)
+            r = curl([f"{base}{n}"] + auth + extra, timeout=30)
             runs += 1
             assert r.returncode == 0, f"curl {label} RETR {n}: exit {r.returncode}: {r.stderr.decode()}"
             assert len(r.stdout) == sizes[n], f"curl {label} RETR {n}: {len(r.stdout)} octets, LIST said {sizes[n]}"
@@ -146,54 +130,13 @@ def test_poplib_stls_and_pop3_ssl_download_byte_exact(postie, tmp_path, pki, mon
     assert len(over_tls) == 2 and not plain, f"TLS logins {len(over_tls)}, plaintext logins {len(plain)}"
 
 
-MDA = textwrap.dedent(
-    """\
-    import os, sys
-    out = sys.argv[1]
-    n = 0
-    while True:
-        n += 1
-        try:
-            fd = os.open(os.path.join(out, "%05d.eml" % n), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            break
-        except FileExistsError:
-            continue
-    with os.fdopen(fd, "wb") as f:
-        f.write(sys.stdin.buffer.read())
-    """
-)
-
-
 def run_fetchmail(tmp: Path, name: str, port: int, ssl_lines: list[str], cafile: Path) -> tuple[subprocess.CompletedProcess, list[bytes]]:
-    d = tmp / f"fetchmail-{name}"
-    out = d / "out"
-    out.mkdir(parents=True)
-    (d / "mda.py").write_text(MDA)
-    rc = d / "fetchmailrc"
     # `poll localhost`: fetchmail checks the certificate's name against the poll name.
-    rc.write_text(textwrap.dedent(f"""\
-        set no syslog
-        set invisible
-        set no bouncemail
-        poll localhost service {port} protocol pop3 uidl timeout 30
-            user "{ALICE[0]}" there with password "{ALICE[1]}"
-            keep
-            fetchall
-            no rewrite
-            no mimedecode
-        """) + "".join(f"    {l}\n" for l in ssl_lines) + textwrap.dedent(f"""\
-            sslcertck
-            sslcertfile "{cafile}"
-            mda "{sys.executable} {d / 'mda.py'} {out}"
-        """))
-    os.chmod(rc, 0o600)
-    env = dict(os.environ, HOME=str(d), FETCHMAILHOME=str(d))
-    for v in ("FETCHMAILUSER", "LOGNAME", "USER"):
-        env.pop(v, None)
-    r = subprocess.run(["fetchmail", "-v", "-f", str(rc), "--idfile", str(d / "ids"), "--pidfile", str(d / "pid")],
-                       capture_output=True, env=env, timeout=60, cwd=d)
-    (d / "run.log").write_bytes(r.stdout + b"\n--- stderr\n" + r.stderr)
-    return r, [f.read_bytes() for f in sorted(out.iterdir())]
+    fm = Fetchmail(tmp / f"fetchmail-{name}", port, *ALICE, poll="localhost", timeout=30,
+                   options=["keep", "fetchall", "no rewrite", "no mimedecode", *ssl_lines,
+                            "sslcertck", f'sslcertfile "{cafile}"'])
+    r = fm.run(timeout=60)
+    return r, [f.read_bytes() for f in fm.take()]
 
 
 def test_fetchmail_stls_and_implicit_tls_download_byte_exact(postie, tmp_path, pki):
@@ -317,11 +260,11 @@ def test_tls_1_0_and_1_1_refused_1_2_and_1_3_accepted(postie, tmp_path, pki):
     # Python's ssl, pinned to each version, gets a working session.
     for v, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
         ctx = client_context(pki.cafile, minimum=v, maximum=v)
-        with Conn(srv.tls, tls=ctx) as c:
-            assert c.version == name and c.greeting.startswith("+OK")
+        with POP3Raw(HOST, srv.tls, tls=ctx) as c:
+            assert c.version == name and c.greeting.startswith(b"+OK")
             c.login(*ALICE)
             c.ok("QUIT")
-        with Conn(srv.plain) as c:
+        with POP3Raw(HOST, srv.plain) as c:
             c.ok("STLS")
             c.starttls(ctx)
             assert c.version == name
@@ -340,8 +283,8 @@ def test_tls_min_version_1_3_refuses_tls_1_2(postie, tmp_path, pki):
         assert negotiated_protocol(r) == "TLSv1.3", f"{mode}: TLS 1.3 failed: {s_client_summary(r)}"
     ctx12 = client_context(pki.cafile, maximum=ssl.TLSVersion.TLSv1_2)
     with pytest.raises(ssl.SSLError):
-        Conn(srv.tls, tls=ctx12).close()
-    with Conn(srv.tls, tls=client_context(pki.cafile)) as c:
+        POP3Raw(HOST, srv.tls, tls=ctx12).close()
+    with POP3Raw(HOST, srv.tls, tls=client_context(pki.cafile)) as c:
         assert c.version == "TLSv1.3"
 
 
@@ -353,7 +296,7 @@ def test_tls_min_version_1_3_refuses_tls_1_2(postie, tmp_path, pki):
 def test_stls_injection_capa_is_discarded(postie, tmp_path, pki):
     srv = start_tls_server(postie, tmp_path, pki, implicit=False)
     ctx = client_context(pki.cafile)
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         c.send(b"STLS\r\nCAPA\r\n")  # one send(): one TCP segment
         r = c.reply()
         assert r.startswith("+OK"), f"STLS got {r!r}"
@@ -382,7 +325,7 @@ def test_stls_injection_capa_is_discarded(postie, tmp_path, pki):
 def test_stls_injection_login_is_discarded(postie, tmp_path, pki):
     srv = start_tls_server(postie, tmp_path, pki, implicit=False)
     ctx = client_context(pki.cafile)
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         c.send(b"STLS\r\nUSER injected\r\nPASS injected-pw\r\n")
         assert c.reply().startswith("+OK")
         c.starttls(ctx)
@@ -392,8 +335,8 @@ def test_stls_injection_login_is_discarded(postie, tmp_path, pki):
         assert r.startswith("-ERR"), f"PASS without USER after STLS got {r!r}"
         c.login(*ALICE)
         c.ok("QUIT")
-    wait_log(srv.server, r"Disconnected: Logged out")
-    bad = log_lines(srv.server, r"user=<injected>")
+    srv.server.wait_log(r"Disconnected: Logged out")
+    bad = srv.server.log_lines(r"user=<injected>")
     assert not bad, f"the server acted on USER/PASS injected before the handshake: {bad}"
 
 
@@ -401,7 +344,7 @@ def test_stls_injection_partial_line_is_discarded(postie, tmp_path, pki):
     """An incomplete line after STLS ("NOO") must not be kept and completed by the first
     line that arrives under TLS ("P")."""
     srv = start_tls_server(postie, tmp_path, pki, implicit=False)
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         c.send(b"STLS\r\nNOO")
         assert c.reply().startswith("+OK")
         c.starttls(client_context(pki.cafile))
@@ -414,7 +357,7 @@ def test_stls_injection_partial_line_is_discarded(postie, tmp_path, pki):
 def test_stls_capa_and_state_rules(postie, tmp_path, pki):
     srv = start_tls_server(postie, tmp_path, pki)
     ctx = client_context(pki.cafile)
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         caps = c.capa()
         assert "STLS" in caps, f"CAPA before TLS lacks STLS (RFC 2595 section 4): {caps}"
         c.ok("STLS")
@@ -428,12 +371,12 @@ def test_stls_capa_and_state_rules(postie, tmp_path, pki):
         assert r.startswith("-ERR"), f"STLS after login got {r!r}"
         assert c.cmd("NOOP").startswith("+OK")
         c.ok("QUIT")
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         c.login(*ALICE)  # loopback is a trusted network by default
         r = c.cmd("STLS")
         assert r.startswith("-ERR"), f"STLS in TRANSACTION state (plaintext session) got {r!r}"
         c.ok("QUIT")
-    with Conn(srv.tls, tls=ctx) as c:
+    with POP3Raw(HOST, srv.tls, tls=ctx) as c:
         caps = c.capa()
         assert "USER" in caps and "STLS" not in caps, f"CAPA on the implicit-TLS port: {caps}"
         assert c.cmd("STLS").startswith("-ERR")
@@ -452,8 +395,8 @@ def test_sighup_reloads_certificate_and_keeps_sessions(postie, tmp_path, pki):
     md.deliver(msg)
     ctx = client_context(pki.cafile)
 
-    old_tls = Conn(srv.tls, tls=ctx)
-    old_stls = Conn(srv.plain)
+    old_tls = POP3Raw(HOST, srv.tls, tls=ctx)
+    old_stls = POP3Raw(HOST, srv.plain)
     try:
         old_stls.ok("STLS")
         old_stls.starttls(ctx)
@@ -464,13 +407,13 @@ def test_sighup_reloads_certificate_and_keeps_sessions(postie, tmp_path, pki):
         pki.b.install(srv.cert, srv.key)
         hup_ready(srv)
         srv.hup()
-        wait_log(srv.server, r"master: Info: SIGHUP: reloaded (?:\S+ and )?TLS certificates")
+        srv.server.wait_log(r"master: Info: SIGHUP: reloaded (?:\S+ and )?TLS certificates")
 
         for port, label in ((srv.tls, "implicit"), (srv.plain, "STLS")):
             if label == "implicit":
-                c = Conn(port, tls=ctx)
+                c = POP3Raw(HOST, port, tls=ctx)
             else:
-                c = Conn(port)
+                c = POP3Raw(HOST, port)
                 c.ok("STLS")
                 c.starttls(ctx)
             with c:
@@ -499,7 +442,7 @@ def hup_ready(srv) -> None:
     """Waits until a SIGHUP reloads: during startup the server ignores SIGHUP (it must never
     die of one, see the next test) until its reload service takes the signal over, a few
     milliseconds after the listeners accept; a HUP sent in that window reloads nothing."""
-    with Conn(srv.plain) as c:
+    with POP3Raw(HOST, srv.plain) as c:
         c.ok("QUIT")
     time.sleep(0.3)
 
@@ -507,7 +450,6 @@ def hup_ready(srv) -> None:
 def test_sighup_right_after_start_does_not_kill_the_server(postie, tmp_path, pki):
     """SIGHUP means "reload"; once the server accepts connections it must never terminate on it
     (a `systemctl reload` or a certificate-renewal hook right after start)."""
-    from conftest import make_passwd
 
     passwd = make_passwd(tmp_path).path
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
@@ -540,9 +482,9 @@ def test_sighup_with_broken_certificate_keeps_the_old_one(postie, tmp_path, pki)
     hup_ready(srv)
     srv.key.write_text("not a key\n")
     srv.hup()
-    wait_log(srv.server, r"SIGHUP: (?:.*; )?kept the old TLS certificates")
+    srv.server.wait_log(r"SIGHUP: (?:.*; )?kept the old TLS certificates")
     assert srv.server.alive(), "the server died on a broken certificate reload"
-    with Conn(srv.tls, tls=client_context(pki.cafile)) as c:
+    with POP3Raw(HOST, srv.tls, tls=client_context(pki.cafile)) as c:
         assert cert_serial(c.peercert()) == pki.a.serial
         c.ok("QUIT")
 
@@ -566,9 +508,9 @@ def test_sni_selects_certificate(postie, tmp_path, pki):
     for name, ctx, want in cases:
         for mode in ("implicit", "STLS"):
             if mode == "implicit":
-                c = Conn(srv.tls, tls=ctx, server_hostname=name)
+                c = POP3Raw(HOST, srv.tls, tls=ctx, server_hostname=name)
             else:
-                c = Conn(srv.plain)
+                c = POP3Raw(HOST, srv.plain)
                 c.ok("STLS")
                 c.starttls(ctx, server_hostname=name)
             with c:

@@ -5,8 +5,8 @@ Standard library only.  As root the server runs as the `postgres` user (PostgreS
 to run as root).  Used by conftest.py (a session-scoped server and a database per test) and
 by scripts/test, which starts one for the Swift tests:
 
-    eval "$(python3 Tests/Interop/pgkit.py start /tmp/postie-pg)"   # exports POSTIE_TEST_DATABASE_URL
-    python3 Tests/Interop/pgkit.py stop /tmp/postie-pg
+    eval "$(python3 Tests/Interop/kits/pg.py start /tmp/postie-pg)"   # exports POSTIE_TEST_DATABASE_URL
+    python3 Tests/Interop/kits/pg.py stop /tmp/postie-pg
 """
 
 from __future__ import annotations

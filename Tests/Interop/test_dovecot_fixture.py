@@ -2,7 +2,7 @@
 
 import poplib
 
-from tlskit import client_context, make_pki
+from kits.tls import client_context, make_pki
 
 
 def test_dovecot_serves_plain_stls_and_pop3s(dovecot, tmp_path):

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from postiekit import Maildir, free_port
+from .launcher import free_port
+from .mail import Maildir
 
 VMAIL = "vmail"
 
@@ -84,7 +85,7 @@ class DovecotServer:
         pop3s = (f"  inet_listener pop3s {{\n    address = {self.host}\n    port = {self.tls_port}\n"
                  f"    ssl = yes\n  }}\n") if self.tls_port else \
             "  inet_listener pop3s {\n    port = 0\n  }\n"
-        self.conf_path.write_text(f"""# written by Tests/Interop/dovecotkit.py
+        self.conf_path.write_text(f"""# written by Tests/Interop/kits/dovecot.py
 base_dir = {root / 'run'}
 instance_name = postie-test-{self.port}
 log_path = {self.log_path}

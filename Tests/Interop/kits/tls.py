@@ -1,4 +1,5 @@
-"""Helpers for the TLS and security-policy interop tests (test_tls.py, test_policy.py).
+"""TLS and security-policy helpers: certificates, client contexts, a server with STLS and
+POP3S listeners, openssl s_client, PROXY protocol headers and /proc ids.
 
 Standard library only.  Certificates are made with the `openssl` command line: a
 self-signed test CA and leaf certificates signed by it, so every client can verify
@@ -15,13 +16,12 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from postiekit import CRLF, PostieServer, free_port
+from .launcher import HOST, PostieServer, free_port
+from .mail import make_passwd
 
-HOST = "127.0.0.1"
 
 
 # --------------------------------------------------------------------------
@@ -194,185 +194,8 @@ def cert_cn(peercert: dict) -> str:
 
 
 # --------------------------------------------------------------------------
-# A line client that can start TLS on the same socket
-# --------------------------------------------------------------------------
-
-
-class Conn:
-    """A POP3 client on a raw socket with its own buffer, so a test can see exactly what
-    arrived before and after STLS.  `source` binds the client to another loopback address
-    (127.0.0.2, ...) before connecting."""
-
-    def __init__(self, port: int, *, host: str = HOST, source: str | None = None, timeout: float = 10.0,
-                 tls: ssl.SSLContext | None = None, server_hostname: str | None = "localhost",
-                 greeting: bool = True):
-        self.sock = socket.create_connection((host, port), timeout=timeout,
-                                             source_address=(source, 0) if source else None)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        self.transcript: list[str] = []
-        if tls is not None:
-            self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
-        self.greeting = self.reply() if greeting else None
-
-    # raw I/O
-    def send(self, data: bytes | str) -> None:
-        if isinstance(data, str):
-            data = data.encode()
-        self.transcript.append(f"C: {data[:120]!r}")
-        self.sock.sendall(data)
-
-    def _fill(self) -> bool:
-        try:
-            chunk = self.sock.recv(65536)
-        except (ConnectionResetError, ssl.SSLEOFError):
-            chunk = b""
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
-
-    def readline(self) -> bytes:
-        """One line without CRLF; EOFError at EOF."""
-        while b"\r\n" not in self.buf:
-            if not self._fill():
-                self.transcript.append(f"S: <EOF> (pending {self.buf[:80]!r})")
-                raise EOFError(f"server closed the connection; transcript: {self.tail()}")
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        self.transcript.append(f"S: {line[:120]!r}")
-        return line
-
-    def reply(self) -> str:
-        return self.readline().decode("utf-8", "replace")
-
-    def cmd(self, line: str) -> str:
-        self.send(line.encode() + CRLF)
-        return self.reply()
-
-    def ok(self, line: str) -> str:
-        r = self.cmd(line)
-        assert r.startswith("+OK"), f"{line!r} got {r!r}; transcript: {self.tail()}"
-        return r
-
-    def read_multiline(self) -> list[bytes]:
-        lines = []
-        while True:
-            line = self.readline()
-            if line == b".":
-                return lines
-            lines.append(line[1:] if line.startswith(b".") else line)
-
-    def multi(self, line: str) -> tuple[str, list[bytes]]:
-        r = self.cmd(line)
-        return (r, self.read_multiline()) if r.startswith("+OK") else (r, [])
-
-    def capa(self) -> list[str]:
-        r, lines = self.multi("CAPA")
-        assert r.startswith("+OK"), f"CAPA got {r!r}"
-        return [l.decode() for l in lines]
-
-    def retr(self, n: int) -> bytes:
-        r, lines = self.multi(f"RETR {n}")
-        assert r.startswith("+OK"), f"RETR {n} got {r!r}"
-        return b"".join(l + CRLF for l in lines)
-
-    def login(self, user: str, password: str) -> str:
-        self.ok(f"USER {user}")
-        return self.ok(f"PASS {password}")
-
-    def starttls(self, ctx: ssl.SSLContext, server_hostname: str | None = "localhost") -> None:
-        """The TLS handshake on the same socket, after the client read `+OK` to STLS."""
-        assert self.buf == b"", f"the server sent plaintext after its STLS reply: {self.buf[:200]!r}"
-        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname)
-
-    def read_until_eof(self, timeout: float = 5.0) -> bytes:
-        """Everything the server still sends until it closes; raises if it stays open."""
-        self.sock.settimeout(timeout)
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if not self._fill():
-                    data, self.buf = self.buf, b""
-                    return data
-        except socket.timeout:
-            pass
-        raise AssertionError(f"connection still open after {timeout}s (received {self.buf[:200]!r})")
-
-    @property
-    def cipher(self):
-        return self.sock.cipher() if isinstance(self.sock, ssl.SSLSocket) else None
-
-    @property
-    def version(self):
-        return self.sock.version() if isinstance(self.sock, ssl.SSLSocket) else None
-
-    def peercert(self) -> dict:
-        return self.sock.getpeercert()
-
-    def tail(self, n: int = 12) -> str:
-        return " | ".join(self.transcript[-n:])
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def connect_raw(port: int, source: str | None = None, timeout: float = 5.0) -> socket.socket:
-    s = socket.create_connection((HOST, port), timeout=timeout, source_address=(source, 0) if source else None)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def recv_all(s: socket.socket, timeout: float = 5.0) -> bytes:
-    """Reads until EOF (or reset); raises if the peer keeps the connection open."""
-    s.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            return data
-        except socket.timeout:
-            break
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"connection still open after {timeout}s (received {data[:200]!r})")
-
-
-# --------------------------------------------------------------------------
 # The server with TLS
 # --------------------------------------------------------------------------
-
-
-def wait_log(server: PostieServer, pattern: str, timeout: float = 10.0, count: int = 1) -> list[str]:
-    """Waits until `count` log lines match `pattern` (a regex); returns the matching lines."""
-    rx = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [l for l in server.log_text().splitlines() if rx.search(l)]
-        if len(found) >= count:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"log of {server.name}: {count} line(s) matching {pattern!r} not seen within "
-                                 f"{timeout}s (saw {len(found)}); tail:\n{server.log_tail(30)}")
-        if server.proc is not None and server.proc.poll() is not None:
-            raise AssertionError(f"{server.name} exited with {server.proc.returncode}; tail:\n{server.log_tail(30)}")
-        time.sleep(0.05)
-
-
-def log_lines(server: PostieServer, pattern: str) -> list[str]:
-    rx = re.compile(pattern)
-    return [l for l in server.log_text().splitlines() if rx.search(l)]
 
 
 @dataclass
@@ -406,8 +229,6 @@ def start_tls_server(factory, tmp: Path, pki: PKI, *, implicit: bool = True, ext
     extra_listens: label -> options; each gets another plain listener on a fresh port.
     config: YAML text for --config.
     """
-    from conftest import make_passwd  # the suite's users (alice SHA512-CRYPT, bob PLAIN)
-
     if passwd is None:
         passwd = make_passwd(tmp).path
     template = template or str(tmp / "mail" / "%u")
@@ -441,7 +262,7 @@ def start_tls_server(factory, tmp: Path, pki: PKI, *, implicit: bool = True, ext
     s.start(ready_timeout=15)
     want = [plain] + ([tls_port] if tls_port else []) + list(ports.values())
     for p in want:
-        wait_log(s, rf"master: Info: Listening on 127\.0\.0\.1:{p} ", timeout=10)
+        s.wait_log(rf"master: Info: Listening on 127\.0\.0\.1:{p} ", timeout=10)
     return TLSServer(s, plain, tls_port, cert, key, template, ports)
 
 
