@@ -32,10 +32,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "Tests" / "Interop"))
 
 import dataset  # noqa: E402
-import pgkit  # noqa: E402
 import probes  # noqa: E402
-from dovecotkit import DovecotServer, ensure_vmail  # noqa: E402
-from postiekit import free_port  # noqa: E402
+from kits import pg as pgkit  # noqa: E402
+from kits.dovecot import DovecotServer, ensure_vmail  # noqa: E402
+from kits.launcher import free_port  # noqa: E402
 
 DOVECOT_TUNING = """
 service pop3-login {
@@ -117,7 +117,7 @@ class Postie:
 
 
 class PostiePostgres(Postie):
-    """Postie with `--store postgres` on a throwaway PostgreSQL (Tests/Interop/pgkit.py), the
+    """Postie with `--store postgres` on a throwaway PostgreSQL (Tests/Interop/kits/pg.py), the
     same users and the same mail, imported with `postie db import` (the store's MailDelivery)."""
 
     def __init__(self, binary: Path, root: Path, template: Path, users: dict[str, str], cert: Path, key: Path,

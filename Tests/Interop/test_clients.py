@@ -1,4 +1,4 @@
-"""Real clients download every message byte-exact (see postiekit's module doc
+"""Real clients download every message byte-exact (see kits.mail's module doc
 for the precise meaning of byte-exact, including the no-final-newline case)."""
 
 from __future__ import annotations

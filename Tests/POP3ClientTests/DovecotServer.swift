@@ -7,7 +7,7 @@ import Testing
 /// {PLAIN} passwords (so every SASL mechanism and APOP work), mail owned by `vmail`.
 ///
 /// Needs root (Dovecot switches users) and the dovecot binary; scripts/test installs
-/// dovecot-pop3d. Tests/Interop/dovecotkit.py does the same for the Python suite.
+/// dovecot-pop3d. Tests/Interop/kits/dovecot.py does the same for the Python suite.
 struct DovecotServer {
     let root: URL
     let port: Int

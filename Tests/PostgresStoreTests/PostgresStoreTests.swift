@@ -21,7 +21,7 @@ final class TestDatabase: Sendable {
 
     static func make() async throws -> TestDatabase {
         guard let text = ProcessInfo.processInfo.environment["POSTIE_TEST_DATABASE_URL"] else {
-            throw TestSetupError(description: "POSTIE_TEST_DATABASE_URL is not set: start a PostgreSQL with `eval \"$(python3 Tests/Interop/pgkit.py start /tmp/postie-pg)\"` (scripts/test does)")
+            throw TestSetupError(description: "POSTIE_TEST_DATABASE_URL is not set: start a PostgreSQL with `eval \"$(python3 Tests/Interop/kits/pg.py start /tmp/postie-pg)\"` (scripts/test does)")
         }
         let serverURL = try DatabaseURL(parsing: text)
         let name = "swift_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
