@@ -18,7 +18,7 @@ final class MessageFileReader: @unchecked Sendable {
     // previous), so the mutable state is never touched concurrently.
     static let chunkSize = 256 * 1024
     private var fd: Int32
-    private var normalizer = CRLFNormalizer()
+    private var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
     private var top: TopFilter?
     /// Octets the file still holds by its size at open: a read that reaches it checks for the
     /// end at once, so a small message costs one thread-pool hop, not two.
@@ -39,19 +39,19 @@ final class MessageFileReader: @unchecked Sendable {
             let n = try read(into: &raw, upTo: capacity)
             var canonical = allocator.buffer(capacity: n + n / 16 + 4)
             if n == 0 {
-                normalizer.finish(into: &canonical)
+                canonicalizer.finish(into: &canonical)
                 finish()
             } else {
                 remaining = max(0, remaining - n)
-                normalizer.process(raw, into: &canonical)
+                canonicalizer.process(raw, into: &canonical)
                 if remaining == 0 {
                     // Most likely the end: confirm it now (a file that grew goes on as usual).
                     raw.clear()
                     if try read(into: &raw, upTo: 4096) == 0 {
-                        normalizer.finish(into: &canonical)
+                        canonicalizer.finish(into: &canonical)
                         finish()
                     } else {
-                        normalizer.process(raw, into: &canonical)
+                        canonicalizer.process(raw, into: &canonical)
                     }
                 }
             }

@@ -75,7 +75,7 @@ struct SASLClientExchange {
             let serverFinal = String(decoding: challenge, as: UTF8.self)
             let attributes = Self.attributes(serverFinal)
             if let error = attributes["e"] { throw .authenticationProtocol("server error: \(error)") }
-            guard let signature = attributes["v"].flatMap { Base64.decode($0) }, constantTimeEquals(signature, expected) else {
+            guard let signature = attributes["v"].flatMap({ Base64.decode($0) }), constantTimeEquals(signature, expected) else {
                 throw .authenticationProtocol("the server's SCRAM signature is wrong: it does not know the password")
             }
             state = .done
@@ -91,25 +91,20 @@ struct SASLClientExchange {
         let attributes = Self.attributes(serverFirst)
         if let error = attributes["e"] { throw .authenticationProtocol("server error: \(error)") }
         guard let nonce = attributes["r"], nonce.hasPrefix(clientNonce), nonce.count > clientNonce.count,
-              let salt = attributes["s"].flatMap { Base64.decode($0) }, !salt.isEmpty,
+              let salt = attributes["s"].flatMap({ Base64.decode($0) }), !salt.isEmpty,
               let iterations = attributes["i"].flatMap({ Int($0) }), iterations > 0
         else { throw .authenticationProtocol("malformed SCRAM server-first message") }
         guard iterations <= POP3ClientLimits.maxSCRAMIterations else {
             throw .authenticationProtocol("SCRAM iteration count \(iterations) is above the client's limit")
         }
-        let digest: DigestAlgorithm = mechanism == .scramSHA1 ? .sha1 : .sha256
-        guard let salted = digest.pbkdf2(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, length: digest.length) else {
-            throw .authenticationProtocol("SCRAM key derivation failed")
-        }
-        let clientKey = digest.hmac(key: salted, message: Array("Client Key".utf8))
-        let storedKey = digest.hash(clientKey)
         let withoutProof = "c=biws,r=\(nonce)"
         let authMessage = Array("\(bare),\(serverFirst),\(withoutProof)".utf8)
-        let clientSignature = digest.hmac(key: storedKey, message: authMessage)
-        let proof = zip(clientKey, clientSignature).map { $0 ^ $1 }
-        let serverKey = digest.hmac(key: salted, message: Array("Server Key".utf8))
-        state = .scramClientFinalSent(serverSignature: digest.hmac(key: serverKey, message: authMessage))
-        return .respond(Array("\(withoutProof),p=\(Base64.encode(proof))".utf8))
+        guard let keys = SCRAMCredentials.clientProof(
+            password: password, salt: salt, iterations: iterations,
+            hashFunction: mechanism == .scramSHA1 ? .sha1 : .sha256, authMessage: authMessage)
+        else { throw .authenticationProtocol("SCRAM key derivation failed") }
+        state = .scramClientFinalSent(serverSignature: keys.serverSignature)
+        return .respond(Array("\(withoutProof),p=\(Base64.encode(keys.proof))".utf8))
     }
 
     /// RFC 5802 section 5.1: "=" and "," in a user name are sent as "=3D" and "=2C".

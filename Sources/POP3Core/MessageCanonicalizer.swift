@@ -59,13 +59,29 @@ public struct MessageCanonicalizer: Sendable {
         precondition(!isFinished, "input after the end of the message")
         guard !input.isEmpty else { return 0 }
         var consumed = 0
-        // Each input octet gives at most two output octets (LF -> CRLF), plus a held-back CR.
-        output.writeWithUnsafeMutableBytes(minimumWritableBytes: 2 * input.count + 1) { out in
+        // Each LF gains at most a CR, and a CR held back from the last input may come out now.
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: input.count + Self.lineFeeds(in: input) + 1) { out in
             var writer = Writer(base: out.baseAddress!)
             consumed = run(input, &writer)
             return writer.count
         }
         return consumed
+    }
+
+    /// Appends the canonical form of `input` (``Framing/endOfStream`` only, e.g. a stored
+    /// message on its way to RETR).
+    public mutating func process(_ input: ByteBuffer, into output: inout ByteBuffer) {
+        _ = input.withUnsafeReadableBytes { process($0, into: &output) }
+    }
+
+    private static func lineFeeds(in input: UnsafeRawBufferPointer) -> Int {
+        var count = 0
+        var position = 0
+        while position < input.count, let hit = memchr(input.baseAddress! + position, Int32(UInt8(ascii: "\n")), input.count - position) {
+            count += 1
+            position = input.baseAddress!.distance(to: UnsafeRawPointer(hit)) + 1
+        }
+        return count
     }
 
     /// Writes into memory reserved by ``process(_:into:)``; raw copies keep the per-line cost low.
@@ -126,6 +142,12 @@ public struct MessageCanonicalizer: Sendable {
                     }
                     content(UInt8(ascii: "\r"), &output)
                 }
+                if framing == .endOfStream && headerSize != nil {
+                    // The body of a stored message: no dots to look at and no line lengths to
+                    // measure, so runs of CRLF lines are copied whole.
+                    copyBody(input, from: i, &output)
+                    return count
+                }
                 let start = input.baseAddress! + i
                 let remaining = count - i
                 if let found = memchr(start, Int32(UInt8(ascii: "\n")), remaining) {
@@ -149,18 +171,47 @@ public struct MessageCanonicalizer: Sendable {
         return count
     }
 
-    /// The end of input for ``Framing/endOfStream``: completes an unterminated last line.
+    /// The end of input for ``Framing/endOfStream``: completes an unterminated last line. A
+    /// CR at the very end is not followed by LF, so it is content like any lone CR.
     public mutating func finish(into output: inout ByteBuffer) {
         precondition(framing == .endOfStream)
         if pendingCR || state != .start {
-            pendingCR = false
-            output.writeWithUnsafeMutableBytes(minimumWritableBytes: 2) { out in
+            output.writeWithUnsafeMutableBytes(minimumWritableBytes: 3) { out in
                 var writer = Writer(base: out.baseAddress!)
+                if pendingCR { content(UInt8(ascii: "\r"), &writer) }
+                pendingCR = false
                 endLine(&writer)
                 return writer.count
             }
         }
         finishMessage()
+    }
+
+    /// Copies `input` from `start` to its end, adding the CR to each bare LF; a CR at the end
+    /// is held back until the next input shows whether an LF follows.
+    private mutating func copyBody(_ input: UnsafeRawBufferPointer, from start: Int, _ output: inout Writer) {
+        let count = input.count
+        let base = input.baseAddress!
+        var spanStart = start
+        var position = start
+        while position < count, let hit = memchr(base + position, Int32(UInt8(ascii: "\n")), count - position) {
+            let lf = base.distance(to: UnsafeRawPointer(hit))
+            if lf == start || input[lf - 1] != UInt8(ascii: "\r") {
+                output.write(UnsafeRawBufferPointer(rebasing: input[spanStart..<lf]))
+                output.write(UInt8(ascii: "\r"))
+                size += lf - spanStart + 1
+                spanStart = lf
+            }
+            position = lf + 1
+        }
+        var end = count
+        if input[count - 1] == UInt8(ascii: "\r") {
+            end -= 1
+            pendingCR = true
+        }
+        output.write(UnsafeRawBufferPointer(rebasing: input[spanStart..<end]))
+        size += end - spanStart
+        state = input[count - 1] == UInt8(ascii: "\n") ? .start : .middle
     }
 
     private mutating func content(_ byte: UInt8, _ output: inout Writer) {

@@ -20,51 +20,8 @@ private func nextLF(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
     return base.distance(to: UnsafeRawPointer(hit))
 }
 
-/// Turns a message stored with LF line ends (as Maildir holds it) into its canonical wire
-/// form: every line ends in CRLF, and a message that does not end in a line end gets one.
-///
-/// Lines already ending in CRLF are left alone. The state carries across chunk boundaries,
-/// so a message can be converted piece by piece without holding it whole.
-///
-/// - SeeAlso: RFC 1939 section 3 (lines end in CRLF), RFC 5322 section 2.1.
-public struct CRLFNormalizer: Sendable {
-    private var lastByte: UInt8?
-
-    public init() {}
-
-    /// Appends the canonical form of `input` to `output`.
-    public mutating func process(_ input: ByteBuffer, into output: inout ByteBuffer) {
-        input.withUnsafeReadableBytes { bytes in
-            guard !bytes.isEmpty else { return }
-            output.reserveCapacity(minimumWritableBytes: bytes.count + bytes.count / 32 + 2)
-            var segmentStart = 0
-            var position = 0
-            while let lfIndex = nextLF(bytes, from: position) {
-                let previous = lfIndex > 0 ? bytes[lfIndex - 1] : lastByte
-                if previous != cr {
-                    output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[segmentStart..<lfIndex]))
-                    output.writeInteger(cr)
-                    segmentStart = lfIndex
-                }
-                position = lfIndex + 1
-            }
-            output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[segmentStart...]))
-            lastByte = bytes[bytes.count - 1]
-        }
-    }
-
-    /// Appends the final CRLF if the message did not end with a line end.
-    public mutating func finish(into output: inout ByteBuffer) {
-        if let lastByte, lastByte != lf {
-            output.writeInteger(cr)
-            output.writeInteger(lf)
-        }
-        lastByte = nil
-    }
-}
-
-/// Counts the octets of a message's canonical CRLF form (see ``CRLFNormalizer``) without
-/// producing it: the size that `STAT` and `LIST` report (RFC 1939 section 5).
+/// Counts the octets of a message's canonical CRLF form (``MessageCanonicalizer`` with
+/// ``MessageCanonicalizer/Framing/endOfStream``) without producing it: the size that `STAT` and `LIST` report (RFC 1939 section 5).
 public struct CanonicalSizeCounter: Sendable {
     public private(set) var size: Int = 0
     private var lastByte: UInt8?

@@ -58,29 +58,49 @@ public struct SCRAMCredentials: Hashable, Sendable, CustomStringConvertible {
         guard iterations >= Self.minimumIterations,
             let derived = Self.deriveKeys(password: password, salt: salt, iterations: iterations, hashFunction: hashFunction)
         else { return nil }
-        self = derived
+        self = derived.credentials
     }
 
     /// The credentials a client derives from `password` after SASLprep (RFC 5802 section 2.2),
     /// for secrets made from a clear-text password at login. Any positive iteration count;
     /// with none that can be derived, the keys are empty and match no proof.
     public static func derive(password: String, salt: [UInt8], iterations: Int, hashFunction: SCRAMHashFunction) -> SCRAMCredentials {
-        deriveKeys(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, hashFunction: hashFunction)
+        deriveKeys(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, hashFunction: hashFunction)?.credentials
             ?? SCRAMCredentials(hashFunction: hashFunction, iterations: iterations, salt: salt, storedKey: [], serverKey: [])
     }
 
-    /// The key derivation itself; nil when PBKDF2 cannot run `iterations` rounds.
-    private static func deriveKeys(password: [UInt8], salt: [UInt8], iterations: Int, hashFunction: SCRAMHashFunction) -> SCRAMCredentials? {
+    /// The client's side of an exchange (RFC 5802 section 3): from the password (after
+    /// SASLprep) and the server's salt and count, the `p=` proof for `authMessage` and the
+    /// ServerSignature the server must answer with; nil when the keys cannot be derived.
+    ///
+    ///     ClientProof := ClientKey XOR HMAC(StoredKey, AuthMessage)
+    public static func clientProof(
+        password: String, salt: [UInt8], iterations: Int, hashFunction: SCRAMHashFunction, authMessage: [UInt8]
+    ) -> (proof: [UInt8], serverSignature: [UInt8])? {
+        guard let derived = deriveKeys(password: Array(SASLprep.prepare(password).utf8), salt: salt, iterations: iterations, hashFunction: hashFunction) else {
+            return nil
+        }
+        let signature = hashFunction.digest.hmac(key: derived.credentials.storedKey, message: authMessage)
+        let proof = zip(derived.clientKey, signature).map { $0 ^ $1 }
+        return (proof, derived.credentials.serverSignature(authMessage: authMessage))
+    }
+
+    /// The key derivation itself, written once for both sides; nil when PBKDF2 cannot run
+    /// `iterations` rounds.
+    private static func deriveKeys(
+        password: [UInt8], salt: [UInt8], iterations: Int, hashFunction: SCRAMHashFunction
+    ) -> (clientKey: [UInt8], credentials: SCRAMCredentials)? {
         let h = hashFunction.digest
         guard let saltedPassword = h.pbkdf2(password: password, salt: salt, iterations: iterations, length: h.length) else {
             return nil
         }
         let clientKey = h.hmac(key: saltedPassword, message: Array("Client Key".utf8))
-        return SCRAMCredentials(
+        let credentials = SCRAMCredentials(
             hashFunction: hashFunction, iterations: iterations, salt: salt,
             storedKey: h.hash(clientKey),
             serverKey: h.hmac(key: saltedPassword, message: Array("Server Key".utf8))
         )
+        return (clientKey, credentials)
     }
 
     /// Derives the credentials from a plaintext password (its UTF-8 bytes).

@@ -74,7 +74,8 @@ struct MessageCanonicalizerTests {
 
     @Test func endOfStreamKeepsDotsAndEndsTheLastLine() {
         #expect(canonicalize(Array("a\n.\n..b".utf8), framing: .endOfStream).0 == "a\r\n.\r\n..b\r\n")
-        #expect(canonicalize(Array("a\r".utf8), framing: .endOfStream).0 == "a\r\n")
+        // A CR at the very end is not followed by LF: content, like any lone CR.
+        #expect(canonicalize(Array("a\r".utf8), framing: .endOfStream).0 == "a\r\r\n")
         #expect(canonicalize(Array("a\r\n".utf8), framing: .endOfStream).0 == "a\r\n")
         #expect(canonicalize([], framing: .endOfStream).2.size == 0)
     }
@@ -140,6 +141,50 @@ extension MessageCanonicalizerTests {
                 expected[i] == 13 && expected[i + 1] == 10 && (i == 0 || (i >= 2 && expected[i - 2] == 13 && expected[i - 1] == 10))
             }
             #expect(c.effectiveHeaderSize == (blank.map { $0 + 2 } ?? expected.count), "input \(input)")
+        }
+    }
+}
+
+@Suite("The one canonicaliser against a byte-by-byte reference")
+struct CanonicalizerReferenceTests {
+    /// Every LF gets a CR before it unless it has one; a message not ending in LF gets CRLF.
+    static func reference(_ input: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        for (i, byte) in input.enumerated() {
+            if byte == UInt8(ascii: "\n") && (i == 0 || input[i - 1] != UInt8(ascii: "\r")) { out.append(UInt8(ascii: "\r")) }
+            out.append(byte)
+        }
+        if let last = input.last, last != UInt8(ascii: "\n") { out += [UInt8(ascii: "\r"), UInt8(ascii: "\n")] }
+        return out
+    }
+
+    /// Header size by the reference: up to and including the first empty line.
+    static func referenceHeaderSize(_ canonical: [UInt8]) -> Int {
+        if canonical.starts(with: [13, 10]) { return 2 }
+        for i in 0..<max(0, canonical.count - 3) where canonical[i..<(i + 4)].elementsEqual([13, 10, 13, 10]) { return i + 4 }
+        return canonical.count
+    }
+
+    @Test func randomMessagesInRandomChunks() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = Array("ab.\r\n\n\n ".utf8)
+        for _ in 0..<3000 {
+            let length = Int(generator.next() % 120)
+            let input = (0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
+            var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
+            var output = ByteBuffer()
+            var offset = 0
+            while offset < input.count {
+                let piece = min(input.count - offset, 1 + Int(generator.next() % 9))
+                input[offset..<(offset + piece)].withUnsafeBytes { _ = canonicalizer.process($0, into: &output) }
+                offset += piece
+            }
+            canonicalizer.finish(into: &output)
+            let expected = Self.reference(input)
+            #expect(Array(output.readableBytesView) == expected, "input \(input)")
+            #expect(canonicalizer.size == expected.count)
+            #expect(CanonicalSizeCounter.size(of: input) == expected.count)
+            #expect(canonicalizer.effectiveHeaderSize == Self.referenceHeaderSize(expected), "input \(input)")
         }
     }
 }

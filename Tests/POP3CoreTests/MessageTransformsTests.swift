@@ -21,10 +21,11 @@ private func splits(_ input: String) -> [[[UInt8]]] {
 }
 
 private func normalize(_ chunks: [[UInt8]]) -> String {
-    var normalizer = CRLFNormalizer()
+    var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
     var out = ByteBuffer()
-    for chunk in chunks { normalizer.process(ByteBuffer(bytes: chunk), into: &out) }
-    normalizer.finish(into: &out)
+    for chunk in chunks { canonicalizer.process(ByteBuffer(bytes: chunk), into: &out) }
+    canonicalizer.finish(into: &out)
+    #expect(canonicalizer.size == out.readableBytes)
     return String(buffer: out)
 }
 
