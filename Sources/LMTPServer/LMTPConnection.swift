@@ -199,8 +199,13 @@ private final class LMTPSessionRunner {
             return .close
         case .lookUpRecipient(let candidates):
             var found: String?
+            // The names the user database knows, as POP3 logins are normalised.
+            var names: [String] = []
+            for candidate in candidates.map(context.configuration.usernameFormat.normalize) where !names.contains(candidate) {
+                names.append(candidate)
+            }
             do {
-                for name in candidates {
+                for name in names {
                     if try await context.delivery.recipientExists(name) {
                         found = name
                         break

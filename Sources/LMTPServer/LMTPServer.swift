@@ -27,6 +27,9 @@ public struct LMTPServerConfiguration: Sendable {
     public var spoolDirectory: String
     /// Close a connection idle this long (`421 4.4.2`).
     public var idleTimeout: TimeAmount
+    /// How recipients are normalised before the user database sees them, as POP3 logins are
+    /// (Dovecot's `auth_username_format`, default `%Lu`, and `auth_default_domain`).
+    public var usernameFormat: UsernameFormat
 
     /// 100 MiB; Postfix's own `message_size_limit` defaults to 10 MB, so it never sends more unless raised.
     public static let defaultMaxMessageSize = 100 * 1024 * 1024
@@ -38,7 +41,8 @@ public struct LMTPServerConfiguration: Sendable {
         maxRecipients: Int = LMTPLimits.defaultMaxRecipients,
         recipientMapping: RecipientMapping = .auto,
         spoolDirectory: String = LMTPServerConfiguration.defaultSpoolDirectory(),
-        idleTimeout: TimeAmount = .minutes(10)
+        idleTimeout: TimeAmount = .minutes(10),
+        usernameFormat: UsernameFormat = .dovecotDefault
     ) {
         self.listeners = listeners
         self.hostname = hostname
@@ -47,6 +51,7 @@ public struct LMTPServerConfiguration: Sendable {
         self.recipientMapping = recipientMapping
         self.spoolDirectory = spoolDirectory
         self.idleTimeout = idleTimeout
+        self.usernameFormat = usernameFormat
     }
 
     public static func systemHostname() -> String {

@@ -31,12 +31,6 @@ public struct AuthenticatedUser: Sendable, Hashable {
         self.extraFields = extraFields
     }
 
-    /// The user's own minimum seconds between logins (extra field `login_delay`, RFC 2449 6.5).
-    public var loginDelay: Int? { extraFields["login_delay"].flatMap { Int($0) }.map { min(max($0, 0), 315_360_000) } }
-
-    /// The user's own retention policy (extra field `expire`: days or `NEVER`, RFC 2449 6.7);
-    /// nil when the user has none or it cannot be read.
-    public var expire: RetentionPolicy? { extraFields["expire"].flatMap(RetentionPolicy.init) }
 }
 
 /// The body of a message as canonical CRLF bytes, not dot-stuffed, in chunks.

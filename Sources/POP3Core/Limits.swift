@@ -18,8 +18,10 @@ public enum POP3Limits {
     ///   characters to 255 octets."
     public static let maxArgumentLength = 255
 
-    /// Invalid commands tolerated before login, then the connection is closed (Dovecot: 3).
-    public static let maxBadCommandsBeforeLogin = 3
+    /// Invalid or wrong-state commands before login: the one that reaches this count closes
+    /// the connection (Dovecot's pop3-login allows as many), so a client that probes
+    /// mechanisms and extensions is not cut off sooner than under Dovecot.
+    public static let maxBadCommandsBeforeLogin = 10
 
     /// Invalid commands tolerated after login, then the connection is closed (Dovecot: 20).
     public static let maxBadCommandsAfterLogin = 20

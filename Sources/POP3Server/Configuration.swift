@@ -1,3 +1,4 @@
+import MailBackend
 import NIOCore
 import SASL
 import ServerKit
@@ -37,6 +38,9 @@ public struct POP3ServerConfiguration: Sendable {
     /// The retention policy CAPA announces (RFC 2449 EXPIRE): days or `NEVER`; a user's
     /// `expire` extra field overrides it. Postie itself never deletes mail on its own.
     public var expire = "NEVER"
+    /// How login names are normalised before any lookup, lock, log line or metric (Dovecot's
+    /// `auth_username_format`, default `%Lu`, and `auth_default_domain`).
+    public var usernameFormat = UsernameFormat.dovecotDefault
 
     public init(
         listeners: [Listener],

@@ -150,7 +150,7 @@ private final class SessionRunner {
             guard let user = pendingUser else { return await failed(user: nil, method: method) }
             return await completeLogin(user, method: method)
         case .authenticationFailed(let user, let method):
-            return await failed(user: user, method: method)
+            return await failed(user: user.map(normalized), method: method)
         case .sendMessage(let index, let lines, let status):
             return try await sendMessage(index: index, lines: lines, status: status, outbound)
         case .startTLS(let response):
@@ -191,7 +191,13 @@ private final class SessionRunner {
         return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
     }
 
-    func authenticate(_ credentials: Credentials, method: String) async -> POP3SessionStateMachine.Action {
+    /// The name the user database, locks, logs and metrics use for what the client typed.
+    func normalized(_ typed: String) -> String {
+        context.configuration.usernameFormat.normalize(typed)
+    }
+
+    func authenticate(_ typed: Credentials, method: String) async -> POP3SessionStateMachine.Action {
+        let credentials = Credentials(user: normalized(typed.user), password: typed.password)
         if let refusal = lockedOut(credentials.user, method: method) { return refusal }
         let authenticated: AuthenticatedUser
         do {
@@ -207,7 +213,8 @@ private final class SessionRunner {
     }
 
     /// Looks up secrets for CRAM-MD5 or SCRAM.
-    func lookupSecrets(user: String, method: String) async -> POP3SessionStateMachine.Action {
+    func lookupSecrets(user typed: String, method: String) async -> POP3SessionStateMachine.Action {
+        let user = normalized(typed)
         if let refusal = lockedOut(user, method: method) { return refusal }
         switch await secrets(for: user, method: method) {
         case .failure(let failure):
@@ -220,7 +227,8 @@ private final class SessionRunner {
     }
 
     /// APOP (RFC 1939 section 7): MD5 of the greeting's timestamp and the password.
-    func verifyAPOP(user: String, digest: String, timestamp: String) async -> POP3SessionStateMachine.Action {
+    func verifyAPOP(user typed: String, digest: String, timestamp: String) async -> POP3SessionStateMachine.Action {
+        let user = normalized(typed)
         if let refusal = lockedOut(user, method: "APOP") { return refusal }
         switch await secrets(for: user, method: "APOP") {
         case .failure(let failure):
@@ -247,12 +255,13 @@ private final class SessionRunner {
         }
     }
 
-    /// Wrong user or password, whatever the method: log, count, delay, maybe lock out.
-    func failed(user: String?, method: String) async -> POP3SessionStateMachine.Action {
+    /// Wrong user or password, whatever the method: log, count, delay, maybe lock out. `user`
+    /// is the normalised name.
+    func failed(user: String?, method: String, reason: String = "auth failed") async -> POP3SessionStateMachine.Action {
         failedLogins += 1
         let name = LogEscaping.escape(user ?? pendingUser?.name ?? "")
         pendingUser = nil
-        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=auth failed")
+        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=\(LogEscaping.escape(reason))")
         context.metrics.login(result: "failure", mechanism: method, tls: machine.security.isTLS)
         let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: user ?? "")
         if lockedOut { context.metrics.lockouts.increment() }
@@ -265,8 +274,34 @@ private final class SessionRunner {
         return machine.loginFailed(.authFailed)
     }
 
-    /// After a mechanism proved the user's identity: LOGIN-DELAY, limits, the maildrop lock.
+    /// Dovecot's per-user rules from the user's extra fields, checked only once the password
+    /// is proved: outside `allow_nets` the login fails exactly like a wrong password (logged
+    /// with its reason); `nologin` refuses it with `-ERR [AUTH]` and the user's `reason`.
+    func refusedByUserRules(_ user: AuthenticatedUser, method: String) async -> POP3SessionStateMachine.Action? {
+        if let networks = user.allowedNetworks {
+            let cidrs = networks.compactMap(CIDR.init)
+            if cidrs.count != networks.count {
+                logger.error("pop3-login: user \(LogEscaping.escape(user.name)): allow_nets=\(LogEscaping.escape(networks.joined(separator: ","))) is not a list of networks; refusing the login")
+            }
+            let client = try? SocketAddress(ipAddress: context.remote, port: 0)
+            let allowed = cidrs.count == networks.count && client.map { address in cidrs.contains { $0.contains(address) } } == true
+            if !allowed {
+                return await failed(user: user.name, method: method, reason: "allow_nets: \(context.remote) is not in \(networks.joined(separator: ","))")
+            }
+        }
+        if user.noLogin {
+            pendingUser = nil
+            logger.info("pop3-login: Login refused: user=<\(LogEscaping.escape(user.name))>, method=\(method), \(where_), reason=nologin")
+            context.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
+            return machine.loginFailed(user.noLoginReason.map { BackendError(.authFailed, message: $0) } ?? .authFailed)
+        }
+        return nil
+    }
+
+    /// After a mechanism proved the user's identity: the user's own rules, LOGIN-DELAY,
+    /// limits, the maildrop lock.
     func completeLogin(_ authenticated: AuthenticatedUser, method: String) async -> POP3SessionStateMachine.Action {
+        if let refusal = await refusedByUserRules(authenticated, method: method) { return refusal }
         pendingUser = nil
         context.throttle.recordSuccess(account: authenticated.name)
         let name = LogEscaping.escape(authenticated.name)

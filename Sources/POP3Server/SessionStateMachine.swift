@@ -183,19 +183,21 @@ public struct POP3SessionStateMachine: Sendable {
         }
     }
 
-    /// The capabilities for `CAPA` in the current state (RFC 2449 section 5).
+    /// The capabilities for `CAPA` in the current state. What the AUTHORIZATION state offers
+    /// (USER, SASL, UTF8) is announced in both states (RFC 2449 section 5, RFC 6856 section 2),
+    /// though USER and AUTH are refused after login; STLS only before login (RFC 2595 section 4).
     public var capabilities: [POP3Capability] {
         var list: [POP3Capability] = [.top, .uidl]
         var loginDelay = "\(authentication.loginDelay)"
         var expire = authentication.expire
+        // With require_tls, only STLS is usable before TLS (and CAPA and QUIT).
+        let locked = security.requireTLS && !security.isTLS
+        if security.allowsPlaintextLogin { list.append(.user) }
+        let mechanisms = usableMechanisms.map(\.rawValue)
+        if !mechanisms.isEmpty && !locked { list.append(.sasl(mechanisms)) }
+        if case .authorization = state, security.canStartTLS && !security.isTLS { list.append(.stls) }
+        if !locked { list.append(.utf8) }
         if case .authorization = state {
-            // With require_tls, only STLS is usable before TLS (and CAPA and QUIT).
-            let locked = security.requireTLS && !security.isTLS
-            if security.allowsPlaintextLogin { list.append(.user) }
-            let mechanisms = usableMechanisms.map(\.rawValue)
-            if !mechanisms.isEmpty && !locked { list.append(.sasl(mechanisms)) }
-            if security.canStartTLS && !security.isTLS { list.append(.stls) }
-            if !locked { list.append(.utf8) }
             if authentication.perUserPolicy {
                 loginDelay += " USER"
                 expire += " USER"
@@ -214,7 +216,7 @@ public struct POP3SessionStateMachine: Sendable {
     // MARK: - Input
 
     /// A line that did not parse. Too many of them end the session (RFC 2449 section 4 leaves
-    /// this to the server; Dovecot allows 3 before login and 20 after).
+    /// this to the server; Dovecot allows 10 before login and 20 after).
     public mutating func invalidLine(_ error: POP3ParseError) -> Action {
         badCommand(.err(error.message))
     }
@@ -288,8 +290,6 @@ public struct POP3SessionStateMachine: Sendable {
             return .authenticate(Credentials(user: name, password: password), method: "USER")
         case .quit:
             return close(.ok("Logging out."))
-        case .noop:
-            return .send(.ok(""))
         case .apop(let name, let digest):
             guard let timestamp = authentication.apopTimestamp else { return .send(.err("APOP is not enabled.")) }
             state = .authenticating(user: name)
@@ -323,7 +323,8 @@ public struct POP3SessionStateMachine: Sendable {
         case .utf8:
             utf8Enabled = true
             return .send(.ok("UTF8 enabled"))
-        case .stat, .list, .retr, .dele, .rset, .top, .uidl:
+        case .stat, .list, .retr, .dele, .rset, .top, .uidl, .noop:
+            // RFC 1939 section 3: a command in the wrong state gets a negative reply.
             return badCommand(.err("Unknown command in AUTHORIZATION state; log in first."))
         }
     }

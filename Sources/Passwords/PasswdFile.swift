@@ -32,16 +32,7 @@ public struct PasswdEntry: Hashable, Sendable {
         let fields = line.split(separator: ":", maxSplits: 7, omittingEmptySubsequences: false).map(String.init)
         guard fields.count >= 2, !fields[0].isEmpty else { throw .malformed("expected user:password") }
         func field(_ i: Int) -> String? { i < fields.count && !fields[i].isEmpty ? fields[i] : nil }
-        var extra: [String: String] = [:]
-        if let extraText = field(7) {
-            for item in extraText.split(separator: " ") {
-                if let eq = item.firstIndex(of: "=") {
-                    extra[String(item[..<eq])] = String(item[item.index(after: eq)...])
-                } else {
-                    extra[String(item)] = ""
-                }
-            }
-        }
+        let extra = field(7).map { AuthenticatedUser.parseExtraFields($0) } ?? [:]
         return PasswdEntry(
             user: fields[0], password: StoredPassword(fields[1]),
             uid: field(2), gid: field(3), home: field(5), extraFields: extra

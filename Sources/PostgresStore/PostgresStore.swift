@@ -109,7 +109,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
             return try await leased("user lookup") { connection in
                 let rows = try await connection.query("SELECT name, password, home, extra_fields FROM users WHERE name = \(name)", logger: logger)
                 for try await (name, password, home, extra) in rows.decode((String, String, String?, String).self) {
-                    return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: Self.parseExtraFields(extra))
+                    return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: AuthenticatedUser.parseExtraFields(extra))
                 }
                 return nil
             }
@@ -160,17 +160,6 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
     }
 
     /// `key=value` pairs separated by spaces, as in a passwd-file's last field.
-    static func parseExtraFields(_ text: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        for item in text.split(separator: " ") {
-            if let eq = item.firstIndex(of: "=") {
-                fields[String(item[..<eq])] = String(item[item.index(after: eq)...])
-            } else {
-                fields[String(item)] = ""
-            }
-        }
-        return fields
-    }
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
         let row = try await lookup(credentials.user)

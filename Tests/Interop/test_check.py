@@ -17,6 +17,7 @@ import poplib
 import re
 import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,7 +364,7 @@ class DowngradingServer(VulnerableServer):
         self.legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
         self.legacy.load_cert_chain(cert, key)
 
-    def session(self, conn):
+    def _session(self, conn):  # replaces the scripted machinery: this server records handshakes
         with self.lock:
             index = len(self.commands)
             self.commands.append([])

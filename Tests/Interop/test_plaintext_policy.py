@@ -89,7 +89,7 @@ def test_require_tls_refuses_everything_but_capa_stls_quit(postie, tmp_path, pki
         c.ok("STLS")
         c.starttls(ctx)
         assert "USER" in c.capa()
-        assert c.cmd("NOOP").startswith("+OK")
+        assert c.cmd("USER alice").startswith("+OK")
         c.login(*ALICE)
         c.ok("STAT")
         c.ok("QUIT")

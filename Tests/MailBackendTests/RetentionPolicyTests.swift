@@ -48,3 +48,66 @@ struct BackendErrorTests {
         #expect(BackendError.noSuchUser("bob").logDetail == "no such user: bob")
     }
 }
+
+@Suite("User names as Dovecot normalises them (auth_username_format)")
+struct UsernameFormatTests {
+    @Test(arguments: [
+        ("%Lu", nil, "Alice@Example.ORG", "alice@example.org"),
+        ("%Lu", nil, "Alice", "alice"),
+        ("%u", nil, "Alice", "Alice"),
+        ("%Ln", nil, "Bob@Example.org", "bob"),
+        ("%Ld", nil, "Bob@Example.org", "example.org"),
+        ("%Ln@%Ld", nil, "Bob@Example.org", "bob@example.org"),
+        ("%Lu", "example.org", "bob", "bob@example.org"),
+        ("%Lu", "example.org", "Bob@Other.net", "bob@other.net"),
+        ("%Ln", "example.org", "bob", "bob"),
+        ("%Uu", nil, "bob", "BOB"),
+        ("user-%n%%", nil, "x@y", "user-x%"),
+        ("%d", nil, "nodomain", ""),
+    ] as [(String, String?, String, String)])
+    func normalizes(template: String, domain: String?, typed: String, expected: String) throws {
+        let format = try #require(UsernameFormat(template, defaultDomain: domain))
+        #expect(format.normalize(typed) == expected)
+    }
+
+    @Test(arguments: ["", "plain", "%", "%x", "%Lx", "%{user}", "abc%"])
+    func refusesWhatDovecotWouldNotExpand(template: String) {
+        #expect(UsernameFormat(template) == nil)
+    }
+
+    @Test func refusesABadDefaultDomain() {
+        #expect(UsernameFormat("%u", defaultDomain: "") == nil)
+        #expect(UsernameFormat("%u", defaultDomain: "a@b") == nil)
+        #expect(UsernameFormat("%u", defaultDomain: "a b") == nil)
+    }
+
+    @Test func theDefaultIsDovecots() {
+        #expect(UsernameFormat.dovecotDefault.template == "%Lu")
+        #expect(UsernameFormat.dovecotDefault.normalize("ALICE") == "alice")
+        #expect(UsernameFormat.asTyped.normalize("ALICE") == "ALICE")
+    }
+}
+
+@Suite("Extra fields in Dovecot's names")
+struct ExtraFieldsTests {
+    @Test func parsesKeysValuesAndBareWords() {
+        let fields = AuthenticatedUser.parseExtraFields("login_delay=60  nologin allow_nets=10.0.0.0/8,192.0.2.1 expire=7")
+        #expect(fields == ["login_delay": "60", "nologin": "", "allow_nets": "10.0.0.0/8,192.0.2.1", "expire": "7"])
+    }
+
+    @Test func aReasonTakesTheRestOfTheLine() {
+        let user = AuthenticatedUser(name: "a", extraFields: AuthenticatedUser.parseExtraFields("nologin=y reason=Mailbox moved to the new server, see the intranet. "))
+        #expect(user.noLogin)
+        #expect(user.noLoginReason == "Mailbox moved to the new server, see the intranet.")
+    }
+
+    @Test func rulesAreAbsentUnlessGiven() {
+        let user = AuthenticatedUser(name: "a", extraFields: AuthenticatedUser.parseExtraFields("login_delay=5"))
+        #expect(!user.noLogin)
+        #expect(user.noLoginReason == nil)
+        #expect(user.allowedNetworks == nil)
+        #expect(user.loginDelay == 5)
+        let limited = AuthenticatedUser(name: "a", extraFields: ["allow_nets": "127.0.0.0/8, ::1"])
+        #expect(limited.allowedNetworks == ["127.0.0.0/8", "::1"])
+    }
+}

@@ -77,6 +77,6 @@ struct SecurityStateTests {
         guard case .sendMultiLine = machine.receive(.capa) else { Issue.record("CAPA must work"); return }
         #expect(machine.receive(.stls) == .startTLS(.ok("Begin TLS negotiation now.")))
         machine.tlsStarted()
-        #expect(machine.receive(.noop) == .send(.ok("")))
+        #expect(machine.receive(.user("a")) == .send(.ok("")))
     }
 }

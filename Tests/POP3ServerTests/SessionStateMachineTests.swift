@@ -109,11 +109,49 @@ struct SessionStateMachineTests {
         #expect(machine.logoutSummary == "top=1/40, retr=1/300, del=0/3, size=600")
     }
 
+    /// Dovecot's pop3-login limit: 9 bad or wrong-state commands keep the connection, the
+    /// 10th ends it.
     @Test func tooManyBadCommandsBeforeLoginCloses() {
         var machine = POP3SessionStateMachine()
+        #expect(POP3Limits.maxBadCommandsBeforeLogin == 10)
         #expect(machine.invalidLine(.unknownCommand("X")) == .send(.err("Unknown command.")))
         #expect(machine.lineTooLong() == .send(.err("Line too long.")))
+        #expect(machine.receive(.noop) == .send(.err("Unknown command in AUTHORIZATION state; log in first.")))
+        for _ in 4...9 {
+            guard case .send = machine.invalidLine(.unknownCommand("X")) else { Issue.record("closed early"); return }
+        }
         #expect(machine.invalidLine(.unknownCommand("X")) == .close(.err("Too many bad commands.")))
+    }
+
+    /// RFC 1939 section 5 allows NOOP only in TRANSACTION; section 3 asks for a negative reply
+    /// in the wrong state.
+    @Test func noopBeforeLoginIsRefused() {
+        var machine = POP3SessionStateMachine()
+        guard case .send(let reply) = machine.receive(.noop) else { Issue.record("no reply"); return }
+        #expect(reply.status == .err)
+        var loggedIn = loggedIn()
+        #expect(loggedIn.receive(.noop) == .send(.ok("")))
+    }
+
+    /// RFC 2449 section 5: capabilities of the AUTHORIZATION state are announced in both.
+    @Test(arguments: [
+        POP3SessionStateMachine.Security(isTLS: false, canStartTLS: true, isTrustedNetwork: true, requireTLS: false),
+        POP3SessionStateMachine.Security(isTLS: true, canStartTLS: false, isTrustedNetwork: false, requireTLS: false),
+        POP3SessionStateMachine.Security(isTLS: false, canStartTLS: true, isTrustedNetwork: false, requireTLS: false),
+    ])
+    func userSASLAndUTF8AreAnnouncedBeforeAndAfterLogin(security: POP3SessionStateMachine.Security) {
+        func lines(_ machine: inout POP3SessionStateMachine) -> [String] {
+            guard case .sendMultiLine(_, let lines) = machine.receive(.capa) else { return [] }
+            return lines.filter { $0 == "USER" || $0.hasPrefix("SASL") || $0.hasPrefix("UTF8") }
+        }
+        // APOP reaches the TRANSACTION state whatever the plaintext policy.
+        var machine = POP3SessionStateMachine(security: security, authentication: .init(apopTimestamp: "<1.2@host>"))
+        let before = lines(&machine)
+        _ = machine.receive(.apop(name: "alice", digest: "0123456789abcdef0123456789abcdef"))
+        _ = machine.loginSucceeded(messages: [])
+        guard case .transaction = machine.state else { Issue.record("not logged in"); return }
+        #expect(lines(&machine) == before)
+        #expect(before.contains { $0.hasPrefix("UTF8") })
     }
 
     @Test func tooManyBadCommandsAfterLoginCloses() {
@@ -132,7 +170,9 @@ struct SessionStateMachineTests {
         }
         var after = loggedIn()
         guard case .sendMultiLine(_, let afterLines) = after.receive(.capa) else { Issue.record("no list"); return }
-        #expect(!afterLines.contains("USER"))
+        // USER stays announced after login (RFC 2449 section 5), though the command is refused.
+        #expect(afterLines.contains("USER"))
+        #expect(!afterLines.contains("STLS"))
     }
 
     @Test func loginCommandsAfterLoginAreErrors() {

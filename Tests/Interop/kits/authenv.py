@@ -106,8 +106,13 @@ def assert_auth_error(r: str, what: str) -> None:
 
 
 def assert_alive(c, what: str) -> None:
-    r = c.cmd("NOOP")
-    assert r.startswith("+OK"), f"{what}: session did not survive (NOOP got {r!r}; transcript: {c.tail()})"
+    """The session still answers. CAPA, not NOOP: NOOP before login is a wrong-state command
+    (RFC 1939 section 3) and would count towards the bad-command limit."""
+    try:
+        caps = c.capa()
+    except Exception as e:  # noqa: BLE001 - any failure means the session is gone
+        raise AssertionError(f"{what}: session did not survive (CAPA: {e}; transcript: {c.tail()})") from e
+    assert caps, f"{what}: empty CAPA (transcript: {c.tail()})"
 
 
 def login_reply(srv: Srv, user: str, password: str, via: str = "USER") -> str:
