@@ -261,7 +261,7 @@ private final class SessionRunner {
         failedLogins += 1
         let name = LogEscaping.escape(user ?? pendingUser?.name ?? "")
         pendingUser = nil
-        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=\(LogEscaping.escape(reason))")
+        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=\(reason)")
         context.metrics.login(result: "failure", mechanism: method, tls: machine.security.isTLS)
         let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: user ?? "")
         if lockedOut { context.metrics.lockouts.increment() }
@@ -286,7 +286,7 @@ private final class SessionRunner {
             let client = try? SocketAddress(ipAddress: context.remote, port: 0)
             let allowed = cidrs.count == networks.count && client.map { address in cidrs.contains { $0.contains(address) } } == true
             if !allowed {
-                return await failed(user: user.name, method: method, reason: "allow_nets: \(context.remote) is not in \(networks.joined(separator: ","))")
+                return await failed(user: user.name, method: method, reason: "allow_nets: \(context.remote) is not in \(LogEscaping.escape(networks.joined(separator: ",")))")
             }
         }
         if user.noLogin {

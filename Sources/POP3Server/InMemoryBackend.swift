@@ -11,6 +11,7 @@ import SASL
 public final class InMemoryBackend: UserDatabase, MailStore, Sendable {
     struct Mailbox: Sendable {
         var password: String
+        var extraFields: [String: String] = [:]
         var messages: [(uid: String, body: [UInt8])] = []
         var nextUID = 1
         var locked = false
@@ -20,9 +21,9 @@ public final class InMemoryBackend: UserDatabase, MailStore, Sendable {
 
     public init() {}
 
-    /// Adds a user with a plaintext password.
-    public func addUser(_ name: String, password: String) {
-        mailboxes.withLockedValue { $0[name] = Mailbox(password: password) }
+    /// Adds a user with a plaintext password and, optionally, Dovecot-style extra fields.
+    public func addUser(_ name: String, password: String, extraFields: [String: String] = [:]) {
+        mailboxes.withLockedValue { $0[name] = Mailbox(password: password, extraFields: extraFields) }
     }
 
     /// Delivers a message given in canonical CRLF form.
@@ -41,9 +42,9 @@ public final class InMemoryBackend: UserDatabase, MailStore, Sendable {
     }
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
-        let ok = mailboxes.withLockedValue { $0[credentials.user]?.password == credentials.password }
-        guard ok else { throw BackendError.authFailed }
-        return AuthenticatedUser(name: credentials.user)
+        let box = mailboxes.withLockedValue { $0[credentials.user] }
+        guard let box, box.password == credentials.password else { throw BackendError.authFailed }
+        return AuthenticatedUser(name: credentials.user, extraFields: box.extraFields)
     }
 
     public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {

@@ -66,13 +66,16 @@ final class TestClient {
 func withServer(
     backend: InMemoryBackend,
     mailStore: (any MailStore)? = nil,
+    configure: (inout POP3ServerConfiguration) -> Void = { _ in },
     _ body: @Sendable (Int) async throws -> Void
 ) async throws {
     let (stream, continuation) = AsyncStream<[SocketAddress]>.makeStream()
     var logger = Logger(label: "test")
     logger.logLevel = .critical
+    var configuration = POP3ServerConfiguration(listeners: [.init(host: "127.0.0.1", port: 0)], bruteForce: .disabled)
+    configure(&configuration)
     let server = POP3Server(
-        configuration: .init(listeners: [.init(host: "127.0.0.1", port: 0)], bruteForce: .disabled),
+        configuration: configuration,
         userDatabase: backend,
         mailStore: mailStore ?? backend,
         logger: logger,
@@ -244,5 +247,81 @@ struct ServerTests {
             #expect(try await client.line() == nil)
         }
         #expect(backend.messages(of: "alice").count == 2)
+    }
+}
+
+@Suite("User names and per-user rules as Dovecot applies them")
+struct UserRulesTests {
+    func login(_ port: Int, _ user: String, _ password: String) async throws -> (TestClient, String?) {
+        let client = try await TestClient(port: port)
+        _ = try await client.line()
+        try await client.send("USER \(user)\r\nPASS \(password)\r\n")
+        _ = try await client.line()
+        return (client, try await client.line())
+    }
+
+    @Test func namesAreLowerCasedSoOneUserHasOneSession() async throws {
+        let backend = InMemoryBackend()
+        backend.addUser("alice", password: "secret")
+        try await withServer(backend: backend) { port in
+            let (first, reply) = try await login(port, "Alice", "secret")
+            #expect(reply == "+OK Logged in.")
+            let (second, again) = try await login(port, "alice", "secret")
+            #expect(again?.hasPrefix("-ERR [IN-USE]") == true)
+            await second.close()
+            await first.close()
+        }
+    }
+
+    @Test func namesAsTypedWithPercentU() async throws {
+        let backend = InMemoryBackend()
+        backend.addUser("alice", password: "secret")
+        try await withServer(backend: backend, configure: { $0.usernameFormat = .asTyped }) { port in
+            let (client, reply) = try await login(port, "Alice", "secret")
+            #expect(reply == "-ERR [AUTH] Authentication failed.")
+            await client.close()
+        }
+    }
+
+    @Test func theDefaultDomainCompletesABareName() async throws {
+        let backend = InMemoryBackend()
+        backend.addUser("bob@example.org", password: "pw")
+        let format = try #require(UsernameFormat("%Lu", defaultDomain: "example.org"))
+        try await withServer(backend: backend, configure: { $0.usernameFormat = format }) { port in
+            let (client, reply) = try await login(port, "Bob", "pw")
+            #expect(reply == "+OK Logged in.")
+            await client.close()
+        }
+    }
+
+    @Test func nologinSendsItsReasonOnlyAfterTheRightPassword() async throws {
+        let backend = InMemoryBackend()
+        backend.addUser("carol", password: "pw", extraFields: ["nologin": "y", "reason": "Moved to mail.example.net"])
+        backend.addUser("dave", password: "pw", extraFields: ["nologin": ""])
+        try await withServer(backend: backend) { port in
+            let (wrong, refused) = try await login(port, "carol", "nope")
+            #expect(refused == "-ERR [AUTH] Authentication failed.")
+            await wrong.close()
+            let (right, reason) = try await login(port, "carol", "pw")
+            #expect(reason == "-ERR [AUTH] Moved to mail.example.net")
+            await right.close()
+            let (plain, generic) = try await login(port, "dave", "pw")
+            #expect(generic == "-ERR [AUTH] Authentication failed.")
+            await plain.close()
+        }
+    }
+
+    @Test func allowNetsRefusesOtherNetworksLikeAWrongPassword() async throws {
+        let backend = InMemoryBackend()
+        backend.addUser("erin", password: "pw", extraFields: ["allow_nets": "192.0.2.0/24,10.0.0.0/8"])
+        backend.addUser("frank", password: "pw", extraFields: ["allow_nets": "10.0.0.0/8,127.0.0.0/8"])
+        backend.addUser("gina", password: "pw", extraFields: ["allow_nets": "not-a-network"])
+        try await withServer(backend: backend) { port in
+            for (user, expected) in [("erin", "-ERR [AUTH] Authentication failed."), ("frank", "+OK Logged in."), ("gina", "-ERR [AUTH] Authentication failed.")] {
+                let (client, reply) = try await login(port, user, "pw")
+                #expect(reply == expected, "\(user)")
+                await client.close()
+            }
+        }
     }
 }
