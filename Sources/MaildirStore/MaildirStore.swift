@@ -189,24 +189,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         let indexPath = path + "/" + UIDList.fileName
-        var index: UIDList
-        var changed = false
-        var dovecotRecords: [String: DovecotUIDList.Record] = [:]
-        if let bytes = try POSIX.readFile(indexPath) {
-            do {
-                index = try UIDList(parsing: bytes)
-            } catch {
-                // A corrupt index cannot be trusted for UIDs: start a new UIDVALIDITY so that no
-                // UIDL is ever reused (clients download again, but nothing is lost).
-                let corrupt = indexPath + ".corrupt"
-                try POSIX.rename(indexPath, corrupt)
-                throw BackendError.temporary("\(error) in \(path); moved aside to \(corrupt), retry to rebuild")
-            }
-        } else {
-            index = UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil)))
-            changed = true
-        }
-
+        var (index, changed) = try readIndex(indexPath, maildir: path)
         if let (entries, fileNames) = try unchangedListing(path: path, control: control, index: index, uidlSettings: uidlSettings) {
             return try makeMaildrop(
                 path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: [:], dovecotMode: false,
@@ -217,49 +200,14 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         let scanStart = nowNanoseconds()
         let stampBefore = modificationTime(path + "/cur")
 
-        // Finish a committed UPDATE that a crash interrupted: its deletions are decided.
         var curNames = try POSIX.listDirectory(path + "/cur").filter(isMessageName)
-        if !index.tombstones.isEmpty {
-            var remaining: [String] = []
-            var kept = Set<String>()
-            for name in curNames {
-                if index.tombstones.contains(baseName(name)) {
-                    // A file that cannot be removed stays tombstoned (never shown again) and is
-                    // retried at the next open; the mailbox stays usable.
-                    do { try POSIX.unlinkIfPresent(path + "/cur/" + name) } catch { kept.insert(baseName(name)) }
-                } else {
-                    remaining.append(name)
-                }
-            }
-            for name in try POSIX.listDirectory(path + "/new") where index.tombstones.contains(baseName(name)) {
-                do { try POSIX.unlinkIfPresent(path + "/new/" + name) } catch { kept.insert(baseName(name)) }
-            }
-            try POSIX.fsyncDirectory(path + "/cur")
-            curNames = remaining
-            index.tombstones = kept
-            changed = true
-        }
-
-        // New mail moves to cur/ when a session starts (Maildir convention; Dovecot does the same).
-        var moved = false
-        for name in try POSIX.listDirectory(path + "/new") where isMessageName(name) && !index.tombstones.contains(baseName(name)) {
-            let target = hasInfo(name) ? name : name + ":2,"
-            // A file that vanished was moved by another reader first.
-            if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) {
-                curNames.append(target)
-                moved = true
-            }
-        }
-        if moved { try POSIX.fsyncDirectory(path + "/cur"); try POSIX.fsyncDirectory(path + "/new") }
+        if try finishInterruptedUpdate(path: path, index: &index, curNames: &curNames) { changed = true }
+        curNames += try moveNewToCur(path: path, tombstones: index.tombstones)
 
         // Match files to index entries by base name; a base name seen twice keeps one UID.
         var fileForBase: [String: String] = [:]
         fileForBase.reserveCapacity(curNames.count)
         for name in curNames { fileForBase[baseName(name)] = name }
-        var entries: [UIDList.Entry] = []
-        entries.reserveCapacity(curNames.count)
-        /// The file name in cur/ of each entry, by index.
-        var fileNames: [String] = []
         // Where Dovecot's dovecot-uidlist exists it decides UIDs and UIDVALIDITY; else ours does.
         let dovecot: DovecotUIDList?
         do {
@@ -267,63 +215,22 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         } catch let error as DovecotUIDList.ParseError {
             throw BackendError.temporary("\(control)/\(DovecotUIDList.fileName): \(error); fix or remove it (Dovecot rebuilds it, with new UIDLs)")
         }
+        var matched: Matched
         if let dovecot {
-            let synced = try syncDovecotUIDList(path: path, control: control, list: dovecot, fileForBase: fileForBase)
-            let cached = Dictionary(index.entries.map { ($0.baseName, $0) }, uniquingKeysWith: { a, _ in a })
-            var seen = Set<String>()
-            for record in synced.records.reversed() where fileForBase[record.baseName] != nil && !seen.contains(record.baseName) {
-                seen.insert(record.baseName)
-                let name = fileForBase[record.baseName]!
-                // Dovecot's POP3 sizes are its virtual sizes: W= in the name, else the W field.
-                let fromName: Int? = (try? sizeFromName(name)) ?? nil
-                let size = fromName ?? record["W"].flatMap { Int($0) } ?? 0
-                let old = cached[record.baseName]
-                let xUIDL: String?? = old == nil ? nil : old!.xUIDL
-                entries.append(UIDList.Entry(uid: record.uid, size: size, baseName: record.baseName, retrievedAt: old?.retrievedAt, xUIDL: xUIDL))
-            }
-            entries.reverse()
-            if index.uidValidity != synced.uidValidity || index.nextUID != synced.nextUID || index.entries != entries { changed = true }
-            index.uidValidity = synced.uidValidity
-            index.nextUID = synced.nextUID
-            dovecotRecords = synced.recordsByBaseName
-            fileNames = entries.map { fileForBase[$0.baseName]! }
+            matched = try matchDovecotUIDs(path: path, control: control, list: dovecot, fileForBase: fileForBase, index: &index)
         } else {
-            // Each file matched is taken out of the table; what is left is new.
-            fileNames.reserveCapacity(curNames.count)
-            for entry in index.entries {
-                if let name = fileForBase.removeValue(forKey: entry.baseName) {
-                    entries.append(entry)
-                    fileNames.append(name)
-                } else {
-                    changed = true  // gone: expunged by another program
-                }
-            }
-            // New messages get UIDs in delivery order (Maildir names start with the time).
-            let fresh = sortedByDelivery(fileForBase.keys)
-            let freshNames = fresh.map { fileForBase[$0]! }
-            let sizes = try canonicalSizes(directory: path + "/cur/", names: freshNames)
-            for (i, base) in fresh.enumerated() {
-                entries.append(UIDList.Entry(uid: index.nextUID, size: sizes[i], baseName: base))
-                fileNames.append(freshNames[i])
-                index.nextUID += 1
-                changed = true
-            }
+            matched = try matchOwnUIDs(path: path, fileForBase: fileForBase, index: &index)
         }
-        // pop3_reuse_xuidl: read each message's X-UIDL header once and cache it.
-        if uidlSettings.reuseXUIDL {
-            for i in entries.indices where entries[i].xUIDL == nil && dovecotRecords[entries[i].baseName]?["P"] == nil {
-                entries[i].xUIDL = .some(try readXUIDLHeader(path + "/cur/" + fileNames[i]))
-                changed = true
-            }
-        }
+        if matched.changed { changed = true }
+        if uidlSettings.reuseXUIDL, try cacheXUIDLHeaders(path: path, &matched) { changed = true }
         // Remember the names seen and, once cur/ has settled, its time: the next login can
         // then skip this scan (see unchangedListing).
         var stamp: Int64?
         if dovecot == nil {
-            for i in entries.indices {
-                let info = infoPart(fileNames[i])
-                if entries[i].info != info {
-                    entries[i].info = info
+            for i in matched.entries.indices {
+                let info = infoPart(matched.fileNames[i])
+                if matched.entries[i].info != info {
+                    matched.entries[i].info = info
                     changed = true
                 }
             }
@@ -335,12 +242,139 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             index.curStamp = stamp
             changed = true
         }
-        index.entries = entries
+        index.entries = matched.entries
         if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
         return try makeMaildrop(
-            path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: dovecotRecords,
+            path: path, index: index, entries: matched.entries, fileNames: matched.fileNames, dovecotRecords: matched.dovecotRecords,
             dovecotMode: dovecot != nil, expireDays: expireDays, uidlSettings: uidlSettings, threadPool: threadPool,
             lock: lock, commitHook: commitHook)
+    }
+
+    /// The messages a listing matched to UIDs: entries and their cur/ file names in UID order.
+    private struct Matched {
+        var entries: [UIDList.Entry] = []
+        var fileNames: [String] = []
+        var dovecotRecords: [String: DovecotUIDList.Record] = [:]
+        var changed = false
+    }
+
+    /// The index, or a new one (changed) when there is none. A corrupt index is moved aside:
+    /// it cannot be trusted for UIDs, and a new UIDVALIDITY means no UIDL is ever reused
+    /// (clients download again, but nothing is lost).
+    private static func readIndex(_ indexPath: String, maildir path: String) throws -> (UIDList, changed: Bool) {
+        guard let bytes = try POSIX.readFile(indexPath) else {
+            return (UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil))), true)
+        }
+        do {
+            return (try UIDList(parsing: bytes), false)
+        } catch {
+            let corrupt = indexPath + ".corrupt"
+            try POSIX.rename(indexPath, corrupt)
+            throw BackendError.temporary("\(error) in \(path); moved aside to \(corrupt), retry to rebuild")
+        }
+    }
+
+    /// Finishes a committed UPDATE that a crash interrupted: its deletions are decided.
+    /// Returns whether the index changed.
+    private static func finishInterruptedUpdate(path: String, index: inout UIDList, curNames: inout [String]) throws -> Bool {
+        guard !index.tombstones.isEmpty else { return false }
+        var remaining: [String] = []
+        var kept = Set<String>()
+        for name in curNames {
+            if index.tombstones.contains(baseName(name)) {
+                // A file that cannot be removed stays tombstoned (never shown again) and is
+                // retried at the next open; the mailbox stays usable.
+                do { try POSIX.unlinkIfPresent(path + "/cur/" + name) } catch { kept.insert(baseName(name)) }
+            } else {
+                remaining.append(name)
+            }
+        }
+        for name in try POSIX.listDirectory(path + "/new") where index.tombstones.contains(baseName(name)) {
+            do { try POSIX.unlinkIfPresent(path + "/new/" + name) } catch { kept.insert(baseName(name)) }
+        }
+        try POSIX.fsyncDirectory(path + "/cur")
+        curNames = remaining
+        index.tombstones = kept
+        return true
+    }
+
+    /// New mail moves to cur/ when a session starts (Maildir convention; Dovecot does the
+    /// same). Returns the names it now has in cur/.
+    private static func moveNewToCur(path: String, tombstones: Set<String>) throws -> [String] {
+        var moved: [String] = []
+        for name in try POSIX.listDirectory(path + "/new") where isMessageName(name) && !tombstones.contains(baseName(name)) {
+            let target = hasInfo(name) ? name : name + ":2,"
+            // A file that vanished was moved by another reader first.
+            if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) { moved.append(target) }
+        }
+        if !moved.isEmpty { try POSIX.fsyncDirectory(path + "/cur"); try POSIX.fsyncDirectory(path + "/new") }
+        return moved
+    }
+
+    /// UIDs and UIDVALIDITY from Dovecot's dovecot-uidlist (synced with the files first), with
+    /// Dovecot's virtual sizes, so both servers give the same UIDLs and sizes.
+    private static func matchDovecotUIDs(
+        path: String, control: String, list: DovecotUIDList, fileForBase: [String: String], index: inout UIDList
+    ) throws -> Matched {
+        let synced = try syncDovecotUIDList(path: path, control: control, list: list, fileForBase: fileForBase)
+        let cached = Dictionary(index.entries.map { ($0.baseName, $0) }, uniquingKeysWith: { a, _ in a })
+        var matched = Matched()
+        var seen = Set<String>()
+        for record in synced.records.reversed() where fileForBase[record.baseName] != nil && !seen.contains(record.baseName) {
+            seen.insert(record.baseName)
+            let name = fileForBase[record.baseName]!
+            // Dovecot's POP3 sizes are its virtual sizes: W= in the name, else the W field.
+            let fromName: Int? = (try? sizeFromName(name)) ?? nil
+            let size = fromName ?? record["W"].flatMap { Int($0) } ?? 0
+            let old = cached[record.baseName]
+            let xUIDL: String?? = old == nil ? nil : old!.xUIDL
+            matched.entries.append(UIDList.Entry(uid: record.uid, size: size, baseName: record.baseName, retrievedAt: old?.retrievedAt, xUIDL: xUIDL))
+        }
+        matched.entries.reverse()
+        if index.uidValidity != synced.uidValidity || index.nextUID != synced.nextUID || index.entries != matched.entries { matched.changed = true }
+        index.uidValidity = synced.uidValidity
+        index.nextUID = synced.nextUID
+        matched.dovecotRecords = synced.recordsByBaseName
+        matched.fileNames = matched.entries.map { fileForBase[$0.baseName]! }
+        return matched
+    }
+
+    /// UIDs from Postie's own index: each file matched is taken out of the table; what is
+    /// left is new and gets the next UIDs in delivery order (Maildir names start with the time).
+    private static func matchOwnUIDs(path: String, fileForBase: [String: String], index: inout UIDList) throws -> Matched {
+        var fileForBase = fileForBase
+        var matched = Matched()
+        matched.entries.reserveCapacity(fileForBase.count)
+        matched.fileNames.reserveCapacity(fileForBase.count)
+        for entry in index.entries {
+            if let name = fileForBase.removeValue(forKey: entry.baseName) {
+                matched.entries.append(entry)
+                matched.fileNames.append(name)
+            } else {
+                matched.changed = true  // gone: expunged by another program
+            }
+        }
+        let fresh = sortedByDelivery(fileForBase.keys)
+        let freshNames = fresh.map { fileForBase[$0]! }
+        let sizes = try canonicalSizes(directory: path + "/cur/", names: freshNames)
+        for (i, base) in fresh.enumerated() {
+            matched.entries.append(UIDList.Entry(uid: index.nextUID, size: sizes[i], baseName: base))
+            matched.fileNames.append(freshNames[i])
+            index.nextUID += 1
+            matched.changed = true
+        }
+        return matched
+    }
+
+    /// pop3_reuse_xuidl: reads each message's X-UIDL header once and caches it. Returns
+    /// whether anything was read.
+    private static func cacheXUIDLHeaders(path: String, _ matched: inout Matched) throws -> Bool {
+        var read = false
+        for i in matched.entries.indices where matched.entries[i].xUIDL == nil && matched.dovecotRecords[matched.entries[i].baseName]?["P"] == nil {
+            matched.entries[i].xUIDL = .some(try readXUIDLHeader(path + "/cur/" + matched.fileNames[i]))
+            read = true
+        }
+        return read
     }
 
     /// How long cur/ must have been unchanged before its time is trusted: a later change in
