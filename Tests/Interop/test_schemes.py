@@ -3,7 +3,7 @@
 - Every hash Postie makes (Tests/Interop/postie_made_hashes.txt, which the Swift test
   StoredPasswordTests.postieMadeHashesMatchTheInteropFixtures proves Postie still makes
   byte for byte) is accepted by `doveadm pw -t` for the right password only.
-- The doveadm fixtures committed in Tests/PasswdFileTests/DovecotFixtures.swift still mean
+- The doveadm fixtures committed in Tests/PasswordsTests/DovecotFixtures.swift still mean
   what they say to this machine's Dovecot (accepted, or refused).
 - A live server logs in users whose hashes doveadm has just made, for every scheme and encoding.
 
@@ -24,7 +24,7 @@ from postiekit import Maildir
 
 HERE = Path(__file__).resolve().parent
 POSTIE_MADE = HERE / "postie_made_hashes.txt"
-SWIFT_FIXTURES = HERE.parent / "PasswdFileTests" / "DovecotFixtures.swift"
+SWIFT_FIXTURES = HERE.parent / "PasswordsTests" / "DovecotFixtures.swift"
 
 PASSWORD = "correct horse"
 # DES-CRYPT reads only the first eight characters, so the wrong password differs early.
