@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "LMTPCore", targets: ["LMTPCore"]),
         .library(name: "LMTPServer", targets: ["LMTPServer"]),
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
+        .library(name: "PostieApp", targets: ["PostieApp"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -210,23 +211,38 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
-        .executableTarget(
-            name: "postie",
+        /// The composition root: the settings table, flags and config file, one store factory
+        /// for every command, the server launcher, privilege drop, reload, metrics endpoint,
+        /// log handler, `deliver`, user and database administration, the demo.
+        .target(
+            name: "PostieApp",
             dependencies: [
-                "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "Passwords", "SASL", "LMTPCore", "LMTPServer", "Migration", "POP3Fetch", "POP3Bench",
-                "POP3Check", "POP3Client", "PostgresStore",
+                "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "Passwords", "SASL",
+                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
+        /// ArgumentParser command definitions only; everything they run is in PostieApp (and,
+        /// for check, fetch, bench and migrate, in their own modules).
+        .executableTarget(
+            name: "postie",
+            dependencies: [
+                "PostieApp", "POP3Server", "MailBackend", "DurableFiles", "MaildirStore", "Migration", "POP3Fetch", "POP3Bench",
+                "POP3Check", "POP3Client",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "POP3CoreTests", dependencies: ["POP3Core"]),
@@ -285,6 +301,15 @@ let package = Package(
                 "ServerKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PostieAppTests",
+            dependencies: [
+                "PostieApp", "MailBackend", "MaildirStore", "ServerKit", "POP3Server", "LMTPCore", "PostgresStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore", "MailBackend"]),

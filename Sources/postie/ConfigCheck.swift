@@ -1,8 +1,5 @@
 import ArgumentParser
-import DurableFiles
-import MailBackend
-import POP3Server
-import PostgresStore
+import PostieApp
 
 /// `postie config`: configuration tools.
 struct ConfigCommand: AsyncParsableCommand {
@@ -40,24 +37,8 @@ struct ConfigCommand: AsyncParsableCommand {
                 FileHandleOutput.standardError("\(problem)\n")
             }
             let errors = settings.errors.count
-            let warnings = settings.problems.count - errors
-            FileHandleOutput.standardError("\(errors) error(s), \(warnings) warning(s)\n")
+            FileHandleOutput.standardError("\(errors) error(s), \(settings.problems.count - errors) warning(s)\n")
             if errors > 0 { throw ExitCode(1) }
-        }
-    }
-}
-
-extension ServerSettings {
-    /// With the PostgreSQL store: the database answers and its schema is the one needed.
-    mutating func checkDatabase() async {
-        guard store == .postgres, let url = try? DatabaseURLSource.load(file: databaseURLFile) else { return }
-        do {
-            let database = try PostgresStore(url: url, options: self.database)
-            try await database.checkSchema()
-        } catch let error as SchemaError {
-            problem("database_url_file", "\(url): \(error)")
-        } catch {
-            problem("database_url_file", "\(url): cannot use the database: \(PostgresStore.describe(error))")
         }
     }
 }

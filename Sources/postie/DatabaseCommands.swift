@@ -1,17 +1,5 @@
 import ArgumentParser
-import DurableFiles
-import Logging
-import MailBackend
-import NIOCore
-import NIOPosix
-import POP3Core
-import POP3Server
-import PostgresNIO
-import PostgresStore
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import PostieApp
 
 /// `postie db`: the PostgreSQL store's schema and mail import.
 struct DatabaseCommand: AsyncParsableCommand {
@@ -22,35 +10,6 @@ struct DatabaseCommand: AsyncParsableCommand {
         subcommands: [Migrate.self, Import.self]
     )
 
-    /// Opens one connection of its own (no pool) for an administrative command.
-    static func withConnection<T>(_ options: DatabaseOptions, purpose: String, _ body: (PostgresStore, PostgresConnection) async throws -> T) async throws -> T {
-        let url: DatabaseURL
-        do {
-            url = try DatabaseURLSource.load(file: options.databaseURLFile)
-        } catch {
-            throw ValidationError("\(error)")
-        }
-        var storeOptions = PostgresStoreOptions()
-        if let t = options.databaseConnectTimeout, t > 0 { storeOptions.connectTimeout = .seconds(Int64(t)) }
-        let store = try PostgresStore(url: url, options: storeOptions, logger: quietLogger)
-        let connection: PostgresConnection
-        do {
-            connection = try await store.connect(purpose: purpose)
-        } catch {
-            throw ConfigurationError("\(url): cannot connect: \(PostgresStore.describe(error))")
-        }
-        do {
-            let result = try await body(store, connection)
-            try? await connection.close()
-            return result
-        } catch {
-            try? await connection.close()
-            throw error
-        }
-    }
-
-    static var quietLogger: Logger { Logger(label: "postie.db", factory: { _ in SwiftLogNoOpLogHandler() }) }
-
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create or upgrade Postie's tables (idempotent).",
@@ -59,20 +18,7 @@ struct DatabaseCommand: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            try await DatabaseCommand.withConnection(database, purpose: "migrate") { store, connection in
-                do {
-                    let (from, to) = try await Schema.migrate(connection, logger: DatabaseCommand.quietLogger)
-                    if from == to {
-                        print("schema of \(store.url) is up to date (version \(to))")
-                    } else {
-                        print("migrated \(store.url) from version \(from) to \(to)")
-                    }
-                } catch let error as SchemaError {
-                    throw ConfigurationError("\(error)")
-                } catch {
-                    throw ConfigurationError("migration failed, nothing changed: \(PostgresStore.describe(error))")
-                }
-            }
+            print(try await DatabaseAdmin.migrate(database.source))
         }
     }
 
@@ -96,86 +42,8 @@ struct DatabaseCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let url: DatabaseURL
-            do { url = try DatabaseURLSource.load(file: database.databaseURLFile) } catch { throw ValidationError("\(error)") }
-            var storeOptions = PostgresStoreOptions()
-            storeOptions.poolSize = 2
-            if let t = database.databaseConnectTimeout, t > 0 { storeOptions.connectTimeout = .seconds(Int64(t)) }
-            let store = try PostgresStore(url: url, options: storeOptions, logger: DatabaseCommand.quietLogger)
-            let users = user
-            let files = files
-            let failed: Int = try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await store.run() }
-                defer { group.cancelAll() }
-                do {
-                    try await store.checkSchema()
-                } catch {
-                    throw ConfigurationError("\(url): \(PostgresStore.describe(error))")
-                }
-                var failed = 0
-                for file in files {
-                    let spool: SpooledMessage
-                    do {
-                        spool = try await MessageSpool.canonicalize(file)
-                    } catch {
-                        FileHandleOutput.standardError("postie: \(file): \(error)\n")
-                        failed += 1
-                        continue
-                    }
-                    defer { unlink(spool.path) }
-                    let results = await store.deliver(spool, to: users)
-                    for (name, result) in zip(users, results) {
-                        if let result {
-                            FileHandleOutput.standardError("postie: \(file) -> \(name): \(result.logDetail ?? result.message)\n")
-                            failed += 1
-                        } else {
-                            print("\(file) -> \(name): stored (\(spool.size) octets)")
-                        }
-                    }
-                }
-                return failed
-            }
+            let failed = try await DatabaseAdmin.importMessages(files, to: user, source: database.source)
             if failed > 0 { throw ExitCode(75) }  // EX_TEMPFAIL
-        }
-    }
-}
-
-/// Writes a message file's canonical CRLF form to a private temporary file, counting its size
-/// and header size, on a thread pool, with the one canonicaliser LMTP and `postie deliver` use:
-/// for a Maildir file that gives exactly the octets the Maildir store serves for it.
-enum MessageSpool {
-    static func canonicalize(_ path: String) async throws -> SpooledMessage {
-        try await NIOThreadPool.singleton.runIfActive { try canonicalizeBlocking(path) }
-    }
-
-    static func canonicalizeBlocking(_ path: String) throws -> SpooledMessage {
-        let input = try POSIX.open(path, O_RDONLY)
-        defer { close(input) }
-        let spool = try SpoolFile.createBlocking(in: getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp")
-        let spoolPath = spool.path
-        do {
-            var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
-            let allocator = ByteBufferAllocator()
-            var raw = allocator.buffer(capacity: 256 * 1024)
-            while true {
-                raw.clear()
-                let n = try raw.writeWithUnsafeMutableBytes(minimumWritableBytes: 256 * 1024) { pointer -> Int in
-                    try POSIX.read(input, into: pointer, path: path)
-                }
-                var canonical = allocator.buffer(capacity: 2 * n + 2)
-                if n == 0 {
-                    canonicalizer.finish(into: &canonical)
-                } else {
-                    _ = raw.withUnsafeReadableBytes { canonicalizer.process($0, into: &canonical) }
-                }
-                try spool.writeBlocking(canonical)
-                if n == 0 { break }
-            }
-            try spool.closeBlocking()
-            return SpooledMessage(path: spoolPath, size: canonicalizer.size, headerSize: canonicalizer.effectiveHeaderSize)
-        } catch {
-            spool.removeBlocking()
-            throw error
         }
     }
 }

@@ -10,11 +10,11 @@ import Glibc
 
 /// `postie serve --demo`: a user `demo` with password `demo` and a small Maildir in a fresh
 /// temporary directory, so a new user can see Postie work in one command.
-enum Demo {
-    struct Setup {
-        var directory: String
-        var passwdFile: String
-        var maildirTemplate: String
+public enum Demo {
+    public struct Setup: Sendable {
+        public var directory: String
+        public var passwdFile: String
+        public var maildirTemplate: String
     }
 
     static let messages: [String] = [
@@ -59,7 +59,8 @@ enum Demo {
         """,
     ]
 
-    static func create() throws -> Setup {
+    /// Creates the demo directory, passwd-file and Maildir.
+    public static func create() throws -> Setup {
         var template = Array("/tmp/postie-demo-XXXXXX".utf8CString)
         guard let created = mkdtemp(&template) else { throw DemoError("cannot create a temporary directory") }
         let directory = String(cString: created)
@@ -67,7 +68,6 @@ enum Demo {
         let passwdFile = directory + "/passwd"
         try write(passwdFile, "# Postie demo users (Dovecot passwd-file format)\ndemo:\(hash)::::::\n")
         let maildir = directory + "/mail/demo"
-        for sub in ["", "/cur", "/new", "/tmp"] { mkdir(maildir + sub, 0o700) }
         mkdir(directory + "/mail", 0o700)
         for sub in ["", "/cur", "/new", "/tmp"] { mkdir(maildir + sub, 0o700) }
         let now = time(nil)
@@ -79,10 +79,11 @@ enum Demo {
         return Setup(directory: directory, passwdFile: passwdFile, maildirTemplate: directory + "/mail/%u")
     }
 
-    static func printInstructions(setup: Setup, listeners: [Listener]) {
+    /// How to connect to the demo server on its first listener.
+    public static func instructions(setup: Setup, listeners: [Listener]) -> String {
         let first = listeners[0]
         let host = first.host.contains(":") ? "[\(first.host)]" : first.host
-        let text = ("""
+        return """
         Postie demo server
           listening on: \(listeners.map { $0.description }.joined(separator: ", "))
           user: demo    password: demo
@@ -96,8 +97,17 @@ enum Demo {
 
         Stop with Ctrl-C. The demo files stay in \(setup.directory).
 
-        """)
-        _ = text.withCString { Glibc.write(1, $0, strlen($0)) }
+        """
+    }
+
+    /// Points the flags at the demo's passwd-file and Maildirs, on 127.0.0.1:1110 unless a
+    /// listener or config file is given.
+    public static func apply(_ setup: Setup, to options: inout ServeOptions) {
+        options.passwdFile = setup.passwdFile
+        options.maildir = setup.maildirTemplate
+        if options.listen.isEmpty && options.listenTLS.isEmpty && options.config == nil {
+            options.listen = ["127.0.0.1:1110"]
+        }
     }
 
     private static func write(_ path: String, _ text: String) throws {
@@ -107,8 +117,8 @@ enum Demo {
         fchmod(fileno(file), 0o600)
     }
 
-    struct DemoError: Error, CustomStringConvertible {
-        var description: String
+    public struct DemoError: Error, CustomStringConvertible {
+        public var description: String
         init(_ description: String) { self.description = description }
     }
 }

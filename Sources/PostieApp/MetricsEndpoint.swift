@@ -13,20 +13,20 @@ import ServiceLifecycle
 /// Serves `GET /metrics` in the Prometheus text format (version 0.0.4) on its own listener.
 /// Anything else gets 404; the endpoint never exposes secrets, but bind it to a management
 /// network only.
-final class MetricsEndpoint: Service, Sendable {
-    let listener: Listener
-    let registry: PrometheusCollectorRegistry
+public final class MetricsEndpoint: Service, Sendable {
+    public let listener: Listener
+    public let registry: PrometheusCollectorRegistry
     let logger: Logger
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
 
-    init(listener: Listener, registry: PrometheusCollectorRegistry, logger: Logger) {
+    public init(listener: Listener, registry: PrometheusCollectorRegistry, logger: Logger) {
         self.listener = listener
         self.registry = registry
         self.logger = logger
     }
 
     /// Binds now, so privileges can be dropped afterwards.
-    func bind() async throws {
+    public func bind() async throws {
         let registry = self.registry
         let bound = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -41,7 +41,7 @@ final class MetricsEndpoint: Service, Sendable {
         logger.info("master: Serving metrics on http://\(listener.address)/metrics")
     }
 
-    func run() async throws {
+    public func run() async throws {
         guard let bound = channel.withLockedValue({ $0 }) else { return }
         await withGracefulShutdownHandler {
             try? await bound.closeFuture.get()

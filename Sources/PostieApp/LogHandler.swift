@@ -12,22 +12,22 @@ import Darwin
 ///     2026-11-27T09:14:23.123Z postie[4242]: pop3-login: Info: Login: user=<alice>, method=USER, rip=192.0.2.7, lip=192.0.2.1, session=<...>
 ///
 /// Messages carry their service prefix (`pop3-login:`, `pop3(user):`); the level word is added here.
-struct PostieLogHandler: LogHandler {
-    var logLevel: Logger.Level
-    var metadata: Logger.Metadata = [:]
-    let label: String
+public struct PostieLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    public let label: String
 
-    init(label: String, level: Logger.Level) {
+    public init(label: String, level: Logger.Level) {
         self.label = label
         self.logLevel = level
     }
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    static func levelWord(_ level: Logger.Level) -> String {
+    public static func levelWord(_ level: Logger.Level) -> String {
         switch level {
         case .trace, .debug: "Debug"
         case .info, .notice: "Info"
@@ -37,7 +37,12 @@ struct PostieLogHandler: LogHandler {
         }
     }
 
-    func log(event: LogEvent) {
+    public func log(event: LogEvent) {
+        emit(Self.line(for: event, metadata: metadata))
+    }
+
+    /// One line: timestamp, process, then the message with the level after its service prefix.
+    static func line(for event: LogEvent, metadata: Logger.Metadata) -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var tm = tm()
@@ -51,7 +56,7 @@ struct PostieLogHandler: LogHandler {
         // "service: text" becomes "service: Level: text", as Dovecot writes it.
         let message = "\(event.message)"
         let body: String
-        if let colon = message.range(of: ": ") {
+        if let colon = message.firstRange(of: ": ") {
             body = message[..<colon.lowerBound] + ": " + Self.levelWord(event.level) + ": " + message[colon.upperBound...]
         } else {
             body = Self.levelWord(event.level) + ": " + message
@@ -61,8 +66,11 @@ struct PostieLogHandler: LogHandler {
         if !merged.isEmpty {
             line += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         }
-        line += "\n"
-        // One write(2) per line, so lines from concurrent sessions never interleave.
+        return line + "\n"
+    }
+
+    /// One write(2) per line, so lines from concurrent sessions never interleave.
+    private func emit(_ line: String) {
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 }

@@ -1,0 +1,115 @@
+import ArgumentParser
+import DurableFiles
+import MailBackend
+import NIOCore
+import NIOPosix
+import POP3Core
+import PostgresStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `postie db`: the PostgreSQL store's schema and mail import.
+public enum DatabaseAdmin {
+    /// Applies the migrations the database lacks; what was done, as one line.
+    public static func migrate(_ source: DatabaseSource) async throws -> String {
+        try await StoreFactory.withConnection(source, purpose: "migrate") { store, connection in
+            do {
+                let (from, to) = try await Schema.migrate(connection, logger: StoreFactory.quietLogger)
+                return from == to
+                    ? "schema of \(store.url) is up to date (version \(to))"
+                    : "migrated \(store.url) from version \(from) to \(to)"
+            } catch let error as SchemaError {
+                throw ConfigurationError("\(error)")
+            } catch {
+                throw ConfigurationError("migration failed, nothing changed: \(PostgresStore.describe(error))")
+            }
+        }
+    }
+
+    /// Stores each message file for every user, printing a line per copy; the number of
+    /// copies that failed.
+    public static func importMessages(_ files: [String], to users: [String], source: DatabaseSource) async throws -> Int {
+        var factory = StoreFactory(.postgres(source))
+        factory.poolSize = 2
+        let opened: (DatabaseURL, PostgresStore)
+        do {
+            opened = try factory.postgres(source, logger: StoreFactory.quietLogger)
+        } catch .url(let message) {
+            throw ValidationError(message)
+        }
+        let (url, store) = opened
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await store.run() }
+            defer { group.cancelAll() }
+            do {
+                try await store.checkSchema()
+            } catch {
+                throw ConfigurationError("\(url): \(PostgresStore.describe(error))")
+            }
+            var failed = 0
+            for file in files {
+                let spool: SpooledMessage
+                do {
+                    spool = try await MessageSpool.canonicalize(file)
+                } catch {
+                    FileHandleOutput.standardError("postie: \(file): \(error)\n")
+                    failed += 1
+                    continue
+                }
+                defer { unlink(spool.path) }
+                let results = await store.deliver(spool, to: users)
+                for (name, result) in zip(users, results) {
+                    if let result {
+                        FileHandleOutput.standardError("postie: \(file) -> \(name): \(result.logDetail ?? result.message)\n")
+                        failed += 1
+                    } else {
+                        FileHandleOutput.standardOutput("\(file) -> \(name): stored (\(spool.size) octets)\n")
+                    }
+                }
+            }
+            return failed
+        }
+    }
+}
+
+/// Writes a message file's canonical CRLF form to a private temporary file, counting its size
+/// and header size, on a thread pool, with the one canonicaliser LMTP and `postie deliver` use:
+/// for a Maildir file that gives exactly the octets the Maildir store serves for it.
+enum MessageSpool {
+    static func canonicalize(_ path: String) async throws -> SpooledMessage {
+        try await NIOThreadPool.singleton.runIfActive { try canonicalizeBlocking(path) }
+    }
+
+    static func canonicalizeBlocking(_ path: String) throws -> SpooledMessage {
+        let input = try POSIX.open(path, O_RDONLY)
+        defer { close(input) }
+        let spool = try SpoolFile.createBlocking(in: getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp")
+        let spoolPath = spool.path
+        do {
+            var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
+            let allocator = ByteBufferAllocator()
+            var raw = allocator.buffer(capacity: 256 * 1024)
+            while true {
+                raw.clear()
+                let n = try raw.writeWithUnsafeMutableBytes(minimumWritableBytes: 256 * 1024) { pointer -> Int in
+                    try POSIX.read(input, into: pointer, path: path)
+                }
+                var canonical = allocator.buffer(capacity: 2 * n + 2)
+                if n == 0 {
+                    canonicalizer.finish(into: &canonical)
+                } else {
+                    _ = raw.withUnsafeReadableBytes { canonicalizer.process($0, into: &canonical) }
+                }
+                try spool.writeBlocking(canonical)
+                if n == 0 { break }
+            }
+            try spool.closeBlocking()
+            return SpooledMessage(path: spoolPath, size: canonicalizer.size, headerSize: canonicalizer.effectiveHeaderSize)
+        } catch {
+            spool.removeBlocking()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import DurableFiles
+import LMTPCore
+import LMTPServer
+import Logging
+import MailBackend
+import NIOCore
+import NIOPosix
+import POP3Core
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `postie deliver`: one message from a file descriptor (standard input) into a user's
+/// mailbox, the way LMTP (RFC 2033) stores it. Never exits: the outcome carries the sysexits(3)
+/// status, which only the command turns into the process's exit status.
+public struct Delivery: Sendable {
+    /// sysexits(3).
+    public enum Status: Int32, Sendable {
+        case ok = 0, usage = 64, dataError = 65, noUser = 67, cannotCreate = 73, ioError = 74, tempFail = 75, config = 78
+    }
+
+    /// The exit status and, on failure, what to tell the MTA on standard error.
+    public struct Outcome: Sendable, Equatable {
+        public var status: Status
+        public var message: String?
+
+        public static let delivered = Outcome(status: .ok, message: nil)
+
+        public init(status: Status, message: String?) {
+            self.status = status
+            self.message = message
+        }
+    }
+
+    /// The recipient: a user name, or an address (the whole address if it exists, else its
+    /// local part).
+    public var user: String
+    /// The largest message, in octets (LMTP's default SIZE, RFC 1870).
+    public static let defaultMaxSize = LMTPServerConfiguration.defaultMaxMessageSize
+    public var maxSize = defaultMaxSize
+    /// Where the message is spooled while read; nil: `$TMPDIR` or `/tmp`.
+    public var spoolDirectory: String?
+    /// The descriptor the message is read from.
+    public var input: Int32 = 0
+
+    public init(user: String) {
+        self.user = user
+    }
+
+    /// Chooses the store from the command's flags and delivers.
+    public func run(store: String?, passwdFile: String?, maildir: String?, dovecotControl: String?, database: DatabaseSource) async -> Outcome {
+        guard maxSize > 0 else { return Outcome(status: .usage, message: "--max-size must be positive") }
+        let factory: StoreFactory
+        do {
+            factory = try StoreFactory.choose(store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database, for: .deliver)
+        } catch {
+            return Outcome(status: .usage, message: error.description)
+        }
+        return await run(factory)
+    }
+
+    /// Delivers into the store `factory` opens (a pool of one connection with PostgreSQL).
+    public func run(_ factory: StoreFactory) async -> Outcome {
+        var factory = factory
+        factory.poolSize = 1
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let outcome = await open(factory, threadPool: threadPool)
+        try? await threadPool.shutdownGracefully()
+        return outcome
+    }
+
+    private func open(_ factory: StoreFactory, threadPool: NIOThreadPool) async -> Outcome {
+        let logger = Logger(label: "postie.deliver", factory: { _ in SwiftLogNoOpLogHandler() })
+        let backend: StoreFactory.Backend
+        do {
+            backend = try await factory.open(threadPool: threadPool, logger: logger)
+        } catch {
+            return Outcome(status: .config, message: error.description)
+        }
+        return await backend.withPool { await deliver(with: backend.delivery, threadPool: threadPool) }
+    }
+
+    /// Looks the recipient up, spools the input and stores it.
+    func deliver(with delivery: any MailDelivery, threadPool: NIOThreadPool) async -> Outcome {
+        // The user first: an unknown user is refused before the message is read.
+        var recipient: String?
+        do {
+            for candidate in RecipientMapping.auto.candidates(for: user) {
+                if try await delivery.recipientExists(candidate) {
+                    recipient = candidate
+                    break
+                }
+            }
+        } catch {
+            return Outcome(status: .tempFail, message: "cannot look up user \(user): \(error)")
+        }
+        guard let recipient else { return Outcome(status: .noUser, message: "no such user: \(user)") }
+
+        let spoolDirectory = spoolDirectory ?? LMTPServerConfiguration.defaultSpoolDirectory()
+        let spool: SpoolFile
+        do {
+            spool = try await SpoolFile.create(in: spoolDirectory, threadPool: threadPool)
+        } catch {
+            return Outcome(status: .tempFail, message: "cannot create a spool file in \(spoolDirectory): \(error)")
+        }
+        let outcome = await spoolAndDeliver(spool: spool, to: recipient, delivery: delivery, threadPool: threadPool)
+        spool.removeBlocking()
+        return outcome
+    }
+
+    /// Reads the message into the spool file and stores it.
+    private func spoolAndDeliver(spool: SpoolFile, to recipient: String, delivery: any MailDelivery, threadPool: NIOThreadPool) async -> Outcome {
+        let limit = maxSize
+        let input = input
+        let read: Result<(size: Int, headerSize: Int), SpoolInputError>
+        do {
+            read = try await threadPool.runIfActive { Self.spool(input, to: spool, maxSize: limit) }
+        } catch {
+            return Outcome(status: .tempFail, message: "\(error)")
+        }
+        let size: Int, headerSize: Int
+        switch read {
+        case .success(let result): (size, headerSize) = result
+        case .failure(.empty): return Outcome(status: .dataError, message: "empty message on standard input")
+        case .failure(.tooBig): return Outcome(status: .dataError, message: "message larger than \(limit) octets (--max-size)")
+        case .failure(.read(let code)): return Outcome(status: .ioError, message: "reading standard input failed: \(String(cString: strerror(code)))")
+        case .failure(.spool(let error)): return Outcome(status: .tempFail, message: "\(error)")
+        }
+        let results = await delivery.deliver(SpooledMessage(path: spool.path, size: size, headerSize: headerSize), to: [recipient])
+        guard let error = results.first ?? nil else { return .delivered }
+        if error == .noSuchUser(recipient) { return Outcome(status: .noUser, message: "no such user: \(recipient)") }
+        let detail = error.logDetail.map { "\(error.message) (\($0))" } ?? error.message
+        return Outcome(status: error.isTemporary ? .tempFail : .cannotCreate, message: "delivery to \(recipient) failed: \(detail)")
+    }
+
+    enum SpoolInputError: Error {
+        case empty
+        case tooBig
+        case read(Int32)
+        case spool(SystemError)
+    }
+
+    /// Reads `input` to the end into the spool file in canonical CRLF form, dropping a
+    /// leading mbox `From ` line (Exim's pipe transport adds one). Blocking: runs on the
+    /// thread pool.
+    static func spool(_ input: Int32, to spool: SpoolFile, maxSize: Int) -> Result<(size: Int, headerSize: Int), SpoolInputError> {
+        var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
+        let allocator = ByteBufferAllocator()
+        var output = allocator.buffer(capacity: 300 * 1024)
+        /// Octets read before deciding whether the input starts with a `From ` line.
+        var head = allocator.buffer(capacity: 16)
+        var decided = false
+        var skippingFromLine = false
+        func flush() -> SpoolInputError? {
+            guard output.readableBytes > 0 else { return nil }
+            do { try spool.writeBlocking(output) } catch { return .spool(error) }
+            output.clear()
+            return nil
+        }
+        func consume(_ chunk: inout ByteBuffer) -> SpoolInputError? {
+            if skippingFromLine {
+                guard let lf = chunk.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+                chunk.moveReaderIndex(to: lf + 1)
+                skippingFromLine = false
+            }
+            _ = chunk.withUnsafeReadableBytes { canonicalizer.process($0, into: &output) }
+            if canonicalizer.size > maxSize { return .tooBig }
+            return output.readableBytes >= 256 * 1024 ? flush() : nil
+        }
+        var buffer = allocator.buffer(capacity: 256 * 1024)
+        while true {
+            buffer.clear()
+            var failure: Int32 = 0
+            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 256 * 1024) { pointer -> Int in
+                do throws(SystemError) {
+                    return try POSIX.read(input, into: pointer, path: "standard input")
+                } catch {
+                    failure = error.errno
+                    return 0
+                }
+            }
+            if failure != 0 { return .failure(.read(failure)) }
+            if n == 0 { break }
+            if !decided {
+                head.writeBuffer(&buffer)
+                if head.readableBytes < 5 { continue }
+                decided = true
+                skippingFromLine = head.readableBytesView.starts(with: "From ".utf8)
+                buffer = head
+            }
+            if let error = consume(&buffer) { return .failure(error) }
+        }
+        if !decided, head.readableBytes > 0, let error = consume(&head) { return .failure(error) }
+        canonicalizer.finish(into: &output)
+        if canonicalizer.size > maxSize { return .failure(.tooBig) }
+        if canonicalizer.size == 0 { return .failure(.empty) }
+        if let error = flush() { return .failure(error) }
+        do { try spool.closeBlocking() } catch { return .failure(.spool(error)) }
+        return .success((canonicalizer.size, canonicalizer.effectiveHeaderSize))
+    }
+}

@@ -1,0 +1,221 @@
+import LMTPServer
+import Logging
+import Metrics
+import NIOPosix
+import POP3Server
+import PostgresStore
+import Prometheus
+import ServerKit
+import ServiceLifecycle
+import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `postie serve`: settings, logging and metrics, the store, the POP3 (RFC 1939) and LMTP
+/// (RFC 2033) listeners, privilege drop and SIGHUP reload, run until SIGTERM or SIGINT.
+public enum ServerLauncher {
+    /// Runs the server; throws ``ConfigurationError`` for anything that stops it starting.
+    public static func run(_ options: ServeOptions, demo: Bool) async throws {
+        // SIGHUP means "reload" here, never "terminate": ignore it until the reload service
+        // takes it over, so a HUP sent during startup cannot kill the server.
+        signal(SIGHUP, SIG_IGN)
+        // Trap it now, before any listener answers: a SIGHUP sent as soon as the port is open
+        // (a deploy script, logrotate) is then handled, not lost.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        var options = options
+        var demoSetup: Demo.Setup?
+        if demo {
+            let setup = try Demo.create()
+            Demo.apply(setup, to: &options)
+            demoSetup = setup
+        }
+        let settings = try await startupSettings(options)
+        if let demoSetup { FileHandleOutput.standardOutput(Demo.instructions(setup: demoSetup, listeners: settings.listeners)) }
+
+        let level = settings.logLevel
+        LoggingSystem.bootstrap { PostieLogHandler(label: $0, level: level) }
+        let logger = Logger(label: "postie")
+        let registry = bootstrapMetrics()
+
+        let tls: TLSProvider?
+        do {
+            tls = try settings.tls.map { try TLSProvider(settings: $0) }
+        } catch {
+            throw ConfigurationError("\(settings.origin(.tlsCert)): \(error)")
+        }
+        let metrics = ServerMetrics()
+        if let expiry = tls?.earliestExpiry { metrics.certificateExpires(at: expiry) }
+
+        let threadPool = NIOThreadPool(numberOfThreads: 16)
+        threadPool.start()
+        do {
+            try await serve(settings, options: options, tls: tls, metrics: metrics, registry: registry, hangups: hangups, threadPool: threadPool, logger: logger)
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            throw error
+        }
+        try? await threadPool.shutdownGracefully()
+    }
+
+    /// The settings, with warnings printed; the first error thrown (the others printed).
+    static func startupSettings(_ options: ServeOptions) async throws -> ServerSettings {
+        let settings = await ServerSettings.load(options)
+        for problem in settings.problems where problem.severity == .warning {
+            FileHandleOutput.standardError("postie: \(problem)\n")
+        }
+        if let first = settings.errors.first {
+            for problem in settings.errors.dropFirst() { FileHandleOutput.standardError("postie: \(problem)\n") }
+            throw ConfigurationError("\(first.setting): \(first.message)")
+        }
+        return settings
+    }
+
+    /// Prometheus metrics through swift-metrics; the registry the endpoint serves.
+    static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // POP3 sessions last from milliseconds (a poll) to the 10-minute idle timeout and beyond.
+        factory.durationHistogramBuckets["pop3_session_duration_seconds"] = [
+            .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),
+            .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(600), .seconds(1800),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+
+    /// Opens the store, binds every listener (as root if need be), drops privileges, loads
+    /// the passwd-file, then serves until a graceful shutdown.
+    private static func serve(
+        _ settings: ServerSettings, options: ServeOptions, tls: TLSProvider?, metrics: ServerMetrics,
+        registry: PrometheusCollectorRegistry, hangups: UnixSignalsSequence, threadPool: NIOThreadPool, logger: Logger
+    ) async throws {
+        let serverConfiguration = settings.serverConfiguration(tls: tls)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        let backend: StoreFactory.Backend
+        do {
+            backend = try await StoreFactory(settings).open(threadPool: threadPool, logger: logger, checkSchema: true)
+        } catch {
+            throw ConfigurationError(error.description)
+        }
+        if let database = backend.postgres {
+            logger.info("master: PostgreSQL store at \(database.url), pool of \(settings.database.poolSize)")
+            // First in the group, so it is shut down last, after the sessions using it.
+            services.append(.init(service: DatabaseService(store: database)))
+        }
+        let server = POP3Server(configuration: serverConfiguration, userDatabase: backend.users, mailStore: backend.store, logger: logger, metrics: metrics)
+        let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
+            configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
+            delivery: backend.delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
+        )
+        // LMTP first: once the POP3 port answers, every listener is bound.
+        let lmtpBound = try await lmtp?.bind() ?? []
+        let bound = try await server.bind()
+        if let endpoint = settings.metrics {
+            let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger)
+            try await exporter.bind()
+            services.append(.init(service: exporter))
+        }
+        if let runAs = settings.runAs {
+            try PrivilegeDrop.drop(to: runAs)
+            logger.info("master: Running as \(runAs) (uid \(getuid()), gid \(getgid()))")
+        }
+        if let passwdFile = backend.passwdFile {
+            do {
+                try await passwdFile.load()
+            } catch {
+                throw ConfigurationError("\(settings.origin(.passwdFile)): \(error)")
+            }
+        }
+        if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
+        if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
+        services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, tls: tls, metrics: metrics, logger: logger)))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services,
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                cancellationSignals: [],
+                logger: Logger(label: "postie.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() })
+            )
+        )
+        try await group.run()
+        logger.info("master: Stopped")
+    }
+}
+
+/// The PostgreSQL store's shared pool; when it stops, the store also closes the session
+/// connections it kept for reuse.
+struct DatabaseService: Service {
+    let store: PostgresStore
+
+    func run() async throws {
+        await store.run()
+    }
+}
+
+/// Serves listeners bound before privileges were dropped.
+struct BoundServer: Service {
+    let server: POP3Server
+    let bound: [POP3Server.BoundListener]
+
+    func run() async throws {
+        try await server.serve(bound)
+    }
+}
+
+/// Serves LMTP listeners bound before privileges were dropped.
+struct BoundLMTPServer: Service {
+    let server: LMTPServer
+    let bound: [LMTPServer.BoundListener]
+
+    func run() async throws {
+        try await server.serve(bound)
+    }
+}
+
+/// SIGHUP: re-read the flags' config file, then reload the TLS certificates and the policy
+/// (access lists, trusted networks, limits, brute-force settings) without dropping open
+/// sessions. Listeners, the passwd-file path and the Maildir template need a restart; the
+/// passwd-file's contents need nothing, they are re-read whenever the file changes.
+struct ReloadOnHangup: Service {
+    let signals: UnixSignalsSequence
+    let options: ServeOptions
+    let server: POP3Server
+    let tls: TLSProvider?
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in signals.cancelOnGracefulShutdown() {
+            let settings = await ServerSettings.load(options)
+            if !settings.errors.isEmpty {
+                for problem in settings.errors { logger.error("master: SIGHUP: configuration not reloaded: \(problem)") }
+                continue
+            }
+            server.updatePolicy(settings.policy(for: server.configuration))
+            if let tls {
+                do {
+                    try tls.reload()
+                    if let expiry = tls.earliestExpiry { metrics.certificateExpires(at: expiry) }
+                    logger.info("master: SIGHUP: reloaded policy and TLS certificates")
+                } catch {
+                    logger.error("master: SIGHUP: reloaded policy; kept the old TLS certificates: \(error)")
+                }
+            } else {
+                logger.info("master: SIGHUP: reloaded policy")
+            }
+        }
+    }
+}
+
+/// Writes to stderr or stdout without buffering, one write(2) per call.
+public enum FileHandleOutput {
+    public static func standardError(_ text: String) {
+        _ = text.withCString { write(2, $0, strlen($0)) }
+    }
+
+    public static func standardOutput(_ text: String) {
+        _ = text.withCString { write(1, $0, strlen($0)) }
+    }
+}

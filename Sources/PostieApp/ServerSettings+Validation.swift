@@ -1,0 +1,156 @@
+import DurableFiles
+import LMTPServer
+import NIOCore
+import POP3Server
+import PostgresStore
+import ServerKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension ServerSettings {
+    /// Checks that need no system access: a listener, a store with what it needs, and
+    /// settings that only make sense together.
+    mutating func validate() {
+        if listeners.isEmpty && lmtpListeners.isEmpty && errors.isEmpty {
+            problem(.listen, "no listener: give --listen ADDR:PORT, --listen-tls ADDR:PORT or --listen-lmtp ADDR:PORT")
+        }
+        for (setting, message) in StoreFactory.problems(with: self) {
+            problem(setting, message)
+        }
+        if store == .postgres, let url = try? DatabaseURLSource.load(file: databaseURLFile) {
+            annotate(.databaseURLFile, "database: \(url)")
+        }
+        if listeners.contains(where: \.implicitTLS) && tls == nil {
+            problem(.listenTLS, "implicit-TLS listeners need a certificate: give --tls-cert and --tls-key")
+        }
+        if listeners.contains(where: \.proxyProtocol) && trustedProxies.isEmpty {
+            problem(.listen, "a listener expects the PROXY protocol but no proxy is trusted: give --proxy-from CIDR")
+        }
+        for listener in lmtpListeners where !Self.isLoopback(listener) && (listener.access?.allow.isEmpty ?? true) {
+            problem(.listenLMTP, "\(listener.address): LMTP has no authentication, so whoever can connect can deliver mail; add allow=CIDR for the MTA's address", .warning)
+        }
+        if requireTLS && tls == nil {
+            problem(.requireTLS, "needs a certificate: give --tls-cert and --tls-key")
+        }
+        if tls == nil && !listeners.isEmpty && !trustedNetworks.isEmpty
+            && listeners.contains(where: { !$0.implicitTLS && !Self.isLoopback($0) }) {
+            problem(.tlsCert, "no TLS: passwords cross non-loopback listeners in clear text (allowed from trusted_networks only)", .warning)
+        }
+    }
+
+    private static func isLoopback(_ listener: Listener) -> Bool {
+        ["127.0.0.1", "::1", "localhost"].contains(listener.host)
+    }
+
+    /// Checks that touch the system, for `config check`: files readable, certificates
+    /// loadable, users existing.
+    public mutating func checkResources() {
+        if let passwdFile {
+            var st = stat()
+            if stat(passwdFile, &st) != 0 {
+                problem(.passwdFile, "cannot read \(passwdFile): \(String(cString: strerror(errno)))")
+            } else if (st.st_mode & S_IFMT) != S_IFREG {
+                problem(.passwdFile, "\(passwdFile) is not a regular file")
+            } else if Glibc.access(passwdFile, R_OK) != 0 {
+                problem(.passwdFile, "cannot read \(passwdFile): \(String(cString: strerror(errno)))")
+            } else if (st.st_mode & 0o004) != 0 {
+                problem(.passwdFile, "\(passwdFile) is readable by every user; make it 0640 or stricter", .warning)
+            }
+        }
+        if store == .postgres, let file = databaseURLFile {
+            var st = stat()
+            if stat(file, &st) == 0, (st.st_mode & 0o004) != 0 {
+                problem(.databaseURLFile, "\(file) holds a database password and is readable by every user; make it 0600 or 0640", .warning)
+            }
+        }
+        if let tls {
+            do {
+                let provider = try TLSProvider(settings: tls)
+                if let expiry = provider.earliestExpiry {
+                    let days = (expiry - Int(time(nil))) / 86_400
+                    if expiry < Int(time(nil)) {
+                        problem(.tlsCert, "certificate \(tls.certificates[0].certificatePath) has expired")
+                    } else if days < 14 {
+                        problem(.tlsCert, "certificate expires in \(days) days", .warning)
+                    }
+                }
+            } catch {
+                problem("\(error)".contains("private key") ? .tlsKey : .tlsCert, "\(error)")
+            }
+        }
+        if let runAs {
+            let parts = runAs.split(separator: ":")
+            let name = String(parts.first ?? "")
+            if getpwnam(name) == nil { problem(.runAs, "no such user '\(name)'") }
+            if parts.count == 2 && getgrnam(String(parts[1])) == nil { problem(.runAs, "no such group '\(parts[1])'") }
+        }
+    }
+
+    /// With the PostgreSQL store: the database answers and its schema is the one needed.
+    public mutating func checkDatabase() async {
+        guard store == .postgres, let url = try? DatabaseURLSource.load(file: databaseURLFile) else { return }
+        if let problem = await StoreFactory.schemaProblem(url: url, options: database) {
+            self.problem(.databaseURLFile, problem)
+        }
+    }
+
+    /// What is wrong with a `dovecot_control` template, if anything (shared by `serve` and
+    /// `deliver`).
+    public static func dovecotControlProblem(_ template: String, maildir: String?) -> String? {
+        if !template.contains("%u") && !template.contains("%n") && !template.contains("%h") && !template.hasPrefix("~") {
+            return "'\(template)' does not contain %u, %n, %h or ~, so every user would share one dovecot-uidlist"
+        }
+        if template == maildir {
+            return "'\(template)' is the Maildir itself, where dovecot-uidlist is found anyway; leave it out"
+        }
+        return nil
+    }
+
+    // MARK: - Server configurations
+
+    /// The POP3 server's configuration (RFC 1939, RFC 2449 CAPA and RFC 2595 STLS settings).
+    func serverConfiguration(tls: TLSProvider?) -> POP3ServerConfiguration {
+        var configuration = POP3ServerConfiguration(
+            listeners: listeners,
+            idleTimeout: .seconds(Int64(idleTimeout)),
+            tls: tls,
+            trustedNetworks: trustedNetworks,
+            requireTLS: requireTLS,
+            access: access,
+            trustedProxies: trustedProxies,
+            limits: limits
+        )
+        configuration.bruteForce = bruteForce
+        configuration.authMechanisms = authMechanisms
+        configuration.apop = apop
+        configuration.loginDelay = loginDelay
+        configuration.expire = expire
+        return configuration
+    }
+
+    /// The policy part of the settings, which SIGHUP can change in a running server.
+    func policy(for configuration: POP3ServerConfiguration) -> POP3Server.Policy {
+        var copy = configuration
+        copy.listeners = listeners
+        copy.trustedNetworks = trustedNetworks
+        copy.requireTLS = requireTLS
+        copy.access = access
+        copy.limits = limits
+        copy.bruteForce = bruteForce
+        return POP3Server.Policy(copy)
+    }
+
+    /// The LMTP server's configuration (RFC 2033).
+    func lmtpConfiguration(idleTimeout: TimeAmount) -> LMTPServerConfiguration {
+        LMTPServerConfiguration(
+            listeners: lmtpListeners,
+            maxMessageSize: lmtpMaxSize,
+            maxRecipients: lmtpMaxRecipients,
+            recipientMapping: lmtpRecipient,
+            spoolDirectory: lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory(),
+            idleTimeout: idleTimeout
+        )
+    }
+}

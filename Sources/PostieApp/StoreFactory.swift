@@ -1,0 +1,319 @@
+import ArgumentParser
+import Logging
+import MailBackend
+import MaildirStore
+import NIOPosix
+import Passwords
+import PostgresNIO
+import PostgresStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where users and mail live.
+public enum StoreKind: String, Sendable {
+    case maildir, postgres
+}
+
+/// The database URL: from `--database-url-file` / `database_url_file` if set, else from the
+/// POSTIE_DATABASE_URL environment variable. Never from a flag, so no password shows in `ps`.
+public enum DatabaseURLSource {
+    public static let environmentVariable = "POSTIE_DATABASE_URL"
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public static func load(file: String?) throws(Failure) -> DatabaseURL {
+        let text: String
+        let origin: String
+        if let file {
+            guard let contents = readSmallFile(file) else {
+                throw Failure(description: "cannot read \(file): \(String(cString: strerror(errno)))")
+            }
+            // The first non-blank line that is not a # comment.
+            let lines = contents.split(whereSeparator: \.isNewline).map { $0.trimmingWhitespace() }
+            guard let line = lines.first(where: { !$0.isEmpty && !$0.hasPrefix("#") }) else {
+                throw Failure(description: "\(file) holds no database URL")
+            }
+            text = line
+            origin = file
+        } else if let value = getenv(environmentVariable) {
+            text = String(cString: value)
+            origin = environmentVariable
+        } else {
+            throw Failure(description: "no database: set \(environmentVariable) or give --database-url-file FILE (postgres://user:password@host:port/dbname)")
+        }
+        do {
+            return try DatabaseURL(parsing: text)
+        } catch {
+            throw Failure(description: "\(origin): \(error)")
+        }
+    }
+
+    /// At most 64 KiB of a file; nil with errno set if it cannot be opened.
+    private static func readSmallFile(_ path: String) -> String? {
+        guard let handle = fopen(path, "re") else { return nil }
+        defer { fclose(handle) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < 65_536 {
+            let n = buffer.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, handle) }
+            if n == 0 { break }
+            bytes += buffer[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingWhitespace() -> String {
+        String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+    }
+}
+
+/// The one place that turns settings into a user database, a mail store and a delivery:
+/// a passwd-file with Maildirs, or PostgreSQL. Every command (`serve`, `deliver`, `user`,
+/// `db`, `config check`, the demo) chooses and opens its store here.
+public struct StoreFactory: Sendable {
+    public enum Location: Sendable {
+        /// Users in a Dovecot-style passwd-file; mail in Maildirs (nil: the command needs none).
+        case files(passwdFile: String, maildir: String?, dovecotControl: String?)
+        /// Users and mail in PostgreSQL.
+        case postgres(DatabaseSource)
+    }
+
+    public var location: Location
+    /// How Maildir messages get their UIDLs.
+    public var uidl = UIDLSettings()
+    /// Days after retrieval before a message is deleted (RFC 2449 EXPIRE); nil: never.
+    public var expireDays: Int?
+    /// Pooled database connections; nil: the settings' or the default.
+    public var poolSize: Int?
+
+    public init(_ location: Location) {
+        self.location = location
+    }
+
+    /// A command that names its store with flags, and so words refusals its own way.
+    public enum Command: Sendable {
+        /// `postie deliver`: `--store maildir|postgres`, `--maildir`, `--passwd-file`, `--dovecot-control`.
+        case deliver
+        /// `postie user`: `--store passwd-file|postgres`, `--passwd-file`.
+        case userAdmin
+    }
+
+    /// A refused combination of flags (a usage error).
+    public struct Refusal: Error, CustomStringConvertible, Equatable {
+        public var description: String
+    }
+
+    /// The store a command's flags name, or why they name none.
+    public static func choose(
+        store: String?, passwdFile: String?, maildir: String? = nil, dovecotControl: String? = nil,
+        database: DatabaseSource, for command: Command
+    ) throws(Refusal) -> StoreFactory {
+        let filesName = command == .deliver ? "maildir" : "passwd-file"
+        switch store?.lowercased() {
+        case nil, "maildir", "passwd-file" where command == .userAdmin:
+            switch command {
+            case .deliver:
+                guard let passwdFile, let maildir else {
+                    throw Refusal(description: "give --maildir TEMPLATE and --passwd-file FILE, or --store postgres")
+                }
+                if let dovecotControl, let problem = ServerSettings.dovecotControlProblem(dovecotControl, maildir: maildir) {
+                    throw Refusal(description: "--dovecot-control: \(problem)")
+                }
+                return StoreFactory(.files(passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl))
+            case .userAdmin:
+                guard let passwdFile else { throw Refusal(description: "give --passwd-file FILE, or --store postgres") }
+                return StoreFactory(.files(passwdFile: passwdFile, maildir: nil, dovecotControl: nil))
+            }
+        case "postgres":
+            switch command {
+            case .deliver where passwdFile != nil || maildir != nil || dovecotControl != nil:
+                throw Refusal(description: "--maildir, --dovecot-control and --passwd-file are not used with --store postgres")
+            case .userAdmin where passwdFile != nil:
+                throw Refusal(description: "--passwd-file is not used with --store postgres")
+            default:
+                return StoreFactory(.postgres(database))
+            }
+        case let other?:
+            throw Refusal(description: "--store '\(other)' is not \(filesName) or postgres")
+        }
+    }
+
+    /// The store `serve` settings name; call only once ``problems(with:)`` found nothing.
+    public init(_ settings: ServerSettings) {
+        switch settings.store {
+        case .maildir:
+            location = .files(passwdFile: settings.passwdFile ?? "", maildir: settings.maildir, dovecotControl: settings.dovecotControl)
+        case .postgres:
+            location = .postgres(DatabaseSource(urlFile: settings.databaseURLFile))
+            database = settings.database
+        }
+        uidl = UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL)
+        expireDays = Int(settings.expire)
+    }
+
+    /// Fully resolved database options for `serve` (the settings' pool, timeouts, keepalive).
+    private var database: PostgresStoreOptions?
+
+    /// What is wrong with the store settings of `serve` and `config check`, by setting.
+    public static func problems(with settings: ServerSettings) -> [(Setting, String)] {
+        var found: [(Setting, String)] = []
+        switch settings.store {
+        case .postgres:
+            if settings.passwdFile != nil { found.append((.passwdFile, "not used with store: postgres (users live in the database); remove it")) }
+            if settings.maildir != nil { found.append((.maildir, "not used with store: postgres (mail lives in the database); remove it")) }
+            if settings.dovecotControl != nil { found.append((.dovecotControl, "not used with store: postgres; remove it")) }
+            if settings.uidlFormat != nil || settings.reuseXUIDL {
+                found.append((settings.uidlFormat != nil ? .pop3UIDLFormat : .pop3ReuseXUIDL, "not used with store: postgres (UIDLs are fixed at delivery as %08Xu%08Xv); remove it"))
+            }
+            do {
+                _ = try DatabaseURLSource.load(file: settings.databaseURLFile)
+            } catch {
+                found.append((.databaseURLFile, "\(error)"))
+            }
+        case .maildir:
+            if settings.passwdFile == nil { found.append((.passwdFile, "no user database: give --passwd-file FILE")) }
+            if let maildir = settings.maildir {
+                if !maildir.contains("%u") && !maildir.contains("%n") && !maildir.contains("%h") && !maildir.hasPrefix("~") {
+                    found.append((.maildir, "'\(maildir)' does not contain %u, %n, %h or ~, so every user would share one Maildir"))
+                }
+            } else {
+                found.append((.maildir, "no mail location: give --maildir TEMPLATE"))
+            }
+            if let control = settings.dovecotControl, let problem = ServerSettings.dovecotControlProblem(control, maildir: settings.maildir) {
+                found.append((.dovecotControl, problem))
+            }
+        }
+        return found
+    }
+
+    // MARK: - Opening
+
+    /// Why a store could not be opened.
+    public enum OpenError: Error, CustomStringConvertible {
+        /// No usable database URL (the environment variable or the file).
+        case url(String)
+        /// The database refused or did not answer; the URL (without password) and why.
+        case database(String)
+
+        public var description: String {
+            switch self {
+            case .url(let text), .database(let text): text
+            }
+        }
+    }
+
+    /// The opened backend: the seams a server or a delivery uses.
+    public struct Backend: Sendable {
+        public let users: any UserDatabase
+        public let store: any MailStore
+        public let delivery: any MailDelivery
+        /// The passwd-file, to load once privileges are dropped; nil with PostgreSQL.
+        public let passwdFile: PasswdFileDatabase?
+        /// The database whose pool must run while the backend is used; nil with files.
+        public let postgres: PostgresStore?
+
+        /// Runs `body` with the database pool running beside it (nothing to run for files).
+        public func withPool<T: Sendable>(_ body: @Sendable () async -> T) async -> T {
+            guard let postgres else { return await body() }
+            return await withTaskGroup(of: T?.self) { group in
+                group.addTask { await postgres.run(); return nil }
+                let result = await body()
+                group.cancelAll()
+                return result
+            }
+        }
+    }
+
+    /// Opens the store. `checkSchema`: with PostgreSQL, connect now and check the schema
+    /// version (a ``OpenError/database(_:)`` if it is not the one needed).
+    public func open(threadPool: NIOThreadPool, logger: Logger, checkSchema: Bool = false) async throws(OpenError) -> Backend {
+        switch location {
+        case .files(let passwdFile, let maildir, let dovecotControl):
+            let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
+            var maildirs = MaildirStore(template: maildir ?? "", threadPool: threadPool, logger: logger, expireDays: expireDays, uidl: uidl)
+            maildirs.dovecotControlTemplate = dovecotControl
+            let delivery = MaildirDelivery(store: maildirs, users: users, logger: logger)
+            return Backend(users: users, store: maildirs, delivery: delivery, passwdFile: users, postgres: nil)
+        case .postgres(let flags):
+            let (url, database) = try postgres(flags, threadPool: threadPool, logger: logger)
+            if checkSchema, let problem = await Self.schemaProblem(store: database) {
+                throw .database("\(url): \(problem)")
+            }
+            return Backend(users: database, store: database, delivery: database, passwdFile: nil, postgres: database)
+        }
+    }
+
+    /// A PostgreSQL store from the database flags (or the settings' options for `serve`).
+    public func postgres(_ source: DatabaseSource, threadPool: NIOThreadPool = .singleton, logger: Logger) throws(OpenError) -> (DatabaseURL, PostgresStore) {
+        let url: DatabaseURL
+        do { url = try DatabaseURLSource.load(file: source.urlFile) } catch { throw .url("\(error)") }
+        var options = database ?? PostgresStoreOptions()
+        if database == nil {
+            if let poolSize { options.poolSize = poolSize }
+            if let t = source.connectTimeout, t > 0 { options.connectTimeout = .seconds(Int64(t)) }
+        }
+        do {
+            return (url, try PostgresStore(url: url, options: options, threadPool: threadPool, logger: logger, expireDays: expireDays))
+        } catch {
+            throw .database("\(url): \(PostgresStore.describe(error))")
+        }
+    }
+
+    /// Why the database cannot be used, if it cannot (`config check`).
+    public static func schemaProblem(url: DatabaseURL, options: PostgresStoreOptions) async -> String? {
+        do {
+            return await schemaProblem(store: try PostgresStore(url: url, options: options)).map { "\(url): \($0)" }
+        } catch {
+            return "\(url): cannot use the database: \(PostgresStore.describe(error))"
+        }
+    }
+
+    private static func schemaProblem(store: PostgresStore) async -> String? {
+        do {
+            try await store.checkSchema()
+            return nil
+        } catch let error as SchemaError {
+            return "\(error)"
+        } catch {
+            return "cannot use the database: \(PostgresStore.describe(error))"
+        }
+    }
+
+    /// Runs `body` on one connection of its own (no pool), for an administrative command
+    /// (`postie db migrate`, `postie user` with PostgreSQL).
+    public static func withConnection<T>(
+        _ source: DatabaseSource, purpose: String, _ body: (PostgresStore, PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let factory = StoreFactory(.postgres(source))
+        let opened: (DatabaseURL, PostgresStore)
+        do {
+            opened = try factory.postgres(source, logger: quietLogger)
+        } catch .url(let message) {
+            throw ValidationError(message)
+        }
+        let (url, store) = opened
+        let connection: PostgresConnection
+        do {
+            connection = try await store.connect(purpose: purpose)
+        } catch {
+            throw ConfigurationError("\(url): cannot connect: \(PostgresStore.describe(error))")
+        }
+        do {
+            let result = try await body(store, connection)
+            try? await connection.close()
+            return result
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    /// A logger that logs nothing, for one-shot commands whose errors are printed instead.
+    public static var quietLogger: Logger { Logger(label: "postie.db", factory: { _ in SwiftLogNoOpLogHandler() }) }
+}
