@@ -43,21 +43,31 @@ public struct Delivery: Sendable {
     public var spoolDirectory: String?
     /// The descriptor the message is read from.
     public var input: Int32 = 0
+    /// How the recipient is normalised before lookup, as `serve` normalises logins.
+    public var usernameFormat = UsernameFormat.dovecotDefault
 
     public init(user: String) {
         self.user = user
     }
 
     /// Chooses the store from the command's flags and delivers.
-    public func run(store: String?, passwdFile: String?, maildir: String?, dovecotControl: String?, database: DatabaseSource) async -> Outcome {
+    public func run(
+        store: String?, passwdFile: String?, maildir: String?, dovecotControl: String?, database: DatabaseSource,
+        usernameFormat template: String? = nil, defaultDomain: String? = nil
+    ) async -> Outcome {
         guard maxSize > 0 else { return Outcome(status: .usage, message: "--max-size must be positive") }
+        var delivery = self
+        switch ServerSettings.usernameFormat(template: template, defaultDomain: defaultDomain) {
+        case .success(let format): delivery.usernameFormat = format
+        case .failure(let failure): return Outcome(status: .usage, message: "--\(failure.setting.spec.flag ?? failure.setting.key): \(failure.message)")
+        }
         let factory: StoreFactory
         do {
             factory = try StoreFactory.choose(store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database, for: .deliver)
         } catch {
             return Outcome(status: .usage, message: error.description)
         }
-        return await run(factory)
+        return await delivery.run(factory)
     }
 
     /// Delivers into the store `factory` opens (a pool of one connection with PostgreSQL).
@@ -87,7 +97,7 @@ public struct Delivery: Sendable {
         // The user first: an unknown user is refused before the message is read.
         var recipient: String?
         do {
-            for candidate in RecipientMapping.auto.candidates(for: user) {
+            for candidate in RecipientMapping.auto.candidates(for: user).map(usernameFormat.normalize) {
                 if try await delivery.recipientExists(candidate) {
                     recipient = candidate
                     break

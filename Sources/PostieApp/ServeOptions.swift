@@ -39,6 +39,8 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.lmtpSpoolDir), help: .setting(.lmtpSpoolDir)) public var lmtpSpoolDir: String?
     @Option(name: .setting(.pop3UIDLFormat), help: .setting(.pop3UIDLFormat)) public var pop3UIDLFormat: String?
     @Flag(name: .setting(.pop3ReuseXUIDL), help: .setting(.pop3ReuseXUIDL)) public var pop3ReuseXUIDL = false
+    @Option(name: .setting(.authUsernameFormat), help: .setting(.authUsernameFormat)) public var usernameFormat: String?
+    @Option(name: .setting(.authDefaultDomain), help: .setting(.authDefaultDomain)) public var defaultDomain: String?
     @Option(name: .setting(.store), help: .setting(.store)) public var store: String?
 
     @OptionGroup public var database: DatabaseOptions

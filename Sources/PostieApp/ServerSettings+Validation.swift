@@ -127,6 +127,7 @@ extension ServerSettings {
         configuration.apop = apop
         configuration.loginDelay = loginDelay
         configuration.expire = expire
+        configuration.usernameFormat = usernameFormat
         return configuration
     }
 
@@ -150,7 +151,8 @@ extension ServerSettings {
             maxRecipients: lmtpMaxRecipients,
             recipientMapping: lmtpRecipient,
             spoolDirectory: lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory(),
-            idleTimeout: idleTimeout
+            idleTimeout: idleTimeout,
+            usernameFormat: usernameFormat
         )
     }
 }

@@ -2,6 +2,7 @@ import Configuration
 import LMTPCore
 import LMTPServer
 import Logging
+import MailBackend
 import MaildirStore
 import NIOSSL
 import POP3Server
@@ -60,6 +61,8 @@ public struct ServerSettings: Sendable {
     /// Postie's own form elsewhere (see UIDLSettings).
     public var uidlFormat: UIDLFormat?
     public var reuseXUIDL = false
+    /// Dovecot's auth_username_format and auth_default_domain.
+    public var usernameFormat = UsernameFormat.dovecotDefault
     public var store = StoreKind.maildir
     public var databaseURLFile: String?
     public var database = PostgresStoreOptions()
@@ -316,6 +319,13 @@ public struct ServerSettings: Sendable {
         reuseXUIDL = input.bool(.pop3ReuseXUIDL) ?? false
         show(.pop3ReuseXUIDL, raw: "\(reuseXUIDL)")
 
+        switch Self.usernameFormat(template: input.string(.authUsernameFormat), defaultDomain: input.string(.authDefaultDomain)) {
+        case .success(let format): usernameFormat = format
+        case .failure(let failure): problem(failure.setting, failure.message)
+        }
+        show(.authUsernameFormat, usernameFormat.template)
+        show(.authDefaultDomain, usernameFormat.defaultDomain)
+
         if let level = input.string(.logLevel) {
             if let parsed = Logger.Level(rawValue: level.lowercased()) {
                 logLevel = parsed
@@ -329,6 +339,23 @@ public struct ServerSettings: Sendable {
     // MARK: - The effective configuration
 
     /// Records a value as YAML: a quoted string, or a comment when unset.
+    /// A problem with one setting, for a reader that is not a ``ServerSettings`` (`deliver`).
+    public struct SettingFailure: Error, Sendable {
+        public var setting: Setting
+        public var message: String
+    }
+
+    /// `auth_username_format` (default `%Lu`) with `auth_default_domain`, as Dovecot reads them.
+    public static func usernameFormat(template: String?, defaultDomain: String?) -> Result<UsernameFormat, SettingFailure> {
+        let template = template ?? UsernameFormat.dovecotDefault.template
+        let domain = defaultDomain.flatMap { $0.isEmpty ? nil : $0 }
+        if let format = UsernameFormat(template, defaultDomain: domain) { return .success(format) }
+        if UsernameFormat(template) == nil {
+            return .failure(SettingFailure(setting: .authUsernameFormat, message: "'\(template)' is not a user name template: %u, %n or %d, each with L or U at most, and %% (Dovecot's auth_username_format)"))
+        }
+        return .failure(SettingFailure(setting: .authDefaultDomain, message: "'\(domain ?? "")' is not a domain name"))
+    }
+
     private mutating func show(_ setting: Setting, _ text: String?, comment: String? = nil) {
         effective[setting] = (text.map(Self.quoted), comment)
     }

@@ -53,6 +53,8 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case lmtpSpoolDir = "lmtp_spool_dir"
     case pop3UIDLFormat = "pop3_uidl_format"
     case pop3ReuseXUIDL = "pop3_reuse_xuidl"
+    case authUsernameFormat = "auth_username_format"
+    case authDefaultDomain = "auth_default_domain"
     case logLevel = "log_level"
 
     /// The key in the YAML file.
@@ -109,6 +111,8 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .lmtpSpoolDir: Spec(flag: "lmtp-spool-dir", valueName: "dir", help: "Where incoming LMTP messages are spooled while received (default $TMPDIR or /tmp).", defaultText: "$TMPDIR or /tmp")
         case .pop3UIDLFormat: Spec(flag: "pop3-uidl-format", valueName: "format", help: "UIDLs as Dovecot's pop3_uidl_format makes them: %u UID, %v UIDVALIDITY, %f file name, %g GUID, e.g. %08Xu%08Xv (Dovecot's default); see docs/migration.md.", defaultText: "none")
         case .pop3ReuseXUIDL: Spec(flag: "pop3-reuse-xuidl", valueName: nil, help: "Use a message's X-UIDL: header as its UIDL when it has one (Dovecot's pop3_reuse_xuidl).", defaultText: "false")
+        case .authUsernameFormat: Spec(flag: "username-format", valueName: "format", help: "How login names are normalised before any lookup, as Dovecot's auth_username_format: %Lu lower-cased (default), %u as typed, %Ln local part, %Ld domain.", defaultText: "%Lu")
+        case .authDefaultDomain: Spec(flag: "default-domain", valueName: "domain", help: "Appended as @DOMAIN to a login name typed without one (Dovecot's auth_default_domain).", defaultText: "none")
         case .store: Spec(flag: "store", valueName: "store", help: "Where users and mail live: maildir (--passwd-file and --maildir, the default) or postgres (POSTIE_DATABASE_URL or --database-url-file).", defaultText: "maildir")
         case .databaseURLFile: Spec(flag: "database-url-file", valueName: "file", help: "A file holding the PostgreSQL URL (postgres://user:password@host:port/dbname); default: the POSTIE_DATABASE_URL environment variable.", defaultText: "none")
         case .databasePoolSize: Spec(flag: "database-pool-size", valueName: "n", help: "Most pooled connections for logins and delivery (default 10); each POP3 session uses one more of its own.", defaultText: "10")

@@ -53,11 +53,16 @@ struct Deliver: AsyncParsableCommand {
     @Option(name: .customLong("spool-dir"), help: ArgumentHelp("Where the message is spooled while read (default $TMPDIR or /tmp).", valueName: "dir"))
     var spoolDir: String?
 
+    @Option(name: .setting(.authUsernameFormat), help: .setting(.authUsernameFormat)) var usernameFormat: String?
+    @Option(name: .setting(.authDefaultDomain), help: .setting(.authDefaultDomain)) var defaultDomain: String?
+
     func run() async throws {
         var delivery = Delivery(user: user)
         delivery.maxSize = maxSize
         delivery.spoolDirectory = spoolDir
-        let outcome = await delivery.run(store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database.source)
+        let outcome = await delivery.run(
+            store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database.source,
+            usernameFormat: usernameFormat, defaultDomain: defaultDomain)
         if let message = outcome.message { FileHandleOutput.standardError("postie deliver: \(message)\n") }
         if outcome.status != .ok { throw ExitCode(outcome.status.rawValue) }
     }

@@ -18,7 +18,8 @@ struct DeliveryTests {
         }
 
         func deliver(_ message: String, to user: String = "alice", maxSize: Int? = nil, store: String? = nil,
-                     maildir: String? = nil, database: DatabaseSource = DatabaseSource()) async throws -> Delivery.Outcome {
+                     maildir: String? = nil, database: DatabaseSource = DatabaseSource(),
+                     usernameFormat: String? = nil, defaultDomain: String? = nil) async throws -> Delivery.Outcome {
             let input = try dir.write("message-\(UUID().uuidString)", message)
             let fd = open(input, O_RDONLY)
             defer { close(fd) }
@@ -28,7 +29,8 @@ struct DeliveryTests {
             if let maxSize { delivery.maxSize = maxSize }
             return await delivery.run(store: store, passwdFile: store == "postgres" ? nil : passwdFile,
                                       maildir: store == "postgres" ? nil : (maildir ?? dir.path + "/mail/%u"),
-                                      dovecotControl: nil, database: database)
+                                      dovecotControl: nil, database: database,
+                                      usernameFormat: usernameFormat, defaultDomain: defaultDomain)
         }
     }
 
@@ -51,6 +53,16 @@ struct DeliveryTests {
         defer { setup.dir.remove() }
         #expect(try await setup.deliver("Subject: hi\n\nbody\n", to: "alice@example.org") == .delivered)
         #expect(setup.dir.files(in: "mail/alice/new").count == 1)
+    }
+
+    /// The recipient is normalised as serve normalises logins (auth_username_format %Lu).
+    @Test func recipientsAreNormalisedAsLoginsAre() async throws {
+        let setup = try Setup()
+        defer { setup.dir.remove() }
+        #expect(try await setup.deliver("Subject: hi\n\nbody\n", to: "ALICE") == .delivered)
+        #expect(setup.dir.files(in: "mail/alice/new").count == 1)
+        #expect(try await setup.deliver("Subject: hi\n\nbody\n", to: "ALICE", usernameFormat: "%u").status == .noUser)
+        #expect(try await setup.deliver("x\n", usernameFormat: "%q").status == .usage)
     }
 
     @Test func emptyMessage() async throws {

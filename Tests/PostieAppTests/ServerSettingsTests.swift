@@ -111,6 +111,22 @@ struct ServerSettingsTests {
         #expect(settings.errors.first?.message.hasPrefix("cannot read config file /nonexistent/postie.yaml") == true)
     }
 
+    /// Dovecot's auth_username_format and auth_default_domain, from flags or the file.
+    @Test func usernameFormat() async throws {
+        let defaults = try await Self.load(Self.minimal)
+        #expect(defaults.usernameFormat == .dovecotDefault)
+        let flags = try await Self.load(Self.minimal + ["--username-format", "%Ln", "--default-domain", "example.org"])
+        #expect(flags.problems.isEmpty)
+        #expect(flags.usernameFormat.normalize("Bob") == "bob")
+        #expect(flags.usernameFormat.defaultDomain == "example.org")
+        #expect(flags.serverConfiguration(tls: nil).usernameFormat == flags.usernameFormat)
+        #expect(flags.lmtpConfiguration(idleTimeout: .seconds(1)).usernameFormat == flags.usernameFormat)
+        let bad = try await Self.load(Self.minimal + ["--username-format", "%x"])
+        #expect(bad.errors.map(\.setting) == ["--username-format"])
+        let badDomain = try await Self.load(Self.minimal + ["--default-domain", "a@b"])
+        #expect(badDomain.errors.map(\.setting) == ["--default-domain"])
+    }
+
     @Test func badValues() async throws {
         let settings = try await Self.load(Self.minimal + [
             "--idle-timeout", "0", "--log-level", "loud", "--tls-cert", "c.pem", "--auth-mechanisms", "PLAIN FOO",
