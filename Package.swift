@@ -56,7 +56,7 @@ let package = Package(
         /// errors that cross them. Stores and user databases import this, never a server.
         .target(
             name: "MailBackend",
-            dependencies: ["SASL", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SASL", "POP3Core", "DurableFiles", .product(name: "NIOCore", package: "swift-nio")]
         ),
         /// One server skeleton for every listener (POP3, LMTP): bind then serve, graceful
         /// shutdown, listener addresses, CIDR access lists, PROXY protocol, TLS, idle timeout,
@@ -294,7 +294,7 @@ let package = Package(
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "MailBackend", "DurableFiles", "POP3Core"]),
         .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "MailBackendTests", dependencies: ["MailBackend"]),
+        .testTarget(name: "MailBackendTests", dependencies: ["MailBackend", "DurableFiles"]),
         .testTarget(
             name: "ServerKitTests",
             dependencies: [

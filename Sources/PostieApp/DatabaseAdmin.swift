@@ -75,8 +75,8 @@ public enum DatabaseAdmin {
 }
 
 /// Writes a message file's canonical CRLF form to a private temporary file, counting its size
-/// and header size, on a thread pool, with the one canonicaliser LMTP and `postie deliver` use:
-/// for a Maildir file that gives exactly the octets the Maildir store serves for it.
+/// and header size, on a thread pool (``MessageIntake``, as `postie deliver`): for a Maildir
+/// file that gives exactly the octets the Maildir store serves for it.
 enum MessageSpool {
     static func canonicalize(_ path: String) async throws -> SpooledMessage {
         try await NIOThreadPool.singleton.runIfActive { try canonicalizeBlocking(path) }
@@ -86,30 +86,15 @@ enum MessageSpool {
         let input = try POSIX.open(path, O_RDONLY)
         defer { close(input) }
         let spool = try SpoolFile.createBlocking(in: getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp")
-        let spoolPath = spool.path
-        do {
-            var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
-            let allocator = ByteBufferAllocator()
-            var raw = allocator.buffer(capacity: 256 * 1024)
-            while true {
-                raw.clear()
-                let n = try raw.writeWithUnsafeMutableBytes(minimumWritableBytes: 256 * 1024) { pointer -> Int in
-                    try POSIX.read(input, into: pointer, path: path)
-                }
-                var canonical = allocator.buffer(capacity: 2 * n + 2)
-                if n == 0 {
-                    canonicalizer.finish(into: &canonical)
-                } else {
-                    _ = raw.withUnsafeReadableBytes { canonicalizer.process($0, into: &canonical) }
-                }
-                try spool.writeBlocking(canonical)
-                if n == 0 { break }
-            }
-            try spool.closeBlocking()
-            return SpooledMessage(path: spoolPath, size: canonicalizer.size, headerSize: canonicalizer.effectiveHeaderSize)
-        } catch {
+        switch MessageIntake.spool(from: input, name: path, into: spool) {
+        case .success(let message):
+            return message
+        case .failure(let failure):
             spool.removeBlocking()
-            throw error
+            switch failure {
+            case .read(let error), .spool(let error): throw error
+            case .tooBig: throw SystemError.system("read", path, EFBIG)
+            }
         }
     }
 }

@@ -124,90 +124,26 @@ public struct Delivery: Sendable {
     private func spoolAndDeliver(spool: SpoolFile, to recipient: String, delivery: any MailDelivery, threadPool: NIOThreadPool) async -> Outcome {
         let limit = maxSize
         let input = input
-        let read: Result<(size: Int, headerSize: Int), SpoolInputError>
+        let read: Result<SpooledMessage, MessageIntake.Failure>
         do {
-            read = try await threadPool.runIfActive { Self.spool(input, to: spool, maxSize: limit) }
+            read = try await threadPool.runIfActive {
+                MessageIntake.spool(from: input, name: "standard input", into: spool, maxSize: limit, droppingMboxFromLine: true)
+            }
         } catch {
             return Outcome(status: .tempFail, message: "\(error)")
         }
-        let size: Int, headerSize: Int
+        let message: SpooledMessage
         switch read {
-        case .success(let result): (size, headerSize) = result
-        case .failure(.empty): return Outcome(status: .dataError, message: "empty message on standard input")
+        case .success(let spooled) where spooled.size == 0: return Outcome(status: .dataError, message: "empty message on standard input")
+        case .success(let spooled): message = spooled
         case .failure(.tooBig): return Outcome(status: .dataError, message: "message larger than \(limit) octets (--max-size)")
-        case .failure(.read(let code)): return Outcome(status: .ioError, message: "reading standard input failed: \(String(cString: strerror(code)))")
+        case .failure(.read(let error)): return Outcome(status: .ioError, message: "reading standard input failed: \(String(cString: strerror(error.errno)))")
         case .failure(.spool(let error)): return Outcome(status: .tempFail, message: "\(error)")
         }
-        let results = await delivery.deliver(SpooledMessage(path: spool.path, size: size, headerSize: headerSize), to: [recipient])
+        let results = await delivery.deliver(message, to: [recipient])
         guard let error = results.first ?? nil else { return .delivered }
         if error == .noSuchUser(recipient) { return Outcome(status: .noUser, message: "no such user: \(recipient)") }
         let detail = error.logDetail.map { "\(error.message) (\($0))" } ?? error.message
         return Outcome(status: error.isTemporary ? .tempFail : .cannotCreate, message: "delivery to \(recipient) failed: \(detail)")
-    }
-
-    enum SpoolInputError: Error {
-        case empty
-        case tooBig
-        case read(Int32)
-        case spool(SystemError)
-    }
-
-    /// Reads `input` to the end into the spool file in canonical CRLF form, dropping a
-    /// leading mbox `From ` line (Exim's pipe transport adds one). Blocking: runs on the
-    /// thread pool.
-    static func spool(_ input: Int32, to spool: SpoolFile, maxSize: Int) -> Result<(size: Int, headerSize: Int), SpoolInputError> {
-        var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
-        let allocator = ByteBufferAllocator()
-        var output = allocator.buffer(capacity: 300 * 1024)
-        /// Octets read before deciding whether the input starts with a `From ` line.
-        var head = allocator.buffer(capacity: 16)
-        var decided = false
-        var skippingFromLine = false
-        func flush() -> SpoolInputError? {
-            guard output.readableBytes > 0 else { return nil }
-            do { try spool.writeBlocking(output) } catch { return .spool(error) }
-            output.clear()
-            return nil
-        }
-        func consume(_ chunk: inout ByteBuffer) -> SpoolInputError? {
-            if skippingFromLine {
-                guard let lf = chunk.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-                chunk.moveReaderIndex(to: lf + 1)
-                skippingFromLine = false
-            }
-            _ = chunk.withUnsafeReadableBytes { canonicalizer.process($0, into: &output) }
-            if canonicalizer.size > maxSize { return .tooBig }
-            return output.readableBytes >= 256 * 1024 ? flush() : nil
-        }
-        var buffer = allocator.buffer(capacity: 256 * 1024)
-        while true {
-            buffer.clear()
-            var failure: Int32 = 0
-            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 256 * 1024) { pointer -> Int in
-                do throws(SystemError) {
-                    return try POSIX.read(input, into: pointer, path: "standard input")
-                } catch {
-                    failure = error.errno
-                    return 0
-                }
-            }
-            if failure != 0 { return .failure(.read(failure)) }
-            if n == 0 { break }
-            if !decided {
-                head.writeBuffer(&buffer)
-                if head.readableBytes < 5 { continue }
-                decided = true
-                skippingFromLine = head.readableBytesView.starts(with: "From ".utf8)
-                buffer = head
-            }
-            if let error = consume(&buffer) { return .failure(error) }
-        }
-        if !decided, head.readableBytes > 0, let error = consume(&head) { return .failure(error) }
-        canonicalizer.finish(into: &output)
-        if canonicalizer.size > maxSize { return .failure(.tooBig) }
-        if canonicalizer.size == 0 { return .failure(.empty) }
-        if let error = flush() { return .failure(error) }
-        do { try spool.closeBlocking() } catch { return .failure(.spool(error)) }
-        return .success((canonicalizer.size, canonicalizer.effectiveHeaderSize))
     }
 }
