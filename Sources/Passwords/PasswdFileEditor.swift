@@ -1,4 +1,6 @@
 import DurableFiles
+import MailBackend
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,34 +9,18 @@ import Glibc
 /// a temporary file that is fsynced and renamed over the old one (then the directory is
 /// fsynced). Two editors never lose each other's lines; a crash leaves the old or the new file.
 /// Comments, blank lines and unknown lines are kept as they are.
-public struct PasswdFileEditor {
+public struct PasswdFileEditor: Sendable {
     public let path: String
 
     public init(path: String) {
         self.path = path
     }
 
-    public enum EditError: Error, CustomStringConvertible, Equatable {
-        case exists(String)
-        case noSuchUser(String)
-        case invalidName(String)
-        case io(String)
-
-        public var description: String {
-            switch self {
-            case .exists(let user): "user \(user) already exists"
-            case .noSuchUser(let user): "no such user: \(user)"
-            case .invalidName(let user): "invalid user name '\(user)': it must not be empty or contain ':', spaces or control characters"
-            case .io(let what): what
-            }
-        }
-    }
-
     /// Checks a name the passwd-file format can hold.
     public static func validate(name: String) throws {
         guard !name.isEmpty, !name.hasPrefix("#"),
               !name.unicodeScalars.contains(where: { $0 == ":" || $0 == " " || $0.value < 0x20 || $0.value == 0x7F })
-        else { throw EditError.invalidName(name) }
+        else { throw UserEditError.invalidName(name) }
     }
 
     /// The user names in the file, in order.
@@ -52,7 +38,7 @@ public struct PasswdFileEditor {
     public func add(user: String, passwordField: String, fields: String = "") throws {
         try Self.validate(name: user)
         try withLock { lines in
-            if lines.contains(where: { Self.name(of: $0) == user }) { throw EditError.exists(user) }
+            if lines.contains(where: { Self.name(of: $0) == user }) { throw UserEditError.exists(user) }
             return ((), lines + ["\(user):\(passwordField)\(fields)"])
         }
     }
@@ -60,7 +46,7 @@ public struct PasswdFileEditor {
     /// Replaces a user's password, keeping the other fields.
     public func setPassword(user: String, passwordField: String) throws {
         try withLock { lines in
-            guard let index = lines.firstIndex(where: { Self.name(of: $0) == user }) else { throw EditError.noSuchUser(user) }
+            guard let index = lines.firstIndex(where: { Self.name(of: $0) == user }) else { throw UserEditError.noSuchUser(user) }
             var fields = lines[index].split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             fields[1] = passwordField
             var updated = lines
@@ -71,7 +57,7 @@ public struct PasswdFileEditor {
 
     public func delete(user: String) throws {
         try withLock { lines in
-            guard lines.contains(where: { Self.name(of: $0) == user }) else { throw EditError.noSuchUser(user) }
+            guard lines.contains(where: { Self.name(of: $0) == user }) else { throw UserEditError.noSuchUser(user) }
             return ((), lines.filter { Self.name(of: $0) != user })
         }
     }
@@ -88,13 +74,13 @@ public struct PasswdFileEditor {
         do {
             lockFD = try POSIX.open(lockPath, O_RDWR | O_CREAT, mode: 0o600)
         } catch {
-            throw EditError.io("cannot open \(lockPath): \(error)")
+            throw UserEditError.failed("cannot open \(lockPath): \(error)")
         }
         defer { close(lockFD) }
         do {
             try POSIX.lock(lockFD, path: lockPath)
         } catch {
-            throw EditError.io("cannot lock \(lockPath): \(error)")
+            throw UserEditError.failed("cannot lock \(lockPath): \(error)")
         }
         var text = ""
         var mode: mode_t = 0o640
@@ -111,7 +97,7 @@ public struct PasswdFileEditor {
         } catch where error.errno == ENOENT {
             // A new file: it starts empty.
         } catch {
-            throw EditError.io("cannot read \(path): \(String(cString: strerror(error.errno)))")
+            throw UserEditError.failed("cannot read \(path): \(String(cString: strerror(error.errno)))")
         }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
@@ -126,7 +112,22 @@ public struct PasswdFileEditor {
         do {
             try POSIX.writeAtomically(path, Array(text.utf8), mode: mode, owner: owner)
         } catch {
-            throw EditError.io("cannot replace \(path): \(error)")
+            throw UserEditError.failed("cannot replace \(path): \(error)")
         }
     }
+}
+
+extension PasswdFileEditor: UserEditor {
+    public func addUser(_ name: String, passwordField: String, home: String?, extraFields: String?) async throws {
+        let fields = home != nil || extraFields != nil ? "::::\(home ?? "")::\(extraFields ?? "")" : ""
+        try add(user: name, passwordField: passwordField, fields: fields)
+    }
+
+    public func setPassword(_ name: String, passwordField: String) async throws {
+        try setPassword(user: name, passwordField: passwordField)
+    }
+
+    public func deleteUser(_ name: String) async throws { try delete(user: name) }
+
+    public func listUsers() async throws -> [(user: String, scheme: String)] { try list() }
 }

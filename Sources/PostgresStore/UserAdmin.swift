@@ -1,24 +1,11 @@
 import Logging
+import MailBackend
 import Passwords
 import PostgresNIO
 
 /// `postie user ...` against PostgreSQL: the users table, edited in single statements (each
 /// atomic; concurrent runs never lose a change).
 public enum PostgresUserAdmin {
-    public enum AdminError: Error, CustomStringConvertible, Hashable {
-        case exists(String)
-        case noSuchUser(String)
-        case database(String)
-
-        public var description: String {
-            switch self {
-            case .exists(let name): "user \(name) already exists"
-            case .noSuchUser(let name): "no user \(name)"
-            case .database(let detail): detail
-            }
-        }
-    }
-
     /// Adds a user; `passwordField` is `{SCHEME}hash`.
     public static func add(_ connection: PostgresConnection, name: String, passwordField: String, home: String?, extraFields: String?, logger: Logger) async throws {
         do {
@@ -26,31 +13,30 @@ public enum PostgresUserAdmin {
                 "INSERT INTO users (name, password, home, extra_fields) VALUES (\(name), \(passwordField), \(home), \(extraFields ?? ""))",
                 logger: logger)
         } catch {
-            if sqlState(error) == "23505" { throw AdminError.exists(name) }
-            throw AdminError.database(databaseErrorText(error))
+            if sqlState(error) == "23505" { throw UserEditError.exists(name) }
+            throw UserEditError.failed(databaseErrorText(error))
         }
     }
 
     public static func setPassword(_ connection: PostgresConnection, name: String, passwordField: String, logger: Logger) async throws {
-        let changed: Bool
-        do {
-            changed = try await exists(connection.query("UPDATE users SET password = \(passwordField) WHERE name = \(name) RETURNING name", logger: logger))
-        } catch {
-            throw AdminError.database(databaseErrorText(error))
-        }
-        if !changed { throw AdminError.noSuchUser(name) }
+        try await changeUser(name, "UPDATE users SET password = \(passwordField) WHERE name = \(name) RETURNING name", connection, logger: logger)
     }
 
     /// Deletes the user; the mailbox and its mail stay (as a Maildir does), so re-adding the
     /// user finds them and UIDs are never reused.
     public static func delete(_ connection: PostgresConnection, name: String, logger: Logger) async throws {
-        let deleted: Bool
+        try await changeUser(name, "DELETE FROM users WHERE name = \(name) RETURNING name", connection, logger: logger)
+    }
+
+    /// Runs a statement on the named user's row (`RETURNING name`); no row: no such user.
+    private static func changeUser(_ name: String, _ query: PostgresQuery, _ connection: PostgresConnection, logger: Logger) async throws {
+        let changed: Bool
         do {
-            deleted = try await exists(connection.query("DELETE FROM users WHERE name = \(name) RETURNING name", logger: logger))
+            changed = try await exists(connection.query(query, logger: logger))
         } catch {
-            throw AdminError.database(databaseErrorText(error))
+            throw UserEditError.failed(databaseErrorText(error))
         }
-        if !deleted { throw AdminError.noSuchUser(name) }
+        if !changed { throw UserEditError.noSuchUser(name) }
     }
 
     /// Each user's name and password scheme, by name.
@@ -61,7 +47,7 @@ public enum PostgresUserAdmin {
                 result.append((name, StoredPassword(password).scheme))
             }
         } catch {
-            throw AdminError.database(databaseErrorText(error))
+            throw UserEditError.failed(databaseErrorText(error))
         }
         return result
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import MailBackend
 import Passwords
 import PostgresNIO
 import PostgresStore
@@ -36,63 +37,41 @@ public struct UserAdmin {
         if name.contains("/") { throw ValidationError("a user name cannot contain '/'") }
     }
 
-    public func add(_ name: String, passwordField: String, home: String?, extra: String?) async throws {
+    /// The store's editor: the passwd-file, or the PostgreSQL users table.
+    public var editor: any UserEditor {
         switch factory.location {
-        case .files(let path, _, _):
-            var rest = ""
-            if home != nil || extra != nil { rest = "::::\(home ?? "")::\(extra ?? "")" }
-            try PasswdFileEditor(path: path).add(user: name, passwordField: passwordField, fields: rest)
-        case .postgres(let flags):
-            try await withDatabase(flags) { connection, logger in
-                try await PostgresUserAdmin.add(connection, name: name, passwordField: passwordField, home: home, extraFields: extra, logger: logger)
-            }
+        case .files(let path, _, _): PasswdFileEditor(path: path)
+        case .postgres(let source): PostgresUserEditor(source: source)
         }
     }
+}
 
-    public func setPassword(_ name: String, passwordField: String) async throws {
-        switch factory.location {
-        case .files(let path, _, _):
-            try PasswdFileEditor(path: path).setPassword(user: name, passwordField: passwordField)
-        case .postgres(let flags):
-            try await withDatabase(flags) { connection, logger in
-                try await PostgresUserAdmin.setPassword(connection, name: name, passwordField: passwordField, logger: logger)
-            }
-        }
+/// The PostgreSQL users table as a ``UserEditor``: each change one statement on a connection
+/// of its own.
+struct PostgresUserEditor: UserEditor {
+    let source: DatabaseSource
+
+    func addUser(_ name: String, passwordField: String, home: String?, extraFields: String?) async throws {
+        try await withConnection { try await PostgresUserAdmin.add($0, name: name, passwordField: passwordField, home: home, extraFields: extraFields, logger: $1) }
     }
 
-    public func delete(_ name: String) async throws {
-        switch factory.location {
-        case .files(let path, _, _):
-            try PasswdFileEditor(path: path).delete(user: name)
-        case .postgres(let flags):
-            try await withDatabase(flags) { connection, logger in
-                try await PostgresUserAdmin.delete(connection, name: name, logger: logger)
-            }
-        }
+    func setPassword(_ name: String, passwordField: String) async throws {
+        try await withConnection { try await PostgresUserAdmin.setPassword($0, name: name, passwordField: passwordField, logger: $1) }
     }
 
-    /// Each user and the scheme of their password.
-    public func list() async throws -> [(user: String, scheme: String)] {
-        switch factory.location {
-        case .files(let path, _, _):
-            return try PasswdFileEditor(path: path).list()
-        case .postgres(let flags):
-            var users: [(user: String, scheme: String)] = []
-            try await withDatabase(flags) { connection, logger in
-                users = try await PostgresUserAdmin.list(connection, logger: logger)
-            }
-            return users
-        }
+    func deleteUser(_ name: String) async throws {
+        try await withConnection { try await PostgresUserAdmin.delete($0, name: name, logger: $1) }
     }
 
-    /// Runs `body` on a connection to the PostgreSQL store, turning its errors into messages.
-    private func withDatabase(_ source: DatabaseSource, _ body: (PostgresConnection, Logger) async throws -> Void) async throws {
+    func listUsers() async throws -> [(user: String, scheme: String)] {
+        var users: [(user: String, scheme: String)] = []
+        try await withConnection { users = try await PostgresUserAdmin.list($0, logger: $1) }
+        return users
+    }
+
+    private func withConnection(_ body: (PostgresConnection, Logger) async throws -> Void) async throws {
         try await StoreFactory.withConnection(source, purpose: "user admin") { _, connection in
-            do {
-                try await body(connection, StoreFactory.quietLogger)
-            } catch let error as PostgresUserAdmin.AdminError {
-                throw ValidationError("\(error)")
-            }
+            try await body(connection, StoreFactory.quietLogger)
         }
     }
 }

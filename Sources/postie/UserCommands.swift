@@ -36,7 +36,7 @@ struct UserCommand: AsyncParsableCommand {
         func run() async throws {
             try UserAdmin.validate(name: name)
             let admin = try file.admin()
-            try await admin.add(name, passwordField: try SchemeOption.hash(try PasswordInput.read(confirm: true), scheme: scheme), home: home, extra: extra)
+            try await admin.editor.addUser(name, passwordField: try SchemeOption.hash(try PasswordInput.read(confirm: true), scheme: scheme), home: home, extraFields: extra)
             print("added \(name) to \(admin.place)")
         }
     }
@@ -49,7 +49,7 @@ struct UserCommand: AsyncParsableCommand {
 
         func run() async throws {
             let admin = try file.admin()
-            try await admin.setPassword(name, passwordField: try SchemeOption.hash(try PasswordInput.read(confirm: true), scheme: scheme))
+            try await admin.editor.setPassword(name, passwordField: try SchemeOption.hash(try PasswordInput.read(confirm: true), scheme: scheme))
             print("changed the password of \(name)")
         }
     }
@@ -60,7 +60,7 @@ struct UserCommand: AsyncParsableCommand {
         @OptionGroup var file: FileOptions
 
         func run() async throws {
-            try await file.admin().delete(name)
+            try await file.admin().editor.deleteUser(name)
             print("deleted \(name)")
         }
     }
@@ -70,7 +70,7 @@ struct UserCommand: AsyncParsableCommand {
         @OptionGroup var file: FileOptions
 
         func run() async throws {
-            for (user, scheme) in try await file.admin().list() {
+            for (user, scheme) in try await file.admin().editor.listUsers() {
                 print("\(user)\t{\(scheme)}")
             }
         }

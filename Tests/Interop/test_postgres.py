@@ -133,7 +133,7 @@ def test_user_commands_and_logins_against_postgres(pgdb, postie):
     c.close()
     pgdb.postie("user", "del", "bob", "--store", "postgres")
     r = pgdb.postie("user", "del", "bob", "--store", "postgres", check=False)
-    assert r.returncode != 0 and "no user bob" in r.stderr
+    assert r.returncode != 0 and "no such user: bob" in r.stderr
     r = pgdb.postie("user", "add", "x", "--store", "postgres", "--passwd-file", "/tmp/x", input="x\n", check=False)
     assert r.returncode != 0 and "not used with --store postgres" in r.stderr
 

@@ -196,9 +196,9 @@ struct PasswdFileEditorTests {
         let editor = PasswdFileEditor(path: file)
         try editor.add(user: "bob", passwordField: "{PLAIN}b")
         try editor.setPassword(user: "alice", passwordField: "{PLAIN}c")
-        #expect(throws: PasswdFileEditor.EditError.exists("bob")) { try editor.add(user: "bob", passwordField: "{PLAIN}x") }
-        #expect(throws: PasswdFileEditor.EditError.noSuchUser("carol")) { try editor.delete(user: "carol") }
-        #expect(throws: PasswdFileEditor.EditError.self) { try editor.add(user: "bad:name", passwordField: "{PLAIN}x") }
+        #expect(throws: UserEditError.exists("bob")) { try editor.add(user: "bob", passwordField: "{PLAIN}x") }
+        #expect(throws: UserEditError.noSuchUser("carol")) { try editor.delete(user: "carol") }
+        #expect(throws: UserEditError.self) { try editor.add(user: "bad:name", passwordField: "{PLAIN}x") }
         #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self) == "# keep me\nalice:{PLAIN}c\nbob:{PLAIN}b\n")
         var st = stat()
         #expect(stat(file, &st) == 0)
