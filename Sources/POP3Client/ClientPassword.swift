@@ -27,11 +27,17 @@ public enum ClientPassword {
     }
 
     /// The password from `file` when one is given, otherwise from `POSTIE_PASSWORD` in
-    /// `environment`.
-    public static func read(file: String?, environment: [String: String]) throws(Problem) -> String {
+    /// `environment` (by default this process's).
+    public static func read(file: String?, environment: [String: String] = processEnvironment) throws(Problem) -> String {
         if let file { return try firstLine(ofFile: file) }
         if let password = environment["POSTIE_PASSWORD"], !password.isEmpty { return password }
         throw .missing
+    }
+
+    /// `POSTIE_PASSWORD` from this process's environment, as ``read(file:environment:)`` takes it.
+    public static var processEnvironment: [String: String] {
+        guard let value = getenv("POSTIE_PASSWORD") else { return [:] }
+        return ["POSTIE_PASSWORD": String(cString: value)]
     }
 
     /// The first line of the file, without its LF, CRLF or CR ending. Blocking: call it while

@@ -1,7 +1,5 @@
 import ArgumentParser
-import Foundation
 import POP3Bench
-import POP3Client
 
 /// `postie bench`: a POP3 load generator with latency percentiles.
 struct BenchCommand: AsyncParsableCommand {
@@ -66,46 +64,14 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard let parsed = POP3Client.Configuration.parseHostAndPort(server, defaultPort: 110) else {
-            throw ValidationError("--server: expected HOST:PORT")
+        let (output, status) = try await withUsageErrors {
+            let options = try BenchOptions(
+                server: server, tls: tls, tlsPort: tlsPort, caFile: caFile, insecure: insecure, credentialsFile: credentials,
+                clients: clients, duration: duration, rampUp: rampUp, retr: retr, deleteShare: deleteShare, stallAfter: stallAfter)
+            return try await Bench.report(options, json: json)
         }
-        let text: String
-        do {
-            text = try String(contentsOfFile: credentials, encoding: .utf8)
-        } catch {
-            throw ValidationError("--credentials: cannot read \(credentials): \(error.localizedDescription)")
-        }
-        let server = POP3Client.Configuration(
-            host: parsed.host, port: parsed.port, trust: insecure ? .insecure : .init(caFile: caFile),
-            timeout: .nanoseconds(Int64(stallAfter * 1e9)))
-        var options: BenchOptions
-        do {
-            options = BenchOptions(
-                server: server, tls: tls, credentials: try POP3Client.Credentials.parseBenchFile(text),
-                clients: clients, durationSeconds: duration, retr: retr)
-        } catch {
-            throw ValidationError("--credentials: \(error)")
-        }
-        options.tlsPort = tlsPort
-        options.rampUpSeconds = rampUp
-        options.deleteShare = deleteShare
-        let bench: Bench
-        do {
-            bench = try Bench(options: options)
-        } catch {
-            throw ValidationError("\(error)")
-        }
-        let report = await bench.run()
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            let data = try encoder.encode(report)
-            FileHandleOutput.standardOutput(String(decoding: data, as: UTF8.self) + "\n")
-        } else {
-            FileHandleOutput.standardOutput(report.text)
-        }
-        if report.sessions == 0 { throw ExitCode(1) }
+        FileHandleOutput.standardOutput(output)
+        if status != 0 { throw ExitCode(status) }
     }
 }
 

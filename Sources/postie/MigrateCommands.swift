@@ -1,15 +1,6 @@
 import ArgumentParser
-import DurableFiles
-import MailBackend
-import MaildirStore
 import Migration
-import NIOPosix
 import POP3Client
-import POP3Server
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,30 +23,7 @@ struct AccountOptions: ParsableArguments {
     @Option(name: .customLong("users-file"), help: ArgumentHelp("A file of user:password lines (# comments).", valueName: "file"))
     var usersFile: String?
 
-    func accounts() throws -> [POP3Client.Credentials] {
-        switch (user, usersFile) {
-        case (let user?, nil):
-            do {
-                return [.init(user: user, password: try ClientPassword.read(file: passwordFile, environment: environment()))]
-            } catch {
-                throw ValidationError(error.description)
-            }
-        case (nil, let file?):
-            if passwordFile != nil { throw ValidationError("--password-file goes with --user, not --users-file") }
-            guard let text = TextFile.read(file) else { throw ValidationError("cannot read the users file \(file)") }
-            return try AccountList.parse(text, source: file)
-        case (nil, nil):
-            throw ValidationError("give --user NAME (with --password-file or POSTIE_PASSWORD) or --users-file FILE")
-        default:
-            throw ValidationError("give either --user or --users-file, not both")
-        }
-    }
-
-    private func environment() -> [String: String] {
-        var result: [String: String] = [:]
-        if let value = getenv("POSTIE_PASSWORD") { result["POSTIE_PASSWORD"] = String(cString: value) }
-        return result
-    }
+    var request: AccountRequest { AccountRequest(user: user, passwordFile: passwordFile, usersFile: usersFile) }
 }
 
 struct MigratePOP3: AsyncParsableCommand {
@@ -100,35 +68,11 @@ struct MigratePOP3: AsyncParsableCommand {
     var deleteSource = false
 
     func run() async throws {
-        let endpoint = try POP3Endpoint(parsing: server, tls: tls, caFile: caFile, serverName: serverName)
-        let list = try accounts.accounts()
-        if list.count > 1 && !toMaildir.contains("%u") && !toMaildir.contains("%n") {
-            throw ValidationError("--to-maildir must contain %u or %n when migrating several users")
+        let status = try await withUsageErrors {
+            try await POP3Migration.run(server: server, tls: tls, caFile: caFile, serverName: serverName, accounts: accounts.request,
+                                        toMaildir: toMaildir, dovecotControl: dovecotControl, deleteSource: deleteSource, output: emit)
         }
-        if let dovecotControl, dovecotControl.isEmpty || (list.count > 1 && !dovecotControl.contains("%u") && !dovecotControl.contains("%n")) {
-            throw ValidationError("--dovecot-control must be a directory template with %u or %n when migrating several users")
-        }
-        var store = MaildirStore(template: toMaildir)
-        store.dovecotControlTemplate = dovecotControl
-        var failures = 0
-        for account in list {
-            let user = AuthenticatedUser(name: account.user)
-            guard let path = store.path(for: user), let control = store.dovecotControlPath(for: user) else {
-                FileHandleOutput.standardError("postie: \(account.user): no usable Maildir path from \(toMaildir)\n")
-                failures += 1
-                continue
-            }
-            var migration = POP3Migration(source: endpoint, account: account, maildir: path, deleteSource: deleteSource)
-            migration.dovecotControl = control
-            do {
-                let report = try await migration.run()
-                FileHandleOutput.standardOutput(report.text + "\n")
-            } catch {
-                FileHandleOutput.standardError("postie: \(account.user): migration stopped: \(error) (run again to resume)\n")
-                failures += 1
-            }
-        }
-        if failures > 0 { throw ExitCode(1) }
+        if status != 0 { throw ExitCode(status) }
     }
 }
 
@@ -173,22 +117,10 @@ struct MigrateCompare: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let endpointA = try POP3Endpoint(parsing: a, tls: aTLS, caFile: aCAFile, serverName: aServerName)
-        let endpointB = try POP3Endpoint(parsing: b, tls: bTLS, caFile: bCAFile, serverName: bServerName)
-        let list = try accounts.accounts()
-        var results: [UserComparison] = []
-        for account in list {
-            let result = await UserComparison.run(account: account, a: endpointA, b: endpointB)
-            if !json { FileHandleOutput.standardOutput(result.text() + "\n") }
-            results.append(result)
+        let status = try await withUsageErrors {
+            try await UserComparison.run(a: a, b: b, aTLS: aTLS, bTLS: bTLS, aCAFile: aCAFile, bCAFile: bCAFile, aServerName: aServerName,
+                                         bServerName: bServerName, accounts: accounts.request, json: json, output: emit)
         }
-        let same = results.allSatisfy(\.isClean)
-        if json {
-            FileHandleOutput.standardOutput("{\"same\":\(same),\"a\":\"\(endpointA)\",\"b\":\"\(endpointB)\",\"users\":[" + results.map { $0.json() }.joined(separator: ",") + "]}\n")
-        } else {
-            let differing = results.filter { !$0.isClean }.count
-            FileHandleOutput.standardOutput(same ? "all \(results.count) users the same on a (\(endpointA)) and b (\(endpointB))\n" : "\(differing) of \(results.count) users differ\n")
-        }
-        if !same { throw ExitCode(1) }
+        if status != 0 { throw ExitCode(status) }
     }
 }
