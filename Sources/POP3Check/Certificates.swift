@@ -122,35 +122,36 @@ public struct CertificateReport: Sendable, Codable, Equatable {
         }
         let store = trustStore == "system" ? "the system trust store" : trustStore
 
+        /// One item of this certificate's checks: `PREFIX.key`, titled with the label.
+        func add(_ key: String, _ title: String, _ verdict: CheckItem.Verdict, detail: String, remedy: String? = nil) {
+            items.append(CheckItem(id: "\(prefix).\(key)", title: "\(title) (\(label))", verdict: verdict, detail: detail, remedy: remedy))
+        }
+
         // Trust
         if !trustErrors.isEmpty {
             let what = trustErrors.map { "\($0.text) (depth \($0.depth))" }.joined(separator: "; ")
             let selfSigned = trustErrors.contains { $0.code == 18 || $0.code == 19 }
-            items.append(CheckItem(
-                id: "\(prefix).trust", title: "certificate trusted (\(label))", verdict: .fail,
+            add("trust", "certificate trusted", .fail,
                 detail: "not trusted by \(store): \(what)",
                 remedy: selfSigned
                     ? "Clients reject a self-signed certificate. Install one from a CA clients trust (e.g. Let's Encrypt), or, for a private CA, pass its certificate with --ca-file."
-                    : "Install a certificate that chains to a CA in the clients' trust store, or pass the private CA with --ca-file."))
+                    : "Install a certificate that chains to a CA in the clients' trust store, or pass the private CA with --ca-file.")
         } else if !chainErrors.isEmpty {
-            items.append(CheckItem(id: "\(prefix).trust", title: "certificate trusted (\(label))", verdict: .info,
-                                   detail: "not decided: the chain is incomplete"))
+            add("trust", "certificate trusted", .info, detail: "not decided: the chain is incomplete")
         } else {
-            items.append(CheckItem(id: "\(prefix).trust", title: "certificate trusted (\(label))", verdict: .ok,
-                                   detail: "verified against \(store)"))
+            add("trust", "certificate trusted", .ok, detail: "verified against \(store)")
         }
 
         // Chain
         let sent = "the server sent \(chain.count) certificate\(chain.count == 1 ? "" : "s")"
         if let missing = chainErrors.first(where: { $0.code != 21 }) ?? chainErrors.first {
             let last = chain[min(missing.depth, chain.count - 1)]
-            items.append(CheckItem(
-                id: "\(prefix).chain", title: "certificate chain complete (\(label))", verdict: .fail,
+            add("chain", "certificate chain complete", .fail,
                 detail: "incomplete: \(sent); the issuer '\(last.issuer)' of '\(last.subject)' is neither sent nor in \(store)",
-                remedy: "Configure the full chain (the certificate followed by its intermediates, e.g. Let's Encrypt's fullchain.pem): Dovecot ssl_cert = </path/fullchain.pem, Postie --tls-cert fullchain.pem."))
+                remedy: "Configure the full chain (the certificate followed by its intermediates, e.g. Let's Encrypt's fullchain.pem): Dovecot ssl_cert = </path/fullchain.pem, Postie --tls-cert fullchain.pem.")
         } else {
-            items.append(CheckItem(id: "\(prefix).chain", title: "certificate chain complete (\(label))", verdict: .ok,
-                                   detail: sent + (leaf.selfSigned ? " (self-signed)" : "")))
+            add("chain", "certificate chain complete", .ok,
+                                   detail: sent + (leaf.selfSigned ? " (self-signed)" : ""))
         }
 
         // Validity
@@ -160,25 +161,21 @@ public struct CertificateReport: Sendable, Codable, Equatable {
             let detail = problem.code == Self.expired
                 ? "\(which) expired on \(cert.notAfter)"
                 : "\(which) is not valid before \(cert.notBefore)"
-            items.append(CheckItem(
-                id: "\(prefix).validity", title: "certificate dates (\(label))", verdict: .fail, detail: detail,
+            add("validity", "certificate dates", .fail, detail: detail,
                 remedy: problem.code == Self.expired
                     ? "Renew the certificate and reload the server (Dovecot: doveadm reload; Postie: SIGHUP), and check that automatic renewal runs."
-                    : "Check the server's clock and the certificate's start date."))
+                    : "Check the server's clock and the certificate's start date.")
         } else {
-            items.append(CheckItem(id: "\(prefix).validity", title: "certificate dates (\(label))", verdict: .ok,
-                                   detail: "valid from \(leaf.notBefore) until \(leaf.notAfter) (\(leaf.daysLeft) days left)"))
+            add("validity", "certificate dates", .ok, detail: "valid from \(leaf.notBefore) until \(leaf.notAfter) (\(leaf.daysLeft) days left)")
         }
 
         // Host name
         if !nameErrors.isEmpty {
-            items.append(CheckItem(
-                id: "\(prefix).name", title: "certificate matches host name (\(label))", verdict: .fail,
+            add("name", "certificate matches host name", .fail,
                 detail: "the certificate ('\(leaf.subject)') is not valid for \(host)",
-                remedy: "Use a certificate whose subjectAltName lists \(host), or check the name clients use to reach the server."))
+                remedy: "Use a certificate whose subjectAltName lists \(host), or check the name clients use to reach the server.")
         } else {
-            items.append(CheckItem(id: "\(prefix).name", title: "certificate matches host name (\(label))", verdict: .ok,
-                                   detail: "valid for \(host)"))
+            add("name", "certificate matches host name", .ok, detail: "valid for \(host)")
         }
         return items
     }

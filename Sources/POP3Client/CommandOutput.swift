@@ -1,3 +1,5 @@
+import DurableFiles
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -9,6 +11,14 @@ import Foundation
 public enum CommandOutput: Sendable, Hashable {
     case standardOutput(String)
     case standardError(String)
+
+    /// Writes the text to its stream.
+    public func write() {
+        switch self {
+        case .standardOutput(let text): FileHandleOutput.standardOutput(text)
+        case .standardError(let text): FileHandleOutput.standardError(text)
+        }
+    }
 }
 
 /// A mistake on the command line found while turning the flags into a run (a bad `HOST:PORT`,

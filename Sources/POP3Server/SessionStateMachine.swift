@@ -434,25 +434,13 @@ public struct POP3SessionStateMachine: Sendable {
             return .send(.ok("\(count) \(size)"))
         case .list(nil):
             let (count, size) = liveTotals(t)
-            let lines = t.messages.enumerated().compactMap { index, message in
-                t.deleted.contains(index) ? nil : "\(index + 1) \(message.size)"
-            }
-            return .sendMultiLine(.ok("\(count) messages (\(size) octets)"), lines)
+            return .sendMultiLine(.ok("\(count) messages (\(size) octets)"), scanListing(t) { "\($0.size)" })
         case .list(let number?):
-            switch lookup(number) {
-            case .success(let index): return .send(.ok("\(number) \(t.messages[index].size)"))
-            case .failure(let reply): return .send(reply)
-            }
+            return scanLine(number, lookup(number), t) { "\($0.size)" }
         case .uidl(nil):
-            let lines = t.messages.enumerated().compactMap { index, message in
-                t.deleted.contains(index) ? nil : "\(index + 1) \(message.uid)"
-            }
-            return .sendMultiLine(.ok(""), lines)
+            return .sendMultiLine(.ok(""), scanListing(t) { $0.uid })
         case .uidl(let number?):
-            switch lookup(number) {
-            case .success(let index): return .send(.ok("\(number) \(t.messages[index].uid)"))
-            case .failure(let reply): return .send(reply)
-            }
+            return scanLine(number, lookup(number), t) { $0.uid }
         case .retr(let number):
             switch lookup(number) {
             case .success(let index):
@@ -488,6 +476,20 @@ public struct POP3SessionStateMachine: Sendable {
             return badCommand(.err("STLS is only allowed before login."))
         case .utf8:
             return badCommand(.err("Unknown command."))
+        }
+    }
+
+    /// `n value` for every message not marked deleted: LIST's scan listings and UIDL's
+    /// unique-id listings (RFC 1939 sections 5 and 7).
+    private func scanListing(_ t: Transaction, _ value: (MessageInfo) -> String) -> [String] {
+        t.messages.enumerated().compactMap { index, message in t.deleted.contains(index) ? nil : "\(index + 1) \(value(message))" }
+    }
+
+    /// `+OK n value` for one message, or the reply for a number that names none.
+    private func scanLine(_ number: Int, _ found: Lookup, _ t: Transaction, _ value: (MessageInfo) -> String) -> Action {
+        switch found {
+        case .success(let index): .send(.ok("\(number) \(value(t.messages[index]))"))
+        case .failure(let reply): .send(reply)
         }
     }
 

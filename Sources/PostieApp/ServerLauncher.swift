@@ -1,3 +1,4 @@
+import DurableFiles
 import LMTPServer
 import Logging
 import Metrics
@@ -206,16 +207,5 @@ struct ReloadOnHangup: Service {
                 logger.info("master: SIGHUP: reloaded policy")
             }
         }
-    }
-}
-
-/// Writes to stderr or stdout without buffering, one write(2) per call.
-public enum FileHandleOutput {
-    public static func standardError(_ text: String) {
-        _ = text.withCString { write(2, $0, strlen($0)) }
-    }
-
-    public static func standardOutput(_ text: String) {
-        _ = text.withCString { write(1, $0, strlen($0)) }
     }
 }

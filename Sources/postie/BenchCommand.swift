@@ -1,4 +1,5 @@
 import ArgumentParser
+import DurableFiles
 import POP3Bench
 
 /// `postie bench`: a POP3 load generator with latency percentiles.

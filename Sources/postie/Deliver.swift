@@ -1,4 +1,5 @@
 import ArgumentParser
+import DurableFiles
 import PostieApp
 
 /// `postie deliver`: one message from standard input into a user's mailbox, for MTAs that

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DurableFiles
 import POP3Client
 import POP3Fetch
 
@@ -88,7 +89,7 @@ struct FetchCommand: AsyncParsableCommand {
                           rebuildState: rebuildState, stateFile: stateFile, config: config, poll: poll, timeout: timeout)
         }
         let progress = isatty(2) == 1 ? TerminalProgress { FileHandleOutput.standardError($0) } : nil
-        let status = try await plan.run(progress: progress) { round in round.output(json: json).forEach(emit) }
+        let status = try await plan.run(progress: progress) { round in round.output(json: json).forEach { $0.write() } }
         if status != 0 { throw ExitCode(status) }
     }
 }
@@ -129,13 +130,5 @@ func withUsageErrors<T>(_ body: () async throws -> T) async throws -> T {
         return try await body()
     } catch let error as UsageError {
         throw ValidationError(error.description)
-    }
-}
-
-/// Writes what a client library composed to the stream it names.
-func emit(_ output: CommandOutput) {
-    switch output {
-    case .standardOutput(let text): FileHandleOutput.standardOutput(text)
-    case .standardError(let text): FileHandleOutput.standardError(text)
     }
 }

@@ -70,7 +70,7 @@ struct MigratePOP3: AsyncParsableCommand {
     func run() async throws {
         let status = try await withUsageErrors {
             try await POP3Migration.run(server: server, tls: tls, caFile: caFile, serverName: serverName, accounts: accounts.request,
-                                        toMaildir: toMaildir, dovecotControl: dovecotControl, deleteSource: deleteSource, output: emit)
+                                        toMaildir: toMaildir, dovecotControl: dovecotControl, deleteSource: deleteSource, output: { $0.write() })
         }
         if status != 0 { throw ExitCode(status) }
     }
@@ -119,7 +119,7 @@ struct MigrateCompare: AsyncParsableCommand {
     func run() async throws {
         let status = try await withUsageErrors {
             try await UserComparison.run(a: a, b: b, aTLS: aTLS, bTLS: bTLS, aCAFile: aCAFile, bCAFile: bCAFile, aServerName: aServerName,
-                                         bServerName: bServerName, accounts: accounts.request, json: json, output: emit)
+                                         bServerName: bServerName, accounts: accounts.request, json: json, output: { $0.write() })
         }
         if status != 0 { throw ExitCode(status) }
     }

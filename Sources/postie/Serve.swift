@@ -33,5 +33,3 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// Unbuffered stdout and stderr, for the commands that have not moved to PostieApp's name.
-typealias FileHandleOutput = PostieApp.FileHandleOutput
