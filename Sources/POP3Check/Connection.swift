@@ -1,4 +1,5 @@
 import COpenSSLTLS
+import POP3Core
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -158,9 +159,7 @@ final class ProbeConnection {
     func readListing() throws(ProbeError) -> [String] {
         var lines: [String] = []
         while true {
-            var line = try readLine()
-            if line == "." { return lines }
-            if line.hasPrefix(".") { line.removeFirst() }
+            guard let line = DotUnstuffer.unstuff(line: try readLine()) else { return lines }
             lines.append(line)
             guard lines.count < 10_000 else { throw ProbeError("listing longer than 10000 lines") }
         }

@@ -22,6 +22,13 @@ public struct DotUnstuffer: Sendable {
 
     public init() {}
 
+    /// One line of a multi-line reply already split from its line end, for a reader that works
+    /// line by line: nil for the terminating ".", else the line without its stuffed dot.
+    public static func unstuff(line: String) -> String? {
+        if line == "." { return nil }
+        return line.hasPrefix(".") ? String(line.dropFirst()) : line
+    }
+
     /// Consumes bytes from `input` up to and including the terminator, appending the body
     /// bytes to `output`. Bytes after the terminator stay in `input` (the next reply).
     public mutating func process(_ input: inout ByteBuffer, into output: inout ByteBuffer) {

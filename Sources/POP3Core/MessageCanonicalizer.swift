@@ -10,7 +10,8 @@ import Darwin
 /// removed, incrementally and in bounded memory whatever the line lengths.
 ///
 /// - For LMTP DATA (``Framing/dotTerminated``): a line holding only `.` ends the message; a
-///   leading dot is removed from every other line (RFC 5321 section 4.5.2).
+///   leading dot is removed from every other line (RFC 5321 section 4.5.2). The one
+///   ``DotUnstuffer`` does that, as it does for POP3 replies; what it passes on is canonicalised.
 /// - For `postie deliver` (``Framing/endOfStream``): the message ends with the input; no dots
 ///   are removed; a last line without a line end gets one.
 ///
@@ -23,16 +24,14 @@ public struct MessageCanonicalizer: Sendable {
     private enum LineState: Sendable {
         /// Nothing of the current line seen yet.
         case start
-        /// A leading `.` seen (LMTP only): the end marker or a stuffed dot.
-        case dot
-        /// `.` CR seen at the start of a line (LMTP only).
-        case dotCR
         /// Inside a line.
         case middle
     }
 
     public let framing: Framing
     private var state = LineState.start
+    /// Finds the end line and removes dot-stuffing (``Framing/dotTerminated`` only).
+    private var unstuffer = DotUnstuffer()
     /// A CR at the end of the last input, not yet known to start a CRLF.
     private var pendingCR = false
     /// Content octets of the current line written so far (to find the empty line ending the header).
@@ -58,14 +57,29 @@ public struct MessageCanonicalizer: Sendable {
     public mutating func process(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer) -> Int {
         precondition(!isFinished, "input after the end of the message")
         guard !input.isEmpty else { return 0 }
-        var consumed = 0
+        guard framing == .dotTerminated else {
+            canonicalize(input, into: &output)
+            return input.count
+        }
+        var data = ByteBuffer(bytes: input)
+        var body = ByteBuffer()
+        body.reserveCapacity(input.count)
+        unstuffer.process(&data, into: &body)
+        body.withUnsafeReadableBytes { canonicalize($0, into: &output) }
+        // The end line follows a line end, so nothing is left pending.
+        if unstuffer.isFinished { finishMessage() }
+        return input.count - data.readableBytes
+    }
+
+    /// Appends the canonical form of message octets (no dots, no end line) to `output`.
+    private mutating func canonicalize(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer) {
+        guard !input.isEmpty else { return }
         // Each LF gains at most a CR, and a CR held back from the last input may come out now.
         output.writeWithUnsafeMutableBytes(minimumWritableBytes: input.count + Self.lineFeeds(in: input) + 1) { out in
             var writer = Writer(base: out.baseAddress!)
-            consumed = run(input, &writer)
+            run(input, &writer)
             return writer.count
         }
-        return consumed
     }
 
     /// Appends the canonical form of `input` (``Framing/endOfStream`` only, e.g. a stored
@@ -101,36 +115,12 @@ public struct MessageCanonicalizer: Sendable {
         }
     }
 
-    private mutating func run(_ input: UnsafeRawBufferPointer, _ output: inout Writer) -> Int {
+    private mutating func run(_ input: UnsafeRawBufferPointer, _ output: inout Writer) {
         let count = input.count
         var i = 0
         while i < count {
             switch state {
             case .start:
-                if framing == .dotTerminated && input[i] == UInt8(ascii: ".") {
-                    state = .dot
-                    i += 1
-                } else {
-                    state = .middle
-                }
-            case .dot:
-                let byte = input[i]
-                if byte == UInt8(ascii: "\n") {
-                    finishMessage()
-                    return i + 1
-                } else if byte == UInt8(ascii: "\r") {
-                    state = .dotCR
-                    i += 1
-                } else {
-                    state = .middle  // a stuffed dot: dropped
-                }
-            case .dotCR:
-                if input[i] == UInt8(ascii: "\n") {
-                    finishMessage()
-                    return i + 1
-                }
-                // `.` CR then something else: the dot was stuffing, the CR is content.
-                content(UInt8(ascii: "\r"), &output)
                 state = .middle
             case .middle:
                 if pendingCR {
@@ -142,11 +132,10 @@ public struct MessageCanonicalizer: Sendable {
                     }
                     content(UInt8(ascii: "\r"), &output)
                 }
-                if framing == .endOfStream && headerSize != nil {
-                    // The body of a stored message: no dots to look at and no line lengths to
-                    // measure, so runs of CRLF lines are copied whole.
+                if headerSize != nil {
+                    // The body: no line lengths to measure, so runs of CRLF lines are copied whole.
                     copyBody(input, from: i, &output)
-                    return count
+                    return
                 }
                 let start = input.baseAddress! + i
                 let remaining = count - i
@@ -168,7 +157,6 @@ public struct MessageCanonicalizer: Sendable {
                 }
             }
         }
-        return count
     }
 
     /// The end of input for ``Framing/endOfStream``: completes an unterminated last line. A

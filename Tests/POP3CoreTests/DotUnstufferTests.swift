@@ -50,3 +50,14 @@ struct DotUnstufferTests {
         #expect(String(buffer: output) == ".x\r\ny\r\n")
     }
 }
+
+@Suite("Dot-unstuffing line by line")
+struct DotUnstufferLineTests {
+    @Test func linesLoseOneStuffedDotAndTheEndLineEndsTheReply() {
+        #expect(DotUnstuffer.unstuff(line: ".") == nil)
+        #expect(DotUnstuffer.unstuff(line: "..") == ".")
+        #expect(DotUnstuffer.unstuff(line: "...x") == "..x")
+        #expect(DotUnstuffer.unstuff(line: "1 120") == "1 120")
+        #expect(DotUnstuffer.unstuff(line: "") == "")
+    }
+}
