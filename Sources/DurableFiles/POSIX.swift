@@ -139,14 +139,18 @@ public enum POSIX {
         try fsync(fd, path: path)
     }
 
-    /// Replaces `path` with `bytes` atomically and durably: a temporary file beside it
-    /// (`O_NOFOLLOW`), fsync, rename over the old one, fsync the directory. A crash leaves the
-    /// old or the new file, never a mix. With `owner`, the new file keeps that owner and group.
+    /// Replaces `path` with `bytes` atomically and durably: a new temporary file beside it,
+    /// fsync, rename over the old one, fsync the directory. A crash leaves the old or the new
+    /// file, never a mix. With `owner`, the new file keeps that owner and group. Whatever had
+    /// the temporary name before (a file left by a crash, or a link someone planted to make a
+    /// root-run editor overwrite or re-own another file) is unlinked, never written through:
+    /// the temporary is created with `O_EXCL | O_NOFOLLOW`. Callers serialise writers of one path.
     public static func writeAtomically(
         _ path: String, _ bytes: [UInt8], mode: mode_t = 0o600, owner: (uid_t, gid_t)? = nil
     ) throws(SystemError) {
         let temporary = path + ".tmp"
-        let fd = try open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
+        try unlinkIfPresent(temporary)
+        let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: mode)
         do throws(SystemError) {
             if let owner { try check(fchown(fd, owner.0, owner.1), "fchown", temporary) }
             try check(fchmod(fd, mode), "fchmod", temporary)

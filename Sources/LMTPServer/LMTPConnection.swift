@@ -200,10 +200,7 @@ private final class LMTPSessionRunner {
         case .lookUpRecipient(let candidates):
             var found: String?
             // The names the user database knows, as POP3 logins are normalised.
-            var names: [String] = []
-            for candidate in candidates.map(context.configuration.usernameFormat.normalize) where !names.contains(candidate) {
-                names.append(candidate)
-            }
+            let names = context.configuration.usernameFormat.normalize(candidates: candidates)
             do {
                 for name in names {
                     if try await context.delivery.recipientExists(name) {

@@ -58,8 +58,21 @@ public struct BackendError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The kind as log lines have always shown it: the response code a POP3 client sees
+    /// (RFC 2449 section 8, RFC 3206), `-` for none.
+    var logLabel: String {
+        switch kind {
+        case .authFailed: "AUTH"
+        case .inUse: "IN-USE"
+        case .loginDelay: "LOGIN-DELAY"
+        case .temporary: "SYS/TEMP"
+        case .permanent, .noSuchUser: "SYS/PERM"
+        case .unavailable: "-"
+        }
+    }
+
     public var description: String {
-        var text = "[\(kind)] \(message)"
+        var text = "[\(logLabel)] \(message)"
         if let logDetail { text += " (\(logDetail))" }
         return text
     }

@@ -3,36 +3,44 @@
 /// typed, so that no server or store parses them again.
 extension AuthenticatedUser {
     /// Parses a space-separated list of `key=value` fields; a bare `key` has the value "".
-    /// `reason=` takes the rest of the text, spaces included, so a `nologin` message can be a
-    /// sentence: write it last (Dovecot's passwd-file would cut it at the first space).
+    /// A `reason=` value runs on over the words after it up to the next `key=value` field or
+    /// bare flag (`nologin`, `nodelay`, `nopassword`), so a `nologin` message can be a
+    /// sentence (Dovecot's passwd-file would cut it at the first space) and every field of a
+    /// line written for Dovecot is still read.
     public static func parseExtraFields(_ text: some StringProtocol) -> [String: String] {
         var fields: [String: String] = [:]
-        var rest = Substring(text)
-        while true {
-            rest = rest.drop(while: { $0 == " " || $0 == "\t" })
-            guard !rest.isEmpty else { break }
-            if rest.hasPrefix("reason=") {
-                let reason = rest.dropFirst("reason=".count)
-                fields["reason"] = String(reason.reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
-                break
+        var reasonWords: [Substring]?
+        for item in Substring(text).split(whereSeparator: { $0 == " " || $0 == "\t" }) {
+            let eq = item.firstIndex(of: "=")
+            if var words = reasonWords, eq == nil, !bareFlags.contains(String(item)) {
+                words.append(item)
+                reasonWords = words
+                continue
             }
-            let item = rest.prefix(while: { $0 != " " && $0 != "\t" })
-            rest = rest.dropFirst(item.count)
-            if let eq = item.firstIndex(of: "=") {
-                fields[String(item[..<eq])] = String(item[item.index(after: eq)...])
-            } else {
+            if let words = reasonWords { fields["reason"] = words.joined(separator: " ") }
+            reasonWords = nil
+            guard let eq else {
                 fields[String(item)] = ""
+                continue
             }
+            let key = String(item[..<eq])
+            let value = item[item.index(after: eq)...]
+            if key == "reason" { reasonWords = [value] } else { fields[key] = String(value) }
         }
+        if let words = reasonWords { fields["reason"] = words.joined(separator: " ") }
         return fields
     }
+
+    /// Dovecot's passdb fields that stand alone, without a value.
+    private static let bareFlags: Set<String> = ["nologin", "nodelay", "nopassword"]
 
     /// The user's own minimum seconds between logins (extra field `login_delay`, RFC 2449 6.5).
     public var loginDelay: Int? { extraFields["login_delay"].flatMap { Int($0) }.map { min(max($0, 0), 315_360_000) } }
 
     /// The user's own retention policy (extra field `expire`: days or `NEVER`, RFC 2449 6.7);
-    /// nil when the user has none or it cannot be read.
-    public var expire: RetentionPolicy? { extraFields["expire"].flatMap(RetentionPolicy.init) }
+    /// nil when the user has none. A value that is neither means NEVER: a typing mistake must
+    /// not make the server's policy delete this user's mail.
+    public var expire: RetentionPolicy? { extraFields["expire"].map { RetentionPolicy($0) ?? .never } }
 
     /// Dovecot's `nologin`: the password is right but the user may not log in. Present with
     /// any value (`nologin`, `nologin=y`), as in Dovecot.

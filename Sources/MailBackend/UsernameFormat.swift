@@ -64,9 +64,25 @@ public struct UsernameFormat: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The name a user database sees for what the client typed.
-    public func normalize(_ typed: String) -> String {
+    public func normalize(_ typed: String) -> String { normalize(typed, applyingDefaultDomain: true) }
+
+    /// The names to look a recipient up by, in order, for candidates cut from one address
+    /// (LMTP's and `deliver`'s full address, then its local part): the default domain
+    /// completes only a name that was typed without a domain, never the local part of an
+    /// address in another domain. Duplicates are dropped.
+    public func normalize(candidates: [String]) -> [String] {
+        let typedWithDomain = candidates.contains { $0.contains("@") }
+        var names: [String] = []
+        for candidate in candidates {
+            let name = normalize(candidate, applyingDefaultDomain: !typedWithDomain)
+            if !names.contains(name) { names.append(name) }
+        }
+        return names
+    }
+
+    private func normalize(_ typed: String, applyingDefaultDomain: Bool) -> String {
         var name = typed
-        if let defaultDomain, !name.contains("@") { name += "@" + defaultDomain }
+        if applyingDefaultDomain, let defaultDomain, !name.contains("@") { name += "@" + defaultDomain }
         let at = name.firstIndex(of: "@")
         let local = at.map { String(name[..<$0]) } ?? name
         let domain = at.map { String(name[name.index(after: $0)...]) } ?? ""
@@ -77,12 +93,19 @@ public struct UsernameFormat: Sendable, Hashable, CustomStringConvertible {
                 out += text
             case .variable(let v, let lower, let upper):
                 var value = v == "u" ? name : v == "n" ? local : domain
-                if lower { value = value.lowercased() }
-                if upper { value = value.uppercased() }
+                if lower { value = Self.mapASCII(value, from: UInt8(ascii: "A"), to: UInt8(ascii: "a")) }
+                if upper { value = Self.mapASCII(value, from: UInt8(ascii: "a"), to: UInt8(ascii: "A")) }
                 out += value
             }
         }
         return out
+    }
+
+    /// Dovecot's `%L` and `%U` change ASCII letters only (str_lcase, str_ucase); other
+    /// characters stay as typed.
+    private static func mapASCII(_ text: String, from first: UInt8, to target: UInt8) -> String {
+        let last = first + 25
+        return String(decoding: text.utf8.map { $0 >= first && $0 <= last ? $0 - first + target : $0 }, as: UTF8.self)
     }
 
     public var description: String {

@@ -1,5 +1,13 @@
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Removes dot-stuffing from a multi-line response body and finds its terminating `.` line,
 /// chunk by chunk (RFC 1939 section 3): a line starting with "." loses that first ".", and the
 /// line "." alone ends the response. Line endings are kept as the server sent them.
@@ -32,10 +40,16 @@ public struct DotUnstuffer: Sendable {
     /// Consumes bytes from `input` up to and including the terminator, appending the body
     /// bytes to `output`. Bytes after the terminator stay in `input` (the next reply).
     public mutating func process(_ input: inout ByteBuffer, into output: inout ByteBuffer) {
-        let view = input.readableBytesView
-        var index = view.startIndex
-        while index < view.endIndex, !isFinished {
-            let byte = view[index]
+        let consumed = input.withUnsafeReadableBytes { process($0, into: &output) }
+        input.moveReaderIndex(forwardBy: consumed)
+    }
+
+    /// The same from raw bytes: returns how many it consumed
+    /// (all of them unless the terminator came first).
+    public mutating func process(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer) -> Int {
+        var index = 0
+        while index < input.count, !isFinished {
+            let byte = input[index]
             switch state {
             case .lineStart:
                 if byte == UInt8(ascii: ".") {
@@ -66,16 +80,18 @@ public struct DotUnstuffer: Sendable {
                     state = .inLine
                 }
             case .inLine:
-                if let lf = view[index...].firstIndex(of: UInt8(ascii: "\n")) {
-                    output.writeBytes(view[index...lf])
-                    index = lf + 1
+                let start = input.baseAddress! + index
+                if let hit = memchr(start, Int32(UInt8(ascii: "\n")), input.count - index) {
+                    let end = input.baseAddress!.distance(to: UnsafeRawPointer(hit)) + 1
+                    output.writeBytes(UnsafeRawBufferPointer(rebasing: input[index..<end]))
+                    index = end
                     state = .lineStart
                 } else {
-                    output.writeBytes(view[index...])
-                    index = view.endIndex
+                    output.writeBytes(UnsafeRawBufferPointer(rebasing: input[index...]))
+                    index = input.count
                 }
             }
         }
-        input.moveReaderIndex(forwardBy: index - view.startIndex)
+        return index
     }
 }

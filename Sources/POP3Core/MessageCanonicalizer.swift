@@ -61,14 +61,13 @@ public struct MessageCanonicalizer: Sendable {
             canonicalize(input, into: &output)
             return input.count
         }
-        var data = ByteBuffer(bytes: input)
         var body = ByteBuffer()
         body.reserveCapacity(input.count)
-        unstuffer.process(&data, into: &body)
+        let consumed = unstuffer.process(input, into: &body)
         body.withUnsafeReadableBytes { canonicalize($0, into: &output) }
         // The end line follows a line end, so nothing is left pending.
         if unstuffer.isFinished { finishMessage() }
-        return input.count - data.readableBytes
+        return consumed
     }
 
     /// Appends the canonical form of message octets (no dots, no end line) to `output`.

@@ -222,7 +222,7 @@ private final class SessionRunner {
             return machine.loginFailed(failure)
         case .success(let found):
             pendingUser = found?.0
-            return machine.secretsFound(found?.1)
+            return machine.secretsFound(found?.1, lookupName: user)
         }
     }
 

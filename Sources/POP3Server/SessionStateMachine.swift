@@ -367,9 +367,9 @@ public struct POP3SessionStateMachine: Sendable {
 
     /// The user database's answer to ``Action/lookupSecrets(user:method:)``: nil for an
     /// unknown user.
-    public mutating func secretsFound(_ secrets: SASLSecrets?) -> Action {
+    public mutating func secretsFound(_ secrets: SASLSecrets?, lookupName: String? = nil) -> Action {
         guard case .sasl(var exchange) = state else { return .none }
-        let step = exchange.provide(secrets)
+        let step = exchange.provide(secrets, lookupName: lookupName)
         return handle(step, exchange)
     }
 

@@ -97,7 +97,7 @@ public struct Delivery: Sendable {
         // The user first: an unknown user is refused before the message is read.
         var recipient: String?
         do {
-            for candidate in RecipientMapping.auto.candidates(for: user).map(usernameFormat.normalize) {
+            for candidate in usernameFormat.normalize(candidates: RecipientMapping.auto.candidates(for: user)) {
                 if try await delivery.recipientExists(candidate) {
                     recipient = candidate
                     break
@@ -142,7 +142,7 @@ public struct Delivery: Sendable {
         }
         let results = await delivery.deliver(message, to: [recipient])
         guard let error = results.first ?? nil else { return .delivered }
-        if error == .noSuchUser(recipient) { return Outcome(status: .noUser, message: "no such user: \(recipient)") }
+        if error.kind == .noSuchUser { return Outcome(status: .noUser, message: "no such user: \(recipient)") }
         let detail = error.logDetail.map { "\(error.message) (\($0))" } ?? error.message
         return Outcome(status: error.isTemporary ? .tempFail : .cannotCreate, message: "delivery to \(recipient) failed: \(detail)")
     }

@@ -70,9 +70,16 @@ struct PostgresUserEditor: UserEditor {
         return users
     }
 
+    /// Runs `body` on a connection of its own. A refusal is a usage error (exit 64), worded
+    /// as `postie user --store postgres` always has.
     private func withConnection(_ body: (PostgresConnection, Logger) async throws -> Void) async throws {
         try await StoreFactory.withConnection(source, purpose: "user admin") { _, connection in
-            try await body(connection, StoreFactory.quietLogger)
+            do {
+                try await body(connection, StoreFactory.quietLogger)
+            } catch let error as UserEditError {
+                if case .noSuchUser(let name) = error { throw ValidationError("no user \(name)") }
+                throw ValidationError("\(error)")
+            }
         }
     }
 }

@@ -168,7 +168,11 @@ public struct SASLExchange: Sendable {
     /// The secrets of the user named in ``SASLStep/needSecrets(user:)``; nil for an unknown
     /// user, which fails exactly like a wrong password (SCRAM carries on with a fake salt so
     /// the salt does not reveal whether the user exists).
-    public mutating func provide(_ secrets: SASLSecrets?) -> SASLStep {
+    ///
+    /// `lookupName` is the name the user database was asked for (after normalisation); an
+    /// unknown user's fake SCRAM salt derives from it, so that two spellings of one name look
+    /// alike whether or not the user exists.
+    public mutating func provide(_ secrets: SASLSecrets?, lookupName: String? = nil) -> SASLStep {
         switch state {
         case .cramMD5Lookup(let challenge, let user, let digest):
             state = .done
@@ -178,7 +182,7 @@ public struct SASLExchange: Sendable {
         case .scramLookup(let first):
             let hash: SCRAMHashFunction = mechanism == .scramSHA1 ? .sha1 : .sha256
             let credentials = secrets?.scram[hash]
-            let salt = credentials?.salt ?? SASLSalt.salt(for: first.user, purpose: "scram-" + hash.hashName)
+            let salt = credentials?.salt ?? SASLSalt.salt(for: lookupName ?? first.user, purpose: "scram-" + hash.hashName)
             let iterations = credentials?.iterations ?? 4096
             let nonce = first.clientNonce + (fixedServerNonce ?? Base64.encode(randomBytes(18)))
             let serverFirst = "r=\(nonce),s=\(Base64.encode(salt)),i=\(iterations)"

@@ -30,13 +30,25 @@ struct POSIXTests {
         #expect(mode == 0o640)
     }
 
-    @Test func writeAtomicallyRefusesASymlinkedTemporary() throws {
+    /// A link planted at the temporary name is replaced, never written through: neither a
+    /// symbolic link's target nor a hard-linked file changes, nor its mode.
+    @Test func writeAtomicallyNeverWritesThroughAPlantedTemporary() throws {
         let dir = try Scratch()
         defer { dir.remove() }
-        let target = dir.path + "/elsewhere"
-        try FileManager.default.createSymbolicLink(atPath: dir.path + "/list.tmp", withDestinationPath: target)
-        #expect(throws: SystemError.self) { try POSIX.writeAtomically(dir.path + "/list", [1]) }
-        #expect(!POSIX.nameExists(target))
+        let symlinkTarget = dir.path + "/elsewhere"
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/list.tmp", withDestinationPath: symlinkTarget)
+        try POSIX.writeAtomically(dir.path + "/list", [1])
+        #expect(!POSIX.nameExists(symlinkTarget))
+        #expect(try POSIX.readFile(dir.path + "/list") == [1])
+
+        let victim = dir.path + "/victim"
+        try POSIX.writeAtomically(victim, Array("precious".utf8), mode: 0o644)
+        #expect(link(victim, dir.path + "/other.tmp") == 0)
+        try POSIX.writeAtomically(dir.path + "/other", Array("new".utf8), mode: 0o600)
+        #expect(try POSIX.readFile(victim) == Array("precious".utf8))
+        let mode = try FileManager.default.attributesOfItem(atPath: victim)[.posixPermissions] as? Int
+        #expect(mode == 0o644)
+        #expect(try POSIX.readFile(dir.path + "/other") == Array("new".utf8))
     }
 
     @Test func missingFilesAndDirectories() throws {

@@ -8,7 +8,7 @@ import base64
 import poplib
 
 from kits.lmtp import lmtp, lmtp_env, data_replies
-from kits.mail import ALICE
+from kits.mail import ALICE, BOB
 from kits.pop3 import POP3Raw
 
 HOST = "127.0.0.1"
@@ -175,3 +175,21 @@ def test_lmtp_recipients_are_normalised(env_factory):
     with POP3Raw(e.host, e.port) as p:
         p.login(*ALICE)
         assert b"Subject: via LMTP" in p.retr(1), "the message for ALICE must reach alice"
+
+
+def test_scram_salts_do_not_tell_whether_a_user_exists(env):
+    """RFC 5802 section 9: two spellings of one name get the same salt, known user or not
+    (the fake salt of an unknown user derives from the normalised name, as the lookup does)."""
+
+    def salt(name: str) -> str:
+        with POP3Raw(env.host, env.port) as c:
+            first = base64.b64encode(f"n,,n={name},r=abcdefgh".encode()).decode()
+            r = c.cmd(f"AUTH SCRAM-SHA-256 {first}")
+            assert r.startswith("+ "), r
+            attrs = dict(a.split("=", 1) for a in base64.b64decode(r[2:]).decode().split(","))
+            c.cmd("*")
+            return attrs["s"]
+
+    assert salt(BOB[0]) == salt(BOB[0].upper()), "a known user's salt depends on the spelling"
+    assert salt("ghost") == salt("GHOST"), "an unknown user's salt depends on the spelling: existence leaks"
+    assert salt("ghost") != salt("other-ghost")

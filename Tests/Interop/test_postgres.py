@@ -108,7 +108,7 @@ def test_user_commands_and_logins_against_postgres(pgdb, postie):
     pgdb.add_user(*ALICE)  # SHA512-CRYPT
     pgdb.add_user(*BOB, scheme="PLAIN")
     r = pgdb.postie("user", "add", "alice", "--store", "postgres", input="x\n", check=False)
-    assert r.returncode != 0 and "already exists" in r.stderr
+    assert r.returncode == 64 and "already exists" in r.stderr, r
     listing = pgdb.postie("user", "list", "--store", "postgres").stdout.split("\n")
     assert listing[:2] == ["alice\t{SHA512-CRYPT}", "bob\t{PLAIN}"]
     assert ALICE[1] not in pgdb.psql("SELECT password FROM users WHERE name = 'alice'")
@@ -133,7 +133,7 @@ def test_user_commands_and_logins_against_postgres(pgdb, postie):
     c.close()
     pgdb.postie("user", "del", "bob", "--store", "postgres")
     r = pgdb.postie("user", "del", "bob", "--store", "postgres", check=False)
-    assert r.returncode != 0 and "no such user: bob" in r.stderr
+    assert r.returncode == 64 and "no user bob" in r.stderr, r
     r = pgdb.postie("user", "add", "x", "--store", "postgres", "--passwd-file", "/tmp/x", input="x\n", check=False)
     assert r.returncode != 0 and "not used with --store postgres" in r.stderr
 

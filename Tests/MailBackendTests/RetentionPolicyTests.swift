@@ -26,7 +26,8 @@ struct RetentionPolicyTests {
     @Test func aUsersExtraFieldIsReadOnceAsAPolicy() {
         #expect(AuthenticatedUser(name: "a", extraFields: ["expire": "never"]).expire == .never)
         #expect(AuthenticatedUser(name: "a", extraFields: ["expire": "10"]).expire == .days(10))
-        #expect(AuthenticatedUser(name: "a", extraFields: ["expire": "soon"]).expire == nil)
+        #expect(AuthenticatedUser(name: "a", extraFields: ["expire": "soon"]).expire == .never)
+        #expect(AuthenticatedUser(name: "a", extraFields: ["expire": "-1"]).expire == .never)
         #expect(AuthenticatedUser(name: "a").expire == nil)
     }
 }
@@ -81,6 +82,20 @@ struct UsernameFormatTests {
         #expect(UsernameFormat("%u", defaultDomain: "a b") == nil)
     }
 
+    /// Dovecot's %L and %U change ASCII letters only.
+    @Test func caseChangesAreASCIIOnly() throws {
+        #expect(UsernameFormat.dovecotDefault.normalize("ÄLICE@Example.org") == "Älice@example.org")
+        #expect(try #require(UsernameFormat("%Uu")).normalize("ß-bob") == "ß-BOB")
+    }
+
+    /// The default domain completes a bare name, never the local part of another domain's address.
+    @Test func recipientCandidates() throws {
+        let format = try #require(UsernameFormat("%Lu", defaultDomain: "example.org"))
+        #expect(format.normalize(candidates: ["Bob@Other.org", "Bob"]) == ["bob@other.org", "bob"])
+        #expect(format.normalize(candidates: ["Bob"]) == ["bob@example.org"])
+        #expect(UsernameFormat.dovecotDefault.normalize(candidates: ["a@x", "a", "A"]) == ["a@x", "a"])
+    }
+
     @Test func theDefaultIsDovecots() {
         #expect(UsernameFormat.dovecotDefault.template == "%Lu")
         #expect(UsernameFormat.dovecotDefault.normalize("ALICE") == "alice")
@@ -95,10 +110,13 @@ struct ExtraFieldsTests {
         #expect(fields == ["login_delay": "60", "nologin": "", "allow_nets": "10.0.0.0/8,192.0.2.1", "expire": "7"])
     }
 
-    @Test func aReasonTakesTheRestOfTheLine() {
+    @Test func aReasonRunsToTheNextField() {
         let user = AuthenticatedUser(name: "a", extraFields: AuthenticatedUser.parseExtraFields("nologin=y reason=Mailbox moved to the new server, see the intranet. "))
         #expect(user.noLogin)
         #expect(user.noLoginReason == "Mailbox moved to the new server, see the intranet.")
+        // A line written for Dovecot keeps every field after the reason.
+        let fields = AuthenticatedUser.parseExtraFields("reason=Moved away allow_nets=10.0.0.0/8 nologin userdb_mail=maildir:~/M")
+        #expect(fields == ["reason": "Moved away", "allow_nets": "10.0.0.0/8", "nologin": "", "userdb_mail": "maildir:~/M"])
     }
 
     @Test func rulesAreAbsentUnlessGiven() {
