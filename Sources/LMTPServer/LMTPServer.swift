@@ -161,6 +161,8 @@ public final class LMTPServer: Service, Sendable {
             remote: channel.remoteAddress?.ipAddress ?? "unknown", sessionID: SessionID.make(),
             isShuttingDown: { [skeleton] in skeleton.isShuttingDown }
         )
-        await skeleton.tracking(channel) { await session.run(connection) }
+        skeleton.track(channel)
+        defer { skeleton.untrack(channel) }
+        await session.run(connection)
     }
 }

@@ -191,11 +191,13 @@ public final class POP3Server: Service, Sendable {
         try await skeleton.serve(bound) {
             logger.info("master: Shutting down: no new connections; open sessions end after their current command")
         } handle: { connection, _ in
-            await self.skeleton.tracking(connection.channel.channel) { await self.handle(connection) }
+            await self.handle(connection)
         }
     }
 
     private func handle(_ connection: AcceptedConnection) async {
+        skeleton.track(connection.channel.channel)
+        defer { skeleton.untrack(connection.channel.channel) }
         let local = connection.localAddress?.ipAddress ?? "unknown"
 
         let client: SocketAddress?
