@@ -74,7 +74,7 @@ public struct LMTPServerConfiguration: Sendable {
 /// An LMTP server (RFC 2033) delivering into a ``MailDelivery`` store, on the same
 /// ``ServerSkeleton`` as POP3: one task per connection, messages streamed to a spool file with
 /// backpressure, graceful shutdown.
-public final class LMTPServer: Service, Sendable {
+public final class LMTPServer: Service, ConnectionHandler, Sendable {
     public let configuration: LMTPServerConfiguration
     let delivery: any MailDelivery
     let threadPool: NIOThreadPool
@@ -135,15 +135,14 @@ public final class LMTPServer: Service, Sendable {
     /// Serves connections until graceful shutdown: then no new connections are accepted and
     /// open ones finish what they have read; a message not yet complete is not delivered.
     public func serve(_ bound: [BoundListener]) async throws {
-        let logger = self.logger
-        try await skeleton.serve(bound) {
-            logger.info("master: Shutting down LMTP: no new connections; open ones finish their current transaction step, then get 421")
-        } handle: { connection, listener in
-            await self.handle(connection, listener: listener)
-        }
+        try await skeleton.serve(bound, handler: self)
     }
 
-    private func handle(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, listener: Listener) async {
+    public func shutdownBegins() {
+        logger.info("master: Shutting down LMTP: no new connections; open ones finish their current transaction step, then get 421")
+    }
+
+    public func handle(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, listener: Listener) async {
         let channel = connection.channel
         // LMTP has no authentication: a listener's allow=/deny= list is checked before the greeting.
         if let access = listener.access, let peer = channel.remoteAddress, !access.permits(peer) {

@@ -31,7 +31,7 @@ public struct AcceptedConnection: Sendable {
 /// Run it in a `ServiceGroup`; on SIGTERM/SIGINT it stops accepting, lets each session finish
 /// the command it is on (an UPDATE in progress completes), and abandons maildrops of sessions
 /// that did not QUIT, which deletes nothing (RFC 1939 section 6).
-public final class POP3Server: Service, Sendable {
+public final class POP3Server: Service, ConnectionHandler, Sendable {
     public let configuration: POP3ServerConfiguration
     private let userDatabase: any UserDatabase
     private let mailStore: any MailStore
@@ -187,15 +187,14 @@ public final class POP3Server: Service, Sendable {
     /// Serves connections on listeners from ``bind()`` until graceful shutdown.
     public func serve(_ bound: [BoundListener]) async throws {
         onListening?(bound.compactMap(\.localAddress))
-        let logger = self.logger
-        try await skeleton.serve(bound) {
-            logger.info("master: Shutting down: no new connections; open sessions end after their current command")
-        } handle: { connection, _ in
-            await self.handle(connection)
-        }
+        try await skeleton.serve(bound, handler: self)
     }
 
-    private func handle(_ connection: AcceptedConnection) async {
+    public func shutdownBegins() {
+        logger.info("master: Shutting down: no new connections; open sessions end after their current command")
+    }
+
+    public func handle(_ connection: AcceptedConnection, listener: Listener) async {
         skeleton.track(connection.channel.channel)
         defer { skeleton.untrack(connection.channel.channel) }
         let local = connection.localAddress?.ipAddress ?? "unknown"

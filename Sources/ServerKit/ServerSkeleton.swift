@@ -4,6 +4,15 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
+/// What a protocol server gives ``ServerSkeleton``: the session for each accepted connection.
+public protocol ConnectionHandler: Sendable {
+    associatedtype Accepted: Sendable
+    /// Runs one connection's session to its end.
+    func handle(_ connection: Accepted, listener: Listener) async
+    /// Graceful shutdown has begun (to log it); open connections' input is closed next.
+    func shutdownBegins()
+}
+
 /// The skeleton every Postie listener runs on (POP3, LMTP): bind then serve, one task per
 /// connection, and graceful shutdown. A protocol server supplies what differs: the child
 /// channel's pipeline (what a connection hands over as `Accepted`) and the session.
@@ -46,12 +55,10 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
         return Bound(channel: channel, listener: listener)
     }
 
-    /// Serves every bound listener until graceful shutdown, calling `handle` in a task of its
-    /// own for each connection. `onShutdown` runs once when shutdown begins (to log it).
-    public func serve(
-        _ bound: [Bound], onShutdown: @escaping @Sendable () -> Void,
-        handle: @escaping @Sendable (Accepted, Listener) async -> Void
-    ) async throws {
+    /// Serves every bound listener until graceful shutdown, calling the handler in a task of
+    /// its own for each connection (directly: an idle session holds no frame of the skeleton's).
+    public func serve<Handler: ConnectionHandler>(_ bound: [Bound], handler: Handler) async throws
+    where Handler.Accepted == Accepted {
         let serverChannels = bound.map(\.channel.channel)
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -60,7 +67,7 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
                         try await server.channel.executeThenClose { inbound in
                             try await withThrowingDiscardingTaskGroup { connections in
                                 for try await connection in inbound {
-                                    connections.addTask { await handle(connection, server.listener) }
+                                    connections.addTask { await handler.handle(connection, listener: server.listener) }
                                 }
                             }
                         }
@@ -68,7 +75,7 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
                 }
             }
         } onGracefulShutdown: {
-            onShutdown()
+            handler.shutdownBegins()
             self.shuttingDown.withLockedValue { $0 = true }
             for channel in serverChannels { channel.close(promise: nil) }
             for channel in self.connections.withLockedValue({ Array($0.values) }) {
