@@ -30,8 +30,8 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
     }
 
     private let group: any EventLoopGroup
-    private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
-    private let shuttingDown = NIOLockedValueBox(false)
+    @usableFromInline let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    @usableFromInline let shuttingDown = NIOLockedValueBox(false)
 
     public init(group: any EventLoopGroup) {
         self.group = group
@@ -57,6 +57,9 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
 
     /// Serves every bound listener until graceful shutdown, calling the handler in a task of
     /// its own for each connection (directly: an idle session holds no frame of the skeleton's).
+    /// (Inlinable, so that each server's copy is specialised for its connection type and a
+    /// session's task holds no generic boxes.)
+    @inlinable
     public func serve<Handler: ConnectionHandler>(_ bound: [Bound], handler: Handler) async throws
     where Handler.Accepted == Accepted {
         let serverChannels = bound.map(\.channel.channel)
