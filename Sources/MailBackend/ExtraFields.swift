@@ -47,8 +47,12 @@ extension AuthenticatedUser {
     public var noLogin: Bool { extraFields["nologin"] != nil }
 
     /// The text sent with a `nologin` refusal (`reason=`), if any; never sent before the
-    /// password was proved.
-    public var noLoginReason: String? { extraFields["reason"].flatMap { $0.isEmpty ? nil : $0 } }
+    /// password was proved. Control characters become spaces, so a value from a database
+    /// column can never end the reply line early (RFC 1939 section 3: one line per response).
+    public var noLoginReason: String? {
+        guard let reason = extraFields["reason"], !reason.isEmpty else { return nil }
+        return String(reason.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) })
+    }
 
     /// Dovecot's `allow_nets`: the only networks the user may log in from, as written
     /// (`CIDR,CIDR`); nil when the user has no such rule.

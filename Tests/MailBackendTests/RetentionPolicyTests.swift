@@ -119,6 +119,11 @@ struct ExtraFieldsTests {
         #expect(fields == ["reason": "Moved away", "allow_nets": "10.0.0.0/8", "nologin": "", "userdb_mail": "maildir:~/M"])
     }
 
+    @Test func aReasonCannotEndTheReplyLine() {
+        let user = AuthenticatedUser(name: "a", extraFields: ["nologin": "", "reason": "Moved\r\n+OK fake\u{7F}"])
+        #expect(user.noLoginReason == "Moved  +OK fake ")
+    }
+
     @Test func rulesAreAbsentUnlessGiven() {
         let user = AuthenticatedUser(name: "a", extraFields: AuthenticatedUser.parseExtraFields("login_delay=5"))
         #expect(!user.noLogin)
