@@ -73,15 +73,25 @@ public enum POSIX {
         return done
     }
 
-    /// Everything from `fd` to the end of the file.
-    public static func readAll(_ fd: Int32, path: String, chunkSize: Int = 256 * 1024) throws(SystemError) -> [UInt8] {
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: chunkSize)
+    /// Everything from `fd` to the end of the file. The buffer starts at the file's size
+    /// (one read for a file that does not change), so a small file costs a small buffer:
+    /// a fixed large one, touched on every call from every thread-pool thread, would stay in
+    /// each thread's malloc arena.
+    public static func readAll(_ fd: Int32, path: String) throws(SystemError) -> [UInt8] {
+        var info = stat()
+        let known = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? Int(info.st_size) : 0
+        var buffer = [UInt8](repeating: 0, count: max(known + 1, 4096))
+        var done = 0
         while true {
-            let n = try chunk.withUnsafeMutableBytes { buffer in Result { () throws(SystemError) in try read(fd, into: buffer, path: path) } }.get()
-            if n == 0 { return result }
-            result.append(contentsOf: chunk[0..<n])
+            if done == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }
+            let n = try buffer.withUnsafeMutableBytes { all in
+                Result { () throws(SystemError) in try read(fd, into: UnsafeMutableRawBufferPointer(rebasing: all[done...]), path: path) }
+            }.get()
+            if n == 0 { break }
+            done += n
         }
+        buffer.removeLast(buffer.count - done)
+        return buffer
     }
 
     /// A whole (small) file; nil if it does not exist.

@@ -83,7 +83,7 @@ struct POSIXTests {
         let fd = try POSIX.open(file, O_RDONLY)
         defer { close(fd) }
         #expect(try POSIX.pread(fd, offset: 299_990, count: 100, path: file) == Array(bytes[299_990...]))
-        #expect(try POSIX.readAll(fd, path: file, chunkSize: 4096) == bytes)
+        #expect(try POSIX.readAll(fd, path: file) == bytes)
     }
 
     @Test func anFlockHeldElsewhereIsSeenWithoutWaiting() throws {
