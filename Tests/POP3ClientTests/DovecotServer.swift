@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Dovecot (Debian's dovecot-pop3d) on loopback as a real server for the client's tests: its own
@@ -189,8 +190,19 @@ struct DovecotServer {
         return pid
     }
 
-    /// A port that was free a moment ago on 127.0.0.1.
+    /// Ports handed out by ``freePort()`` so far in this process.
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// A port that was free a moment ago on 127.0.0.1 and was never handed out before: two calls in a
+    /// row can otherwise get the same port from the kernel, and Dovecot refuses a duplicate listener.
     private static func freePort() throws -> Int {
+        while true {
+            let port = try unusedPort()
+            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
+    }
+
+    private static func unusedPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()

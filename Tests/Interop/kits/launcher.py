@@ -20,11 +20,20 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free a moment ago on `host`, never one this process handed out before: two calls in a row
+    can otherwise get the same port back from the kernel (a server with two listeners then fails)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def listen_spec(host: str, port: int) -> str:
