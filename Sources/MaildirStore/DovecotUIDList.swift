@@ -99,6 +99,17 @@ public struct DovecotUIDList: Equatable, Sendable {
         return uid
     }
 
+    /// Puts a record back at its place in UID order (an undeleted message keeps its UID and so
+    /// its UIDL). Returns false, changing nothing, when its base name or UID is taken.
+    @discardableResult
+    public mutating func restore(_ record: Record) -> Bool {
+        guard !records.contains(where: { $0.uid == record.uid || $0.baseName == record.baseName }) else { return false }
+        let at = records.firstIndex(where: { $0.uid > record.uid }) ?? records.endIndex
+        records.insert(record, at: at)
+        if record.uid >= nextUID { nextUID = record.uid + 1 }
+        return true
+    }
+
     /// Changes the fields of the record with this UID.
     public mutating func update(uid: UInt32, _ change: (inout Record) -> Void) {
         if let i = records.firstIndex(where: { $0.uid == uid }) { change(&records[i]) }

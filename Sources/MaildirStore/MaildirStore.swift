@@ -47,6 +47,10 @@ public struct MaildirStore: MailStore {
     /// default. Dovecot keeps the INBOX's `dovecot-uidlist` in `.INBOX/` below it.
     public var dovecotControlTemplate: String?
 
+    /// How long deleted messages are kept in the Maildir's retention area (``RetentionArea``);
+    /// 0: UPDATE unlinks them.
+    public var deletedRetention = DeletedRetention(seconds: 0)
+
     public init(
         template: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.maildir"),
         expireDays: Int? = nil, uidl: UIDLSettings = UIDLSettings()
@@ -120,10 +124,12 @@ public struct MaildirStore: MailStore {
         days = days.map { min(max($0, 0), 36_500) }
         let expire = days
         let uidlSettings = uidl
+        let retains = deletedRetention.isEnabled
         do {
             return try await threadPool.runIfActive {
                 try MaildirMaildrop.open(
-                    path: path, control: control, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings, commitHook: hook)
+                    path: path, control: control, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings,
+                    retainsDeleted: retains, commitHook: hook)
             }
         } catch let error as BackendError {
             throw error
@@ -134,7 +140,7 @@ public struct MaildirStore: MailStore {
 }
 
 /// One session's view of a Maildir: the lock is held and the list is a snapshot from login.
-public final class MaildirMaildrop: Maildrop, Sendable {
+public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     public let messages: [MessageInfo]
     let path: String
     /// The file name in cur/ of each message, by index.
@@ -145,13 +151,20 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     let commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     /// Whether retrievals are recorded (an EXPIRE policy applies).
     let recordsRetrievals: Bool
+    /// Whether UPDATE moves deleted messages to the retention area; with Dovecot's list in
+    /// charge, the records to put back on undelete (empty otherwise).
+    let retainsDeleted: Bool
+    let dovecotRecords: [String: DovecotUIDList.Record]
 
     init(
         path: String, messages: [MessageInfo], fileNames: [String], index: UIDList,
         threadPool: NIOThreadPool, lock: MaildirLock, recordsRetrievals: Bool,
+        retainsDeleted: Bool = false, dovecotRecords: [String: DovecotUIDList.Record] = [:],
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) {
         self.recordsRetrievals = recordsRetrievals
+        self.retainsDeleted = retainsDeleted
+        self.dovecotRecords = dovecotRecords
         self.path = path
         self.messages = messages
         self.fileNames = fileNames
@@ -166,7 +179,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     /// Dovecot's `dovecot-uidlist` (nil: `path`). Blocking: thread pool only.
     static func open(
         path: String, control: String? = nil, threadPool: NIOThreadPool, expireDays: Int? = nil, uidlSettings: UIDLSettings = UIDLSettings(),
-        commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+        retainsDeleted: Bool = false, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
         let lock = try MaildirLock.acquire(path + "/postie.lock")
@@ -176,7 +189,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             return try IndexLock.holding(maildir: path) {
                 try openLocked(
                     path: path, control: control ?? path, threadPool: threadPool, lock: lock, expireDays: expireDays,
-                    uidlSettings: uidlSettings, commitHook: commitHook)
+                    uidlSettings: uidlSettings, retainsDeleted: retainsDeleted, commitHook: commitHook)
             }
         } catch {
             lock.release()
@@ -186,14 +199,15 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
     private static func openLocked(
         path: String, control: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?, uidlSettings: UIDLSettings,
-        commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+        retainsDeleted: Bool, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         let indexPath = path + "/" + UIDList.fileName
         var (index, changed) = try readIndex(indexPath, maildir: path)
         if let (entries, fileNames) = try unchangedListing(path: path, control: control, index: index, uidlSettings: uidlSettings) {
             return try makeMaildrop(
                 path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: [:], dovecotMode: false,
-                expireDays: expireDays, uidlSettings: uidlSettings, threadPool: threadPool, lock: lock, commitHook: commitHook)
+                expireDays: expireDays, uidlSettings: uidlSettings, retainsDeleted: retainsDeleted, threadPool: threadPool, lock: lock,
+                commitHook: commitHook)
         }
         // The clock before cur/'s time is read: a time that old plus the settling delay can
         // only be matched by a change made before that read, which the listing then sees.
@@ -246,8 +260,8 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
         return try makeMaildrop(
             path: path, index: index, entries: matched.entries, fileNames: matched.fileNames, dovecotRecords: matched.dovecotRecords,
-            dovecotMode: dovecot != nil, expireDays: expireDays, uidlSettings: uidlSettings, threadPool: threadPool,
-            lock: lock, commitHook: commitHook)
+            dovecotMode: dovecot != nil, expireDays: expireDays, uidlSettings: uidlSettings, retainsDeleted: retainsDeleted,
+            threadPool: threadPool, lock: lock, commitHook: commitHook)
     }
 
     /// The messages a listing matched to UIDs: entries and their cur/ file names in UID order.
@@ -280,11 +294,24 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         guard !index.tombstones.isEmpty else { return false }
         var remaining: [String] = []
         var kept = Set<String>()
+        // A deletion with a retention record was a retaining UPDATE: its file moves, not goes.
+        let retained = Set(try RetentionArea.records(maildir: path).map(\.baseName))
+        var movedAny = false
         for name in curNames {
             if index.tombstones.contains(baseName(name)) {
                 // A file that cannot be removed stays tombstoned (never shown again) and is
                 // retried at the next open; the mailbox stays usable.
-                do { try POSIX.unlinkIfPresent(path + "/cur/" + name) } catch { kept.insert(baseName(name)) }
+                do {
+                    if retained.contains(baseName(name)) {
+                        try POSIX.makeDirectories(path + "/" + RetentionArea.directory)
+                        try RetentionArea.move(maildir: path, curName: name)
+                        movedAny = true
+                    } else {
+                        try POSIX.unlinkIfPresent(path + "/cur/" + name)
+                    }
+                } catch {
+                    kept.insert(baseName(name))
+                }
             } else {
                 remaining.append(name)
             }
@@ -293,6 +320,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             do { try POSIX.unlinkIfPresent(path + "/new/" + name) } catch { kept.insert(baseName(name)) }
         }
         try POSIX.fsyncDirectory(path + "/cur")
+        if movedAny { try POSIX.fsyncDirectory(path + "/" + RetentionArea.directory) }
         curNames = remaining
         index.tombstones = kept
         return true
@@ -435,11 +463,17 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     private static func makeMaildrop(
         path: String, index: UIDList, entries: [UIDList.Entry], fileNames: [String],
         dovecotRecords: [String: DovecotUIDList.Record], dovecotMode: Bool, expireDays: Int?, uidlSettings: UIDLSettings,
-        threadPool: NIOThreadPool, lock: MaildirLock, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+        retainsDeleted: Bool, threadPool: NIOThreadPool, lock: MaildirLock,
+        commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         var index = index
         var entries = entries
         var fileNames = fileNames
+        func uidl(_ entry: UIDList.Entry) -> String {
+            uidlSettings.uidl(
+                uid: entry.uid, uidValidity: index.uidValidity, baseName: entry.baseName, record: dovecotRecords[entry.baseName],
+                dovecotMode: dovecotMode, xUIDL: entry.xUIDL ?? nil)
+        }
 
         // EXPIRE (RFC 2449 section 6.7): messages first retrieved more than N days ago go now,
         // with the same all-or-nothing commit as a QUIT.
@@ -447,7 +481,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             let cutoff = Int(time(nil)) - days * 86_400
             let expired = Set(entries.indices.filter { entries[$0].retrievedAt.map { $0 <= cutoff } ?? false })
             if !expired.isEmpty {
-                try applyDeletions(path: path, index: index, fileNames: fileNames, indices: expired, hook: nil)
+                let retained = retainsDeleted
+                    ? retentionRecords(
+                        index: index, indices: expired, uidl: { uidl(entries[$0]) }, size: { entries[$0].size },
+                        dovecotRecords: dovecotRecords, address: nil)
+                    : nil
+                try applyDeletions(path: path, index: index, fileNames: fileNames, indices: expired, retained: retained, hook: nil)
                 index.entries = entries.enumerated().filter { !expired.contains($0.offset) }.map(\.element)
                 fileNames = fileNames.enumerated().filter { !expired.contains($0.offset) }.map(\.element)
                 for entry in entries.enumerated() where expired.contains(entry.offset) { index.tombstones.insert(entry.element.baseName) }
@@ -457,20 +496,30 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
         return MaildirMaildrop(
             path: path,
-            messages: entries.map { entry in
-                let record = dovecotRecords[entry.baseName]
-                let uidl = uidlSettings.uidl(
-                    uid: entry.uid, uidValidity: index.uidValidity, baseName: entry.baseName, record: record,
-                    dovecotMode: dovecotMode, xUIDL: entry.xUIDL ?? nil)
-                return MessageInfo(uid: uidl, size: entry.size)
-            },
+            messages: entries.map { MessageInfo(uid: uidl($0), size: $0.size) },
             fileNames: fileNames,
             index: index,
             threadPool: threadPool,
             lock: lock,
             recordsRetrievals: expireDays != nil,
+            retainsDeleted: retainsDeleted,
+            dovecotRecords: retainsDeleted ? dovecotRecords : [:],
             commitHook: commitHook
         )
+    }
+
+    /// The retention records for deleting the entries at `indices` now.
+    static func retentionRecords(
+        index: UIDList, indices: Set<Int>, uidl: (Int) -> String, size: (Int) -> Int,
+        dovecotRecords: [String: DovecotUIDList.Record], address: String?
+    ) -> [RetentionArea.Record] {
+        let now = Int(time(nil))
+        return indices.sorted().map { i in
+            let entry = index.entries[i]
+            return RetentionArea.Record(
+                baseName: entry.baseName, uid: entry.uid, size: size(i), uidl: uidl(i), deletedAt: now, address: address,
+                dovecotFields: dovecotRecords[entry.baseName].flatMap(RetentionArea.fields))
+        }
     }
 
     /// Base names in delivery order: Maildir names start with the delivery time.
@@ -647,6 +696,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
     }
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
+        try await commit(deleting: indices, retrieved: retrieved, recordingAddress: nil)
+    }
+
+    /// UPDATE; with retention on, the deleted messages move to the retention area with a record
+    /// naming `address` (see ``RetentionArea``).
+    public func commit(deleting indices: Set<Int>, retrieved: Set<Int>, recordingAddress address: String?) async throws {
         defer { lock.release() }
         var index = self.index
         // First retrievals are recorded only where an EXPIRE policy will use them.
@@ -663,6 +718,12 @@ public final class MaildirMaildrop: Maildrop, Sendable {
         let fileNames = self.fileNames
         let hook = commitHook
         let updated = index
+        let messages = self.messages
+        let retained = retainsDeleted && !indices.isEmpty
+            ? Self.retentionRecords(
+                index: index, indices: indices, uidl: { messages[$0].uid }, size: { messages[$0].size },
+                dovecotRecords: dovecotRecords, address: address)
+            : nil
         do {
             try await threadPool.runIfActive {
                 try IndexLock.holding(maildir: path) {
@@ -671,7 +732,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
                     if indices.isEmpty {
                         try POSIX.writeAtomically(path + "/" + UIDList.fileName, merged.serialized())
                     } else {
-                        try Self.applyDeletions(path: path, index: merged, fileNames: fileNames, indices: indices, hook: hook)
+                        try Self.applyDeletions(path: path, index: merged, fileNames: fileNames, indices: indices, retained: retained, hook: hook)
                     }
                 }
             }
@@ -699,8 +760,10 @@ public final class MaildirMaildrop: Maildrop, Sendable {
 
     /// UPDATE (RFC 1939 section 6), atomic: writing the index with tombstones is the commit
     /// point; the unlinks after it are redone at the next open if a crash interrupts them.
+    /// With `retained` records the files move to the retention area instead (the records are
+    /// durable before the commit point, so the next open moves rather than unlinks).
     static func applyDeletions(
-        path: String, index: UIDList, fileNames: [String], indices: Set<Int>,
+        path: String, index: UIDList, fileNames: [String], indices: Set<Int>, retained: [RetentionArea.Record]? = nil,
         hook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws {
         var updated = index
@@ -715,10 +778,15 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             }
         }
         updated.entries = keep
+        if let retained { try RetentionArea.add(maildir: path, retained) }
         try hook?(.beforeIndexWrite)
         try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
         try hook?(.afterIndexWrite)
-        for (n, name) in doomed.enumerated() {
+        for (n, name) in doomed.enumerated() where retained != nil {
+            try RetentionArea.move(maildir: path, curName: name)
+            try hook?(.afterUnlink(n))
+        }
+        for (n, name) in doomed.enumerated() where retained == nil {
             let file = path + "/cur/" + name
             if Glibc.unlink(file) != 0 {
                 // After the commit point: a failure is reported (the tombstone stays, and the
@@ -733,6 +801,7 @@ public final class MaildirMaildrop: Maildrop, Sendable {
             try hook?(.afterUnlink(n))
         }
         try POSIX.fsyncDirectory(path + "/cur")
+        if retained != nil { try POSIX.fsyncDirectory(path + "/" + RetentionArea.directory) }
         try hook?(.afterDirectorySync)
     }
 

@@ -178,3 +178,11 @@ struct MboxDestination: LocalDestination {
         return found
     }
 }
+
+/// The mboxrd form of one message, for writers other than `fetch` (`postie mailbox export`).
+public enum Mboxrd {
+    /// `From SENDER DATE`, the message with LF line ends and `>From ` quoting, a blank line.
+    public static func entry(from sender: String, time: Int, message: [UInt8]) -> [UInt8] {
+        MboxDestination.entry(fromPrefix: "From \(sender) ", time: time, message: message)
+    }
+}

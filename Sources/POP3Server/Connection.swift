@@ -407,7 +407,7 @@ private final class SessionRunner {
         guard let opened = maildrop else { return .close(nil) }
         maildrop = nil
         do {
-            try await opened.commit(deleting: deleting, retrieved: machine.transaction?.retrieved ?? [])
+            try await opened.commit(deleting: deleting, retrieved: machine.transaction?.retrieved ?? [], from: context.remote)
             context.metrics.messagesDeleted.increment(by: deleting.count)
             return machine.updateFinished(error: nil)
         } catch {

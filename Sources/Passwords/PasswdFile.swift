@@ -152,6 +152,14 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
         return .success(AuthenticatedUser(name: entry.user, home: entry.home, extraFields: entry.extraFields))
     }
 
+    /// Every user in the file, with home and extra fields (for work over all mailboxes, such as
+    /// the retention sweep).
+    public func allUsers() async throws -> [AuthenticatedUser] {
+        try await threadPool.runIfActive {
+            try self.currentSnapshot().users.values.map { AuthenticatedUser(name: $0.user, home: $0.home, extraFields: $0.extraFields) }
+        }
+    }
+
     /// The parsed file, re-read if its inode, size or mtime changed. Blocking.
     private func currentSnapshot() throws(PasswdFileError) -> Snapshot {
         var st = stat()

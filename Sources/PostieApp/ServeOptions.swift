@@ -42,6 +42,7 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.authUsernameFormat), help: .setting(.authUsernameFormat)) public var usernameFormat: String?
     @Option(name: .setting(.authDefaultDomain), help: .setting(.authDefaultDomain)) public var defaultDomain: String?
     @Option(name: .setting(.store), help: .setting(.store)) public var store: String?
+    @Option(name: .setting(.deletedRetention), help: .setting(.deletedRetention)) public var deletedRetention: String?
 
     @OptionGroup public var database: DatabaseOptions
 

@@ -1,5 +1,6 @@
 import DurableFiles
 import LMTPServer
+import MailBackend
 import Logging
 import Metrics
 import NIOPosix
@@ -131,6 +132,16 @@ public enum ServerLauncher {
         }
         if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
         if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
+        if settings.deletedRetention.isEnabled {
+            guard let retaining = backend.store as? any RetainingStore else {
+                throw ConfigurationError("\(settings.origin(.deletedRetention)): this store cannot retain deleted mail")
+            }
+            let passwdFile = backend.passwdFile
+            services.append(.init(service: RetentionSweeper(
+                store: retaining, retention: settings.deletedRetention,
+                users: { try await passwdFile?.allUsers() ?? [] }, logger: logger)))
+            logger.info("master: Deleted mail is kept for \(settings.deletedRetention)")
+        }
         services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, tls: tls, metrics: metrics, logger: logger)))
         let group = ServiceGroup(
             configuration: .init(

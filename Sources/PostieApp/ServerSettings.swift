@@ -51,6 +51,8 @@ public struct ServerSettings: Sendable {
     public var apop = false
     public var loginDelay = 0
     public var expire = "NEVER"
+    /// How long deleted messages are kept (`deleted_retention`); 0: not at all.
+    public var deletedRetention = DeletedRetention(seconds: 0)
     /// LMTP listeners (RFC 2033); none by default.
     public var lmtpListeners: [Listener] = []
     public var lmtpMaxSize = LMTPServerConfiguration.defaultMaxMessageSize
@@ -284,6 +286,10 @@ public struct ServerSettings: Sendable {
             if v.uppercased() == "NEVER" || (Int(v).map { (0...36_500).contains($0) } ?? false) { expire = v.uppercased() } else { problem(.expire, "must be 0 to 36500 days or NEVER") }
         }
         show(.expire, raw: expire)
+        if let v = input.string(.deletedRetention) ?? input.int(.deletedRetention).map(String.init) {
+            if let retention = DeletedRetention(v) { deletedRetention = retention } else { problem(.deletedRetention, "'\(v)' is not a duration: 0, or a number with s, m, h, d or w (e.g. 7d)") }
+        }
+        show(.deletedRetention, raw: deletedRetention.description)
 
         for text in input.strings(.listenLMTP) ?? [] {
             if let listener = Listener(parsing: text), !listener.proxyProtocol {

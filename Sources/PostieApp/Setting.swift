@@ -46,6 +46,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case apop
     case loginDelay = "login_delay"
     case expire
+    case deletedRetention = "deleted_retention"
     case listenLMTP = "listen_lmtp"
     case lmtpMaxSize = "lmtp_max_size"
     case lmtpMaxRecipients = "lmtp_max_recipients"
@@ -125,6 +126,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .lockoutWindow: Spec(help: "Seconds.", defaultText: "300")
         case .lockoutDuration: Spec(help: "Seconds a locked-out address is refused.", defaultText: "900")
         case .loginDelay: Spec(help: "Seconds between a user's logins (RFC 2449 LOGIN-DELAY).", defaultText: "0")
+        case .deletedRetention: Spec(flag: "deleted-retention", valueName: "duration", help: "Keep messages a QUIT deletes this long (30s, 12h, 7d) where no POP3 session sees them, for `postie mailbox undelete`; 0 deletes at once.", defaultText: "0")
         case .expire: Spec(help: "Days after retrieval before a message is deleted (RFC 2449 EXPIRE), or NEVER.", defaultText: "NEVER")
         }
     }

@@ -89,6 +89,8 @@ public struct StoreFactory: Sendable {
     public var uidl = UIDLSettings()
     /// Days after retrieval before a message is deleted (RFC 2449 EXPIRE); nil: never.
     public var expireDays: Int?
+    /// How long deleted messages are kept (0: not at all).
+    public var deletedRetention = DeletedRetention(seconds: 0)
     /// Pooled database connections; nil: the settings' or the default.
     public var poolSize: Int?
 
@@ -155,6 +157,7 @@ public struct StoreFactory: Sendable {
         }
         uidl = UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL)
         expireDays = Int(settings.expire)
+        deletedRetention = settings.deletedRetention
     }
 
     /// Fully resolved database options for `serve` (the settings' pool, timeouts, keepalive).
@@ -238,6 +241,7 @@ public struct StoreFactory: Sendable {
             let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
             var maildirs = MaildirStore(template: maildir ?? "", threadPool: threadPool, logger: logger, expireDays: expireDays, uidl: uidl)
             maildirs.dovecotControlTemplate = dovecotControl
+            maildirs.deletedRetention = deletedRetention
             let delivery = MaildirDelivery(store: maildirs, users: users, logger: logger)
             return Backend(users: users, store: maildirs, delivery: delivery, passwdFile: users, postgres: nil)
         case .postgres(let flags):
