@@ -24,7 +24,9 @@ public struct DeletedRetention: Hashable, Sendable, CustomStringConvertible {
         case "h": unit = 3_600
         case "d": unit = 86_400
         case "w": unit = 604_800
-        default: unit = 1
+        default:
+            guard last.isASCII, last.isNumber else { return nil }
+            unit = 1
         }
         if !last.isNumber { digits = digits.dropLast() }
         guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
