@@ -9,7 +9,10 @@ import PostgresNIO
 /// session advisory lock, and the message list read at login (RFC 1939: sizes and UIDLs are
 /// a snapshot). Bodies are read over the same connection, one chunk per query, as the
 /// client takes them.
-public final class PostgresMaildrop: LosableMaildrop, Sendable {
+///
+/// With a ``DeletedRetention``, QUIT's deletions only mark the rows (`deleted_at`,
+/// `deleted_from`) in the same transaction; ``PostgresStore`` lists, restores and purges them.
+public final class PostgresMaildrop: LosableMaildrop, AddressRecordingMaildrop, Sendable {
     struct Entry: Sendable {
         var uid: Int64
         var uidl: String
@@ -23,6 +26,8 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
     let entries: [Entry]
     let connection: PostgresConnection
     let recordsRetrievals: Bool
+    /// Whether deletions are kept (marked) rather than removed.
+    let retainsDeleted: Bool
     let logger: Logger
     /// Set when this session ends (QUIT or abandon) and gives up the connection: a close after
     /// that is not a lost lock.
@@ -31,7 +36,8 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
     let unlocked: @Sendable (PostgresConnection) -> Void
 
     init(
-        user: String, mailboxID: Int64, entries: [Entry], connection: PostgresConnection, recordsRetrievals: Bool, logger: Logger,
+        user: String, mailboxID: Int64, entries: [Entry], connection: PostgresConnection, recordsRetrievals: Bool,
+        retainsDeleted: Bool = false, logger: Logger,
         unlocked: @escaping @Sendable (PostgresConnection) -> Void = { $0.close().whenComplete { _ in } }
     ) {
         self.unlocked = unlocked
@@ -40,6 +46,7 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
         self.entries = entries
         self.connection = connection
         self.recordsRetrievals = recordsRetrievals
+        self.retainsDeleted = retainsDeleted
         self.logger = logger
         self.messages = entries.map { MessageInfo(uid: $0.uidl, size: $0.size) }
     }
@@ -66,8 +73,13 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
     // MARK: - UPDATE
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
+        try await commit(deleting: indices, retrieved: retrieved, recordingAddress: nil)
+    }
+
+    /// UPDATE, recording `address` with the deletions when they are retained.
+    public func commit(deleting indices: Set<Int>, retrieved: Set<Int>, recordingAddress address: String?) async throws {
         do {
-            try await apply(deleting: indices, retrieved: retrieved)
+            try await apply(deleting: indices, retrieved: retrieved, address: address)
         } catch {
             await release()
             throw error
@@ -75,7 +87,7 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
         await release()
     }
 
-    private func apply(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
+    private func apply(deleting indices: Set<Int>, retrieved: Set<Int>, address: String?) async throws {
         if connection.isClosed { throw Self.lost(user) }
         let doomed = indices.sorted().map { entries[$0].uid }
         let seen = recordsRetrievals ? retrieved.subtracting(indices).sorted().map { entries[$0].uid } : []
@@ -85,7 +97,9 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
             // fails without deleting anything.
             try await connection.withTransaction(logger: logger) { connection in
                 if !doomed.isEmpty {
-                    try await Self.delete(uids: doomed, mailbox: self.mailboxID, on: connection, logger: self.logger)
+                    try await Self.delete(
+                        uids: doomed, mailbox: self.mailboxID, retaining: self.retainsDeleted, from: address,
+                        on: connection, logger: self.logger)
                 }
                 if !seen.isEmpty {
                     try await connection.query(
@@ -101,13 +115,33 @@ public final class PostgresMaildrop: LosableMaildrop, Sendable {
         }
     }
 
-    /// Deletes messages and drops their bodies' references, removing bodies no longer used.
-    /// Bodies are locked in id order, so concurrent deletions cannot deadlock.
-    static func delete(uids: [Int64], mailbox: Int64, on connection: PostgresConnection, logger: Logger) async throws {
+    /// Deletes live messages: with `retaining`, marks them deleted now by `address` (rows, UIDs
+    /// and body references stay, for an undelete); otherwise removes the rows and drops their
+    /// bodies' references. Call inside a transaction.
+    static func delete(
+        uids: [Int64], mailbox: Int64, retaining: Bool, from address: String?, on connection: PostgresConnection, logger: Logger
+    ) async throws {
+        if retaining {
+            try await connection.query(
+                """
+                UPDATE messages SET deleted_at = now(), deleted_from = \(address)
+                WHERE mailbox_id = \(mailbox) AND uid = ANY(\(uids)) AND deleted_at IS NULL
+                """, logger: logger)
+            return
+        }
         let deleted = try await connection.query(
-            "DELETE FROM messages WHERE mailbox_id = \(mailbox) AND uid = ANY(\(uids)) RETURNING body_id", logger: logger)
+            """
+            DELETE FROM messages WHERE mailbox_id = \(mailbox) AND uid = ANY(\(uids)) AND deleted_at IS NULL
+            RETURNING body_id
+            """, logger: logger)
         var references: [Int64: Int] = [:]
         for try await bodyID in deleted.decode(Int64.self) { references[bodyID, default: 0] += 1 }
+        try await dropReferences(references, on: connection, logger: logger)
+    }
+
+    /// Drops body references of removed message rows (body id: how many), removing bodies no
+    /// longer used. Bodies are locked in id order, so concurrent deletions cannot deadlock.
+    static func dropReferences(_ references: [Int64: Int], on connection: PostgresConnection, logger: Logger) async throws {
         for (bodyID, count) in references.sorted(by: { $0.key < $1.key }) {
             try await connection.query("UPDATE bodies SET refcount = refcount - \(count) WHERE id = \(bodyID)", logger: logger)
         }

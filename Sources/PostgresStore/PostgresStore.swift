@@ -23,6 +23,8 @@ import Glibc
 ///   transaction on that same connection, so a node that lost its lock cannot delete.
 /// - Delivery (``MailDelivery``): one transaction per message; each distinct body is stored
 ///   once, in 256 KiB chunks, and RETR reads it back chunk by chunk.
+/// - Deleted-mail retention (``RetainingStore``, with ``deletedRetention`` on): deleted rows
+///   are marked, hidden from every session, and purged by the server's sweep.
 ///
 /// The shared pool must run while the store is used: run ``run()`` (or add ``client`` to a
 /// service group) beside the server.
@@ -38,6 +40,9 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
     let logger: Logger
     /// Days after first retrieval that messages are deleted (RFC 2449 EXPIRE); nil: never.
     public let expireDays: Int?
+    /// How long deleted messages are kept (marked `deleted_at`) before the sweep removes them;
+    /// 0: QUIT and EXPIRE remove the rows at once.
+    public let deletedRetention: DeletedRetention
     /// A slow hash verified for unknown users, so they cost what a known user costs.
     private let decoy: StoredPassword
 
@@ -45,7 +50,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         url: DatabaseURL, options: PostgresStoreOptions = .init(),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.postgres"),
-        expireDays: Int? = nil
+        expireDays: Int? = nil, deletedRetention: DeletedRetention = DeletedRetention(seconds: 0)
     ) throws {
         self.url = url
         self.options = options
@@ -55,6 +60,7 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         self.threadPool = threadPool
         self.logger = logger
         self.expireDays = expireDays
+        self.deletedRetention = deletedRetention
         self.decoy = StoredPassword(StoredPassword.hash(randomBytes(16).hex, scheme: "SHA512-CRYPT") ?? "{SHA512-CRYPT}$6$decoy$")
     }
 
@@ -397,28 +403,34 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
                 // EXPIRE (RFC 2449 section 6.7): messages first retrieved N days ago go now.
                 let expired = try await connection.query(
                     """
-                    SELECT uid FROM messages WHERE mailbox_id = \(mailbox.id)
+                    SELECT uid FROM messages WHERE mailbox_id = \(mailbox.id) AND deleted_at IS NULL
                     AND retrieved_at <= now() - make_interval(days => \(Int32(days)))
                     """, logger: logger)
                 var found: [Int64] = []
                 for try await uid in expired.decode(Int64.self) { found.append(uid) }
                 let uids = found
+                let retaining = deletedRetention.isEnabled
                 if !uids.isEmpty {
+                    // Retained too, with no address: the server deleted them, not a client.
                     try await connection.withTransaction(logger: logger) { connection in
-                        try await PostgresMaildrop.delete(uids: uids, mailbox: mailbox.id, on: connection, logger: self.logger)
+                        try await PostgresMaildrop.delete(
+                            uids: uids, mailbox: mailbox.id, retaining: retaining, from: nil, on: connection, logger: self.logger)
                     }
                 }
             }
+            // The snapshot: live messages only. Retained ones never show, and one undeleted
+            // during the session shows at the next login (this list is not read again).
             var entries: [PostgresMaildrop.Entry] = []
             let rows = try await connection.query(
-                "SELECT uid, uidl, size, body_id FROM messages WHERE mailbox_id = \(mailbox.id) ORDER BY uid", logger: logger)
+                "SELECT uid, uidl, size, body_id FROM messages WHERE mailbox_id = \(mailbox.id) AND deleted_at IS NULL ORDER BY uid",
+                logger: logger)
             for try await (uid, uidl, size, bodyID) in rows.decode((Int64, String, Int64, Int64).self) {
                 entries.append(.init(uid: uid, uidl: uidl, size: Int(size), bodyID: bodyID))
             }
             let sessions = sessionConnections
             return PostgresMaildrop(
                 user: user.name, mailboxID: mailbox.id, entries: entries, connection: connection,
-                recordsRetrievals: days != nil, logger: logger, unlocked: { sessions.put($0) })
+                recordsRetrievals: days != nil, retainsDeleted: deletedRetention.isEnabled, logger: logger, unlocked: { sessions.put($0) })
         } catch let error as BackendError where error == .inUse {
             throw error
         } catch {

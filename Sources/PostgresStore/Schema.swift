@@ -77,6 +77,22 @@ public enum Schema {
             """,
             "CREATE INDEX messages_body_id ON messages (body_id)",
         ]),
+        // Deleted-mail retention (docs/retention.md): a QUIT marks its deletions instead of
+        // removing the rows, which keep their UID, UIDL and body reference (the body's
+        // refcount still counts them), so an undelete gives the message back unchanged.
+        // Adding nullable columns without a default rewrites nothing.
+        Migration(version: 2, description: "deleted-mail retention: messages.deleted_at, deleted_from", statements: [
+            """
+            ALTER TABLE messages
+                -- NULL: live; set: deleted by a QUIT (or EXPIRE) at that time, kept until the sweep
+                ADD COLUMN deleted_at   timestamptz,
+                -- the deleting client's address; NULL for deletions by the server itself
+                ADD COLUMN deleted_from text
+            """,
+            // The sweep's range scan, and the count of what is retained; small, since it holds
+            // only retained rows.
+            "CREATE INDEX messages_deleted_at ON messages (deleted_at) WHERE deleted_at IS NOT NULL",
+        ]),
     ]
 
     /// The newest version this build knows.

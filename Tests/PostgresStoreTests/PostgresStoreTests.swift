@@ -11,7 +11,8 @@ import Testing
 @testable import PostgresStore
 
 /// A fresh, migrated database on the server named by POSTIE_TEST_DATABASE_URL (scripts/test
-/// starts one). Without it these tests fail: they never skip.
+/// starts one). Without it these tests fail: they never skip. `retention` is the store's
+/// deleted-mail retention; `migrated: false` leaves the schema to the test.
 final class TestDatabase: Sendable {
     let store: PostgresStore
     let admin: PostgresConnection
@@ -19,7 +20,7 @@ final class TestDatabase: Sendable {
     let serverURL: DatabaseURL
     static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-    static func make() async throws -> TestDatabase {
+    static func make(retention: DeletedRetention = DeletedRetention(seconds: 0), migrated: Bool = true) async throws -> TestDatabase {
         guard let text = ProcessInfo.processInfo.environment["POSTIE_TEST_DATABASE_URL"] else {
             throw TestSetupError(description: "POSTIE_TEST_DATABASE_URL is not set: start a PostgreSQL with `eval \"$(python3 Tests/Interop/kits/pg.py start /tmp/postie-pg)\"` (scripts/test does)")
         }
@@ -31,9 +32,9 @@ final class TestDatabase: Sendable {
         try await connection.close()
         var url = serverURL
         url.database = name
-        let store = try PostgresStore(url: url, logger: logger)
+        let store = try PostgresStore(url: url, logger: logger, deletedRetention: retention)
         let admin = try await store.connect(purpose: "test admin")
-        _ = try await Schema.migrate(admin, logger: logger)
+        if migrated { _ = try await Schema.migrate(admin, logger: logger) }
         return TestDatabase(store: store, admin: admin, name: name, serverURL: serverURL)
     }
 
@@ -45,8 +46,10 @@ final class TestDatabase: Sendable {
     }
 
     /// Runs `body` with the store's pool running, then drops the database.
-    static func with(_ body: (TestDatabase) async throws -> Void) async throws {
-        let db = try await make()
+    static func with(
+        retention: DeletedRetention = DeletedRetention(seconds: 0), migrated: Bool = true, _ body: (TestDatabase) async throws -> Void
+    ) async throws {
+        let db = try await make(retention: retention, migrated: migrated)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await db.store.run() }
             do {
