@@ -263,7 +263,7 @@ public struct StoreFactory: Sendable {
             if let t = source.connectTimeout, t > 0 { options.connectTimeout = .seconds(Int64(t)) }
         }
         do {
-            return (url, try PostgresStore(url: url, options: options, threadPool: threadPool, logger: logger, expireDays: expireDays))
+            return (url, try PostgresStore(url: url, options: options, threadPool: threadPool, logger: logger, expireDays: expireDays, deletedRetention: deletedRetention))
         } catch {
             throw .database("\(url): \(PostgresStore.describe(error))")
         }
