@@ -30,7 +30,8 @@ struct RetentionSweeper: Service {
         let pause = Duration.seconds(Self.interval(for: retention))
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await sweepOnce()
-            try? await Task.sleep(for: pause)
+            // A graceful shutdown (SIGTERM) ends the pause at once.
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
         }
     }
 

@@ -145,7 +145,7 @@ struct RetainedJSON: Encodable {
 
     static func table(_ messages: [RetainedMessage]) -> String {
         guard !messages.isEmpty else { return "no retained messages\n" }
-        var out = "DELETED               FROM             SIZE      UIDL  MESSAGE-ID  SUBJECT\n"
+        var out = [pad("DELETED", 20), pad("FROM", 15), pad("SIZE", 9, right: true), "UIDL", "MESSAGE-ID", "SUBJECT"].joined(separator: " ") + "\n"
         for message in messages {
             let row = [
                 TimeArgument.rfc3339(message.deletedAt), pad(message.address ?? "(expire)", 15), pad(String(message.size), 9, right: true),
