@@ -373,3 +373,17 @@ public enum MaildirIndex {
         }
     }
 }
+
+extension DovecotUIDList {
+    /// The UIDLs recorded for messages (`P` fields, as `postie migrate` and `postie mailbox
+    /// export` write them) by base file name, in the Maildir that holds `file` in its `cur/` or
+    /// `new/`; empty when it has no `dovecot-uidlist`. Blocking.
+    public static func recordedUIDLs(maildirOf file: String) throws -> [String: (uid: UInt32, uidl: String)] {
+        guard let list = try read(maildir: POSIX.directoryName(POSIX.directoryName(file))) else { return [:] }
+        var uidls: [String: (uid: UInt32, uidl: String)] = [:]
+        for record in list.records {
+            if let uidl = record["P"] { uidls[record.baseName] = (record.uid, uidl.isEmpty ? record.baseName : uidl) }
+        }
+        return uidls
+    }
+}

@@ -577,7 +577,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     }
 
     /// The part of a Maildir file name before the `:2,` info, stable across flag changes.
-    static func baseName(_ name: String) -> String {
+    public static func baseName(_ name: String) -> String {
         if let colon = name.utf8.firstIndex(of: UInt8(ascii: ":")) { return String(name[..<colon]) }
         return name
     }

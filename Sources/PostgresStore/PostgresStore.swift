@@ -267,6 +267,50 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         return results
     }
 
+    /// Stores a message for one user under a UIDL it had elsewhere (a Maildir export or another
+    /// server), so POP3 clients see no change. Returns false, storing nothing, when the
+    /// mailbox already holds that UIDL (live or retained): importing again is harmless.
+    public func importMessage(_ message: SpooledMessage, uidl: String, to user: String) async throws -> Bool {
+        guard (1...70).contains(uidl.utf8.count), uidl.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw BackendError.permanent("'\(uidl)' is not a UIDL (1 to 70 characters from 0x21 to 0x7E, RFC 1939 section 7)")
+        }
+        guard try await lookup(user) != nil else { throw BackendError.noSuchUser(user) }
+        let path = message.path
+        let digest = try await threadPool.runIfActive { try SpoolFile.Reader.digest(path: path) }
+        guard digest.size == message.size else {
+            throw BackendError.temporary("import: spool file \(path) holds \(digest.size) octets, expected \(message.size)")
+        }
+        let sha256 = digest.sha256
+        let logger = self.logger
+        do {
+            return try await importLeased(uidl: uidl, user: user, sha256: sha256, message: message, logger: logger)
+        } catch {
+            throw BackendError.backend(error, "import")
+        }
+    }
+
+    private func importLeased(uidl: String, user: String, sha256: [UInt8], message: SpooledMessage, logger: Logger) async throws -> Bool {
+        try await leased("import") { connection in
+            try await connection.withTransaction(logger: logger) { connection in
+                let (mailboxID, _) = try await Self.ensureMailbox(connection, name: user, logger: logger)
+                // The mailbox row lock serialises imports and deliveries into this mailbox.
+                try await connection.query("SELECT 1 FROM mailboxes WHERE id = \(mailboxID) FOR UPDATE", logger: logger)
+                let present = try await connection.query(
+                    "SELECT 1 FROM messages WHERE mailbox_id = \(mailboxID) AND uidl = \(uidl)", logger: logger)
+                for try await _ in present.decode(Int.self) { return false }
+                let bodyID = try await self.storeBody(connection, sha256: sha256, message: message)
+                let (_, _, uid) = try await Self.allocateUID(connection, mailbox: user, logger: logger)
+                try await connection.query(
+                    """
+                    INSERT INTO messages (mailbox_id, uid, size, header_size, uidl, body_id)
+                    VALUES (\(mailboxID), \(uid), \(Int64(message.size)), \(Int64(message.headerSize)), \(uidl), \(bodyID))
+                    """, logger: logger)
+                try await connection.query("UPDATE bodies SET refcount = refcount + 1 WHERE id = \(bodyID)", logger: logger)
+                return true
+            }
+        }
+    }
+
     /// The id of the body with this content: an existing one (locked against removal until
     /// commit), or a new one whose chunks are uploaded from the spool file here.
     private func storeBody(_ connection: PostgresConnection, sha256: [UInt8], message: SpooledMessage) async throws -> Int64 {

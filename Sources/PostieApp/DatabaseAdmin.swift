@@ -4,6 +4,7 @@ import MailBackend
 import NIOCore
 import NIOPosix
 import POP3Core
+import MaildirStore
 import PostgresStore
 
 #if canImport(Glibc)
@@ -49,7 +50,18 @@ public enum DatabaseAdmin {
                 throw ConfigurationError("\(url): \(PostgresStore.describe(error))")
             }
             var failed = 0
-            for file in files {
+            // A file whose Maildir's dovecot-uidlist records its UIDL (a `postie mailbox export`
+            // or `postie migrate` Maildir) keeps it, and such files go in their UID order.
+            var recorded: [String: [String: (uid: UInt32, uidl: String)]] = [:]
+            func record(of file: String) -> (uid: UInt32, uidl: String)? {
+                let maildir = POSIX.directoryName(POSIX.directoryName(file))
+                if recorded[maildir] == nil { recorded[maildir] = (try? DovecotUIDList.recordedUIDLs(maildirOf: file)) ?? [:] }
+                return recorded[maildir]?[MaildirMaildrop.baseName(POSIX.baseName(file))]
+            }
+            let ordered = files.enumerated().map { (offset: $0.offset, file: $0.element, record: record(of: $0.element)) }
+                .sorted { ($0.record?.uid ?? .max, $0.offset) < ($1.record?.uid ?? .max, $1.offset) }
+            for (_, file, record) in ordered {
+                let uidl = record?.uidl
                 let spool: SpooledMessage
                 do {
                     spool = try await MessageSpool.canonicalize(file)
@@ -59,6 +71,19 @@ public enum DatabaseAdmin {
                     continue
                 }
                 defer { unlink(spool.path) }
+                if let uidl {
+                    for name in users {
+                        do {
+                            let stored = try await store.importMessage(spool, uidl: uidl, to: name)
+                            FileHandleOutput.standardOutput("\(file) -> \(name): \(stored ? "stored" : "already there") as UIDL \(uidl) (\(spool.size) octets)\n")
+                        } catch {
+                            let failure = error as? BackendError ?? .temporary("import: \(error)")
+                            FileHandleOutput.standardError("postie: \(file) -> \(name): \(failure.logDetail ?? failure.message)\n")
+                            failed += 1
+                        }
+                    }
+                    continue
+                }
                 let results = await store.deliver(spool, to: users)
                 for (name, result) in zip(users, results) {
                     if let result {

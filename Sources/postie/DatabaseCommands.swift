@@ -29,7 +29,9 @@ struct DatabaseCommand: AsyncParsableCommand {
             Each FILE is one message as a Maildir file holds it (LF or CRLF line ends); \
             it is stored in its canonical CRLF form for every --user, in one transaction, with the \
             same deduplication and UIDs as a delivery. Use it to move mail from Maildirs: \
-            `postie db import --user alice ~alice/Maildir/cur/*`.
+            `postie db import --user alice ~alice/Maildir/cur/*`. A file whose Maildir's \
+            dovecot-uidlist records its UIDL (a `postie mailbox export` or `postie migrate` Maildir) \
+            keeps that UIDL, in that list's order, and is skipped if the mailbox already has it.
             """
         )
         @Option(help: ArgumentHelp("A recipient (repeatable).", valueName: "name")) var user: [String] = []
