@@ -277,3 +277,30 @@ public enum POSIX {
         throw .system("flock", path)
     }
 }
+
+// MARK: - Time
+
+extension POSIX {
+    /// The wall clock: seconds and nanoseconds since 1970.
+    public static func now() -> (seconds: Int, nanoseconds: Int) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return (Int(ts.tv_sec), Int(ts.tv_nsec))
+    }
+
+    /// RFC 3339 in UTC: `2026-11-30T08:00:00Z`, or with milliseconds
+    /// (`2026-11-30T08:00:00.123Z`) when `nanoseconds` is given.
+    public static func rfc3339(seconds: Int, nanoseconds: Int? = nil) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func pad(_ value: Int, _ width: Int = 2) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        var text = "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1))-\(pad(Int(parts.tm_mday)))"
+            + "T\(pad(Int(parts.tm_hour))):\(pad(Int(parts.tm_min))):\(pad(Int(parts.tm_sec)))"
+        if let nanoseconds { text += "." + pad(nanoseconds / 1_000_000, 3) }
+        return text + "Z"
+    }
+}

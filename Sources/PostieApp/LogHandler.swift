@@ -1,3 +1,4 @@
+import DurableFiles
 import Logging
 
 #if canImport(Glibc)
@@ -43,16 +44,8 @@ public struct PostieLogHandler: LogHandler {
 
     /// One line: timestamp, process, then the message with the level after its service prefix.
     static func line(for event: LogEvent, metadata: Logger.Metadata) -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var tm = tm()
-        var seconds = now.tv_sec
-        gmtime_r(&seconds, &tm)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let s = String(value)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
-        }
-        let timestamp = "\(tm.tm_year + 1900)-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+        let now = POSIX.now()
+        let timestamp = POSIX.rfc3339(seconds: now.seconds, nanoseconds: now.nanoseconds)
         // "service: text" becomes "service: Level: text", as Dovecot writes it.
         let message = "\(event.message)"
         let body: String

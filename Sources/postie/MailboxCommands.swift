@@ -187,11 +187,5 @@ enum TimeArgument {
     }
 
     /// `2026-11-30T08:00:00Z`.
-    static func rfc3339(_ seconds: Int) -> String {
-        var time = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
-    }
+    static func rfc3339(_ seconds: Int) -> String { POSIX.rfc3339(seconds: seconds) }
 }
