@@ -124,6 +124,15 @@ public enum ServerLauncher {
             try PrivilegeDrop.drop(to: runAs)
             logger.info("master: Running as \(runAs) (uid \(getuid()), gid \(getgid()))")
         }
+        if let passwdFile = backend.passwdFile {
+            do {
+                try await passwdFile.load()
+            } catch {
+                throw ConfigurationError("\(settings.origin(.passwdFile)): \(error)")
+            }
+        }
+        // As the run_as user, so that SIGHUP can reopen it; last, since once its thread runs it
+        // must be closed.
         if let audit {
             do {
                 try audit.open()
@@ -131,13 +140,6 @@ public enum ServerLauncher {
                 throw ConfigurationError("\(settings.origin(.auditLog)): cannot open the audit log: \(error)")
             }
             logger.info("master: Audit trail to \(audit.path == "-" ? "standard error" : audit.path)")
-        }
-        if let passwdFile = backend.passwdFile {
-            do {
-                try await passwdFile.load()
-            } catch {
-                throw ConfigurationError("\(settings.origin(.passwdFile)): \(error)")
-            }
         }
         if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
         if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }

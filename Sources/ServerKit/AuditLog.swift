@@ -177,7 +177,7 @@ public final class AuditLogFile: AuditSink {
         var fd: Int32
     }
 
-    /// A writer for `path`; nothing is written before ``open()``.
+    /// A writer for `path`; lines recorded before ``open()`` wait for it.
     public init(path: String, logger: Logger) {
         self.path = path
         self.logger = logger
@@ -189,8 +189,14 @@ public final class AuditLogFile: AuditSink {
     /// on SIGHUP) as the same user.
     public func open() throws(SystemError) {
         let fd = try Self.open(path)
-        state.withLockedValue { $0.fd = fd }
         thread.start()
+        let start = state.withLockedValue { state in
+            state.fd = fd
+            guard !state.draining && !state.queue.isEmpty else { return false }
+            state.draining = true
+            return true
+        }
+        if start { thread.submit { _ in self.drain() } }
     }
 
     deinit {
@@ -214,8 +220,9 @@ public final class AuditLogFile: AuditSink {
         await flush()
     }
 
-    /// Returns once every line recorded before the call is written.
+    /// Returns once every line recorded before the call is written (at once if never opened).
     public func flush() async {
+        guard state.withLockedValue({ $0.fd >= 0 }) else { return }
         await withCheckedContinuation { continuation in enqueue(.barrier(continuation)) }
     }
 
@@ -230,6 +237,7 @@ public final class AuditLogFile: AuditSink {
     private func enqueue(_ entry: Entry) {
         let start = state.withLockedValue { state in
             state.queue.append(entry)
+            guard state.fd >= 0 else { return false }  // not open yet: open() starts the drain
             defer { state.draining = true }
             return !state.draining
         }

@@ -68,6 +68,21 @@ struct AuditLogTests {
         #expect(mode == 0o600)
     }
 
+    /// Lines recorded before open() wait for it; closing a file never opened returns at once.
+    @Test func linesBeforeOpenAreWrittenAfterIt() async throws {
+        let path = Self.temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let file = AuditLogFile(path: path, logger: Logger(label: "test"))
+        file.record(Self.record(1))
+        await file.flush()
+        #expect(!FileManager.default.fileExists(atPath: path))
+        try file.open()
+        file.record(Self.record(2))
+        await file.close()
+        #expect(Self.lines(path) == [Self.record(1).jsonLine, Self.record(2).jsonLine])
+        await AuditLogFile(path: path, logger: Logger(label: "test")).close()
+    }
+
     @Test func openFailsForAnUnwritablePath() {
         let file = AuditLogFile(path: "/nonexistent-directory/audit.log", logger: Logger(label: "test"))
         #expect(throws: (any Error).self) { try file.open() }
