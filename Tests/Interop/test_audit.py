@@ -246,6 +246,28 @@ def test_tls_version_is_recorded(postie, tmp_path, pki):
     assert implicit in ("TLSv1.2", "TLSv1.3")
 
 
+def test_sigterm_writes_the_last_lines_before_exit(env_factory, tmp_path):
+    audit = tmp_path / "audit.log"
+    env = env_factory(extra=["--audit-log", str(audit)], prefill=prefill(2))
+    p = login(env.port, ALICE)
+    p.retr(1)
+    p.dele(2)
+    assert env.server.stop() == 0
+    parsed = check_lines(read_lines(audit), [ALICE[1]])
+    assert [e["event"] for e in parsed] == ["login", "retr", "logout"]
+    assert parsed[-1]["ended"] == "shutdown" and parsed[-1]["deleted_messages"] == 0
+
+
+def test_dash_writes_to_standard_error(env_factory):
+    env = env_factory(extra=["--audit-log", "-"], prefill=prefill(1))
+    p = login(env.port, BOB)
+    p.top(1, 0)
+    p.quit()
+    lines = env.server.wait_log(r'^\{"time":"[^"]+","event":"logout"', timeout=20)
+    trail = check_lines(env.server.log_lines(r'^\{"time":'), [BOB[1]])
+    assert [e["event"] for e in trail] == ["login", "top", "logout"], lines
+
+
 # --------------------------------------------------------------------------
 # Rotation: rename + SIGHUP, then real logrotate
 # --------------------------------------------------------------------------
