@@ -1,7 +1,7 @@
 """The audit trail (`--audit-log`, docs/audit.md): exactly one JSON line per login, RETR, TOP,
 committed deletion and logout, valid against the JSON Schema in docs/audit.md, never a password
-or a body; and a logrotate cycle (rename + SIGHUP, then real `logrotate -f` on
-contrib/logrotate/postie) that loses no line.
+or a body; TLS versions, SIGTERM, `-` and `--run-as`; and a logrotate cycle (rename + SIGHUP,
+then real `logrotate -f` on contrib/logrotate/postie) that loses no line.
 
 Tools: logrotate (Debian package `logrotate`; scripts/test installs it). A missing tool fails."""
 
@@ -17,14 +17,16 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from kits.mail import ALICE, BOB, Maildir
+from kits.mail import ALICE, BOB, Maildir, make_passwd
 from kits.tls import client_context, start_tls_server
+from test_run_as import RUN_AS_USER, ensure_user
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "audit.md"
@@ -340,6 +342,45 @@ def test_rename_and_sighup_lose_no_line(env_factory, tmp_path):
     assert [e["event"] for e in spans] == ["login", "retr", "top", "delete", "logout"]
     assert spans[0] in events(rotated) and spans[-1] in events(audit)
     assert stat.S_IMODE(audit.stat().st_mode) == 0o600
+
+
+def test_run_as_user_creates_and_reopens_the_file(postie):
+    """Opened after the privilege drop: the file and its successor belong to the run_as user."""
+    assert os.geteuid() == 0, "this test starts the server as root"
+    user = ensure_user(RUN_AS_USER)
+    base = Path(tempfile.mkdtemp(prefix="postie-audit-runas-"))
+    try:
+        os.chmod(base, 0o755)
+        pw = make_passwd(base)
+        Maildir(base / "mail" / "bob").create().deliver(message(1))
+        logs = base / "log"
+        logs.mkdir()
+        for root, dirs, files in os.walk(base):
+            for n in [root] + [os.path.join(root, x) for x in dirs + files]:
+                os.chown(n, user.pw_uid, user.pw_gid)
+        os.chmod(logs, 0o750)
+        os.chmod(pw.path, 0o600)
+        audit = logs / "audit.log"
+        s = postie.start(passwd=pw.path, maildir=str(base / "mail" / "%u"), name="runas",
+                         extra=["--run-as", RUN_AS_USER, "--audit-log", str(audit)])
+        s.wait_log(r"master: Info: Audit trail to ")
+        owner = audit.stat()
+        assert (owner.st_uid, owner.st_gid, stat.S_IMODE(owner.st_mode)) == (user.pw_uid, user.pw_gid, 0o600)
+        p = login(s.port, BOB)
+        p.retr(1)
+        p.quit()
+        audit.rename(logs / "audit.log.1")
+        s.proc.send_signal(signal.SIGHUP)
+        s.wait_log(r"SIGHUP: reopened the audit log", timeout=20)
+        assert audit.stat().st_uid == user.pw_uid
+        p = login(s.port, BOB)
+        p.quit()
+        wait_events([logs / "audit.log.1", audit], "logout", 2)
+        kinds = [e["event"] for e in check_lines(read_lines(logs / "audit.log.1", audit), [BOB[1]])]
+        assert kinds == ["login", "retr", "logout", "login", "logout"]
+        assert s.stop() == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def logrotate_binary() -> str:
