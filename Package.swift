@@ -60,10 +60,11 @@ let package = Package(
         ),
         /// One server skeleton for every listener (POP3, LMTP): bind then serve, graceful
         /// shutdown, listener addresses, CIDR access lists, PROXY protocol, TLS, idle timeout,
-        /// connection limits, the login throttle and session ids.
+        /// connection limits, the login throttle, session ids and the audit log writer.
         .target(
             name: "ServerKit",
             dependencies: [
+                "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

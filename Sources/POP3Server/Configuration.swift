@@ -41,6 +41,9 @@ public struct POP3ServerConfiguration: Sendable {
     /// How login names are normalised before any lookup, lock, log line or metric (Dovecot's
     /// `auth_username_format`, default `%Lu`, and `auth_default_domain`).
     public var usernameFormat = UsernameFormat.dovecotDefault
+    /// Where the audit trail goes (logins, RETR, TOP, committed deletions, logouts; never a
+    /// password or a message body); nil: no audit trail, and no work is done for one.
+    public var auditLog: (any AuditSink)?
 
     public init(
         listeners: [Listener],

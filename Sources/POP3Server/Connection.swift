@@ -19,6 +19,8 @@ struct POP3Connection {
     let configuration: POP3ServerConfiguration
     let logger: Logger
     let remote: String
+    /// The client's port, if known (the peer's, or the one a PROXY header names).
+    let remotePort: Int?
     let local: String
     let sessionID: String
     let security: POP3SessionStateMachine.Security
@@ -27,6 +29,8 @@ struct POP3Connection {
     let metrics: ServerMetrics
     let authentication: POP3SessionStateMachine.AuthenticationOptions
     let loginDelays: LoginDelayTracker
+    /// Whether graceful shutdown has begun.
+    let shuttingDown: @Sendable () -> Bool
 
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
@@ -47,10 +51,18 @@ private final class SessionRunner {
     var disconnectReason = "Connection closed"
     var failedLogins = 0
     var loginTime: NIODeadline?
+    /// How the session ended, for the audit trail; nil: the client went away.
+    var ending: POP3Audit.Ending?
+    /// The Message-ID and Subject of messages sent by RETR or TOP, for the audit trail's
+    /// deletions.
+    var summaries: [Int: MessageSummary] = [:]
+    /// Messages and octets deleted by a committed UPDATE.
+    var deleted = (messages: 0, octets: 0)
     /// Lines from an older framer epoch (sent before STLS) are ignored.
     var epoch: UInt32 = 0
     var allocator: ByteBufferAllocator { connection.channel.channel.allocator }
     var logger: Logger { context.logger }
+    var audit: (any AuditSink)? { context.configuration.auditLog }
 
     init(_ context: POP3Connection, _ connection: AcceptedConnection) {
         self.context = context
@@ -162,8 +174,10 @@ private final class SessionRunner {
             if let response {
                 if response.status == .err {
                     disconnectReason = String(response.text.reversed().drop(while: { $0 == "." }).reversed())
+                    ending = .error
                 } else {
                     disconnectReason = "Logged out"
+                    ending = .quit
                 }
                 try await send(response, outbound)
             }
@@ -323,6 +337,12 @@ private final class SessionRunner {
             sessionUser = authenticated.name
             if delay > 0 { context.loginDelays.record(user: authenticated.name) }
             logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_)")
+            if let audit {
+                audit.record(POP3Audit.login(
+                    session: context.sessionID, user: authenticated.name, method: method,
+                    address: context.remote, port: context.remotePort, tls: await tlsVersion()
+                ))
+            }
             context.metrics.login(result: "success", mechanism: method, tls: machine.security.isTLS)
             context.metrics.sessionsActive.increment()
             loginTime = .now()
@@ -388,8 +408,10 @@ private final class SessionRunner {
         buffer.writePOP3Response(status)
         var stuffer = DotStuffer()
         var sent = 0
+        var header = audit == nil ? nil : HeaderCapture()
         for try await chunk in body {
             sent += chunk.readableBytes
+            header?.add(chunk)
             stuffer.process(chunk, into: &buffer)
             if buffer.readableBytes >= POP3Connection.chunkTarget {
                 try await outbound.write(buffer)
@@ -400,15 +422,51 @@ private final class SessionRunner {
         try await outbound.write(buffer)
         machine.messageSent(index: index, lines: lines, bytes: sent)
         (lines == nil ? context.metrics.retrBytes : context.metrics.topBytes).increment(by: sent)
+        if let audit, let header {
+            let summary = header.summary
+            summaries[index] = summary
+            let user = sessionUser ?? ""
+            let uidl = maildrop.messages[index].uid
+            if let lines {
+                audit.record(POP3Audit.top(session: context.sessionID, user: user, address: context.remote, number: index + 1, uidl: uidl, messageID: summary.messageID, lines: lines, octets: sent))
+            } else {
+                audit.record(POP3Audit.retr(session: context.sessionID, user: user, address: context.remote, number: index + 1, uidl: uidl, messageID: summary.messageID, octets: sent))
+            }
+        }
         return nil
+    }
+
+    /// The TLS version of the connection (`TLSv1.3`), nil for plaintext.
+    func tlsVersion() async -> String? {
+        guard machine.security.isTLS else { return nil }
+        guard let version = try? await connection.channel.channel.nioSSL_tlsVersion().get() else { return nil }
+        return POP3Audit.name(version)
     }
 
     func commit(_ deleting: Set<Int>) async -> POP3SessionStateMachine.Action {
         guard let opened = maildrop else { return .close(nil) }
         maildrop = nil
+        // The audit trail names what is deleted, read while the messages still exist.
+        var audited: [(index: Int, summary: MessageSummary?)] = []
+        if audit != nil {
+            for index in deleting.sorted() {
+                if let known = summaries[index] {
+                    audited.append((index, known))
+                } else {
+                    audited.append((index, try? await opened.summary(of: index)))
+                }
+            }
+        }
         do {
             try await opened.commit(deleting: deleting, retrieved: machine.transaction?.retrieved ?? [], from: context.remote)
             context.metrics.messagesDeleted.increment(by: deleting.count)
+            deleted = (deleting.count, deleting.reduce(0) { $0 + opened.messages[$1].size })
+            if let audit {
+                for (index, summary) in audited {
+                    let message = opened.messages[index]
+                    audit.record(POP3Audit.delete(session: context.sessionID, user: sessionUser ?? "", address: context.remote, uidl: message.uid, summary: summary, octets: message.size))
+                }
+            }
             return machine.updateFinished(error: nil)
         } catch {
             let failure = POP3Connection.backendError(error)
@@ -441,6 +499,14 @@ private final class SessionRunner {
             if let loginTime { context.metrics.sessionDuration.recordNanoseconds((NIODeadline.now() - loginTime).nanoseconds) }
             let summary = machine.logoutSummary ?? ""
             logger.info("pop3(\(LogEscaping.escape(user))): Disconnected: \(disconnectReason) \(summary), \(where_)")
+            if let audit {
+                let timedOut = connection.timedOut.withLockedValue { $0 }
+                audit.record(POP3Audit.logout(
+                    session: context.sessionID, user: user, address: context.remote,
+                    ended: timedOut ? .timeout : ending ?? (context.shuttingDown() ? .shutdown : .dropped),
+                    counters: machine.lastCounters ?? .init(), deletedMessages: deleted.messages, deletedOctets: deleted.octets
+                ))
+            }
         } else {
             let attempts = failedLogins == 0 ? "no auth attempts" : "auth failed, \(failedLogins) attempts"
             logger.info("pop3-login: Disconnected: \(disconnectReason) (\(attempts)): \(where_)")

@@ -243,6 +243,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             configuration: configuration,
             logger: logger,
             remote: ip,
+            remotePort: client?.port,
             local: local,
             sessionID: SessionID.make(),
             security: .init(
@@ -261,7 +262,8 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 expire: configuration.expire,
                 perUserPolicy: true
             ),
-            loginDelays: loginDelays
+            loginDelays: loginDelays,
+            shuttingDown: { [skeleton] in skeleton.isShuttingDown }
         )
         await session.run(connection)
     }

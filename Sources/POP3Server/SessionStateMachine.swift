@@ -174,6 +174,8 @@ public struct POP3SessionStateMachine: Sendable {
 
     /// The user who logged in during this session, even after it closed.
     public var loggedInUser: String? { lastTransaction?.user }
+    /// The RETR and TOP counters of the session's transaction, if there was one.
+    public var lastCounters: Counters? { lastTransaction?.counters }
 
     /// The transaction, if the session is logged in.
     public var transaction: Transaction? {

@@ -93,7 +93,9 @@ public enum ServerLauncher {
         _ settings: ServerSettings, options: ServeOptions, tls: TLSProvider?, metrics: ServerMetrics,
         registry: PrometheusCollectorRegistry, hangups: UnixSignalsSequence, threadPool: NIOThreadPool, logger: Logger
     ) async throws {
-        let serverConfiguration = settings.serverConfiguration(tls: tls)
+        var serverConfiguration = settings.serverConfiguration(tls: tls)
+        let audit = settings.auditLog.map { AuditLogFile(path: $0, logger: logger) }
+        serverConfiguration.auditLog = audit
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         let backend: StoreFactory.Backend
         do {
@@ -130,6 +132,16 @@ public enum ServerLauncher {
                 throw ConfigurationError("\(settings.origin(.passwdFile)): \(error)")
             }
         }
+        // As the run_as user, so that SIGHUP can reopen it; last, since once its thread runs it
+        // must be closed.
+        if let audit {
+            do {
+                try audit.open()
+            } catch {
+                throw ConfigurationError("\(settings.origin(.auditLog)): cannot open the audit log: \(error)")
+            }
+            logger.info("master: Audit trail to \(audit.path == "-" ? "standard error" : audit.path)")
+        }
         if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
         if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
         if settings.deletedRetention.isEnabled {
@@ -142,7 +154,7 @@ public enum ServerLauncher {
                 users: { try await passwdFile?.allUsers() ?? [] }, logger: logger)))
             logger.info("master: Deleted mail is kept for \(settings.deletedRetention)")
         }
-        services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, tls: tls, metrics: metrics, logger: logger)))
+        services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, tls: tls, metrics: metrics, audit: audit, logger: logger)))
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
@@ -151,7 +163,14 @@ public enum ServerLauncher {
                 logger: Logger(label: "postie.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() })
             )
         )
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await audit?.close()
+            throw error
+        }
+        // Every session has ended: write out the audit trail's last lines.
+        await audit?.close()
         logger.info("master: Stopped")
     }
 }
@@ -186,20 +205,25 @@ struct BoundLMTPServer: Service {
     }
 }
 
-/// SIGHUP: re-read the flags' config file, then reload the TLS certificates and the policy
-/// (access lists, trusted networks, limits, brute-force settings) without dropping open
-/// sessions. Listeners, the passwd-file path and the Maildir template need a restart; the
-/// passwd-file's contents need nothing, they are re-read whenever the file changes.
+/// SIGHUP: reopen the audit log (logrotate moved it), re-read the flags' config file, then
+/// reload the TLS certificates and the policy (access lists, trusted networks, limits,
+/// brute-force settings) without dropping open sessions. Listeners, the passwd-file path, the
+/// Maildir template and the audit log's path need a restart; the passwd-file's contents need
+/// nothing, they are re-read whenever the file changes.
 struct ReloadOnHangup: Service {
     let signals: UnixSignalsSequence
     let options: ServeOptions
     let server: POP3Server
     let tls: TLSProvider?
     let metrics: ServerMetrics
+    let audit: AuditLogFile?
     let logger: Logger
 
     func run() async throws {
         for await _ in signals.cancelOnGracefulShutdown() {
+            // First, and even if the configuration is broken: the old file may be compressed
+            // or removed soon. The path itself needs a restart to change.
+            await audit?.reopen()
             let settings = await ServerSettings.load(options)
             if !settings.errors.isEmpty {
                 for problem in settings.errors { logger.error("master: SIGHUP: configuration not reloaded: \(problem)") }

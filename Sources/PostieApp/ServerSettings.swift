@@ -47,6 +47,8 @@ public struct ServerSettings: Sendable {
     public var bruteForce = BruteForcePolicy()
     public var runAs: String?
     public var metrics: Listener?
+    /// The audit log's path, `-` for standard error; nil: no audit trail.
+    public var auditLog: String?
     public var authMechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1]
     public var apop = false
     public var loginDelay = 0
@@ -264,6 +266,8 @@ public struct ServerSettings: Sendable {
             }
         }
         show(.metrics, metrics?.address)
+        auditLog = input.string(.auditLog).flatMap { $0.isEmpty ? nil : $0 }
+        show(.auditLog, auditLog, comment: auditLog == nil ? "no audit trail" : nil)
         if let text = input.string(.authMechanisms) {
             var mechanisms: [SASLMechanism] = []
             for name in text.split(whereSeparator: { $0 == " " || $0 == "," }) {

@@ -127,6 +127,26 @@ struct ServerSettingsTests {
         #expect(badDomain.errors.map(\.setting) == ["--default-domain"])
     }
 
+    /// The audit trail's path, from the flag or the file; unset or empty: none.
+    @Test func auditLog() async throws {
+        let defaults = try await Self.load(Self.minimal)
+        #expect(defaults.auditLog == nil)
+        #expect(Self.effective(defaults)["audit_log"] == nil)
+        let flag = try await Self.load(Self.minimal + ["--audit-log", "/var/log/postie/audit.log"])
+        #expect(flag.problems.isEmpty)
+        #expect(flag.auditLog == "/var/log/postie/audit.log")
+        #expect(Self.effective(flag)["audit_log"] == "/var/log/postie/audit.log")
+        #expect(try await Self.load(Self.minimal + ["--audit-log", "-"]).auditLog == "-")
+        let dir = try TempDirectory()
+        defer { dir.remove() }
+        let file = try dir.write("postie.yaml", "audit_log: /tmp/audit.log\n")
+        let fromFile = try await Self.load(Self.minimal + ["--config", file])
+        #expect(fromFile.auditLog == "/tmp/audit.log")
+        #expect(fromFile.origin(.auditLog) == "\(file): audit_log")
+        let empty = try dir.write("empty.yaml", "audit_log: \"\"\n")
+        #expect(try await Self.load(Self.minimal + ["--config", empty]).auditLog == nil)
+    }
+
     @Test func badValues() async throws {
         let settings = try await Self.load(Self.minimal + [
             "--idle-timeout", "0", "--log-level", "loud", "--tls-cert", "c.pem", "--auth-mechanisms", "PLAIN FOO",
@@ -154,7 +174,7 @@ struct ServerSettingsTests {
         let first = try await Self.load(Self.minimal + [
             "--listen", "[::1]:110 allow=::1/128 deny=192.0.2.0/24", "--deny", "198.51.100.0/24", "--trusted-network", "none",
             "--metrics", "127.0.0.1:9100", "--pop3-uidl-format", "%08Xu%08Xv", "--auth-mechanisms", "PLAIN CRAM-MD5", "--apop",
-            "--dovecot-control", "/srv/control/%u", "--listen-lmtp", "127.0.0.1:24",
+            "--dovecot-control", "/srv/control/%u", "--listen-lmtp", "127.0.0.1:24", "--audit-log", "/var/log/postie/audit.log",
         ])
         #expect(first.problems.isEmpty)
         let dir = try TempDirectory()
