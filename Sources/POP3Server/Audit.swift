@@ -3,7 +3,7 @@ import NIOCore
 import NIOSSL
 import ServerKit
 
-/// The POP3 server's audit events (docs/audit.md). Each names the user and the client address;
+/// The POP3 server's audit events (docs/retention.md). Each names the user and the client address;
 /// none ever holds a password, a token or a message body.
 enum POP3Audit {
     /// A successful login (failed ones are in the normal log, for fail2ban). `method` is the

@@ -103,7 +103,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .runAs: Spec(flag: "run-as", valueName: "user[:group]", help: "After binding, drop root and run as this user (and group).", defaultText: "none")
         case .idleTimeout: Spec(flag: "idle-timeout", valueName: "seconds", help: "Close sessions idle this many seconds (default 600).", defaultText: "600")
         case .logLevel: Spec(flag: "log-level", valueName: "level", help: "trace, debug, info, notice, warning, error or critical (default info).", defaultText: "info")
-        case .auditLog: Spec(flag: "audit-log", valueName: "file", help: "Append the audit trail (logins, RETR, TOP, committed deletions, logouts; one JSON object per line) to this file, or - for standard error; reopened on SIGHUP (docs/audit.md).", defaultText: "none")
+        case .auditLog: Spec(flag: "audit-log", valueName: "file", help: "Append the audit trail (logins, RETR, TOP, committed deletions, logouts; one JSON object per line) to this file, or - for standard error; reopened on SIGHUP (docs/retention.md).", defaultText: "none")
         case .metrics: Spec(flag: "metrics", valueName: "addr:port", help: "Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).", defaultText: "none")
         case .authMechanisms: Spec(flag: "auth-mechanisms", valueName: "list", help: "SASL mechanisms for AUTH, space- or comma-separated (default PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1; CRAM-MD5 only when named).", defaultText: "PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1")
         case .apop: Spec(flag: "apop", valueName: nil, help: "Enable APOP (RFC 1939 section 7). Off by default: it needs {PLAIN} passwords and rests on MD5.", defaultText: "false")

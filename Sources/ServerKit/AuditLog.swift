@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// The audit trail: one JSON object per line (JSON Lines; RFC 8259 for the encoding), written
-/// off the event loops in the order the events were recorded. See docs/audit.md for the events.
+/// off the event loops in the order the events were recorded. See docs/retention.md for the events.
 
 /// A value in an audit record.
 public enum AuditValue: Sendable, Hashable {

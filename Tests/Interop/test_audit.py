@@ -1,5 +1,5 @@
-"""The audit trail (`--audit-log`, docs/audit.md): exactly one JSON line per login, RETR, TOP,
-committed deletion and logout, valid against the JSON Schema in docs/audit.md, never a password
+"""The audit trail (`--audit-log`, docs/retention.md): exactly one JSON line per login, RETR, TOP,
+committed deletion and logout, valid against the JSON Schema in docs/retention.md, never a password
 or a body; TLS versions, SIGTERM, `-` and `--run-as`; and a logrotate cycle (rename + SIGHUP,
 then real `logrotate -f` on contrib/logrotate/postie) that loses no line.
 
@@ -29,7 +29,7 @@ from kits.tls import client_context, start_tls_server
 from test_run_as import RUN_AS_USER, ensure_user
 
 REPO = Path(__file__).resolve().parents[2]
-DOC = REPO / "docs" / "audit.md"
+DOC = REPO / "docs" / "retention.md"
 LOGROTATE_CONF = REPO / "contrib" / "logrotate" / "postie"
 BODY_MARK = "body-text-that-must-never-be-logged"
 
@@ -77,14 +77,14 @@ def wait_events(paths: list[Path], event: str, count: int, timeout: float = 20) 
 
 
 # --------------------------------------------------------------------------
-# The JSON Schema of docs/audit.md, checked by a small validator of the keywords it uses
+# The JSON Schema of docs/retention.md, checked by a small validator of the keywords it uses
 # --------------------------------------------------------------------------
 
 
 def doc_schema() -> dict:
     text = DOC.read_text()
     block = re.search(r"### JSON Schema of the events\s*```json\n(.*?)\n```", text, re.S)
-    assert block, "docs/audit.md has no JSON Schema block"
+    assert block, "docs/retention.md has no JSON Schema block"
     return json.loads(block.group(1))
 
 
@@ -128,7 +128,7 @@ def schema_errors(value, schema: dict, path: str = "$") -> list[str]:
             if isinstance(value, str) and not re.search(rule, value):
                 errors.append(f"{path}: {value!r} does not match {rule}")
         else:
-            raise AssertionError(f"docs/audit.md's schema uses {key}, which this test's validator does not know")
+            raise AssertionError(f"docs/retention.md's schema uses {key}, which this test's validator does not know")
     return errors
 
 
