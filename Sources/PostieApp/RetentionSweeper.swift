@@ -30,7 +30,8 @@ struct RetentionSweeper: Service {
         let pause = Duration.seconds(Self.interval(for: retention))
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await sweepOnce()
-            try? await Task.sleep(for: pause)
+            // The pause (up to 5 minutes) ends at a graceful shutdown: SIGTERM must not wait for it.
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
         }
     }
 
