@@ -97,14 +97,15 @@ class Fetchmail:
         os.chmod(self.rc, 0o600)
         self.runs = 0
 
-    def run(self, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(self, timeout: float = 300, keep: bool = True) -> subprocess.CompletedProcess:
+        """One poll; `keep=False` runs it with `--nokeep` (RETR, then DELE each message)."""
         self.runs += 1
         env = dict(os.environ, HOME=str(self.dir), FETCHMAILHOME=str(self.dir))
         for v in ("FETCHMAILUSER", "LOGNAME", "USER"):
             env.pop(v, None)
         cmd = ["fetchmail", "-v", "-f", str(self.rc), "--idfile", str(self.idfile),
                "--pidfile", str(self.dir / "fetchmail.pid"),
-               "--protocol", "pop3", "--uidl", "--keep", "--invisible"]
+               "--protocol", "pop3", "--uidl", "--keep" if keep else "--nokeep", "--invisible"]
         r = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, cwd=self.dir)
         (self.dir / f"run{self.runs}.log").write_bytes(r.stdout + b"\n--- stderr\n" + r.stderr)
         return r
