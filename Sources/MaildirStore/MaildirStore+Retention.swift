@@ -48,6 +48,9 @@ extension MaildirStore: RetainingStore {
         return sweep
     }
 
+    /// Dovecot's index of a Maildir's INBOX.
+    static let dovecotIndexFiles = ["dovecot.index", "dovecot.index.log", "dovecot.index.log.2", "dovecot.index.cache"]
+
     private func maildirPath(for user: AuthenticatedUser) throws -> String {
         guard let path = path(for: user) else {
             throw BackendError.permanent("no usable Maildir path for user \(user.name) from template \(template)")
@@ -79,6 +82,13 @@ extension MaildirStore: RetainingStore {
             try DovecotUIDList.update(maildir: control, initial: { throw SystemError(call: "open", path: control, errno: ENOENT) }) { list in
                 for record in chosen where list.record(forBaseName: record.baseName) == nil {
                     list.restore(DovecotUIDList.Record(uid: record.uid, fields: RetentionArea.parseFields(record.dovecotFields), baseName: record.baseName))
+                }
+                // Dovecot's own index remembers the expunge and would give a message that
+                // "reappeared" a new UID; without its index it rebuilds from dovecot-uidlist,
+                // keeping every UID (Maildir flags live in the file names, so nothing else goes).
+                // Its index is in the Maildir unless INDEX= puts it elsewhere (not known here).
+                for folder in Set([path, control]) {
+                    for name in Self.dovecotIndexFiles { try POSIX.unlinkIfPresent(folder + "/" + name) }
                 }
             }
         }

@@ -287,13 +287,7 @@ def dovecot_uidls(port: int, user: str, password: str) -> dict[int, str]:
         p.quit()
 
 
-DOVECOT_BETWEEN = pytest.mark.xfail(strict=True, reason=(
-    "Dovecot's own index (dovecot.index) records the expunge when Dovecot opens the Maildir while the "
-    "messages are retained: after the undelete it logs 'Expunged message reappeared, giving a new UID', "
-    "hides some restored messages and rewrites dovecot-uidlist, so their UIDLs change for both servers"))
-
-
-@pytest.mark.parametrize("dovecot_between", [False, pytest.param(True, marks=DOVECOT_BETWEEN)],
+@pytest.mark.parametrize("dovecot_between", [False, True],
                          ids=["postie-only", "dovecot-opened-while-retained"])
 def test_dovecot_maildir_delete_and_undelete_keep_dovecot_uidls(dovecot, postie, postie_bin, dovecot_between):
     user, password = "alice", "alice-dovecot-pw"
