@@ -15,6 +15,7 @@ extension MaildirStore: RetainingStore {
         return try await threadPool.runIfActive {
             guard try POSIX.exists(path + "/" + RetentionArea.indexName) else { return [] }
             return try IndexLock.holding(maildir: path) {
+                try RetentionArea.finishInterruptedMoves(maildir: path)
                 let files = try RetentionArea.files(maildir: path)
                 return try RetentionArea.records(maildir: path).compactMap { record -> RetainedMessage? in
                     guard let name = files[record.baseName] else { return nil }
@@ -63,6 +64,7 @@ extension MaildirStore: RetainingStore {
     /// crash between the two leaves an entry without a file, which the next login drops,
     /// and the message still retained. Call with the index lock held. Blocking.
     static func restore(path: String, control: String, _ selection: UndeleteSelection) throws -> [RetainedMessage] {
+        try RetentionArea.finishInterruptedMoves(maildir: path)
         let files = try RetentionArea.files(maildir: path)
         let records = try RetentionArea.records(maildir: path)
         var chosen: [RetentionArea.Record] = []
@@ -136,6 +138,7 @@ extension MaildirStore: RetainingStore {
         guard try POSIX.exists(area) || POSIX.exists(path + "/" + RetentionArea.indexName) else { return sweep }
         let cutoff = now - retention.seconds
         return try IndexLock.holding(maildir: path) {
+            try RetentionArea.finishInterruptedMoves(maildir: path)
             var files = try RetentionArea.files(maildir: path)
             let records = try RetentionArea.records(maildir: path)
             // A tombstoned file still in cur/ waits for the next login to move it: keep its record.

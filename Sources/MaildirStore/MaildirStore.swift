@@ -778,7 +778,11 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             }
         }
         updated.entries = keep
-        if let retained { try RetentionArea.add(maildir: path, retained) }
+        if let retained {
+            try RetentionArea.add(maildir: path, retained)
+        } else {
+            try RetentionArea.forget(maildir: path, baseNames: Set(doomed.map(baseName)))
+        }
         try hook?(.beforeIndexWrite)
         try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
         try hook?(.afterIndexWrite)

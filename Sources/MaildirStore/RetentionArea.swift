@@ -125,6 +125,38 @@ enum RetentionArea {
         }
     }
 
+    /// Drops the records of messages about to be deleted for good (retention off), before the
+    /// commit point: a record left by an earlier UPDATE that crashed before its commit point
+    /// would otherwise make the next open keep the file.
+    static func forget(maildir: String, baseNames: Set<String>) throws {
+        guard POSIX.nameExists(maildir + "/" + indexName) else { return }
+        let records = try records(maildir: maildir)
+        let kept = records.filter { !baseNames.contains($0.baseName) }
+        if kept.count != records.count { try write(maildir: maildir, kept) }
+    }
+
+    /// Finishes the moves of an UPDATE that a crash interrupted after its commit point, as the
+    /// next login would: tombstoned files with a record go from `cur/` to the area. No session
+    /// can show them (each login since the crash would have moved them), so this needs only the
+    /// index lock. Blocking.
+    static func finishInterruptedMoves(maildir: String) throws {
+        guard let bytes = try POSIX.readFile(maildir + "/" + UIDList.fileName),
+              let index = try? UIDList(parsing: bytes), !index.tombstones.isEmpty
+        else { return }
+        let recorded = Set(try records(maildir: maildir).map(\.baseName)).intersection(index.tombstones)
+        guard !recorded.isEmpty else { return }
+        var moved = false
+        for name in try POSIX.listDirectory(maildir + "/cur") where recorded.contains(MaildirMaildrop.baseName(name)) {
+            try POSIX.makeDirectories(maildir + "/" + directory)
+            try move(maildir: maildir, curName: name)
+            moved = true
+        }
+        if moved {
+            try POSIX.fsyncDirectory(maildir + "/cur")
+            try POSIX.fsyncDirectory(maildir + "/" + directory)
+        }
+    }
+
     /// The `dovecot-uidlist` fields of a record, as written in the file (`W123 Pabc`).
     static func fields(of record: DovecotUIDList.Record) -> String? {
         guard !record.fields.isEmpty else { return nil }

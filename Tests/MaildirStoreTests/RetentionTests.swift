@@ -130,6 +130,49 @@ struct RetentionTests {
         #expect(try dir.files(RetentionArea.directory).count == retained.count)
     }
 
+    /// After a crash past the commit point and before any login, the retained messages are
+    /// already listed and can be given back.
+    @Test func listingAndUndeleteFinishAnInterruptedMove() async throws {
+        struct Crash: Error {}
+        let dir = try TempMaildir()
+        for i in 0..<4 { try dir.deliver("Subject: \(i)\n\nbody \(i)\n") }
+        var store = retainingStore(dir)
+        store.commitHook = { if $0 == .afterIndexWrite { throw Crash() } }
+        let maildrop = try await store.openMaildrop(for: dir.user)
+        let before = maildrop.messages
+        await #expect(throws: (any Error).self) { try await maildrop.commit(deleting: [0, 2], retrieved: [], from: nil) }
+
+        let clean = retainingStore(dir)
+        #expect(try await clean.deletedMessages(for: dir.user).map(\.uidl) == [before[0].uid, before[2].uid])
+        #expect(try await clean.undelete(for: dir.user, .all).count == 2)
+        let reopened = try await clean.openMaildrop(for: dir.user)
+        #expect(Set(reopened.messages) == Set(before))
+        await reopened.abandon()
+    }
+
+    /// A record left by a retaining UPDATE that crashed before its commit point does not make a
+    /// later UPDATE without retention keep the message.
+    @Test func aStaleRecordDoesNotKeepMailOnceRetentionIsOff() async throws {
+        struct Crash: Error {}
+        let dir = try TempMaildir()
+        for i in 0..<2 { try dir.deliver("m\(i)\n") }
+        var retaining = retainingStore(dir)
+        retaining.commitHook = { if $0 == .beforeIndexWrite { throw Crash() } }
+        let first = try await retaining.openMaildrop(for: dir.user)
+        await #expect(throws: (any Error).self) { try await first.commit(deleting: [0], retrieved: [], from: nil) }
+
+        var plain = dir.store
+        plain.commitHook = { if $0 == .afterIndexWrite { throw Crash() } }
+        let second = try await plain.openMaildrop(for: dir.user)
+        #expect(second.messages.count == 2)
+        await #expect(throws: (any Error).self) { try await second.commit(deleting: [0], retrieved: [], from: nil) }
+        let third = try await dir.store.openMaildrop(for: dir.user)
+        #expect(third.messages.count == 1)
+        await third.abandon()
+        #expect(try dir.files(RetentionArea.directory).isEmpty)
+        #expect(try dir.files("cur").count == 1)
+    }
+
     @Test func purgeRemovesOnlyWhatIsOldEnough() async throws {
         let dir = try TempMaildir()
         for i in 0..<3 { try dir.deliver("message \(i)\n") }
