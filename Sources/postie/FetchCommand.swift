@@ -83,14 +83,9 @@ struct FetchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let plan = try await withUsageErrors {
-            try FetchPlan(server: server, tls: tls, caFile: caFile, user: login.user, passwordFile: login.passwordFile, loginMethod: login.loginMethod,
-                          to: to, keep: keep, deleteAfter: deleteAfter, deleteLarger: deleteLarger, markExisting: markExisting,
-                          rebuildState: rebuildState, stateFile: stateFile, config: config, poll: poll, timeout: timeout)
-        }
-        let progress = isatty(2) == 1 ? TerminalProgress { FileHandleOutput.standardError($0) } : nil
         let stop = FetchStop()
-        // Handled whatever the dispositions inherited (a script's `trap '' INT` included).
+        // First, so that a signal is never fatal once fetch could have touched anything;
+        // handled whatever the dispositions inherited (a script's `trap '' INT` included).
         let watch = try SignalWatch([SIGINT, SIGTERM]) { signal in
             let name = FetchStop.name(of: signal)
             if stop.request(signal) {
@@ -104,6 +99,12 @@ struct FetchCommand: AsyncParsableCommand {
                 Glibc.exit(128 + signal)
             }
         }
+        let plan = try await withUsageErrors {
+            try FetchPlan(server: server, tls: tls, caFile: caFile, user: login.user, passwordFile: login.passwordFile, loginMethod: login.loginMethod,
+                          to: to, keep: keep, deleteAfter: deleteAfter, deleteLarger: deleteLarger, markExisting: markExisting,
+                          rebuildState: rebuildState, stateFile: stateFile, config: config, poll: poll, timeout: timeout)
+        }
+        let progress = isatty(2) == 1 ? TerminalProgress { FileHandleOutput.standardError($0) } : nil
         let status = try await plan.run(progress: progress, stop: stop) { round in round.output(json: json).forEach { $0.write() } }
         withExtendedLifetime(watch) {}
         if let signal = stop.signal {

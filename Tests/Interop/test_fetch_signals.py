@@ -37,7 +37,7 @@ SCENARIOS = {
     "sigint-blocked-by-parent": (signal.SIGINT, "transfer", block_sigint_and_sigterm),
     "sigterm-during-poll-pause": (signal.SIGTERM, "pause", None),
     "sigint-ignored-during-poll-pause": (signal.SIGINT, "pause", ignore_sigint),
-    "sigint-at-start": (signal.SIGINT, "start", None),
+    "sigint-right-after-login": (signal.SIGINT, "login", None),
 }
 
 
@@ -75,7 +75,8 @@ def test_fetch_poll_stops_cleanly_on_a_signal(env, postie_bin, tmp_path, name):
             time.sleep(0.05)
         time.sleep(0.3)
     else:
-        time.sleep(0.05)
+        # As soon as the server has seen the login: before or during the listing.
+        env.server.wait_log(r"Login: user=<alice>", timeout=30)
     signalled = time.monotonic()
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
