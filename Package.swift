@@ -118,6 +118,7 @@ let package = Package(
             dependencies: [
                 "POP3Client", "POP3Core", "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Yams", package: "Yams"),
@@ -294,7 +295,12 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "MailBackend", "DurableFiles", "POP3Core"]),
-        .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(
+            name: "DurableFilesTests",
+            dependencies: [
+                "DurableFiles", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
         .testTarget(name: "MailBackendTests", dependencies: ["MailBackend", "DurableFiles"]),
         .testTarget(
             name: "ServerKitTests",

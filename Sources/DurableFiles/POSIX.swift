@@ -26,6 +26,10 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         "\(call)(\(path)) failed: \(String(cString: strerror(errno)))"
     }
+
+    /// The file system or the user's quota is full (ENOSPC, EDQUOT): freeing space, not
+    /// retrying, is what helps.
+    public var isOutOfSpace: Bool { errno == ENOSPC || errno == EDQUOT }
 }
 
 /// The blocking system calls Postie's stores and tools need, each retrying `EINTR` and short

@@ -129,7 +129,7 @@ public struct MaildirStore: MailStore {
             return try await threadPool.runIfActive {
                 try MaildirMaildrop.open(
                     path: path, control: control, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings,
-                    retainsDeleted: retains, commitHook: hook)
+                    retainsDeleted: retains, logger: logger, commitHook: hook)
             }
         } catch let error as BackendError {
             throw error
@@ -155,13 +155,16 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     /// charge, the records to put back on undelete (empty otherwise).
     let retainsDeleted: Bool
     let dovecotRecords: [String: DovecotUIDList.Record]
+    /// Where a full disk is reported.
+    let logger: Logger?
 
     init(
         path: String, messages: [MessageInfo], fileNames: [String], index: UIDList,
         threadPool: NIOThreadPool, lock: MaildirLock, recordsRetrievals: Bool,
-        retainsDeleted: Bool = false, dovecotRecords: [String: DovecotUIDList.Record] = [:],
+        retainsDeleted: Bool = false, dovecotRecords: [String: DovecotUIDList.Record] = [:], logger: Logger? = nil,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) {
+        self.logger = logger
         self.recordsRetrievals = recordsRetrievals
         self.retainsDeleted = retainsDeleted
         self.dovecotRecords = dovecotRecords
@@ -179,7 +182,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     /// Dovecot's `dovecot-uidlist` (nil: `path`). Blocking: thread pool only.
     static func open(
         path: String, control: String? = nil, threadPool: NIOThreadPool, expireDays: Int? = nil, uidlSettings: UIDLSettings = UIDLSettings(),
-        retainsDeleted: Bool = false, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+        retainsDeleted: Bool = false, logger: Logger? = nil, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
         let lock = try MaildirLock.acquire(path + "/postie.lock")
@@ -189,7 +192,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             return try IndexLock.holding(maildir: path) {
                 try openLocked(
                     path: path, control: control ?? path, threadPool: threadPool, lock: lock, expireDays: expireDays,
-                    uidlSettings: uidlSettings, retainsDeleted: retainsDeleted, commitHook: commitHook)
+                    uidlSettings: uidlSettings, retainsDeleted: retainsDeleted, logger: logger, commitHook: commitHook)
             }
         } catch {
             lock.release()
@@ -199,15 +202,17 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
 
     private static func openLocked(
         path: String, control: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?, uidlSettings: UIDLSettings,
-        retainsDeleted: Bool, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+        retainsDeleted: Bool, logger: Logger?, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         let indexPath = path + "/" + UIDList.fileName
         var (index, changed) = try readIndex(indexPath, maildir: path)
+        // The index as on disk: what a full disk leaves this session to serve (see below).
+        let persisted = index
         if let (entries, fileNames) = try unchangedListing(path: path, control: control, index: index, uidlSettings: uidlSettings) {
             return try makeMaildrop(
                 path: path, index: index, entries: entries, fileNames: fileNames, dovecotRecords: [:], dovecotMode: false,
                 expireDays: expireDays, uidlSettings: uidlSettings, retainsDeleted: retainsDeleted, threadPool: threadPool, lock: lock,
-                commitHook: commitHook)
+                logger: logger, commitHook: commitHook)
         }
         // The clock before cur/'s time is read: a time that old plus the settling delay can
         // only be matched by a change made before that read, which the listing then sees.
@@ -216,7 +221,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
 
         var curNames = try POSIX.listDirectory(path + "/cur").filter(isMessageName)
         if try finishInterruptedUpdate(path: path, index: &index, curNames: &curNames) { changed = true }
-        curNames += try moveNewToCur(path: path, tombstones: index.tombstones)
+        curNames += try moveNewToCur(path: path, tombstones: index.tombstones, logger: logger)
 
         // Match files to index entries by base name; a base name seen twice keeps one UID.
         var fileForBase: [String: String] = [:]
@@ -257,11 +262,46 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             changed = true
         }
         index.entries = matched.entries
-        if changed { try POSIX.writeAtomically(indexPath, index.serialized()) }
+        if changed {
+            do throws(SystemError) {
+                try POSIX.writeAtomically(indexPath, index.serialized())
+            } catch {
+                guard error.isOutOfSpace, dovecot == nil else { throw error }
+                // A full disk must not lock the user out: downloading and deleting mail is what
+                // frees the space. Serve the messages whose UIDs the index on disk already
+                // holds; a message that would get its UID now stays hidden until the index can
+                // be written, since a UIDL shown but never recorded could be given to another
+                // message later (RFC 1939 section 7: a UIDL is never reused).
+                (index, matched) = servingPersistedUIDs(index: index, matched: matched, persisted: persisted)
+                let hidden = curNames.count - matched.entries.count
+                let detail = hidden > 0 ? ", \(hidden) newer ones hidden until there is space" : ""
+                logger?.warning(
+                    "maildir(\(path)): file system full: cannot rewrite \(UIDList.fileName) (\(error)); serving the \(matched.entries.count) messages it already lists\(detail)")
+            }
+        }
         return try makeMaildrop(
             path: path, index: index, entries: matched.entries, fileNames: matched.fileNames, dovecotRecords: matched.dovecotRecords,
             dovecotMode: dovecot != nil, expireDays: expireDays, uidlSettings: uidlSettings, retainsDeleted: retainsDeleted,
-            threadPool: threadPool, lock: lock, commitHook: commitHook)
+            threadPool: threadPool, lock: lock, logger: logger, commitHook: commitHook)
+    }
+
+    /// The session's index and messages cut back to what `persisted` (the index on disk)
+    /// already lists: the UIDs assigned in memory are taken back (the next open assigns them
+    /// again, and they were never shown), and the cur/ stamp is dropped so the next open scans.
+    private static func servingPersistedUIDs(index: UIDList, matched: Matched, persisted: UIDList) -> (UIDList, Matched) {
+        let known = Set(persisted.entries.map(\.baseName))
+        var kept = matched
+        kept.entries = []
+        kept.fileNames = []
+        for (i, entry) in matched.entries.enumerated() where known.contains(entry.baseName) {
+            kept.entries.append(entry)
+            kept.fileNames.append(matched.fileNames[i])
+        }
+        var index = index
+        index.entries = kept.entries
+        index.nextUID = persisted.nextUID
+        index.curStamp = nil
+        return (index, kept)
     }
 
     /// The messages a listing matched to UIDs: entries and their cur/ file names in UID order.
@@ -328,12 +368,19 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
 
     /// New mail moves to cur/ when a session starts (Maildir convention; Dovecot does the
     /// same). Returns the names it now has in cur/.
-    private static func moveNewToCur(path: String, tombstones: Set<String>) throws -> [String] {
+    private static func moveNewToCur(path: String, tombstones: Set<String>, logger: Logger? = nil) throws -> [String] {
         var moved: [String] = []
         for name in try POSIX.listDirectory(path + "/new") where isMessageName(name) && !tombstones.contains(baseName(name)) {
             let target = hasInfo(name) ? name : name + ":2,"
             // A file that vanished was moved by another reader first.
-            if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) { moved.append(target) }
+            do throws(SystemError) {
+                if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) { moved.append(target) }
+            } catch {
+                guard error.isOutOfSpace else { throw error }
+                // cur/ needs a new directory block: the rest waits in new/ for a later login.
+                logger?.warning("maildir(\(path)): file system full: new mail left in new/ until there is space (\(error))")
+                break
+            }
         }
         if !moved.isEmpty { try POSIX.fsyncDirectory(path + "/cur"); try POSIX.fsyncDirectory(path + "/new") }
         return moved
@@ -463,7 +510,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     private static func makeMaildrop(
         path: String, index: UIDList, entries: [UIDList.Entry], fileNames: [String],
         dovecotRecords: [String: DovecotUIDList.Record], dovecotMode: Bool, expireDays: Int?, uidlSettings: UIDLSettings,
-        retainsDeleted: Bool, threadPool: NIOThreadPool, lock: MaildirLock,
+        retainsDeleted: Bool, threadPool: NIOThreadPool, lock: MaildirLock, logger: Logger?,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         var index = index
@@ -486,7 +533,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
                         index: index, indices: expired, uidl: { uidl(entries[$0]) }, size: { entries[$0].size },
                         dovecotRecords: dovecotRecords, address: nil)
                     : nil
-                try applyDeletions(path: path, index: index, fileNames: fileNames, indices: expired, retained: retained, hook: nil)
+                let outcome = try applyDeletions(path: path, index: index, fileNames: fileNames, indices: expired, retained: retained, hook: nil)
+                outcome.log(to: logger, path: path, what: "EXPIRE")
                 index.entries = entries.enumerated().filter { !expired.contains($0.offset) }.map(\.element)
                 fileNames = fileNames.enumerated().filter { !expired.contains($0.offset) }.map(\.element)
                 for entry in entries.enumerated() where expired.contains(entry.offset) { index.tombstones.insert(entry.element.baseName) }
@@ -504,6 +552,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             recordsRetrievals: expireDays != nil,
             retainsDeleted: retainsDeleted,
             dovecotRecords: retainsDeleted ? dovecotRecords : [:],
+            logger: logger,
             commitHook: commitHook
         )
     }
@@ -724,15 +773,25 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
                 index: index, indices: indices, uidl: { messages[$0].uid }, size: { messages[$0].size },
                 dovecotRecords: dovecotRecords, address: address)
             : nil
+        let logger = self.logger
         do {
             try await threadPool.runIfActive {
                 try IndexLock.holding(maildir: path) {
                     // Messages delivered since login are in the index on disk: keep them.
                     let merged = Self.mergingDeliveries(into: updated, path: path)
                     if indices.isEmpty {
-                        try POSIX.writeAtomically(path + "/" + UIDList.fileName, merged.serialized())
+                        do throws(SystemError) {
+                            try POSIX.writeAtomically(path + "/" + UIDList.fileName, merged.serialized())
+                        } catch {
+                            guard error.isOutOfSpace else { throw error }
+                            // Only first-retrieval times were to be recorded: EXPIRE then
+                            // counts from a later retrieval. Nothing is lost.
+                            logger?.warning("maildir(\(path)): file system full: retrieval times not recorded (\(error))")
+                        }
                     } else {
-                        try Self.applyDeletions(path: path, index: merged, fileNames: fileNames, indices: indices, retained: retained, hook: hook)
+                        let outcome = try Self.applyDeletions(
+                            path: path, index: merged, fileNames: fileNames, indices: indices, retained: retained, hook: hook)
+                        outcome.log(to: logger, path: path, what: "UPDATE")
                     }
                 }
             }
@@ -758,14 +817,40 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
         return merged
     }
 
+    /// How ``MaildirMaildrop/applyDeletions(path:index:fileNames:indices:retained:hook:)`` went.
+    enum DeletionOutcome: Equatable {
+        /// The index with tombstones was written, then the files went: all or nothing.
+        case committed
+        /// The disk was full: the files were unlinked first, then the index was rewritten
+        /// (`indexRewritten`) or, with still no room, left listing them for the next open to drop.
+        case unlinkedFirst(indexRewritten: Bool, error: String)
+
+        func log(to logger: Logger?, path: String, what: String) {
+            guard case .unlinkedFirst(let rewritten, let error) = self else { return }
+            let detail = rewritten ? "" : "; it still lists them until the next login drops them"
+            logger?.warning(
+                "maildir(\(path)): file system full: \(what) deleted the messages first, then rewrote \(UIDList.fileName) (\(error))\(detail)")
+        }
+    }
+
     /// UPDATE (RFC 1939 section 6), atomic: writing the index with tombstones is the commit
     /// point; the unlinks after it are redone at the next open if a crash interrupts them.
     /// With `retained` records the files move to the retention area instead (the records are
     /// durable before the commit point, so the next open moves rather than unlinks).
+    ///
+    /// On a full disk (ENOSPC, EDQUOT) the index cannot be written, and the unlinks are what
+    /// frees space, so the order is reversed: each file is unlinked, the directory synced, and
+    /// only then is the index rewritten, if there is room by then. That gives up all-or-nothing
+    /// (a crash in between leaves some of the messages deleted, which RFC 1939 section 6 allows
+    /// UPDATE to report), but never loses a message the client still has no copy of, never
+    /// revives a deleted one, and never reuses a UIDL: the next open drops index entries whose
+    /// files are gone, as it does for mail another program expunged, and UIDs only grow.
+    /// Retention (moving, not unlinking) frees nothing on the same file system: it still fails.
+    @discardableResult
     static func applyDeletions(
         path: String, index: UIDList, fileNames: [String], indices: Set<Int>, retained: [RetentionArea.Record]? = nil,
         hook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
-    ) throws {
+    ) throws -> DeletionOutcome {
         var updated = index
         var doomed: [String] = []
         var keep: [UIDList.Entry] = []
@@ -784,29 +869,51 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             try RetentionArea.forget(maildir: path, baseNames: Set(doomed.map(baseName)))
         }
         try hook?(.beforeIndexWrite)
-        try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
+        do throws(SystemError) {
+            try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
+        } catch {
+            guard error.isOutOfSpace, retained == nil else { throw error }
+            let full = "\(error)"
+            for name in doomed { try unlinkMessage(path: path, name: name) }
+            try POSIX.fsyncDirectory(path + "/cur")
+            // The files are gone: the index needs no tombstones for them.
+            updated.tombstones.subtract(doomed.map(baseName))
+            do throws(SystemError) {
+                try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
+                return .unlinkedFirst(indexRewritten: true, error: full)
+            } catch {
+                guard error.isOutOfSpace else { throw error }
+                return .unlinkedFirst(indexRewritten: false, error: full)
+            }
+        }
         try hook?(.afterIndexWrite)
         for (n, name) in doomed.enumerated() where retained != nil {
             try RetentionArea.move(maildir: path, curName: name)
             try hook?(.afterUnlink(n))
         }
         for (n, name) in doomed.enumerated() where retained == nil {
-            let file = path + "/cur/" + name
-            if Glibc.unlink(file) != 0 {
-                // After the commit point: a failure is reported (the tombstone stays, and the
-                // next open retries), never hidden behind +OK.
-                guard errno == ENOENT else { throw SystemError(call: "unlink", path: file, errno: errno) }
-                // Renamed by a flag change since login: find it by base name.
-                let base = baseName(name)
-                if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { baseName($0) == base }) {
-                    try POSIX.unlinkIfPresent(path + "/cur/" + renamed)
-                }
-            }
+            // After the commit point: a failure is reported (the tombstone stays, and the
+            // next open retries), never hidden behind +OK.
+            try unlinkMessage(path: path, name: name)
             try hook?(.afterUnlink(n))
         }
         try POSIX.fsyncDirectory(path + "/cur")
         if retained != nil { try POSIX.fsyncDirectory(path + "/" + RetentionArea.directory) }
         try hook?(.afterDirectorySync)
+        return .committed
+    }
+
+    /// Unlinks cur/`name`, or the file with its base name if a flag change renamed it.
+    private static func unlinkMessage(path: String, name: String) throws {
+        let file = path + "/cur/" + name
+        if Glibc.unlink(file) != 0 {
+            guard errno == ENOENT else { throw SystemError(call: "unlink", path: file, errno: errno) }
+            // Renamed by a flag change since login: find it by base name.
+            let base = baseName(name)
+            if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { baseName($0) == base }) {
+                try POSIX.unlinkIfPresent(path + "/cur/" + renamed)
+            }
+        }
     }
 
     public func abandon() async {

@@ -9,9 +9,11 @@ import Darwin
 /// Turns a message as it arrives into its canonical form: every line ending CRLF, dot-stuffing
 /// removed, incrementally and in bounded memory whatever the line lengths.
 ///
-/// - For LMTP DATA (``Framing/dotTerminated``): a line holding only `.` ends the message; a
-///   leading dot is removed from every other line (RFC 5321 section 4.5.2). The one
-///   ``DotUnstuffer`` does that, as it does for POP3 replies; what it passes on is canonicalised.
+/// - For LMTP DATA (``Framing/dotTerminated``): only `CRLF . CRLF` ends the message; a leading
+///   dot is removed from every other line (RFC 5321 section 4.5.2). A "." line with a bare LF
+///   on either side is message data, never the end, so nothing after it can be smuggled in as
+///   commands (``DotUnstuffer/Terminator/crlfDotCRLF``). The one ``DotUnstuffer`` does that, as
+///   it does for POP3 replies; what it passes on is canonicalised.
 /// - For `postie deliver` (``Framing/endOfStream``): the message ends with the input; no dots
 ///   are removed; a last line without a line end gets one.
 ///
@@ -31,7 +33,7 @@ public struct MessageCanonicalizer: Sendable {
     public let framing: Framing
     private var state = LineState.start
     /// Finds the end line and removes dot-stuffing (``Framing/dotTerminated`` only).
-    private var unstuffer = DotUnstuffer()
+    private var unstuffer = DotUnstuffer(terminator: .crlfDotCRLF)
     /// A CR at the end of the last input, not yet known to start a CRLF.
     private var pendingCR = false
     /// Content octets of the current line written so far (to find the empty line ending the header).

@@ -66,11 +66,16 @@ public struct FetchPlan: Sendable {
         self.init(accounts: [account], poll: poll)
     }
 
-    /// Fetches every account at once, and again every ``poll`` seconds until cancelled,
-    /// handing each round to `report`. Returns the exit status of the single round (without
-    /// ``poll``; with it, only cancellation ends the loop, by throwing).
-    public func run(progress: TerminalProgress?, report: (FetchRound) -> Void) async throws -> Int32 {
-        let fetcher = Fetcher(progress: progress)
+    /// Fetches every account at once, and again every ``poll`` seconds until cancelled or
+    /// stopped, handing each round to `report`. Returns the exit status of the single round
+    /// (without ``poll``), or 128 + the signal once `stop` was requested: the round in progress
+    /// ends gracefully (see ``FetchStop``) and a `--poll` pause ends at once.
+    public func run(progress: TerminalProgress?, stop: FetchStop? = nil, report: (FetchRound) -> Void) async throws -> Int32 {
+        let fetcher = {
+            var fetcher = Fetcher(progress: progress)
+            fetcher.stop = stop
+            return fetcher
+        }()
         while true {
             let results = await withTaskGroup(of: (Int, FetchResult).self) { group in
                 for (index, account) in accounts.enumerated() {
@@ -83,8 +88,14 @@ public struct FetchPlan: Sendable {
             progress?.finish()
             let round = FetchRound(accounts: results)
             report(round)
+            if let code = stop?.exitCode { return code }
             guard let poll else { return round.exitCode }
-            try await Task.sleep(for: .seconds(poll))
+            let clock = ContinuousClock()
+            let end = clock.now + .seconds(poll)
+            while clock.now < end {
+                if let code = stop?.exitCode { return code }
+                try await Task.sleep(for: min(.milliseconds(100), end - clock.now))
+            }
         }
     }
 }

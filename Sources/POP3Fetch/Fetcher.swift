@@ -21,6 +21,8 @@ public struct Fetcher: Sendable {
     public var eventLoopGroup: any EventLoopGroup
     public var threadPool: NIOThreadPool
     public var progress: (any FetchProgress)?
+    /// Set by SIGINT or SIGTERM: no further message is started, and the session ends with QUIT.
+    public var stop: FetchStop?
     /// The clock (Unix seconds); tests move it to exercise `--delete-after`.
     public var now: @Sendable () -> Int64 = { Int64(time(nil)) }
 
@@ -43,6 +45,10 @@ public struct Fetcher: Sendable {
 
     public func fetch(_ account: FetchAccount) async -> FetchResult {
         var result = FetchResult(account: account.id, destination: account.destination.description)
+        if let signal = stop?.signal {
+            result.warnings.append("\(FetchStop.name(of: signal)) received: not started")
+            return result
+        }
         let store = LocalStore(account: account.id, destination: account.destination, statePath: account.statePath)
         let now = self.now()
         do {
@@ -158,6 +164,12 @@ public struct Fetcher: Sendable {
         var done = 0
         let now = self.now()
         for message in listing {
+            if let signal = stop?.signal {
+                result.warnings.append(
+                    "\(FetchStop.name(of: signal)) received: stopped after \(done) of \(total) messages; "
+                        + "the rest stay on the server for the next run")
+                break
+            }
             defer {
                 done += 1
                 progress?.update(account: account.id, done: done, total: total, bytes: result.bytes)

@@ -83,13 +83,33 @@ struct FetchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let stop = FetchStop()
+        // First, so that a signal is never fatal once fetch could have touched anything;
+        // handled whatever the dispositions inherited (a script's `trap '' INT` included).
+        let watch = try SignalWatch([SIGINT, SIGTERM]) { signal in
+            let name = FetchStop.name(of: signal)
+            if stop.request(signal) {
+                FileHandleOutput.standardError(
+                    "postie fetch: \(name) received: finishing the message in progress, then QUIT; "
+                        + "a second signal stops at once\n")
+            } else {
+                // The state file and the destination are crash-safe (see docs/fetch.md): the
+                // message in progress is fetched again by the next run; the lock dies with us.
+                FileHandleOutput.standardError("postie fetch: \(name) received again: stopping now\n")
+                Glibc.exit(128 + signal)
+            }
+        }
         let plan = try await withUsageErrors {
             try FetchPlan(server: server, tls: tls, caFile: caFile, user: login.user, passwordFile: login.passwordFile, loginMethod: login.loginMethod,
                           to: to, keep: keep, deleteAfter: deleteAfter, deleteLarger: deleteLarger, markExisting: markExisting,
                           rebuildState: rebuildState, stateFile: stateFile, config: config, poll: poll, timeout: timeout)
         }
         let progress = isatty(2) == 1 ? TerminalProgress { FileHandleOutput.standardError($0) } : nil
-        let status = try await plan.run(progress: progress) { round in round.output(json: json).forEach { $0.write() } }
+        let status = try await plan.run(progress: progress, stop: stop) { round in round.output(json: json).forEach { $0.write() } }
+        withExtendedLifetime(watch) {}
+        if let signal = stop.signal {
+            FileHandleOutput.standardError("postie fetch: stopped by \(FetchStop.name(of: signal)); exit status \(status)\n")
+        }
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -51,12 +51,17 @@ def test_200mb_message_memory_stays_flat(env_factory, tmp_path):
     c.putcmd("data")
     assert c.getreply()[0] == 354
     with open(big.path, "rb") as f:  # LF lines, dot-stuffed here, streamed
+        held = b""
         while True:
             lines = f.readlines(1 << 20)
             if not lines:
                 break
-            c.sock.sendall(re.sub(rb"(?m)^\.", b"..", b"".join(lines)))
-    c.sock.sendall(b".\r\n")
+            c.sock.sendall(held)
+            held = re.sub(rb"(?m)^\.", b"..", b"".join(lines))
+    # Only CRLF . CRLF ends DATA (SMTP smuggling, test_lmtp_smuggling.py): the last line
+    # ends in CRLF, whatever the others end in.
+    assert held.endswith(b"\n") and not held.endswith(b"\r\n")
+    c.sock.sendall(held[:-1] + b"\r\n.\r\n")
     code, text = c.getreply()
     took = time.monotonic() - t0
     stop.set()

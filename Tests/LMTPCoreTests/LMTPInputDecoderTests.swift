@@ -72,4 +72,14 @@ struct LMTPInputDecoderTests {
         for piece in ["a\r", "\n", ".", "\r", "\nNO", "OP\r\n"] { decoder.append(ByteBuffer(string: piece)) }
         #expect(lines(decoder.drain()) == ["data:a\r\n", "end:3,3", "line:NOOP"])
     }
+
+    /// SMTP smuggling (CVE-2023-51764): a bare-LF "." line inside DATA is message data, so
+    /// the commands after it are not executed and no second message begins.
+    @Test func bareLFDotIsDataNotTheEnd() {
+        var decoder = LMTPInputDecoder()
+        decoder.beginData()
+        decoder.append(ByteBuffer(string: "Subject: a\r\n\r\nhi\n.\nMAIL FROM:<x>\r\nRCPT TO:<bob>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n"))
+        let expected = "Subject: a\r\n\r\nhi\r\n\r\nMAIL FROM:<x>\r\nRCPT TO:<bob>\r\nDATA\r\nforged\r\n"
+        #expect(lines(decoder.drain()) == ["data:" + expected, "end:\(expected.utf8.count),14", "line:QUIT"])
+    }
 }

@@ -39,6 +39,32 @@ struct DotUnstufferTests {
         }
     }
 
+    /// A reader of client data (LMTP) ends only at CRLF . CRLF, at every split point; a "." line
+    /// next to a bare LF loses its dot as stuffing and stays in the body.
+    @Test func crlfDotCRLFOnly() {
+        let wire = Array("a\n.\nb\n.\r\nc\r\n.\nd\r\n.\r\n+OK next\r\n".utf8)
+        for split in 0...wire.count {
+            var unstuffer = DotUnstuffer(terminator: .crlfDotCRLF)
+            var output = ByteBuffer()
+            var first = ByteBuffer(bytes: wire[..<split])
+            unstuffer.process(&first, into: &output)
+            var rest = ByteBuffer(bytes: wire[split...])
+            if !unstuffer.isFinished { unstuffer.process(&rest, into: &output) } else { rest = first }
+            #expect(unstuffer.isFinished)
+            #expect(String(buffer: output) == "a\n\nb\n\r\nc\r\n\nd\r\n", "split at \(split)")
+        }
+        var strict = DotUnstuffer(terminator: .crlfDotCRLF)
+        var output = ByteBuffer()
+        var input = ByteBuffer(string: "a\n.\nb\r\n.\r\n")
+        strict.process(&input, into: &output)
+        #expect(strict.isFinished && String(buffer: output) == "a\n\nb\r\n")
+        var lenient = DotUnstuffer()
+        output.clear()
+        input = ByteBuffer(string: "a\n.\nb\r\n.\r\n")
+        lenient.process(&input, into: &output)
+        #expect(lenient.isFinished && String(buffer: output) == "a\n")
+    }
+
     @Test func byteByByte() {
         var unstuffer = DotUnstuffer()
         var output = ByteBuffer()

@@ -25,7 +25,16 @@ struct MessageCanonicalizerTests {
         ("plain CRLF", "Subject: x\r\n\r\nbody\r\n.\r\n", "Subject: x\r\n\r\nbody\r\n"),
         ("empty message", ".\r\n", ""),
         ("dot-stuffed lines", "a\r\n..b\r\n...\r\n.c\r\n.\r\n", "a\r\n.b\r\n..\r\nc\r\n"),
-        ("bare LF normalised", "a\nb\r\n\nc\n.\n", "a\r\nb\r\n\r\nc\r\n"),
+        ("bare LF normalised", "a\nb\r\n\nc\r\n.\r\n", "a\r\nb\r\n\r\nc\r\n"),
+        // Only CRLF . CRLF ends the message (SMTP smuggling, CVE-2023-51764): a "." line with a
+        // bare LF on either side is data, its dot removed as stuffing.
+        ("LF . LF is data", "a\n.\nMAIL FROM:<x>\r\n.\r\n", "a\r\n\r\nMAIL FROM:<x>\r\n"),
+        ("CRLF . LF is data", "a\r\n.\nb\r\n.\r\n", "a\r\n\r\nb\r\n"),
+        ("LF . CRLF is data", "a\n.\r\nb\r\n.\r\n", "a\r\n\r\nb\r\n"),
+        ("CR . CR LF is data", "a\r.\r\nb\r\n.\r\n", "a\r.\r\nb\r\n"),
+        ("CRLF . CR is data", "a\r\n.\rb\r\n.\r\n", "a\r\n\rb\r\n"),
+        ("bare LF then stuffed dot", "a\n..b\r\n.\r\n", "a\r\n.b\r\n"),
+        ("first line . LF", ".\n.\r\n.\r\n", "\r\n\r\n"),
         ("bare CR kept", "a\rb\r\n.\r\n", "a\rb\r\n"),
         ("dot then bare CR", ".\rx\r\n.\r\n", "\rx\r\n"),
         ("dot CR CR LF", ".\r\r\n.\r\n", "\r\r\n"),
@@ -67,7 +76,7 @@ struct MessageCanonicalizerTests {
 
     @Test func headerSize() {
         #expect(canonicalize(Array("A: 1\r\nB: 2\r\n\r\nbody\r\n.\r\n".utf8)).2.headerSize == 14)
-        #expect(canonicalize(Array("A: 1\n\nbody\n.\n".utf8)).2.headerSize == 8)
+        #expect(canonicalize(Array("A: 1\n\nbody\r\n.\r\n".utf8)).2.headerSize == 8)
         let noBody = canonicalize(Array("A: 1\r\n.\r\n".utf8)).2
         #expect(noBody.headerSize == 6 && noBody.effectiveHeaderSize == 6)
     }
@@ -93,15 +102,18 @@ struct MessageCanonicalizerTests {
 }
 
 /// A reference for LMTP DATA decoding, written the slow and obvious way: split at LF, drop one
-/// CR before it, stop at the line ".", drop one leading dot. Returns the message and how many
-/// octets it took (nil if there is no end line).
+/// CR before it, stop at the line "." if it and the line before it ended in CRLF, drop one
+/// leading dot. Returns the message and how many octets it took (nil if there is no end line).
 func referenceDecode(_ input: [UInt8]) -> ([UInt8], Int)? {
     var output: [UInt8] = []
     var start = 0
+    var previousCRLF = true
     while let lf = input[start...].firstIndex(of: UInt8(ascii: "\n")) {
         var line = Array(input[start..<lf])
-        if line.last == UInt8(ascii: "\r") { line.removeLast() }
-        if line == [UInt8(ascii: ".")] { return (output, lf + 1) }
+        let crlf = line.last == UInt8(ascii: "\r")
+        if crlf { line.removeLast() }
+        if line == [UInt8(ascii: ".")] && crlf && previousCRLF { return (output, lf + 1) }
+        previousCRLF = crlf
         if line.first == UInt8(ascii: ".") { line.removeFirst() }
         output += line + [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
         start = lf + 1
@@ -130,7 +142,9 @@ extension MessageCanonicalizerTests {
         for _ in 0..<300 {
             var input: [UInt8] = []
             for _ in 0..<Int.random(in: 0...60, using: &rng) { input.append(alphabet.randomElement(using: &rng)!) }
-            input += Array((Bool.random(using: &rng) ? "\r\n.\r\nNOOP\r\n" : "\n.\nNOOP\r\n").utf8)
+            // A smuggling attempt first sometimes: it must not end the message.
+            if Bool.random(using: &rng) { input += Array("\n.\nNOOP\r\n".utf8) }
+            input += Array("\r\n.\r\nNOOP\r\n".utf8)
             guard let (expected, end) = referenceDecode(input) else { Issue.record("no end line"); return }
             let cuts = (0..<Int.random(in: 0...4, using: &rng)).map { _ in Int.random(in: 0...input.count, using: &rng) }
             let (output, consumed, c) = canonicalize(input, cuts: cuts)

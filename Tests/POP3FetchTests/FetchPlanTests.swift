@@ -134,3 +134,29 @@ import Testing
             == "a@pop:110 [#####...............] 3/12 40 KiB  b@pop:110 [####################] 0/0 0 KiB")
     }
 }
+
+@Suite("Stopping on a signal")
+struct FetchStopTests {
+    @Test func firstSignalWinsAndGivesTheShellsExitStatus() {
+        let stop = FetchStop()
+        #expect(stop.signal == nil && stop.exitCode == nil)
+        #expect(stop.request(2))
+        #expect(!stop.request(15))
+        #expect(stop.signal == 2 && stop.exitCode == 130)
+        #expect(FetchStop.name(of: 15) == "SIGTERM" && FetchStop.name(of: 2) == "SIGINT")
+    }
+
+    /// A stop before a round starts nothing and returns 128 + the signal.
+    @Test func aStopBeforeTheRoundFetchesNothing() async throws {
+        let stop = FetchStop()
+        stop.request(15)
+        let account = FetchAccount(
+            server: POP3Client.Configuration(host: "127.0.0.1", port: 1, tls: POP3Client.TLSMode.none), user: "u", password: "p",
+            destination: .maildir("/nonexistent/never-created"))
+        var rounds: [FetchRound] = []
+        let status = try await FetchPlan(accounts: [account], poll: 3600).run(progress: nil, stop: stop) { rounds.append($0) }
+        #expect(status == 143)
+        #expect(rounds.count == 1 && rounds[0].accounts[0].fetched == 0)
+        #expect(rounds[0].accounts[0].warnings == ["SIGTERM received: not started"])
+    }
+}
