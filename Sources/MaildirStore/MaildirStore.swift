@@ -823,13 +823,15 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
         case committed
         /// The disk was full: the files were unlinked first, then the index was rewritten
         /// (`indexRewritten`) or, with still no room, left listing them for the next open to drop.
-        case unlinkedFirst(indexRewritten: Bool, error: String)
+        /// With deleted-mail retention on, `retentionSkipped`: they were deleted for good.
+        case unlinkedFirst(indexRewritten: Bool, error: String, retentionSkipped: Bool = false)
 
         func log(to logger: Logger?, path: String, what: String) {
-            guard case .unlinkedFirst(let rewritten, let error) = self else { return }
+            guard case .unlinkedFirst(let rewritten, let error, let skipped) = self else { return }
             let detail = rewritten ? "" : "; it still lists them until the next login drops them"
+            let retention = skipped ? " for good, not retained," : ""
             logger?.warning(
-                "maildir(\(path)): file system full: \(what) deleted the messages first, then rewrote \(UIDList.fileName) (\(error))\(detail)")
+                "maildir(\(path)): file system full: \(what) deleted the messages\(retention) first, then rewrote \(UIDList.fileName) (\(error))\(detail)")
         }
     }
 
@@ -845,7 +847,9 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     /// UPDATE to report), but never loses a message the client still has no copy of, never
     /// revives a deleted one, and never reuses a UIDL: the next open drops index entries whose
     /// files are gone, as it does for mail another program expunged, and UIDs only grow.
-    /// Retention (moving, not unlinking) frees nothing on the same file system: it still fails.
+    /// Retention (moving, not unlinking) frees nothing on the same file system, so on a full
+    /// disk the messages are deleted for good instead, and the log says so: a user whose disk
+    /// is full must be able to delete mail.
     @discardableResult
     static func applyDeletions(
         path: String, index: UIDList, fileNames: [String], indices: Set<Int>, retained: [RetentionArea.Record]? = nil,
@@ -863,16 +867,27 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             }
         }
         updated.entries = keep
-        if let retained {
-            try RetentionArea.add(maildir: path, retained)
-        } else {
-            try RetentionArea.forget(maildir: path, baseNames: Set(doomed.map(baseName)))
+        var retained = retained
+        var retentionSkipped = false
+        do {
+            if let retained {
+                try RetentionArea.add(maildir: path, retained)
+            } else {
+                try RetentionArea.forget(maildir: path, baseNames: Set(doomed.map(baseName)))
+            }
+        } catch {
+            // No room for the records: delete for good (below), as without retention.
+            guard (error as? SystemError)?.isOutOfSpace == true, retained != nil else { throw error }
+            retained = nil
+            retentionSkipped = true
         }
         try hook?(.beforeIndexWrite)
         do throws(SystemError) {
+            guard !retentionSkipped else { throw SystemError(call: "write", path: path + "/" + RetentionArea.indexName, errno: ENOSPC) }
             try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
         } catch {
-            guard error.isOutOfSpace, retained == nil else { throw error }
+            guard error.isOutOfSpace else { throw error }
+            if retained != nil { retentionSkipped = true }
             let full = "\(error)"
             for name in doomed { try unlinkMessage(path: path, name: name) }
             try POSIX.fsyncDirectory(path + "/cur")
@@ -880,10 +895,10 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             updated.tombstones.subtract(doomed.map(baseName))
             do throws(SystemError) {
                 try POSIX.writeAtomically(path + "/" + UIDList.fileName, updated.serialized())
-                return .unlinkedFirst(indexRewritten: true, error: full)
+                return .unlinkedFirst(indexRewritten: true, error: full, retentionSkipped: retentionSkipped)
             } catch {
                 guard error.isOutOfSpace else { throw error }
-                return .unlinkedFirst(indexRewritten: false, error: full)
+                return .unlinkedFirst(indexRewritten: false, error: full, retentionSkipped: retentionSkipped)
             }
         }
         try hook?(.afterIndexWrite)

@@ -2,8 +2,8 @@
 POP3 user logs in, retrieves and deletes, and the deletions free the space.
 
 The file system is a real one, really full: a 2 MiB tmpfs mounted over the Maildirs (the test
-runs as root; without the right to mount it is skipped, since an LD_PRELOAD shim would test a
-simulation of ENOSPC rather than the kernel's). A filler file takes every free block, so the
+runs as root, as scripts/test does; without the right to mount it fails rather than test a
+simulation of ENOSPC through an LD_PRELOAD shim). A filler file takes every free block, so the
 index (postie-uidlist) cannot be rewritten at login or at QUIT.
 
 What Postie does (docs/maildir.md, "A full disk"): it serves the messages the index already
@@ -37,7 +37,7 @@ def small_fs(tmp_path):
     mnt.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)], capture_output=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}): run as root to test a really full disk")
+        pytest.fail(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}): run as root to test a really full disk", pytrace=False)
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
@@ -133,4 +133,28 @@ def test_full_disk_deleting_one_tiny_message(env_factory, small_fs):
     c = login(e)
     after = uidls(c)
     assert list(after.values()) == [before[n] for n in range(2, 40)]
+    c.quit()
+
+
+def test_full_disk_with_retention_deletes_for_good(env_factory, small_fs):
+    """With deleted-mail retention on, a full disk has no room for the retention records and
+    moving a file frees nothing: the deletions are made for good, and the log says so."""
+    e = env_factory(extra=["--deleted-retention", "7d"])
+    md = Maildir(Path(e.template.replace("%u", ALICE[0])))
+    for i in range(1, 4):
+        md.deliver(message(i))
+    c = login(e)
+    before = uidls(c)
+    c.quit()
+    filler = fill(small_fs)
+    c = login(e)
+    c.dele(1)
+    c.dele(2)
+    assert c.quit().startswith(b"+OK")
+    e.server.wait_log(r"file system full: UPDATE deleted the messages for good, not retained,", timeout=10)
+    assert len(md.message_files()) == 1
+    assert free_bytes(small_fs) >= 2 * len(message(1))
+    filler.unlink()
+    c = login(e)
+    assert list(uidls(c).values()) == [before[3]]
     c.quit()
