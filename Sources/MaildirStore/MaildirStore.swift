@@ -572,10 +572,23 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     }
 
     /// Base names in delivery order: Maildir names start with the delivery time.
+    /// Within one second, names of the usual `SECONDS.M<microseconds>P<pid>...` form go by the
+    /// number after `.M`, compared as a number (`M999` before `M1000`), as Dovecot orders them.
     static func sortedByDelivery(_ bases: some Sequence<String>) -> [String] {
-        bases.map { (time: decimal($0.utf8.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) ?? 0, name: $0) }
-            .sorted { a, b in a.time != b.time ? a.time < b.time : a.name < b.name }
-            .map(\.name)
+        func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        func key(_ name: String) -> (time: Int, micro: Int?, name: String) {
+            let bytes = name.utf8
+            let digits = bytes.prefix(while: isDigit)
+            let rest = bytes.dropFirst(digits.count)
+            var micro: Int?
+            if rest.starts(with: ".M".utf8) { micro = decimal(rest.dropFirst(2).prefix(while: isDigit)) }
+            return (decimal(digits) ?? 0, micro, name)
+        }
+        return bases.map(key).sorted { a, b in
+            if a.time != b.time { return a.time < b.time }
+            if let x = a.micro, let y = b.micro, x != y { return x < y }
+            return a.name < b.name
+        }.map(\.name)
     }
 
     /// Brings `dovecot-uidlist` up to date with the files in cur/, as Dovecot's own sync

@@ -65,6 +65,9 @@ struct UIDListTests {
     @Test func deliveryOrderIsByLeadingTimeThenName() {
         let names = ["20.b", "100.a", "20.a", "x-no-time", "3.z"]
         #expect(MaildirMaildrop.sortedByDelivery(names) == ["x-no-time", "3.z", "20.a", "20.b", "100.a"])
+        // Within a second, by the number after .M (Dovecot's order), not by text.
+        let sameSecond = ["7.M1000P1.h", "7.M999P1.h", "7.M12P9.h", "7.Mx.h", "6.M5000P1.h"]
+        #expect(MaildirMaildrop.sortedByDelivery(sameSecond) == ["6.M5000P1.h", "7.M12P9.h", "7.M999P1.h", "7.M1000P1.h", "7.Mx.h"])
     }
 
     @Test func sizesOfManyFilesAreCountedInParallelAsOneByOne() throws {
