@@ -35,6 +35,11 @@ struct POP3Connection {
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
 
+    /// Commands a session answers from already-received input before it gives up its turn
+    /// (see ``SessionRunner/endTurn()``), so that a client pipelining commands flat out cannot
+    /// starve the other connections (issue 22; Dovecot's `client_input` does the same).
+    static let commandsPerTurn = 16
+
     func run(_ connection: AcceptedConnection) async {
         let runner = SessionRunner(self, connection)
         await runner.run()
@@ -113,12 +118,17 @@ private final class SessionRunner {
                     if self.machine.plaintextRefusals > plaintextRefusals { self.context.metrics.plaintextRefused.increment() }
                     // Carry out actions until one needs the next line from the client.
                     while true {
-                        guard let next = try await self.perform(action, outbound) else { continue lines }
+                        guard let next = try await self.perform(action, outbound) else { break }
                         if case .close = next {
                             _ = try await self.perform(next, outbound)
                             break lines
                         }
                         action = next
+                    }
+                    commandsThisTurn += 1
+                    if commandsThisTurn >= POP3Connection.commandsPerTurn {
+                        commandsThisTurn = 0
+                        try await self.endTurn()
                     }
                 }
             }
@@ -183,6 +193,24 @@ private final class SessionRunner {
             }
             return .close(nil)
         }
+    }
+
+    /// Commands answered since the session last gave up its turn.
+    var commandsThisTurn = 0
+
+    /// Gives up the session's turn: waits until the event loop has carried out every reply
+    /// written so far, and lets other tasks run meanwhile.
+    ///
+    /// A pipelining client's next line is usually buffered already, so without this its
+    /// session would answer command after command without ever suspending: it would hold a
+    /// thread of the cooperative pool and queue a write task on the event loop for every
+    /// reply, ahead of every other connection's reads and writes. Waiting for the event loop
+    /// bounds what one connection has queued there to one turn's replies; and once the channel
+    /// is no longer writable (the client does not read), the next write suspends, no more
+    /// input is consumed, the inbound buffer fills to its high-water mark, reading stops and
+    /// TCP pushes back on the client.
+    func endTurn() async throws {
+        try await connection.channel.channel.eventLoop.submit {}.get()
     }
 
     func send(_ response: POP3Response, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
