@@ -25,6 +25,10 @@ struct POP3Connection {
     let sessionID: String
     let security: POP3SessionStateMachine.Security
     let counter: ConnectionCounter
+    /// This connection's place in the counter: pre-login connections can be evicted.
+    let ticket: ConnectionCounter.Ticket
+    /// Set when a newcomer evicted this connection before it logged in.
+    let evicted: NIOLockedValueBox<Bool>
     let throttle: LoginThrottle
     let metrics: ServerMetrics
     let authentication: POP3SessionStateMachine.AuthenticationOptions
@@ -361,6 +365,14 @@ private final class SessionRunner {
         }
         do {
             let opened = try await context.mailStore.openMaildrop(for: authenticated)
+            // Logged in only if neither the login timeout nor an eviction closed the
+            // connection meanwhile; then it can no longer be evicted.
+            guard connection.loginDeadline.loggedIn(), context.counter.loggedIn(context.ticket) else {
+                await opened.abandon()
+                context.counter.endSession(user: authenticated.name, ip: context.remote)
+                logger.info("pop3-login: Login abandoned: user=<\(name)>, method=\(method), \(where_), reason=connection closed before login completed")
+                return .close(nil)
+            }
             maildrop = opened
             sessionUser = authenticated.name
             if delay > 0 { context.loginDelays.record(user: authenticated.name) }
@@ -515,6 +527,13 @@ private final class SessionRunner {
     func finish() async {
         if connection.timedOut.withLockedValue({ $0 }) {
             disconnectReason = "Inactivity - no input for \(context.configuration.idleTimeout.nanoseconds / 1_000_000_000) secs"
+        }
+        if sessionUser == nil {
+            if connection.loginDeadline.current == .expired {
+                disconnectReason = "Login timeout - no login within \(context.configuration.loginTimeout.nanoseconds / 1_000_000_000) secs"
+            } else if context.evicted.withLockedValue({ $0 }) {
+                disconnectReason = "Connection queue full - the oldest connection not logged in made room for a new one"
+            }
         }
         if let maildrop {
             // Dropped, timed out, or shut down without QUIT: RFC 1939 section 6, nothing is deleted.
