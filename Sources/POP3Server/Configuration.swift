@@ -10,6 +10,9 @@ public struct POP3ServerConfiguration: Sendable {
     public var listeners: [Listener]
     /// Close a session after this long without traffic (RFC 1939 section 3: at least 10 minutes).
     public var idleTimeout: TimeAmount
+    /// Close a connection that has not logged in this long after connecting, however much it
+    /// sends (Dovecot: 180 s), so that pre-login clients cannot hold connection slots.
+    public var loginTimeout: TimeAmount = .seconds(180)
     /// The name in `IMPLEMENTATION` (RFC 2449 section 6.9) and the greeting.
     public var implementationName: String
     /// Certificates for STLS and implicit-TLS listeners; nil: no TLS, no STLS.

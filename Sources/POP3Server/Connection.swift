@@ -25,6 +25,10 @@ struct POP3Connection {
     let sessionID: String
     let security: POP3SessionStateMachine.Security
     let counter: ConnectionCounter
+    /// This connection's place in the counter: pre-login connections can be evicted.
+    let ticket: ConnectionCounter.Ticket
+    /// Set when a newcomer evicted this connection before it logged in.
+    let evicted: NIOLockedValueBox<Bool>
     let throttle: LoginThrottle
     let metrics: ServerMetrics
     let authentication: POP3SessionStateMachine.AuthenticationOptions
@@ -34,6 +38,11 @@ struct POP3Connection {
 
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
+
+    /// Commands a session answers from already-received input before it gives up its turn
+    /// (see ``SessionRunner/endTurn()``), so that a client pipelining commands flat out cannot
+    /// starve the other connections (issue 22; Dovecot's `client_input` does the same).
+    static let commandsPerTurn = 16
 
     func run(_ connection: AcceptedConnection) async {
         let runner = SessionRunner(self, connection)
@@ -113,12 +122,17 @@ private final class SessionRunner {
                     if self.machine.plaintextRefusals > plaintextRefusals { self.context.metrics.plaintextRefused.increment() }
                     // Carry out actions until one needs the next line from the client.
                     while true {
-                        guard let next = try await self.perform(action, outbound) else { continue lines }
+                        guard let next = try await self.perform(action, outbound) else { break }
                         if case .close = next {
                             _ = try await self.perform(next, outbound)
                             break lines
                         }
                         action = next
+                    }
+                    commandsThisTurn += 1
+                    if commandsThisTurn >= POP3Connection.commandsPerTurn {
+                        commandsThisTurn = 0
+                        try await self.endTurn()
                     }
                 }
             }
@@ -183,6 +197,24 @@ private final class SessionRunner {
             }
             return .close(nil)
         }
+    }
+
+    /// Commands answered since the session last gave up its turn.
+    var commandsThisTurn = 0
+
+    /// Gives up the session's turn: waits until the event loop has carried out every reply
+    /// written so far, and lets other tasks run meanwhile.
+    ///
+    /// A pipelining client's next line is usually buffered already, so without this its
+    /// session would answer command after command without ever suspending: it would hold a
+    /// thread of the cooperative pool and queue a write task on the event loop for every
+    /// reply, ahead of every other connection's reads and writes. Waiting for the event loop
+    /// bounds what one connection has queued there to one turn's replies; and once the channel
+    /// is no longer writable (the client does not read), the next write suspends, no more
+    /// input is consumed, the inbound buffer fills to its high-water mark, reading stops and
+    /// TCP pushes back on the client.
+    func endTurn() async throws {
+        try await connection.channel.channel.eventLoop.submit {}.get()
     }
 
     func send(_ response: POP3Response, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
@@ -333,6 +365,14 @@ private final class SessionRunner {
         }
         do {
             let opened = try await context.mailStore.openMaildrop(for: authenticated)
+            // Logged in only if neither the login timeout nor an eviction closed the
+            // connection meanwhile; then it can no longer be evicted.
+            guard connection.loginDeadline.loggedIn(), context.counter.loggedIn(context.ticket) else {
+                await opened.abandon()
+                context.counter.endSession(user: authenticated.name, ip: context.remote)
+                logger.info("pop3-login: Login abandoned: user=<\(name)>, method=\(method), \(where_), reason=connection closed before login completed")
+                return .close(nil)
+            }
             maildrop = opened
             sessionUser = authenticated.name
             if delay > 0 { context.loginDelays.record(user: authenticated.name) }
@@ -487,6 +527,13 @@ private final class SessionRunner {
     func finish() async {
         if connection.timedOut.withLockedValue({ $0 }) {
             disconnectReason = "Inactivity - no input for \(context.configuration.idleTimeout.nanoseconds / 1_000_000_000) secs"
+        }
+        if sessionUser == nil {
+            if connection.loginDeadline.current == .expired {
+                disconnectReason = "Login timeout - no login within \(context.configuration.loginTimeout.nanoseconds / 1_000_000_000) secs"
+            } else if context.evicted.withLockedValue({ $0 }) {
+                disconnectReason = "Connection queue full - the oldest connection not logged in made room for a new one"
+            }
         }
         if let maildrop {
             // Dropped, timed out, or shut down without QUIT: RFC 1939 section 6, nothing is deleted.

@@ -17,6 +17,8 @@ public struct AcceptedConnection: Sendable {
     var channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>
     /// Set when the idle timer closed the connection.
     var timedOut: NIOLockedValueBox<Bool>
+    /// The login deadline (``POP3ServerConfiguration/loginTimeout``).
+    var loginDeadline: LoginDeadline
     /// The framer, to start a new epoch at STLS.
     var framer: NIOLoopBound<POP3LineFramer>
     /// The client's address: the peer's, or the one a PROXY protocol header names.
@@ -126,8 +128,24 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         return String(buffer: buffer)
     }()
 
+    /// `-ERR Disconnected: no login within N seconds.`, sent when the login timeout passes.
+    static func loginFarewell(_ timeout: TimeAmount) -> String {
+        var buffer = ByteBuffer()
+        buffer.writePOP3Response(.err("Disconnected: no login within \(timeout.nanoseconds / 1_000_000_000) seconds."))
+        return String(buffer: buffer)
+    }
+
+    /// Sent to the pre-login connection evicted to make room at `max_connections`.
+    static let evictionFarewell: ByteBuffer = {
+        var buffer = ByteBuffer()
+        buffer.writePOP3Response(.err("Connection queue full, try again later.", code: .sysTemp))
+        return buffer
+    }()
+
     private func bindOne(_ listener: Listener) async throws -> BoundListener {
         let idleTimeout = configuration.idleTimeout
+        let loginTimeout = configuration.loginTimeout
+        let loginFarewell = Self.loginFarewell(loginTimeout)
         let tls = configuration.tls
         let proxies = configuration.trustedProxies
         let metrics = self.metrics
@@ -150,6 +168,8 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 }
                 let timedOut = NIOLockedValueBox(false)
                 try sync.addHandler(IdleTimeoutHandler(timeout: idleTimeout, farewell: Self.idleFarewell, timedOut: timedOut))
+                let loginDeadline = LoginDeadline()
+                try sync.addHandler(LoginTimeoutHandler(timeout: loginTimeout, farewell: loginFarewell, deadline: loginDeadline))
                 let framer = POP3LineFramer()
                 try sync.addHandler(framer)
                 let asyncChannel = try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
@@ -157,7 +177,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                     configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16))
                 )
                 return AcceptedConnection(
-                    channel: asyncChannel, timedOut: timedOut,
+                    channel: asyncChannel, timedOut: timedOut, loginDeadline: loginDeadline,
                     framer: NIOLoopBound(framer, eventLoop: channel.eventLoop),
                     clientAddress: clientAddress, localAddress: channel.localAddress, listener: listener
                 )
@@ -225,7 +245,21 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             await refuse(connection.channel, "Too many failed logins from your IP address; try again later.")
             return
         }
-        if let refusal = counter.open(ip: ip) {
+        let evicted = NIOLockedValueBox(false)
+        let channel = connection.channel.channel
+        let admission = counter.open(ip: ip) {
+            // A newcomer needs this pre-login connection's slot (see ConnectionCounter).
+            evicted.withLockedValue { $0 = true }
+            channel.eventLoop.execute {
+                channel.writeAndFlush(Self.evictionFarewell, promise: nil)
+                channel.close(promise: nil)
+            }
+        }
+        let ticket: ConnectionCounter.Ticket
+        switch admission {
+        case .admitted(let admitted):
+            ticket = admitted
+        case .refused(let refusal):
             let text = refusal == .tooManyFromIP
                 ? "Too many connections from your IP address (limit \(policy.limits.maxConnectionsPerIP))."
                 : "Server is busy, try again later."
@@ -234,7 +268,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             await refuse(connection.channel, text)
             return
         }
-        defer { counter.close(ip: ip) }
+        defer { counter.close(ticket) }
 
         let trusted = client.map { address in policy.trustedNetworks.contains { $0.contains(address) } } ?? false
         let session = POP3Connection(
@@ -253,6 +287,8 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 requireTLS: policy.requireTLS
             ),
             counter: counter,
+            ticket: ticket,
+            evicted: evicted,
             throttle: throttle,
             metrics: metrics,
             authentication: .init(

@@ -28,6 +28,7 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.maxUserIPConnections), help: .setting(.maxUserIPConnections)) public var maxUserIPConnections: Int?
     @Option(name: .setting(.runAs), help: .setting(.runAs)) public var runAs: String?
     @Option(name: .setting(.idleTimeout), help: .setting(.idleTimeout)) public var idleTimeout: Int?
+    @Option(name: .setting(.loginTimeout), help: .setting(.loginTimeout)) public var loginTimeout: Int?
     @Option(name: .setting(.logLevel), help: .setting(.logLevel)) public var logLevel: String?
     @Option(name: .setting(.metrics), help: .setting(.metrics)) public var metrics: String?
     @Option(name: .setting(.auditLog), help: .setting(.auditLog)) public var auditLog: String?

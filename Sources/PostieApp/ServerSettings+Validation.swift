@@ -123,6 +123,7 @@ extension ServerSettings {
             limits: limits
         )
         configuration.bruteForce = bruteForce
+        configuration.loginTimeout = .seconds(Int64(loginTimeout))
         configuration.authMechanisms = authMechanisms
         configuration.apop = apop
         configuration.loginDelay = loginDelay

@@ -37,6 +37,8 @@ public struct ServerSettings: Sendable {
     /// Where Dovecot keeps dovecot-uidlist (`mail_location`'s `:CONTROL=`); nil: the Maildir.
     public var dovecotControl: String?
     public var idleTimeout = 600
+    /// Seconds from connecting to a completed login (Dovecot's login processes: 180).
+    public var loginTimeout = 180
     public var logLevel: Logger.Level = .info
     public var tls: TLSSettings?
     public var trustedNetworks = CIDR.loopback
@@ -240,6 +242,8 @@ public struct ServerSettings: Sendable {
         show(.runAs, runAs)
         if let v = positive(.idleTimeout) { idleTimeout = v }
         show(.idleTimeout, raw: "\(idleTimeout)")
+        if let v = positive(.loginTimeout) { loginTimeout = v }
+        show(.loginTimeout, raw: "\(loginTimeout)")
         if let v = positive(.maxConnections) { limits.maxConnections = v }
         show(.maxConnections, raw: "\(limits.maxConnections)")
         if let v = positive(.maxConnectionsPerIP) { limits.maxConnectionsPerIP = v }

@@ -33,6 +33,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case dovecotControl = "dovecot_control"
     case runAs = "run_as"
     case idleTimeout = "idle_timeout"
+    case loginTimeout = "login_timeout"
     case maxConnections = "max_connections"
     case maxConnectionsPerIP = "max_connections_per_ip"
     case maxUserIPConnections = "max_userip_connections"
@@ -102,6 +103,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .maxUserIPConnections: Spec(flag: "max-userip-connections", valueName: "n", help: "Sessions of one user from one IP (default 10, like Dovecot).", defaultText: "10")
         case .runAs: Spec(flag: "run-as", valueName: "user[:group]", help: "After binding, drop root and run as this user (and group).", defaultText: "none")
         case .idleTimeout: Spec(flag: "idle-timeout", valueName: "seconds", help: "Close sessions idle this many seconds (default 600).", defaultText: "600")
+        case .loginTimeout: Spec(flag: "login-timeout", valueName: "seconds", help: "Close a connection that has not logged in this many seconds after connecting, whatever it sends (default 180, like Dovecot).", defaultText: "180")
         case .logLevel: Spec(flag: "log-level", valueName: "level", help: "trace, debug, info, notice, warning, error or critical (default info).", defaultText: "info")
         case .auditLog: Spec(flag: "audit-log", valueName: "file", help: "Append the audit trail (logins, RETR, TOP, committed deletions, logouts; one JSON object per line) to this file, or - for standard error; reopened on SIGHUP (docs/retention.md).", defaultText: "none")
         case .metrics: Spec(flag: "metrics", valueName: "addr:port", help: "Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).", defaultText: "none")

@@ -131,6 +131,11 @@ public struct ConnectionLimits: Sendable, Hashable {
 }
 
 /// Counts open connections and sessions against ``ConnectionLimits``.
+///
+/// At ``ConnectionLimits/maxConnections`` a newcomer takes the slot of the oldest connection
+/// that has not logged in, which is closed (Dovecot's login processes do the same), so idle or
+/// trickling pre-login clients cannot keep real users out; only when every connection has
+/// logged in is the newcomer refused.
 public final class ConnectionCounter: Sendable {
     private let limitsBox: NIOLockedValueBox<ConnectionLimits>
     /// The limits in force; replaced on reload (existing connections are not closed).
@@ -144,6 +149,22 @@ public final class ConnectionCounter: Sendable {
         var total = 0
         var byIP: [String: Int] = [:]
         var byUserIP: [String: Int] = [:]
+        var nextID: UInt64 = 0
+        /// Counted connections that have not logged in, by ticket id (ids grow with age).
+        var preLogin: [UInt64: PreLogin] = [:]
+        /// Connections evicted and no longer counted, until their ``close(_:)``.
+        var evicted: Set<UInt64> = []
+    }
+
+    struct PreLogin {
+        var ip: String
+        var evict: @Sendable () -> Void
+    }
+
+    /// One counted connection, from ``open(ip:onEvict:)`` to ``close(_:)``.
+    public struct Ticket: Sendable, Hashable {
+        public let id: UInt64
+        public let ip: String
     }
 
     public init(limits: ConnectionLimits) {
@@ -155,24 +176,60 @@ public final class ConnectionCounter: Sendable {
         case tooManyFromIP
     }
 
-    /// Counts a new connection, or says why it is refused.
-    public func open(ip: String) -> Refusal? {
+    public enum Admission: Sendable {
+        case admitted(Ticket)
+        case refused(Refusal)
+    }
+
+    /// Counts a new connection, or says why it is refused. At the server-wide limit the
+    /// oldest connection that has not logged in is evicted: it stops counting at once and its
+    /// `onEvict` is called (outside the lock) to close it. `onEvict` is this connection's own,
+    /// called if it is evicted in turn before ``loggedIn(_:)``.
+    public func open(ip: String, onEvict: @escaping @Sendable () -> Void) -> Admission {
         let limits = self.limits
-        return state.withLockedValue { counts in
-            if counts.total >= limits.maxConnections { return .serverFull }
-            if counts.byIP[ip, default: 0] >= limits.maxConnectionsPerIP { return .tooManyFromIP }
+        let (admission, victim): (Admission, PreLogin?) = state.withLockedValue { counts in
+            if counts.byIP[ip, default: 0] >= limits.maxConnectionsPerIP { return (.refused(.tooManyFromIP), nil) }
+            var victim: PreLogin?
+            if counts.total >= limits.maxConnections {
+                guard let oldest = counts.preLogin.keys.min() else { return (.refused(.serverFull), nil) }
+                let entry = counts.preLogin.removeValue(forKey: oldest)!
+                counts.evicted.insert(oldest)
+                Self.uncount(ip: entry.ip, in: &counts)
+                victim = entry
+            }
             counts.total += 1
             counts.byIP[ip, default: 0] += 1
-            return nil
+            let ticket = Ticket(id: counts.nextID, ip: ip)
+            counts.nextID += 1
+            counts.preLogin[ticket.id] = PreLogin(ip: ip, evict: onEvict)
+            return (.admitted(ticket), victim)
+        }
+        victim?.evict()
+        return admission
+    }
+
+    /// The connection logged in: it can no longer be evicted. False if it was evicted first
+    /// (it is being closed).
+    public func loggedIn(_ ticket: Ticket) -> Bool {
+        state.withLockedValue { counts in
+            if counts.evicted.contains(ticket.id) { return false }
+            counts.preLogin[ticket.id] = nil
+            return true
         }
     }
 
-    public func close(ip: String) {
+    public func close(_ ticket: Ticket) {
         state.withLockedValue { counts in
-            counts.total -= 1
-            let n = counts.byIP[ip, default: 1] - 1
-            counts.byIP[ip] = n > 0 ? n : nil
+            if counts.evicted.remove(ticket.id) != nil { return }
+            counts.preLogin[ticket.id] = nil
+            Self.uncount(ip: ticket.ip, in: &counts)
         }
+    }
+
+    private static func uncount(ip: String, in counts: inout Counts) {
+        counts.total -= 1
+        let n = counts.byIP[ip, default: 1] - 1
+        counts.byIP[ip] = n > 0 ? n : nil
     }
 
     /// Counts a login; false if the user already has the maximum of sessions from this IP.
@@ -195,6 +252,8 @@ public final class ConnectionCounter: Sendable {
     }
 
     public var openConnections: Int { state.withLockedValue { $0.total } }
+    /// Counted connections that have not logged in.
+    public var preLoginConnections: Int { state.withLockedValue { $0.preLogin.count } }
 }
 
 /// Remembers each user's last login, for LOGIN-DELAY (RFC 2449 section 8.1.1).

@@ -60,18 +60,70 @@ struct ThrottleTests {
         limits.maxConnections = 3
         limits.maxSessionsPerUserIP = 1
         let counter = ConnectionCounter(limits: limits)
-        #expect(counter.open(ip: "a") == nil)
-        #expect(counter.open(ip: "a") == nil)
-        #expect(counter.open(ip: "a") == .tooManyFromIP)
-        #expect(counter.open(ip: "b") == nil)
-        #expect(counter.open(ip: "c") == .serverFull)
-        counter.close(ip: "a")
-        #expect(counter.open(ip: "c") == nil)
+        func open(_ ip: String) -> ConnectionCounter.Ticket? {
+            guard case .admitted(let ticket) = counter.open(ip: ip, onEvict: {}) else { return nil }
+            return ticket
+        }
+        func refusal(_ ip: String) -> ConnectionCounter.Refusal? {
+            guard case .refused(let refusal) = counter.open(ip: ip, onEvict: {}) else { return nil }
+            return refusal
+        }
+        let a1 = open("a"), a2 = open("a"), b = open("b")
+        #expect(a1 != nil && a2 != nil && b != nil)
+        #expect(refusal("a") == .tooManyFromIP)
+        for ticket in [a1, a2, b] { #expect(counter.loggedIn(ticket!)) }
+        // Every connection has logged in: a newcomer is refused.
+        #expect(refusal("c") == .serverFull)
+        counter.close(a1!)
+        #expect(open("c") != nil)
         #expect(counter.beginSession(user: "u", ip: "a"))
         #expect(!counter.beginSession(user: "u", ip: "a"))
         #expect(counter.beginSession(user: "u", ip: "b"))
         counter.endSession(user: "u", ip: "a")
         #expect(counter.beginSession(user: "u", ip: "a"))
+    }
+
+    final class Evictions: @unchecked Sendable {
+        // @unchecked: only touched from the test's own task (onEvict runs inside open).
+        var names: [String] = []
+    }
+
+    @Test func theOldestConnectionNotLoggedInMakesRoom() {
+        var limits = ConnectionLimits()
+        limits.maxConnections = 3
+        let counter = ConnectionCounter(limits: limits)
+        let evictions = Evictions()
+        func open(_ name: String, ip: String = "192.0.2.1") -> ConnectionCounter.Ticket? {
+            guard case .admitted(let ticket) = counter.open(ip: ip, onEvict: { evictions.names.append(name) }) else { return nil }
+            return ticket
+        }
+        let first = open("first")!, second = open("second")!, third = open("third")!
+        #expect(counter.loggedIn(second))
+        // Full: the newcomer takes the oldest pre-login connection's slot.
+        let fourth = open("fourth")!
+        #expect(evictions.names == ["first"])
+        #expect(counter.openConnections == 3)
+        #expect(!counter.loggedIn(first), "an evicted connection cannot log in afterwards")
+        counter.close(first)  // its task ends later: counted once only
+        #expect(counter.openConnections == 3)
+        // Next the oldest still not logged in, never the logged-in one.
+        _ = open("fifth")!
+        #expect(evictions.names == ["first", "third"])
+        counter.close(third)
+        #expect(counter.loggedIn(fourth))
+        let sixth = open("sixth")!
+        #expect(evictions.names == ["first", "third", "fifth"])
+        #expect(counter.openConnections == 3)
+        #expect(counter.preLoginConnections == 1)
+        // Only logged-in connections left: refused, nobody evicted.
+        #expect(counter.loggedIn(sixth))
+        guard case .refused(.serverFull) = counter.open(ip: "192.0.2.9", onEvict: {}) else {
+            Issue.record("a newcomer was admitted although every connection has logged in")
+            return
+        }
+        #expect(evictions.names.count == 3)
+        counter.close(second)
+        #expect(counter.openConnections == 2)
     }
 
     @Test func listenerSpecs() {
