@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import time
+
 import json
 import os
 import subprocess
@@ -42,6 +44,14 @@ def local_messages(maildir: Path) -> list[bytes]:
 
 
 def server_messages(md: Maildir) -> list[bytes]:
+    """The server's message files. A server process still finishing a dropped session (Dovecot
+    moves new/ to cur/ and renames on flag changes) can rename a file between the listing and
+    the read: list again until one listing reads whole."""
+    for _ in range(50):
+        try:
+            return [p.read_bytes() for p in md.message_files()]
+        except FileNotFoundError:
+            time.sleep(0.05)
     return [p.read_bytes() for p in md.message_files()]
 
 
