@@ -531,8 +531,10 @@ private final class SessionRunner {
         if sessionUser == nil {
             if connection.loginDeadline.current == .expired {
                 disconnectReason = "Login timeout - no login within \(context.configuration.loginTimeout.nanoseconds / 1_000_000_000) secs"
+                context.metrics.closedBeforeLogin(reason: "login_timeout")
             } else if context.evicted.withLockedValue({ $0 }) {
                 disconnectReason = "Connection queue full - the oldest connection not logged in made room for a new one"
+                context.metrics.closedBeforeLogin(reason: "evicted")
             }
         }
         if let maildrop {

@@ -68,6 +68,12 @@ public final class ServerMetrics: Sendable {
         counters(listener, tls: implicitTLS).handshakeFailures.increment()
     }
 
+    /// A connection closed before login by the server: `login_timeout` or `evicted` (the oldest
+    /// such connection, to make room at `max_connections`).
+    func closedBeforeLogin(reason: String) {
+        Counter(label: "pop3_prelogin_closed_total", dimensions: [("reason", reason)]).increment()
+    }
+
     func connectionRefused(reason: String) {
         Counter(label: "pop3_connections_refused_total", dimensions: [("reason", reason)]).increment()
     }
@@ -83,6 +89,9 @@ public final class ServerMetrics: Sendable {
     public func registerSeries(listeners: [Listener], mechanisms: [String]) {
         for reason in ["access", "limit", "lockout"] {
             Counter(label: "pop3_connections_refused_total", dimensions: [("reason", reason)]).increment(by: 0)
+        }
+        for reason in ["login_timeout", "evicted"] {
+            Counter(label: "pop3_prelogin_closed_total", dimensions: [("reason", reason)]).increment(by: 0)
         }
         for mechanism in ["USER"] + mechanisms {
             for result in ["success", "failure", "refused"] {

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from conftest import note
+from kits.launcher import free_port
 from kits.mail import BOB
+from kits.metrics import wait_metrics
 from kits.pop3 import POP3Raw
 
 
@@ -172,7 +174,8 @@ def test_client_not_reading_a_million_noop_replies_is_not_read_from(env):
 
 
 def test_slow_drip_client_is_closed_at_the_login_timeout(env_factory):
-    e = env_factory(["--login-timeout", "3"])
+    metrics_port = free_port()
+    e = env_factory(["--login-timeout", "3", "--metrics", f"127.0.0.1:{metrics_port}"])
     c = POP3Raw(e.host, e.port, source="127.0.0.2")
     start = time.monotonic()
     closed_after = None
@@ -204,6 +207,9 @@ def test_slow_drip_client_is_closed_at_the_login_timeout(env_factory):
     assert closed_after < 6.0, f"closed only after {closed_after:.1f} s, not at the 3 s login timeout"
     assert b"-ERR" in got.splitlines()[-1], f"no -ERR before the close: {got[-200:]!r}"
     assert e.server.wait_log(r"pop3-login: Info: Disconnected: .*[Ll]ogin timeout.*rip=127\.0\.0\.2")
+    s = wait_metrics(metrics_port, lambda s: s.get("pop3_prelogin_closed_total", reason="login_timeout") >= 1)
+    assert s.get("pop3_prelogin_closed_total", reason="login_timeout") == 1
+    assert s.get("pop3_prelogin_closed_total", reason="evicted") == 0
 
     # A user who logs in within the timeout keeps the session past it.
     with POP3Raw(e.host, e.port) as u:
@@ -218,7 +224,8 @@ def test_connection_limit_held_by_idle_pre_login_clients_evicts_the_oldest(env_f
         e.passwd.add("carol", "carol-pw", scheme="PLAIN")
         e.passwd.write()
 
-    e = env_factory(["--max-connections", "3"], prefill=carol)
+    metrics_port = free_port()
+    e = env_factory(["--max-connections", "3", "--metrics", f"127.0.0.1:{metrics_port}"], prefill=carol)
     idle = []
     for i in range(3):
         idle.append(POP3Raw(e.host, e.port, source=f"127.0.0.{2 + i}"))
@@ -229,6 +236,8 @@ def test_connection_limit_held_by_idle_pre_login_clients_evicts_the_oldest(env_f
     gone = idle[0].expect_closed(5.0)
     assert gone.startswith(b"-ERR"), f"the evicted (oldest) connection got {gone!r}"
     assert e.server.wait_log(r"pop3-login: Info: Disconnected: Connection queue full.*rip=127\.0\.0\.2,")
+    s = wait_metrics(metrics_port, lambda s: s.get("pop3_prelogin_closed_total", reason="evicted") >= 1)
+    assert s.get("pop3_prelogin_closed_total", reason="evicted") == 1
     # The younger ones were left alone (the newcomer took the oldest one's slot only).
     for c in idle[1:]:
         assert c.cmd("CAPA").startswith("+OK")
