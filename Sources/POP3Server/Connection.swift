@@ -93,8 +93,12 @@ private final class SessionRunner {
             try await connection.channel.executeThenClose { inbound, outbound in
                 let timestamp = self.machine.authentication.apopTimestamp.map { " " + $0 } ?? ""
                 try await self.send(.ok("\(self.context.configuration.implementationName) ready.\(timestamp)"), outbound)
+                try await self.flush(outbound)
                 lines: for try await input in inbound {
-                    guard input.epoch == self.epoch else { continue }  // sent before STLS: never executed
+                    guard input.epoch == self.epoch else {  // sent before STLS: never executed
+                        if !input.more { try await self.flush(outbound) }
+                        continue
+                    }
                     if let lost = self.lostLock {
                         // The maildrop lock went away (its database connection died): another
                         // session may hold it now, so end this one and delete nothing.
@@ -107,9 +111,9 @@ private final class SessionRunner {
                     case .tooLong:
                         self.context.metrics.command(nil)
                         action = self.machine.lineTooLong()
-                    case .line(let line, _) where self.machine.expectsSASLResponse:
+                    case .line(let line, _, _) where self.machine.expectsSASLResponse:
                         action = self.machine.receiveSASLResponse(String(decoding: line.readableBytesView, as: UTF8.self))
-                    case .line(let line, _):
+                    case .line(let line, _, _):
                         do throws(POP3ParseError) {
                             let command = try POP3Command(parsing: line)
                             self.context.metrics.command(command.keyword)
@@ -132,7 +136,10 @@ private final class SessionRunner {
                     commandsThisTurn += 1
                     if commandsThisTurn >= POP3Connection.commandsPerTurn {
                         commandsThisTurn = 0
+                        try await self.flush(outbound)
                         try await self.endTurn()
+                    } else if !input.more {
+                        try await self.flush(outbound)
                     }
                 }
             }
@@ -149,6 +156,13 @@ private final class SessionRunner {
         _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws -> POP3SessionStateMachine.Action? {
         switch action {
+        case .none, .send, .sendMultiLine, .sendContinuation, .close:
+            break
+        default:
+            // Everything else waits for something or writes itself: replies queued before it go first.
+            try await flush(outbound)
+        }
+        switch action {
         case .none:
             return nil
         case .send(let response):
@@ -157,7 +171,7 @@ private final class SessionRunner {
         case .sendMultiLine(let response, let content):
             var buffer = allocator.buffer(capacity: 64 + content.count * 16)
             buffer.writePOP3MultiLine(response, lines: content)
-            try await outbound.write(buffer)
+            try await queue(buffer, outbound)
             return nil
         case .authenticate(let credentials, let method):
             return await authenticate(credentials, method: method)
@@ -166,7 +180,7 @@ private final class SessionRunner {
             buffer.writeStaticString("+ ")
             buffer.writeString(Base64.encode(data))
             buffer.writeStaticString("\r\n")
-            try await outbound.write(buffer)
+            try await queue(buffer, outbound)
             return nil
         case .lookupSecrets(let user, let method):
             return await lookupSecrets(user: user, method: method)
@@ -195,6 +209,7 @@ private final class SessionRunner {
                 }
                 try await send(response, outbound)
             }
+            try await flush(outbound)
             return .close(nil)
         }
     }
@@ -217,10 +232,32 @@ private final class SessionRunner {
         try await connection.channel.channel.eventLoop.submit {}.get()
     }
 
+    /// Replies not yet written: those to a pipelined batch go out in one write, when the
+    /// batch's last line is answered (see ``POP3InboundLine/more``), before anything that
+    /// waits, and at the end of a turn.
+    var pending: ByteBuffer?
+
+    /// Queues a reply; written by ``flush(_:)``, or at once when the queue is large.
+    func queue(_ buffer: ByteBuffer, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        if pending == nil || pending!.readableBytes == 0 {
+            pending = buffer
+        } else {
+            var buffer = buffer
+            pending!.writeBuffer(&buffer)
+        }
+        if pending!.readableBytes >= POP3Connection.chunkTarget { try await flush(outbound) }
+    }
+
+    func flush(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        guard let buffer = pending, buffer.readableBytes > 0 else { return }
+        pending = nil
+        try await outbound.write(buffer)
+    }
+
     func send(_ response: POP3Response, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
         var buffer = allocator.buffer(capacity: 64)
         buffer.writePOP3Response(response)
-        try await outbound.write(buffer)
+        try await queue(buffer, outbound)
     }
 
     // MARK: - Login

@@ -7,15 +7,33 @@ import POP3Core
 /// Each carries the framer's epoch: STLS starts a new one, and the session ignores lines of an
 /// older epoch, so nothing sent before the TLS handshake runs after it (RFC 2595 section 4;
 /// the CVE-2011-0411 class of bugs).
+///
+/// `more` says that another complete line came in the same read: the client pipelines
+/// (RFC 2449 section 6.6), and the session may hold its reply to send it with the next ones.
 public enum POP3InboundLine: Hashable, Sendable {
     /// A line without its CRLF (a bare LF is accepted as a line end too).
-    case line(ByteBuffer, epoch: UInt32)
+    case line(ByteBuffer, epoch: UInt32, more: Bool = false)
     /// A line longer than the limit; its bytes were dropped up to the next LF.
-    case tooLong(epoch: UInt32)
+    case tooLong(epoch: UInt32, more: Bool = false)
 
     public var epoch: UInt32 {
         switch self {
-        case .line(_, let epoch), .tooLong(let epoch): epoch
+        case .line(_, let epoch, _), .tooLong(let epoch, _): epoch
+        }
+    }
+
+    /// The same line, marked as followed by another.
+    func followed() -> POP3InboundLine {
+        switch self {
+        case .line(let line, let epoch, _): .line(line, epoch: epoch, more: true)
+        case .tooLong(let epoch, _): .tooLong(epoch: epoch, more: true)
+        }
+    }
+
+    /// Whether another line from the same read follows this one.
+    public var more: Bool {
+        switch self {
+        case .line(_, _, let more), .tooLong(_, let more): more
         }
     }
 }
@@ -57,9 +75,14 @@ public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandle
             buffer!.writeBuffer(&incoming)
         }
         let startEpoch = epoch
-        // A handler downstream may start a new epoch while we fire; stop then.
-        while epoch == startEpoch, let event = nextEvent() {
-            context.fireChannelRead(wrapInboundOut(event))
+        // Each line is fired knowing whether another follows. A handler downstream may start a
+        // new epoch while we fire; stop then (a line already taken keeps its old stamp and is
+        // ignored by the session).
+        var current = nextEvent(more: false)
+        while epoch == startEpoch, let event = current {
+            let following = nextEvent(more: false)
+            context.fireChannelRead(wrapInboundOut(following == nil ? event : event.followed()))
+            current = following
         }
         // Reclaim consumed bytes, so a client trickling partial lines cannot grow the buffer.
         if let b = buffer {
@@ -71,12 +94,12 @@ public final class POP3LineFramer: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    private func nextEvent() -> POP3InboundLine? {
+    private func nextEvent(more: Bool) -> POP3InboundLine? {
         guard var current = buffer else { return nil }
         defer { buffer = current }
         switch splitter.next(in: &current) {
-        case .line(let line): return .line(line, epoch: epoch)
-        case .tooLong: return .tooLong(epoch: epoch)
+        case .line(let line): return .line(line, epoch: epoch, more: more)
+        case .tooLong: return .tooLong(epoch: epoch, more: more)
         case nil: return nil
         }
     }

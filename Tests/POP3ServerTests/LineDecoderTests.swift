@@ -17,11 +17,22 @@ struct LineDecoderTests {
         var result: [String] = []
         while let line = try channel.readInbound(as: POP3InboundLine.self) {
             switch line {
-            case .line(let buffer, let epoch): result.append(String(buffer: buffer) + (epoch > 0 ? "@\(epoch)" : ""))
+            case .line(let buffer, let epoch, _): result.append(String(buffer: buffer) + (epoch > 0 ? "@\(epoch)" : ""))
             case .tooLong: result.append("<too long>")
             }
         }
         return result
+    }
+
+    /// Every line but the last of one read says that more follow, so the session can send the
+    /// replies to a pipelined batch in one write.
+    @Test func marksLinesFollowedByMoreFromTheSameRead() throws {
+        let channel = try channel()
+        try channel.writeInbound(ByteBuffer(string: "USER a\r\nPASS b\r\nST"))
+        try channel.writeInbound(ByteBuffer(string: "AT\r\n"))
+        var more: [Bool] = []
+        while let line = try channel.readInbound(as: POP3InboundLine.self) { more.append(line.more) }
+        #expect(more == [true, false, false])
     }
 
     @Test func splitsPipelinedCommands() throws {
