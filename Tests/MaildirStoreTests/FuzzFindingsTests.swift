@@ -1,0 +1,16 @@
+import Testing
+
+@testable import MaildirStore
+
+/// Inputs the fuzz targets (Fuzz/, scripts/fuzz) found, kept as regression tests.
+@Suite("Maildir index fuzz findings")
+struct MaildirFuzzFindingsTests {
+    /// retention target: a record whose last field ends in CR, written before another record,
+    /// read back as one "\r\n" Character line, losing both records.
+    @Test func retentionIndexLinesSplitOnLineFeedOctets() {
+        let first = RetentionArea.Record(baseName: "1.M1.h", uid: 1, size: 1, uidl: "a", deletedAt: 1, address: nil, dovecotFields: "W1\r")
+        let second = RetentionArea.Record(baseName: "2.M2.h", uid: 2, size: 2, uidl: "b", deletedAt: 2, address: nil, dovecotFields: nil)
+        let file = Array(([RetentionArea.magic, first.line, second.line].joined(separator: "\n") + "\n").utf8)
+        #expect(RetentionArea.indexLines(file).compactMap { RetentionArea.Record(line: $0) } == [first, second])
+    }
+}
