@@ -47,8 +47,10 @@ enum RetentionArea {
             self.size = size
             self.uidl = uidl
             self.deletedAt = deletedAt
-            // A tab or line end would break the line; addresses never hold one.
-            self.address = address.map { String($0.unicodeScalars.filter { $0.value > 0x20 && $0.value != 0x7F }.map(Character.init)) }
+            // A tab or line end would break the line; addresses never hold one. What is left of
+            // an address must not read back as "no address" ("-") either.
+            let printable = address.map { String(String.UnicodeScalarView($0.unicodeScalars.filter { $0.value > 0x20 && $0.value != 0x7F })) }
+            self.address = printable == "-" || printable == "" ? nil : printable
             self.dovecotFields = dovecotFields
         }
 

@@ -13,4 +13,13 @@ struct MaildirFuzzFindingsTests {
         let file = Array(([RetentionArea.magic, first.line, second.line].joined(separator: "\n") + "\n").utf8)
         #expect(RetentionArea.indexLines(file).compactMap { RetentionArea.Record(line: $0) } == [first, second])
     }
+
+    /// retention target: an address that is "-" once its control characters are dropped was
+    /// written as "-", which reads back as no address.
+    @Test func retentionAddressThatCleansToADashIsNoAddress() {
+        let record = RetentionArea.Record(line: "1.M1.h\t1\t1\t1\t-\u{1}\tuidl\t-")
+        #expect(record != nil)
+        #expect(record?.address == nil)
+        #expect(RetentionArea.Record(line: Substring(record!.line)) == record)
+    }
 }
