@@ -209,12 +209,24 @@ public struct MessageSummary: Hashable, Sendable {
 
     /// Printable text: control characters become spaces, runs of space collapse, at most
     /// 998 octets (RFC 5322 line limit) so a hostile header cannot bloat a listing or log.
+    /// Works on Unicode scalars, not Characters: a space followed by a combining mark is still a
+    /// space, and the cut never splits a scalar (which would add a U+FFFD past the limit).
     static func clean(_ value: [UInt8]) -> String {
-        var text = String(decoding: value, as: UTF8.self)
-        text = String(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) })
-        let words = text.split(separator: " ", omittingEmptySubsequences: true)
-        var joined = words.joined(separator: " ")
-        if joined.utf8.count > 998 { joined = String(decoding: joined.utf8.prefix(998), as: UTF8.self) }
-        return joined
+        var scalars = String.UnicodeScalarView()
+        var octets = 0
+        var spaceBefore = false
+        for scalar in String(decoding: value, as: UTF8.self).unicodeScalars {
+            if scalar == " " || scalar.value < 0x20 || scalar.value == 0x7F {
+                spaceBefore = !scalars.isEmpty
+                continue
+            }
+            let width = (spaceBefore ? 1 : 0) + UTF8.width(scalar)
+            guard octets + width <= 998 else { break }
+            if spaceBefore { scalars.append(" ") }
+            scalars.append(scalar)
+            octets += width
+            spaceBefore = false
+        }
+        return String(scalars)
     }
 }

@@ -198,8 +198,11 @@ public struct DovecotUIDList: Equatable, Sendable {
                 if rest.first == ":" { rest = rest.dropFirst() }
             }
             guard !rest.isEmpty else { throw ParseError(line: number, reason: "no file name") }
-            guard !rest.contains("/") else { throw ParseError(line: number, reason: "broken file name") }
-            let base = rest.firstIndex(of: ":").map { String(rest[..<$0]) } ?? String(rest)
+            // Bytes, not Characters: a '/' or ':' followed by a combining mark is still one.
+            guard !rest.utf8.contains(UInt8(ascii: "/")) else { throw ParseError(line: number, reason: "broken file name") }
+            let base = rest.utf8.firstIndex(of: UInt8(ascii: ":")).map { String(rest[..<$0]) } ?? String(rest)
+            // A version 1 name that starts with ':' has no base name, and none could be written back.
+            guard !base.isEmpty else { throw ParseError(line: number, reason: "broken file name") }
             records.append(Record(uid: uid, fields: fields, baseName: base))
         }
         if let last = records.last, last.uid >= nextUID { nextUID = last.uid + 1 }

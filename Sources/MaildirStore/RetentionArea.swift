@@ -47,8 +47,10 @@ enum RetentionArea {
             self.size = size
             self.uidl = uidl
             self.deletedAt = deletedAt
-            // A tab or line end would break the line; addresses never hold one.
-            self.address = address.map { String($0.unicodeScalars.filter { $0.value > 0x20 && $0.value != 0x7F }.map(Character.init)) }
+            // A tab or line end would break the line; addresses never hold one. What is left of
+            // an address must not read back as "no address" ("-") either.
+            let printable = address.map { String(String.UnicodeScalarView($0.unicodeScalars.filter { $0.value > 0x20 && $0.value != 0x7F })) }
+            self.address = printable == "-" || printable == "" ? nil : printable
             self.dovecotFields = dovecotFields
         }
 
@@ -75,7 +77,7 @@ enum RetentionArea {
         guard let bytes = try POSIX.readFile(maildir + "/" + indexName) else { return [] }
         var byBase: [String: Int] = [:]
         var records: [Record] = []
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {
+        for line in indexLines(bytes) {
             guard let record = Record(line: line) else { continue }
             if let i = byBase[record.baseName] {
                 records[i] = record
@@ -85,6 +87,12 @@ enum RetentionArea {
             }
         }
         return records
+    }
+
+    /// The record lines of an index file, after its magic line. Split on LF octets: as
+    /// Characters, a CR ending one record would join it and the next into one "\r\n" grapheme.
+    static func indexLines(_ bytes: [UInt8]) -> [Substring] {
+        bytes.split(separator: UInt8(ascii: "\n")).dropFirst().map { Substring(String(decoding: $0, as: UTF8.self)) }
     }
 
     /// Replaces the record file atomically; removes it when no record is left.

@@ -48,12 +48,17 @@ public struct FetchConfigFile: Sendable {
     }
 
     public init(yaml text: String, origin: String, readFile: (String) throws -> String) throws {
-        let root: Any?
+        let node: Node?
         do {
-            root = try Yams.load(yaml: text)
+            node = try Yams.compose(yaml: text)
         } catch {
             throw Problem("\(origin): not valid YAML: \(error)")
         }
+        // Yams traps on a mapping key that is not a scalar (`? [a, b]: c`); refuse it first.
+        if let node, !Self.hasOnlyScalarKeys(node) {
+            throw Problem("\(origin): a mapping key is not plain text")
+        }
+        let root = node?.any
         guard let top = root as? [String: Any] else { throw Problem("\(origin): expected a mapping with an `accounts` list") }
         for key in top.keys where key != "accounts" && key != "poll" {
             throw Problem("\(origin): unknown key `\(key)` (known: accounts, poll)")
@@ -140,6 +145,19 @@ public struct FetchConfigFile: Sendable {
     }
 
     /// The first line of a password file, without its line end.
+    /// Whether every mapping key in the tree is a scalar (aliases are resolved by `compose`).
+    static func hasOnlyScalarKeys(_ node: Node) -> Bool {
+        switch node {
+        case .scalar: true
+        case .alias: false
+        case .sequence(let items): items.allSatisfy(hasOnlyScalarKeys)
+        case .mapping(let pairs):
+            pairs.allSatisfy { pair in
+                if case .scalar = pair.key { hasOnlyScalarKeys(pair.value) } else { false }
+            }
+        }
+    }
+
     public static func readPasswordFile(_ path: String) throws -> String {
         do {
             return try ClientPassword.firstLine(ofFile: path)

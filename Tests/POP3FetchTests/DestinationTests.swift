@@ -231,6 +231,9 @@ let sample = Array("From: a@example.org\r\nSubject: hi\r\n\r\nFrom here\r\n>From
         "accounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x\n    tls: maybe",
         "accounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x\n    login-method: ntlm",
         "acounts: []",
+        // Found by the fetch-config fuzz target: a mapping key that is not a scalar made Yams trap.
+        "? [a, b]\n: c\n",
+        "accounts:\n  - ? {server: h}\n    : x\n",
     ])
     func refusesBadFiles(_ yaml: String) {
         #expect(throws: (any Error).self) { try FetchConfigFile(yaml: yaml, origin: "t") { _ in "pw" } }
