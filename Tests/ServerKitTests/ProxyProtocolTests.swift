@@ -85,6 +85,7 @@ struct ProxyProtocolTests {
         "PROXY TCP6 192.0.2.7 2001:db8::1 40000 110\r\n",
         "PROXY TCP6 2001:db8::7 192.0.2.1 40000 110\r\n",
         "PROXY TCP6 2001:db8::7%eth0 2001:db8::1 40000 110\r\n",
+        "PROXY TCP6 1::f9%1 1 4 10\r\n",  // found by the proxy-protocol fuzz target (zone index, no destination)
         "PROXY TCP6 2001:db8:::7 2001:db8::1 40000 110\r\n",
         "PROXY TCP6 ::ffff:192.0.2.07 2001:db8::1 40000 110\r\n",
         "PROXY TCP4 192.0.2.7 192.0.2.1 40000 110\rX\n",
