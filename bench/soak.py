@@ -400,7 +400,9 @@ def main() -> int:
     lifetimes = []
     for life in server.lifetimes:
         pts = life["samples"]
-        steady = [p for p in pts if p[0] - life["start"] + began > 20]  # past start-up
+        # The second half of the lifetime: start-up growth (thread pools, allocator arenas,
+        # caches) is over by then, so what is left of a slope is a trend.
+        steady = [p for p in pts if pts and p[0] >= (pts[0][0] + pts[-1][0]) / 2]
         lifetimes.append({"pid": life["pid"], "samples": len(pts),
                           "rss_kib_first_last": [pts[0][1], pts[-1][1]] if pts else None,
                           "rss_slope_kib_per_hour": round(slope([(p[0], p[1]) for p in steady]), 1),

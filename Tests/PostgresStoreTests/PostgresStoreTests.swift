@@ -50,16 +50,13 @@ final class TestDatabase: Sendable {
         retention: DeletedRetention = DeletedRetention(seconds: 0), migrated: Bool = true, _ body: (TestDatabase) async throws -> Void
     ) async throws {
         let db = try await make(retention: retention, migrated: migrated)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await db.store.run() }
-            do {
-                try await body(db)
-            } catch {
-                group.cancelAll()
-                throw error
-            }
-            group.cancelAll()
-        }
+        // The pool runs in a task of its own that the test does not wait for once cancelled: in
+        // one CI run the pool's run() never returned after cancellation, with every task
+        // suspended and no timer left, and a task group waiting for it hung the whole test run.
+        let pool = Task { await db.store.run() }
+        defer { pool.cancel() }
+        try await body(db)
+        pool.cancel()
         try? await db.admin.close()
         let bootstrap = try PostgresStore(url: db.serverURL, logger: logger)
         let connection = try await bootstrap.connect(purpose: "test teardown")
