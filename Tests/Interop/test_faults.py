@@ -10,36 +10,18 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import time
 
 import pytest
 
 from conftest import note
 from kits.mail import ALICE, canonical_crlf, numbered_message, sha
-from kits.pop3 import login_within, POP3Raw, ProtocolError, snapshot
+from kits.pop3 import busy_wait, login_within, POP3Raw, ProtocolError, read_quit_reply, snapshot
 
 SEED = int(os.environ.get("POSTIE_FAULT_SEED", "1939"))
 ROUNDS = int(os.environ.get("POSTIE_FAULT_ROUNDS", "30"))
 BUDGET = float(os.environ.get("POSTIE_FAULT_BUDGET", "100"))  # seconds for the whole loop
 MESSAGES = 300
-
-
-def busy_wait(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    if seconds > 0.005:
-        time.sleep(seconds - 0.003)
-    while time.perf_counter() < end:
-        pass
-
-
-def read_quit_reply(c: POP3Raw, timeout: float = 3.0) -> str | None:
-    """The reply to QUIT if one arrived (before or after the kill), else None."""
-    c.sock.settimeout(timeout)
-    try:
-        return c.reply()
-    except (EOFError, ConnectionError, socket.timeout, OSError):
-        return None
 
 
 def uid_numbers(c: POP3Raw) -> dict[str, int]:

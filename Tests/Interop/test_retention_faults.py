@@ -16,36 +16,19 @@ from __future__ import annotations
 import mailbox
 import os
 import random
-import socket
 import subprocess
 import threading
 import time
 
 from conftest import note
 from kits.mail import ALICE, PasswdFile, canonical_crlf, numbered_message, sha
-from kits.pop3 import POP3Raw, login_within, snapshot
+from kits.pop3 import busy_wait, login_within, read_quit_reply, snapshot
 from kits.retention import (MailboxCLI, area_files, area_records, cur_bases, pop_login, pop_view, restored_count,
                             tombstones)
 
 SEED = int(os.environ.get("POSTIE_FAULT_SEED", "1939"))
 KILLS = int(os.environ.get("POSTIE_RETENTION_KILLS", "25"))
 MESSAGES = 200
-
-
-def busy_wait(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    if seconds > 0.005:
-        time.sleep(seconds - 0.003)
-    while time.perf_counter() < end:
-        pass
-
-
-def read_quit_reply(c: POP3Raw, timeout: float = 3.0) -> str | None:
-    c.sock.settimeout(timeout)
-    try:
-        return c.reply()
-    except (EOFError, ConnectionError, socket.timeout, OSError):
-        return None
 
 
 def bases_by_uid(md) -> dict[int, str]:

@@ -342,3 +342,22 @@ def snapshot(c: POP3Raw) -> dict[str, str]:
         seen_hash[h] = u
         out[u] = h
     return out
+
+
+def busy_wait(seconds: float) -> None:
+    """Waits `seconds` precisely (sleep, then spin the last 3 ms): the fault tests aim kills
+    at moments a few milliseconds apart."""
+    end = time.perf_counter() + seconds
+    if seconds > 0.005:
+        time.sleep(seconds - 0.003)
+    while time.perf_counter() < end:
+        pass
+
+
+def read_quit_reply(c: "POP3Raw", timeout: float = 3.0) -> str | None:
+    """The reply to QUIT if one arrived (before or after the kill), else None."""
+    c.sock.settimeout(timeout)
+    try:
+        return c.reply()
+    except (EOFError, ConnectionError, socket.timeout, OSError):
+        return None
