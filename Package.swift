@@ -158,7 +158,7 @@ let package = Package(
         .target(
             name: "Migration",
             dependencies: [
-                "POP3Client", "POP3Core", "MaildirStore", "SASL",
+                "POP3Client", "POP3Core", "MaildirStore", "SASL", "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -115,13 +115,6 @@ public struct UIDLFormat: Hashable, Sendable, CustomStringConvertible {
         public var uidValidity: UInt32
         public var fileName: String
         public var guid: String
-
-        public init(uid: UInt32, uidValidity: UInt32, fileName: String, guid: String) {
-            self.uid = uid
-            self.uidValidity = uidValidity
-            self.fileName = fileName
-            self.guid = guid
-        }
     }
 
     /// The UIDL for one message.

@@ -1,3 +1,4 @@
+import DurableFiles
 import POP3Client
 
 /// What a server reports for one mailbox: each message's UIDL and size, in message order.
@@ -168,45 +169,21 @@ public struct UserComparison: Sendable {
 
     /// One JSON object.
     public func json() -> String {
-        var fields: [String] = ["\"user\":\(JSON.string(user))", "\"same\":\(isClean)"]
-        fields.append("\"errors\":[\(errors.map(JSON.string).joined(separator: ","))]")
+        var fields: [String] = ["\"user\":\(JSONText.quoted(user))", "\"same\":\(isClean)"]
+        fields.append("\"errors\":[\(errors.map(JSONText.quoted).joined(separator: ","))]")
         if let a { fields.append("\"a_count\":\(a.messages.count)") }
         if let b { fields.append("\"b_count\":\(b.messages.count)") }
         if let d = difference {
             func list(_ ms: [MailboxListing.Message]) -> String {
-                "[" + ms.map { "{\"uidl\":\(JSON.string($0.uidl)),\"size\":\($0.size)}" }.joined(separator: ",") + "]"
+                "[" + ms.map { "{\"uidl\":\(JSONText.quoted($0.uidl)),\"size\":\($0.size)}" }.joined(separator: ",") + "]"
             }
             fields.append("\"only_a\":\(list(d.onlyInA))")
             fields.append("\"only_b\":\(list(d.onlyInB))")
-            fields.append("\"size_differs\":[" + d.sizeDiffers.map { "{\"uidl\":\(JSON.string($0.uidl)),\"a\":\($0.a),\"b\":\($0.b)}" }.joined(separator: ",") + "]")
+            fields.append("\"size_differs\":[" + d.sizeDiffers.map { "{\"uidl\":\(JSONText.quoted($0.uidl)),\"a\":\($0.a),\"b\":\($0.b)}" }.joined(separator: ",") + "]")
             fields.append("\"order_differs\":\(d.orderDiffers)")
-            fields.append("\"duplicates_a\":[\(d.duplicatesInA.map(JSON.string).joined(separator: ","))]")
-            fields.append("\"duplicates_b\":[\(d.duplicatesInB.map(JSON.string).joined(separator: ","))]")
+            fields.append("\"duplicates_a\":[\(d.duplicatesInA.map(JSONText.quoted).joined(separator: ","))]")
+            fields.append("\"duplicates_b\":[\(d.duplicatesInB.map(JSONText.quoted).joined(separator: ","))]")
         }
         return "{" + fields.joined(separator: ",") + "}"
-    }
-}
-
-/// Just enough JSON for the reports.
-enum JSON {
-    static func string(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 }

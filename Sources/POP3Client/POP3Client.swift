@@ -217,22 +217,12 @@ public final class POP3Client {
     public struct MessageSize: Hashable, Sendable {
         public var number: Int
         public var size: Int
-
-        public init(number: Int, size: Int) {
-            self.number = number
-            self.size = size
-        }
     }
 
     /// A message number and its unique id, from `UIDL`.
     public struct MessageUID: Hashable, Sendable {
         public var number: Int
         public var uid: String
-
-        public init(number: Int, uid: String) {
-            self.number = number
-            self.uid = uid
-        }
     }
 
     /// `LIST` (RFC 1939 section 5): every message not marked deleted.

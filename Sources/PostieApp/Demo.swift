@@ -103,8 +103,8 @@ public enum Demo {
     /// Points the flags at the demo's passwd-file and Maildirs, on 127.0.0.1:1110 unless a
     /// listener or config file is given.
     public static func apply(_ setup: Setup, to options: inout ServeOptions) {
-        options.passwdFile = setup.passwdFile
-        options.maildir = setup.maildirTemplate
+        options.stores.passwdFile = setup.passwdFile
+        options.stores.maildir = setup.maildirTemplate
         if options.listen.isEmpty && options.listenTLS.isEmpty && options.config == nil {
             options.listen = ["127.0.0.1:1110"]
         }

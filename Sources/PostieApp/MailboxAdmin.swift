@@ -14,16 +14,8 @@ import Glibc
 /// The store flags of `postie mailbox`: the same names, config file and meaning as
 /// `postie serve`, so a command finds the mailbox the server serves.
 public struct MailboxStoreOptions: ParsableArguments, Sendable {
-    @Option(name: .setting(.passwdFile), help: .setting(.passwdFile)) public var passwdFile: String?
-    @Option(name: .setting(.maildir), help: .setting(.maildir)) public var maildir: String?
-    @Option(name: .setting(.dovecotControl), help: .setting(.dovecotControl)) public var dovecotControl: String?
-    @Option(name: .setting(.store), help: .setting(.store)) public var store: String?
-    @Option(name: .setting(.pop3UIDLFormat), help: .setting(.pop3UIDLFormat)) public var pop3UIDLFormat: String?
-    @Flag(name: .setting(.pop3ReuseXUIDL), help: .setting(.pop3ReuseXUIDL)) public var pop3ReuseXUIDL = false
-    @Option(name: .setting(.authUsernameFormat), help: .setting(.authUsernameFormat)) public var usernameFormat: String?
-    @Option(name: .setting(.authDefaultDomain), help: .setting(.authDefaultDomain)) public var defaultDomain: String?
+    @OptionGroup public var stores: StoreOptions
     @Option(help: ArgumentHelp("Read settings from this YAML file (the server's).", valueName: "file")) public var config: String?
-    @OptionGroup public var database: DatabaseOptions
 
     public init() {}
 }

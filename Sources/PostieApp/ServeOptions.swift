@@ -7,9 +7,7 @@ import Configuration
 public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.listen), help: .setting(.listen)) public var listen: [String] = []
     @Option(name: .setting(.listenTLS), help: .setting(.listenTLS)) public var listenTLS: [String] = []
-    @Option(name: .setting(.passwdFile), help: .setting(.passwdFile)) public var passwdFile: String?
-    @Option(name: .setting(.maildir), help: .setting(.maildir)) public var maildir: String?
-    @Option(name: .setting(.dovecotControl), help: .setting(.dovecotControl)) public var dovecotControl: String?
+    @OptionGroup public var stores: StoreOptions
 
     /// Not a setting: where the others may come from.
     @Option(help: ArgumentHelp("Read settings from this YAML file.", valueName: "file")) public var config: String?
@@ -39,13 +37,22 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.lmtpMaxRecipients), help: .setting(.lmtpMaxRecipients)) public var lmtpMaxRecipients: Int?
     @Option(name: .setting(.lmtpRecipient), help: .setting(.lmtpRecipient)) public var lmtpRecipient: String?
     @Option(name: .setting(.lmtpSpoolDir), help: .setting(.lmtpSpoolDir)) public var lmtpSpoolDir: String?
+    @Option(name: .setting(.deletedRetention), help: .setting(.deletedRetention)) public var deletedRetention: String?
+
+    public init() {}
+}
+
+/// The flags that find a user and their mailbox: `serve` and `mailbox` take the same ones, so
+/// a command reads the store the server serves.
+public struct StoreOptions: ParsableArguments, Sendable {
+    @Option(name: .setting(.passwdFile), help: .setting(.passwdFile)) public var passwdFile: String?
+    @Option(name: .setting(.maildir), help: .setting(.maildir)) public var maildir: String?
+    @Option(name: .setting(.dovecotControl), help: .setting(.dovecotControl)) public var dovecotControl: String?
+    @Option(name: .setting(.store), help: .setting(.store)) public var store: String?
     @Option(name: .setting(.pop3UIDLFormat), help: .setting(.pop3UIDLFormat)) public var pop3UIDLFormat: String?
     @Flag(name: .setting(.pop3ReuseXUIDL), help: .setting(.pop3ReuseXUIDL)) public var pop3ReuseXUIDL = false
     @Option(name: .setting(.authUsernameFormat), help: .setting(.authUsernameFormat)) public var usernameFormat: String?
     @Option(name: .setting(.authDefaultDomain), help: .setting(.authDefaultDomain)) public var defaultDomain: String?
-    @Option(name: .setting(.store), help: .setting(.store)) public var store: String?
-    @Option(name: .setting(.deletedRetention), help: .setting(.deletedRetention)) public var deletedRetention: String?
-
     @OptionGroup public var database: DatabaseOptions
 
     public init() {}

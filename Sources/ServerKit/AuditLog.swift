@@ -78,42 +78,21 @@ public struct AuditRecord: Sendable, Hashable {
     /// The record as one line of JSON, without the newline.
     public var jsonLine: String {
         var out = "{\"time\":\"\(Self.timestamp(milliseconds: milliseconds))\",\"event\":"
-        Self.appendJSON(event, to: &out)
+        JSONText.appendQuoted(event, to: &out)
         out += ",\"session\":"
-        Self.appendJSON(session, to: &out)
+        JSONText.appendQuoted(session, to: &out)
         for field in fields {
             out += ","
-            Self.appendJSON(field.name, to: &out)
+            JSONText.appendQuoted(field.name, to: &out)
             out += ":"
             switch field.value {
-            case .string(let text): Self.appendJSON(text, to: &out)
+            case .string(let text): JSONText.appendQuoted(text, to: &out)
             case .int(let number): out += String(number)
             case .bool(let flag): out += flag ? "true" : "false"
             case .null: out += "null"
             }
         }
         return out + "}"
-    }
-
-    /// A JSON string (RFC 8259 section 7): `"` and `\` escaped, control characters as `\n`,
-    /// `\t`... or `\u00XX`, and U+2028/U+2029 escaped too so that no reader splits the line.
-    static func appendJSON(_ text: String, to out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F || scalar.value == 0x2028 || scalar.value == 0x2029:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default:
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
     }
 }
 

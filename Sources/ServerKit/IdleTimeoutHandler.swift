@@ -4,7 +4,7 @@ import NIOCore
 /// Closes a connection that has been idle (nothing read or written) for too long, telling the
 /// client why first in its protocol's words (POP3 `-ERR`, LMTP `421 4.4.2`). Dovecot's
 /// default and RFC 1939 section 3's minimum are 10 minutes.
-public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
+public final class IdleTimeoutHandler: TimedHandler, ChannelOutboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
     public typealias OutboundIn = ByteBuffer
@@ -14,7 +14,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
     private let farewell: String
     private let timedOut: NIOLockedValueBox<Bool>?
     private var lastActivity: NIODeadline = .uptimeNanoseconds(0)
-    private var scheduled: Scheduled<Void>?
+    var scheduled: Scheduled<Void>?
 
     /// - Parameters:
     ///   - farewell: the reply line (with its CRLF) sent before closing.
@@ -26,24 +26,8 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
         self.timedOut = timedOut
     }
 
-    public func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { schedule(context: context, in: timeout) }
-    }
-
-    public func channelActive(context: ChannelHandlerContext) {
-        schedule(context: context, in: timeout)
-        context.fireChannelActive()
-    }
-
-    public func channelInactive(context: ChannelHandlerContext) {
-        scheduled?.cancel()
-        scheduled = nil
-        context.fireChannelInactive()
-    }
-
-    public func handlerRemoved(context: ChannelHandlerContext) {
-        scheduled?.cancel()
-        scheduled = nil
+    func startTimer(context: ChannelHandlerContext) {
+        restart(context: context, in: timeout)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -56,14 +40,9 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
         context.write(data, promise: promise)
     }
 
-    private func schedule(context: ChannelHandlerContext, in delay: TimeAmount) {
-        scheduled?.cancel()
+    private func restart(context: ChannelHandlerContext, in delay: TimeAmount) {
         if lastActivity == .uptimeNanoseconds(0) { lastActivity = context.eventLoop.now }
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        scheduled = context.eventLoop.scheduleTask(in: delay) {
-            let (handler, context) = loopBound.value
-            handler.check(context: context)
-        }
+        schedule(context: context, in: delay) { handler, context in handler.check(context: context) }
     }
 
     private func check(context: ChannelHandlerContext) {
@@ -74,7 +53,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: farewell)), promise: nil)
             context.close(promise: nil)
         } else {
-            schedule(context: context, in: timeout - idle)
+            restart(context: context, in: timeout - idle)
         }
     }
 }

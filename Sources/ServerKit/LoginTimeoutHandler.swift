@@ -39,14 +39,14 @@ public final class LoginDeadline: Sendable {
 /// client why first. Unlike ``IdleTimeoutHandler`` input does not move the deadline: a client
 /// trickling a byte every few seconds cannot hold a pre-login slot for ever (Dovecot's login
 /// processes: 180 s, `login_client_timeout`... `AUTH_WAITING_TIMEOUT`).
-public final class LoginTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+public final class LoginTimeoutHandler: TimedHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
 
     private let timeout: TimeAmount
     private let farewell: String
     private let deadline: LoginDeadline
-    private var scheduled: Scheduled<Void>?
+    var scheduled: Scheduled<Void>?
 
     /// - Parameters:
     ///   - farewell: the reply line (with its CRLF) sent before closing.
@@ -57,33 +57,9 @@ public final class LoginTimeoutHandler: ChannelInboundHandler, RemovableChannelH
         self.deadline = deadline
     }
 
-    public func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { schedule(context: context) }
-    }
-
-    public func channelActive(context: ChannelHandlerContext) {
-        schedule(context: context)
-        context.fireChannelActive()
-    }
-
-    public func channelInactive(context: ChannelHandlerContext) {
-        scheduled?.cancel()
-        scheduled = nil
-        context.fireChannelInactive()
-    }
-
-    public func handlerRemoved(context: ChannelHandlerContext) {
-        scheduled?.cancel()
-        scheduled = nil
-    }
-
-    private func schedule(context: ChannelHandlerContext) {
+    func startTimer(context: ChannelHandlerContext) {
         guard scheduled == nil else { return }
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        scheduled = context.eventLoop.scheduleTask(in: timeout) {
-            let (handler, context) = loopBound.value
-            handler.fire(context: context)
-        }
+        schedule(context: context, in: timeout) { handler, context in handler.fire(context: context) }
     }
 
     private func fire(context: ChannelHandlerContext) {

@@ -1,10 +1,11 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
-import POP3Client
 import POP3Core
 import SASL
 import Testing
+
+@testable import POP3Client
 
 private let message1 = "Subject: one\r\n\r\nhello\r\n.dot line\r\n..two dots\r\n.\r\nend\r\n"
 private let message2 = "Subject: two\r\nFrom: x@example.org\r\n\r\nline 1\r\nline 2\r\nline 3\r\n"

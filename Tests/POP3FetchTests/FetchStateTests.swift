@@ -1,6 +1,6 @@
-import POP3Client
 import Testing
 
+@testable import POP3Client
 @testable import POP3Fetch
 
 @Suite struct FetchStateTests {

@@ -17,7 +17,7 @@ struct DemoTests {
         var options = try ServeOptions.parse([])
         Demo.apply(setup, to: &options)
         #expect(options.listen == ["127.0.0.1:1110"])
-        #expect(options.passwdFile == setup.passwdFile)
+        #expect(options.stores.passwdFile == setup.passwdFile)
 
         var withListener = try ServeOptions.parse(["--listen-tls", "127.0.0.1:1995"])
         Demo.apply(setup, to: &withListener)
