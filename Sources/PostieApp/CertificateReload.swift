@@ -37,13 +37,21 @@ struct CertificateWatcher: Service {
     let logger: Logger
 
     func run() async throws {
-        logger.debug("master: Watching \(initial.paths.joined(separator: ", ")) for renewed certificates")
         await cancelWhenGracefulShutdown { await poll() }
     }
 
     private func poll() async {
         var watch = initial
         let paths = watch.paths
+        // The files were first read before privileges were dropped (`run_as`); say now if this
+        // user cannot read them, rather than at the first renewal.
+        if let (now, unreadable) = try? await threadPool.runIfActive({ (CertificateWatch.snapshot(paths), paths.filter { access($0, R_OK) != 0 }) }) {
+            watch.forgetUnreachable(now)
+            if !unreadable.isEmpty {
+                logger.warning("master: \(unreadable.joined(separator: ", ")) cannot be read by uid \(getuid()): a renewed certificate will not be loaded (nor on SIGHUP) until it can, or Postie restarts")
+            }
+        }
+        logger.debug("master: Watching \(paths.joined(separator: ", ")) for renewed certificates")
         while !Task.isCancelled {
             do {
                 try await Task.sleep(for: CertificateWatch.pollInterval)

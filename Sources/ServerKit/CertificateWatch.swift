@@ -51,6 +51,14 @@ public struct CertificateWatch: Sendable {
         paths.map { FileIdentity.of($0) }
     }
 
+    /// Files that can no longer be seen at all (privileges dropped to a user who cannot enter
+    /// their directory) count as missing from the start, so that losing sight of them is not
+    /// taken for a change; should they become visible, that is one.
+    public mutating func forgetUnreachable(_ snapshot: Snapshot) {
+        precondition(snapshot.count == paths.count, "one identity per path")
+        for index in paths.indices where snapshot[index] == nil { loaded[index] = nil }
+    }
+
     /// Takes one poll's identities and says whether to load the certificates now. After
     /// `.reload` the new state counts as loaded, whether or not the load succeeds.
     public mutating func observe(_ snapshot: Snapshot) -> Decision {

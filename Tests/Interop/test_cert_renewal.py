@@ -222,3 +222,70 @@ def test_expiry_gauge_counts_down_to_each_certificates_not_after(postie, tmp_pat
     got = sc.get("pop3_tls_certificate_expiry_seconds", certificate=str(srv.cert), server_names="default")
     assert abs(got - (w - time.time())) <= 60, f"after the renewal: {got:.0f} s left, want {w - time.time():.0f}"
     assert sc.get("pop3_tls_certificate_expiry_timestamp_seconds") == not_after(sni_cert)
+
+
+# --------------------------------------------------------------------------
+# After --run-as
+# --------------------------------------------------------------------------
+
+
+def test_after_run_as_readable_files_renew_and_unreadable_ones_are_reported_at_start(postie, tmp_path, pki):
+    """The files are first read as root. Readable by the run_as user (certbot's
+    `--deploy-hook` can chgrp them), a renewal is loaded as usual; in a directory closed to
+    that user (certbot's archive/ is 0700 root), the server says so at start, not at the first
+    renewal, and logs no error meanwhile."""
+    import tempfile
+    from test_run_as import RUN_AS_USER, ensure_user
+
+    assert os.geteuid() == 0, "this test starts the server as root"
+    user = ensure_user(RUN_AS_USER)
+    base = Path(tempfile.mkdtemp(prefix="postie-renew-"))
+    try:
+        os.chmod(base, 0o755)
+        passwd = make_passwd(base).path
+        os.chown(passwd, user.pw_uid, user.pw_gid)
+
+        def install(leaf, cert, key):
+            for src, dst, mode in ((leaf.cert, cert, 0o644), (leaf.key, key, 0o640)):
+                tmp = dst.with_name(dst.name + ".tmp")
+                shutil.copyfile(src, tmp)
+                os.chown(tmp, 0, user.pw_gid)
+                os.chmod(tmp, mode)
+                os.rename(tmp, dst)
+
+        def start(directory: Path, name: str):
+            cert, key = directory / "fullchain.pem", directory / "privkey.pem"
+            install(pki.a, cert, key)
+            port = free_port()
+            s = postie.make(passwd=passwd, maildir=str(base / "mail" / "%u"), listen=[(HOST, free_port())],
+                            extra=["--run-as", RUN_AS_USER, "--tls-cert", str(cert), "--tls-key", str(key),
+                                   "--listen-tls", f"{HOST}:{port}"], name=name)
+            s.start(ready_timeout=15)
+            s.wait_log(rf"Listening on 127\.0\.0\.1:{port} ", timeout=10)
+            s.wait_log(r"Running as ", timeout=10)
+            return s, port, cert, key
+
+        # Closed to the user: said once at start; no error, and the certificate still serves.
+        closed = base / "closed"
+        closed.mkdir(mode=0o700)
+        s, port, cert, key = start(closed, "renew-closed")
+        warning = s.wait_log(r"master: Warning: .*cannot be read by uid", timeout=PATIENCE)[0]
+        assert str(cert) in warning and str(key) in warning, warning
+        time.sleep(3)  # three polls
+        assert not s.log_lines(r": Error: "), s.log_tail(20)
+        assert served(port) == fingerprint(pki.a.cert)
+        s.stop()
+
+        # Readable by the user's group: a renewal is loaded.
+        shared = base / "shared"
+        shared.mkdir(mode=0o750)
+        os.chown(shared, 0, user.pw_gid)
+        s, port, cert, key = start(shared, "renew-shared")
+        assert served(port) == fingerprint(pki.a.cert)
+        install(pki.b, cert, key)
+        delay, _ = wait_served(port, fingerprint(pki.b.cert), time.monotonic())
+        assert delay <= PROMISE, f"as {RUN_AS_USER}, the renewed certificate was served {delay:.2f} s after the rename"
+        assert not s.log_lines("cannot be read by uid") and not s.log_lines(r": Error: "), s.log_tail(20)
+        s.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -102,3 +102,21 @@ struct CertificateWatchTests {
         #expect(CertificateWatch.paths(of: settings) == ["/tls/a.pem", "/tls/a.key", "/tls/b.pem", "/tls/b.key", "/tls/both.pem"])
     }
 }
+
+@Suite("Certificate watch after dropping privileges")
+struct CertificateWatchUnreachableTests {
+    /// After `run_as` the key's directory may be closed to the server: that is not a renewal.
+    @Test func filesThatCannotBeSeenAfterStartAreNotAChange() {
+        let paths = CertificateWatchTests.paths
+        let cert = CertificateWatchTests.file(10), key = CertificateWatchTests.file(11)
+        var watch = CertificateWatch(paths: paths, loaded: [cert, key])
+        watch.forgetUnreachable([cert, nil])
+        #expect(watch.observe([cert, nil]) == .unchanged)
+        // The certificate still renews.
+        #expect(watch.observe([CertificateWatchTests.file(20), nil]) == .settling)
+        #expect(watch.observe([CertificateWatchTests.file(20), nil]) == .reload(changed: [paths[0]]))
+        // The key becoming visible is a change.
+        #expect(watch.observe([CertificateWatchTests.file(20), key]) == .settling)
+        #expect(watch.observe([CertificateWatchTests.file(20), key]) == .reload(changed: [paths[1]]))
+    }
+}
