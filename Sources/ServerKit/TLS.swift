@@ -59,6 +59,7 @@ public struct CertificateExpiry: Sendable, Hashable {
 public final class TLSProvider: Sendable {
     public let settings: TLSSettings
     private let loaded: NIOLockedValueBox<Loaded>
+    private let reloading = NIOLock()
 
     struct Loaded: Sendable {
         var context: NIOSSLContext
@@ -78,8 +79,12 @@ public final class TLSProvider: Sendable {
     /// Throws, keeping the certificates in use, unless every certificate and its key load and
     /// belong together.
     public func reload() throws {
-        let fresh = try Self.load(settings, provider: self)
-        loaded.withLockedValue { $0 = fresh }
+        // One reload at a time (SIGHUP and the file watcher may ask together): the files read
+        // last are the ones kept.
+        try reloading.withLock {
+            let fresh = try Self.load(settings, provider: self)
+            loaded.withLockedValue { $0 = fresh }
+        }
     }
 
     /// The earliest expiry of the configured leaf certificates (seconds since 1970).
