@@ -83,13 +83,13 @@ public enum ServerLauncher {
     static func bootstrapMetrics() -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
-        // POP3 sessions last from milliseconds (a poll) to the 10-minute idle timeout and beyond.
         // RETR: a small message from the page cache takes well under a millisecond; a large
         // one to a slow client, seconds.
         factory.durationHistogramBuckets["pop3_retr_duration_seconds"] = [
             .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(50),
             .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
         ]
+        // POP3 sessions last from milliseconds (a poll) to the 10-minute idle timeout and beyond.
         factory.durationHistogramBuckets["pop3_session_duration_seconds"] = [
             .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),
             .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(600), .seconds(1800),
@@ -223,7 +223,8 @@ struct BoundLMTPServer: Service {
 }
 
 /// SIGHUP: reopen the audit log (logrotate moved it), re-read the flags' config file, then
-/// reload the TLS certificates (as ``CertificateWatcher`` does when they change) and the policy (access lists, trusted networks, limits,
+/// reload the TLS certificates (through the ``CertificateReloader`` that ``CertificateWatcher``
+/// uses when their files change) and the policy (access lists, trusted networks, limits,
 /// brute-force settings) without dropping open sessions. Listeners, the passwd-file path, the
 /// Maildir template and the audit log's path need a restart; the passwd-file's contents need
 /// nothing, they are re-read whenever the file changes.
