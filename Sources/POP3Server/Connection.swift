@@ -472,6 +472,7 @@ private final class SessionRunner {
         _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws -> POP3SessionStateMachine.Action? {
         guard let maildrop else { return nil }
+        let started = NIODeadline.now()
         let body: MessageBody
         do {
             body = try await maildrop.body(of: index, lines: lines)
@@ -499,6 +500,7 @@ private final class SessionRunner {
         try await outbound.write(buffer)
         machine.messageSent(index: index, lines: lines, bytes: sent)
         (lines == nil ? context.metrics.retrBytes : context.metrics.topBytes).increment(by: sent)
+        if lines == nil { context.metrics.retrDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds) }
         if let audit, let header {
             let summary = header.summary
             summaries[index] = summary

@@ -18,9 +18,15 @@ public final class ServerMetrics: Sendable {
     let plaintextRefused = Counter(label: "pop3_plaintext_refused_total")
     let sessionsActive = Meter(label: "pop3_sessions_active")
     let sessionDuration = Timer(label: "pop3_session_duration_seconds", preferredDisplayUnit: .seconds)
+    /// From a RETR command to the message's last octet handed to the connection (opening the
+    /// file, reading, dot-stuffing, and waiting while a slow client's socket is full).
+    let retrDuration = Timer(label: "pop3_retr_duration_seconds", preferredDisplayUnit: .seconds)
     /// Created only when TLS is configured, so a server without certificates exports no
     /// expiry of 0 that an alert would take for an expired certificate.
     private let certificateExpiry = NIOLockedValueBox<Gauge?>(nil)
+    /// One gauge per configured certificate with its `notAfter`, counting down at each
+    /// ``refreshCertificateExpiry(now:)``.
+    private let certificateRemaining = NIOLockedValueBox<[(gauge: Gauge, notAfter: Int)]>([])
     private let perListener = NIOLockedValueBox<[String: ListenerCounters]>([:])
 
     struct ListenerCounters {
@@ -106,6 +112,28 @@ public final class ServerMetrics: Sendable {
             counters.handshakeFailures.increment(by: 0)
             if !listener.implicitTLS { counters.starttls.increment(by: 0) }
         }
+    }
+
+    /// The certificates just loaded: `pop3_tls_certificate_expiry_timestamp_seconds` (the
+    /// earliest `notAfter`) and `pop3_tls_certificate_expiry_seconds` per certificate (seconds
+    /// left, negative once expired), labelled with the certificate file and its SNI names
+    /// (`default` for the default certificate).
+    public func certificatesLoaded(_ expiries: [CertificateExpiry], now: Int) {
+        if let earliest = expiries.map(\.notAfter).min() { certificateExpires(at: earliest) }
+        let gauges = expiries.map { expiry in
+            (gauge: Gauge(label: "pop3_tls_certificate_expiry_seconds", dimensions: [
+                ("certificate", expiry.certificatePath),
+                ("server_names", expiry.serverNames.isEmpty ? "default" : expiry.serverNames.joined(separator: ",")),
+            ]), notAfter: expiry.notAfter)
+        }
+        certificateRemaining.withLockedValue { $0 = gauges }
+        refreshCertificateExpiry(now: now)
+    }
+
+    /// Sets each certificate's seconds left from `now` (seconds since 1970); the metrics
+    /// endpoint calls it before each scrape.
+    public func refreshCertificateExpiry(now: Int) {
+        for (gauge, notAfter) in certificateRemaining.withLockedValue({ $0 }) { gauge.record(notAfter - now) }
     }
 
     /// The earliest certificate expiry, seconds since 1970.

@@ -73,14 +73,6 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
         var decoy: StoredPassword?
     }
 
-    struct FileIdentity: Equatable, Sendable {
-        var device: UInt64
-        var inode: UInt64
-        var size: Int64
-        var mtimeSeconds: Int
-        var mtimeNanoseconds: Int
-    }
-
     public convenience init(path: String, threadPool: NIOThreadPool = .singleton, logger: Logger = Logger(label: "postie.passwd")) {
         self.init(path: path, threadPool: threadPool, logger: logger, argon2Available: Argon2.isAvailable)
     }
@@ -160,16 +152,11 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
         }
     }
 
-    /// The parsed file, re-read if its inode, size or mtime changed. Blocking.
+    /// The parsed file, re-read if its identity (inode, size, mtime, ctime, link) changed. Blocking.
     private func currentSnapshot() throws(PasswdFileError) -> Snapshot {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
+        guard let identity = FileIdentity.of(path) else {
             throw .unreadable(path: path, reason: String(cString: strerror(errno)))
         }
-        let identity = FileIdentity(
-            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
-            mtimeSeconds: Int(st.st_mtim.tv_sec), mtimeNanoseconds: Int(st.st_mtim.tv_nsec)
-        )
         if let cached = state.withLockedValue({ $0 }), cached.identity == identity { return cached }
         let snapshot = try read(identity: identity)
         state.withLockedValue { $0 = snapshot }

@@ -17,23 +17,28 @@ public final class MetricsEndpoint: Service, Sendable {
     public let listener: Listener
     public let registry: PrometheusCollectorRegistry
     let logger: Logger
+    /// Runs on the event loop before each scrape is rendered (gauges computed from the clock,
+    /// such as the seconds left on a certificate); it must be quick and never block.
+    let beforeScrape: @Sendable () -> Void
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
 
-    public init(listener: Listener, registry: PrometheusCollectorRegistry, logger: Logger) {
+    public init(listener: Listener, registry: PrometheusCollectorRegistry, logger: Logger, beforeScrape: @escaping @Sendable () -> Void = {}) {
         self.listener = listener
         self.registry = registry
         self.logger = logger
+        self.beforeScrape = beforeScrape
     }
 
     /// Binds now, so privileges can be dropped afterwards.
     public func bind() async throws {
         let registry = self.registry
+        let beforeScrape = self.beforeScrape
         let bound = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry))
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry, beforeScrape: beforeScrape))
                 }
             }
             .bind(host: listener.host, port: listener.port).get()
@@ -56,10 +61,12 @@ private final class MetricsHTTPHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     let registry: PrometheusCollectorRegistry
+    let beforeScrape: @Sendable () -> Void
     private var head: HTTPRequestHead?
 
-    init(registry: PrometheusCollectorRegistry) {
+    init(registry: PrometheusCollectorRegistry, beforeScrape: @escaping @Sendable () -> Void) {
         self.registry = registry
+        self.beforeScrape = beforeScrape
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -74,7 +81,10 @@ private final class MetricsHTTPHandler: ChannelInboundHandler {
             let path = request.uri.split(separator: "?").first.map(String.init) ?? request.uri
             let ok = (request.method == .GET || request.method == .HEAD) && path == "/metrics"
             var body = context.channel.allocator.buffer(capacity: 4096)
-            if ok { body.writeBytes(registry.emitToBuffer()) } else { body.writeString("Not found. Metrics are at /metrics.\n") }
+            if ok {
+                beforeScrape()
+                body.writeBytes(registry.emitToBuffer())
+            } else { body.writeString("Not found. Metrics are at /metrics.\n") }
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8")
             headers.add(name: "Content-Length", value: "\(body.readableBytes)")

@@ -41,6 +41,11 @@ public enum ServerLauncher {
         let logger = Logger(label: "postie")
         let registry = bootstrapMetrics()
 
+        // The files' identities before they are read: a change from here on is reloaded.
+        let watch = settings.tls.map { tls in
+            let paths = CertificateWatch.paths(of: tls)
+            return CertificateWatch(paths: paths, loaded: CertificateWatch.snapshot(paths))
+        }
         let tls: TLSProvider?
         do {
             tls = try settings.tls.map { try TLSProvider(settings: $0) }
@@ -48,12 +53,12 @@ public enum ServerLauncher {
             throw ConfigurationError("\(settings.origin(.tlsCert)): \(error)")
         }
         let metrics = ServerMetrics()
-        if let expiry = tls?.earliestExpiry { metrics.certificateExpires(at: expiry) }
+        if let tls { metrics.certificatesLoaded(tls.expiries, now: Int(time(nil))) }
 
         let threadPool = NIOThreadPool(numberOfThreads: 16)
         threadPool.start()
         do {
-            try await serve(settings, options: options, tls: tls, metrics: metrics, registry: registry, hangups: hangups, threadPool: threadPool, logger: logger)
+            try await serve(settings, options: options, tls: tls, watch: watch, metrics: metrics, registry: registry, hangups: hangups, threadPool: threadPool, logger: logger)
         } catch {
             try? await threadPool.shutdownGracefully()
             throw error
@@ -78,6 +83,12 @@ public enum ServerLauncher {
     static func bootstrapMetrics() -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
+        // RETR: a small message from the page cache takes well under a millisecond; a large
+        // one to a slow client, seconds.
+        factory.durationHistogramBuckets["pop3_retr_duration_seconds"] = [
+            .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(50),
+            .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        ]
         // POP3 sessions last from milliseconds (a poll) to the 10-minute idle timeout and beyond.
         factory.durationHistogramBuckets["pop3_session_duration_seconds"] = [
             .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),
@@ -90,7 +101,7 @@ public enum ServerLauncher {
     /// Opens the store, binds every listener (as root if need be), drops privileges, loads
     /// the passwd-file, then serves until a graceful shutdown.
     private static func serve(
-        _ settings: ServerSettings, options: ServeOptions, tls: TLSProvider?, metrics: ServerMetrics,
+        _ settings: ServerSettings, options: ServeOptions, tls: TLSProvider?, watch: CertificateWatch?, metrics: ServerMetrics,
         registry: PrometheusCollectorRegistry, hangups: UnixSignalsSequence, threadPool: NIOThreadPool, logger: Logger
     ) async throws {
         var serverConfiguration = settings.serverConfiguration(tls: tls)
@@ -117,7 +128,9 @@ public enum ServerLauncher {
         let lmtpBound = try await lmtp?.bind() ?? []
         let bound = try await server.bind()
         if let endpoint = settings.metrics {
-            let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger)
+            let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger) {
+                metrics.refreshCertificateExpiry(now: Int(time(nil)))
+            }
             try await exporter.bind()
             services.append(.init(service: exporter))
         }
@@ -154,7 +167,11 @@ public enum ServerLauncher {
                 users: { try await passwdFile?.allUsers() ?? [] }, logger: logger)))
             logger.info("master: Deleted mail is kept for \(settings.deletedRetention)")
         }
-        services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, tls: tls, metrics: metrics, audit: audit, logger: logger)))
+        let certificates = tls.map { CertificateReloader(tls: $0, metrics: metrics, threadPool: threadPool) }
+        if let certificates, let watch {
+            services.append(.init(service: CertificateWatcher(reloader: certificates, initial: watch, threadPool: threadPool, logger: logger)))
+        }
+        services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, certificates: certificates, audit: audit, logger: logger)))
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
@@ -206,7 +223,8 @@ struct BoundLMTPServer: Service {
 }
 
 /// SIGHUP: reopen the audit log (logrotate moved it), re-read the flags' config file, then
-/// reload the TLS certificates and the policy (access lists, trusted networks, limits,
+/// reload the TLS certificates (through the ``CertificateReloader`` that ``CertificateWatcher``
+/// uses when their files change) and the policy (access lists, trusted networks, limits,
 /// brute-force settings) without dropping open sessions. Listeners, the passwd-file path, the
 /// Maildir template and the audit log's path need a restart; the passwd-file's contents need
 /// nothing, they are re-read whenever the file changes.
@@ -214,8 +232,7 @@ struct ReloadOnHangup: Service {
     let signals: UnixSignalsSequence
     let options: ServeOptions
     let server: POP3Server
-    let tls: TLSProvider?
-    let metrics: ServerMetrics
+    let certificates: CertificateReloader?
     let audit: AuditLogFile?
     let logger: Logger
 
@@ -230,10 +247,9 @@ struct ReloadOnHangup: Service {
                 continue
             }
             server.updatePolicy(settings.policy(for: server.configuration))
-            if let tls {
+            if let certificates {
                 do {
-                    try tls.reload()
-                    if let expiry = tls.earliestExpiry { metrics.certificateExpires(at: expiry) }
+                    try await certificates.reload()
                     logger.info("master: SIGHUP: reloaded policy and TLS certificates")
                 } catch {
                     logger.error("master: SIGHUP: reloaded policy; kept the old TLS certificates: \(error)")

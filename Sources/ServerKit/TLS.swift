@@ -35,19 +35,37 @@ public struct TLSSettings: Sendable, Hashable {
     }
 }
 
+/// When one configured certificate expires.
+public struct CertificateExpiry: Sendable, Hashable {
+    /// The `--tls-cert` or `--tls-sni` certificate file.
+    public var certificatePath: String
+    /// Its SNI host names; empty for the default certificate.
+    public var serverNames: [String]
+    /// The leaf's `notAfter` (RFC 5280 section 4.1.2.5), seconds since 1970.
+    public var notAfter: Int
+
+    public init(certificatePath: String, serverNames: [String], notAfter: Int) {
+        self.certificatePath = certificatePath
+        self.serverNames = serverNames
+        self.notAfter = notAfter
+    }
+}
+
 /// Holds the loaded certificates and makes a TLS handler for each new connection.
 ///
-/// ``reload()`` re-reads the files (SIGHUP): sessions already open keep the TLS state they
-/// negotiated; new handshakes use the new certificates. A reload that fails keeps the old ones.
+/// ``reload()`` re-reads the files (SIGHUP, or the files changed on disk): sessions already
+/// open keep the TLS state they negotiated; new handshakes use the new certificates. A reload
+/// that fails (a file unreadable, a key that is not the certificate's) keeps the old ones.
 public final class TLSProvider: Sendable {
     public let settings: TLSSettings
     private let loaded: NIOLockedValueBox<Loaded>
+    private let reloading = NIOLock()
 
     struct Loaded: Sendable {
         var context: NIOSSLContext
         var byName: [(pattern: String, chain: [NIOSSLCertificate], key: NIOSSLPrivateKey)]
-        /// Earliest `notAfter` of the leaf certificates, seconds since 1970.
-        var notAfter: Int?
+        /// Each configured certificate's expiry, in the order of the settings.
+        var expiries: [CertificateExpiry]
     }
 
     public init(settings: TLSSettings) throws {
@@ -57,14 +75,23 @@ public final class TLSProvider: Sendable {
         try loaded.withLockedValue { $0 = try Self.load(settings, provider: self) }
     }
 
-    /// Re-reads every certificate and key.
+    /// Re-reads every certificate and key; blocking file reads (call it off the event loops).
+    /// Throws, keeping the certificates in use, unless every certificate and its key load and
+    /// belong together.
     public func reload() throws {
-        let fresh = try Self.load(settings, provider: self)
-        loaded.withLockedValue { $0 = fresh }
+        // One reload at a time (SIGHUP and the file watcher may ask together): the files read
+        // last are the ones kept.
+        try reloading.withLock {
+            let fresh = try Self.load(settings, provider: self)
+            loaded.withLockedValue { $0 = fresh }
+        }
     }
 
     /// The earliest expiry of the configured leaf certificates (seconds since 1970).
-    public var earliestExpiry: Int? { loaded.withLockedValue { $0.notAfter } }
+    public var earliestExpiry: Int? { loaded.withLockedValue { $0.expiries.map(\.notAfter).min() } }
+
+    /// When each configured certificate expires, as last loaded.
+    public var expiries: [CertificateExpiry] { loaded.withLockedValue { $0.expiries } }
 
     /// A server-side TLS handler using the current certificates.
     public func makeServerHandler() -> NIOSSLServerHandler {
@@ -74,7 +101,7 @@ public final class TLSProvider: Sendable {
     private static func load(_ settings: TLSSettings, provider: TLSProvider?) throws -> Loaded {
         guard let first = settings.certificates.first else { throw TLSSetupError("no certificate configured") }
         var byName: [(pattern: String, chain: [NIOSSLCertificate], key: NIOSSLPrivateKey)] = []
-        var notAfter: Int?
+        var expiries: [CertificateExpiry] = []
         var defaultChain: [NIOSSLCertificate] = []
         var defaultKey: NIOSSLPrivateKey?
         for spec in settings.certificates {
@@ -91,11 +118,19 @@ public final class TLSProvider: Sendable {
             } catch {
                 throw TLSSetupError("cannot read private key \(spec.keyPath): \(error)")
             }
-            let expiry = Int(leaf.notValidAfter)
-            notAfter = min(notAfter ?? expiry, expiry)
+            expiries.append(CertificateExpiry(certificatePath: spec.certificatePath, serverNames: spec.serverNames, notAfter: Int(leaf.notValidAfter)))
             if spec == first {
                 defaultChain = chain
                 defaultKey = key
+            } else {
+                // BoringSSL refuses a key that is not the certificate's public key when a
+                // context is made; an SNI certificate is only used at handshake time, so check
+                // its pair now rather than fail the handshakes later.
+                do {
+                    _ = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key)))
+                } catch {
+                    throw TLSSetupError("certificate \(spec.certificatePath) and key \(spec.keyPath) cannot be used together: \(error)")
+                }
             }
             for name in spec.serverNames { byName.append((name.lowercased(), chain, key)) }
         }
@@ -123,7 +158,7 @@ public final class TLSProvider: Sendable {
         } catch {
             throw TLSSetupError("certificate \(first.certificatePath) and key \(first.keyPath) cannot be used together: \(error)")
         }
-        return Loaded(context: context, byName: byName, notAfter: notAfter)
+        return Loaded(context: context, byName: byName, expiries: expiries)
     }
 
     private func override(for host: String) -> NIOSSLContextConfigurationOverride {
