@@ -142,6 +142,18 @@ public enum ServerLauncher {
             }
             logger.info("master: Audit trail to \(audit.path == "-" ? "standard error" : audit.path)")
         }
+        // As the run_as user, which must be able to replace the file; before any login.
+        let lockoutFile = settings.lockoutState.map { LockoutStateFile(path: $0) }
+        if let lockoutFile {
+            do {
+                try await LockoutKeeper.restore(server.throttle, from: lockoutFile, threadPool: threadPool, logger: logger)
+            } catch {
+                throw ConfigurationError("\(settings.origin(.lockoutState)): \(error)")
+            }
+        }
+        // Before the server: graceful shutdown stops it after the server, so its last save
+        // has every lockout.
+        services.append(.init(service: LockoutKeeper(throttle: server.throttle, file: lockoutFile, threadPool: threadPool, logger: logger)))
         if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
         if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
         if settings.deletedRetention.isEnabled {
