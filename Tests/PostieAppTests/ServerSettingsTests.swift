@@ -259,6 +259,22 @@ struct ResourceCheckTests {
         #expect(certificate.first?.message.contains("/nonexistent/cert.pem") == true)
     }
 
+    @Test func lockoutStateNeedsItsDirectoryAndExemptingEverythingIsAWarning() async throws {
+        let dir = try TempDirectory()
+        defer { dir.remove() }
+        let passwd = try dir.write("passwd", "alice:{PLAIN}pw\n")
+        chmod(passwd, 0o600)
+        let base = ["--listen", "127.0.0.1:1110", "--passwd-file", passwd, "--maildir", "/m/%u"]
+        var fine = try await ServerSettingsTests.load(base + ["--lockout-state", dir.path + "/lockouts"])
+        fine.checkResources()
+        #expect(fine.problems.isEmpty)
+        var missing = try await ServerSettingsTests.load(base + ["--lockout-state", dir.path + "/none/lockouts"])
+        missing.checkResources()
+        #expect(missing.errors.map(\.description) == ["error: --lockout-state: the directory \(dir.path)/none does not exist; create it, writable by run_as"])
+        let everything = try await ServerSettingsTests.load(base + ["--lockout-exempt", "0.0.0.0/0"])
+        #expect(everything.problems.map(\.description) == ["warning: --lockout-exempt: exempts every address: no failed login is delayed or locked out"])
+    }
+
     @Test func runAsUserMustExist() async throws {
         var settings = try await ServerSettingsTests.load(ServerSettingsTests.minimal + ["--run-as", "no-such-user-here:no-such-group-here"])
         settings.checkResources()
