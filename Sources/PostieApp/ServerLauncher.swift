@@ -153,7 +153,9 @@ public enum ServerLauncher {
         }
         // Before the server: graceful shutdown stops it after the server, so its last save
         // has every lockout.
-        services.append(.init(service: LockoutKeeper(throttle: server.throttle, file: lockoutFile, threadPool: threadPool, logger: logger)))
+        // With PostgreSQL every node shares its lockouts through the database.
+        let sharing = backend.postgres.map { PostgresLockouts(store: $0) }
+        services.append(.init(service: LockoutKeeper(throttle: server.throttle, file: lockoutFile, sharing: sharing, threadPool: threadPool, logger: logger)))
         if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
         if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
         if settings.deletedRetention.isEnabled {

@@ -64,24 +64,53 @@ public struct LockoutStateFile: Sendable {
     }
 }
 
+/// Lockouts shared by the nodes serving one store (the PostgreSQL store's `lockouts` table).
+public protocol LockoutSharing: Sendable {
+    /// Adds lockouts made on this node; where one exists already, the later end wins.
+    func publish(_ lockouts: [LockoutRecord]) async throws
+    /// Lifts the lockouts of every address in the network, on every node.
+    func lift(_ network: CIDR) async throws
+    /// Every lockout in force.
+    func current() async throws -> [LockoutRecord]
+}
+
 /// Looks after the throttle while the server runs: forgets expired failures and
-/// wrong-password hashes (``LoginThrottle/sweep()``), and, with a state file, saves the
-/// lockouts on the thread pool at most once a second after they change, and once more at
-/// shutdown.
+/// wrong-password hashes (``LoginThrottle/sweep()``); with a state file, saves the lockouts on
+/// the thread pool at most once a second after they change, and once more at shutdown; with
+/// sharing, passes the lockouts made and lifted here to the other nodes and takes theirs, at
+/// start and then every second.
 public struct LockoutKeeper: Service {
     let throttle: LoginThrottle
     let file: LockoutStateFile?
+    let sharing: (any LockoutSharing)?
     let threadPool: NIOThreadPool
     let logger: Logger
     /// The generation last saved (the one loaded at start).
     let saved: UInt64
 
-    public init(throttle: LoginThrottle, file: LockoutStateFile?, threadPool: NIOThreadPool, logger: Logger) {
+    public init(throttle: LoginThrottle, file: LockoutStateFile?, sharing: (any LockoutSharing)? = nil, threadPool: NIOThreadPool, logger: Logger) {
         self.throttle = throttle
         self.file = file
+        self.sharing = sharing
         self.threadPool = threadPool
         self.logger = logger
         self.saved = throttle.lockoutGeneration
+        if sharing != nil { throttle.startSharing() }
+    }
+
+    /// One exchange with the other nodes: lifts, then new lockouts, then everybody's.
+    /// What could not be passed on is kept for the next try.
+    public func share() async throws {
+        guard let sharing else { return }
+        let (lockouts, lifts) = throttle.takeUnshared()
+        do {
+            for network in lifts { try await sharing.lift(network) }
+            try await sharing.publish(lockouts)
+            throttle.replaceLockouts(with: try await sharing.current())
+        } catch {
+            throttle.returnUnshared(lockouts, lifts: lifts)
+            throw error
+        }
     }
 
     /// Reads the state file and puts its lockouts back into the throttle, then writes it
@@ -115,13 +144,28 @@ public struct LockoutKeeper: Service {
                 failing = true
             }
         }
+        var sharingFails = false
+        func shareLogged() async {
+            guard sharing != nil else { return }
+            do {
+                try await share()
+                if sharingFails { logger.info("master: lockouts shared with the other nodes again") }
+                sharingFails = false
+            } catch {
+                if !sharingFails { logger.error("master: cannot share lockouts with the other nodes: \(error)") }
+                sharingFails = true
+            }
+        }
+        await shareLogged()
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
             throttle.sweep()
+            await shareLogged()
             await saveIfChanged()
         }
         // Graceful shutdown reaches this service after the POP3 server has stopped (it starts
-        // first, so it stops last): this save has every lockout.
+        // first, so it stops last): this pass has every lockout.
+        await shareLogged()
         await saveIfChanged()
     }
 }

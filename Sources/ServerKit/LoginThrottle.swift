@@ -168,6 +168,12 @@ public final class LoginThrottle: Sendable {
         /// Changes whenever ``locks`` gains or loses an entry other than by expiry.
         var lockGeneration: UInt64 = 0
         var nextSweep: NIODeadline = .uptimeNanoseconds(0)
+        /// Whether lockouts are shared with other nodes (``startSharing()``).
+        var sharing = false
+        /// Lockouts made here and not yet passed on to the other nodes.
+        var unshared: [String: Lock] = [:]
+        /// Networks unbanned here and not yet lifted on the other nodes.
+        var pendingLifts: [CIDR] = []
     }
 
     struct Record {
@@ -262,6 +268,7 @@ public final class LoginThrottle: Sendable {
             var lockedOut = false
             if ipCount >= policy.lockoutThreshold {
                 state.locks[ip] = Lock(until: now + policy.lockoutDuration, failures: ipCount)
+                if state.sharing { state.unshared[ip] = state.locks[ip] }
                 state.byIP[ip] = nil
                 state.lockGeneration &+= 1
                 lockedOut = true
@@ -339,6 +346,10 @@ public final class LoginThrottle: Sendable {
                     addresses.insert(ip)
                 }
                 if !addresses.isEmpty { state.lockGeneration &+= 1 }
+                if state.sharing {
+                    state.pendingLifts.append(cidr)
+                    state.unshared = state.unshared.filter { !inside($0.key) }
+                }
                 for ip in state.byIP.keys where inside(ip) {
                     state.byIP[ip] = nil
                     addresses.insert(ip)
@@ -382,6 +393,62 @@ public final class LoginThrottle: Sendable {
                 if let lock = state.locks[record.address], lock.until >= until { continue }
                 state.locks[record.address] = Lock(until: until, failures: record.failures)
             }
+        }
+    }
+
+    // MARK: - Lockouts shared between nodes
+
+    /// From now on, remembers the lockouts made and lifted here for ``takeUnshared()``; the
+    /// ones in force already (restored from a state file) are the first to pass on.
+    public func startSharing() {
+        state.withLockedValue { state in
+            state.sharing = true
+            state.unshared = state.locks
+        }
+    }
+
+    /// The lockouts made and the networks unbanned here since the last call, to pass on.
+    public func takeUnshared() -> (lockouts: [LockoutRecord], lifts: [CIDR]) {
+        let now = self.now()
+        return state.withLockedValue { state in
+            let lockouts = state.unshared.filter { $0.value.until > now }
+                .map { LockoutRecord(address: $0.key, remaining: $0.value.until - now, failures: $0.value.failures) }
+                .sorted { $0.address < $1.address }
+            let lifts = state.pendingLifts
+            state.unshared = [:]
+            state.pendingLifts = []
+            return (lockouts, lifts)
+        }
+    }
+
+    /// Takes back what ``takeUnshared()`` gave and could not be passed on, to try again;
+    /// lockouts lifted meanwhile stay lifted.
+    public func returnUnshared(_ lockouts: [LockoutRecord], lifts: [CIDR]) {
+        state.withLockedValue { state in
+            for record in lockouts where state.unshared[record.address] == nil {
+                if let lock = state.locks[record.address] { state.unshared[record.address] = lock }
+            }
+            state.pendingLifts = lifts + state.pendingLifts
+        }
+    }
+
+    /// Makes the lockouts in force those the nodes share, except the ones made or lifted here
+    /// and not yet passed on.
+    public func replaceLockouts(with shared: [LockoutRecord]) {
+        let now = self.now()
+        state.withLockedValue { state in
+            var locks: [String: Lock] = [:]
+            for record in shared where record.remaining > .zero {
+                let lifted = state.pendingLifts.contains { cidr in
+                    (try? SocketAddress(ipAddress: record.address, port: 0)).map(cidr.contains) ?? false
+                }
+                if !lifted { locks[record.address] = Lock(until: now + record.remaining, failures: record.failures) }
+            }
+            for (ip, lock) in state.unshared where lock.until > now && (locks[ip]?.until ?? now) <= lock.until {
+                locks[ip] = lock
+            }
+            if Set(locks.keys) != Set(state.locks.filter { $0.value.until > now }.keys) { state.lockGeneration &+= 1 }
+            state.locks = locks
         }
     }
 

@@ -172,3 +172,42 @@ def test_lockouts_survive_a_restart_and_spare_exempt_addresses(postie, tmp_path)
     assert s2.stop() == 0
     assert any(l.startswith(ATTACKER + " ") for l in state.read_text().splitlines())
     note(f"lockout state: {state.read_text().strip().splitlines()[-1]!r} survived SIGKILL and restart")
+
+
+def greeting_from(port: int, source: str) -> str:
+    with POP3Raw(HOST, port, source=source, read_greeting=False) as c:
+        return c.reply()
+
+
+def wait_greeting(port: int, source: str, want, what: str, timeout: float = 10.0) -> None:
+    """Polls until a connection from `source` gets a greeting for which `want` is true."""
+    deadline = time.monotonic() + timeout
+    while not want(g := greeting_from(port, source)):
+        assert time.monotonic() < deadline, f"{what}: still {g!r} after {timeout} s"
+        time.sleep(0.1)
+
+
+def test_postgres_nodes_share_lockouts(pgdb, postie):
+    """With --store postgres a lockout made on one node reaches the others through the database
+    (table lockouts), survives a restart there, and lifting it in the table lifts it everywhere."""
+    user, password = COLLEAGUES[0]
+    pgdb.add_user(user, password, scheme="PLAIN")
+    flags = ["--auth-failure-delay", "0.01", "--lockout-threshold", "5"]
+    a = pgdb.serve(postie, *flags, name="node-a")
+    b = pgdb.serve(postie, *flags, name="node-b")
+    replies = [timed_login(a.port, ATTACKER, user, f"guess-{n}")[0] for n in range(5)]
+    assert replies == ["-ERR [AUTH] Authentication failed."] * 4 + [LOCKED_OUT], replies
+    wait_greeting(b.port, ATTACKER, lambda g: g == LOCKED_OUT, "node b never learned of node a's lockout")
+    assert pgdb.psql("SELECT host(address) || ' ' || failures FROM lockouts") == f"{ATTACKER} 5"
+    assert timed_login(b.port, "127.0.0.5", user, password)[0].startswith("+OK"), "only the attacker is locked out"
+
+    # A restarted node takes the lockout from the database, without a state file.
+    b.kill()
+    b2 = pgdb.serve(postie, *flags, name="node-b2")
+    wait_greeting(b2.port, ATTACKER, lambda g: g == LOCKED_OUT, "the restarted node forgot the lockout")
+
+    # An operator lifting it in the database (what `postie admin unban` does) frees it on every node.
+    pgdb.psql(f"DELETE FROM lockouts WHERE address = '{ATTACKER}'")
+    for node in (a, b2):
+        wait_greeting(node.port, ATTACKER, lambda g: g.startswith("+OK"), f"{node.name} kept a lifted lockout")
+    assert timed_login(a.port, ATTACKER, user, password)[0].startswith("+OK")
