@@ -78,7 +78,8 @@ public struct Penalty: Sendable, Hashable {
     public var subject: Subject
     /// Failed logins counted within the window; for a locked-out address, those that locked it.
     public var failures: Int
-    /// What the next counted failure from this address or on this account waits at least.
+    /// What the next counted failure from this address or on this account waits at least;
+    /// zero for a locked-out address (it gets no further try).
     public var delay: TimeAmount
     /// Time left on the lockout; nil: not locked out (accounts never are).
     public var lockedFor: TimeAmount?
@@ -322,7 +323,7 @@ public final class LoginThrottle: Sendable {
             }
             return found.values.map { penalty in
                 var penalty = penalty
-                penalty.delay = policy.delay(forFailure: penalty.failures + 1)
+                penalty.delay = penalty.lockedFor == nil ? policy.delay(forFailure: penalty.failures + 1) : .zero
                 return penalty
             }.sorted { $0.subject < $1.subject }
         }

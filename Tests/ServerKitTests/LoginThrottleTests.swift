@@ -221,6 +221,7 @@ struct LockoutPolicyTests {
         #expect(locked.failures == 3)
         #expect(locked.lockedFor == .minutes(14))
         #expect(locked.endsIn == .minutes(14))
+        #expect(locked.delay == .zero)
         #expect(!locked.looksLikeStalePassword)
         let device = list[1]
         #expect(device.failures == 1 && device.repeatedPasswords == 3 && device.looksLikeStalePassword)
