@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "ServerKit",
             dependencies: [
-                "DurableFiles",
+                "DurableFiles", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -307,6 +307,8 @@ let package = Package(
             dependencies: [
                 "ServerKit",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),

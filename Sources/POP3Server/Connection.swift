@@ -287,7 +287,7 @@ private final class SessionRunner {
             authenticated = try await context.userDatabase.authenticate(credentials)
         } catch {
             let failure = POP3Connection.backendError(error)
-            if failure.kind == .authFailed { return await failed(user: credentials.user, method: method) }
+            if failure.kind == .authFailed { return await failed(user: credentials.user, method: method, password: credentials.password) }
             logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(credentials.user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
             failedLogins += 1
             return machine.loginFailed(failure)
@@ -339,17 +339,21 @@ private final class SessionRunner {
     }
 
     /// Wrong user or password, whatever the method: log, count, delay, maybe lock out. `user`
-    /// is the normalised name.
-    func failed(user: String?, method: String, reason: String = "auth failed") async -> POP3SessionStateMachine.Action {
+    /// is the normalised name; `password`, when the mechanism saw it in clear, lets the same
+    /// wrong password tried again count once (a device with a stale password). Such a repeat
+    /// is logged with `reason=stale password (repeated; not counted)`, a reason the fail2ban
+    /// filter in contrib/ leaves out too.
+    func failed(user: String?, method: String, reason: String = "auth failed", password: String? = nil) async -> POP3SessionStateMachine.Action {
         failedLogins += 1
         let name = LogEscaping.escape(user ?? pendingUser?.name ?? "")
         pendingUser = nil
-        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=\(reason)")
+        let outcome = context.throttle.recordFailure(ip: context.remote, account: user ?? "", password: password)
+        let logged = outcome.repeated ? "stale password (repeated; not counted)" : reason
+        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=\(logged)")
         context.metrics.login(result: "failure", mechanism: method, tls: machine.security.isTLS)
-        let (delay, lockedOut) = context.throttle.recordFailure(ip: context.remote, account: user ?? "")
-        if lockedOut { context.metrics.lockouts.increment() }
-        if delay > .zero { try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) }
-        if lockedOut {
+        if outcome.lockedOut { context.metrics.lockouts.increment() }
+        if outcome.delay > .zero { try? await Task.sleep(nanoseconds: UInt64(outcome.delay.nanoseconds)) }
+        if outcome.lockedOut {
             logger.info("pop3-login: Locked out: \(where_), reason=\(context.throttle.policy.lockoutThreshold) failed logins")
             _ = machine.loginFailed(.authFailed)
             return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))

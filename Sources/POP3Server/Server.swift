@@ -41,7 +41,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     private let onListening: (@Sendable ([SocketAddress]) -> Void)?
     private let skeleton: ServerSkeleton<AcceptedConnection>
     let counter: ConnectionCounter
-    let throttle: LoginThrottle
+    public let throttle: LoginThrottle
     public let metrics: ServerMetrics
     private let policy: NIOLockedValueBox<Policy>
     let loginDelays = LoginDelayTracker()

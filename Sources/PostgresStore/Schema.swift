@@ -93,6 +93,19 @@ public enum Schema {
             // only retained rows.
             "CREATE INDEX messages_deleted_at ON messages (deleted_at) WHERE deleted_at IS NOT NULL",
         ]),
+        // Brute-force lockouts shared by every node serving this database (docs/configuration.md,
+        // Brute force and lockouts): each node adds the lockouts it makes, deletes those an
+        // operator lifts, and reads the table every second.
+        Migration(version: 3, description: "lockouts shared between nodes", statements: [
+            """
+            CREATE TABLE lockouts (
+                address  inet PRIMARY KEY,
+                until    timestamptz NOT NULL,
+                -- the failed logins that locked it
+                failures integer NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// The newest version this build knows.

@@ -27,6 +27,12 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.runAs), help: .setting(.runAs)) public var runAs: String?
     @Option(name: .setting(.idleTimeout), help: .setting(.idleTimeout)) public var idleTimeout: Int?
     @Option(name: .setting(.loginTimeout), help: .setting(.loginTimeout)) public var loginTimeout: Int?
+    @Option(name: .setting(.authFailureDelay), help: .setting(.authFailureDelay)) public var authFailureDelay: Double?
+    @Option(name: .setting(.lockoutThreshold), help: .setting(.lockoutThreshold)) public var lockoutThreshold: Int?
+    @Option(name: .setting(.lockoutWindow), help: .setting(.lockoutWindow)) public var lockoutWindow: Int?
+    @Option(name: .setting(.lockoutDuration), help: .setting(.lockoutDuration)) public var lockoutDuration: Int?
+    @Option(name: .setting(.lockoutExempt), help: .setting(.lockoutExempt)) public var lockoutExempt: [String] = []
+    @Option(name: .setting(.lockoutState), help: .setting(.lockoutState)) public var lockoutState: String?
     @Option(name: .setting(.logLevel), help: .setting(.logLevel)) public var logLevel: String?
     @Option(name: .setting(.metrics), help: .setting(.metrics)) public var metrics: String?
     @Option(name: .setting(.auditLog), help: .setting(.auditLog)) public var auditLog: String?
@@ -166,6 +172,10 @@ extension String: FlagContentConvertible {
 
 extension Int: FlagContentConvertible {
     var flagContent: ConfigContent? { .int(self) }
+}
+
+extension Double: FlagContentConvertible {
+    var flagContent: ConfigContent? { .double(self) }
 }
 
 extension Optional: FlagContentConvertible where Wrapped: FlagContentConvertible {

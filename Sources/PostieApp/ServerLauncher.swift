@@ -155,6 +155,20 @@ public enum ServerLauncher {
             }
             logger.info("master: Audit trail to \(audit.path == "-" ? "standard error" : audit.path)")
         }
+        // As the run_as user, which must be able to replace the file; before any login.
+        let lockoutFile = settings.lockoutState.map { LockoutStateFile(path: $0) }
+        if let lockoutFile {
+            do {
+                try await LockoutKeeper.restore(server.throttle, from: lockoutFile, threadPool: threadPool, logger: logger)
+            } catch {
+                throw ConfigurationError("\(settings.origin(.lockoutState)): \(error)")
+            }
+        }
+        // Before the server: graceful shutdown stops it after the server, so its last save
+        // has every lockout.
+        // With PostgreSQL every node shares its lockouts through the database.
+        let sharing = backend.postgres.map { PostgresLockouts(store: $0) }
+        services.append(.init(service: LockoutKeeper(throttle: server.throttle, file: lockoutFile, sharing: sharing, threadPool: threadPool, logger: logger)))
         if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
         if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
         if settings.deletedRetention.isEnabled {

@@ -31,6 +31,9 @@ extension ServerSettings {
         for listener in lmtpListeners where !Self.isLoopback(listener) && (listener.access?.allow.isEmpty ?? true) {
             problem(.listenLMTP, "\(listener.address): LMTP has no authentication, so whoever can connect can deliver mail; add allow=CIDR for the MTA's address", .warning)
         }
+        if bruteForce.exempt.contains(where: { $0.prefixLength == 0 }) {
+            problem(.lockoutExempt, "exempts every address: no failed login is delayed or locked out", .warning)
+        }
         if requireTLS && tls == nil {
             problem(.requireTLS, "needs a certificate: give --tls-cert and --tls-key")
         }
@@ -78,6 +81,13 @@ extension ServerSettings {
                 }
             } catch {
                 problem("\(error)".contains("private key") ? .tlsKey : .tlsCert, "\(error)")
+            }
+        }
+        if let lockoutState {
+            let directory = POSIX.directoryName(lockoutState)
+            var st = stat()
+            if stat(directory, &st) != 0 || (st.st_mode & S_IFMT) != S_IFDIR {
+                problem(.lockoutState, "the directory \(directory) does not exist; create it, writable by run_as")
             }
         }
         if let runAs {

@@ -4,6 +4,7 @@ import LMTPServer
 import Logging
 import MailBackend
 import MaildirStore
+import NIOCore
 import NIOSSL
 import POP3Server
 import PostgresStore
@@ -47,6 +48,8 @@ public struct ServerSettings: Sendable {
     public var trustedProxies: [CIDR] = []
     public var limits = ConnectionLimits()
     public var bruteForce = BruteForcePolicy()
+    /// Where lockouts are kept across restarts (`lockout_state`); nil: in memory only.
+    public var lockoutState: String?
     public var runAs: String?
     public var metrics: Listener?
     /// The audit log's path, `-` for standard error; nil: no audit trail.
@@ -251,9 +254,15 @@ public struct ServerSettings: Sendable {
         if let v = positive(.maxUserIPConnections) { limits.maxSessionsPerUserIP = v }
         show(.maxUserIPConnections, raw: "\(limits.maxSessionsPerUserIP)")
 
-        if let v = input.double(.authFailureDelay) { bruteForce.initialDelay = .nanoseconds(Int64(v * 1e9)) }
+        func seconds(_ setting: Setting) -> TimeAmount? {
+            guard let v = input.double(setting) else { return nil }
+            if v >= 0 && v <= 3_600 { return .nanoseconds(Int64(v * 1e9)) }
+            problem(setting, "must be 0 to 3600 seconds, not \(v)")
+            return nil
+        }
+        if let v = seconds(.authFailureDelay) { bruteForce.initialDelay = v }
         show(.authFailureDelay, raw: "\(Double(bruteForce.initialDelay.nanoseconds) / 1e9)")
-        if let v = input.double(.authFailureMaxDelay) { bruteForce.maximumDelay = .nanoseconds(Int64(v * 1e9)) }
+        if let v = seconds(.authFailureMaxDelay) { bruteForce.maximumDelay = v }
         show(.authFailureMaxDelay, raw: "\(Double(bruteForce.maximumDelay.nanoseconds) / 1e9)")
         if let v = positive(.lockoutThreshold) { bruteForce.lockoutThreshold = v }
         show(.lockoutThreshold, raw: "\(bruteForce.lockoutThreshold)")
@@ -261,6 +270,10 @@ public struct ServerSettings: Sendable {
         show(.lockoutWindow, raw: "\(bruteForce.window.nanoseconds / 1_000_000_000)")
         bruteForce.lockoutDuration = .seconds(Int64(positive(.lockoutDuration) ?? 900))
         show(.lockoutDuration, raw: "\(bruteForce.lockoutDuration.nanoseconds / 1_000_000_000)")
+        bruteForce.exempt = cidrs(.lockoutExempt) ?? []
+        show(.lockoutExempt, list: bruteForce.exempt.map(\.description))
+        lockoutState = input.string(.lockoutState).flatMap { $0.isEmpty ? nil : $0 }
+        show(.lockoutState, lockoutState, comment: lockoutState == nil ? "lockouts in memory only, lost on restart" : nil)
 
         if let text = input.string(.metrics) {
             if let listener = Listener(parsing: text) {

@@ -42,6 +42,8 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case lockoutThreshold = "lockout_threshold"
     case lockoutWindow = "lockout_window"
     case lockoutDuration = "lockout_duration"
+    case lockoutExempt = "lockout_exempt"
+    case lockoutState = "lockout_state"
     case metrics
     case auditLog = "audit_log"
     case authMechanisms = "auth_mechanisms"
@@ -123,12 +125,14 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .databasePoolSize: Spec(flag: "database-pool-size", valueName: "n", help: "Most pooled connections for logins and delivery (default 10); each POP3 session uses one more of its own.", defaultText: "10")
         case .databaseConnectTimeout: Spec(flag: "database-connect-timeout", valueName: "seconds", help: "Seconds to wait for a database connection (default 10).", defaultText: "10")
         case .databaseKeepalive: Spec(flag: "database-keepalive", valueName: "idle,interval,count", help: "TCP keepalive on session connections: IDLE,INTERVAL,COUNT seconds/probes (default 30,10,3).", defaultText: "30,10,3")
+        case .authFailureDelay: Spec(flag: "auth-failure-delay", valueName: "seconds", help: "Seconds before answering a failed login; doubles per failure (default 2).", defaultText: "2")
+        case .lockoutThreshold: Spec(flag: "lockout-threshold", valueName: "n", help: "Failed logins from one address within the lockout window that lock it out (default 10).", defaultText: "10")
+        case .lockoutWindow: Spec(flag: "lockout-window", valueName: "seconds", help: "The window in which failed logins are counted, in seconds (default 300).", defaultText: "300")
+        case .lockoutDuration: Spec(flag: "lockout-duration", valueName: "seconds", help: "Seconds a locked-out address is refused (default 900).", defaultText: "900")
+        case .lockoutExempt: Spec(flag: "lockout-exempt", valueName: "cidr", help: "Never delay or lock out failed logins from these networks (still logged); repeatable.", defaultText: "empty")
+        case .lockoutState: Spec(flag: "lockout-state", valueName: "file", help: "Keep lockouts in this file across restarts (written atomically, mode 0600); default: in memory only.", defaultText: "none")
         // Only in the config file.
-        case .authFailureDelay: Spec(help: "Seconds before answering a failed login; doubles per failure.", defaultText: "2")
         case .authFailureMaxDelay: Spec(help: "The cap on that delay, in seconds.", defaultText: "15")
-        case .lockoutThreshold: Spec(help: "Failed logins from one address within lockout_window that lock it out.", defaultText: "10")
-        case .lockoutWindow: Spec(help: "Seconds.", defaultText: "300")
-        case .lockoutDuration: Spec(help: "Seconds a locked-out address is refused.", defaultText: "900")
         case .loginDelay: Spec(help: "Seconds between a user's logins (RFC 2449 LOGIN-DELAY).", defaultText: "0")
         case .deletedRetention: Spec(flag: "deleted-retention", valueName: "duration", help: "Keep messages a QUIT deletes this long (30s, 12h, 7d) where no POP3 session sees them, for `postie mailbox undelete`; 0 deletes at once.", defaultText: "0")
         case .expire: Spec(help: "Days after retrieval before a message is deleted (RFC 2449 EXPIRE), or NEVER.", defaultText: "NEVER")

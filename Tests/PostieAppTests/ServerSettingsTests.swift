@@ -1,6 +1,7 @@
 import Configuration
 import Foundation
 import Logging
+import ServerKit
 import Testing
 
 @testable import PostieApp
@@ -85,6 +86,33 @@ struct ServerSettingsTests {
         #expect(values["idle_timeout"] == "700")
         #expect(values["lockout_threshold"] == "7")
         #expect(values["auth_failure_delay"] == "0.5")
+    }
+
+    @Test func lockoutFlags() async throws {
+        let settings = try await Self.load(Self.minimal + [
+            "--auth-failure-delay", "3", "--lockout-threshold", "5", "--lockout-window", "60",
+            "--lockout-duration", "120", "--lockout-exempt", "192.0.2.0/24", "--lockout-exempt", "2001:db8::1",
+            "--lockout-state", "/var/lib/postie/lockouts",
+        ])
+        #expect(settings.problems.isEmpty)
+        #expect(settings.bruteForce.initialDelay == .seconds(3))
+        #expect(settings.bruteForce.lockoutThreshold == 5)
+        #expect(settings.bruteForce.window == .seconds(60))
+        #expect(settings.bruteForce.lockoutDuration == .seconds(120))
+        #expect(settings.bruteForce.exempt == [CIDR("192.0.2.0/24")!, CIDR("2001:db8::1/128")!])
+        #expect(settings.bruteForce.isExempt("192.0.2.200"))
+        #expect(!settings.bruteForce.isExempt("192.0.3.1"))
+        #expect(settings.lockoutState == "/var/lib/postie/lockouts")
+        let values = Self.effective(settings)
+        #expect(values["lockout_exempt"] == "[\"192.0.2.0/24\", \"2001:db8::1/128\"]")
+        #expect(values["lockout_state"] == "/var/lib/postie/lockouts")
+        #expect(values["auth_failure_delay"] == "3.0")
+
+        let bad = try await Self.load(Self.minimal + ["--lockout-exempt", "192.0.2.0/40", "--auth-failure-delay=-1"])
+        #expect(Set(bad.errors.map(\.setting)) == ["--lockout-exempt", "--auth-failure-delay"])
+        let none = try await Self.load(Self.minimal)
+        #expect(none.lockoutState == nil)
+        #expect(none.bruteForce.exempt.isEmpty)
     }
 
     @Test(arguments: [
@@ -229,6 +257,22 @@ struct ResourceCheckTests {
         #expect(certificate.count == 1)
         #expect(certificate.first?.setting == "\(file): tls_cert")
         #expect(certificate.first?.message.contains("/nonexistent/cert.pem") == true)
+    }
+
+    @Test func lockoutStateNeedsItsDirectoryAndExemptingEverythingIsAWarning() async throws {
+        let dir = try TempDirectory()
+        defer { dir.remove() }
+        let passwd = try dir.write("passwd", "alice:{PLAIN}pw\n")
+        chmod(passwd, 0o600)
+        let base = ["--listen", "127.0.0.1:1110", "--passwd-file", passwd, "--maildir", "/m/%u"]
+        var fine = try await ServerSettingsTests.load(base + ["--lockout-state", dir.path + "/lockouts"])
+        fine.checkResources()
+        #expect(fine.problems.isEmpty)
+        var missing = try await ServerSettingsTests.load(base + ["--lockout-state", dir.path + "/none/lockouts"])
+        missing.checkResources()
+        #expect(missing.errors.map(\.description) == ["error: --lockout-state: the directory \(dir.path)/none does not exist; create it, writable by run_as"])
+        let everything = try await ServerSettingsTests.load(base + ["--lockout-exempt", "0.0.0.0/0"])
+        #expect(everything.problems.map(\.description) == ["warning: --lockout-exempt: exempts every address: no failed login is delayed or locked out"])
     }
 
     @Test func runAsUserMustExist() async throws {

@@ -139,3 +139,148 @@ struct ThrottleTests {
         }
     }
 }
+
+@Suite("Lockout policy: exempt networks, stale passwords, penalties, unban")
+struct LockoutPolicyTests {
+    typealias Clock = ThrottleTests.Clock
+
+    static func policy(threshold: Int = 3, exempt: [String] = []) -> BruteForcePolicy {
+        var policy = BruteForcePolicy()
+        policy.lockoutThreshold = threshold
+        policy.exempt = exempt.map { CIDR($0)! }
+        return policy
+    }
+
+    @Test func anExemptAddressIsNeverDelayedCountedOrLockedOut() {
+        let clock = Clock()
+        let throttle = LoginThrottle(policy: Self.policy(exempt: ["192.0.2.0/28", "2001:db8::/64"]), now: { clock.now })
+        for n in 0..<20 {
+            let outcome = throttle.recordFailure(ip: n % 2 == 0 ? "192.0.2.5" : "2001:db8::7", account: "alice", password: "wrong-\(n)")
+            #expect(outcome == FailureOutcome(delay: .zero, exempt: true))
+        }
+        #expect(throttle.lockout(ip: "192.0.2.5") == nil)
+        #expect(throttle.penalties().isEmpty)
+        // Its failures do not slow the account down for anybody else either.
+        #expect(throttle.recordFailure(ip: "198.51.100.1", account: "alice").delay == .seconds(2))
+        // Just outside the network: counted and locked as ever.
+        for _ in 0..<2 { #expect(!throttle.recordFailure(ip: "192.0.2.16", account: "bob").lockedOut) }
+        #expect(throttle.recordFailure(ip: "192.0.2.16", account: "bob").lockedOut)
+        // A lockout from before the address was exempted (a reload, a restored file) is ignored.
+        throttle.policy = Self.policy(exempt: ["192.0.2.16"])
+        #expect(throttle.lockout(ip: "192.0.2.16") == nil)
+    }
+
+    @Test func aRepeatedWrongPasswordCountsOnce() {
+        let clock = Clock()
+        let throttle = LoginThrottle(policy: Self.policy(), now: { clock.now })
+        let first = throttle.recordFailure(ip: "192.0.2.9", account: "bob", password: "old-password")
+        #expect(first == FailureOutcome(delay: .seconds(2)))
+        for _ in 0..<30 {
+            clock.now = clock.now + .seconds(7)
+            let again = throttle.recordFailure(ip: "192.0.2.9", account: "bob", password: "old-password")
+            // Answered at the current level, which it does not raise; never a lockout.
+            #expect(again == FailureOutcome(delay: .seconds(2), repeated: true))
+        }
+        #expect(throttle.lockout(ip: "192.0.2.9") == nil)
+        // Other passwords still count: the second distinct one is the second failure, the third locks.
+        #expect(throttle.recordFailure(ip: "192.0.2.9", account: "bob", password: "guess-1") == FailureOutcome(delay: .seconds(4)))
+        #expect(throttle.recordFailure(ip: "192.0.2.9", account: "bob", password: "guess-2").lockedOut)
+    }
+
+    @Test func repeatsAreKeptPerAddressAndAccountAndOnlyForTheWindow() {
+        let clock = Clock()
+        let throttle = LoginThrottle(policy: Self.policy(threshold: 100), now: { clock.now })
+        #expect(!throttle.recordFailure(ip: "192.0.2.1", account: "bob", password: "pw").repeated)
+        #expect(!throttle.recordFailure(ip: "192.0.2.2", account: "bob", password: "pw").repeated, "another address")
+        #expect(!throttle.recordFailure(ip: "192.0.2.1", account: "carol", password: "pw").repeated, "another account")
+        #expect(throttle.recordFailure(ip: "192.0.2.1", account: "bob", password: "pw").repeated)
+        #expect(!throttle.recordFailure(ip: "192.0.2.1", account: "bob", password: "PW").repeated, "case matters")
+        // Mechanisms that never see the password (SCRAM, CRAM-MD5, APOP) count every failure.
+        #expect(!throttle.recordFailure(ip: "192.0.2.1", account: "bob").repeated)
+        #expect(!throttle.recordFailure(ip: "192.0.2.1", account: "bob").repeated)
+        // Forgotten once not tried for the window: then it counts again.
+        clock.now = clock.now + .minutes(5) + .seconds(1)
+        throttle.sweep()
+        #expect(throttle.penalties().isEmpty)
+        #expect(!throttle.recordFailure(ip: "192.0.2.1", account: "bob", password: "pw").repeated)
+    }
+
+    @Test func penaltiesListAddressesAndAccounts() {
+        let clock = Clock()
+        let throttle = LoginThrottle(policy: Self.policy(), now: { clock.now })
+        for n in 0..<3 { _ = throttle.recordFailure(ip: "192.0.2.66", account: "alice", password: "guess-\(n)") }
+        for _ in 0..<4 { _ = throttle.recordFailure(ip: "192.0.2.7", account: "bob", password: "stale") }
+        _ = throttle.recordFailure(ip: "192.0.2.8", account: "carol")
+        clock.now = clock.now + .seconds(60)
+        let list = throttle.penalties()
+        #expect(list.map(\.subject) == [
+            .address("192.0.2.66"), .address("192.0.2.7"), .address("192.0.2.8"),
+            .account("alice"), .account("bob"), .account("carol"),
+        ])
+        let locked = list[0]
+        #expect(locked.failures == 3)
+        #expect(locked.lockedFor == .minutes(14))
+        #expect(locked.endsIn == .minutes(14))
+        #expect(locked.delay == .zero)
+        #expect(!locked.looksLikeStalePassword)
+        let device = list[1]
+        #expect(device.failures == 1 && device.repeatedPasswords == 3 && device.looksLikeStalePassword)
+        #expect(device.lockedFor == nil)
+        #expect(device.endsIn == .minutes(4))
+        #expect(device.delay == .seconds(4), "the next counted failure from it")
+        #expect(list[2].failures == 1 && !list[2].looksLikeStalePassword)
+        #expect(list[3].failures == 3 && list[3].lockedFor == nil)
+        #expect(list[4].looksLikeStalePassword && list[4].failures == 1)
+        #expect(list[5].failures == 1)
+    }
+
+    @Test func unbanAnAddressANetworkOrAnAccount() {
+        let clock = Clock()
+        let throttle = LoginThrottle(policy: Self.policy(), now: { clock.now })
+        func lock(_ ip: String) {
+            for n in 0..<3 { _ = throttle.recordFailure(ip: ip, account: "alice", password: "\(ip)-\(n)") }
+        }
+        for ip in ["192.0.2.10", "192.0.2.11", "198.51.100.1"] { lock(ip) }
+        let generation = throttle.lockoutGeneration
+        #expect(throttle.unban(UnbanTarget("192.0.2.10")) == UnbanResult(addresses: ["192.0.2.10"]))
+        #expect(throttle.lockout(ip: "192.0.2.10") == nil)
+        #expect(throttle.lockout(ip: "192.0.2.11") != nil)
+        #expect(throttle.lockoutGeneration != generation, "an unban is saved")
+        #expect(throttle.unban(UnbanTarget("192.0.2.0/24")) == UnbanResult(addresses: ["192.0.2.11"]))
+        #expect(throttle.lockout(ip: "198.51.100.1") != nil)
+        #expect(throttle.unban(UnbanTarget("203.0.113.0/24")).isEmpty)
+        // An account: its failures are forgotten, so its next failure waits the first delay.
+        #expect(UnbanTarget("alice") == .account("alice"))
+        #expect(throttle.unban(.account("alice")) == UnbanResult(accounts: ["alice"]))
+        #expect(throttle.recordFailure(ip: "203.0.113.5", account: "alice").delay == .seconds(2))
+        #expect(throttle.lockout(ip: "198.51.100.1") != nil, "an account unban lifts no address lockout")
+        // An unbanned address starts from nothing.
+        #expect(!throttle.recordFailure(ip: "192.0.2.10", account: "alice", password: "192.0.2.10-0").repeated)
+    }
+
+    @Test func lockoutsAreSavedAndRestored() throws {
+        let clock = Clock()
+        let throttle = LoginThrottle(policy: Self.policy(), now: { clock.now })
+        for n in 0..<3 { _ = throttle.recordFailure(ip: "2001:db8::66", account: "alice", password: "\(n)") }
+        for n in 0..<3 { _ = throttle.recordFailure(ip: "192.0.2.66", account: "alice", password: "\(n)") }
+        clock.now = clock.now + .seconds(100)
+        let records = throttle.lockouts()
+        #expect(records == [
+            LockoutRecord(address: "192.0.2.66", remaining: .seconds(800), failures: 3),
+            LockoutRecord(address: "2001:db8::66", remaining: .seconds(800), failures: 3),
+        ])
+        let text = LockoutStateFile.encode(records, now: 1_800_000_000)
+        #expect(text == LockoutStateFile.header + "192.0.2.66 1800000800 3\n2001:db8::66 1800000800 3\n")
+        // Read back 300 s later, with an expired entry and a damaged line.
+        let (restored, damaged) = LockoutStateFile.decode(text + "192.0.2.1 1800000100 10\nnot a lockout\n", now: 1_800_000_300)
+        #expect(damaged == 1)
+        #expect(restored.map(\.address) == ["192.0.2.66", "2001:db8::66"])
+        #expect(restored.allSatisfy { $0.remaining == .seconds(500) && $0.failures == 3 })
+        let fresh = LoginThrottle(policy: Self.policy(), now: { clock.now })
+        fresh.restore(restored)
+        #expect(fresh.lockout(ip: "192.0.2.66") == .seconds(500))
+        #expect(fresh.penalties().first?.failures == 3)
+        clock.now = clock.now + .seconds(501)
+        #expect(fresh.lockout(ip: "192.0.2.66") == nil)
+    }
+}
