@@ -3,7 +3,7 @@ import NIOCore
 /// What ``IdleTimeoutHandler`` and ``LoginTimeoutHandler`` share: one timer per connection,
 /// started when the channel becomes active (or the handler joins an active channel) and
 /// cancelled when the channel goes inactive or the handler is removed.
-protocol TimedHandler: ChannelInboundHandler {
+protocol TimedHandler: ChannelInboundHandler, SendableMetatype {
     /// The pending run; only ``schedule(context:in:_:)`` and ``cancelTimer()`` change it.
     var scheduled: Scheduled<Void>? { get set }
     /// Starts the timer; called on the event loop when the connection is active.

@@ -187,8 +187,8 @@ _postie() {
 _postie_serve() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --demo --version -h --help)
-    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --log-level --metrics --audit-log --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
+    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -275,6 +275,24 @@ _postie_serve() {
         return
         ;;
     '--login-timeout')
+        return
+        ;;
+    '--auth-failure-delay')
+        return
+        ;;
+    '--lockout-threshold')
+        return
+        ;;
+    '--lockout-window')
+        return
+        ;;
+    '--lockout-duration')
+        return
+        ;;
+    '--lockout-exempt')
+        return
+        ;;
+    '--lockout-state')
         return
         ;;
     '--log-level')
@@ -375,8 +393,8 @@ _postie_config() {
 _postie_config_check() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --version -h --help)
-    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --log-level --metrics --audit-log --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
+    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -463,6 +481,24 @@ _postie_config_check() {
         return
         ;;
     '--login-timeout')
+        return
+        ;;
+    '--auth-failure-delay')
+        return
+        ;;
+    '--lockout-threshold')
+        return
+        ;;
+    '--lockout-window')
+        return
+        ;;
+    '--lockout-duration')
+        return
+        ;;
+    '--lockout-exempt')
+        return
+        ;;
+    '--lockout-state')
         return
         ;;
     '--log-level')
