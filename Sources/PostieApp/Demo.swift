@@ -9,12 +9,17 @@ import Glibc
 #endif
 
 /// `postie serve --demo`: a user `demo` with password `demo` and a small Maildir in a fresh
-/// temporary directory, so a new user can see Postie work in one command.
+/// temporary directory, with a certificate of its own for STLS and implicit TLS, so a new user
+/// can see Postie work in one command.
 public enum Demo {
     public struct Setup: Sendable {
         public var directory: String
         public var passwdFile: String
         public var maildirTemplate: String
+        /// The demo CA (`ca`) and the server's certificate and key it signed.
+        public var caFile: String
+        public var certificateFile: String
+        public var keyFile: String
     }
 
     static let messages: [String] = [
@@ -64,7 +69,9 @@ public enum Demo {
         var template = Array("/tmp/postie-demo-XXXXXX".utf8CString)
         guard let created = mkdtemp(&template) else { throw DemoError("cannot create a temporary directory") }
         let directory = String(cString: created)
-        guard let hash = StoredPassword.hash("demo", scheme: "SHA512-CRYPT") else { throw DemoError("crypt(3) failed") }
+        // SCRAM-SHA-256 (RFC 7677): USER/PASS and PLAIN work with it too, and SCRAM, which
+        // `postie check` picks when offered, can be proved against it.
+        guard let hash = StoredPassword.hash("demo", scheme: "SCRAM-SHA-256") else { throw DemoError("cannot hash the demo password") }
         let passwdFile = directory + "/passwd"
         try write(passwdFile, "# Postie demo users (Dovecot passwd-file format)\ndemo:\(hash)::::::\n")
         let maildir = directory + "/mail/demo"
@@ -76,41 +83,78 @@ public enum Demo {
             try write(maildir + "/tmp/" + name, message)
             rename(maildir + "/tmp/" + name, maildir + "/new/" + name)
         }
-        return Setup(directory: directory, passwdFile: passwdFile, maildirTemplate: directory + "/mail/%u")
+        let certificates = try DemoCertificates.create(in: directory)
+        return Setup(directory: directory, passwdFile: passwdFile, maildirTemplate: directory + "/mail/%u",
+                     caFile: certificates.ca, certificateFile: certificates.certificate, keyFile: certificates.key)
     }
 
-    /// How to connect to the demo server on its first listener.
-    public static func instructions(setup: Setup, listeners: [Listener]) -> String {
-        let first = listeners[0]
-        let host = first.host.contains(":") ? "[\(first.host)]" : first.host
-        return """
+    /// How to connect to the demo server: plain text and STLS on its first plain listener,
+    /// implicit TLS on its first TLS listener, and the `postie check` that verifies it.
+    public static func instructions(setup: Setup, listeners: [Listener], tls: Bool) -> String {
+        func url(_ listener: Listener) -> String { listener.host.contains(":") ? "[\(listener.host)]" : listener.host }
+        var lines = """
         Postie demo server
           listening on: \(listeners.map { $0.description }.joined(separator: ", "))
           user: demo    password: demo
           Maildir: \(setup.directory)/mail/demo  (passwd-file: \(setup.passwdFile))
 
         Try it from another terminal:
-          curl pop3://\(host):\(first.port)/ -u demo:demo          # list the messages
-          curl pop3://\(host):\(first.port)/1 -u demo:demo         # read message 1
-          curl pop3://\(host):\(first.port)/ -u demo:demo -X UIDL  # unique ids
-          python3 -c "import poplib; p=poplib.POP3('\(first.host)', \(first.port)); p.user('demo'); p.pass_('demo'); print(p.stat()); p.quit()"
+
+        """
+        if let plain = listeners.first(where: { !$0.implicitTLS }) {
+            let host = url(plain)
+            lines += """
+              curl pop3://\(host):\(plain.port)/ -u demo:demo          # list the messages
+              curl pop3://\(host):\(plain.port)/1 -u demo:demo         # read message 1
+              curl pop3://\(host):\(plain.port)/ -u demo:demo -X UIDL  # unique ids
+              python3 -c "import poplib; p=poplib.POP3('\(plain.host)', \(plain.port)); p.user('demo'); p.pass_('demo'); print(p.stat()); p.quit()"
+
+            """
+            if tls {
+                lines += """
+                  curl --ssl-reqd --cacert \(setup.caFile) pop3://\(host):\(plain.port)/ -u demo:demo   # STLS
+
+                """
+            }
+        }
+        if tls, let implicit = listeners.first(where: { $0.implicitTLS }) {
+            let host = url(implicit)
+            lines += """
+              curl --cacert \(setup.caFile) pop3s://\(host):\(implicit.port)/ -u demo:demo          # implicit TLS
+              openssl s_client -connect \(host):\(implicit.port) -CAfile \(setup.caFile) -quiet
+
+            Check it as a monitoring system would (port \(implicit.port); the plain port would only warn
+            that the demo allows passwords without TLS from loopback):
+              POSTIE_PASSWORD=demo postie check \(implicit.host) --port 0 --tls-port \(implicit.port) --ca-file \(setup.caFile) --user demo
+
+            """
+        }
+        lines += """
 
         Stop with Ctrl-C. The demo files stay in \(setup.directory).
 
         """
+        return lines
     }
 
-    /// Points the flags at the demo's passwd-file and Maildirs, on 127.0.0.1:1110 unless a
-    /// listener or config file is given.
+    /// Points the flags at the demo's passwd-file and Maildirs and, without a config file, at
+    /// the demo certificate (unless one is given) and at 127.0.0.1:1110 (STLS) and 127.0.0.1:1995
+    /// (implicit TLS) unless a listener is given.
     public static func apply(_ setup: Setup, to options: inout ServeOptions) {
         options.stores.passwdFile = setup.passwdFile
         options.stores.maildir = setup.maildirTemplate
-        if options.listen.isEmpty && options.listenTLS.isEmpty && options.config == nil {
+        guard options.config == nil else { return }
+        if options.listen.isEmpty && options.listenTLS.isEmpty {
             options.listen = ["127.0.0.1:1110"]
+            options.listenTLS = ["127.0.0.1:1995"]
+        }
+        if options.tlsCert == nil && options.tlsKey == nil {
+            options.tlsCert = setup.certificateFile
+            options.tlsKey = setup.keyFile
         }
     }
 
-    private static func write(_ path: String, _ text: String) throws {
+    static func write(_ path: String, _ text: String) throws {
         guard let file = fopen(path, "w") else { throw DemoError("cannot write \(path)") }
         defer { fclose(file) }
         fputs(text, file)

@@ -34,7 +34,7 @@ public enum ServerLauncher {
             demoSetup = setup
         }
         let settings = try await startupSettings(options)
-        if let demoSetup { FileHandleOutput.standardOutput(Demo.instructions(setup: demoSetup, listeners: settings.listeners)) }
+        if let demoSetup { FileHandleOutput.standardOutput(Demo.instructions(setup: demoSetup, listeners: settings.listeners, tls: settings.tls != nil)) }
 
         let level = settings.logLevel
         LoggingSystem.bootstrap { PostieLogHandler(label: $0, level: level) }

@@ -4,6 +4,7 @@ restarting on the same port, SIGTERM with open sessions, and `postie serve --dem
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -121,5 +122,35 @@ def test_demo(postie, tmp_path):
             assert len(r.stdout) == int(line.split()[1]), f"demo message {n}: LIST {line!r}, got {len(r.stdout)} octets"
         out = p.output()
         assert str(port) in out or "demo" in out, f"the demo did not say how to connect: {out!r}"
+    finally:
+        p.stop()
+
+
+def test_demo_shows_tls_and_its_printed_check_passes(postie, postie_bin):
+    """The demo makes its own CA and certificate: STLS on the plain port, implicit TLS on the
+    TLS port, and the `postie check` command it prints exits 0 (issue 19)."""
+    port, tls_port = free_port(), free_port()
+    p = postie.start(passwd=None, maildir=None, listen=[("127.0.0.1", port)], extra=["--demo", "--listen-tls", f"127.0.0.1:{tls_port}"],
+                     name="demo-tls", ready_timeout=10)
+    try:
+        deadline = time.monotonic() + 10
+        while "postie check" not in p.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = p.output()
+        m = re.search(r"POSTIE_PASSWORD=demo postie check (.+)", out)
+        assert m, f"the demo printed no postie check command: {out!r}"
+        ca = re.search(r"--ca-file (\S+)", m.group(1)).group(1)
+        r = subprocess.run([str(postie_bin), "check", *m.group(1).split()], env=dict(os.environ, POSTIE_PASSWORD="demo"),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"the demo's printed check exited {r.returncode}:\n{r.stdout}{r.stderr}"
+        assert f"--tls-port {tls_port}" in m.group(1)
+        for url, extra in ((f"pop3s://127.0.0.1:{tls_port}/", []), (f"pop3://127.0.0.1:{port}/", ["--ssl-reqd"])):
+            r = subprocess.run(["curl", "-sS", "--max-time", "30", "--cacert", ca, *extra, url, "-u", "demo:demo"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and r.stdout.startswith("1 "), f"curl {extra} {url} with the demo CA: {r}"
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{tls_port}", "-CAfile", ca, "-verify_return_error",
+                            "-verify_ip", "127.0.0.1"], input="QUIT\r\n", capture_output=True, text=True, timeout=60)
+        assert "Verify return code: 0 (ok)" in r.stdout, r.stdout[-2000:]
+        note(f"demo: STLS on {port}, implicit TLS on {tls_port}, printed check exited 0")
     finally:
         p.stop()
