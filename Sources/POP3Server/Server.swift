@@ -41,7 +41,10 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     private let onListening: (@Sendable ([SocketAddress]) -> Void)?
     private let skeleton: ServerSkeleton<AcceptedConnection>
     let counter: ConnectionCounter
-    let throttle: LoginThrottle
+    /// Failed-login penalties (`postie admin penalty`, `unban`).
+    public let throttle: LoginThrottle
+    /// Open connections by user and address (`postie admin who`, `kick`).
+    public let sessions = SessionRegistry()
     public let metrics: ServerMetrics
     private let policy: NIOLockedValueBox<Policy>
     let loginDelays = LoginDelayTracker()
@@ -134,6 +137,13 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         buffer.writePOP3Response(.err("Disconnected: no login within \(timeout.nanoseconds / 1_000_000_000) seconds."))
         return String(buffer: buffer)
     }
+
+    /// Sent to a session `postie admin kick` ended (RFC 3206: try again later).
+    static let kickFarewell = POP3Response.err("Session ended by the administrator.", code: .sysTemp)
+
+    /// How long a kicked session may take to notice that its input was closed (it may be
+    /// blocked writing to a client that does not read) before its connection is closed.
+    static let kickGrace: TimeAmount = .seconds(5)
 
     /// Sent to the pre-login connection evicted to make room at `max_connections`.
     static let evictionFarewell: ByteBuffer = {
@@ -269,6 +279,17 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             return
         }
         defer { counter.close(ticket) }
+        // Kicking closes the input, as graceful shutdown does: the session answers what it has
+        // read (a QUIT among it deletes nothing, see SessionRegistry.Entry.beginUpdate), says
+        // why and closes; a session stuck writing is closed outright after a grace period.
+        let registration = sessions.register(
+            protocolName: "pop3", address: ip, port: client?.port,
+            tls: connection.listener.implicitTLS ? "TLS" : nil
+        ) {
+            channel.close(mode: .input, promise: nil)
+            channel.eventLoop.scheduleTask(in: Self.kickGrace) { channel.close(promise: nil) }
+        }
+        defer { sessions.remove(registration) }
 
         let trusted = client.map { address in policy.trustedNetworks.contains { $0.contains(address) } } ?? false
         let session = POP3Connection(
@@ -299,6 +320,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 perUserPolicy: true
             ),
             loginDelays: loginDelays,
+            registration: registration,
             shuttingDown: { [skeleton] in skeleton.isShuttingDown }
         )
         await session.run(connection)

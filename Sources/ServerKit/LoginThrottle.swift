@@ -37,8 +37,8 @@ public final class LoginThrottle: Sendable {
         get { policyBox.withLockedValue { $0 } }
         set { policyBox.withLockedValue { $0 = newValue } }
     }
-    private let now: @Sendable () -> NIODeadline
-    private let state = NIOLockedValueBox(State())
+    let now: @Sendable () -> NIODeadline
+    let state = NIOLockedValueBox(State())
 
     struct State {
         var byIP: [String: Record] = [:]
