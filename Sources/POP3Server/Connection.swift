@@ -144,10 +144,6 @@ private final class SessionRunner {
                         try await self.flush(outbound)
                     }
                 }
-                if self.context.registration.wasKicked && self.ending == nil {
-                    try await self.send(POP3Server.kickFarewell, outbound)
-                    try await self.flush(outbound)
-                }
             }
         } catch {
             disconnectReason = "Connection closed: \(error)"

@@ -140,10 +140,11 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
 
     /// Sent to a session `postie admin kick` ended (RFC 3206: try again later).
     static let kickFarewell = POP3Response.err("Session ended by the administrator.", code: .sysTemp)
-
-    /// How long a kicked session may take to notice that its input was closed (it may be
-    /// blocked writing to a client that does not read) before its connection is closed.
-    static let kickGrace: TimeAmount = .seconds(5)
+    static let kickFarewellBytes: ByteBuffer = {
+        var buffer = ByteBuffer()
+        buffer.writePOP3Response(kickFarewell)
+        return buffer
+    }()
 
     /// Sent to the pre-login connection evicted to make room at `max_connections`.
     static let evictionFarewell: ByteBuffer = {
@@ -279,15 +280,18 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             return
         }
         defer { counter.close(ticket) }
-        // Kicking closes the input, as graceful shutdown does: the session answers what it has
-        // read (a QUIT among it deletes nothing, see SessionRegistry.Entry.beginUpdate), says
-        // why and closes; a session stuck writing is closed outright after a grace period.
+        // A kick says why and closes the connection, as the idle timeout does (if a reply is
+        // being written, the farewell follows the part already queued). The session then ends
+        // as if the client had gone: its maildrop is abandoned, and a QUIT it was about to
+        // carry out commits nothing (SessionRegistry.Entry.beginUpdate).
         let registration = sessions.register(
             protocolName: "pop3", address: ip, port: client?.port,
             tls: connection.listener.implicitTLS ? "TLS" : nil
         ) {
-            channel.close(mode: .input, promise: nil)
-            channel.eventLoop.scheduleTask(in: Self.kickGrace) { channel.close(promise: nil) }
+            channel.eventLoop.execute {
+                channel.writeAndFlush(Self.kickFarewellBytes, promise: nil)
+                channel.close(promise: nil)
+            }
         }
         defer { sessions.remove(registration) }
 

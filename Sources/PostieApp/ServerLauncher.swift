@@ -113,13 +113,13 @@ public enum ServerLauncher {
             configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
             delivery: backend.delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
         )
-        // LMTP first: once the POP3 port answers, every listener is bound.
+        // LMTP and the control socket first: once the POP3 port answers, every listener is bound.
         let lmtpBound = try await lmtp?.bind() ?? []
-        let bound = try await server.bind()
         let reloader = Reloader(options: options, server: server, tls: tls, metrics: metrics, audit: audit, logger: logger)
         // Bound as root (the default directory is root's), then given to the run_as user.
         let control = try await bindControlSocket(settings, dispatcher: ControlDispatcher(server: server, reloader: reloader, logger: logger), logger: logger)
         if let control { services.append(.init(service: control)) }
+        let bound = try await server.bind()
         if let endpoint = settings.metrics {
             let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger)
             try await exporter.bind()
