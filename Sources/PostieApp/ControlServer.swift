@@ -56,8 +56,13 @@ public final class ControlServer: Service, Sendable {
             throw ConfigurationError("cannot chmod \(path): \(String(cString: strerror(errno)))")
         }
         if let owner, getuid() == 0, chown(path, owner.uid, owner.gid) != 0 {
-            try? await channel.channel.close()
-            throw ConfigurationError("cannot chown \(path): \(String(cString: strerror(errno)))")
+            // Root without CAP_CHOWN (contrib/systemd/postie.service keeps only what binding and
+            // switching users need): the socket stays root's, so `postie admin` needs root.
+            guard errno == EPERM else {
+                try? await channel.channel.close()
+                throw ConfigurationError("cannot chown \(path): \(String(cString: strerror(errno)))")
+            }
+            logger.warning("master: Control socket \(path) stays owned by root (no CAP_CHOWN to give it to the run_as user): run postie admin as root")
         }
         return ControlServer(path: path, channel: channel, dispatcher: dispatcher, logger: logger)
     }

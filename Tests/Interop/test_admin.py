@@ -185,6 +185,7 @@ def test_the_socket_is_0600_and_unreachable_servers_exit_69(env, postie_bin):
     assert stat.S_ISSOCK(info.st_mode)
     assert stat.S_IMODE(info.st_mode) == 0o600
     assert info.st_uid == os.geteuid()
+    assert admin(postie_bin, env.server, "who").returncode == 0
     env.server.stop()
     assert not os.path.exists(path), "the socket file is removed at shutdown"
     gone = admin(postie_bin, path, "who")
