@@ -242,3 +242,23 @@ def test_the_socket_belongs_to_the_run_as_user(postie, postie_bin):
         server.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_who_shows_the_tls_version_of_a_stls_session(env_factory, postie_bin, pki):
+    from kits.tls import client_context
+    env = env_factory(extra=["--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key)])
+    with POP3Raw(env.host, env.port) as c:
+        c.ok("STLS")
+        c.starttls(client_context(pki.cafile))
+        # Before login the connection is listed only with --all, in AUTHORIZATION.
+        assert json.loads(admin(postie_bin, env.server, "who", "--json").stdout)["sessions"] == []
+        [pending] = json.loads(admin(postie_bin, env.server, "who", "--json", "--all").stdout)["sessions"]
+        assert pending["state"] == "AUTHORIZATION" and "user" not in pending
+        c.login(*BOB)
+        [session] = json.loads(admin(postie_bin, env.server, "who", "--json").stdout)["sessions"]
+        assert session["user"] == "bob"
+        assert session["tls"] == c.version
+        assert session["tls"] in ("TLSv1.2", "TLSv1.3")
+        row = admin(postie_bin, env.server, "who").stdout.splitlines()[1]
+        assert session["tls"] in row.split()
+        c.quit()
