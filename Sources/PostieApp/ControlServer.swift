@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import POP3Server
@@ -16,6 +17,8 @@ public final class ControlServer: Service, Sendable {
     private let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
     private let dispatcher: ControlDispatcher
     private let logger: Logger
+    /// Open admin connections, closed at shutdown (a client may keep one open between requests).
+    private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
     private init(path: String, channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, dispatcher: ControlDispatcher, logger: Logger) {
         self.path = path
@@ -102,12 +105,16 @@ public final class ControlServer: Service, Sendable {
             }
         } onGracefulShutdown: {
             server.close(promise: nil)
+            for channel in self.connections.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
         }
         unlink(path)
     }
 
     /// Answers request lines until the client closes.
     private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        let id = ObjectIdentifier(connection.channel)
+        connections.withLockedValue { $0[id] = connection.channel }
+        defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
         try? await connection.executeThenClose { inbound, outbound in
             var pending = ByteBuffer()
             for try await var chunk in inbound {

@@ -186,7 +186,15 @@ def test_the_socket_is_0600_and_unreachable_servers_exit_69(env, postie_bin):
     assert stat.S_IMODE(info.st_mode) == 0o600
     assert info.st_uid == os.geteuid()
     assert admin(postie_bin, env.server, "who").returncode == 0
-    env.server.stop()
+    # A client may keep its connection for further requests; shutdown does not wait for it.
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.connect(path)
+    held.sendall(b'{"command":"who"}\n{"command":"nonsense"}\n')
+    answers = held.makefile("rb")
+    assert json.loads(answers.readline()) == {"ok": True, "sessions": []}
+    assert json.loads(answers.readline())["ok"] is False
+    assert env.server.stop() == 0
+    held.close()
     assert not os.path.exists(path), "the socket file is removed at shutdown"
     gone = admin(postie_bin, path, "who")
     assert gone.returncode == 69
