@@ -50,6 +50,8 @@ enum POP3Audit {
         case shutdown
         /// The idle timeout; nothing was deleted.
         case timeout
+        /// An administrator ended the session (`postie admin kick`); nothing was deleted.
+        case kicked
         /// Ended with `-ERR`: an UPDATE that failed, a lost maildrop lock, too many bad commands.
         case error
     }

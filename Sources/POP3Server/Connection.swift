@@ -33,6 +33,8 @@ struct POP3Connection {
     let metrics: ServerMetrics
     let authentication: POP3SessionStateMachine.AuthenticationOptions
     let loginDelays: LoginDelayTracker
+    /// This connection in the server's ``SessionRegistry``.
+    let registration: SessionRegistry.Entry
     /// Whether graceful shutdown has begun.
     let shuttingDown: @Sendable () -> Bool
 
@@ -251,6 +253,7 @@ private final class SessionRunner {
     func flush(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
         guard let buffer = pending, buffer.readableBytes > 0 else { return }
         pending = nil
+        context.registration.sent(buffer.readableBytes)
         try await outbound.write(buffer)
     }
 
@@ -418,10 +421,12 @@ private final class SessionRunner {
             sessionUser = authenticated.name
             if delay > 0 { context.loginDelays.record(user: authenticated.name) }
             logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_)")
+            let tls = await tlsVersion()
+            context.registration.loggedIn(user: authenticated.name, tls: tls)
             if let audit {
                 audit.record(POP3Audit.login(
                     session: context.sessionID, user: authenticated.name, method: method,
-                    address: context.remote, port: context.remotePort, tls: await tlsVersion()
+                    address: context.remote, port: context.remotePort, tls: tls
                 ))
             }
             context.metrics.login(result: "success", mechanism: method, tls: machine.security.isTLS)
@@ -496,11 +501,13 @@ private final class SessionRunner {
             header?.add(chunk)
             stuffer.process(chunk, into: &buffer)
             if buffer.readableBytes >= POP3Connection.chunkTarget {
+                context.registration.sent(buffer.readableBytes)
                 try await outbound.write(buffer)
                 buffer = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
             }
         }
         stuffer.finish(into: &buffer)
+        context.registration.sent(buffer.readableBytes)
         try await outbound.write(buffer)
         machine.messageSent(index: index, lines: lines, bytes: sent)
         (lines == nil ? context.metrics.retrBytes : context.metrics.topBytes).increment(by: sent)
@@ -528,6 +535,10 @@ private final class SessionRunner {
 
     func commit(_ deleting: Set<Int>) async -> POP3SessionStateMachine.Action {
         guard let opened = maildrop else { return .close(nil) }
+        guard context.registration.beginUpdate() else {
+            // Kicked before this QUIT: end the session, delete nothing (finish() abandons).
+            return .close(POP3Server.kickFarewell)
+        }
         maildrop = nil
         // The audit trail names what is deleted, read while the messages still exist.
         var audited: [(index: Int, summary: MessageSummary?)] = []
@@ -570,6 +581,10 @@ private final class SessionRunner {
     func finish() async {
         if connection.timedOut.withLockedValue({ $0 }) {
             disconnectReason = "Inactivity - no input for \(context.configuration.idleTimeout.nanoseconds / 1_000_000_000) secs"
+        }
+        if context.registration.wasKicked {
+            disconnectReason = "Kicked by the administrator"
+            ending = .kicked
         }
         if sessionUser == nil {
             if connection.loginDeadline.current == .expired {

@@ -41,7 +41,10 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     private let onListening: (@Sendable ([SocketAddress]) -> Void)?
     private let skeleton: ServerSkeleton<AcceptedConnection>
     let counter: ConnectionCounter
+    /// Failed-login penalties (`postie admin penalty`, `unban`).
     public let throttle: LoginThrottle
+    /// Open connections by user and address (`postie admin who`, `kick`).
+    public let sessions = SessionRegistry()
     public let metrics: ServerMetrics
     private let policy: NIOLockedValueBox<Policy>
     let loginDelays = LoginDelayTracker()
@@ -134,6 +137,14 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         buffer.writePOP3Response(.err("Disconnected: no login within \(timeout.nanoseconds / 1_000_000_000) seconds."))
         return String(buffer: buffer)
     }
+
+    /// Sent to a session `postie admin kick` ended (RFC 3206: try again later).
+    static let kickFarewell = POP3Response.err("Session ended by the administrator.", code: .sysTemp)
+    static let kickFarewellBytes: ByteBuffer = {
+        var buffer = ByteBuffer()
+        buffer.writePOP3Response(kickFarewell)
+        return buffer
+    }()
 
     /// Sent to the pre-login connection evicted to make room at `max_connections`.
     static let evictionFarewell: ByteBuffer = {
@@ -269,6 +280,20 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             return
         }
         defer { counter.close(ticket) }
+        // A kick says why and closes the connection, as the idle timeout does (if a reply is
+        // being written, the farewell follows the part already queued). The session then ends
+        // as if the client had gone: its maildrop is abandoned, and a QUIT it was about to
+        // carry out commits nothing (SessionRegistry.Entry.beginUpdate).
+        let registration = sessions.register(
+            protocolName: "pop3", address: ip, port: client?.port,
+            tls: connection.listener.implicitTLS ? "TLS" : nil
+        ) {
+            channel.eventLoop.execute {
+                channel.writeAndFlush(Self.kickFarewellBytes, promise: nil)
+                channel.close(promise: nil)
+            }
+        }
+        defer { sessions.remove(registration) }
 
         let trusted = client.map { address in policy.trustedNetworks.contains { $0.contains(address) } } ?? false
         let session = POP3Connection(
@@ -299,6 +324,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 perUserPolicy: true
             ),
             loginDelays: loginDelays,
+            registration: registration,
             shuttingDown: { [skeleton] in skeleton.isShuttingDown }
         )
         await session.run(connection)

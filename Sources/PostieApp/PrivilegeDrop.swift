@@ -7,17 +7,23 @@ import Glibc
 /// Switches to an unprivileged user after the listeners are bound (as Dovecot's
 /// `default_login_user` does), so a bug in the protocol code cannot act as root.
 public enum PrivilegeDrop {
-    public static func drop(to spec: String) throws {
+    /// The user and group ids `user[:group]` names.
+    public static func ids(for spec: String) throws -> (uid: uid_t, gid: gid_t) {
         let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
         guard let userName = parts.first, let user = getpwnam(userName) else {
             throw ConfigurationError("run_as: no such user '\(spec)'")
         }
-        let uid = user.pointee.pw_uid
         var gid = user.pointee.pw_gid
         if parts.count == 2 {
             guard let group = getgrnam(parts[1]) else { throw ConfigurationError("run_as: no such group '\(parts[1])'") }
             gid = group.pointee.gr_gid
         }
+        return (user.pointee.pw_uid, gid)
+    }
+
+    public static func drop(to spec: String) throws {
+        let userName = String(spec.prefix { $0 != ":" })
+        let (uid, gid) = try ids(for: spec)
         guard uid != 0 else { throw ConfigurationError("run_as: '\(userName)' is root; choose an unprivileged user") }
         if getuid() != 0 {
             if getuid() == uid { return }

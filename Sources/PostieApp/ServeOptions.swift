@@ -36,6 +36,7 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.logLevel), help: .setting(.logLevel)) public var logLevel: String?
     @Option(name: .setting(.metrics), help: .setting(.metrics)) public var metrics: String?
     @Option(name: .setting(.auditLog), help: .setting(.auditLog)) public var auditLog: String?
+    @Option(name: .setting(.controlSocket), help: .setting(.controlSocket)) public var controlSocket: String?
     @Option(name: .setting(.authMechanisms), help: .setting(.authMechanisms)) public var authMechanisms: String?
     @Flag(name: .setting(.apop), help: .setting(.apop)) public var apop = false
     @Option(name: .setting(.listenLMTP), help: .setting(.listenLMTP)) public var listenLMTP: [String] = []

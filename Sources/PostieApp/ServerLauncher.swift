@@ -124,8 +124,13 @@ public enum ServerLauncher {
             configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
             delivery: backend.delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
         )
-        // LMTP first: once the POP3 port answers, every listener is bound.
+        // LMTP and the control socket first: once the POP3 port answers, every listener is bound.
         let lmtpBound = try await lmtp?.bind() ?? []
+        let certificates = tls.map { CertificateReloader(tls: $0, metrics: metrics, threadPool: threadPool) }
+        let reloader = Reloader(options: options, server: server, certificates: certificates, audit: audit, logger: logger)
+        // Bound as root (the default directory is root's), then given to the run_as user.
+        let control = try await bindControlSocket(settings, dispatcher: ControlDispatcher(server: server, reloader: reloader, logger: logger), logger: logger)
+        if let control { services.append(.init(service: control)) }
         let bound = try await server.bind()
         if let endpoint = settings.metrics {
             let exporter = MetricsEndpoint(listener: endpoint, registry: registry, logger: logger) {
@@ -181,11 +186,10 @@ public enum ServerLauncher {
                 users: { try await passwdFile?.allUsers() ?? [] }, logger: logger)))
             logger.info("master: Deleted mail is kept for \(settings.deletedRetention)")
         }
-        let certificates = tls.map { CertificateReloader(tls: $0, metrics: metrics, threadPool: threadPool) }
         if let certificates, let watch {
             services.append(.init(service: CertificateWatcher(reloader: certificates, initial: watch, threadPool: threadPool, logger: logger)))
         }
-        services.append(.init(service: ReloadOnHangup(signals: hangups, options: options, server: server, certificates: certificates, audit: audit, logger: logger)))
+        services.append(.init(service: ReloadOnHangup(signals: hangups, reloader: reloader)))
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
@@ -203,6 +207,24 @@ public enum ServerLauncher {
         // Every session has ended: write out the audit trail's last lines.
         await audit?.close()
         logger.info("master: Stopped")
+    }
+}
+
+extension ServerLauncher {
+    /// The control socket, or nil when it is off, or when the default one cannot be made (a
+    /// warning: a server started without root, or a second server on the machine, still runs).
+    /// An explicitly configured socket that cannot be made stops the server.
+    static func bindControlSocket(_ settings: ServerSettings, dispatcher: ControlDispatcher, logger: Logger) async throws -> ControlServer? {
+        guard let path = settings.controlSocket else { return nil }
+        let isDefault = settings.controlSocketIsDefault
+        do {
+            let owner = try settings.runAs.map { try PrivilegeDrop.ids(for: $0) }
+            return try await ControlServer.bind(path: path, createDirectory: isDefault, owner: owner, dispatcher: dispatcher, logger: logger)
+        } catch let error as ConfigurationError {
+            guard isDefault else { throw ConfigurationError("\(settings.origin(.controlSocket)): \(error)") }
+            logger.warning("master: No control socket (postie admin will not reach this server): \(error); set control_socket to choose another path, or none")
+            return nil
+        }
     }
 }
 
@@ -236,41 +258,56 @@ struct BoundLMTPServer: Service {
     }
 }
 
-/// SIGHUP: reopen the audit log (logrotate moved it), re-read the flags' config file, then
-/// reload the TLS certificates (through the ``CertificateReloader`` that ``CertificateWatcher``
-/// uses when their files change) and the policy (access lists, trusted networks, limits,
-/// brute-force settings) without dropping open sessions. Listeners, the passwd-file path, the
-/// Maildir template and the audit log's path need a restart; the passwd-file's contents need
-/// nothing, they are re-read whenever the file changes.
-struct ReloadOnHangup: Service {
-    let signals: UnixSignalsSequence
+/// What SIGHUP and `postie admin reload` do, one code path: reopen the audit log (logrotate
+/// moved it), re-read the flags' config file, then reload the TLS certificates (through the
+/// ``CertificateReloader`` that ``CertificateWatcher`` uses when their files change) and the policy
+/// (access lists, trusted networks, limits, brute-force settings) without dropping open
+/// sessions. Listeners, the passwd-file path, the Maildir template and the audit log's path
+/// need a restart; the passwd-file's contents need nothing, they are re-read whenever the file
+/// changes.
+struct Reloader: Sendable {
     let options: ServeOptions
     let server: POP3Server
     let certificates: CertificateReloader?
     let audit: AuditLogFile?
     let logger: Logger
 
+    /// Reloads; `trigger` (`SIGHUP`, `admin reload`) starts each log line. Returns whether the
+    /// configuration was applied and what was done or went wrong.
+    func reload(trigger: String) async -> (ok: Bool, message: String) {
+        // First, and even if the configuration is broken: the old file may be compressed
+        // or removed soon. The path itself needs a restart to change.
+        await audit?.reopen()
+        let settings = await ServerSettings.load(options)
+        if !settings.errors.isEmpty {
+            for problem in settings.errors { logger.error("master: \(trigger): configuration not reloaded: \(problem)") }
+            return (false, "configuration not reloaded: " + settings.errors.map(\.description).joined(separator: "; "))
+        }
+        server.updatePolicy(settings.policy(for: server.configuration))
+        guard let certificates else {
+            logger.info("master: \(trigger): reloaded policy")
+            return (true, "reloaded policy")
+        }
+        do {
+            // The same reload as ``CertificateWatcher``'s when the files change.
+            try await certificates.reload()
+            logger.info("master: \(trigger): reloaded policy and TLS certificates")
+            return (true, "reloaded policy and TLS certificates")
+        } catch {
+            logger.error("master: \(trigger): reloaded policy; kept the old TLS certificates: \(error)")
+            return (false, "reloaded policy; kept the old TLS certificates: \(error)")
+        }
+    }
+}
+
+/// SIGHUP: ``Reloader/reload(trigger:)``.
+struct ReloadOnHangup: Service {
+    let signals: UnixSignalsSequence
+    let reloader: Reloader
+
     func run() async throws {
         for await _ in signals.cancelOnGracefulShutdown() {
-            // First, and even if the configuration is broken: the old file may be compressed
-            // or removed soon. The path itself needs a restart to change.
-            await audit?.reopen()
-            let settings = await ServerSettings.load(options)
-            if !settings.errors.isEmpty {
-                for problem in settings.errors { logger.error("master: SIGHUP: configuration not reloaded: \(problem)") }
-                continue
-            }
-            server.updatePolicy(settings.policy(for: server.configuration))
-            if let certificates {
-                do {
-                    try await certificates.reload()
-                    logger.info("master: SIGHUP: reloaded policy and TLS certificates")
-                } catch {
-                    logger.error("master: SIGHUP: reloaded policy; kept the old TLS certificates: \(error)")
-                }
-            } else {
-                logger.info("master: SIGHUP: reloaded policy")
-            }
+            _ = await reloader.reload(trigger: "SIGHUP")
         }
     }
 }

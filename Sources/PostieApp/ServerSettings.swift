@@ -54,6 +54,11 @@ public struct ServerSettings: Sendable {
     public var metrics: Listener?
     /// The audit log's path, `-` for standard error; nil: no audit trail.
     public var auditLog: String?
+    /// The control socket `postie admin` talks to; nil: none.
+    public var controlSocket: String? = ServerSettings.defaultControlSocket
+    /// Whether ``controlSocket`` is the default: failing to create it is then only a warning.
+    public var controlSocketIsDefault = true
+    public static let defaultControlSocket = "/run/postie/control.sock"
     public var authMechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1]
     public var apop = false
     public var loginDelay = 0
@@ -285,6 +290,14 @@ public struct ServerSettings: Sendable {
         show(.metrics, metrics?.address)
         auditLog = input.string(.auditLog).flatMap { $0.isEmpty ? nil : $0 }
         show(.auditLog, auditLog, comment: auditLog == nil ? "no audit trail" : nil)
+        if let text = input.string(.controlSocket) {
+            controlSocketIsDefault = false
+            controlSocket = text.isEmpty || text == "none" ? nil : text
+            if let path = controlSocket, path.utf8.count > 107 {
+                problem(.controlSocket, "'\(path)' is too long for a Unix socket (at most 107 bytes)")
+            }
+        }
+        show(.controlSocket, controlSocket ?? "none", comment: controlSocket == nil ? "no postie admin" : nil)
         if let text = input.string(.authMechanisms) {
             var mechanisms: [SASLMechanism] = []
             for name in text.split(whereSeparator: { $0 == " " || $0 == "," }) {

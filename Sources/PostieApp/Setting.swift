@@ -46,6 +46,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case lockoutState = "lockout_state"
     case metrics
     case auditLog = "audit_log"
+    case controlSocket = "control_socket"
     case authMechanisms = "auth_mechanisms"
     case apop
     case loginDelay = "login_delay"
@@ -108,6 +109,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .loginTimeout: Spec(flag: "login-timeout", valueName: "seconds", help: "Close a connection that has not logged in this many seconds after connecting, whatever it sends (default 180, like Dovecot).", defaultText: "180")
         case .logLevel: Spec(flag: "log-level", valueName: "level", help: "trace, debug, info, notice, warning, error or critical (default info).", defaultText: "info")
         case .auditLog: Spec(flag: "audit-log", valueName: "file", help: "Append the audit trail (logins, RETR, TOP, committed deletions, logouts; one JSON object per line) to this file, or - for standard error; reopened on SIGHUP (docs/retention.md).", defaultText: "none")
+        case .controlSocket: Spec(flag: "control-socket", valueName: "path", help: "The Unix socket `postie admin` talks to (mode 0600, owned by the run_as user), or none (default /run/postie/control.sock; docs/admin.md).", defaultText: "/run/postie/control.sock")
         case .metrics: Spec(flag: "metrics", valueName: "addr:port", help: "Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).", defaultText: "none")
         case .authMechanisms: Spec(flag: "auth-mechanisms", valueName: "list", help: "SASL mechanisms for AUTH, space- or comma-separated (default PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1; CRAM-MD5 only when named).", defaultText: "PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1")
         case .apop: Spec(flag: "apop", valueName: nil, help: "Enable APOP (RFC 1939 section 7). Off by default: it needs {PLAIN} passwords and rests on MD5.", defaultText: "false")

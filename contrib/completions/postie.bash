@@ -173,13 +173,13 @@ _postie() {
     unset 'unparsed_words[0]'
     unparsed_words=("${unparsed_words[@]}")
     case "${subcommand}" in
-    serve|check|config|user|pw|deliver|migrate|fetch|bench|db|mailbox|help)
+    serve|check|config|user|pw|deliver|migrate|fetch|bench|db|mailbox|admin|help)
         # Offer subcommand argument completions
         "_postie_${subcommand}"
         ;;
     *)
         # Offer subcommand completions
-        COMPREPLY+=($(compgen -W 'serve check config user pw deliver migrate fetch bench db mailbox help' -- "${cur}"))
+        COMPREPLY+=($(compgen -W 'serve check config user pw deliver migrate fetch bench db mailbox admin help' -- "${cur}"))
         ;;
     esac
 }
@@ -188,7 +188,7 @@ _postie_serve() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --demo --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -302,6 +302,9 @@ _postie_serve() {
         return
         ;;
     '--audit-log')
+        return
+        ;;
+    '--control-socket')
         return
         ;;
     '--auth-mechanisms')
@@ -394,7 +397,7 @@ _postie_config_check() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -508,6 +511,9 @@ _postie_config_check() {
         return
         ;;
     '--audit-log')
+        return
+        ;;
+    '--control-socket')
         return
         ;;
     '--auth-mechanisms')
@@ -1234,6 +1240,107 @@ _postie_mailbox_export() {
         return
         ;;
     '--config')
+        return
+        ;;
+    esac
+}
+
+_postie_admin() {
+    repeating_flags=()
+    non_repeating_flags=(--version -h --help)
+    repeating_options=()
+    non_repeating_options=()
+    __postie_offer_flags_options 0
+
+    # Offer subcommand / subcommand argument completions
+    local -r subcommand="${unparsed_words[0]}"
+    unset 'unparsed_words[0]'
+    unparsed_words=("${unparsed_words[@]}")
+    case "${subcommand}" in
+    who|kick|penalty|unban|reload)
+        # Offer subcommand argument completions
+        "_postie_admin_${subcommand}"
+        ;;
+    *)
+        # Offer subcommand completions
+        COMPREPLY+=($(compgen -W 'who kick penalty unban reload' -- "${cur}"))
+        ;;
+    esac
+}
+
+_postie_admin_who() {
+    repeating_flags=()
+    non_repeating_flags=(--json --all --version -h --help)
+    repeating_options=()
+    non_repeating_options=(--control-socket)
+    __postie_offer_flags_options 0
+
+    # Offer option value completions
+    case "${prev}" in
+    '--control-socket')
+        return
+        ;;
+    esac
+}
+
+_postie_admin_kick() {
+    repeating_flags=()
+    non_repeating_flags=(--version -h --help)
+    repeating_options=()
+    non_repeating_options=(--address --control-socket)
+    __postie_offer_flags_options 1
+
+    # Offer option value completions
+    case "${prev}" in
+    '--address')
+        return
+        ;;
+    '--control-socket')
+        return
+        ;;
+    esac
+}
+
+_postie_admin_penalty() {
+    repeating_flags=()
+    non_repeating_flags=(--json --version -h --help)
+    repeating_options=()
+    non_repeating_options=(--control-socket)
+    __postie_offer_flags_options 0
+
+    # Offer option value completions
+    case "${prev}" in
+    '--control-socket')
+        return
+        ;;
+    esac
+}
+
+_postie_admin_unban() {
+    repeating_flags=()
+    non_repeating_flags=(--version -h --help)
+    repeating_options=()
+    non_repeating_options=(--control-socket)
+    __postie_offer_flags_options 1
+
+    # Offer option value completions
+    case "${prev}" in
+    '--control-socket')
+        return
+        ;;
+    esac
+}
+
+_postie_admin_reload() {
+    repeating_flags=()
+    non_repeating_flags=(--version -h --help)
+    repeating_options=()
+    non_repeating_options=(--control-socket)
+    __postie_offer_flags_options 0
+
+    # Offer option value completions
+    case "${prev}" in
+    '--control-socket')
         return
         ;;
     esac

@@ -14,7 +14,9 @@ import os
 import re
 import signal
 import socket
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -241,6 +243,11 @@ class ServerFactory:
             args += ["--maildir", maildir]
         args += extra or []
         name = name or f"postie{len(self.servers) + 1}"
+        if "--control-socket" not in args:
+            # Each server its own control socket (root's default, /run/postie/control.sock, is
+            # one per machine), under /tmp: a Unix socket path has at most 107 bytes.
+            self._socket_dir = getattr(self, "_socket_dir", None) or tempfile.mkdtemp(prefix="postie-ctl-")
+            args += ["--control-socket", os.path.join(self._socket_dir, f"{name}.sock")]
         env = dict(os.environ)
         env["HOME"] = str(self.workdir)
         env["TMPDIR"] = str(self.workdir)
@@ -265,3 +272,5 @@ class ServerFactory:
             s.stop()
             for n in s.notes:
                 self.note(f"{self.node.nodeid}: {n}")
+        if getattr(self, "_socket_dir", None):
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
