@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from kits.launcher import ServerError
+from kits.launcher import ServerError, admin, control_socket
 from kits.mail import ALICE, BOB, Maildir
 from kits.pop3 import POP3Raw
 
@@ -28,16 +28,6 @@ lockout_threshold: 3
 lockout_window: 300
 lockout_duration: 600
 """
-
-
-def control_socket(server) -> str:
-    return server.args[server.args.index("--control-socket") + 1]
-
-
-def admin(postie_bin, server_or_path, *args: str) -> subprocess.CompletedProcess:
-    path = server_or_path if isinstance(server_or_path, str) else control_socket(server_or_path)
-    return subprocess.run([str(postie_bin), "admin", *args, "--control-socket", path],
-                          capture_output=True, text=True, timeout=30)
 
 
 def fill(env, user: str, count: int) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import poplib
 
+from kits.launcher import admin
 from kits.mail import ALICE
-from test_admin import admin
 from test_protocol_postgres import env  # noqa: F401  (the PostgreSQL `env` fixture)
 
 

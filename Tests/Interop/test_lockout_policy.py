@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from conftest import REPO, note
-from kits.launcher import HOST
+from kits.launcher import HOST, admin
 from kits.mail import PasswdFile
 from kits.pop3 import POP3Raw
 
@@ -69,7 +69,7 @@ def fail2ban_matches(log: Path) -> list[str]:
     return re.findall(r"^\|\s+(\S.*)$", out.split("Matched line(s):", 1)[-1], re.M)
 
 
-def test_a_stale_password_on_a_nat_address_locks_nobody_out(postie, tmp_path):
+def test_a_stale_password_on_a_nat_address_locks_nobody_out(postie, postie_bin, tmp_path):
     pw = users(tmp_path)
     s = postie.start(passwd=pw.path, maildir=str(tmp_path / "mail" / "%u"),
                      extra=["--auth-failure-delay", str(DELAY), "--lockout-threshold", "10",
@@ -120,6 +120,11 @@ def test_a_stale_password_on_a_nat_address_locks_nobody_out(postie, tmp_path):
     # fail2ban counts what the server counts: the first failure, not the repeats.
     matched = fail2ban_matches(s.log_path)
     assert len(matched) == 1 and "reason=auth failed" in matched[0], f"fail2ban matched {matched}"
+    # The operator sees why: `postie admin penalty` marks it as a stale password on a device.
+    table = admin(postie_bin, s, "penalty")
+    assert table.returncode == 0, table
+    row = next((line for line in table.stdout.splitlines() if f" {NAT} " in line or f" {STALE_USER} " in line), "")
+    assert "stale password on a device? (the same wrong password 29 more times" in row, table.stdout
     note(f"stale password from a NAT address: 30 tries (1 counted, 29 repeats answered in "
          f"{min(dt for _, dt in stale):.2f}-{max(dt for _, dt in stale):.2f}s), 21 correct logins from the "
          f"same address answered in at most {max(dt for _, _, dt in colleagues):.3f}s (auth_failure_delay {DELAY} s)")

@@ -274,3 +274,15 @@ class ServerFactory:
                 self.note(f"{self.node.nodeid}: {n}")
         if getattr(self, "_socket_dir", None):
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def control_socket(server) -> str:
+    """The control socket the launcher gave `server` (`postie admin --control-socket`)."""
+    return server.args[server.args.index("--control-socket") + 1]
+
+
+def admin(postie_bin, server_or_path, *args: str) -> subprocess.CompletedProcess:
+    """`postie admin ARGS` against a launched server (or a socket path)."""
+    path = server_or_path if isinstance(server_or_path, str) else control_socket(server_or_path)
+    return subprocess.run([str(postie_bin), "admin", *args, "--control-socket", path],
+                          capture_output=True, text=True, timeout=30)
