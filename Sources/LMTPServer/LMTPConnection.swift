@@ -158,7 +158,7 @@ private final class LMTPSessionRunner {
                         return .delivered
                     }
                     logger.error("lmtp(\(user)): Delivery failed: \(error), session=<\(context.sessionID)>")
-                    return error.isTemporary ? .temporaryFailure(error.message) : .permanentFailure(error.message)
+                    return DeliveryOutcome(error, quotaFullTempfail: context.configuration.quotaFullTempfail)
                 }
             } catch {
                 logger.error("lmtp: Spool failed: \(error), session=<\(context.sessionID)>")
@@ -177,6 +177,7 @@ private final class LMTPSessionRunner {
                 context.metrics.receivedBytes.increment(by: Int64(size))
             case .temporaryFailure: context.metrics.temporaryFailures.increment()
             case .permanentFailure: context.metrics.permanentFailures.increment()
+            case .mailboxFull: context.metrics.overQuota.increment()
             }
         }
         return try await perform(machine.delivered(outcomes), outbound)
@@ -247,5 +248,17 @@ private final class LMTPSessionRunner {
         var buffer = allocator.buffer(capacity: 128 * replies.count)
         for reply in replies { buffer.writeLMTPReply(reply) }
         try await outbound.write(buffer)
+    }
+}
+
+extension DeliveryOutcome {
+    /// A store's failure as the session reports it (RFC 3463): over quota as mailbox full
+    /// (552 5.2.2, or 452 4.2.2 with `quota_full_tempfail`), else temporary (451) or permanent (550).
+    init(_ error: BackendError, quotaFullTempfail: Bool) {
+        if error.kind == .overQuota {
+            self = .mailboxFull(error.message, temporary: quotaFullTempfail)
+        } else {
+            self = error.isTemporary ? .temporaryFailure(error.message) : .permanentFailure(error.message)
+        }
     }
 }

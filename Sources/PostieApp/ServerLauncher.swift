@@ -110,7 +110,10 @@ public enum ServerLauncher {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         let backend: StoreFactory.Backend
         do {
-            backend = try await StoreFactory(settings).open(threadPool: threadPool, logger: logger, checkSchema: true)
+            var factory = StoreFactory(settings)
+            let quotaMetrics = QuotaMetrics()
+            factory.quotaObserver = { user, rule, usage in quotaMetrics.observe(user: user, rule: rule, usage: usage) }
+            backend = try await factory.open(threadPool: threadPool, logger: logger, checkSchema: true)
         } catch {
             throw ConfigurationError(error.description)
         }
