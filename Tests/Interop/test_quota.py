@@ -149,3 +149,33 @@ def test_admin_quota_text_and_errors(env_factory, postie_bin, tmp_path):
     # 67 for an unknown user.
     r = admin_quota(postie_bin, e, "nobody")
     assert r.returncode == 67 and "no user nobody" in r.stderr, r
+
+
+def test_postgres_quota_column(pgdb, postie, postie_bin):
+    """users.quota_rule (schema version 4) wins over extra_fields; LMTP 552, POP3 drains, then 250."""
+    from kits.pop3 import POP3Raw as Raw
+
+    pgdb.add_user("quser", "quser-pw", scheme="PLAIN")
+    pgdb.add_user("other", "other-pw", scheme="PLAIN")
+    pgdb.psql("UPDATE users SET quota_rule = '*:messages=1', extra_fields = 'quota_rule=*:messages=100' WHERE name = 'quser'")
+    lport = free_port()
+    node = pgdb.serve(postie, "--listen-lmtp", f"127.0.0.1:{lport}", "--default-quota", "*:storage=10M")
+    wait_port(lport)
+    msg = message(300)
+    assert send(lport, ["quser", "other"], msg) == ["250 2.0.0 <quser> Saved", "250 2.0.0 <other> Saved"]
+    assert send(lport, ["quser", "other"], msg) == ["552 5.2.2 <quser> Mailbox full", "250 2.0.0 <other> Saved"]
+    assert pgdb.psql("SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.name = 'quser'") == "1"
+
+    r = pgdb.postie("admin", "quota", "quser", "--store", "postgres", "--json")
+    assert json.loads(r.stdout) == {"user": "quser", "rule": "*:messages=1", "source": "user", "storage_used": 300, "storage_limit": None,
+                                    "messages_used": 1, "messages_limit": 1}
+    r = pgdb.postie("admin", "quota", "other", "--store", "postgres", "--default-quota", "*:storage=10M", "--json")
+    assert json.loads(r.stdout)["storage_used"] == 600 and json.loads(r.stdout)["source"] == "default", r.stdout
+
+    c = Raw(node.host, node.port)
+    c.login("quser", "quser-pw")
+    assert c.retr(1) == msg
+    c.ok("DELE 1")
+    c.ok("QUIT")
+    c.close()
+    assert send(lport, ["quser"], msg) == ["250 2.0.0 <quser> Saved"]
