@@ -113,7 +113,11 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         let logger = self.logger
         do {
             return try await leased("user lookup") { connection in
-                let rows = try await connection.query("SELECT name, password, home, extra_fields, quota_rule FROM users WHERE name = \(name)", logger: logger)
+                // quota_rule through to_jsonb: NULL, not an error, on a schema older than version
+                // 4, so `postie deliver` (which does not check the schema) keeps delivering
+                // between an upgrade of the binary and `postie db migrate`.
+                let rows = try await connection.query(
+                    "SELECT name, password, home, extra_fields, to_jsonb(users) ->> 'quota_rule' FROM users WHERE name = \(name)", logger: logger)
                 for try await (name, password, home, extra, quota) in rows.decode((String, String, String?, String, String?).self) {
                     var fields = AuthenticatedUser.parseExtraFields(extra)
                     // The column wins over a quota_rule in extra_fields (schema version 4).
