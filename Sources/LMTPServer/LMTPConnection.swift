@@ -157,7 +157,8 @@ private final class LMTPSessionRunner {
                         logger.info("lmtp(\(user)): Saved: size=\(size), session=<\(context.sessionID)>")
                         return .delivered
                     }
-                    logger.error("lmtp(\(user)): Delivery failed: \(error), session=<\(context.sessionID)>")
+                    // A full mailbox is the user's business, not a server fault.
+                    logger.log(level: error.kind == .overQuota ? .info : .error, "lmtp(\(user)): Delivery failed: \(error), session=<\(context.sessionID)>")
                     return DeliveryOutcome(error, quotaFullTempfail: context.configuration.quotaFullTempfail)
                 }
             } catch {

@@ -184,6 +184,9 @@ public enum ServerLauncher {
                 users: { try await passwdFile?.allUsers() ?? [] }, logger: logger)))
             logger.info("master: Deleted mail is kept for \(settings.deletedRetention)")
         }
+        if let quota = settings.defaultQuota {
+            logger.info("master: Default quota \(quota) for users without a quota_rule\(settings.quotaFullTempfail ? " (over quota: 452 4.2.2)" : "")")
+        }
         let certificates = tls.map { CertificateReloader(tls: $0, metrics: metrics, threadPool: threadPool) }
         if let certificates, let watch {
             services.append(.init(service: CertificateWatcher(reloader: certificates, initial: watch, threadPool: threadPool, logger: logger)))
