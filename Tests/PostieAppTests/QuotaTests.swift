@@ -27,6 +27,19 @@ struct QuotaAppTests {
         #expect(bad.errors.map(\.description).contains { $0.contains("--default-quota") && $0.contains("is not MAILBOX:LIMIT") })
     }
 
+    @Test func fromTheConfigFile() async throws {
+        let dir = try TempDirectory()
+        defer { dir.remove() }
+        // Quoted: a bare * starts a YAML alias.
+        let file = try dir.write("postie.yaml", "default_quota: \"*:messages=500\"\nquota_full_tempfail: true\n")
+        let settings = await ServerSettings.load(flags: FlagValues(), configFile: file)
+        #expect(!settings.errors.contains { $0.setting.contains("quota") })
+        #expect(settings.defaultQuota == QuotaRule(messages: 500))
+        #expect(settings.quotaFullTempfail)
+        #expect(settings.effectiveYAML.contains("default_quota: \"*:messages=500\""))
+        #expect(settings.effectiveYAML.contains("quota_full_tempfail: true"))
+    }
+
     @Test func metricCountsUsersOver90Percent() {
         let metrics = QuotaMetrics()
         let rule = QuotaRule(storage: 1000, messages: 100)
