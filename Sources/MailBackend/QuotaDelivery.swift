@@ -75,7 +75,10 @@ public struct QuotaDelivery: MailDelivery {
                 return .refused(.temporary("user \(name): quota_rule: \(error)"))
             case nil: rule = defaultRule ?? .unlimited
             }
-            guard !rule.isUnlimited else { return .fits(nil) }
+            guard !rule.isUnlimited else {
+                observe?(name, rule, QuotaUsage())  // a user whose limit was lifted leaves the gauge
+                return .fits(nil)
+            }
             let used = try await usage.quotaUsage(for: user)
             guard rule.refuses(adding: size, to: used) else { return .fits((rule, used)) }
             observe?(name, rule, used)
