@@ -5,6 +5,11 @@ public enum DeliveryOutcome: Hashable, Sendable {
     case temporaryFailure(String)
     /// Retrying will not help (`550 5.x.x`).
     case permanentFailure(String)
+    /// The recipient's mailbox is over quota: `552 5.2.2`, or with `temporary` (Dovecot's
+    /// `quota_full_tempfail`) `452 4.2.2`, so the sender keeps the message and retries
+    /// (RFC 3463 section 3.3, X.2.2 "Mailbox full"; RFC 5321 section 4.2.2: 552 and 452 are
+    /// the storage-allocation replies).
+    case mailboxFull(String, temporary: Bool)
 }
 
 /// One LMTP session (RFC 2033) as a pure state machine: it takes commands and the results of
@@ -252,6 +257,10 @@ public struct LMTPSessionStateMachine: Sendable {
                 LMTPReply(451, "4.3.0", "<\(recipient.address)> \(text)")
             case .permanentFailure(let text):
                 LMTPReply(550, "5.2.0", "<\(recipient.address)> \(text)")
+            case .mailboxFull(let text, let temporary):
+                temporary
+                    ? LMTPReply(452, "4.2.2", "<\(recipient.address)> \(text)")
+                    : LMTPReply(552, "5.2.2", "<\(recipient.address)> \(text)")
             }
         })
     }

@@ -157,8 +157,9 @@ private final class LMTPSessionRunner {
                         logger.info("lmtp(\(user)): Saved: size=\(size), session=<\(context.sessionID)>")
                         return .delivered
                     }
-                    logger.error("lmtp(\(user)): Delivery failed: \(error), session=<\(context.sessionID)>")
-                    return error.isTemporary ? .temporaryFailure(error.message) : .permanentFailure(error.message)
+                    // A full mailbox is the user's business, not a server fault.
+                    logger.log(level: error.kind == .overQuota ? .info : .error, "lmtp(\(user)): Delivery failed: \(error), session=<\(context.sessionID)>")
+                    return DeliveryOutcome(error, quotaFullTempfail: context.configuration.quotaFullTempfail)
                 }
             } catch {
                 logger.error("lmtp: Spool failed: \(error), session=<\(context.sessionID)>")
@@ -177,6 +178,7 @@ private final class LMTPSessionRunner {
                 context.metrics.receivedBytes.increment(by: Int64(size))
             case .temporaryFailure: context.metrics.temporaryFailures.increment()
             case .permanentFailure: context.metrics.permanentFailures.increment()
+            case .mailboxFull: context.metrics.overQuota.increment()
             }
         }
         return try await perform(machine.delivered(outcomes), outbound)
@@ -247,5 +249,17 @@ private final class LMTPSessionRunner {
         var buffer = allocator.buffer(capacity: 128 * replies.count)
         for reply in replies { buffer.writeLMTPReply(reply) }
         try await outbound.write(buffer)
+    }
+}
+
+extension DeliveryOutcome {
+    /// A store's failure as the session reports it (RFC 3463): over quota as mailbox full
+    /// (552 5.2.2, or 452 4.2.2 with `quota_full_tempfail`), else temporary (451) or permanent (550).
+    init(_ error: BackendError, quotaFullTempfail: Bool) {
+        if error.kind == .overQuota {
+            self = .mailboxFull(error.message, temporary: quotaFullTempfail)
+        } else {
+            self = error.isTemporary ? .temporaryFailure(error.message) : .permanentFailure(error.message)
+        }
     }
 }

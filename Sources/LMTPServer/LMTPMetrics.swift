@@ -11,11 +11,12 @@ public final class LMTPMetrics: Sendable {
     let temporaryFailures = Counter(label: "lmtp_deliveries_total", dimensions: [("result", "temporary_failure")])
     let permanentFailures = Counter(label: "lmtp_deliveries_total", dimensions: [("result", "permanent_failure")])
     let tooBig = Counter(label: "lmtp_deliveries_total", dimensions: [("result", "too_big")])
+    let overQuota = Counter(label: "lmtp_deliveries_total", dimensions: [("result", "over_quota")])
     let receivedBytes = Counter(label: "lmtp_received_bytes_total")
 
     public init() {
         // Every series exists at 0 from the start, so rate() and alerts see them at once.
-        for counter in [connections, recipientsAccepted, recipientsUnknown, recipientsDeferred, delivered, temporaryFailures, permanentFailures, tooBig, receivedBytes] {
+        for counter in [connections, recipientsAccepted, recipientsUnknown, recipientsDeferred, delivered, temporaryFailures, permanentFailures, tooBig, overQuota, receivedBytes] {
             counter.increment(by: 0)
         }
     }

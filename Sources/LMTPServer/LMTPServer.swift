@@ -30,6 +30,9 @@ public struct LMTPServerConfiguration: Sendable {
     /// How recipients are normalised before the user database sees them, as POP3 logins are
     /// (Dovecot's `auth_username_format`, default `%Lu`, and `auth_default_domain`).
     public var usernameFormat: UsernameFormat
+    /// Dovecot's `quota_full_tempfail`: over quota is `452 4.2.2` (the sender retries)
+    /// instead of `552 5.2.2` (it bounces).
+    public var quotaFullTempfail = false
 
     /// 100 MiB; Postfix's own `message_size_limit` defaults to 10 MB, so it never sends more unless raised.
     public static let defaultMaxMessageSize = 100 * 1024 * 1024
@@ -42,7 +45,8 @@ public struct LMTPServerConfiguration: Sendable {
         recipientMapping: RecipientMapping = .auto,
         spoolDirectory: String = LMTPServerConfiguration.defaultSpoolDirectory(),
         idleTimeout: TimeAmount = .minutes(10),
-        usernameFormat: UsernameFormat = .dovecotDefault
+        usernameFormat: UsernameFormat = .dovecotDefault,
+        quotaFullTempfail: Bool = false
     ) {
         self.listeners = listeners
         self.hostname = hostname
@@ -52,6 +56,7 @@ public struct LMTPServerConfiguration: Sendable {
         self.spoolDirectory = spoolDirectory
         self.idleTimeout = idleTimeout
         self.usernameFormat = usernameFormat
+        self.quotaFullTempfail = quotaFullTempfail
     }
 
     public static func systemHostname() -> String {

@@ -20,6 +20,10 @@ public struct BackendError: Error, Hashable, Sendable, CustomStringConvertible {
         /// What was asked for is no longer there (a message another program removed); it
         /// carries no response code.
         case unavailable
+        /// Storing the message would take the recipient over their quota (RFC 3463 X.2.2
+        /// "mailbox full": LMTP 552 5.2.2, or 452 4.2.2 with `quota_full_tempfail`; exit 73
+        /// or 75). Only delivery meets it: POP3 retrieval and deletion are never blocked.
+        case overQuota
     }
 
     public var kind: Kind
@@ -50,11 +54,17 @@ public struct BackendError: Error, Hashable, Sendable, CustomStringConvertible {
         BackendError(.noSuchUser, message: "No such user", logDetail: "no such user: \(name)")
     }
 
-    /// Whether a later retry may succeed (delivery: LMTP 4xx, exit 75).
+    /// The recipient's mailbox is full; `logDetail` says by how much.
+    public static func overQuota(_ logDetail: String) -> BackendError {
+        BackendError(.overQuota, message: "Mailbox full", logDetail: logDetail)
+    }
+
+    /// Whether a later retry may succeed (delivery: LMTP 4xx, exit 75). Over quota is
+    /// permanent here; a server with `quota_full_tempfail` renders it as temporary itself.
     public var isTemporary: Bool {
         switch kind {
         case .temporary, .inUse, .loginDelay, .unavailable: true
-        case .authFailed, .permanent, .noSuchUser: false
+        case .authFailed, .permanent, .noSuchUser, .overQuota: false
         }
     }
 
@@ -68,6 +78,7 @@ public struct BackendError: Error, Hashable, Sendable, CustomStringConvertible {
         case .temporary: "SYS/TEMP"
         case .permanent, .noSuchUser: "SYS/PERM"
         case .unavailable: "-"
+        case .overQuota: "OVER-QUOTA"
         }
     }
 

@@ -9,7 +9,7 @@ extension BackendError {
         case .inUse: .inUse
         case .loginDelay: .loginDelay
         case .temporary: .sysTemp
-        case .permanent, .noSuchUser: .sysPerm
+        case .permanent, .noSuchUser, .overQuota: .sysPerm
         case .unavailable: nil
         }
     }

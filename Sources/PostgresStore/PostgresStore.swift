@@ -113,9 +113,19 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         let logger = self.logger
         do {
             return try await leased("user lookup") { connection in
-                let rows = try await connection.query("SELECT name, password, home, extra_fields FROM users WHERE name = \(name)", logger: logger)
-                for try await (name, password, home, extra) in rows.decode((String, String, String?, String).self) {
-                    return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: AuthenticatedUser.parseExtraFields(extra))
+                // quota_rule through to_jsonb: NULL, not an error, on a schema older than version
+                // 4, so `postie deliver` (which does not check the schema) keeps delivering
+                // between an upgrade of the binary and `postie db migrate`.
+                let rows = try await connection.query(
+                    "SELECT name, password, home, extra_fields, to_jsonb(users) ->> 'quota_rule' FROM users WHERE name = \(name)", logger: logger)
+                for try await (name, password, home, extra, quota) in rows.decode((String, String, String?, String, String?).self) {
+                    var fields = AuthenticatedUser.parseExtraFields(extra)
+                    // The column wins over a quota_rule in extra_fields (schema version 4).
+                    if let quota, !quota.isEmpty {
+                        for key in fields.keys where key.hasPrefix("quota_rule") || key.hasPrefix("userdb_quota_rule") { fields[key] = nil }
+                        fields["quota_rule"] = quota
+                    }
+                    return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: fields)
                 }
                 return nil
             }

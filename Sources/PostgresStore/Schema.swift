@@ -106,6 +106,12 @@ public enum Schema {
             )
             """,
         ]),
+        // Quotas (docs/postgres.md): a user's Dovecot quota_rule as a column of its own, so an
+        // administrator can set it with one UPDATE; NULL or '' uses the server's
+        // --default-quota. A nullable column without a default rewrites nothing.
+        Migration(version: 4, description: "users.quota_rule", statements: [
+            "ALTER TABLE users ADD COLUMN quota_rule text",
+        ]),
     ]
 
     /// The newest version this build knows.

@@ -45,6 +45,10 @@ public struct Delivery: Sendable {
     public var input: Int32 = 0
     /// How the recipient is normalised before lookup, as `serve` normalises logins.
     public var usernameFormat = UsernameFormat.dovecotDefault
+    /// Dovecot's `quota_full_tempfail`: over quota exits 75 (the MTA retries) instead of 73.
+    public var quotaFullTempfail = false
+    /// The quota of users without their own `quota_rule` (`--default-quota`).
+    public var defaultQuota: String?
 
     public init(user: String) {
         self.user = user
@@ -61,11 +65,18 @@ public struct Delivery: Sendable {
         case .success(let format): delivery.usernameFormat = format
         case .failure(let failure): return Outcome(status: .usage, message: "--\(failure.setting.spec.flag ?? failure.setting.key): \(failure.message)")
         }
-        let factory: StoreFactory
+        var factory: StoreFactory
         do {
             factory = try StoreFactory.choose(store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database, for: .deliver)
         } catch {
             return Outcome(status: .usage, message: error.description)
+        }
+        if let defaultQuota {
+            do {
+                factory.defaultQuota = try QuotaRule(parsing: defaultQuota)
+            } catch {
+                return Outcome(status: .usage, message: "--default-quota: \(error)")
+            }
         }
         return await delivery.run(factory)
     }
@@ -143,6 +154,11 @@ public struct Delivery: Sendable {
         let results = await delivery.deliver(message, to: [recipient])
         guard let error = results.first ?? nil else { return .delivered }
         if error.kind == .noSuchUser { return Outcome(status: .noUser, message: "no such user: \(recipient)") }
+        if error.kind == .overQuota {
+            // RFC 3463 X.2.2; Dovecot's dovecot-lda -e exits 77 here, see docs/lmtp.md.
+            let detail = error.logDetail.map { " (\($0))" } ?? ""
+            return Outcome(status: quotaFullTempfail ? .tempFail : .cannotCreate, message: "delivery to \(recipient) failed: Mailbox full\(detail)")
+        }
         let detail = error.logDetail.map { "\(error.message) (\($0))" } ?? error.message
         return Outcome(status: error.isTemporary ? .tempFail : .cannotCreate, message: "delivery to \(recipient) failed: \(detail)")
     }

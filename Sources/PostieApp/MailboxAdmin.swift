@@ -38,10 +38,15 @@ public struct MailboxAdmin: Sendable {
 
     /// The settings from the flags and `--config`; their errors are a usage error (exit 64).
     public static func load(_ options: MailboxStoreOptions) async throws -> MailboxAdmin {
-        let settings = await ServerSettings.load(flags: FlagValues.collect(options).flags, configFile: options.config)
+        try await load(flags: FlagValues.collect(options).flags, configFile: options.config)
+    }
+
+    /// The same from collected flags; `also`: more settings whose errors matter to the command.
+    static func load(flags: FlagValues, configFile: String?, also: [Setting] = []) async throws -> MailboxAdmin {
+        let settings = await ServerSettings.load(flags: flags, configFile: configFile)
         // Only the settings that find users and mail matter here (a config file without a
         // listener, say, is fine).
-        let relevant = Self.storeSettings.flatMap { [settings.origin($0), "--" + ($0.spec.flag ?? $0.key)] }
+        let relevant = (Self.storeSettings + also).flatMap { [settings.origin($0), "--" + ($0.spec.flag ?? $0.key)] }
         let problems = settings.errors.filter { problem in relevant.contains { problem.setting == $0 } || problem.setting == "--config" }
             .map(\.description)
         if !problems.isEmpty { throw ValidationError(problems.joined(separator: "\n")) }

@@ -45,6 +45,8 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.lmtpRecipient), help: .setting(.lmtpRecipient)) public var lmtpRecipient: String?
     @Option(name: .setting(.lmtpSpoolDir), help: .setting(.lmtpSpoolDir)) public var lmtpSpoolDir: String?
     @Option(name: .setting(.deletedRetention), help: .setting(.deletedRetention)) public var deletedRetention: String?
+    @Option(name: .setting(.defaultQuota), help: .setting(.defaultQuota)) public var defaultQuota: String?
+    @Flag(name: .setting(.quotaFullTempfail), help: .setting(.quotaFullTempfail)) public var quotaFullTempfail = false
 
     public init() {}
 }

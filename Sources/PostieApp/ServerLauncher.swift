@@ -110,7 +110,10 @@ public enum ServerLauncher {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         let backend: StoreFactory.Backend
         do {
-            backend = try await StoreFactory(settings).open(threadPool: threadPool, logger: logger, checkSchema: true)
+            var factory = StoreFactory(settings)
+            let quotaMetrics = QuotaMetrics()
+            factory.quotaObserver = { user, rule, usage in quotaMetrics.observe(user: user, rule: rule, usage: usage) }
+            backend = try await factory.open(threadPool: threadPool, logger: logger, checkSchema: true)
         } catch {
             throw ConfigurationError(error.description)
         }
@@ -185,6 +188,9 @@ public enum ServerLauncher {
                 store: retaining, retention: settings.deletedRetention,
                 users: { try await passwdFile?.allUsers() ?? [] }, logger: logger)))
             logger.info("master: Deleted mail is kept for \(settings.deletedRetention)")
+        }
+        if let quota = settings.defaultQuota {
+            logger.info("master: Default quota \(quota) for users without a quota_rule\(settings.quotaFullTempfail ? " (over quota: 452 4.2.2)" : "")")
         }
         if let certificates, let watch {
             services.append(.init(service: CertificateWatcher(reloader: certificates, initial: watch, threadPool: threadPool, logger: logger)))

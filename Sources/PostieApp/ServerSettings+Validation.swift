@@ -163,7 +163,8 @@ extension ServerSettings {
             recipientMapping: lmtpRecipient,
             spoolDirectory: lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory(),
             idleTimeout: idleTimeout,
-            usernameFormat: usernameFormat
+            usernameFormat: usernameFormat,
+            quotaFullTempfail: quotaFullTempfail
         )
     }
 }

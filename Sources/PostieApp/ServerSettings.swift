@@ -71,6 +71,10 @@ public struct ServerSettings: Sendable {
     public var lmtpMaxRecipients = LMTPLimits.defaultMaxRecipients
     public var lmtpRecipient = RecipientMapping.auto
     public var lmtpSpoolDir: String?
+    /// The quota of users without their own `quota_rule` (`default_quota`); nil: no limit.
+    public var defaultQuota: QuotaRule?
+    /// Dovecot's `quota_full_tempfail`: over quota is temporary (LMTP 452 4.2.2, exit 75).
+    public var quotaFullTempfail = false
     /// Dovecot's pop3_uidl_format; nil: Dovecot's default on Maildirs with a dovecot-uidlist,
     /// Postie's own form elsewhere (see UIDLSettings).
     public var uidlFormat: UIDLFormat?
@@ -347,6 +351,17 @@ public struct ServerSettings: Sendable {
         show(.lmtpRecipient, raw: lmtpRecipient.rawValue)
         lmtpSpoolDir = input.string(.lmtpSpoolDir)
         show(.lmtpSpoolDir, lmtpSpoolDir ?? LMTPServerConfiguration.defaultSpoolDirectory())
+        if let text = input.string(.defaultQuota), !text.isEmpty {
+            do {
+                let rule = try QuotaRule(parsing: text)
+                defaultQuota = rule.isUnlimited ? nil : rule
+            } catch {
+                problem(.defaultQuota, error.description)
+            }
+        }
+        show(.defaultQuota, defaultQuota?.description, comment: defaultQuota == nil ? "no limit for users without a quota_rule" : nil)
+        quotaFullTempfail = input.bool(.quotaFullTempfail) ?? false
+        show(.quotaFullTempfail, raw: "\(quotaFullTempfail)")
 
         if let text = input.string(.pop3UIDLFormat), !text.isEmpty {
             do {

@@ -57,6 +57,8 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case lmtpMaxRecipients = "lmtp_max_recipients"
     case lmtpRecipient = "lmtp_recipient"
     case lmtpSpoolDir = "lmtp_spool_dir"
+    case defaultQuota = "default_quota"
+    case quotaFullTempfail = "quota_full_tempfail"
     case pop3UIDLFormat = "pop3_uidl_format"
     case pop3ReuseXUIDL = "pop3_reuse_xuidl"
     case authUsernameFormat = "auth_username_format"
@@ -118,6 +120,8 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .lmtpMaxRecipients: Spec(flag: "lmtp-max-recipients", valueName: "n", help: "RCPT TO per LMTP transaction before 452 (default 100).", defaultText: "100")
         case .lmtpRecipient: Spec(flag: "lmtp-recipient", valueName: "mapping", help: "Which user an LMTP recipient is: full (the whole address, Dovecot's default), local (the local part) or auto (the whole address if the user exists, else the local part; default).", defaultText: "auto")
         case .lmtpSpoolDir: Spec(flag: "lmtp-spool-dir", valueName: "dir", help: "Where incoming LMTP messages are spooled while received (default $TMPDIR or /tmp).", defaultText: "$TMPDIR or /tmp")
+        case .defaultQuota: Spec(flag: "default-quota", valueName: "rule", help: "The quota of users without a quota_rule of their own, in Dovecot's quota_rule syntax: *:storage=1G, *:messages=10000, or both (*:storage=1G:messages=10000); default: no limit.", defaultText: "none")
+        case .quotaFullTempfail: Spec(flag: "quota-full-tempfail", valueName: nil, help: "Over quota, answer LMTP 452 4.2.2 (the sender keeps the message and retries) instead of 552 5.2.2 (it bounces), as Dovecot's quota_full_tempfail.", defaultText: "false")
         case .pop3UIDLFormat: Spec(flag: "pop3-uidl-format", valueName: "format", help: "UIDLs as Dovecot's pop3_uidl_format makes them: %u UID, %v UIDVALIDITY, %f file name, %g GUID, e.g. %08Xu%08Xv (Dovecot's default); see docs/migration.md.", defaultText: "none")
         case .pop3ReuseXUIDL: Spec(flag: "pop3-reuse-xuidl", valueName: nil, help: "Use a message's X-UIDL: header as its UIDL when it has one (Dovecot's pop3_reuse_xuidl).", defaultText: "false")
         case .authUsernameFormat: Spec(flag: "username-format", valueName: "format", help: "How login names are normalised before any lookup, as Dovecot's auth_username_format: %Lu lower-cased (default), %u as typed, %Ln local part, %Ld domain.", defaultText: "%Lu")

@@ -93,6 +93,10 @@ public struct StoreFactory: Sendable {
     public var deletedRetention = DeletedRetention(seconds: 0)
     /// Pooled database connections; nil: the settings' or the default.
     public var poolSize: Int?
+    /// The quota of users without a `quota_rule` of their own (`default_quota`); nil: none.
+    public var defaultQuota: QuotaRule?
+    /// Told each quota usage a delivery measured (`serve` feeds the over-90 % gauge).
+    public var quotaObserver: (@Sendable (String, QuotaRule, QuotaUsage) -> Void)?
 
     public init(_ location: Location) {
         self.location = location
@@ -158,6 +162,7 @@ public struct StoreFactory: Sendable {
         uidl = UIDLSettings(format: settings.uidlFormat, reuseXUIDL: settings.reuseXUIDL)
         expireDays = Int(settings.expire)
         deletedRetention = settings.deletedRetention
+        defaultQuota = settings.defaultQuota
     }
 
     /// Fully resolved database options for `serve` (the settings' pool, timeouts, keepalive).
@@ -215,7 +220,12 @@ public struct StoreFactory: Sendable {
     public struct Backend: Sendable {
         public let users: any UserDatabase
         public let store: any MailStore
+        /// Delivery with quotas enforced (``QuotaDelivery``).
         public let delivery: any MailDelivery
+        /// How much of a quota a mailbox uses.
+        public let quotaUsage: any QuotaUsageSource
+        /// The quota of users without their own.
+        public let defaultQuota: QuotaRule?
         /// The passwd-file, to load once privileges are dropped; nil with PostgreSQL.
         public let passwdFile: PasswdFileDatabase?
         /// The database whose pool must run while the backend is used; nil with files.
@@ -242,14 +252,21 @@ public struct StoreFactory: Sendable {
             var maildirs = MaildirStore(template: maildir ?? "", threadPool: threadPool, logger: logger, expireDays: expireDays, uidl: uidl)
             maildirs.dovecotControlTemplate = dovecotControl
             maildirs.deletedRetention = deletedRetention
-            let delivery = MaildirDelivery(store: maildirs, users: users, logger: logger)
-            return Backend(users: users, store: maildirs, delivery: delivery, passwdFile: users, postgres: nil)
+            let delivery = QuotaDelivery(
+                MaildirDelivery(store: maildirs, users: users, logger: logger), users: users, usage: maildirs,
+                defaultRule: defaultQuota, observe: quotaObserver)
+            return Backend(
+                users: users, store: maildirs, delivery: delivery, quotaUsage: maildirs, defaultQuota: defaultQuota, passwdFile: users,
+                postgres: nil)
         case .postgres(let flags):
             let (url, database) = try postgres(flags, threadPool: threadPool, logger: logger)
             if checkSchema, let problem = await Self.schemaProblem(store: database) {
                 throw .database("\(url): \(problem)")
             }
-            return Backend(users: database, store: database, delivery: database, passwdFile: nil, postgres: database)
+            let delivery = QuotaDelivery(database, users: database, usage: database, defaultRule: defaultQuota, observe: quotaObserver)
+            return Backend(
+                users: database, store: database, delivery: delivery, quotaUsage: database, defaultQuota: defaultQuota, passwdFile: nil,
+                postgres: database)
         }
     }
 

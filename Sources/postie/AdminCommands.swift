@@ -7,14 +7,14 @@ import PostieApp
 struct AdminCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin",
-        abstract: "Control a running server: who, kick, penalty, unban, reload.",
+        abstract: "Control a running server: who, kick, penalty, unban, reload; and show a user's quota.",
         discussion: """
         Talks to the server's control socket (--control-socket, default /run/postie/control.sock; \
         mode 0600, so run it as root or as the server's --run-as user). Exit status: 0 done, \
         1 nothing matched (kick, unban), 2 the server refused the request, 69 the server cannot \
-        be reached.
+        be reached. `quota` reads the store itself, with the store flags of `postie mailbox`.
         """,
-        subcommands: [Who.self, Kick.self, Penalty.self, Unban.self, Reload.self]
+        subcommands: [Who.self, Kick.self, Penalty.self, Unban.self, Reload.self, AdminQuota.self]
     )
 
     /// Options every subcommand takes.

@@ -18,7 +18,8 @@ struct Deliver: AsyncParsableCommand {
           64  usage error (EX_USAGE)
           65  bad input: empty, or larger than --max-size (EX_DATAERR; the MTA bounces it)
           67  no such user (EX_NOUSER)
-          73  the mailbox cannot be created: permissions, a file in the way (EX_CANTCREAT)
+          73  the mailbox cannot be created: permissions, a file in the way; or the user is
+              over quota (EX_CANTCREAT; 75 instead with --quota-full-tempfail)
           74  reading standard input failed (EX_IOERR)
           75  temporary failure, try again later: disk full, user database unreadable (EX_TEMPFAIL)
           78  --store postgres without a usable database URL (EX_CONFIG)
@@ -54,6 +55,10 @@ struct Deliver: AsyncParsableCommand {
     @Option(name: .customLong("spool-dir"), help: ArgumentHelp("Where the message is spooled while read (default $TMPDIR or /tmp).", valueName: "dir"))
     var spoolDir: String?
 
+    @Option(name: .setting(.defaultQuota), help: .setting(.defaultQuota)) var defaultQuota: String?
+    @Flag(name: .setting(.quotaFullTempfail), help: ArgumentHelp("Over quota, exit 75 (EX_TEMPFAIL: the MTA keeps the message and retries) instead of 73, as Dovecot's quota_full_tempfail."))
+    var quotaFullTempfail = false
+
     @Option(name: .setting(.authUsernameFormat), help: .setting(.authUsernameFormat)) var usernameFormat: String?
     @Option(name: .setting(.authDefaultDomain), help: .setting(.authDefaultDomain)) var defaultDomain: String?
 
@@ -61,6 +66,8 @@ struct Deliver: AsyncParsableCommand {
         var delivery = Delivery(user: user)
         delivery.maxSize = maxSize
         delivery.spoolDirectory = spoolDir
+        delivery.defaultQuota = defaultQuota
+        delivery.quotaFullTempfail = quotaFullTempfail
         let outcome = await delivery.run(
             store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database.source,
             usernameFormat: usernameFormat, defaultDomain: defaultDomain)

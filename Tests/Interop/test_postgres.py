@@ -84,9 +84,9 @@ def lock_holder_pid(pgdb, user: str) -> int | None:
 
 
 def test_migrate_is_versioned_and_idempotent(pgdb):
-    assert pgdb.psql("SELECT version FROM schema_version ORDER BY version") == "1\n2\n3"
+    assert pgdb.psql("SELECT version FROM schema_version ORDER BY version") == "1\n2\n3\n4"
     r = pgdb.postie("db", "migrate")
-    assert "up to date (version 3)" in r.stdout, r.stdout
+    assert "up to date (version 4)" in r.stdout, r.stdout
     assert "***" in r.stdout and pgdb.server.password not in r.stdout + r.stderr  # never the password
     tables = pgdb.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")
     assert tables == "bodies,body_chunks,lockouts,mailboxes,messages,schema_version,users"
@@ -100,7 +100,7 @@ def test_migrate_is_versioned_and_idempotent(pgdb):
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum("migrated" in o for o, _ in outs) == 1, outs
-    assert pgdb.server.psql("SELECT count(*) FROM schema_version", database=name) == "3"
+    assert pgdb.server.psql("SELECT count(*) FROM schema_version", database=name) == "4"
     pgdb.server.drop_database(name)
 
 

@@ -50,6 +50,25 @@ struct LMTPSessionStateMachineTests {
         #expect(code(m.receive(.mail(from: "", parameters: []))) == 250)
     }
 
+    @Test func mailboxFullIs552Or452PerRecipient() {
+        var m = machine()
+        _ = m.receive(.lhlo("mx"))
+        _ = m.receive(.mail(from: "s@x", parameters: []))
+        for user in ["alice", "bob", "carol"] {
+            _ = m.receive(.rcpt(to: user, parameters: []))
+            _ = m.recipientLookedUp(user: user)
+        }
+        _ = m.receive(.data)
+        _ = m.spoolOpened()
+        #expect(m.dataReceived(size: 10) == .deliver(users: ["alice", "bob", "carol"]))
+        #expect(m.delivered([.mailboxFull("Mailbox full", temporary: false), .delivered, .mailboxFull("Mailbox full", temporary: true)]) == .sendEach([
+            LMTPReply(552, "5.2.2", "<alice> Mailbox full"),
+            LMTPReply(250, "2.0.0", "<bob> Saved"),
+            LMTPReply(452, "4.2.2", "<carol> Mailbox full"),
+        ]))
+        #expect(m.state == .ready)
+    }
+
     @Test func commandOrderIsEnforced() {
         var m = machine()
         #expect(m.receive(.mail(from: "a", parameters: [])) == .send(.badSequenceLHLO))

@@ -47,10 +47,12 @@ struct LiveLMTPServer {
     let port: Int
     let task: Task<Void, any Error>
 
-    static func start(_ delivery: MemoryDelivery, maxSize: Int = 1 << 20, spool: String = NSTemporaryDirectory()) async throws -> LiveLMTPServer {
+    static func start(
+        _ delivery: MemoryDelivery, maxSize: Int = 1 << 20, spool: String = NSTemporaryDirectory(), quotaFullTempfail: Bool = false
+    ) async throws -> LiveLMTPServer {
         let configuration = LMTPServerConfiguration(
             listeners: [Listener(parsing: "127.0.0.1:0")!],
-            hostname: "lmtp.test", maxMessageSize: maxSize, maxRecipients: 3, spoolDirectory: spool
+            hostname: "lmtp.test", maxMessageSize: maxSize, maxRecipients: 3, spoolDirectory: spool, quotaFullTempfail: quotaFullTempfail
         )
         let server = LMTPServer(configuration: configuration, delivery: delivery, threadPool: .singleton, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let bound = try await server.bind()
@@ -149,6 +151,32 @@ struct LMTPServerTests {
         try await client.send("MAIL FROM:<>\r\nRCPT TO:<lookup-fails>\r\n")
         #expect(try await client.replies(2) == ["250 2.1.0 OK", "451 4.3.0 Temporary user lookup failure, try again later"])
         await client.close()
+    }
+
+    @Test(arguments: [false, true])
+    func overQuotaIsMailboxFull(tempfail: Bool) async throws {
+        let delivery = MemoryDelivery(users: ["alice", "full"], failing: ["full": .overQuota("2000 octets + 3 exceeds *:storage=2000B")])
+        let live = try await LiveLMTPServer.start(delivery, quotaFullTempfail: tempfail)
+        defer { live.task.cancel() }
+        let client = try await RawClient(port: live.port)
+        _ = try await client.reply()
+        try await client.send("LHLO mx\r\nMAIL FROM:<>\r\nRCPT TO:<full>\r\nRCPT TO:<alice>\r\nDATA\r\n")
+        _ = try await client.replies(5)
+        try await client.send("x\r\n.\r\n")
+        // RFC 3463 X.2.2; the detail stays in the log.
+        #expect(try await client.replies(2) == [
+            tempfail ? "452 4.2.2 <full> Mailbox full" : "552 5.2.2 <full> Mailbox full",
+            "250 2.0.0 <alice> Saved",
+        ])
+        #expect(delivery.stored.withLockedValue { $0["full"] } == nil)
+        await client.close()
+    }
+
+    @Test func failuresBecomeOutcomes() {
+        #expect(DeliveryOutcome(.overQuota("d"), quotaFullTempfail: false) == .mailboxFull("Mailbox full", temporary: false))
+        #expect(DeliveryOutcome(.overQuota("d"), quotaFullTempfail: true) == .mailboxFull("Mailbox full", temporary: true))
+        #expect(DeliveryOutcome(.temporary("d"), quotaFullTempfail: false) == .temporaryFailure("Temporary server failure, try again later."))
+        #expect(DeliveryOutcome(.permanent("d"), quotaFullTempfail: true) == .permanentFailure("Permanent server failure."))
     }
 
     @Test func oversizedMessageIsReadAndRefused() async throws {

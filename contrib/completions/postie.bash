@@ -186,9 +186,9 @@ _postie() {
 
 _postie_serve() {
     repeating_flags=()
-    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --demo --version -h --help)
+    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --quota-full-tempfail --demo --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -326,6 +326,9 @@ _postie_serve() {
         return
         ;;
     '--deleted-retention')
+        return
+        ;;
+    '--default-quota')
         return
         ;;
     esac
@@ -395,9 +398,9 @@ _postie_config() {
 
 _postie_config_check() {
     repeating_flags=()
-    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --version -h --help)
+    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --quota-full-tempfail --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -535,6 +538,9 @@ _postie_config_check() {
         return
         ;;
     '--deleted-retention')
+        return
+        ;;
+    '--default-quota')
         return
         ;;
     esac
@@ -735,9 +741,9 @@ _postie_pw_hash() {
 
 _postie_deliver() {
     repeating_flags=()
-    non_repeating_flags=(--version -h --help)
+    non_repeating_flags=(--quota-full-tempfail --version -h --help)
     repeating_options=()
-    non_repeating_options=(--user --maildir --dovecot-control --passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --max-size --spool-dir --username-format --default-domain)
+    non_repeating_options=(--user --maildir --dovecot-control --passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --max-size --spool-dir --default-quota --username-format --default-domain)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -773,6 +779,9 @@ _postie_deliver() {
         return
         ;;
     '--spool-dir')
+        return
+        ;;
+    '--default-quota')
         return
         ;;
     '--username-format')
@@ -1257,13 +1266,13 @@ _postie_admin() {
     unset 'unparsed_words[0]'
     unparsed_words=("${unparsed_words[@]}")
     case "${subcommand}" in
-    who|kick|penalty|unban|reload)
+    who|kick|penalty|unban|reload|quota)
         # Offer subcommand argument completions
         "_postie_admin_${subcommand}"
         ;;
     *)
         # Offer subcommand completions
-        COMPREPLY+=($(compgen -W 'who kick penalty unban reload' -- "${cur}"))
+        COMPREPLY+=($(compgen -W 'who kick penalty unban reload quota' -- "${cur}"))
         ;;
     esac
 }
@@ -1341,6 +1350,57 @@ _postie_admin_reload() {
     # Offer option value completions
     case "${prev}" in
     '--control-socket')
+        return
+        ;;
+    esac
+}
+
+_postie_admin_quota() {
+    repeating_flags=()
+    non_repeating_flags=(--json --pop3-reuse-xuidl --version -h --help)
+    repeating_options=()
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --default-quota)
+    __postie_offer_flags_options 1
+
+    # Offer option value completions
+    case "${prev}" in
+    '--passwd-file')
+        return
+        ;;
+    '--maildir')
+        return
+        ;;
+    '--dovecot-control')
+        return
+        ;;
+    '--store')
+        return
+        ;;
+    '--pop3-uidl-format')
+        return
+        ;;
+    '--username-format')
+        return
+        ;;
+    '--default-domain')
+        return
+        ;;
+    '--database-url-file')
+        return
+        ;;
+    '--database-pool-size')
+        return
+        ;;
+    '--database-connect-timeout')
+        return
+        ;;
+    '--database-keepalive')
+        return
+        ;;
+    '--config')
+        return
+        ;;
+    '--default-quota')
         return
         ;;
     esac
