@@ -20,28 +20,9 @@ public struct FileIdentity: Hashable, Sendable, CustomStringConvertible {
         public var inode: UInt64
         public var size: Int64
         public var mtimeSeconds: Int
-        public var mtimeNanoseconds: Int
-        public var ctimeSeconds: Int
-        public var ctimeNanoseconds: Int
-
-        public init(device: UInt64, inode: UInt64, size: Int64, mtimeSeconds: Int, mtimeNanoseconds: Int = 0,
-                    ctimeSeconds: Int = 0, ctimeNanoseconds: Int = 0) {
-            self.device = device
-            self.inode = inode
-            self.size = size
-            self.mtimeSeconds = mtimeSeconds
-            self.mtimeNanoseconds = mtimeNanoseconds
-            self.ctimeSeconds = ctimeSeconds
-            self.ctimeNanoseconds = ctimeNanoseconds
-        }
-
-        init(_ st: stat) {
-            self.init(
-                device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
-                mtimeSeconds: Int(st.st_mtim.tv_sec), mtimeNanoseconds: Int(st.st_mtim.tv_nsec),
-                ctimeSeconds: Int(st.st_ctim.tv_sec), ctimeNanoseconds: Int(st.st_ctim.tv_nsec)
-            )
-        }
+        public var mtimeNanoseconds = 0
+        public var ctimeSeconds = 0
+        public var ctimeNanoseconds = 0
     }
 
     /// The file the path resolves to.
@@ -68,5 +49,15 @@ public struct FileIdentity: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         "inode \(target.device):\(target.inode), \(target.size) bytes, mtime \(target.mtimeSeconds).\(target.mtimeNanoseconds)"
             + (link.map { ", via link inode \($0.inode)" } ?? "")
+    }
+}
+
+extension FileIdentity.Status {
+    init(_ st: stat) {
+        self.init(
+            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
+            mtimeSeconds: Int(st.st_mtim.tv_sec), mtimeNanoseconds: Int(st.st_mtim.tv_nsec),
+            ctimeSeconds: Int(st.st_ctim.tv_sec), ctimeNanoseconds: Int(st.st_ctim.tv_nsec)
+        )
     }
 }

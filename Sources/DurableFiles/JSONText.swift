@@ -30,3 +30,24 @@ public enum JSONText {
         return out
     }
 }
+
+/// An optional that a synthesized `Encodable` writes as `null` when absent, instead of leaving
+/// its key out, so that every object a report prints has the same keys (`jq` filters and
+/// monitoring scripts can rely on them).
+@propertyWrapper
+public struct NullWhenAbsent<Value: Encodable>: Encodable {
+    public var wrappedValue: Value?
+
+    public init(wrappedValue: Value?) {
+        self.wrappedValue = wrappedValue
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        if let wrappedValue { try container.encode(wrappedValue) } else { try container.encodeNil() }
+    }
+}
+
+extension NullWhenAbsent: Sendable where Value: Sendable {}
+extension NullWhenAbsent: Equatable where Value: Equatable {}
+extension NullWhenAbsent: Hashable where Value: Hashable {}

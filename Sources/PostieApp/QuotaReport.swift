@@ -1,4 +1,5 @@
 import ArgumentParser
+import DurableFiles
 import Foundation
 import MailBackend
 import Metrics
@@ -8,13 +9,13 @@ import NIOConcurrencyHelpers
 public struct QuotaReport: Sendable, Equatable, Encodable {
     public var user: String
     /// The rule in force, in Dovecot's syntax (`*:storage=1G`); nil: no limit.
-    public var rule: String?
+    @NullWhenAbsent public var rule: String?
     /// Where the rule comes from: `user` (the user's quota_rule), `default` (default_quota), `none`.
     public var source: String
     public var storageUsed: Int64
-    public var storageLimit: Int64?
+    @NullWhenAbsent public var storageLimit: Int64?
     public var messagesUsed: Int64
-    public var messagesLimit: Int64?
+    @NullWhenAbsent public var messagesLimit: Int64?
 
     /// The report for one user: the rule the delivery would apply, and the usage it would see.
     public static func make(for user: AuthenticatedUser, defaultRule: QuotaRule?, usage: any QuotaUsageSource) async throws -> QuotaReport {
@@ -72,21 +73,6 @@ public struct QuotaReport: Sendable, Equatable, Encodable {
         encoder.outputFormatting = [.sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case user, rule, source, storageUsed, storageLimit, messagesUsed, messagesLimit
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(user, forKey: .user)
-        try container.encode(rule, forKey: .rule)
-        try container.encode(source, forKey: .source)
-        try container.encode(storageUsed, forKey: .storageUsed)
-        try container.encode(storageLimit, forKey: .storageLimit)
-        try container.encode(messagesUsed, forKey: .messagesUsed)
-        try container.encode(messagesLimit, forKey: .messagesLimit)
     }
 }
 

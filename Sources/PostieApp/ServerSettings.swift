@@ -158,6 +158,12 @@ public struct ServerSettings: Sendable {
             problem(setting, "must be a positive number, not \(v)")
             return nil
         }
+        /// The setting's positive value, else `current` (its default), shown as effective.
+        func positive(_ setting: Setting, else current: Int) -> Int {
+            let value = positive(setting) ?? current
+            show(setting, raw: "\(value)")
+            return value
+        }
         func listenerList(_ setting: Setting, implicitTLS: Bool) {
             for text in input.strings(setting) ?? [] {
                 if let listener = Listener(parsing: text, implicitTLS: implicitTLS) {
@@ -252,16 +258,11 @@ public struct ServerSettings: Sendable {
         show(.dovecotControl, dovecotControl, comment: dovecotControl == nil ? "dovecot-uidlist in the Maildir" : nil)
         runAs = input.string(.runAs)
         show(.runAs, runAs)
-        if let v = positive(.idleTimeout) { idleTimeout = v }
-        show(.idleTimeout, raw: "\(idleTimeout)")
-        if let v = positive(.loginTimeout) { loginTimeout = v }
-        show(.loginTimeout, raw: "\(loginTimeout)")
-        if let v = positive(.maxConnections) { limits.maxConnections = v }
-        show(.maxConnections, raw: "\(limits.maxConnections)")
-        if let v = positive(.maxConnectionsPerIP) { limits.maxConnectionsPerIP = v }
-        show(.maxConnectionsPerIP, raw: "\(limits.maxConnectionsPerIP)")
-        if let v = positive(.maxUserIPConnections) { limits.maxSessionsPerUserIP = v }
-        show(.maxUserIPConnections, raw: "\(limits.maxSessionsPerUserIP)")
+        idleTimeout = positive(.idleTimeout, else: idleTimeout)
+        loginTimeout = positive(.loginTimeout, else: loginTimeout)
+        limits.maxConnections = positive(.maxConnections, else: limits.maxConnections)
+        limits.maxConnectionsPerIP = positive(.maxConnectionsPerIP, else: limits.maxConnectionsPerIP)
+        limits.maxSessionsPerUserIP = positive(.maxUserIPConnections, else: limits.maxSessionsPerUserIP)
 
         func seconds(_ setting: Setting) -> TimeAmount? {
             guard let v = input.double(setting) else { return nil }
@@ -273,8 +274,7 @@ public struct ServerSettings: Sendable {
         show(.authFailureDelay, raw: "\(Double(bruteForce.initialDelay.nanoseconds) / 1e9)")
         if let v = seconds(.authFailureMaxDelay) { bruteForce.maximumDelay = v }
         show(.authFailureMaxDelay, raw: "\(Double(bruteForce.maximumDelay.nanoseconds) / 1e9)")
-        if let v = positive(.lockoutThreshold) { bruteForce.lockoutThreshold = v }
-        show(.lockoutThreshold, raw: "\(bruteForce.lockoutThreshold)")
+        bruteForce.lockoutThreshold = positive(.lockoutThreshold, else: bruteForce.lockoutThreshold)
         bruteForce.window = .seconds(Int64(positive(.lockoutWindow) ?? 300))
         show(.lockoutWindow, raw: "\(bruteForce.window.nanoseconds / 1_000_000_000)")
         bruteForce.lockoutDuration = .seconds(Int64(positive(.lockoutDuration) ?? 900))
@@ -337,10 +337,8 @@ public struct ServerSettings: Sendable {
             }
         }
         show(.listenLMTP, list: lmtpListeners.map(\.spec))
-        if let v = positive(.lmtpMaxSize) { lmtpMaxSize = v }
-        show(.lmtpMaxSize, raw: "\(lmtpMaxSize)")
-        if let v = positive(.lmtpMaxRecipients) { lmtpMaxRecipients = v }
-        show(.lmtpMaxRecipients, raw: "\(lmtpMaxRecipients)")
+        lmtpMaxSize = positive(.lmtpMaxSize, else: lmtpMaxSize)
+        lmtpMaxRecipients = positive(.lmtpMaxRecipients, else: lmtpMaxRecipients)
         if let text = input.string(.lmtpRecipient) {
             if let mapping = RecipientMapping(rawValue: text.lowercased()) {
                 lmtpRecipient = mapping

@@ -98,18 +98,6 @@ public final class SessionRegistry: Sendable {
         /// `TLSv1.3`, or nil for plaintext.
         public var tls: String?
         public var bytesSent: Int
-
-        public init(id: UInt64, protocolName: String, user: String?, address: String, port: Int?, since: Double, state: SessionState, tls: String?, bytesSent: Int) {
-            self.id = id
-            self.protocolName = protocolName
-            self.user = user
-            self.address = address
-            self.port = port
-            self.since = since
-            self.state = state
-            self.tls = tls
-            self.bytesSent = bytesSent
-        }
     }
 
     public enum SessionState: String, Sendable, Hashable, Codable {

@@ -118,9 +118,9 @@ struct RetainedJSON: Encodable {
     var uidl: String
     var size: Int
     var deletedAt: String
-    var address: String?
-    var messageId: String?
-    var subject: String?
+    @NullWhenAbsent var address: String?
+    @NullWhenAbsent var messageId: String?
+    @NullWhenAbsent var subject: String?
 
     init(_ message: RetainedMessage) {
         uidl = message.uidl
@@ -130,18 +130,6 @@ struct RetainedJSON: Encodable {
         messageId = message.messageID
         subject = message.subject
     }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(uidl, forKey: .uidl)
-        try container.encode(size, forKey: .size)
-        try container.encode(deletedAt, forKey: .deletedAt)
-        try container.encode(address, forKey: .address)
-        try container.encode(messageId, forKey: .messageId)
-        try container.encode(subject, forKey: .subject)
-    }
-
-    enum CodingKeys: String, CodingKey { case uidl, size, deletedAt, address, messageId, subject }
 
     static func table(_ messages: [RetainedMessage]) -> String {
         guard !messages.isEmpty else { return "no retained messages\n" }

@@ -1,6 +1,6 @@
-import DurableFiles
 import Testing
 
+@testable import DurableFiles
 @testable import ServerKit
 
 @Suite("Certificate watch: when renewed files are loaded")
