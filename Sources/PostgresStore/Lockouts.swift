@@ -24,13 +24,19 @@ extension PostgresStore {
     }
 
     /// Lifts the lockouts of every address in a network (`192.0.2.7/32`, `2001:db8::/48`);
-    /// returns the addresses.
+    /// returns the addresses. An IPv4 network also lifts its IPv4-mapped form (`::ffff:192.0.2.7`,
+    /// as a node listening on `[::]` sees IPv4 clients): `<<=` never matches across families.
     @discardableResult
     public func liftLockouts(in network: String) async throws -> [String] {
         let logger = self.logger
         return try await leased("lockouts") { connection in
             var lifted: [String] = []
-            let rows = try await connection.query("DELETE FROM lockouts WHERE address <<= \(network)::cidr RETURNING host(address)", logger: logger)
+            let rows = try await connection.query("""
+                DELETE FROM lockouts WHERE address <<= \(network)::cidr
+                   OR (family(\(network)::cidr) = 4
+                       AND address <<= ('::ffff:' || host(\(network)::cidr) || '/' || (96 + masklen(\(network)::cidr)))::cidr)
+                RETURNING host(address)
+                """, logger: logger)
             for try await address in rows.decode(String.self) { lifted.append(address) }
             return lifted
         }

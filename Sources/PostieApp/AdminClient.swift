@@ -35,6 +35,10 @@ public enum AdminClient {
             let reason = String(cString: strerror(errno))
             throw Unreachable(description: "cannot reach the server's control socket \(path): \(reason) (is `postie serve` running with this --control-socket, and may you open it?)")
         }
+        // A server that accepts and never answers (a wedged reload) must not hang the tool.
+        var timeout = timeval(tv_sec: Self.answerTimeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         do {
             try POSIX.writeAll(fd, Array((request.encoded() + "\n").utf8), path: path)
             var received: [UInt8] = []
@@ -54,9 +58,15 @@ public enum AdminClient {
                 throw Unreachable(description: "\(path): \(error)")
             }
         } catch let error as SystemError {
+            if error.errno == EAGAIN || error.errno == EWOULDBLOCK {
+                throw Unreachable(description: "\(path): no answer within \(Self.answerTimeout) s")
+            }
             throw Unreachable(description: "\(path): \(error)")
         }
     }
+
+    /// Seconds the tool waits for the server's answer.
+    static let answerTimeout = 30
 
     // MARK: - Output
 

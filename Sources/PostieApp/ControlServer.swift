@@ -54,11 +54,16 @@ public final class ControlServer: Service, Sendable {
             throw ConfigurationError("cannot listen on \(path): \(error)")
         }
         umask(previous)
-        guard chmod(path, 0o600) == 0 else {
+        // Nothing here follows a symbolic link: the run_as user may be able to write to a
+        // configured socket's directory and swap a link to /etc/shadow in after the bind, and
+        // root must not chmod or chown that. The socket was born 0600 (the umask); lstat checks
+        // it is still ours, and lchown gives it to the run_as user.
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK, info.st_mode & 0o077 == 0, info.st_uid == geteuid() else {
             try? await channel.channel.close()
-            throw ConfigurationError("cannot chmod \(path): \(String(cString: strerror(errno)))")
+            throw ConfigurationError("\(path) changed while it was created (not our 0600 socket any more)")
         }
-        if let owner, getuid() == 0, chown(path, owner.uid, owner.gid) != 0 {
+        if let owner, getuid() == 0, lchown(path, owner.uid, owner.gid) != 0 {
             // Root without CAP_CHOWN (contrib/systemd/postie.service keeps only what binding and
             // switching users need): the socket stays root's, so `postie admin` needs root.
             guard errno == EPERM else {

@@ -7,7 +7,8 @@ struct PostgresLockouts: LockoutSharing {
     let store: PostgresStore
 
     func publish(_ lockouts: [LockoutRecord]) async throws {
-        try await store.publishLockouts(lockouts.map { ($0.address, $0.remaining.nanoseconds / 1_000_000, $0.failures) })
+        // Only IP addresses: one `unknown` key would fail the ::inet cast and stop every share.
+        try await store.publishLockouts(lockouts.filter(\.hasIPAddress).map { ($0.address, $0.remaining.nanoseconds / 1_000_000, $0.failures) })
     }
 
     func lift(_ network: CIDR) async throws {

@@ -23,7 +23,7 @@ public struct LockoutStateFile: Sendable {
     /// The file's text for lockouts in force at wall-clock second `now`.
     public static func encode(_ records: [LockoutRecord], now: Int) -> String {
         var text = header
-        for record in records where record.remaining > .zero {
+        for record in records where record.remaining > .zero && record.hasIPAddress {
             // Rounded up: a lockout never ends early by being saved.
             let seconds = (record.remaining.nanoseconds + 999_999_999) / 1_000_000_000
             text += "\(record.address) \(now + Int(seconds)) \(record.failures)\n"

@@ -126,6 +126,9 @@ public struct UnbanResult: Sendable, Hashable {
 /// A lockout as it is saved across restarts.
 public struct LockoutRecord: Sendable, Hashable {
     public var address: String
+    /// Whether `address` is an IP address: failures of a client without one (a PROXY `LOCAL`
+    /// health check) are keyed `unknown`, which neither the file nor the database can hold.
+    public var hasIPAddress: Bool { CIDR.parseAddress(address) != nil }
     /// Time left.
     public var remaining: TimeAmount
     /// The failures that locked it.

@@ -20,6 +20,13 @@ struct LockoutsTests {
             #expect(try await store.liftLockouts(in: "192.0.2.0/24") == ["192.0.2.66"])
             #expect(try await store.liftLockouts(in: "198.51.100.0/24").isEmpty)
             #expect(try await store.currentLockouts().map(\.address) == ["2001:db8::66"])
+            // A node on [::] keys IPv4 clients as IPv4-mapped addresses; lifting the IPv4
+            // address (or a network around it) lifts those too.
+            try await store.publishLockouts([("::ffff:192.0.2.77", 900_000, 10)])
+            #expect(try await store.liftLockouts(in: "192.0.2.77/32") == ["::ffff:192.0.2.77"])
+            try await store.publishLockouts([("::ffff:192.0.2.78", 900_000, 10)])
+            #expect(try await store.liftLockouts(in: "192.0.2.0/24") == ["::ffff:192.0.2.78"])
+            #expect(try await store.currentLockouts().map(\.address) == ["2001:db8::66"])
         }
     }
 }

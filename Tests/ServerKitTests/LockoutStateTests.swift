@@ -16,6 +16,15 @@ struct LockoutStateTests {
         return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
     }
 
+    @Test func onlyIPAddressesAreWritten() {
+        // A client without an address (a PROXY LOCAL health check) is keyed `unknown`.
+        let text = LockoutStateFile.encode([
+            LockoutRecord(address: "unknown", remaining: .seconds(60), failures: 10),
+            LockoutRecord(address: "192.0.2.66", remaining: .seconds(60), failures: 10),
+        ], now: 1_000)
+        #expect(text == LockoutStateFile.header + "192.0.2.66 1060 10\n")
+    }
+
     @Test func aMissingFileIsNoLockouts() throws {
         let dir = Self.temporaryDirectory()
         defer { rmdir(dir) }
