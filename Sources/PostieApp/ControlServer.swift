@@ -18,7 +18,13 @@ public final class ControlServer: Service, Sendable {
     private let dispatcher: ControlDispatcher
     private let logger: Logger
     /// Open admin connections, closed at shutdown (a client may keep one open between requests).
-    private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    /// Open admin connections, and whether shutdown has begun (a connection accepted after it
+    /// is closed at once, so that it cannot hold shutdown up).
+    private let connections = NIOLockedValueBox<(open: [ObjectIdentifier: any Channel], closing: Bool)>(([:], false))
+    /// An admin connection idle this long is closed: a client that never finishes its line
+    /// must not hold a task and a descriptor for ever.
+    static let idleTimeout = TimeAmount.seconds(60)
+    static let idleFarewell = ControlResponse.failure("closed after \(idleTimeout.nanoseconds / 1_000_000_000) s without a request").encoded() + "\n"
 
     private init(path: String, channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, dispatcher: ControlDispatcher, logger: Logger) {
         self.path = path
@@ -46,7 +52,8 @@ public final class ControlServer: Service, Sendable {
             channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .bind(unixDomainSocketPath: path) { child in
                     child.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
+                        try child.pipeline.syncOperations.addHandler(IdleTimeoutHandler(timeout: Self.idleTimeout, farewell: Self.idleFarewell))
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
                     }
                 }
         } catch {
@@ -110,7 +117,11 @@ public final class ControlServer: Service, Sendable {
             }
         } onGracefulShutdown: {
             server.close(promise: nil)
-            for channel in self.connections.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
+            let open = self.connections.withLockedValue { state in
+                state.closing = true
+                return Array(state.open.values)
+            }
+            for channel in open { channel.close(promise: nil) }
         }
         unlink(path)
     }
@@ -118,14 +129,22 @@ public final class ControlServer: Service, Sendable {
     /// Answers request lines until the client closes.
     private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         let id = ObjectIdentifier(connection.channel)
-        connections.withLockedValue { $0[id] = connection.channel }
-        defer { _ = connections.withLockedValue { $0.removeValue(forKey: id) } }
+        let closing = connections.withLockedValue { state in
+            if !state.closing { state.open[id] = connection.channel }
+            return state.closing
+        }
+        guard !closing else {
+            try? await connection.channel.close()
+            return
+        }
+        defer { _ = connections.withLockedValue { $0.open.removeValue(forKey: id) } }
         try? await connection.executeThenClose { inbound, outbound in
             var pending = ByteBuffer()
             for try await var chunk in inbound {
                 pending.writeBuffer(&chunk)
                 while let newline = pending.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
                     let length = newline - pending.readerIndex
+                    guard length <= ControlRequest.maximumLineLength else { break }
                     let line = pending.readString(length: length) ?? ""
                     pending.moveReaderIndex(forwardBy: 1)
                     let response = await self.answer(line)

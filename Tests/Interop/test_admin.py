@@ -183,6 +183,15 @@ def test_the_socket_is_0600_and_unreachable_servers_exit_69(env, postie_bin):
     answers = held.makefile("rb")
     assert json.loads(answers.readline()) == {"ok": True, "sessions": []}
     assert json.loads(answers.readline())["ok"] is False
+    # A line over 4096 bytes is refused even when it arrives whole, and the connection ends.
+    long = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    long.connect(path)
+    long.sendall(b'{"command":"who","x":"' + b"a" * 5000 + b'"}\n')
+    refused = long.makefile("rb")
+    answer = json.loads(refused.readline())
+    assert answer["ok"] is False and "longer than 4096" in answer["error"], answer
+    assert refused.readline() == b"", "the connection is closed after an overlong line"
+    long.close()
     assert env.server.stop() == 0
     held.close()
     assert not os.path.exists(path), "the socket file is removed at shutdown"
