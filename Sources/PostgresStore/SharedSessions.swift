@@ -111,18 +111,23 @@ extension PostgresStore {
         }
     }
 
-    /// Kick requests after `id` made on other nodes, oldest first.
+    /// Kick requests after `id` (the latest when the node started) made on other nodes and not
+    /// yet answered by `node`, oldest first. Asking for the unanswered ones rather than those
+    /// after the last seen catches a request whose id committed after a higher one.
     public func kickRequests(after id: Int64, notFrom node: String) async throws -> [KickRequest] {
         let logger = self.logger
         return try await leased("sessions") { connection in
             let rows = try await connection.query("""
-                SELECT id, user_name, network, origin FROM kick_requests WHERE id > \(id) ORDER BY id
+                SELECT k.id, k.user_name, k.network, k.origin FROM kick_requests k
+                WHERE k.id > \(id) AND k.origin <> \(node)
+                  AND NOT EXISTS (SELECT 1 FROM kick_results r WHERE r.request_id = k.id AND r.node = \(node))
+                ORDER BY k.id
                 """, logger: logger)
             var requests: [KickRequest] = []
             for try await (id, user, network, origin) in rows.decode((Int64, String, String?, String).self) {
                 requests.append((id, user, network, origin))
             }
-            return requests.filter { $0.origin != node }
+            return requests
         }
     }
 

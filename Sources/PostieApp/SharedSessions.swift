@@ -47,12 +47,11 @@ struct SessionCluster: Sendable {
             tls: row.tls, bytesSent: row.bytesSent, protocol: row.protocolName, node: row.node)
     }
 
-    /// One pass: publishes this node's sessions, then carries out the kick requests after
-    /// `seen`; returns the last request handled.
-    func sync(after seen: Int64) async throws -> Int64 {
+    /// One pass: publishes this node's sessions, then carries out the kick requests made
+    /// after `start` (the latest when this node started) that it has not answered yet.
+    func sync(after start: Int64) async throws {
         try await store.publishSessions(node: node, Self.rows(registry.list(), node: node))
-        var seen = seen
-        for request in try await store.kickRequests(after: seen, notFrom: node) {
+        for request in try await store.kickRequests(after: start, notFrom: node) {
             var kicked = 0
             let network = request.network.flatMap { CIDR($0) }
             // The requesting node checked the network; one this node cannot read matches nothing.
@@ -63,9 +62,7 @@ struct SessionCluster: Sendable {
                 logger.info("master: admin kick from node \(request.origin): ending \(kicked) session(s) of user=<\(LogEscaping.escape(request.user))>")
             }
             try await store.answerKick(request.id, node: node, kicked: kicked)
-            seen = request.id
         }
-        return seen
     }
 
     /// Asks the other nodes to kick and waits up to ``kickWait`` for their answers.
@@ -96,15 +93,14 @@ struct SessionSync: Service {
 
     func run() async throws {
         let logger = cluster.logger
-        var seen: Int64?
+        var start: Int64?
         var failing = false
         logger.info("master: Node \(cluster.node): sessions shared with the other nodes through the database")
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 // Requests made before this node started are not replayed.
-                let start: Int64
-                if let seen { start = seen } else { start = try await cluster.store.latestKickRequest() }
-                seen = try await cluster.sync(after: start)
+                if start == nil { start = try await cluster.store.latestKickRequest() }
+                try await cluster.sync(after: start ?? 0)
                 if failing { logger.info("master: sessions shared with the other nodes again") }
                 failing = false
             } catch {
