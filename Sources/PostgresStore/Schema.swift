@@ -112,6 +112,52 @@ public enum Schema {
         Migration(version: 4, description: "users.quota_rule", statements: [
             "ALTER TABLE users ADD COLUMN quota_rule text",
         ]),
+        // Sessions on every node (docs/admin.md, Several nodes): each node replaces its rows
+        // every second and answers the kick requests of the others; a node whose heartbeat
+        // in `nodes` is older than 10 s has stopped, and its rows are ignored.
+        Migration(version: 5, description: "sessions and kick requests shared between nodes", statements: [
+            """
+            CREATE TABLE nodes (
+                node    text PRIMARY KEY,
+                seen_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            """
+            CREATE TABLE sessions (
+                node       text NOT NULL,
+                session_id bigint NOT NULL,
+                user_name  text NOT NULL,
+                address    text NOT NULL,
+                port       integer,
+                -- seconds since the Unix epoch: the login
+                since      double precision NOT NULL,
+                state      text NOT NULL,
+                tls        text,
+                bytes_sent bigint NOT NULL,
+                protocol   text NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (node, session_id)
+            )
+            """,
+            """
+            CREATE TABLE kick_requests (
+                id         bigserial PRIMARY KEY,
+                -- normalised as the requesting node logs users in
+                user_name  text NOT NULL,
+                network    text,
+                origin     text NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            """
+            CREATE TABLE kick_results (
+                request_id bigint NOT NULL,
+                node       text NOT NULL,
+                kicked     integer NOT NULL,
+                PRIMARY KEY (request_id, node)
+            )
+            """,
+        ]),
     ]
 
     /// The newest version this build knows.

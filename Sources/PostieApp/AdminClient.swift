@@ -72,13 +72,36 @@ public enum AdminClient {
 
     /// `who`: one row per session, columns aligned (doveadm who's layout, one row per session
     /// rather than per user).
+    /// A NODE column (`-` for the answering node's own sessions) only when a session is on
+    /// another node (`--store postgres`).
     public static func whoTable(_ sessions: [ControlResponse.Session]) -> String {
-        table(
-            header: ["USER", "ADDRESS", "SINCE", "STATE", "TLS", "BYTES SENT"],
+        let nodes = sessions.contains { $0.node != nil }
+        return table(
+            header: ["USER", "ADDRESS", "SINCE", "STATE", "TLS", "BYTES SENT"] + (nodes ? ["NODE"] : []),
             rows: sessions.map { session in
                 [session.user ?? "-", session.address, session.since, session.state, session.tls ?? "none", String(session.bytesSent)]
+                    + (nodes ? [session.node ?? "-"] : [])
             }
         )
+    }
+
+    /// `kick`: the sessions ended here and on the other nodes, and the nodes that did not
+    /// answer. The count is the total.
+    public static func kickReport(_ response: ControlResponse) -> (text: String, total: Int) {
+        let kicked = response.kicked ?? []
+        let updating = response.updating ?? []
+        let others = (response.otherNodes ?? []).filter { $0.kicked > 0 }
+        let total = kicked.count + others.reduce(0) { $0 + $1.kicked }
+        var lines = ["kicked \(total) session\(total == 1 ? "" : "s")"]
+        for session in kicked { lines.append("  \(session.user ?? "-") from \(session.address)") }
+        for other in others { lines.append("  \(other.kicked) on node \(other.node)") }
+        if !updating.isEmpty {
+            lines.append("\(updating.count) session\(updating.count == 1 ? " was" : "s were") already applying QUIT and will finish it")
+        }
+        if let silent = response.silentNodes, !silent.isEmpty {
+            lines.append("no answer in time from node\(silent.count == 1 ? "" : "s") \(silent.joined(separator: ", ")) (their sessions may still end within seconds)")
+        }
+        return (lines.joined(separator: "\n") + "\n", total)
     }
 
     /// `penalty`: one row per address or account.

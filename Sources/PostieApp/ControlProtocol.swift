@@ -88,9 +88,20 @@ public struct ControlResponse: Codable, Sendable, Hashable {
     public var penalties: [Penalty]?
     /// `unban`: the addresses or account whose penalty was lifted.
     public var lifted: [String]?
+    /// `kick` with `--store postgres`: the sessions the other nodes ended, and the running
+    /// nodes that did not answer in time.
+    public var otherNodes: [NodeKick]?
+    public var silentNodes: [String]?
+    /// `who` and `kick` with `--store postgres` when the other nodes could not be reached:
+    /// why (the answer then has this node's sessions only).
+    public var warning: String?
 
     public init(ok: Bool = true, error: String? = nil, message: String? = nil, sessions: [Session]? = nil, kicked: [Session]? = nil,
-                updating: [Session]? = nil, penalties: [Penalty]? = nil, lifted: [String]? = nil) {
+                updating: [Session]? = nil, penalties: [Penalty]? = nil, lifted: [String]? = nil,
+                otherNodes: [NodeKick]? = nil, silentNodes: [String]? = nil, warning: String? = nil) {
+        self.otherNodes = otherNodes
+        self.silentNodes = silentNodes
+        self.warning = warning
         self.ok = ok
         self.error = error
         self.message = message
@@ -102,6 +113,12 @@ public struct ControlResponse: Codable, Sendable, Hashable {
     }
 
     public static func failure(_ error: String) -> ControlResponse { ControlResponse(ok: false, error: error) }
+
+    enum CodingKeys: String, CodingKey {
+        case ok, error, message, sessions, kicked, updating, penalties, lifted, warning
+        case otherNodes = "other_nodes"
+        case silentNodes = "silent_nodes"
+    }
 
     /// One connection as `who` shows it.
     public struct Session: Codable, Sendable, Hashable {
@@ -116,8 +133,13 @@ public struct ControlResponse: Codable, Sendable, Hashable {
         public var tls: String?
         public var bytesSent: Int
         public var `protocol`: String
+        /// The node holding the session, for one on another node (`--store postgres`); nil
+        /// for the answering node's own.
+        public var node: String?
 
-        public init(user: String?, address: String, port: Int?, since: String, state: String, tls: String?, bytesSent: Int, protocol: String) {
+        public init(user: String?, address: String, port: Int?, since: String, state: String, tls: String?, bytesSent: Int, protocol: String,
+                    node: String? = nil) {
+            self.node = node
             self.user = user
             self.address = address
             self.port = port
@@ -129,8 +151,19 @@ public struct ControlResponse: Codable, Sendable, Hashable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case user, address, port, since, state, tls, `protocol`
+            case user, address, port, since, state, tls, `protocol`, node
             case bytesSent = "bytes_sent"
+        }
+    }
+
+    /// `kick` with `--store postgres`: what another node ended.
+    public struct NodeKick: Codable, Sendable, Hashable {
+        public var node: String
+        public var kicked: Int
+
+        public init(node: String, kicked: Int) {
+            self.node = node
+            self.kicked = kicked
         }
     }
 

@@ -176,11 +176,21 @@ struct ControlDispatcher: Sendable {
     let server: POP3Server
     let reloader: Reloader
     let logger: Logger
+    /// With `--store postgres`: the other nodes' sessions.
+    var cluster: SessionCluster?
 
     func answer(_ request: ControlRequest) async -> ControlResponse {
         switch request {
         case .who(let all):
-            return ControlResponse(sessions: server.sessions.list(all: all).map(Self.session))
+            var response = ControlResponse(sessions: server.sessions.list(all: all).map(Self.session))
+            if let cluster {
+                do {
+                    response.sessions! += try await cluster.remoteSessions()
+                } catch {
+                    response.warning = "the other nodes' sessions cannot be read: \(error)"
+                }
+            }
+            return response
         case .kick(let typed, let address):
             let user = server.configuration.usernameFormat.normalize(typed)
             var network: CIDR?
@@ -192,7 +202,17 @@ struct ControlDispatcher: Sendable {
             for session in kicked {
                 logger.info("master: admin kick: ending the session of user=<\(LogEscaping.escape(user))>, rip=\(session.address)")
             }
-            return ControlResponse(kicked: kicked.map(Self.session), updating: updating.map(Self.session))
+            var response = ControlResponse(kicked: kicked.map(Self.session), updating: updating.map(Self.session))
+            if let cluster {
+                do {
+                    let (others, silent) = try await cluster.kickElsewhere(user: user, network: network?.description)
+                    response.otherNodes = others
+                    response.silentNodes = silent
+                } catch {
+                    response.warning = "the other nodes cannot be asked to kick: \(error)"
+                }
+            }
+            return response
         case .reload:
             let outcome = await reloader.reload(trigger: "admin reload")
             return outcome.ok ? ControlResponse(message: outcome.message) : .failure(outcome.message)

@@ -131,8 +131,12 @@ public enum ServerLauncher {
         let lmtpBound = try await lmtp?.bind() ?? []
         let certificates = tls.map { CertificateReloader(tls: $0, metrics: metrics, threadPool: threadPool) }
         let reloader = Reloader(options: options, server: server, certificates: certificates, audit: audit, logger: logger)
+        // With PostgreSQL, `admin who` and `kick` reach the sessions of every node.
+        let cluster = backend.postgres.map {
+            SessionCluster(store: $0, node: SessionCluster.nodeName(), registry: server.sessions, logger: logger)
+        }
         // Bound as root (the default directory is root's), then given to the run_as user.
-        let control = try await bindControlSocket(settings, dispatcher: ControlDispatcher(server: server, reloader: reloader, logger: logger), logger: logger)
+        let control = try await bindControlSocket(settings, dispatcher: ControlDispatcher(server: server, reloader: reloader, logger: logger, cluster: cluster), logger: logger)
         if let control { services.append(.init(service: control)) }
         let bound = try await server.bind()
         if let endpoint = settings.metrics {
@@ -177,6 +181,8 @@ public enum ServerLauncher {
         // With PostgreSQL every node shares its lockouts through the database.
         let sharing = backend.postgres.map { PostgresLockouts(store: $0) }
         services.append(.init(service: LockoutKeeper(throttle: server.throttle, file: lockoutFile, sharing: sharing, threadPool: threadPool, logger: logger)))
+        // Before the server, so it withdraws this node's sessions once the server has stopped.
+        if let cluster { services.append(.init(service: SessionSync(cluster: cluster))) }
         if !bound.isEmpty { services.append(.init(service: BoundServer(server: server, bound: bound))) }
         if let lmtp { services.append(.init(service: BoundLMTPServer(server: lmtp, bound: lmtpBound))) }
         if settings.deletedRetention.isEnabled {

@@ -42,7 +42,7 @@ struct AdminCommand: ParsableCommand {
     struct Who: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List logged-in sessions: user, address, since, state, TLS, bytes sent.",
-            discussion: "Like doveadm who, but one row per session. SINCE is the login time (UTC); with --all, connections not yet logged in are listed too (user -, state AUTHORIZATION, SINCE their connect time)."
+            discussion: "Like doveadm who, but one row per session. SINCE is the login time (UTC); with --all, connections not yet logged in are listed too (user -, state AUTHORIZATION, SINCE their connect time). With --store postgres the other nodes' logged-in sessions are listed too, in a NODE column."
         )
         @Flag(help: "Print the server's JSON answer.") var json = false
         @Flag(help: "Include connections that have not logged in.") var all = false
@@ -50,6 +50,7 @@ struct AdminCommand: ParsableCommand {
 
         func run() throws {
             let (line, response) = try connection.send(.who(all: all))
+            if let warning = response.warning { FileHandleOutput.standardError("postie admin: warning: \(warning)\n") }
             print(json ? line : AdminClient.whoTable(response.sessions ?? []), terminator: json ? "\n" : "")
         }
     }
@@ -57,7 +58,7 @@ struct AdminCommand: ParsableCommand {
     struct Kick: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "End a user's sessions; they delete nothing.",
-            discussion: "Each session gets -ERR [SYS/TEMP] (RFC 3206) and is closed; its DELEs are not applied. A session already applying a QUIT finishes it. Prints how many sessions were kicked; exit status 1 if none."
+            discussion: "Each session gets -ERR [SYS/TEMP] (RFC 3206) and is closed; its DELEs are not applied. A session already applying a QUIT finishes it. With --store postgres the other nodes are asked too, through the database (up to 3 s). Prints how many sessions were kicked; exit status 1 if none."
         )
         @Argument(help: "The user (as they log in; normalised as the server does).") var user: String
         @Option(help: ArgumentHelp("Only sessions from this IP address or CIDR.", valueName: "ip")) var address: String?
@@ -65,14 +66,10 @@ struct AdminCommand: ParsableCommand {
 
         func run() throws {
             let (_, response) = try connection.send(.kick(user: user, address: address))
-            let kicked = response.kicked ?? []
-            let updating = response.updating ?? []
-            print("kicked \(kicked.count) session\(kicked.count == 1 ? "" : "s")")
-            for session in kicked { print("  \(session.user ?? "-") from \(session.address)") }
-            if !updating.isEmpty {
-                print("\(updating.count) session\(updating.count == 1 ? " was" : "s were") already applying QUIT and will finish it")
-            }
-            if kicked.isEmpty { throw ExitCode(1) }
+            if let warning = response.warning { FileHandleOutput.standardError("postie admin: warning: \(warning)\n") }
+            let (text, total) = AdminClient.kickReport(response)
+            print(text, terminator: "")
+            if total == 0 { throw ExitCode(1) }
         }
     }
 

@@ -80,6 +80,43 @@ struct ControlProtocolTests {
             """)
     }
 
+    @Test func whoShowsANodeColumnOnlyWhenASessionIsOnAnotherNode() throws {
+        let local = ControlResponse.Session(user: "alice", address: "192.0.2.7", port: 1, since: "2026-12-01T21:30:00Z", state: "TRANSACTION", tls: nil, bytesSent: 5, protocol: "pop3")
+        var remote = local
+        remote.user = "bob"
+        remote.node = "pop2:4242"
+        #expect(!AdminClient.whoTable([local]).contains("NODE"))
+        #expect(AdminClient.whoTable([local, remote]) == """
+            USER   ADDRESS    SINCE                 STATE        TLS   BYTES SENT  NODE
+            alice  192.0.2.7  2026-12-01T21:30:00Z  TRANSACTION  none  5           -
+            bob    192.0.2.7  2026-12-01T21:30:00Z  TRANSACTION  none  5           pop2:4242
+
+            """)
+        let line = ControlResponse(sessions: [remote]).encoded()
+        #expect(line.contains(#""node":"pop2:4242""#))
+        #expect(try ControlResponse(parsing: line) == ControlResponse(sessions: [remote]))
+        #expect(!ControlResponse(sessions: [local]).encoded().contains("node"))
+    }
+
+    @Test func kickReportCountsTheOtherNodes() throws {
+        let local = ControlResponse.Session(user: "alice", address: "192.0.2.7", port: 1, since: "2026-12-01T21:30:00Z", state: "TRANSACTION", tls: nil, bytesSent: 5, protocol: "pop3")
+        let response = ControlResponse(kicked: [local], updating: [], otherNodes: [.init(node: "pop2:1", kicked: 2), .init(node: "pop3:9", kicked: 0)],
+                                       silentNodes: ["pop4:7"])
+        let (text, total) = AdminClient.kickReport(response)
+        #expect(total == 3)
+        #expect(text == """
+            kicked 3 sessions
+              alice from 192.0.2.7
+              2 on node pop2:1
+            no answer in time from node pop4:7 (their sessions may still end within seconds)
+
+            """)
+        #expect(try ControlResponse(parsing: response.encoded()) == response)
+        #expect(response.encoded().contains(#""other_nodes":[{"kicked":2,"node":"pop2:1"}"#))
+        #expect(AdminClient.kickReport(ControlResponse(kicked: [], updating: [], otherNodes: [.init(node: "pop2:1", kicked: 0)])).total == 0)
+        #expect(AdminClient.kickReport(ControlResponse(kicked: [], updating: [])).text == "kicked 0 sessions\n")
+    }
+
     @Test func penaltyPrintsAnAlignedTable() {
         let penalties = [
             ControlResponse.Penalty(kind: "address", key: "192.0.2.66", failures: 0, status: "locked", until: "2026-12-01T21:45:00Z", remainingSeconds: 900, nextDelaySeconds: nil),
