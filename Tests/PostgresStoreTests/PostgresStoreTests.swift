@@ -185,11 +185,14 @@ struct TestSetupError: Error, CustomStringConvertible {
             _ = await db.store.deliver(try db.spool("Subject: a\r\n\r\na\r\n"), to: ["alice"])
             let drop = try #require(try await db.store.openMaildrop(for: alice) as? PostgresMaildrop)
             #expect(drop.lockLost == nil)
-            // Terminate the backend holding the lock, and wait for it to exit.
+            // Terminate the backend holding the lock, and wait for it to exit. pg_locks is the
+            // whole cluster's: only this test's database, or a test running in parallel in
+            // another database loses its connection (its migration's advisory lock once matched).
             try await db.admin.query(
                 """
                 SELECT pg_terminate_backend(pid, 10000) FROM pg_locks
                 WHERE locktype = 'advisory' AND objid::bigint = \(drop.mailboxID) AND pid <> pg_backend_pid()
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 """, logger: TestDatabase.logger)
             for _ in 0..<500 where drop.lockLost == nil { try await Task.sleep(for: .milliseconds(20)) }
             #expect(drop.lockLost?.kind == .temporary)
