@@ -1,12 +1,9 @@
+import DurableFiles
 import Logging
 import NIOPosix
 import POP3Server
 import ServerKit
 import ServiceLifecycle
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The one way the TLS certificates are read again, whoever asks (SIGHUP, the file watcher):
 /// the files are read on the thread pool, new handshakes get the new certificates, sessions
@@ -20,7 +17,7 @@ struct CertificateReloader: Sendable {
     func reload() async throws {
         let tls = self.tls
         try await threadPool.runIfActive { try tls.reload() }
-        metrics.certificatesLoaded(tls.expiries, now: Int(time(nil)))
+        metrics.certificatesLoaded(tls.expiries, now: POSIX.now().seconds)
     }
 }
 

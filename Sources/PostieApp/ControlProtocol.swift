@@ -137,19 +137,6 @@ public struct ControlResponse: Codable, Sendable, Hashable {
         /// for the answering node's own.
         public var node: String?
 
-        public init(user: String?, address: String, port: Int?, since: String, state: String, tls: String?, bytesSent: Int, protocol: String,
-                    node: String? = nil) {
-            self.node = node
-            self.user = user
-            self.address = address
-            self.port = port
-            self.since = since
-            self.state = state
-            self.tls = tls
-            self.bytesSent = bytesSent
-            self.protocol = `protocol`
-        }
-
         enum CodingKeys: String, CodingKey {
             case user, address, port, since, state, tls, `protocol`, node
             case bytesSent = "bytes_sent"
@@ -160,11 +147,6 @@ public struct ControlResponse: Codable, Sendable, Hashable {
     public struct NodeKick: Codable, Sendable, Hashable {
         public var node: String
         public var kicked: Int
-
-        public init(node: String, kicked: Int) {
-            self.node = node
-            self.kicked = kicked
-        }
     }
 
     /// An address or account under delay or lockout.
