@@ -87,17 +87,20 @@ struct FetchCommand: AsyncParsableCommand {
         // First, so that a signal is never fatal once fetch could have touched anything;
         // handled whatever the dispositions inherited (a script's `trap '' INT` included).
         let watch = try SignalWatch([SIGINT, SIGTERM]) { signal in
+            // Only this serial queue requests the stop, so checking first is not racy.
             let name = FetchStop.name(of: signal)
-            if stop.request(signal) {
-                FileHandleOutput.standardError(
-                    "postie fetch: \(name) received: finishing the message in progress, then QUIT; "
-                        + "a second signal stops at once\n")
-            } else {
+            guard stop.signal == nil else {
                 // The state file and the destination are crash-safe (see docs/fetch.md): the
                 // message in progress is fetched again by the next run; the lock dies with us.
                 FileHandleOutput.standardError("postie fetch: \(name) received again: stopping now\n")
                 Glibc.exit(128 + signal)
             }
+            // Said before the stop is requested: once it is, the run may end and exit first
+            // (a signal during --poll's pause), and the line would be lost.
+            FileHandleOutput.standardError(
+                "postie fetch: \(name) received: finishing the message in progress, then QUIT; "
+                    + "a second signal stops at once\n")
+            _ = stop.request(signal)
         }
         let plan = try await withUsageErrors {
             try FetchPlan(server: server, tls: tls, caFile: caFile, user: login.user, passwordFile: login.passwordFile, loginMethod: login.loginMethod,
