@@ -17,17 +17,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from kits.launcher import ServerError, admin, control_socket
+from kits.launcher import LOCKOUT_CONFIG, ServerError, admin, control_socket
 from kits.mail import ALICE, BOB, Maildir
 from kits.pop3 import POP3Raw
 
-LOCKOUT_CONFIG = """\
-auth_failure_delay: 0.01
-auth_failure_max_delay: 0.02
-lockout_threshold: 3
-lockout_window: 300
-lockout_duration: 600
-"""
 
 
 def fill(env, user: str, count: int) -> None:

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kits.launcher import free_port, HOST
+from kits.launcher import free_port, HOST, LOCKOUT_CONFIG
 from kits.mail import canonical_crlf, Maildir, PasswdFile
 from kits.metrics import E, QUICK_CONFIG, compare, fetch, start_metrics_server, wait_metrics
 from kits.pop3 import POP3Raw, ProtocolError
@@ -291,13 +291,6 @@ def test_login_mechanism_label_follows_the_method(postie, tmp_path):
 # a'. Lockout counters
 # --------------------------------------------------------------------------
 
-LOCKOUT_CONFIG = """\
-auth_failure_delay: 0.01
-auth_failure_max_delay: 0.02
-lockout_threshold: 3
-lockout_window: 300
-lockout_duration: 600
-"""
 
 
 def test_lockout_counters(postie, tmp_path):

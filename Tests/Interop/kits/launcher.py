@@ -286,3 +286,13 @@ def admin(postie_bin, server_or_path, *args: str) -> subprocess.CompletedProcess
     path = server_or_path if isinstance(server_or_path, str) else control_socket(server_or_path)
     return subprocess.run([str(postie_bin), "admin", *args, "--control-socket", path],
                           capture_output=True, text=True, timeout=30)
+
+
+# A lockout that a test reaches in three failed logins, with delays too short to slow it.
+LOCKOUT_CONFIG = """\
+auth_failure_delay: 0.01
+auth_failure_max_delay: 0.02
+lockout_threshold: 3
+lockout_window: 300
+lockout_duration: 600
+"""
