@@ -42,6 +42,10 @@ extension AuthenticatedUser {
     /// not make the server's policy delete this user's mail.
     public var expire: RetentionPolicy? { extraFields["expire"].map { RetentionPolicy($0) ?? .never } }
 
+    /// Multi-factor sign-in is required (extra field `mfa=yes`): the account password is
+    /// refused for POP3, and only app passwords and bearer tokens log in.
+    public var requiresMFA: Bool { extraFields["mfa"].map { ["yes", "y", "1", "true"].contains($0.lowercased()) } ?? false }
+
     /// Dovecot's `nologin`: the password is right but the user may not log in. Present with
     /// any value (`nologin`, `nologin=y`), as in Dovecot.
     public var noLogin: Bool { extraFields["nologin"] != nil }

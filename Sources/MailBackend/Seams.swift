@@ -24,13 +24,28 @@ public struct AuthenticatedUser: Sendable, Hashable {
     public var home: String?
     /// Extra fields (`key=value`) from the user database, e.g. `userdb_mail`.
     public var extraFields: [String: String]
+    /// What proved the user's identity; the multi-factor rule (`mfa=yes`, `--require-mfa`)
+    /// refuses ``LoginCredential/accountPassword``.
+    public var credential: LoginCredential
 
-    public init(name: String, home: String? = nil, extraFields: [String: String] = [:]) {
+    public init(name: String, home: String? = nil, extraFields: [String: String] = [:], credential: LoginCredential = .accountPassword) {
         self.name = name
         self.home = home
         self.extraFields = extraFields
+        self.credential = credential
     }
 
+}
+
+/// What a user proved their identity with.
+public enum LoginCredential: Sendable, Hashable {
+    /// The account's own password, whatever the mechanism (USER/PASS, APOP, any SASL one).
+    case accountPassword
+    /// A per-device app password, by the name its owner gave it.
+    case appPassword(name: String)
+    /// An OAuth 2.0 bearer token (SASL OAUTHBEARER, RFC 7628, or XOAUTH2) checked by the
+    /// token validator; `subject` is the claim that named the user.
+    case bearerToken(subject: String)
 }
 
 /// The body of a message as canonical CRLF bytes, not dot-stuffed, in chunks.
