@@ -144,3 +144,17 @@ public protocol LosableMaildrop: Maildrop {
     /// nil while the lock is held; the error to end the session with once it is gone.
     var lockLost: BackendError? { get }
 }
+
+// MARK: - Bearer tokens (SASL OAUTHBEARER, XOAUTH2)
+
+/// Checks OAuth 2.0 bearer tokens (RFC 6750) that clients present through SASL OAUTHBEARER
+/// (RFC 7628) or XOAUTH2: a signed JWT checked locally against a JWKS, or RFC 7662
+/// introspection.
+public protocol BearerTokenValidator: Sendable {
+    /// The login name the token names (the configured claim, not yet normalised). A token
+    /// that is refused throws ``BackendError/Kind/authFailed`` whose `logDetail` says why
+    /// (`expired`, `wrong audience`, `wrong issuer`, `unknown key`, `bad signature`,
+    /// `inactive`, ...) and never contains the token; a validator that cannot answer (JWKS or
+    /// introspection endpoint unreachable) throws ``BackendError/Kind/temporary``.
+    func validate(token: String) async throws -> String
+}
