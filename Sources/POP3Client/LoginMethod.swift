@@ -12,6 +12,10 @@ public enum LoginMethod: String, CaseIterable, Sendable {
     case cramMD5 = "CRAM-MD5"
     case scramSHA1 = "SCRAM-SHA-1"
     case scramSHA256 = "SCRAM-SHA-256"
+    /// RFC 7628 and its predecessor: the password is an OAuth 2.0 bearer token. Never chosen
+    /// by `auto`.
+    case oauthBearer = "OAUTHBEARER"
+    case xoauth2 = "XOAUTH2"
 
     /// Parses a `--login-method` argument, in any case.
     public init?(argument: String) {

@@ -1,8 +1,9 @@
 import SASL
 
 /// The client side of a SASL exchange (RFC 5034 over POP3): turns each server challenge into
-/// the next response. PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), SCRAM-SHA-1 (RFC 5802) and
-/// SCRAM-SHA-256 (RFC 7677).
+/// the next response. PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), SCRAM-SHA-1 (RFC 5802),
+/// SCRAM-SHA-256 (RFC 7677), and OAUTHBEARER (RFC 7628) and XOAUTH2, whose "password" is an
+/// OAuth 2.0 bearer token.
 struct SASLClientExchange {
     enum Step: Equatable {
         /// Send this response (base64-encoded by the caller).
@@ -24,6 +25,7 @@ struct SASLClientExchange {
         case loginPasswordSent
         case scramClientFirstSent(bare: String, nonce: String)
         case scramClientFinalSent(serverSignature: [UInt8])
+        case bearerSent
         case done
     }
 
@@ -81,6 +83,18 @@ struct SASLClientExchange {
             state = .done
             // RFC 5034 section 4: the final server data comes as a challenge; answer it empty.
             return .respond([])
+        case (.oauthBearer, .start):
+            // RFC 7628 section 3.1: gs2-header, then auth=Bearer TOKEN; "password" is the token.
+            state = .bearerSent
+            return .respond(Array("n,a=\(Self.saslName(user)),\u{1}auth=Bearer \(password)\u{1}\u{1}".utf8))
+        case (.xoauth2, .start):
+            state = .bearerSent
+            return .respond(Array("user=\(user)\u{1}auth=Bearer \(password)\u{1}\u{1}".utf8))
+        case (.oauthBearer, .bearerSent), (.xoauth2, .bearerSent):
+            // The server's error challenge (RFC 7628 section 3.2.2): acknowledge it, and the
+            // server answers -ERR.
+            state = .done
+            return .respond(mechanism == .oauthBearer ? [0x01] : [])
         default:
             throw .authenticationProtocol("unexpected challenge for \(mechanism.rawValue)")
         }

@@ -44,6 +44,12 @@ public struct POP3ServerConfiguration: Sendable {
     /// How login names are normalised before any lookup, lock, log line or metric (Dovecot's
     /// `auth_username_format`, default `%Lu`, and `auth_default_domain`).
     public var usernameFormat = UsernameFormat.dovecotDefault
+    /// Validates bearer tokens for SASL OAUTHBEARER and XOAUTH2 (RFC 7628); nil: those
+    /// mechanisms are not offered.
+    public var tokenValidator: (any BearerTokenValidator)?
+    /// Refuse every user's account password for POP3: only app passwords and bearer tokens
+    /// log in (a user's `mfa=yes` extra field does the same for one user).
+    public var requireMFA = false
     /// Where the audit trail goes (logins, RETR, TOP, committed deletions, logouts; never a
     /// password or a message body); nil: no audit trail, and no work is done for one.
     public var auditLog: (any AuditSink)?

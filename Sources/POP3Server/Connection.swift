@@ -186,12 +186,18 @@ private final class SessionRunner {
             return nil
         case .lookupSecrets(let user, let method):
             return await lookupSecrets(user: user, method: method)
+        case .verifyBearerToken(let authzid, let token, let method):
+            return await verifyBearerToken(authzid: authzid, token: token, method: method)
         case .verifyAPOP(let user, let digest, let timestamp):
             return await verifyAPOP(user: user, digest: digest, timestamp: timestamp)
         case .openMaildrop(_, let method):
             guard let user = pendingUser else { return await failed(user: nil, method: method) }
             return await completeLogin(user, method: method)
         case .authenticationFailed(let user, let method):
+            if let refusal = tokenRefusal {
+                tokenRefusal = nil
+                return await failed(user: refusal.user, method: method, reason: refusal.reason)
+            }
             return await failed(user: user.map(normalized), method: method)
         case .sendMessage(let index, let lines, let status):
             return try await sendMessage(index: index, lines: lines, status: status, outbound)
@@ -312,6 +318,59 @@ private final class SessionRunner {
         }
     }
 
+    /// Why the last bearer token was refused, logged once the client has answered the error
+    /// challenge (RFC 7628 section 3.2.2) and the exchange fails.
+    var tokenRefusal: (user: String?, reason: String)?
+
+    /// OAUTHBEARER and XOAUTH2: the validator turns the token into a login name, which must be
+    /// the user the client named (if it named one) and a user the database knows. The token
+    /// itself is never logged.
+    func verifyBearerToken(authzid: String?, token: String, method: String) async -> POP3SessionStateMachine.Action {
+        let named = authzid.map(normalized)
+        if let refusal = lockedOut(named ?? "", method: method) { return refusal }
+        func refuse(_ user: String?, _ reason: String, result: String) -> POP3SessionStateMachine.Action {
+            context.metrics.bearerToken(result: result)
+            tokenRefusal = (user, reason)
+            return machine.tokenVerified(nil)
+        }
+        guard let validator = context.configuration.tokenValidator else {
+            return refuse(named, "no token validator configured", result: "refused")
+        }
+        let subject: String
+        do {
+            subject = try await validator.validate(token: token)
+        } catch {
+            let failure = POP3Connection.backendError(error)
+            if failure.kind == .authFailed {
+                return refuse(named, "token refused: \(LogEscaping.escape(failure.logDetail ?? failure.message))", result: "refused")
+            }
+            return unavailable(named ?? "", method: method, failure, metric: "unavailable")
+        }
+        let user = normalized(subject)
+        if let named, named != user {
+            return refuse(named, "token is for user <\(LogEscaping.escape(user))>", result: "refused")
+        }
+        let found: AuthenticatedUser?
+        do {
+            found = try await (context.userDatabase as? any UserLookup)?.lookUpUser(user)
+        } catch {
+            return unavailable(user, method: method, POP3Connection.backendError(error), metric: "accepted")
+        }
+        guard var found else { return refuse(user, "token user unknown", result: "refused") }
+        context.metrics.bearerToken(result: "accepted")
+        found.credential = .bearerToken(subject: subject)
+        pendingUser = found
+        return machine.tokenVerified(found.name)
+    }
+
+    /// The user database or token validator could not answer: `-ERR [SYS/TEMP]`, logged.
+    private func unavailable(_ user: String, method: String, _ failure: BackendError, metric: String? = nil) -> POP3SessionStateMachine.Action {
+        if let metric { context.metrics.bearerToken(result: metric) }
+        logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
+        failedLogins += 1
+        return machine.loginFailed(failure)
+    }
+
     /// APOP (RFC 1939 section 7): MD5 of the greeting's timestamp and the password.
     func verifyAPOP(user typed: String, digest: String, timestamp: String) async -> POP3SessionStateMachine.Action {
         let user = normalized(typed)
@@ -391,6 +450,11 @@ private final class SessionRunner {
     /// After a mechanism proved the user's identity: the user's own rules, LOGIN-DELAY,
     /// limits, the maildrop lock.
     func completeLogin(_ authenticated: AuthenticatedUser, method: String) async -> POP3SessionStateMachine.Action {
+        // Multi-factor sign-in: only app passwords and tokens; the refusal looks like any
+        // failed login to the client.
+        if authenticated.credential == .accountPassword, authenticated.requiresMFA || context.configuration.requireMFA {
+            return await failed(user: authenticated.name, method: method, reason: "account password not allowed (mfa)")
+        }
         if let refusal = await refusedByUserRules(authenticated, method: method) { return refusal }
         pendingUser = nil
         context.throttle.recordSuccess(account: authenticated.name)
@@ -420,7 +484,15 @@ private final class SessionRunner {
             maildrop = opened
             sessionUser = authenticated.name
             if delay > 0 { context.loginDelays.record(user: authenticated.name) }
-            logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_)")
+            switch authenticated.credential {
+            case .accountPassword:
+                logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_)")
+            case .appPassword(let label):
+                logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_), app_password=<\(LogEscaping.escape(label))>")
+                context.metrics.appPasswordLogin(name: label)
+            case .bearerToken:
+                logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_), credential=token")
+            }
             let tls = await tlsVersion()
             context.registration.loggedIn(user: authenticated.name, tls: tls)
             if let audit {

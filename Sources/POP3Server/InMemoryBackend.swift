@@ -8,7 +8,7 @@ import SASL
 ///
 /// It follows the same rules as a real store: one session per maildrop ([IN-USE]), a snapshot
 /// at login, deletions applied only by ``Maildrop/commit(deleting:)``.
-public final class InMemoryBackend: UserDatabase, MailStore, Sendable {
+public final class InMemoryBackend: UserDatabase, UserLookup, MailStore, Sendable {
     struct Mailbox: Sendable {
         var password: String
         var extraFields: [String: String] = [:]
@@ -45,6 +45,10 @@ public final class InMemoryBackend: UserDatabase, MailStore, Sendable {
         let box = mailboxes.withLockedValue { $0[credentials.user] }
         guard let box, box.password == credentials.password else { throw BackendError.authFailed }
         return AuthenticatedUser(name: credentials.user, extraFields: box.extraFields)
+    }
+
+    public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
+        mailboxes.withLockedValue { $0[name] }.map { AuthenticatedUser(name: name, extraFields: $0.extraFields) }
     }
 
     public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {

@@ -90,6 +90,17 @@ public final class ServerMetrics: Sendable {
         Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", mechanism), ("tls", tls ? "yes" : "no")]).increment()
     }
 
+    /// A bearer token checked (OAUTHBEARER, XOAUTH2): `accepted`, `refused` (invalid, or
+    /// for an unknown or other user) or `unavailable` (the validator could not answer).
+    func bearerToken(result: String) {
+        Counter(label: "pop3_oauth2_tokens_total", dimensions: [("result", result)]).increment()
+    }
+
+    /// A login with an app password, by the name its owner gave it.
+    func appPasswordLogin(name: String) {
+        Counter(label: "pop3_app_password_logins_total", dimensions: [("name", name)]).increment()
+    }
+
     /// Creates every series an alert watches at 0, so that Prometheus sees the first increase
     /// after a start (a series born at 1 has no increase).
     public func registerSeries(listeners: [Listener], mechanisms: [String]) {

@@ -57,6 +57,9 @@ public struct POP3SessionStateMachine: Sendable {
         /// Look up the user's secrets for a challenge-response mechanism, then call
         /// ``secretsFound(_:)``.
         case lookupSecrets(user: String, method: String)
+        /// Validate a bearer token (OAUTHBEARER, XOAUTH2) and look up the user it names; then
+        /// call ``tokenVerified(_:)``. `authzid` is the user the client named, if any.
+        case verifyBearerToken(authzid: String?, token: String, method: String)
         /// Check an APOP digest (RFC 1939 section 7) against the user's secrets, then call
         /// ``secretsFound(_:)``-style outcome: ``apopVerified(_:)``.
         case verifyAPOP(user: String, digest: String, timestamp: String)
@@ -157,10 +160,11 @@ public struct POP3SessionStateMachine: Sendable {
         self.authentication = authentication
     }
 
-    /// The SASL mechanisms usable on this connection now: those that send the password in a
-    /// recoverable form only where plaintext passwords are allowed (RFC 5034 section 6).
+    /// The SASL mechanisms usable on this connection now: those that send the password or a
+    /// bearer token in a recoverable form only where plaintext passwords are allowed (RFC 5034
+    /// section 6, RFC 7628 section 5).
     public var usableMechanisms: [SASLMechanism] {
-        authentication.mechanisms.filter { !$0.sendsPlaintextPassword || security.allowsPlaintextLogin }
+        authentication.mechanisms.filter { !$0.sendsPlaintextSecret || security.allowsPlaintextLogin }
     }
 
     /// The logged-in user, if any.
@@ -375,6 +379,15 @@ public struct POP3SessionStateMachine: Sendable {
         return handle(step, exchange)
     }
 
+    /// The outcome of ``Action/verifyBearerToken(authzid:token:method:)``: the user the token
+    /// names, or nil when it was refused (the client then gets RFC 7628's error challenge and,
+    /// once it answers, `-ERR [AUTH]`).
+    public mutating func tokenVerified(_ user: String?) -> Action {
+        guard case .sasl(var exchange) = state else { return .none }
+        let step = user.map { exchange.tokenAccepted(user: $0) } ?? exchange.tokenRefused()
+        return handle(step, exchange)
+    }
+
     /// The outcome of ``Action/verifyAPOP(user:digest:timestamp:)``.
     public mutating func apopVerified(_ ok: Bool) -> Action {
         guard case .authenticating(let user) = state else { return .none }
@@ -394,6 +407,10 @@ public struct POP3SessionStateMachine: Sendable {
             state = .sasl(exchange)
             saslUser = user
             return .lookupSecrets(user: user, method: method)
+        case .verifyToken(let authzid, let token):
+            state = .sasl(exchange)
+            saslUser = authzid
+            return .verifyBearerToken(authzid: authzid, token: token, method: method)
         case .success(let user, _):
             state = .authenticating(user: user)
             return .openMaildrop(user: user, method: method)

@@ -39,6 +39,13 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.controlSocket), help: .setting(.controlSocket)) public var controlSocket: String?
     @Option(name: .setting(.authMechanisms), help: .setting(.authMechanisms)) public var authMechanisms: String?
     @Flag(name: .setting(.apop), help: .setting(.apop)) public var apop = false
+    @Option(name: .setting(.oauth2JWKS), help: .setting(.oauth2JWKS)) public var oauth2JWKS: String?
+    @Option(name: .setting(.oauth2IntrospectionURL), help: .setting(.oauth2IntrospectionURL)) public var oauth2IntrospectionURL: String?
+    @Option(name: .setting(.oauth2ClientCredentials), help: .setting(.oauth2ClientCredentials)) public var oauth2ClientCredentials: String?
+    @Option(name: .setting(.oauth2Issuer), help: .setting(.oauth2Issuer)) public var oauth2Issuer: String?
+    @Option(name: .setting(.oauth2Audience), help: .setting(.oauth2Audience)) public var oauth2Audience: String?
+    @Option(name: .setting(.oauth2UsernameClaim), help: .setting(.oauth2UsernameClaim)) public var oauth2UsernameClaim: String?
+    @Flag(name: .setting(.requireMFA), help: .setting(.requireMFA)) public var requireMFA = false
     @Option(name: .setting(.listenLMTP), help: .setting(.listenLMTP)) public var listenLMTP: [String] = []
     @Option(name: .setting(.lmtpMaxSize), help: .setting(.lmtpMaxSize)) public var lmtpMaxSize: Int?
     @Option(name: .setting(.lmtpMaxRecipients), help: .setting(.lmtpMaxRecipients)) public var lmtpMaxRecipients: Int?

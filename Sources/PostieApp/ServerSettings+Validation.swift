@@ -139,6 +139,7 @@ extension ServerSettings {
         configuration.loginDelay = loginDelay
         configuration.expire = expire
         configuration.usernameFormat = usernameFormat
+        configuration.requireMFA = requireMFA
         return configuration
     }
 

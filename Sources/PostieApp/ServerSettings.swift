@@ -61,6 +61,9 @@ public struct ServerSettings: Sendable {
     public static let defaultControlSocket = "/run/postie/control.sock"
     public var authMechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1]
     public var apop = false
+    /// Bearer-token validation for OAUTHBEARER and XOAUTH2 (RFC 7628); nil: not offered.
+    public var oauth2: OAuth2Settings?
+    public var requireMFA = false
     public var loginDelay = 0
     public var expire = "NEVER"
     /// How long deleted messages are kept (`deleted_retention`); 0: not at all.
@@ -316,6 +319,9 @@ public struct ServerSettings: Sendable {
         show(.authMechanisms, authMechanisms.map(\.rawValue).joined(separator: " "))
         apop = input.bool(.apop) ?? false
         show(.apop, raw: "\(apop)")
+        readOAuth2(input, mechanismsNamed: input.string(.authMechanisms) != nil)
+        requireMFA = input.bool(.requireMFA) ?? false
+        show(.requireMFA, raw: "\(requireMFA)")
         if let v = input.int(.loginDelay) {
             if (0...315_360_000).contains(v) { loginDelay = v } else { problem(.loginDelay, "must be 0 to 315360000 seconds") }
         }
@@ -409,15 +415,15 @@ public struct ServerSettings: Sendable {
         return .failure(SettingFailure(setting: .authDefaultDomain, message: "'\(domain ?? "")' is not a domain name"))
     }
 
-    private mutating func show(_ setting: Setting, _ text: String?, comment: String? = nil) {
+    mutating func show(_ setting: Setting, _ text: String?, comment: String? = nil) {
         effective[setting] = (text.map(Self.quoted), comment)
     }
 
-    private mutating func show(_ setting: Setting, list: [String]) {
+    mutating func show(_ setting: Setting, list: [String]) {
         effective[setting] = ("[" + list.map(Self.quoted).joined(separator: ", ") + "]", nil)
     }
 
-    private mutating func show(_ setting: Setting, raw: String) {
+    mutating func show(_ setting: Setting, raw: String) {
         effective[setting] = (raw, nil)
     }
 

@@ -49,6 +49,13 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case controlSocket = "control_socket"
     case authMechanisms = "auth_mechanisms"
     case apop
+    case oauth2JWKS = "oauth2_jwks"
+    case oauth2IntrospectionURL = "oauth2_introspection_url"
+    case oauth2ClientCredentials = "oauth2_client_credentials"
+    case oauth2Issuer = "oauth2_issuer"
+    case oauth2Audience = "oauth2_audience"
+    case oauth2UsernameClaim = "oauth2_username_claim"
+    case requireMFA = "require_mfa"
     case loginDelay = "login_delay"
     case expire
     case deletedRetention = "deleted_retention"
@@ -115,6 +122,13 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .metrics: Spec(flag: "metrics", valueName: "addr:port", help: "Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).", defaultText: "none")
         case .authMechanisms: Spec(flag: "auth-mechanisms", valueName: "list", help: "SASL mechanisms for AUTH, space- or comma-separated (default PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1; CRAM-MD5 only when named).", defaultText: "PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1")
         case .apop: Spec(flag: "apop", valueName: nil, help: "Enable APOP (RFC 1939 section 7). Off by default: it needs {PLAIN} passwords and rests on MD5.", defaultText: "false")
+        case .oauth2JWKS: Spec(flag: "oauth2-jwks", valueName: "file|url", help: "Accept OAuth 2.0 bearer tokens (SASL OAUTHBEARER and XOAUTH2) that are JWTs signed by a key in this JWKS file or https URL (docs/users.md).", defaultText: "none")
+        case .oauth2IntrospectionURL: Spec(flag: "oauth2-introspection-url", valueName: "url", help: "Accept OAuth 2.0 bearer tokens that this RFC 7662 introspection endpoint says are active (instead of --oauth2-jwks).", defaultText: "none")
+        case .oauth2ClientCredentials: Spec(flag: "oauth2-client-credentials", valueName: "file", help: "The client id and secret for --oauth2-introspection-url (docs/users.md).", defaultText: "none")
+        case .oauth2Issuer: Spec(flag: "oauth2-issuer", valueName: "url", help: "Accept only tokens whose iss claim is this.", defaultText: "none")
+        case .oauth2Audience: Spec(flag: "oauth2-audience", valueName: "name", help: "Accept only tokens whose aud claim names this.", defaultText: "none")
+        case .oauth2UsernameClaim: Spec(flag: "oauth2-username-claim", valueName: "claim", help: "The token claim that is the login name (default email), normalised like any login name.", defaultText: "email")
+        case .requireMFA: Spec(flag: "require-mfa", valueName: nil, help: "Refuse every account password for POP3: only app passwords and OAuth 2.0 tokens log in (a user's mfa=yes does this for one user).", defaultText: "false")
         case .listenLMTP: Spec(flag: "listen-lmtp", valueName: "addr:port", help: "An LMTP listener (RFC 2033) for the MTA to deliver into the store; no authentication, so loopback or a trusted network only; repeatable.", defaultText: "none")
         case .lmtpMaxSize: Spec(flag: "lmtp-max-size", valueName: "octets", help: "The largest message LMTP accepts, in octets (SIZE, RFC 1870; default 104857600).", defaultText: "104857600")
         case .lmtpMaxRecipients: Spec(flag: "lmtp-max-recipients", valueName: "n", help: "RCPT TO per LMTP transaction before 452 (default 100).", defaultText: "100")

@@ -14,10 +14,22 @@ public enum SASLMechanism: String, CaseIterable, Sendable, Hashable {
     case scramSHA1 = "SCRAM-SHA-1"
     /// RFC 7677.
     case scramSHA256 = "SCRAM-SHA-256"
+    /// RFC 7628: an OAuth 2.0 bearer token (RFC 6750) in a GS2 header and key-value pairs.
+    case oauthBearer = "OAUTHBEARER"
+    /// Google's and Microsoft's predecessor of OAUTHBEARER: `user=` and `auth=Bearer` pairs.
+    case xoauth2 = "XOAUTH2"
 
     /// Whether the password crosses the wire in a recoverable form, so the plaintext policy
     /// applies (RFC 5034 section 6; RFC 2595 section 2.2).
     public var sendsPlaintextPassword: Bool { self == .plain || self == .login }
+
+    /// Whether the mechanism carries a bearer token, which grants access to whoever holds it
+    /// and so needs TLS like a plaintext password (RFC 7628 section 5; RFC 6750 section 5.3).
+    public var sendsBearerToken: Bool { self == .oauthBearer || self == .xoauth2 }
+
+    /// Whether what the client sends is a reusable secret in clear: such a mechanism is offered
+    /// only over TLS or from a trusted network.
+    public var sendsPlaintextSecret: Bool { sendsPlaintextPassword || sendsBearerToken }
 }
 
 /// The secrets challenge-response mechanisms need, as a user database can supply them.
@@ -68,6 +80,10 @@ public enum SASLStep: Sendable, Equatable {
     case verifyPassword(user: String, password: String)
     /// Look up the user's secrets and call ``SASLExchange/provide(_:)`` (CRAM-MD5, SCRAM).
     case needSecrets(user: String)
+    /// Validate this bearer token, then call ``SASLExchange/tokenAccepted(user:)`` or
+    /// ``SASLExchange/tokenRefused()`` (OAUTHBEARER, XOAUTH2). `authzid` is the user the client
+    /// named (OAUTHBEARER's `a=`, XOAUTH2's `user=`), if any: the token must be that user's.
+    case verifyToken(authzid: String?, token: String)
     /// Authenticated; for SCRAM, `finalMessage` goes to the client as a last challenge
     /// (RFC 5034 section 4 has no "additional data with success") whose answer must be empty.
     case success(user: String, finalMessage: [UInt8]?)
@@ -93,6 +109,10 @@ public struct SASLExchange: Sendable {
         case scramLookup(ScramClientFirst)
         case scramClientFinal(ScramClientFirst, serverFirst: String, nonce: String, credentials: SCRAMCredentials?)
         case scramFinalAck(user: String)
+        case tokenCheck
+        /// The token was refused and the error challenge sent; the client's answer (RFC 7628
+        /// section 3.2.3: a lone %x01; XOAUTH2: empty) ends the exchange as a failure.
+        case tokenErrorAck
         case done
     }
 
@@ -131,6 +151,9 @@ public struct SASLExchange: Sendable {
         case .scramSHA1, .scramSHA256:
             guard let initialResponse else { return .challenge([]) }
             return scramClientFirst(initialResponse)
+        case .oauthBearer, .xoauth2:
+            guard let initialResponse else { return .challenge([]) }
+            return bearer(initialResponse)
         }
     }
 
@@ -138,8 +161,12 @@ public struct SASLExchange: Sendable {
     public mutating func respond(_ data: [UInt8]) -> SASLStep {
         switch state {
         case .start:
-            // PLAIN or SCRAM without an initial response: this is it.
-            return mechanism == .plain ? plain(data) : scramClientFirst(data)
+            // PLAIN, SCRAM or a bearer mechanism without an initial response: this is it.
+            switch mechanism {
+            case .plain: return plain(data)
+            case .oauthBearer, .xoauth2: return bearer(data)
+            default: return scramClientFirst(data)
+            }
         case .loginUser:
             state = .loginPassword(user: String(decoding: data, as: UTF8.self))
             return .challenge(Array("Password:".utf8))
@@ -160,9 +187,28 @@ public struct SASLExchange: Sendable {
         case .scramFinalAck(let user):
             state = .done
             return data.isEmpty ? .success(user: user, finalMessage: nil) : fail(malformed: true)
-        case .cramMD5Lookup, .scramLookup, .done:
+        case .tokenErrorAck:
+            // Whatever the client answers, the exchange has failed (RFC 7628 section 3.2.3).
+            return fail(malformed: false)
+        case .cramMD5Lookup, .scramLookup, .tokenCheck, .done:
             return fail(malformed: true)
         }
+    }
+
+    /// The token from ``SASLStep/verifyToken(authzid:token:)`` names `user`: logged in.
+    public mutating func tokenAccepted(user: String) -> SASLStep {
+        guard case .tokenCheck = state else { return fail(malformed: true) }
+        state = .done
+        return .success(user: user, finalMessage: nil)
+    }
+
+    /// The token was refused: the server answers with RFC 7628 section 3.2.2's error
+    /// challenge and fails the exchange once the client acknowledges it. The JSON says only
+    /// `invalid_token`, whatever the reason (the log has it).
+    public mutating func tokenRefused() -> SASLStep {
+        guard case .tokenCheck = state else { return fail(malformed: true) }
+        state = .tokenErrorAck
+        return .challenge(Array(#"{"status":"invalid_token","schemes":"bearer"}"#.utf8))
     }
 
     /// The secrets of the user named in ``SASLStep/needSecrets(user:)``; nil for an unknown
@@ -211,6 +257,63 @@ public struct SASLExchange: Sendable {
         guard authzid.isEmpty || authzid == authcid else { return fail(malformed: false) }
         state = .done
         return .verifyPassword(user: authcid, password: password)
+    }
+
+    // MARK: - OAUTHBEARER (RFC 7628 section 3.1) and XOAUTH2
+
+    /// `gs2-header %x01 *(key "=" value %x01) %x01` (OAUTHBEARER) or
+    /// `user=NAME %x01 auth=Bearer TOKEN %x01 %x01` (XOAUTH2); the token is a b64token
+    /// (RFC 6750 section 2.1). Channel binding (`p=`) is not supported.
+    private mutating func bearer(_ message: [UInt8]) -> SASLStep {
+        var fields = message.split(separator: 0x01, omittingEmptySubsequences: false)
+        // Ends with two separators: the last two fields are empty.
+        guard fields.count >= 3, fields.last!.isEmpty, fields[fields.count - 2].isEmpty else { return fail(malformed: true) }
+        fields.removeLast(2)
+        var authzid: String?
+        if mechanism == .oauthBearer {
+            let header = String(decoding: fields.removeFirst(), as: UTF8.self)
+            let parts = header.split(separator: ",", omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[0] == "n" || parts[0] == "y", parts[2].isEmpty else { return fail(malformed: true) }
+            if parts[1].hasPrefix("a=") {
+                authzid = Self.unescapeSaslName(String(parts[1].dropFirst(2)))
+            } else if !parts[1].isEmpty {
+                return fail(malformed: true)
+            }
+        }
+        var pairs: [String: String] = [:]
+        for field in fields {
+            guard let eq = field.firstIndex(of: UInt8(ascii: "=")), eq > field.startIndex else { return fail(malformed: true) }
+            let key = String(decoding: field[..<eq], as: UTF8.self)
+            guard key.utf8.allSatisfy({ ($0 | 0x20) >= UInt8(ascii: "a") && ($0 | 0x20) <= UInt8(ascii: "z") }), pairs[key] == nil else {
+                return fail(malformed: true)
+            }
+            pairs[key] = String(decoding: field[field.index(after: eq)...], as: UTF8.self)
+        }
+        if mechanism == .xoauth2 {
+            guard let user = pairs["user"], !user.isEmpty else { return fail(malformed: true) }
+            authzid = user
+        }
+        // "Bearer" 1*SP b64token; the scheme name is case-insensitive (RFC 7235 section 2.1).
+        guard let auth = pairs["auth"], auth.count > 7, auth.prefix(7).lowercased() == "bearer " else { return fail(malformed: true) }
+        let token = String(auth.dropFirst(7).drop(while: { $0 == " " }))
+        guard Self.isB64Token(token) else { return fail(malformed: true) }
+        if authzid == "" { authzid = nil }
+        state = .tokenCheck
+        return .verifyToken(authzid: authzid, token: token)
+    }
+
+    /// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="` (RFC 6750 section 2.1).
+    static func isB64Token(_ token: String) -> Bool {
+        let bytes = Array(token.utf8)
+        let body = bytes.prefix { $0 != UInt8(ascii: "=") }
+        guard !body.isEmpty, bytes[body.count...].allSatisfy({ $0 == UInt8(ascii: "=") }) else { return false }
+        return body.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+            case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "+"), UInt8(ascii: "/"): true
+            default: false
+            }
+        }
     }
 
     // MARK: - SCRAM (RFC 5802 section 5)

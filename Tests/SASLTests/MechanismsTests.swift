@@ -160,3 +160,65 @@ struct SASLSupportTests {
         #expect(SASLprep.prepare("a\u{00A0}b") == "a b")
     }
 }
+
+@Suite("SASL OAUTHBEARER and XOAUTH2")
+struct BearerMechanismsTests {
+    /// RFC 7628 section 4.1's example, with the token a b64token.
+    @Test func oauthBearerWithAuthzid() {
+        var exchange = SASLExchange(mechanism: .oauthBearer)
+        let message = "n,a=user@example.com,\u{1}host=server.example.com\u{1}port=143\u{1}auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\u{1}\u{1}"
+        #expect(exchange.start(initialResponse: bytes(message)) == .verifyToken(authzid: "user@example.com", token: "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="))
+        #expect(exchange.tokenAccepted(user: "user@example.com") == .success(user: "user@example.com", finalMessage: nil))
+    }
+
+    @Test func oauthBearerWithoutInitialResponseOrAuthzid() {
+        var exchange = SASLExchange(mechanism: .oauthBearer)
+        #expect(exchange.start(initialResponse: nil) == .challenge([]))
+        #expect(exchange.respond(bytes("n,,\u{1}auth=bearer a.b.c\u{1}\u{1}")) == .verifyToken(authzid: nil, token: "a.b.c"))
+    }
+
+    /// RFC 7628 section 3.2.2: a refused token gets the JSON error challenge; the client's
+    /// %x01 ends the exchange as a failure, not a protocol error.
+    @Test func refusedTokenGetsTheErrorChallenge() {
+        var exchange = SASLExchange(mechanism: .oauthBearer)
+        _ = exchange.start(initialResponse: bytes("n,,\u{1}auth=Bearer abc\u{1}\u{1}"))
+        #expect(exchange.tokenRefused() == .challenge(bytes(#"{"status":"invalid_token","schemes":"bearer"}"#)))
+        #expect(exchange.respond([0x01]) == .failure(malformed: false))
+    }
+
+    @Test func xoauth2NamesItsUser() {
+        var exchange = SASLExchange(mechanism: .xoauth2)
+        #expect(exchange.start(initialResponse: bytes("user=someuser@example.com\u{1}auth=Bearer ya29.vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg\u{1}\u{1}"))
+            == .verifyToken(authzid: "someuser@example.com", token: "ya29.vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg"))
+        #expect(exchange.tokenRefused() != .failure(malformed: true))
+        #expect(exchange.respond([]) == .failure(malformed: false))
+    }
+
+    @Test(arguments: [
+        "n,,\u{1}auth=Bearer abc\u{1}",            // one final separator
+        "n,,auth=Bearer abc\u{1}\u{1}",            // no separator after the header
+        "p=tls-unique,,\u{1}auth=Bearer abc\u{1}\u{1}",  // channel binding
+        "n,,\u{1}auth=Basic abc\u{1}\u{1}",        // not a bearer token
+        "n,,\u{1}auth=Bearer a b\u{1}\u{1}",       // not a b64token
+        "n,,\u{1}auth=Bearer a=b\u{1}\u{1}",       // "=" only at the end
+        "n,,\u{1}host=x\u{1}\u{1}",                // no token
+        "n,,\u{1}auth=Bearer a\u{1}auth=Bearer b\u{1}\u{1}",  // two tokens
+        "n,,\u{1}=x\u{1}auth=Bearer a\u{1}\u{1}",  // empty key
+        "\u{1}",                                   // an acknowledgement with nothing to acknowledge
+    ])
+    func malformedOAuthBearerMessages(message: String) {
+        var exchange = SASLExchange(mechanism: .oauthBearer)
+        #expect(exchange.start(initialResponse: bytes(message)) == .failure(malformed: true))
+    }
+
+    @Test(arguments: ["auth=Bearer abc\u{1}\u{1}", "user=\u{1}auth=Bearer abc\u{1}\u{1}", "user=u\u{1}auth=Bearer \u{1}\u{1}"])
+    func malformedXOAuth2Messages(message: String) {
+        var exchange = SASLExchange(mechanism: .xoauth2)
+        #expect(exchange.start(initialResponse: bytes(message)) == .failure(malformed: true))
+    }
+
+    @Test func bearerMechanismsCarryPlaintextSecrets() {
+        #expect(SASLMechanism.oauthBearer.sendsPlaintextSecret && SASLMechanism.xoauth2.sendsPlaintextSecret)
+        #expect(!SASLMechanism.scramSHA256.sendsPlaintextSecret)
+    }
+}
