@@ -101,14 +101,24 @@ extension POP3Command {
     /// Arguments are separated by single spaces (RFC 1939 section 3); extra spaces between
     /// arguments are tolerated as most servers do, except in `PASS`, whose argument is taken
     /// verbatim so that passwords containing spaces work (RFC 1939 section 7 notes this).
+    ///
+    /// A command line has at most 255 octets (RFC 2449 section 4), except `AUTH` with an
+    /// initial response: RFC 5034 section 4 tells clients not to send one that long, but
+    /// OAuth clients send multi-kilobyte bearer tokens that way (XOAUTH2 as Google documents
+    /// it), and Dovecot accepts them; such a line is bounded by the framing limit instead.
     public init(parsing line: ByteBuffer) throws(POP3ParseError) {
-        guard line.readableBytes + 2 <= POP3Limits.maxCommandLength else { throw .lineTooLong }
         let bytes = line.readableBytesView
+        guard line.readableBytes + 2 <= POP3Limits.maxCommandLength || Self.isAUTH(bytes) else { throw .lineTooLong }
         if bytes.contains(0) || bytes.contains(UInt8(ascii: "\r")) || bytes.contains(UInt8(ascii: "\n")) {
             throw .invalidCharacters
         }
         let text = String(decoding: bytes, as: UTF8.self)
         try self.init(parsing: text)
+    }
+
+    /// Whether the line is `AUTH` followed by a space, in any case.
+    private static func isAUTH(_ bytes: ByteBufferView) -> Bool {
+        bytes.count > 5 && String(decoding: bytes.prefix(5), as: UTF8.self).uppercased() == "AUTH "
     }
 
     /// Parses one command line given as a string, without its line ending.

@@ -68,6 +68,15 @@ struct CommandTests {
         #expect(try POP3Command(parsing: ByteBuffer(string: longest)) == .pass(String(repeating: "b", count: 248)))
     }
 
+    /// A bearer token sent as AUTH's initial response may be kilobytes long (RFC 5034 section 4
+    /// forbids it, clients do it, Dovecot takes it); every other command keeps the 255-octet limit.
+    @Test func authInitialResponsesMayBeLong() throws {
+        let token = String(repeating: "dG9rZW4", count: 600)
+        #expect(try POP3Command(parsing: ByteBuffer(string: "auth XOAUTH2 " + token)) == .auth(mechanism: "XOAUTH2", initialResponse: token))
+        #expect(throws: POP3ParseError.lineTooLong) { try POP3Command(parsing: ByteBuffer(string: "AUTHX " + token)) }
+        #expect(throws: POP3ParseError.lineTooLong) { try POP3Command(parsing: ByteBuffer(string: "APOP " + token)) }
+    }
+
     @Test func rejectsNULBytes() {
         var buffer = ByteBuffer(string: "USER a")
         buffer.writeInteger(UInt8(0))
