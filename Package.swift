@@ -349,10 +349,11 @@ let package = Package(
         .testTarget(
             name: "OAuth2Tests",
             dependencies: [
-                "OAuth2", "MailBackend",
+                "OAuth2", "MailBackend", "PostieApp",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),

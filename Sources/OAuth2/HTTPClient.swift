@@ -87,11 +87,14 @@ struct HTTPClient: Sendable {
     var eventLoopGroup: any EventLoopGroup
     private let tlsContext: NIOSSLContext
 
-    init(timeout: TimeAmount = .seconds(5), eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+    /// - Parameter caFile: PEM certificates to trust instead of the system's roots (a private CA).
+    init(timeout: TimeAmount = .seconds(5), caFile: String? = nil,
+         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         self.timeout = timeout
         self.eventLoopGroup = eventLoopGroup
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
+        if let caFile { tls.trustRoots = .file(caFile) }
         self.tlsContext = try NIOSSLContext(configuration: tls)
     }
 
@@ -100,9 +103,17 @@ struct HTTPClient: Sendable {
     ) async throws -> HTTPResponse {
         let tlsContext = self.tlsContext
         let serverName = HTTPURL.isIPAddress(url.host) ? nil : url.host
+        let eventLoop = eventLoopGroup.next()
+        let promise = eventLoop.makePromise(of: HTTPResponse.self)
+        // One deadline for connecting, sending and the whole response.
+        let timeout = self.timeout
+        let deadline = eventLoop.scheduleTask(in: timeout) {
+            promise.fail(HTTPClientError(description: "no response from \(url) within \(timeout.nanoseconds / 1_000_000_000) s"))
+        }
+        defer { deadline.cancel() }
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: eventLoopGroup)
+            channel = try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(timeout)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -111,19 +122,19 @@ struct HTTPClient: Sendable {
                             try channel.pipeline.syncOperations.addHandler(handler)
                         }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise, url: url))
                     }
                 }
                 .connect(host: url.host, port: url.port).get()
         } catch {
-            throw HTTPClientError(description: "cannot connect to \(url): \(error)")
+            let failure = HTTPClientError(description: "cannot connect to \(url): \(error)")
+            promise.fail(failure)
+            throw failure
         }
-        let promise = channel.eventLoop.makePromise(of: HTTPResponse.self)
-        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(HTTPClientError(description: "no response from \(url) within \(timeout.nanoseconds / 1_000_000_000) s"))
-            channel.close(promise: nil)
-        }
+        defer { channel.close(promise: nil) }
         var headers = HTTPHeaders()
-        headers.add(name: "Host", value: url.port == (url.isHTTPS ? 443 : 80) ? url.host : "\(url.host):\(url.port)")
+        let hostPart = url.host.contains(":") ? "[\(url.host)]" : url.host
+        headers.add(name: "Host", value: url.port == (url.isHTTPS ? 443 : 80) ? hostPart : "\(hostPart):\(url.port)")
         headers.add(name: "Connection", value: "close")
         headers.add(name: "User-Agent", value: "postie")
         for (name, value) in extra { headers.add(name: name, value: value) }
@@ -131,19 +142,9 @@ struct HTTPClient: Sendable {
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: url.target, headers: headers)
         let bodyBuffer = body.map { channel.allocator.buffer(bytes: $0) }
         channel.eventLoop.execute {
-            do {
-                try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise, url: url))
-            } catch {
-                promise.fail(error)
-                return
-            }
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             if let bodyBuffer { channel.write(HTTPClientRequestPart.body(.byteBuffer(bodyBuffer)), promise: nil) }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { promise.fail($0) }
-        }
-        defer {
-            deadline.cancel()
-            channel.close(promise: nil)
         }
         return try await promise.futureResult.get()
     }

@@ -77,11 +77,13 @@ public actor IntrospectionValidator: BearerTokenValidator {
         public var timeout: Duration
         /// Cached answers kept at most; the oldest half goes when full.
         public var cacheCapacity: Int
+        /// PEM certificates trusted for an https endpoint instead of the system's roots.
+        public var caFile: String?
 
         public init(url: HTTPURL, credentials: ClientCredentials?, issuer: String? = nil, audience: String? = nil,
                     usernameClaim: String = "email", clockSkew: Duration = .seconds(60),
                     positiveCacheLifetime: Duration = .seconds(300), negativeCacheLifetime: Duration = .seconds(10),
-                    timeout: Duration = .seconds(5), cacheCapacity: Int = 10_000) {
+                    timeout: Duration = .seconds(5), cacheCapacity: Int = 10_000, caFile: String? = nil) {
             self.url = url
             self.credentials = credentials
             self.issuer = issuer
@@ -92,6 +94,7 @@ public actor IntrospectionValidator: BearerTokenValidator {
             self.negativeCacheLifetime = negativeCacheLifetime
             self.timeout = timeout
             self.cacheCapacity = cacheCapacity
+            self.caFile = caFile
         }
     }
 
@@ -110,7 +113,8 @@ public actor IntrospectionValidator: BearerTokenValidator {
         self.configuration = configuration
         self.rules = ClaimRules(issuer: configuration.issuer, audience: configuration.audience,
                                 usernameClaim: configuration.usernameClaim, clockSkew: configuration.clockSkew)
-        self.http = try HTTPClient(timeout: .seconds(max(1, configuration.timeout.components.seconds)))
+        self.http = try HTTPClient(timeout: .seconds(max(1, configuration.timeout.components.seconds)),
+                                   caFile: configuration.caFile)
     }
 
     public func validate(token: String) async throws -> String {

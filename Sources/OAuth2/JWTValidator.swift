@@ -58,11 +58,13 @@ public actor JWTValidator: BearerTokenValidator {
         public var httpTimeout: Duration
         /// A JWKS file is looked at (one `stat`) at most this often.
         public var fileCheckInterval: Duration
+        /// PEM certificates trusted for an https JWKS URL instead of the system's roots.
+        public var caFile: String?
 
         public init(keys: KeySource, issuer: String? = nil, audience: String? = nil, usernameClaim: String = "email",
                     clockSkew: Duration = .seconds(60), refreshInterval: Duration = .seconds(3600),
                     unknownKeyRefetchInterval: Duration = .seconds(60), httpTimeout: Duration = .seconds(5),
-                    fileCheckInterval: Duration = .seconds(1)) {
+                    fileCheckInterval: Duration = .seconds(1), caFile: String? = nil) {
             self.keys = keys
             self.issuer = issuer
             self.audience = audience
@@ -72,6 +74,7 @@ public actor JWTValidator: BearerTokenValidator {
             self.unknownKeyRefetchInterval = unknownKeyRefetchInterval
             self.httpTimeout = httpTimeout
             self.fileCheckInterval = fileCheckInterval
+            self.caFile = caFile
         }
     }
 
@@ -99,7 +102,7 @@ public actor JWTValidator: BearerTokenValidator {
         self.logger = logger
         if case .url = configuration.keys {
             let seconds = max(1, configuration.httpTimeout.components.seconds)
-            self.http = try HTTPClient(timeout: .seconds(seconds))
+            self.http = try HTTPClient(timeout: .seconds(seconds), caFile: configuration.caFile)
         } else {
             self.http = nil
         }

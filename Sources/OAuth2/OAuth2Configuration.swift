@@ -16,10 +16,13 @@ public struct OAuth2Configuration: Sendable, Equatable {
     public var audience: String?
     public var usernameClaim: String
     public var clockSkew: Duration
+    /// PEM certificates trusted for the https JWKS or introspection URL instead of the
+    /// system's roots (an identity provider with a private CA).
+    public var caFile: String?
 
     public init(jwks: String? = nil, introspectionURL: String? = nil, clientCredentialsFile: String? = nil,
                 issuer: String? = nil, audience: String? = nil, usernameClaim: String = "email",
-                clockSkew: Duration = .seconds(60)) {
+                clockSkew: Duration = .seconds(60), caFile: String? = nil) {
         self.jwks = jwks
         self.introspectionURL = introspectionURL
         self.clientCredentialsFile = clientCredentialsFile
@@ -27,6 +30,7 @@ public struct OAuth2Configuration: Sendable, Equatable {
         self.audience = audience
         self.usernameClaim = usernameClaim
         self.clockSkew = clockSkew
+        self.caFile = caFile
     }
 
     /// Whether any token setting is given: OAUTHBEARER and XOAUTH2 are offered only then.
@@ -64,7 +68,7 @@ public struct OAuth2Configuration: Sendable, Equatable {
             try checkClaim()
             return try IntrospectionValidator(
                 configuration: .init(url: url, credentials: credentials, issuer: issuer, audience: audience,
-                                     usernameClaim: usernameClaim, clockSkew: clockSkew))
+                                     usernameClaim: usernameClaim, clockSkew: clockSkew, caFile: caFile))
         }
     }
 
@@ -79,7 +83,7 @@ public struct OAuth2Configuration: Sendable, Equatable {
         }
         try checkClaim()
         return JWTValidator.Configuration(keys: source, issuer: issuer, audience: audience,
-                                          usernameClaim: usernameClaim, clockSkew: clockSkew)
+                                          usernameClaim: usernameClaim, clockSkew: clockSkew, caFile: caFile)
     }
 
     private func checkClaim() throws(InvalidSetting) {

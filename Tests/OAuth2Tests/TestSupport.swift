@@ -7,6 +7,7 @@ import MailBackend
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 @testable import OAuth2
 import Synchronization
 
@@ -156,13 +157,15 @@ final class TestHTTPServer: Sendable {
     var requestCount: Int { sink.requests.withLock { $0.count } }
     var lastRequest: ReceivedRequest? { sink.requests.withLock { $0.last } }
 
-    init(respond: @escaping Responder) async throws {
+    /// - Parameter tls: serves HTTPS with this context.
+    init(tls: NIOSSLContext? = nil, respond: @escaping Responder) async throws {
         let sink = Sink(respond)
         self.sink = sink
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(TestHTTPHandler(sink: sink))
                 }
