@@ -94,6 +94,8 @@ public actor JWTValidator: BearerTokenValidator {
     private var lastFetchAttempt: ContinuousClock.Instant?
     /// A load in progress, which concurrent validations wait for rather than starting another.
     private var loading: Task<Void, Never>?
+    /// Why the last load failed, for ``preload()``.
+    private var lastLoadError: String?
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "postie.oauth2")) throws {
         self.configuration = configuration
@@ -112,7 +114,9 @@ public actor JWTValidator: BearerTokenValidator {
     /// throws ``BackendError/Kind/temporary`` with the reason in `logDetail`.
     public func preload() async throws(BackendError) {
         await load()
-        guard let keySet else { throw .temporary("cannot load the JWKS from \(configuration.keys)") }
+        guard let keySet else {
+            throw .temporary("cannot load the JWKS from \(configuration.keys): \(lastLoadError ?? "unknown error")")
+        }
         if keySet.keys.isEmpty { throw .temporary("the JWKS at \(configuration.keys) has no usable signing key") }
     }
 
@@ -168,7 +172,10 @@ public actor JWTValidator: BearerTokenValidator {
             await load()
         case .url:
             if keySet != nil, let last = lastFetch, now - last < configuration.refreshInterval { return }
-            if keySet == nil, let last = lastFetchAttempt, now - last < configuration.fileCheckInterval { return }
+            // After a failed fetch: retry within a second while there are no keys at all, else
+            // no sooner than an unknown kid would (each attempt may wait for the timeout).
+            let retry = keySet == nil ? Duration.seconds(1) : configuration.unknownKeyRefetchInterval
+            if let attempt = lastFetchAttempt, now - attempt < retry { return }
             await load()
         }
     }
@@ -207,13 +214,16 @@ public actor JWTValidator: BearerTokenValidator {
             }
             let parsed = try await KeySet.parse(bytes)
             keySet = parsed
+            lastLoadError = nil
             lastFetch = clock.now
             logger.info("JWKS loaded", metadata: [
                 "source": "\(source)", "keys": "\(parsed.keys.count)", "skipped": "\(parsed.skipped)",
             ])
         } catch is DecodingError {
+            lastLoadError = "not valid JSON with a keys array"
             logger.error("JWKS is not valid JSON with a keys array", metadata: ["source": "\(source)"])
         } catch {
+            lastLoadError = "\(error)"
             logger.error("cannot load the JWKS", metadata: ["source": "\(source)", "error": "\(error)"])
         }
     }

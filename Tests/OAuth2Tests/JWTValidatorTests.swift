@@ -146,7 +146,8 @@ struct JWTValidatorTests {
         let key = try await TestKey.es256(kid: "k1")
         let token = try await key.sign(validClaims())
         #expect(await expectBackendError(.temporary) { try await validator.validate(token: token) } != nil)
-        await #expect(throws: BackendError.self) { try await validator.preload() }
+        let error = await #expect(throws: BackendError.self) { try await validator.preload() }
+        #expect(error?.logDetail?.contains("No such file") == true, "\(String(describing: error))")
     }
 
     @Test func encryptionKeysAndOddKeysAreLeftOut() async throws {
@@ -179,9 +180,22 @@ struct JWTValidatorTests {
         #expect(try await validator.validate(token: newToken) == "carol@example.org")
         #expect(server.requestCount == 2)
 
-        // The endpoint fails: the keys already loaded stay in use.
+        try await server.close()
+    }
+
+    @Test func aFailedRefreshKeepsTheKeysAlreadyLoaded() async throws {
+        let key = try await TestKey.rs256(kid: "a")
+        let set = jwks([key])
+        let server = try await TestHTTPServer { _ in (.ok, set) }
+        let validator = try JWTValidator(configuration: .init(
+            keys: .url(try #require(HTTPURL(server.url))), refreshInterval: .zero, unknownKeyRefetchInterval: .zero))
+        let token = try await key.sign(validClaims())
+        #expect(try await validator.validate(token: token) == "alice@example.org")
         server.respond { _ in (.internalServerError, "") }
         #expect(try await validator.validate(token: token) == "alice@example.org")
+        server.respond { _ in (.ok, "{ not json") }
+        #expect(try await validator.validate(token: token) == "alice@example.org")
+        #expect(server.requestCount == 3)
         try await server.close()
     }
 
