@@ -160,6 +160,11 @@ public actor JWTValidator: BearerTokenValidator {
     /// Re-reads a changed file, or refetches a URL whose keys are older than the refresh
     /// interval; loads on first use.
     private func refreshIfDue() async {
+        // A load under way (the first, say, while many clients log in at once) is waited for.
+        if let loading {
+            await loading.value
+            return
+        }
         let now = clock.now
         switch configuration.keys {
         case .file(let path):

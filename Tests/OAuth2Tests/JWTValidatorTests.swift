@@ -199,6 +199,21 @@ struct JWTValidatorTests {
         try await server.close()
     }
 
+    @Test func concurrentFirstLoginsShareOneFetch() async throws {
+        let key = try await TestKey.es256(kid: "a")
+        let set = jwks([key])
+        let server = try await TestHTTPServer { _ in (.ok, set) }
+        let validator = try JWTValidator(configuration: .init(keys: .url(try #require(HTTPURL(server.url)))))
+        let token = try await key.sign(validClaims())
+        let names = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<20 { group.addTask { try await validator.validate(token: token) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(names == Array(repeating: "alice@example.org", count: 20))
+        #expect(server.requestCount == 1)
+        try await server.close()
+    }
+
     @Test func anUnknownKidRefetchesAtMostOncePerInterval() async throws {
         let known = try await TestKey.es256(kid: "a")
         let unknown = try await TestKey.es256(kid: "z")
