@@ -12,8 +12,9 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
     public var target: String
 
     /// nil unless `text` is `http[s]://host[:port][/path][?query]` (IPv6 hosts in brackets); a
-    /// URL with user information or a fragment is refused.
+    /// URL with user information, a fragment, spaces or control characters is refused.
     public init?(_ text: String) {
+        guard !text.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F }) else { return nil }
         let rest: Substring
         if text.lowercased().hasPrefix("https://") {
             isHTTPS = true
@@ -28,7 +29,7 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
         let authority = rest[..<authorityEnd]
         target = authorityEnd == rest.endIndex ? "/" : String(rest[authorityEnd...])
         if target.hasPrefix("?") { target = "/" + target }
-        guard !authority.contains("@"), !target.contains("#"), !target.contains(" ") else { return nil }
+        guard !authority.contains("@"), !target.contains("#") else { return nil }
         var portText: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { return nil }

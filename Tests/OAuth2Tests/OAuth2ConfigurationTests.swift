@@ -65,7 +65,7 @@ struct OAuth2ConfigurationTests {
     }
 
     @Test(arguments: ["idp.example", "https://user:pw@idp.example/", "https://idp.example:0/", "https://idp.example/#frag",
-                      "https://[::1/"])
+                      "https://[::1/", "https://idp.example/a b", "https://idp.example/\r\nX-Injected: 1"])
     func badURLsAreRefused(text: String) {
         #expect(HTTPURL(text) == nil)
     }
