@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "LMTPServer", targets: ["LMTPServer"]),
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
         .library(name: "PostieApp", targets: ["PostieApp"]),
+        .library(name: "OAuth2", targets: ["OAuth2"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -38,6 +39,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
     ],
     targets: [
         /// Wire types, parser, encoder, limits and message transforms: NIOCore only.
@@ -203,6 +205,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        /// OAuth 2.0 bearer tokens (RFC 6750) for SASL OAUTHBEARER and XOAUTH2: signed JWTs
+        /// checked against a JWKS file or URL, or RFC 7662 introspection over a small HTTP client.
+        .target(
+            name: "OAuth2",
+            dependencies: [
+                "MailBackend", "DurableFiles",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ]
+        ),
         /// The PostgreSQL backend: users, mailboxes, deduplicated chunked bodies, advisory-lock maildrops.
         .target(
             name: "PostgresStore",
@@ -327,6 +344,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "OAuth2Tests",
+            dependencies: [
+                "OAuth2", "MailBackend", "PostieApp",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ]
         ),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore", "MailBackend"]),
