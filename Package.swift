@@ -243,7 +243,7 @@ let package = Package(
             name: "PostieApp",
             dependencies: [
                 "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "Passwords", "SASL",
-                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch",
+                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -342,7 +342,7 @@ private final class SessionRunner {
         } catch {
             let failure = POP3Connection.backendError(error)
             if failure.kind == .authFailed {
-                return refuse(named, "token refused: \(LogEscaping.escape(failure.logDetail ?? failure.message))", result: "refused")
+                return refuse(named, "token refused: \(failure.logDetail ?? failure.message)", result: "refused")
             }
             return unavailable(named ?? "", method: method, failure, metric: "unavailable")
         }

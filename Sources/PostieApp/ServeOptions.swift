@@ -45,6 +45,7 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.oauth2Issuer), help: .setting(.oauth2Issuer)) public var oauth2Issuer: String?
     @Option(name: .setting(.oauth2Audience), help: .setting(.oauth2Audience)) public var oauth2Audience: String?
     @Option(name: .setting(.oauth2UsernameClaim), help: .setting(.oauth2UsernameClaim)) public var oauth2UsernameClaim: String?
+    @Option(name: .setting(.oauth2CAFile), help: .setting(.oauth2CAFile)) public var oauth2CAFile: String?
     @Flag(name: .setting(.requireMFA), help: .setting(.requireMFA)) public var requireMFA = false
     @Option(name: .setting(.listenLMTP), help: .setting(.listenLMTP)) public var listenLMTP: [String] = []
     @Option(name: .setting(.lmtpMaxSize), help: .setting(.lmtpMaxSize)) public var lmtpMaxSize: Int?

@@ -4,6 +4,7 @@ import MailBackend
 import Logging
 import Metrics
 import NIOPosix
+import OAuth2
 import POP3Server
 import PostgresStore
 import Prometheus
@@ -98,6 +99,28 @@ public enum ServerLauncher {
         return registry
     }
 
+    /// The bearer-token validator for OAUTHBEARER and XOAUTH2 (RFC 7628). A JWKS that cannot be
+    /// loaded yet is not fatal: the identity provider may come up after the mail server, and
+    /// logins get `-ERR [SYS/TEMP]` until it answers.
+    private static func makeTokenValidator(_ oauth2: OAuth2Configuration, settings: ServerSettings, logger: Logger) async throws -> any BearerTokenValidator {
+        let validator: any BearerTokenValidator
+        do {
+            validator = try oauth2.makeValidator(logger: logger)
+        } catch {
+            throw ConfigurationError("\(settings.origin(oauth2.jwks != nil ? .oauth2JWKS : .oauth2IntrospectionURL)): \(error)")
+        }
+        let source = oauth2.jwks.map { "JWKS \($0)" } ?? "introspection at \(oauth2.introspectionURL ?? "")"
+        logger.info("master: OAuth 2.0 bearer tokens (OAUTHBEARER, XOAUTH2) checked against \(source), user name from claim \(oauth2.usernameClaim)")
+        if let jwt = validator as? JWTValidator {
+            do {
+                try await jwt.preload()
+            } catch {
+                logger.warning("master: \(error.logDetail ?? error.message); token logins fail with [SYS/TEMP] until it can be loaded")
+            }
+        }
+        return validator
+    }
+
     /// Opens the store, binds every listener (as root if need be), drops privileges, loads
     /// the passwd-file, then serves until a graceful shutdown.
     private static func serve(
@@ -107,6 +130,9 @@ public enum ServerLauncher {
         var serverConfiguration = settings.serverConfiguration(tls: tls)
         let audit = settings.auditLog.map { AuditLogFile(path: $0, logger: logger) }
         serverConfiguration.auditLog = audit
+        if let oauth2 = settings.oauth2 {
+            serverConfiguration.tokenValidator = try await makeTokenValidator(oauth2, settings: settings, logger: logger)
+        }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         let backend: StoreFactory.Backend
         do {

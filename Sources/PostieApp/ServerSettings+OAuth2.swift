@@ -1,15 +1,5 @@
+import OAuth2
 import SASL
-
-/// The OAuth 2.0 settings as written (`oauth2_*`): one of a JWKS (local validation of signed
-/// JWTs, as Dovecot's `introspection_mode = local`) or an RFC 7662 introspection endpoint.
-public struct OAuth2Settings: Sendable, Hashable {
-    public var jwks: String?
-    public var introspectionURL: String?
-    public var clientCredentialsFile: String?
-    public var issuer: String?
-    public var audience: String?
-    public var usernameClaim = "email"
-}
 
 extension ServerSettings {
     /// Reads `oauth2_*`. With a token source, OAUTHBEARER and XOAUTH2 join the mechanisms
@@ -17,14 +7,15 @@ extension ServerSettings {
     /// without a token source is a mistake.
     mutating func readOAuth2(_ input: SettingsInput, mechanismsNamed: Bool) {
         func text(_ setting: Setting) -> String? { input.string(setting).flatMap { $0.isEmpty ? nil : $0 } }
-        var settings = OAuth2Settings()
+        var settings = OAuth2Configuration()
         settings.jwks = text(.oauth2JWKS)
         settings.introspectionURL = text(.oauth2IntrospectionURL)
         settings.clientCredentialsFile = text(.oauth2ClientCredentials)
         settings.issuer = text(.oauth2Issuer)
         settings.audience = text(.oauth2Audience)
         if let claim = text(.oauth2UsernameClaim) { settings.usernameClaim = claim }
-        let configured = settings.jwks != nil || settings.introspectionURL != nil
+        settings.caFile = text(.oauth2CAFile)
+        let configured = settings.isEnabled
         if settings.jwks != nil && settings.introspectionURL != nil {
             problem(.oauth2IntrospectionURL, "give either --oauth2-jwks or --oauth2-introspection-url, not both")
         }
@@ -32,7 +23,7 @@ extension ServerSettings {
             problem(.oauth2ClientCredentials, "--oauth2-introspection-url needs the client's id and secret: give --oauth2-client-credentials FILE")
         }
         if !configured {
-            for setting in [Setting.oauth2ClientCredentials, .oauth2Issuer, .oauth2Audience] where text(setting) != nil {
+            for setting in [Setting.oauth2ClientCredentials, .oauth2Issuer, .oauth2Audience, .oauth2CAFile] where text(setting) != nil {
                 problem(setting, "has no effect without --oauth2-jwks or --oauth2-introspection-url", .warning)
             }
         }
@@ -51,5 +42,6 @@ extension ServerSettings {
         show(.oauth2Issuer, settings.issuer, comment: configured && settings.issuer == nil ? "any issuer" : nil)
         show(.oauth2Audience, settings.audience, comment: configured && settings.audience == nil ? "any audience" : nil)
         show(.oauth2UsernameClaim, settings.usernameClaim)
+        show(.oauth2CAFile, settings.caFile, comment: configured && settings.caFile == nil ? "system roots" : nil)
     }
 }

@@ -6,6 +6,7 @@ import MailBackend
 import MaildirStore
 import NIOCore
 import NIOSSL
+import OAuth2
 import POP3Server
 import PostgresStore
 import SASL
@@ -62,7 +63,7 @@ public struct ServerSettings: Sendable {
     public var authMechanisms: [SASLMechanism] = [.plain, .login, .scramSHA256, .scramSHA1]
     public var apop = false
     /// Bearer-token validation for OAUTHBEARER and XOAUTH2 (RFC 7628); nil: not offered.
-    public var oauth2: OAuth2Settings?
+    public var oauth2: OAuth2Configuration?
     public var requireMFA = false
     public var loginDelay = 0
     public var expire = "NEVER"

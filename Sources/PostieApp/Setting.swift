@@ -55,6 +55,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case oauth2Issuer = "oauth2_issuer"
     case oauth2Audience = "oauth2_audience"
     case oauth2UsernameClaim = "oauth2_username_claim"
+    case oauth2CAFile = "oauth2_ca_file"
     case requireMFA = "require_mfa"
     case loginDelay = "login_delay"
     case expire
@@ -128,6 +129,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .oauth2Issuer: Spec(flag: "oauth2-issuer", valueName: "url", help: "Accept only tokens whose iss claim is this.", defaultText: "none")
         case .oauth2Audience: Spec(flag: "oauth2-audience", valueName: "name", help: "Accept only tokens whose aud claim names this.", defaultText: "none")
         case .oauth2UsernameClaim: Spec(flag: "oauth2-username-claim", valueName: "claim", help: "The token claim that is the login name (default email), normalised like any login name.", defaultText: "email")
+        case .oauth2CAFile: Spec(flag: "oauth2-ca-file", valueName: "file", help: "PEM certificates to trust for an https JWKS or introspection URL instead of the system's (an identity provider with a private CA).", defaultText: "system roots")
         case .requireMFA: Spec(flag: "require-mfa", valueName: nil, help: "Refuse every account password for POP3: only app passwords and OAuth 2.0 tokens log in (a user's mfa=yes does this for one user).", defaultText: "false")
         case .listenLMTP: Spec(flag: "listen-lmtp", valueName: "addr:port", help: "An LMTP listener (RFC 2033) for the MTA to deliver into the store; no authentication, so loopback or a trusted network only; repeatable.", defaultText: "none")
         case .lmtpMaxSize: Spec(flag: "lmtp-max-size", valueName: "octets", help: "The largest message LMTP accepts, in octets (SIZE, RFC 1870; default 104857600).", defaultText: "104857600")
