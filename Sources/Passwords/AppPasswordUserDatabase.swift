@@ -139,8 +139,8 @@ public final class AppPasswordUserDatabase<Wrapped: SASLUserDatabase & UserLooku
         lastRecord.withLockedValue { $0 = task }
     }
 
-    /// Waits for the last write a login started (tests).
-    func waitForRecord() async {
+    /// Waits for the last write of a use that a login started (tests, an orderly shutdown).
+    public func waitForRecord() async {
         await lastRecord.withLockedValue({ $0 })?.value
     }
 }
