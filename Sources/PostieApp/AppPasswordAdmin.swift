@@ -25,7 +25,7 @@ public struct AppPasswordAdmin {
 
     /// Makes and stores a new app password; returns it and the text to show, once.
     public func add(user: String, name: String, expiresInDays days: Int?) async throws -> (AppPassword, shown: String) {
-        let (password, shown) = try AppPasswords.make(name: name, expiresInDays: days, now: POSIX.now().seconds)
+        let (password, shown) = try await run { _ in try AppPasswords.make(name: name, expiresInDays: days, now: POSIX.now().seconds) }
         try await requireUser(user)
         try await run { try await $0.addAppPassword(password, for: user) }
         return (password, shown)
