@@ -338,7 +338,7 @@ let package = Package(
         .testTarget(
             name: "PostieAppTests",
             dependencies: [
-                "PostieApp", "MailBackend", "MaildirStore", "ServerKit", "POP3Server", "LMTPCore", "PostgresStore",
+                "PostieApp", "MailBackend", "MaildirStore", "ServerKit", "POP3Server", "LMTPCore", "PostgresStore", "Passwords",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -289,7 +289,7 @@ private final class SessionRunner {
     }
 
     func authenticate(_ typed: Credentials, method: String) async -> POP3SessionStateMachine.Action {
-        let credentials = Credentials(user: normalized(typed.user), password: typed.password)
+        let credentials = Credentials(user: normalized(typed.user), password: typed.password, remoteAddress: context.remote)
         if let refusal = lockedOut(credentials.user, method: method) { return refusal }
         let authenticated: AuthenticatedUser
         do {

@@ -55,11 +55,14 @@ public struct PasswdFileEditor: Sendable {
         }
     }
 
+    /// Deletes the user and their app passwords (a user added again later gets none back).
     public func delete(user: String) throws {
         try withLock { lines in
             guard lines.contains(where: { Self.name(of: $0) == user }) else { throw UserEditError.noSuchUser(user) }
             return ((), lines.filter { Self.name(of: $0) != user })
         }
+        let sidecar = AppPasswordFile(passwdFile: path)
+        if (try? POSIX.exists(sidecar.path)) == true { try sidecar.revokeAll(of: user) }
     }
 
     private static func name(of line: String) -> String? {
@@ -69,51 +72,7 @@ public struct PasswdFileEditor: Sendable {
 
     /// Runs `body` on the file's lines under the lock; writes the lines it returns, if any.
     private func withLock<T>(_ body: ([String]) throws -> (T, [String]?)) throws -> T {
-        let lockPath = path + ".lock"
-        let lockFD: Int32
-        do {
-            lockFD = try POSIX.open(lockPath, O_RDWR | O_CREAT, mode: 0o600)
-        } catch {
-            throw UserEditError.failed("cannot open \(lockPath): \(error)")
-        }
-        defer { close(lockFD) }
-        do {
-            try POSIX.lock(lockFD, path: lockPath)
-        } catch {
-            throw UserEditError.failed("cannot lock \(lockPath): \(error)")
-        }
-        var text = ""
-        var mode: mode_t = 0o640
-        var owner: (uid_t, gid_t)?
-        do throws(SystemError) {
-            let fd = try POSIX.open(path, O_RDONLY)
-            defer { close(fd) }
-            var st = stat()
-            if fstat(fd, &st) == 0 {
-                mode = st.st_mode & 0o7777
-                owner = (st.st_uid, st.st_gid)
-            }
-            text = String(decoding: try POSIX.readAll(fd, path: path), as: UTF8.self)
-        } catch where error.errno == ENOENT {
-            // A new file: it starts empty.
-        } catch {
-            throw UserEditError.failed("cannot read \(path): \(String(cString: strerror(error.errno)))")
-        }
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if lines.last == "" { lines.removeLast() }
-        let (result, updated) = try body(lines)
-        if let updated { try write(updated.map { $0 + "\n" }.joined(), mode: mode, owner: owner) }
-        return result
-    }
-
-    /// Keeps the file's mode and owner (a `root:vmail 0640` file must stay readable by the
-    /// server after an edit as root).
-    private func write(_ text: String, mode: mode_t, owner: (uid_t, gid_t)?) throws {
-        do {
-            try POSIX.writeAtomically(path, Array(text.utf8), mode: mode, owner: owner)
-        } catch {
-            throw UserEditError.failed("cannot replace \(path): \(error)")
-        }
+        try LockedTextFile(path: path).edit(body)
     }
 }
 

@@ -158,6 +158,24 @@ public enum Schema {
             )
             """,
         ]),
+        // App passwords (docs/users.md, App passwords): per-device passwords stored as
+        // salted hashes; a user's go with the user.
+        Migration(version: 6, description: "app_passwords", statements: [
+            """
+            CREATE TABLE app_passwords (
+                user_name    text NOT NULL REFERENCES users(name) ON DELETE CASCADE ON UPDATE CASCADE,
+                name         text NOT NULL CHECK (name <> '' AND length(name) <= 64 AND name !~ '[[:space:][:cntrl:]:]'),
+                -- {SCHEME}data, a salted hash ({SSHA512} as `postie user app-password add` writes it)
+                password     text NOT NULL,
+                created_at   timestamptz NOT NULL DEFAULT now(),
+                -- NULL: never expires
+                expires_at   timestamptz,
+                last_used_at timestamptz,
+                last_address text,
+                PRIMARY KEY (user_name, name)
+            )
+            """,
+        ]),
     ]
 
     /// The newest version this build knows.

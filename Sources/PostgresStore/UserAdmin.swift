@@ -52,6 +52,15 @@ public enum PostgresUserAdmin {
         return result
     }
 
+    /// Whether the users table has this user.
+    public static func userExists(_ connection: PostgresConnection, name: String, logger: Logger) async throws -> Bool {
+        do {
+            return try await exists(connection.query("SELECT 1 FROM users WHERE name = \(name)", logger: logger))
+        } catch {
+            throw UserEditError.failed(databaseErrorText(error))
+        }
+    }
+
     private static func exists(_ rows: PostgresRowSequence) async throws -> Bool {
         var any = false
         for try await _ in rows { any = true }

@@ -255,8 +255,11 @@ public struct StoreFactory: Sendable {
             let delivery = QuotaDelivery(
                 MaildirDelivery(store: maildirs, users: users, logger: logger), users: users, usage: maildirs,
                 defaultRule: defaultQuota, observe: quotaObserver)
+            // App passwords from the sidecar next to the passwd-file (none while it is missing).
+            let appPasswords = AppPasswordUserDatabase(
+                users, store: AppPasswordFile(passwdFile: passwdFile, threadPool: threadPool), threadPool: threadPool, logger: logger)
             return Backend(
-                users: users, store: maildirs, delivery: delivery, quotaUsage: maildirs, defaultQuota: defaultQuota, passwdFile: users,
+                users: appPasswords, store: maildirs, delivery: delivery, quotaUsage: maildirs, defaultQuota: defaultQuota, passwdFile: users,
                 postgres: nil)
         case .postgres(let flags):
             let (url, database) = try postgres(flags, threadPool: threadPool, logger: logger)
@@ -264,8 +267,9 @@ public struct StoreFactory: Sendable {
                 throw .database("\(url): \(problem)")
             }
             let delivery = QuotaDelivery(database, users: database, usage: database, defaultRule: defaultQuota, observe: quotaObserver)
+            let appPasswords = AppPasswordUserDatabase(database, store: database, threadPool: threadPool, logger: logger)
             return Backend(
-                users: database, store: database, delivery: delivery, quotaUsage: database, defaultQuota: defaultQuota, passwdFile: nil,
+                users: appPasswords, store: database, delivery: delivery, quotaUsage: database, defaultQuota: defaultQuota, passwdFile: nil,
                 postgres: database)
         }
     }

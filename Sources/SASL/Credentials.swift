@@ -5,10 +5,14 @@
 public struct Credentials: Sendable, Hashable, CustomStringConvertible {
     public var user: String
     public var password: String
+    /// The client's IP address as the server sees it (after PROXY), if the caller knows it;
+    /// user databases may record it (an app password's last use), never decide by it.
+    public var remoteAddress: String?
 
-    public init(user: String, password: String) {
+    public init(user: String, password: String, remoteAddress: String? = nil) {
         self.user = user
         self.password = password
+        self.remoteAddress = remoteAddress
     }
 
     public var description: String { "Credentials(user: \(user), password: <hidden>)" }

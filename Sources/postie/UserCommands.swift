@@ -1,4 +1,5 @@
 import ArgumentParser
+import DurableFiles
 import PostieApp
 
 /// `postie user`: the passwd-file or the PostgreSQL users table.
@@ -7,7 +8,7 @@ struct UserCommand: AsyncParsableCommand {
         commandName: "user",
         abstract: "Manage users in a Dovecot-style passwd-file or in PostgreSQL.",
         discussion: "Passwd-file edits are atomic and locked: concurrent runs never lose a line. With --store postgres each change is one statement on the users table. Passwords come from standard input or an unechoed prompt, never from an argument.",
-        subcommands: [Add.self, Passwd.self, Delete.self, List.self]
+        subcommands: [Add.self, Passwd.self, Delete.self, List.self, AppPassword.self]
     )
 
     struct FileOptions: ParsableArguments {
@@ -72,6 +73,85 @@ struct UserCommand: AsyncParsableCommand {
         func run() async throws {
             for (user, scheme) in try await file.admin().editor.listUsers() {
                 print("\(user)\t{\(scheme)}")
+            }
+        }
+    }
+}
+
+extension UserCommand {
+    /// `postie user app-password`: per-device passwords (docs/users.md, App passwords).
+    struct AppPassword: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "app-password",
+            abstract: "Manage a user's app passwords (per device, revocable).",
+            discussion: """
+                An app password works for USER/PASS and SASL PLAIN and LOGIN in place of the account \
+                password, and is the only password that works for a user with mfa=yes or a server with \
+                --require-mfa. With a passwd-file they live in FILE.app-passwords next to it; with \
+                --store postgres in the app_passwords table. Only a salted hash is stored. Exit status: \
+                0 done, 64 usage, 67 no such user or app password.
+                """,
+            subcommands: [Add.self, List.self, Revoke.self]
+        )
+
+        /// Runs a command body, turning a refusal into a message and its exit status.
+        static func running<T>(_ body: () async throws -> T) async throws -> T {
+            do {
+                return try await body()
+            } catch let failure as AppPasswordAdmin.Failure {
+                FileHandleOutput.standardError("postie: \(failure)\n")
+                throw ExitCode(failure.status)
+            }
+        }
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Make an app password and print it, once (Postie keeps only a hash).",
+                discussion: "The password goes to standard output alone; 24 random characters (about 119 bits) in four groups of six, which may be typed with or without the hyphens.")
+            @Argument(help: "The user name.") var user: String
+            @Option(help: ArgumentHelp("A name for the device or program, unique for the user (e.g. phone).", valueName: "name")) var name: String
+            @Option(help: ArgumentHelp("Stop working after this many days (default: never).", valueName: "days")) var expires: Int?
+            @OptionGroup var file: UserCommand.FileOptions
+
+            func validate() throws {
+                if let expires, expires < 1 { throw ValidationError("--expires must be at least 1 day") }
+            }
+
+            func run() async throws {
+                let admin = AppPasswordAdmin(try file.admin())
+                let (password, shown) = try await AppPassword.running {
+                    try await admin.add(user: user, name: name, expiresInDays: expires)
+                }
+                let until = password.expires.map { ", expires \(POSIX.rfc3339(seconds: $0))" } ?? ""
+                FileHandleOutput.standardError("app password \(name) for \(user)\(until); it is shown only now:\n")
+                FileHandleOutput.standardOutput(shown + "\n")
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List a user's app passwords: created, expiry, last use and its address.")
+            @Argument(help: "The user name.") var user: String
+            @Flag(help: "Print a JSON array.") var json = false
+            @OptionGroup var file: UserCommand.FileOptions
+
+            func run() async throws {
+                let admin = AppPasswordAdmin(try file.admin())
+                let passwords = try await AppPassword.running { try await admin.list(user: user) }
+                let now = POSIX.now().seconds
+                FileHandleOutput.standardOutput(json ? AppPasswordAdmin.json(passwords, now: now) : AppPasswordAdmin.table(passwords, now: now))
+            }
+        }
+
+        struct Revoke: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Revoke an app password: it stops working at the next login.")
+            @Argument(help: "The user name.") var user: String
+            @Argument(help: "The app password's name.") var name: String
+            @OptionGroup var file: UserCommand.FileOptions
+
+            func run() async throws {
+                let admin = AppPasswordAdmin(try file.admin())
+                try await AppPassword.running { try await admin.revoke(user: user, name: name) }
+                print("revoked \(user)'s app password \(name)")
             }
         }
     }

@@ -4,6 +4,7 @@ import Testing
 
 @testable import PostieApp
 import MaildirStore
+import Passwords
 import PostgresStore
 
 @Suite("One store factory for every command")
@@ -87,6 +88,9 @@ struct StoreFactoryTests {
         #expect(backend.passwdFile != nil)
         #expect(backend.postgres == nil)
         #expect(backend.store is MaildirStore)
+        // Logins take app passwords from the sidecar next to the passwd-file.
+        let users = try #require(backend.users as? AppPasswordUserDatabase<PasswdFileDatabase>)
+        #expect((users.store as? AppPasswordFile)?.path == "/p.app-passwords")
     }
 
     @Test func opensPostgresWithoutConnecting() async throws {
@@ -99,6 +103,7 @@ struct StoreFactoryTests {
         let backend = try await factory.open(threadPool: .singleton, logger: Logger(label: "test"))
         #expect(backend.postgres?.options.poolSize == 1)
         #expect(backend.passwdFile == nil)
+        #expect(backend.users is AppPasswordUserDatabase<PostgresStore>)
 
         options.urlFile = dir.path + "/missing"
         await #expect(throws: StoreFactory.OpenError.self) {

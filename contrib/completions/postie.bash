@@ -558,13 +558,13 @@ _postie_user() {
     unset 'unparsed_words[0]'
     unparsed_words=("${unparsed_words[@]}")
     case "${subcommand}" in
-    add|passwd|del|list)
+    add|passwd|del|list|app-password)
         # Offer subcommand argument completions
         "_postie_user_${subcommand}"
         ;;
     *)
         # Offer subcommand completions
-        COMPREPLY+=($(compgen -W 'add passwd del list' -- "${cur}"))
+        COMPREPLY+=($(compgen -W 'add passwd del list app-password' -- "${cur}"))
         ;;
     esac
 }
@@ -677,6 +677,125 @@ _postie_user_list() {
     repeating_options=()
     non_repeating_options=(--passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive)
     __postie_offer_flags_options 0
+
+    # Offer option value completions
+    case "${prev}" in
+    '--passwd-file')
+        return
+        ;;
+    '--store')
+        return
+        ;;
+    '--database-url-file')
+        return
+        ;;
+    '--database-pool-size')
+        return
+        ;;
+    '--database-connect-timeout')
+        return
+        ;;
+    '--database-keepalive')
+        return
+        ;;
+    esac
+}
+
+_postie_user_app-password() {
+    repeating_flags=()
+    non_repeating_flags=(--version -h --help)
+    repeating_options=()
+    non_repeating_options=()
+    __postie_offer_flags_options 0
+
+    # Offer subcommand / subcommand argument completions
+    local -r subcommand="${unparsed_words[0]}"
+    unset 'unparsed_words[0]'
+    unparsed_words=("${unparsed_words[@]}")
+    case "${subcommand}" in
+    add|list|revoke)
+        # Offer subcommand argument completions
+        "_postie_user_app-password_${subcommand}"
+        ;;
+    *)
+        # Offer subcommand completions
+        COMPREPLY+=($(compgen -W 'add list revoke' -- "${cur}"))
+        ;;
+    esac
+}
+
+_postie_user_app-password_add() {
+    repeating_flags=()
+    non_repeating_flags=(--version -h --help)
+    repeating_options=()
+    non_repeating_options=(--name --expires --passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive)
+    __postie_offer_flags_options 1
+
+    # Offer option value completions
+    case "${prev}" in
+    '--name')
+        return
+        ;;
+    '--expires')
+        return
+        ;;
+    '--passwd-file')
+        return
+        ;;
+    '--store')
+        return
+        ;;
+    '--database-url-file')
+        return
+        ;;
+    '--database-pool-size')
+        return
+        ;;
+    '--database-connect-timeout')
+        return
+        ;;
+    '--database-keepalive')
+        return
+        ;;
+    esac
+}
+
+_postie_user_app-password_list() {
+    repeating_flags=()
+    non_repeating_flags=(--json --version -h --help)
+    repeating_options=()
+    non_repeating_options=(--passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive)
+    __postie_offer_flags_options 1
+
+    # Offer option value completions
+    case "${prev}" in
+    '--passwd-file')
+        return
+        ;;
+    '--store')
+        return
+        ;;
+    '--database-url-file')
+        return
+        ;;
+    '--database-pool-size')
+        return
+        ;;
+    '--database-connect-timeout')
+        return
+        ;;
+    '--database-keepalive')
+        return
+        ;;
+    esac
+}
+
+_postie_user_app-password_revoke() {
+    repeating_flags=()
+    non_repeating_flags=(--version -h --help)
+    repeating_options=()
+    non_repeating_options=(--passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive)
+    __postie_offer_flags_options 2
 
     # Offer option value completions
     case "${prev}" in
