@@ -75,5 +75,5 @@ enum CheckLoginHelp: LoginOptionsHelp {
     // ArgumentParser appends "(default: auto)" only to a non-optional option; LoginOptions's is
     // optional (fetch has no default), and CheckOptions takes nil as auto.
     static let loginMethod: ArgumentHelp =
-        "auto (strongest SASL offered), USER, APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1 or SCRAM-SHA-256. (default: auto)"
+        "auto (strongest SASL offered), USER, APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, or OAUTHBEARER or XOAUTH2 (the password is an OAuth 2.0 bearer token). (default: auto)"
 }

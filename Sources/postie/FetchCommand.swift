@@ -120,7 +120,7 @@ struct FetchCommand: AsyncParsableCommand {
 enum FetchLoginHelp: LoginOptionsHelp {
     static let user: ArgumentHelp = "The login name."
     static let loginMethod: ArgumentHelp =
-        "USER (the default), APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, or auto (the strongest SASL mechanism offered)."
+        "USER (the default), APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, OAUTHBEARER or XOAUTH2 (the password is an OAuth 2.0 bearer token), or auto (the strongest SASL mechanism offered)."
 }
 
 // MARK: - Shared by the client commands (check, fetch, bench, migrate)

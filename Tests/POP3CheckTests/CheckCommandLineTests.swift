@@ -34,7 +34,7 @@ import Testing
         #expect(throws: UsageError("ports must be between 0 and 65535")) { try options(tlsPort: -1) }
         #expect(throws: UsageError("--port 0 and --tls-port 0 leave nothing to check")) { try options(port: 0, tlsPort: 0) }
         #expect(throws: UsageError("--timeout must be between 0 and 600 seconds")) { try options(timeout: 0) }
-        #expect(throws: UsageError("unknown --login-method GSSAPI; use one of auto, USER, APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256")) {
+        #expect(throws: UsageError("unknown --login-method GSSAPI; use one of auto, USER, APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, OAUTHBEARER, XOAUTH2")) {
             try options(loginMethod: "GSSAPI")
         }
         #expect(throws: UsageError("cannot read --ca-file /nonexistent/ca.pem")) { try options(caFile: "/nonexistent/ca.pem") }

@@ -45,7 +45,7 @@ import Testing
         #expect(throws: UsageError("--to: expected maildir:DIR or mbox:FILE")) {
             try FetchPlan(server: "pop", user: "a", to: "imap:/m", environment: pw)
         }
-        #expect(throws: UsageError("--login-method: one of auto, USER, APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256")) {
+        #expect(throws: UsageError("--login-method: one of auto, USER, APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, OAUTHBEARER, XOAUTH2")) {
             try FetchPlan(server: "pop", user: "a", loginMethod: "GSSAPI", to: "maildir:/m", environment: pw)
         }
         #expect(throws: UsageError("--delete-larger: a size like 20M")) {

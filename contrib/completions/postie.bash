@@ -186,9 +186,9 @@ _postie() {
 
 _postie_serve() {
     repeating_flags=()
-    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --quota-full-tempfail --demo --version -h --help)
+    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --demo --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -308,6 +308,27 @@ _postie_serve() {
         return
         ;;
     '--auth-mechanisms')
+        return
+        ;;
+    '--oauth2-jwks')
+        return
+        ;;
+    '--oauth2-introspection-url')
+        return
+        ;;
+    '--oauth2-client-credentials')
+        return
+        ;;
+    '--oauth2-issuer')
+        return
+        ;;
+    '--oauth2-audience')
+        return
+        ;;
+    '--oauth2-username-claim')
+        return
+        ;;
+    '--oauth2-ca-file')
         return
         ;;
     '--listen-lmtp')
@@ -398,9 +419,9 @@ _postie_config() {
 
 _postie_config_check() {
     repeating_flags=()
-    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --quota-full-tempfail --version -h --help)
+    non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -520,6 +541,27 @@ _postie_config_check() {
         return
         ;;
     '--auth-mechanisms')
+        return
+        ;;
+    '--oauth2-jwks')
+        return
+        ;;
+    '--oauth2-introspection-url')
+        return
+        ;;
+    '--oauth2-client-credentials')
+        return
+        ;;
+    '--oauth2-issuer')
+        return
+        ;;
+    '--oauth2-audience')
+        return
+        ;;
+    '--oauth2-username-claim')
+        return
+        ;;
+    '--oauth2-ca-file')
         return
         ;;
     '--listen-lmtp')
