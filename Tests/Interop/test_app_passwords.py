@@ -167,3 +167,39 @@ def test_app_passwords_with_postgres(pgdb, postie, tmp_path, monkeypatch):
     pgdb.postie("user", "del", ACCOUNT[0], "--store", "postgres")
     assert pgdb.psql("SELECT count(*) FROM app_passwords").strip() == "0"
     assert_no_secret_in_log(server, password, other)
+
+
+def test_mfa_refuses_the_account_password_and_takes_the_app_password(postie_bin, postie, tmp_path, monkeypatch):
+    """`mfa=yes` on one user, then `--require-mfa` for all: the account password fails like a
+    wrong one (USER/PASS and AUTH PLAIN), the log says why, and the app password logs in."""
+    monkeypatch.setattr(poplib, "_MAXLINE", 1 << 16)
+    passwd = tmp_path / "users"
+    store = ["--passwd-file", str(passwd)]
+    for user, extra in ((ACCOUNT[0], ["--extra", "mfa=yes"]), ("dave", [])):
+        r = run(postie_bin, "user", "add", user, *extra, *store, input=ACCOUNT[1] + "\n")
+        assert r.returncode == 0, r.stderr
+    template = str(tmp_path / "mail" / "%u")
+    messages = dict(list(corpus().items())[:3])
+    for user in (ACCOUNT[0], "dave"):
+        md = Maildir(Path(template.replace("%u", user)))
+        for data in messages.values():
+            md.deliver(data)
+    want = sorted(canonical_crlf(m) for m in messages.values())
+    carol = add_app_password(postie_bin, store, ACCOUNT[0], "phone")
+    dave = add_app_password(postie_bin, store, "dave", "phone")
+
+    server = postie.start(passwd=passwd, maildir=template, extra=["--auth-failure-delay", "0"])
+    refused(server.host, server.port, ACCOUNT[0], ACCOUNT[1])
+    assert len(server.log_lines(r"Login failed: user=<carol>, method=(USER|PLAIN), .*reason=account password not allowed \(mfa\)")) == 2, server.log_tail()
+    assert sorted(poplib_messages(server.host, server.port, ACCOUNT[0], carol)) == want
+    assert server.log_lines(r"Login: user=<carol>, method=USER, .*app_password=<phone>")
+    # dave has no mfa=yes: his account password works, until the server requires MFA.
+    assert sorted(poplib_messages(server.host, server.port, "dave", ACCOUNT[1])) == want
+    server.stop()
+
+    strict = postie.start(passwd=passwd, maildir=template, extra=["--auth-failure-delay", "0", "--require-mfa"])
+    refused(strict.host, strict.port, "dave", ACCOUNT[1])
+    assert strict.log_lines(r"Login failed: user=<dave>, .*reason=account password not allowed \(mfa\)")
+    assert sorted(poplib_messages(strict.host, strict.port, "dave", dave)) == want
+    assert_no_secret_in_log(server, carol, dave, ACCOUNT[1])
+    assert_no_secret_in_log(strict, carol, dave, ACCOUNT[1])
