@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "POP3Core", targets: ["POP3Core"]),
         .library(name: "POP3Server", targets: ["POP3Server"]),
         .library(name: "MaildirStore", targets: ["MaildirStore"]),
+        .library(name: "MboxStore", targets: ["MboxStore"]),
         .library(name: "Passwords", targets: ["Passwords"]),
         .library(name: "MailBackend", targets: ["MailBackend"]),
         .library(name: "ServerKit", targets: ["ServerKit"]),
@@ -98,6 +99,18 @@ let package = Package(
         /// The Maildir backend; all file I/O runs on a thread pool.
         .target(
             name: "MaildirStore",
+            dependencies: [
+                "POP3Core", "MailBackend", "DurableFiles", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        /// The mbox backend: `/var/mail` spools as MTAs write them, locked as Debian policy 11.6
+        /// says, rewritten crash-safely at QUIT; all file I/O runs on a thread pool.
+        .target(
+            name: "MboxStore",
             dependencies: [
                 "POP3Core", "MailBackend", "DurableFiles", "SASL",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -242,7 +255,7 @@ let package = Package(
         .target(
             name: "PostieApp",
             dependencies: [
-                "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "Passwords", "SASL",
+                "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "MboxStore", "Passwords", "SASL",
                 "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -305,7 +318,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client"]),
+        .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client", "DurableFiles"]),
         .testTarget(name: "POP3BenchTests", dependencies: ["POP3Bench", "POP3Client", "POP3Core"]),
         .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),
         .testTarget(
@@ -318,6 +331,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MaildirStoreTests", dependencies: ["MaildirStore", "MailBackend", "DurableFiles", "POP3Core"]),
+        .testTarget(name: "MboxStoreTests", dependencies: ["MboxStore", "MailBackend", "DurableFiles", "POP3Core", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "DurableFilesTests",
             dependencies: [

@@ -1,3 +1,4 @@
+import MailBackend
 import DurableFiles
 
 #if canImport(Glibc)
@@ -25,10 +26,7 @@ public struct UIDLSettings: Hashable, Sendable {
     }
 
     /// Whether a header value can be sent as a UIDL.
-    static func isValidUIDL(_ text: String) -> Bool {
-        let bytes = text.utf8
-        return (1...70).contains(bytes.count) && bytes.allSatisfy { (0x21...0x7E).contains($0) }
-    }
+    static func isValidUIDL(_ text: String) -> Bool { UIDLFormat.isValidUIDL(text) }
 
     /// The UIDL of one message, by the rules above.
     func uidl(

@@ -3,6 +3,7 @@ import Foundation
 import Testing
 
 @testable import MaildirStore
+@testable import MailBackend
 
 @Suite("dovecot-uidlist")
 struct DovecotUIDListTests {

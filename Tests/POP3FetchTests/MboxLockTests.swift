@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import POP3Fetch
+import DurableFiles
 
 /// The dot-lock part of ``MboxLock`` (fcntl and flock against another process are shown by
 /// Tests/Interop/test_fetch.py, since a process never conflicts with its own fcntl locks).
@@ -18,7 +19,7 @@ struct MboxLockTests {
         defer { close(fd); unlink(path) }
         var lock = try MboxLock.acquire(fd: fd, path: path)
         #expect(lock.dotlockPath == path + ".lock")
-        #expect(FileManager.default.contents(atPath: path + ".lock") == Data("\(getpid())\n".utf8))
+        #expect(FileManager.default.contents(atPath: path + ".lock") == Data(MailSpoolLock.dotlockContent.utf8))
         lock.release()
         #expect(!FileManager.default.fileExists(atPath: path + ".lock"))
     }
@@ -42,7 +43,7 @@ struct MboxLockTests {
         let old = Date(timeIntervalSinceNow: -Double(MboxLock.staleAfter + 60))
         try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: path + ".lock")
         var lock = try MboxLock.acquire(fd: fd, path: path, timeout: 5)
-        #expect(FileManager.default.contents(atPath: path + ".lock") == Data("\(getpid())\n".utf8))
+        #expect(FileManager.default.contents(atPath: path + ".lock") == Data(MailSpoolLock.dotlockContent.utf8))
         lock.release()
     }
 }

@@ -115,6 +115,20 @@ public struct UIDLFormat: Hashable, Sendable, CustomStringConvertible {
         public var uidValidity: UInt32
         public var fileName: String
         public var guid: String
+
+        public init(uid: UInt32, uidValidity: UInt32, fileName: String, guid: String) {
+            self.uid = uid
+            self.uidValidity = uidValidity
+            self.fileName = fileName
+            self.guid = guid
+        }
+    }
+
+    /// Whether a text (an `X-UIDL:` header's value) can be sent as a UIDL: 1 to 70 characters
+    /// in 0x21...0x7E (RFC 1939 section 7).
+    public static func isValidUIDL(_ text: String) -> Bool {
+        let bytes = text.utf8
+        return (1...70).contains(bytes.count) && bytes.allSatisfy { (0x21...0x7E).contains($0) }
     }
 
     /// The UIDL for one message.
