@@ -292,6 +292,20 @@ extension POSIX {
         return (Int(ts.tv_sec), Int(ts.tv_nsec))
     }
 
+    /// `Fri Nov 27 11:41:12 2026` in UTC: asctime(3)'s form, as an mbox `From ` line carries
+    /// the delivery time (mbox(5)).
+    public static func asctime(seconds: Int) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let day = parts.tm_mday < 10 ? " \(parts.tm_mday)" : "\(parts.tm_mday)"
+        return "\(days[Int(parts.tm_wday)]) \(months[Int(parts.tm_mon)]) \(day) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) \(parts.tm_year + 1900)"
+    }
+
     /// RFC 3339 in UTC: `2026-11-30T08:00:00Z`, or with milliseconds
     /// (`2026-11-30T08:00:00.123Z`) when `nanoseconds` is given.
     public static func rfc3339(seconds: Int, nanoseconds: Int? = nil) -> String {

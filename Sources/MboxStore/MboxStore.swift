@@ -141,21 +141,21 @@ public final class MboxMaildrop: Maildrop, Sendable {
     static func open(path: String, store: MboxStore) throws -> MboxMaildrop {
         let sessionLock = try SessionLock.acquire(path + ".postie-lock")
         do {
-            guard let fd = try openIfPresent(path, O_RDONLY) else {
+            let opened: (fd: Int32, lock: MailSpoolLock)?
+            do {
+                opened = try openLocked(path, O_RDONLY, exclusive: false, timeout: store.loginLockTimeout)
+            } catch let error as MailSpoolLock.Failure {
+                guard case .timedOut = error else { throw error }
+                store.logger.info("mbox(\(path)): \(error)")
+                throw BackendError(.inUse, message: "Mailbox is locked by another program, try again later.", logDetail: error.description)
+            }
+            guard let opened else {
                 // No mail has arrived yet: an empty maildrop (the MTA creates the file).
                 return MboxMaildrop(path: path, messages: [], entries: [], spool: SpoolDescriptor(fd: -1), sessionLock: sessionLock, store: store)
             }
+            let fd = opened.fd
+            var lock = opened.lock
             let spool = SpoolDescriptor(fd: fd)
-            var lock: MailSpoolLock
-            do {
-                lock = try MailSpoolLock.acquire(fd: fd, path: path, exclusive: false, timeout: store.loginLockTimeout)
-            } catch {
-                if case .timedOut = error {
-                    store.logger.info("mbox(\(path)): \(error)")
-                    throw BackendError(.inUse, message: "Mailbox is locked by another program, try again later.", logDetail: error.description)
-                }
-                throw error
-            }
             var info = stat()
             let parsed: [MboxMessage]
             do {
@@ -187,9 +187,31 @@ public final class MboxMaildrop: Maildrop, Sendable {
         }
     }
 
+    /// Opens the spool and takes its locks, making sure the file locked is still the one at
+    /// `path` (a rewrite may have renamed a new one over it meanwhile: then again). nil if
+    /// there is no spool (and `flags` do not create one).
+    static func openLocked(_ path: String, _ flags: Int32, exclusive: Bool, timeout: Double) throws -> (fd: Int32, lock: MailSpoolLock)? {
+        while true {
+            guard let fd = try openIfPresent(path, flags) else { return nil }
+            var lock: MailSpoolLock
+            do {
+                lock = try MailSpoolLock.acquire(fd: fd, path: path, exclusive: exclusive, timeout: timeout)
+            } catch {
+                Glibc.close(fd)
+                throw error
+            }
+            var opened = stat(), named = stat()
+            if fstat(fd, &opened) == 0, stat(path, &named) == 0, opened.st_ino == named.st_ino, opened.st_dev == named.st_dev {
+                return (fd, lock)
+            }
+            lock.release()
+            Glibc.close(fd)
+        }
+    }
+
     /// The spool opened, or nil if there is none.
     static func openIfPresent(_ path: String, _ flags: Int32) throws -> Int32? {
-        let fd = POSIX.retrying { Glibc.open(path, flags | O_CLOEXEC) }
+        let fd = POSIX.retrying { Glibc.open(path, flags | O_CLOEXEC, 0o600) }
         if fd >= 0 { return fd }
         if errno == ENOENT { return nil }
         throw SystemError.system("open", path)
@@ -267,16 +289,18 @@ public final class MboxMaildrop: Maildrop, Sendable {
     /// cannot keep its owner, and the rewrite is refused (`[SYS/TEMP]`, nothing deleted).
     /// Blocking: thread pool only.
     static func rewrite(path: String, deleting doomed: Set<Identity>, store: MboxStore) throws {
-        guard let fd = try openIfPresent(path, O_RDWR) else {
-            return  // removed by another program: nothing left to delete
-        }
-        defer { Glibc.close(fd) }
-        var lock: MailSpoolLock
+        let opened: (fd: Int32, lock: MailSpoolLock)?
         do {
-            lock = try MailSpoolLock.acquire(fd: fd, path: path, exclusive: true, timeout: store.commitLockTimeout)
-        } catch {
+            opened = try openLocked(path, O_RDWR, exclusive: true, timeout: store.commitLockTimeout)
+        } catch let error as MailSpoolLock.Failure {
             throw BackendError.temporary("mbox(\(path)): \(error)")
         }
+        guard let opened else {
+            return  // removed by another program: nothing left to delete
+        }
+        let fd = opened.fd
+        var lock = opened.lock
+        defer { Glibc.close(fd) }
         defer { lock.release() }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw SystemError.system("fstat", path) }

@@ -1,3 +1,4 @@
+import DurableFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -64,17 +65,7 @@ struct MboxDestination: LocalDestination {
     }
 
     /// `Fri Nov 27 11:41:12 2026` in UTC, as in a traditional `From ` line.
-    static func asctime(_ time: Int) -> String {
-        var seconds = time_t(time)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        let day = parts.tm_mday < 10 ? " \(parts.tm_mday)" : "\(parts.tm_mday)"
-        return "\(days[Int(parts.tm_wday)]) \(months[Int(parts.tm_mon)]) \(day) "
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) \(parts.tm_year + 1900)"
-    }
+    static func asctime(_ time: Int) -> String { POSIX.asctime(seconds: time) }
 
     func stage(uidl: String, message: [UInt8]) throws(LocalError) -> StagedMessage {
         let bytes = Self.entry(fromPrefix: fromPrefix(uidl: uidl), time: Int(Glibc.time(nil)), message: message)
