@@ -56,7 +56,7 @@ public struct Delivery: Sendable {
 
     /// Chooses the store from the command's flags and delivers.
     public func run(
-        store: String?, passwdFile: String?, maildir: String?, dovecotControl: String?, database: DatabaseSource,
+        store: String?, passwdFile: String?, maildir: String?, dovecotControl: String?, mbox: String? = nil, database: DatabaseSource,
         usernameFormat template: String? = nil, defaultDomain: String? = nil
     ) async -> Outcome {
         guard maxSize > 0 else { return Outcome(status: .usage, message: "--max-size must be positive") }
@@ -67,7 +67,8 @@ public struct Delivery: Sendable {
         }
         var factory: StoreFactory
         do {
-            factory = try StoreFactory.choose(store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database, for: .deliver)
+            factory = try StoreFactory.choose(
+                store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, mbox: mbox, database: database, for: .deliver)
         } catch {
             return Outcome(status: .usage, message: error.description)
         }

@@ -32,7 +32,7 @@ public struct MailboxAdmin: Sendable {
 
     /// The settings that decide where users and mail are and how UIDLs and names look.
     static let storeSettings: [Setting] = [
-        .store, .passwdFile, .maildir, .dovecotControl, .databaseURLFile, .databasePoolSize, .databaseConnectTimeout,
+        .store, .passwdFile, .maildir, .mbox, .dovecotControl, .databaseURLFile, .databasePoolSize, .databaseConnectTimeout,
         .databaseKeepalive, .pop3UIDLFormat, .pop3ReuseXUIDL, .authUsernameFormat, .authDefaultDomain,
     ]
 

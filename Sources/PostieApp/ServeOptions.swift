@@ -64,6 +64,7 @@ public struct ServeOptions: ParsableArguments, Sendable {
 public struct StoreOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.passwdFile), help: .setting(.passwdFile)) public var passwdFile: String?
     @Option(name: .setting(.maildir), help: .setting(.maildir)) public var maildir: String?
+    @Option(name: .setting(.mbox), help: .setting(.mbox)) public var mbox: String?
     @Option(name: .setting(.dovecotControl), help: .setting(.dovecotControl)) public var dovecotControl: String?
     @Option(name: .setting(.store), help: .setting(.store)) public var store: String?
     @Option(name: .setting(.pop3UIDLFormat), help: .setting(.pop3UIDLFormat)) public var pop3UIDLFormat: String?

@@ -36,6 +36,8 @@ public struct ServerSettings: Sendable {
     public var listeners: [Listener] = []
     public var passwdFile: String?
     public var maildir: String?
+    /// Each user's mbox spool (`mbox`), served instead of a Maildir.
+    public var mbox: String?
     /// Where Dovecot keeps dovecot-uidlist (`mail_location`'s `:CONTROL=`); nil: the Maildir.
     public var dovecotControl: String?
     public var idleTimeout = 600
@@ -258,6 +260,8 @@ public struct ServerSettings: Sendable {
         show(.passwdFile, passwdFile)
         maildir = input.string(.maildir)
         show(.maildir, maildir)
+        mbox = input.string(.mbox).flatMap { $0.isEmpty ? nil : $0 }
+        show(.mbox, mbox)
         dovecotControl = input.string(.dovecotControl).flatMap { $0.isEmpty ? nil : $0 }
         show(.dovecotControl, dovecotControl, comment: dovecotControl == nil ? "dovecot-uidlist in the Maildir" : nil)
         runAs = input.string(.runAs)
@@ -441,7 +445,7 @@ public struct ServerSettings: Sendable {
     private var inapplicable: Set<Setting> {
         switch store {
         case .maildir: [.databaseURLFile, .databasePoolSize, .databaseConnectTimeout, .databaseKeepalive]
-        case .postgres: [.passwdFile, .maildir, .dovecotControl, .pop3UIDLFormat, .pop3ReuseXUIDL]
+        case .postgres: [.passwdFile, .maildir, .mbox, .dovecotControl, .pop3UIDLFormat, .pop3ReuseXUIDL]
         }
     }
 

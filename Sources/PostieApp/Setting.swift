@@ -31,6 +31,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case passwdFile = "passwd_file"
     case maildir
     case dovecotControl = "dovecot_control"
+    case mbox
     case runAs = "run_as"
     case idleTimeout = "idle_timeout"
     case loginTimeout = "login_timeout"
@@ -101,6 +102,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .listenTLS: Spec(flag: "listen-tls", valueName: "addr:port", help: "An implicit-TLS listener (port 995); repeatable.", defaultText: "none")
         case .passwdFile: Spec(flag: "passwd-file", valueName: "file", help: "A Dovecot-style passwd-file.", defaultText: "none")
         case .maildir: Spec(flag: "maildir", valueName: "template", help: "Each user's Maildir (the folder holding cur/ new/ tmp/); %u user, %n local part, %d domain, %h or ~ home.", defaultText: "none")
+        case .mbox: Spec(flag: "mbox", valueName: "template", help: "Each user's mbox spool instead of a Maildir, e.g. /var/mail/%u (same template form as --maildir); locked as Debian's MTAs lock it; see docs/mbox.md.", defaultText: "none")
         case .dovecotControl: Spec(flag: "dovecot-control", valueName: "template", help: "Where Dovecot keeps each user's dovecot-uidlist when its mail_location has :CONTROL= (same template form); default: in the Maildir.", defaultText: "none")
         case .tlsCert: Spec(flag: "tls-cert", valueName: "file", help: "PEM certificate, optionally followed by its chain.", defaultText: "none")
         case .tlsKey: Spec(flag: "tls-key", valueName: "file", help: "PEM private key for --tls-cert.", defaultText: "none")

@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import MailBackend
 import MaildirStore
+import MboxStore
 import NIOPosix
 import Passwords
 import PostgresNIO
@@ -85,7 +86,10 @@ public struct StoreFactory: Sendable {
     }
 
     public var location: Location
-    /// How Maildir messages get their UIDLs.
+    /// With ``Location/files(passwdFile:maildir:dovecotControl:)``: each user's mbox spool
+    /// (`--mbox`), served and delivered to instead of a Maildir (docs/mbox.md).
+    public var mbox: String?
+    /// How Maildir and mbox messages get their UIDLs.
     public var uidl = UIDLSettings()
     /// Days after retrieval before a message is deleted (RFC 2449 EXPIRE); nil: never.
     public var expireDays: Int?
@@ -117,7 +121,7 @@ public struct StoreFactory: Sendable {
 
     /// The store a command's flags name, or why they name none.
     public static func choose(
-        store: String?, passwdFile: String?, maildir: String? = nil, dovecotControl: String? = nil,
+        store: String?, passwdFile: String?, maildir: String? = nil, dovecotControl: String? = nil, mbox: String? = nil,
         database: DatabaseSource, for command: Command
     ) throws(Refusal) -> StoreFactory {
         let filesName = command == .deliver ? "maildir" : "passwd-file"
@@ -125,8 +129,17 @@ public struct StoreFactory: Sendable {
         case nil, "maildir", "passwd-file" where command == .userAdmin:
             switch command {
             case .deliver:
+                if let mbox {
+                    guard let passwdFile else { throw Refusal(description: "give --passwd-file FILE with --mbox TEMPLATE") }
+                    guard maildir == nil, dovecotControl == nil else {
+                        throw Refusal(description: "--mbox and --maildir (or --dovecot-control) name two mail locations; give one")
+                    }
+                    var factory = StoreFactory(.files(passwdFile: passwdFile, maildir: nil, dovecotControl: nil))
+                    factory.mbox = mbox
+                    return factory
+                }
                 guard let passwdFile, let maildir else {
-                    throw Refusal(description: "give --maildir TEMPLATE and --passwd-file FILE, or --store postgres")
+                    throw Refusal(description: "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE, or --store postgres")
                 }
                 if let dovecotControl, let problem = ServerSettings.dovecotControlProblem(dovecotControl, maildir: maildir) {
                     throw Refusal(description: "--dovecot-control: \(problem)")
@@ -138,8 +151,8 @@ public struct StoreFactory: Sendable {
             }
         case "postgres":
             switch command {
-            case .deliver where passwdFile != nil || maildir != nil || dovecotControl != nil:
-                throw Refusal(description: "--maildir, --dovecot-control and --passwd-file are not used with --store postgres")
+            case .deliver where passwdFile != nil || maildir != nil || dovecotControl != nil || mbox != nil:
+                throw Refusal(description: "--maildir, --mbox, --dovecot-control and --passwd-file are not used with --store postgres")
             case .userAdmin where passwdFile != nil:
                 throw Refusal(description: "--passwd-file is not used with --store postgres")
             default:
@@ -155,6 +168,7 @@ public struct StoreFactory: Sendable {
         switch settings.store {
         case .maildir:
             location = .files(passwdFile: settings.passwdFile ?? "", maildir: settings.maildir, dovecotControl: settings.dovecotControl)
+            mbox = settings.mbox
         case .postgres:
             location = .postgres(DatabaseSource(urlFile: settings.databaseURLFile))
             database = settings.database
@@ -175,6 +189,7 @@ public struct StoreFactory: Sendable {
         case .postgres:
             if settings.passwdFile != nil { found.append((.passwdFile, "not used with store: postgres (users live in the database); remove it")) }
             if settings.maildir != nil { found.append((.maildir, "not used with store: postgres (mail lives in the database); remove it")) }
+            if settings.mbox != nil { found.append((.mbox, "not used with store: postgres (mail lives in the database); remove it")) }
             if settings.dovecotControl != nil { found.append((.dovecotControl, "not used with store: postgres; remove it")) }
             if settings.uidlFormat != nil || settings.reuseXUIDL {
                 found.append((settings.uidlFormat != nil ? .pop3UIDLFormat : .pop3ReuseXUIDL, "not used with store: postgres (UIDLs are fixed at delivery as %08Xu%08Xv); remove it"))
@@ -186,12 +201,28 @@ public struct StoreFactory: Sendable {
             }
         case .maildir:
             if settings.passwdFile == nil { found.append((.passwdFile, "no user database: give --passwd-file FILE")) }
-            if let maildir = settings.maildir {
+            if let mbox = settings.mbox {
+                if settings.maildir != nil {
+                    found.append((.mbox, "maildir and mbox name two mail locations; give one"))
+                }
+                if settings.dovecotControl != nil {
+                    found.append((.dovecotControl, "not used with mbox (Dovecot keeps an mbox's UIDs in its X-IMAPbase and X-UID headers, which Postie reads); remove it"))
+                }
+                if Int(settings.expire) != nil {
+                    found.append((.expire, "not supported with mbox yet (EXPIRE needs retrieval times, which only the Maildir and PostgreSQL stores record); remove it"))
+                }
+                if settings.deletedRetention.isEnabled {
+                    found.append((.deletedRetention, "not supported with mbox yet (a QUIT rewrites the spool without the deleted messages); remove it"))
+                }
+                if !mbox.contains("%u") && !mbox.contains("%n") && !mbox.contains("%h") && !mbox.hasPrefix("~") {
+                    found.append((.mbox, "'\(mbox)' does not contain %u, %n, %h or ~, so every user would share one spool"))
+                }
+            } else if let maildir = settings.maildir {
                 if !maildir.contains("%u") && !maildir.contains("%n") && !maildir.contains("%h") && !maildir.hasPrefix("~") {
                     found.append((.maildir, "'\(maildir)' does not contain %u, %n, %h or ~, so every user would share one Maildir"))
                 }
             } else {
-                found.append((.maildir, "no mail location: give --maildir TEMPLATE"))
+                found.append((.maildir, "no mail location: give --maildir TEMPLATE or --mbox TEMPLATE"))
             }
             if let control = settings.dovecotControl, let problem = ServerSettings.dovecotControlProblem(control, maildir: settings.maildir) {
                 found.append((.dovecotControl, problem))
@@ -247,6 +278,16 @@ public struct StoreFactory: Sendable {
     /// version (a ``OpenError/database(_:)`` if it is not the one needed).
     public func open(threadPool: NIOThreadPool, logger: Logger, checkSchema: Bool = false) async throws(OpenError) -> Backend {
         switch location {
+        case .files(let passwdFile, _, _) where mbox != nil:
+            let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
+            let spools = MboxStore(template: mbox ?? "", uidlFormat: uidl.format, reuseXUIDL: uidl.reuseXUIDL, threadPool: threadPool, logger: logger)
+            let mboxDelivery = MboxDelivery(store: spools, users: users, logger: logger)
+            let delivery = QuotaDelivery(mboxDelivery, users: users, usage: mboxDelivery, defaultRule: defaultQuota, observe: quotaObserver)
+            let appPasswords = AppPasswordUserDatabase(
+                users, store: AppPasswordFile(passwdFile: passwdFile, threadPool: threadPool), threadPool: threadPool, logger: logger)
+            return Backend(
+                users: appPasswords, store: spools, delivery: delivery, quotaUsage: mboxDelivery, defaultQuota: defaultQuota, passwdFile: users,
+                postgres: nil)
         case .files(let passwdFile, let maildir, let dovecotControl):
             let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
             var maildirs = MaildirStore(template: maildir ?? "", threadPool: threadPool, logger: logger, expireDays: expireDays, uidl: uidl)

@@ -9,8 +9,9 @@ struct Deliver: AsyncParsableCommand {
         abstract: "Deliver one message from standard input into a user's mailbox.",
         discussion: """
         Reads the message on standard input, normalises line ends to CRLF, and stores it the \
-        same way LMTP does (Maildir: tmp/, fsync, new/, recorded in postie-uidlist; PostgreSQL: \
-        one transaction, acknowledged after COMMIT). A leading mbox \
+        same way LMTP does (Maildir: tmp/, fsync, new/, recorded in postie-uidlist; mbox: appended \
+        under the spool's dot-lock and fcntl lock, fsynced; PostgreSQL: one transaction, \
+        acknowledged after COMMIT). A leading mbox \
         "From " line (Exim's pipe transport adds one) is dropped. The exit status follows \
         sysexits(3), so the MTA knows whether to retry:
 
@@ -26,6 +27,7 @@ struct Deliver: AsyncParsableCommand {
 
         Examples:
           postie deliver --user alice --maildir '/srv/mail/%u' --passwd-file /etc/postie/passwd < message.eml
+          postie deliver --user alice --to 'mbox:/var/mail/%u' --passwd-file /etc/postie/passwd < message.eml
           POSTIE_DATABASE_URL=postgres://postie:secret@db/mail postie deliver --user alice --store postgres < message.eml
           # Exim pipe transport: command = /usr/local/bin/postie deliver --user $local_part ...
         """
@@ -36,6 +38,12 @@ struct Deliver: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Each user's Maildir, as for serve: %u user, %n local part, %d domain, %h or ~ home.", valueName: "template"))
     var maildir: String?
+
+    @Option(help: ArgumentHelp("Each user's mbox spool instead of a Maildir, as for serve, e.g. /var/mail/%u (docs/mbox.md).", valueName: "template"))
+    var mbox: String?
+
+    @Option(help: ArgumentHelp("Where to deliver: mbox:TEMPLATE (as --mbox) or maildir:TEMPLATE (as --maildir).", valueName: "location"))
+    var to: String?
 
     @Option(name: .customLong("dovecot-control"),
             help: ArgumentHelp("Where Dovecot keeps each user's dovecot-uidlist (mail_location's :CONTROL=), as for serve.", valueName: "template"))
@@ -68,8 +76,20 @@ struct Deliver: AsyncParsableCommand {
         delivery.spoolDirectory = spoolDir
         delivery.defaultQuota = defaultQuota
         delivery.quotaFullTempfail = quotaFullTempfail
+        var maildir = self.maildir
+        var mbox = self.mbox
+        if let to {
+            if to.hasPrefix("mbox:"), to.count > 5, mbox == nil, maildir == nil {
+                mbox = String(to.dropFirst(5))
+            } else if to.hasPrefix("maildir:"), to.count > 8, mbox == nil, maildir == nil {
+                maildir = String(to.dropFirst(8))
+            } else {
+                FileHandleOutput.standardError("postie deliver: --to takes mbox:TEMPLATE or maildir:TEMPLATE, instead of --mbox or --maildir\n")
+                throw ExitCode(64)
+            }
+        }
         let outcome = await delivery.run(
-            store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, database: database.source,
+            store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, mbox: mbox, database: database.source,
             usernameFormat: usernameFormat, defaultDomain: defaultDomain)
         if let message = outcome.message { FileHandleOutput.standardError("postie deliver: \(message)\n") }
         if outcome.status != .ok { throw ExitCode(outcome.status.rawValue) }

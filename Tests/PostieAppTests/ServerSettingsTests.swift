@@ -55,7 +55,7 @@ struct ServerSettingsTests {
         #expect(settings.errors.map(\.description) == [
             "error: listen: no listener: give --listen ADDR:PORT, --listen-tls ADDR:PORT or --listen-lmtp ADDR:PORT",
             "error: passwd_file: no user database: give --passwd-file FILE",
-            "error: maildir: no mail location: give --maildir TEMPLATE",
+            "error: maildir: no mail location: give --maildir TEMPLATE or --mbox TEMPLATE",
         ])
     }
 

@@ -4,6 +4,7 @@ import Testing
 
 @testable import PostieApp
 import MaildirStore
+import MboxStore
 import Passwords
 import PostgresStore
 
@@ -27,10 +28,10 @@ struct StoreFactoryTests {
     }
 
     @Test(arguments: [
-        (nil, "/p", nil, nil, "give --maildir TEMPLATE and --passwd-file FILE, or --store postgres"),
-        ("maildir", nil, "/m/%u", nil, "give --maildir TEMPLATE and --passwd-file FILE, or --store postgres"),
-        ("postgres", nil, "/m/%u", nil, "--maildir, --dovecot-control and --passwd-file are not used with --store postgres"),
-        ("postgres", nil, nil, "/c/%u", "--maildir, --dovecot-control and --passwd-file are not used with --store postgres"),
+        (nil, "/p", nil, nil, "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE, or --store postgres"),
+        ("maildir", nil, "/m/%u", nil, "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE, or --store postgres"),
+        ("postgres", nil, "/m/%u", nil, "--maildir, --mbox, --dovecot-control and --passwd-file are not used with --store postgres"),
+        ("postgres", nil, nil, "/c/%u", "--maildir, --mbox, --dovecot-control and --passwd-file are not used with --store postgres"),
         ("mbox", "/p", "/m/%u", nil, "--store 'mbox' is not maildir or postgres"),
         ("passwd-file", "/p", "/m/%u", nil, "--store 'passwd-file' is not maildir or postgres"),
         (nil, "/p", "/m/%u", "/control", "--dovecot-control: '/control' does not contain %u, %n, %h or ~, so every user would share one dovecot-uidlist"),
@@ -40,6 +41,41 @@ struct StoreFactoryTests {
         #expect(throws: Refusal(description: message)) {
             try Self.choose(store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, for: .deliver)
         }
+    }
+
+    /// `postie deliver --mbox TEMPLATE` (or `--to mbox:TEMPLATE`) delivers into mbox spools.
+    @Test func deliverTakesAnMboxTemplate() async throws {
+        let factory = try StoreFactory.choose(store: nil, passwdFile: "/p", mbox: "/var/mail/%u", database: DatabaseSource(), for: .deliver)
+        #expect(factory.mbox == "/var/mail/%u")
+        let backend = try await factory.open(threadPool: .singleton, logger: Logger(label: "test"))
+        #expect(backend.store is MboxStore)
+        #expect(throws: Refusal(description: "--mbox and --maildir (or --dovecot-control) name two mail locations; give one")) {
+            try StoreFactory.choose(store: nil, passwdFile: "/p", maildir: "/m/%u", mbox: "/var/mail/%u", database: DatabaseSource(), for: .deliver)
+        }
+        #expect(throws: Refusal(description: "give --passwd-file FILE with --mbox TEMPLATE")) {
+            try StoreFactory.choose(store: nil, passwdFile: nil, mbox: "/var/mail/%u", database: DatabaseSource(), for: .deliver)
+        }
+    }
+
+    @Test func serveTakesAnMboxTemplate() async throws {
+        let good = await ServerSettings.load(try ServeOptions.parse([
+            "--listen", "127.0.0.1:1110", "--passwd-file", "/p", "--mbox", "/var/mail/%u", "--pop3-reuse-xuidl",
+        ]))
+        #expect(good.errors.isEmpty)
+        let backend = try await StoreFactory(good).open(threadPool: .singleton, logger: Logger(label: "test"))
+        let store = try #require(backend.store as? MboxStore)
+        #expect(store.template == "/var/mail/%u" && store.reuseXUIDL)
+
+        let bad = await ServerSettings.load(try ServeOptions.parse([
+            "--listen", "127.0.0.1:1110", "--passwd-file", "/p", "--mbox", "/var/mail/spool", "--maildir", "/m/%u",
+            "--dovecot-control", "/c/%u", "--deleted-retention", "7d",
+        ]))
+        #expect(bad.errors.map(\.description) == [
+            "error: --mbox: maildir and mbox name two mail locations; give one",
+            "error: --dovecot-control: not used with mbox (Dovecot keeps an mbox's UIDs in its X-IMAPbase and X-UID headers, which Postie reads); remove it",
+            "error: --deleted-retention: not supported with mbox yet (a QUIT rewrites the spool without the deleted messages); remove it",
+            "error: --mbox: '/var/mail/spool' does not contain %u, %n, %h or ~, so every user would share one spool",
+        ])
     }
 
     @Test func userAdminTakesPasswdFileOrPostgres() throws {

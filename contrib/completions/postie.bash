@@ -188,7 +188,7 @@ _postie_serve() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --demo --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -203,6 +203,9 @@ _postie_serve() {
         return
         ;;
     '--maildir')
+        return
+        ;;
+    '--mbox')
         return
         ;;
     '--dovecot-control')
@@ -421,7 +424,7 @@ _postie_config_check() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -436,6 +439,9 @@ _postie_config_check() {
         return
         ;;
     '--maildir')
+        return
+        ;;
+    '--mbox')
         return
         ;;
     '--dovecot-control')
@@ -904,7 +910,7 @@ _postie_deliver() {
     repeating_flags=()
     non_repeating_flags=(--quota-full-tempfail --version -h --help)
     repeating_options=()
-    non_repeating_options=(--user --maildir --dovecot-control --passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --max-size --spool-dir --default-quota --username-format --default-domain)
+    non_repeating_options=(--user --maildir --mbox --to --dovecot-control --passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --max-size --spool-dir --default-quota --username-format --default-domain)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -913,6 +919,12 @@ _postie_deliver() {
         return
         ;;
     '--maildir')
+        return
+        ;;
+    '--mbox')
+        return
+        ;;
+    '--to')
         return
         ;;
     '--dovecot-control')
@@ -1263,7 +1275,7 @@ _postie_mailbox_deleted() {
     repeating_flags=()
     non_repeating_flags=(--json --pop3-reuse-xuidl --version -h --help)
     repeating_options=()
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config)
     __postie_offer_flags_options 1
 
     # Offer option value completions
@@ -1272,6 +1284,9 @@ _postie_mailbox_deleted() {
         return
         ;;
     '--maildir')
+        return
+        ;;
+    '--mbox')
         return
         ;;
     '--dovecot-control')
@@ -1311,7 +1326,7 @@ _postie_mailbox_undelete() {
     repeating_flags=()
     non_repeating_flags=(--all --pop3-reuse-xuidl --version -h --help)
     repeating_options=(--uidl)
-    non_repeating_options=(--since --passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config)
+    non_repeating_options=(--since --passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config)
     __postie_offer_flags_options 1
 
     # Offer option value completions
@@ -1326,6 +1341,9 @@ _postie_mailbox_undelete() {
         return
         ;;
     '--maildir')
+        return
+        ;;
+    '--mbox')
         return
         ;;
     '--dovecot-control')
@@ -1365,7 +1383,7 @@ _postie_mailbox_export() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --version -h --help)
     repeating_options=()
-    non_repeating_options=(--to --lock-timeout --passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config)
+    non_repeating_options=(--to --lock-timeout --passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config)
     __postie_offer_flags_options 1
 
     # Offer option value completions
@@ -1380,6 +1398,9 @@ _postie_mailbox_export() {
         return
         ;;
     '--maildir')
+        return
+        ;;
+    '--mbox')
         return
         ;;
     '--dovecot-control')
@@ -1520,7 +1541,7 @@ _postie_admin_quota() {
     repeating_flags=()
     non_repeating_flags=(--json --pop3-reuse-xuidl --version -h --help)
     repeating_options=()
-    non_repeating_options=(--passwd-file --maildir --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --default-quota)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --default-quota)
     __postie_offer_flags_options 1
 
     # Offer option value completions
@@ -1529,6 +1550,9 @@ _postie_admin_quota() {
         return
         ;;
     '--maildir')
+        return
+        ;;
+    '--mbox')
         return
         ;;
     '--dovecot-control')
