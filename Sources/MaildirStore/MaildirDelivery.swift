@@ -33,51 +33,25 @@ public struct MaildirDelivery: MailDelivery {
     }
 
     public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [BackendError?] {
-        var results: [BackendError?] = []
-        for name in recipients {
-            do {
-                guard let user = try await users.lookUpUser(name) else {
-                    results.append(.noSuchUser(name))
-                    continue
-                }
-                guard let maildir = store.path(for: user) else {
-                    results.append(.permanent("no usable Maildir path for user \(name) from template \(store.template)"))
-                    continue
-                }
-                guard let control = store.dovecotControlPath(for: user) else {
-                    results.append(.permanent("no usable Dovecot control path for user \(name) from template \(store.dovecotControlTemplate ?? "")"))
-                    continue
-                }
-                let uid = try await store.threadPool.runIfActive {
-                    try Self.deliverBlocking(message, into: maildir, control: control)
-                }
-                if uid == nil {
-                    logger.warning("deliver(\(name)): \(maildir)/postie-uidlist is corrupt; the message is in new/ and is indexed at the next login")
-                }
-                results.append(nil)
-            } catch let error as BackendError {
-                results.append(error)
-            } catch let error as SystemError {
-                results.append(Self.backendError(error, user: name))
-            } catch {
-                results.append(.temporary("deliver to \(name): \(error)"))
+        await RecipientDelivery.deliver(to: recipients, users: users) { user in
+            guard let maildir = store.path(for: user) else {
+                throw BackendError.permanent("no usable Maildir path for user \(user.name) from template \(store.template)")
+            }
+            guard let control = store.dovecotControlPath(for: user) else {
+                throw BackendError.permanent("no usable Dovecot control path for user \(user.name) from template \(store.dovecotControlTemplate ?? "")")
+            }
+            let uid = try await store.threadPool.runIfActive {
+                try Self.deliverBlocking(message, into: maildir, control: control)
+            }
+            if uid == nil {
+                logger.warning("deliver(\(user.name)): \(maildir)/postie-uidlist is corrupt; the message is in new/ and is indexed at the next login")
             }
         }
-        return results
     }
 
-    /// A failed system call as the sender should see it: missing permissions or a file in the
-    /// way need an administrator (permanent); anything else, a full disk included, is worth
-    /// retrying.
+    /// A failed system call as the sender should see it (``RecipientDelivery/fileFailure(_:user:)``).
     static func backendError(_ error: SystemError, user: String) -> BackendError {
-        switch error.errno {
-        case EACCES, EPERM, EROFS, ENOTDIR, EISDIR, ELOOP, ENAMETOOLONG:
-            return BackendError(.permanent, message: "Cannot create the mailbox", logDetail: "deliver to \(user): \(error)")
-        case ENOSPC, EDQUOT:
-            return BackendError(.temporary, message: "Insufficient system storage, try again later", logDetail: "deliver to \(user): \(error)")
-        default:
-            return BackendError(.temporary, message: "Temporary failure storing the message, try again later", logDetail: "deliver to \(user): \(error)")
-        }
+        RecipientDelivery.fileFailure(error, user: user)
     }
 
     /// Writes one copy durably into the Maildir; returns its UID (nil if the index could not be

@@ -722,7 +722,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             // The first chunk in this same hop: a small message needs no other.
             return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
         }
-        return MaildirMessageBody(reader: reader, first: first, threadPool: threadPool)
+        return PooledChunks(reader: reader, first: first, threadPool: threadPool)
     }
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {

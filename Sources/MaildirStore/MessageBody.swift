@@ -13,7 +13,7 @@ import Darwin
 ///
 /// Only one chunk is read at a time, on the thread pool, when the consumer asks for it: that is
 /// the backpressure that keeps a 1 GB message out of memory.
-final class MessageFileReader: @unchecked Sendable {
+final class MessageFileReader: BlockingChunkReader, @unchecked Sendable {
     // @unchecked: the iterator calls `nextChunk` strictly one at a time (each call awaits the
     // previous), so the mutable state is never touched concurrently.
     static let chunkSize = 256 * 1024
@@ -84,36 +84,5 @@ final class MessageFileReader: @unchecked Sendable {
 
     deinit {
         if fd >= 0 { close(fd) }
-    }
-}
-
-/// A message body as an async sequence of canonical chunks read on a thread pool. The first
-/// chunk is read in the same hop that opened the file (``MaildirMaildrop/body(of:lines:)``).
-struct MaildirMessageBody: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    let reader: MessageFileReader
-    let first: ByteBuffer?
-    let threadPool: NIOThreadPool
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        let reader: MessageFileReader
-        var first: ByteBuffer?
-        let threadPool: NIOThreadPool
-
-        mutating func next() async throws -> ByteBuffer? {
-            if let chunk = first {
-                first = nil
-                return chunk
-            }
-            if reader.isFinished { return nil }
-            let reader = self.reader
-            return try await threadPool.runIfActive {
-                try reader.nextChunk(allocator: ByteBufferAllocator())
-            }
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(reader: reader, first: first, threadPool: threadPool)
     }
 }

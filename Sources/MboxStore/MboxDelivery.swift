@@ -34,34 +34,13 @@ public struct MboxDelivery: MailDelivery, QuotaUsageSource {
     }
 
     public func deliver(_ message: SpooledMessage, to recipients: [String]) async -> [BackendError?] {
-        var results: [BackendError?] = []
-        for name in recipients {
-            do {
-                guard let user = try await users.lookUpUser(name) else {
-                    results.append(.noSuchUser(name))
-                    continue
-                }
-                guard let path = store.path(for: user) else {
-                    results.append(.permanent("no usable mbox path for user \(name) from template \(store.template)"))
-                    continue
-                }
-                let timeout = store.commitLockTimeout
-                try await store.threadPool.runIfActive { try Self.append(message, to: path, lockTimeout: timeout) }
-                results.append(nil)
-            } catch let error as BackendError {
-                results.append(error)
-            } catch let error as SystemError {
-                switch error.errno {
-                case EACCES, EPERM, EROFS, ENOTDIR, EISDIR, ELOOP, ENAMETOOLONG:
-                    results.append(BackendError(.permanent, message: "Cannot create the mailbox", logDetail: "deliver to \(name): \(error)"))
-                default:
-                    results.append(BackendError(.temporary, message: "Temporary failure storing the message, try again later", logDetail: "deliver to \(name): \(error)"))
-                }
-            } catch {
-                results.append(.temporary("deliver to \(name): \(error)"))
+        await RecipientDelivery.deliver(to: recipients, users: users) { user in
+            guard let path = store.path(for: user) else {
+                throw BackendError.permanent("no usable mbox path for user \(user.name) from template \(store.template)")
             }
+            let timeout = store.commitLockTimeout
+            try await store.threadPool.runIfActive { try Self.append(message, to: path, lockTimeout: timeout) }
         }
-        return results
     }
 
     /// The spool's size and message count (parsed without locks: an estimate is enough).

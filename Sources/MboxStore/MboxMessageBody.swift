@@ -11,7 +11,7 @@ import Glibc
 /// RETR sends (``POP3Core/MessageCanonicalizer``, cut by ``POP3Core/TopFilter`` for TOP), one
 /// chunk at a time as the consumer asks: the backpressure that keeps a 50 MB message out of
 /// memory. The size the snapshot counted (``MboxMessage/size``) is that of these same bytes.
-final class MboxMessageReader: @unchecked Sendable {
+final class MboxMessageReader: BlockingChunkReader, @unchecked Sendable {
     // @unchecked: the iterator calls `nextChunk` strictly one at a time (each call awaits the
     // previous), so the mutable state is never touched concurrently.
     static let chunkSize = 256 * 1024
@@ -66,34 +66,5 @@ final class MboxMessageReader: @unchecked Sendable {
 
     deinit {
         if fd >= 0 { Glibc.close(fd) }
-    }
-}
-
-/// A message body as an async sequence of canonical chunks read on a thread pool; the first
-/// chunk is read in the hop that checked the message (``MboxMaildrop/body(of:lines:)``).
-struct MboxMessageBody: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    let reader: MboxMessageReader
-    let first: ByteBuffer?
-    let threadPool: NIOThreadPool
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        let reader: MboxMessageReader
-        var first: ByteBuffer?
-        let threadPool: NIOThreadPool
-
-        mutating func next() async throws -> ByteBuffer? {
-            if let chunk = first {
-                first = nil
-                return chunk
-            }
-            if reader.isFinished { return nil }
-            let reader = self.reader
-            return try await threadPool.runIfActive { try reader.nextChunk(allocator: ByteBufferAllocator()) }
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(reader: reader, first: first, threadPool: threadPool)
     }
 }

@@ -201,7 +201,14 @@ public final class MboxMaildrop: Maildrop, Sendable {
                 throw error
             }
             var opened = stat(), named = stat()
-            if fstat(fd, &opened) == 0, stat(path, &named) == 0, opened.st_ino == named.st_ino, opened.st_dev == named.st_dev {
+            guard fstat(fd, &opened) == 0, (opened.st_mode & S_IFMT) == S_IFREG, opened.st_nlink == 1 else {
+                // A spool with other names (a hard link planted in a home directory) could
+                // serve or rewrite someone else's file: refused, as Postfix local(8) does.
+                lock.release()
+                Glibc.close(fd)
+                throw BackendError.permanent("mbox(\(path)): not a regular file with one link; refused")
+            }
+            if lstat(path, &named) == 0, opened.st_ino == named.st_ino, opened.st_dev == named.st_dev {
                 return (fd, lock)
             }
             lock.release()
@@ -209,11 +216,13 @@ public final class MboxMaildrop: Maildrop, Sendable {
         }
     }
 
-    /// The spool opened, or nil if there is none.
+    /// The spool opened, or nil if there is none. A symbolic link is refused (ELOOP): with
+    /// a `~/mbox` template, a link to another file would serve or rewrite that file.
     static func openIfPresent(_ path: String, _ flags: Int32) throws -> Int32? {
-        let fd = POSIX.retrying { Glibc.open(path, flags | O_CLOEXEC, 0o600) }
+        let fd = POSIX.retrying { Glibc.open(path, flags | O_CLOEXEC | O_NOFOLLOW, 0o600) }
         if fd >= 0 { return fd }
         if errno == ENOENT { return nil }
+        if errno == ELOOP { throw BackendError.permanent("mbox(\(path)): a symbolic link; refused") }
         throw SystemError.system("open", path)
     }
 
@@ -245,7 +254,7 @@ public final class MboxMaildrop: Maildrop, Sendable {
             }
             return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
         }
-        return MboxMessageBody(reader: reader, first: first, threadPool: store.threadPool)
+        return PooledChunks(reader: reader, first: first, threadPool: store.threadPool)
     }
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {

@@ -247,3 +247,26 @@ struct MboxStoreTests {
         #expect(!FileManager.default.fileExists(atPath: spool.path + ".postie-new"))
     }
 }
+
+@Suite("mbox store: spools that are not plain files")
+struct MboxSpoolSafetyTests {
+    /// With a `~/mbox` template a user could point the spool at another file; a server running
+    /// as root must neither serve nor rewrite it.
+    @Test func symbolicAndHardLinksAreRefused() async throws {
+        let spool = try TempSpool()
+        let other = spool.root + "/secret"
+        try Data(mboxEntry("Subject: not yours\n\nx\n").utf8).write(to: URL(fileURLWithPath: other))
+        #expect(symlink(other, spool.path) == 0)
+        await #expect { try await spool.store().openMaildrop(for: spool.user) } throws: { ($0 as? BackendError)?.kind == .permanent }
+        unlink(spool.path)
+        #expect(link(other, spool.path) == 0)
+        await #expect { try await spool.store().openMaildrop(for: spool.user) } throws: { ($0 as? BackendError)?.kind == .permanent }
+        #expect(!FileManager.default.fileExists(atPath: spool.path + ".lock"))
+        // The session lock was let go: with a plain spool the login works.
+        unlink(spool.path)
+        try spool.write(mboxEntry("Subject: mine\n\nm\n"))
+        let drop = try await spool.store().openMaildrop(for: spool.user)
+        #expect(drop.messages.count == 1)
+        await drop.abandon()
+    }
+}
