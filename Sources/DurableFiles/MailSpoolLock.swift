@@ -11,7 +11,9 @@ import Glibc
 /// dot-lock is taken first, then the file is locked, so a writer that opens the spool only
 /// after getting the dot-lock always opens the file that is there then.
 ///
-/// - The dot-lock is created with `O_EXCL` and holds `PID:HOSTNAME` as Dovecot writes it. It
+/// - The dot-lock holds `PID:HOSTNAME` as Dovecot writes it, and is created with its content
+///   at once (a hard link from a temporary file; `O_EXCL` where links fail), so a crash never
+///   leaves an empty one. It
 ///   is stale, and removed, when it has not changed for ``staleAfter`` seconds (Dovecot's
 ///   `mbox_dotlock_change_timeout`, 2 minutes), or at once when it names a process of this
 ///   host that no longer exists (Dovecot's check too). A directory where it cannot be
@@ -115,25 +117,56 @@ public struct MailSpoolLock: Sendable {
         let lockPath = path + ".lock"
         var created = false
         try wait(until: deadline, path: path, what: "the dot-lock \(lockPath)") { () throws(Failure) -> Bool in
-            let fd = POSIX.retrying { open(lockPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644) }
-            if fd >= 0 {
-                let content = Array(dotlockContent.utf8)
-                _ = content.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                close(fd)
+            switch try createWithContent(lockPath) {
+            case .created:
                 created = true
                 return true
-            }
-            switch errno {
-            case EEXIST:
+            case .exists:
                 if isStale(lockPath) { unlink(lockPath) }  // the next try creates our own
                 return false
-            case EACCES, EPERM, EROFS:
+            case .notAllowed:
                 return true  // no dot-lock here; the fcntl lock still protects the file
-            default:
-                throw .system(.system("open", lockPath))
             }
         }
         return created ? lockPath : nil
+    }
+
+    private enum Creation { case created, exists, notAllowed }
+
+    /// Creates the dot-lock with its content in one step, so a crash never leaves an empty
+    /// one (which would stand for ``staleAfter`` seconds): the content goes into a hidden
+    /// temporary file beside it, which is then hard-linked to the lock's name (fails if it
+    /// exists) and removed, as Dovecot's dotlocks do. Where hard links are not supported,
+    /// the lock is created with `O_EXCL` and then written.
+    private static func createWithContent(_ lockPath: String) throws(Failure) -> Creation {
+        let content = Array(dotlockContent.utf8)
+        let temporary = POSIX.directoryName(lockPath) + "/." + POSIX.baseName(lockPath) + ".postie-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = POSIX.retrying { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644) }
+        guard fd >= 0 else {
+            if errno == EACCES || errno == EPERM || errno == EROFS { return .notAllowed }
+            throw .system(.system("open", temporary))
+        }
+        let written = content.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == content.count
+        close(fd)
+        defer { unlink(temporary) }
+        guard written else { throw .system(.system("write", temporary)) }
+        if link(temporary, lockPath) == 0 { return .created }
+        switch errno {
+        case EEXIST:
+            return .exists
+        case EPERM, ENOTSUP, EMLINK:
+            // No hard links here: create the lock itself.
+            let direct = POSIX.retrying { open(lockPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644) }
+            guard direct >= 0 else {
+                if errno == EEXIST { return .exists }
+                throw .system(.system("open", lockPath))
+            }
+            _ = content.withUnsafeBytes { write(direct, $0.baseAddress, $0.count) }
+            close(direct)
+            return .created
+        default:
+            throw .system(.system("link", lockPath))
+        }
     }
 
     /// Retries `attempt` every 50 ms until it succeeds or the deadline passes.

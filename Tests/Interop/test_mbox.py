@@ -309,7 +309,7 @@ def test_sigkill_during_quit_leaves_the_spool_before_or_after(mbox):
     mbox.start()
     present = list(everything)
     outcomes = {"before": 0, "after": 0, "killed mid-rewrite": 0}
-    for round_ in range(12):
+    for round_ in range(25):
         c = mbox.session()
         count = c.stat()[0]
         uidl = c.listing("UIDL")
@@ -321,6 +321,8 @@ def test_sigkill_during_quit_leaves_the_spool_before_or_after(mbox):
         time.sleep(rng.uniform(0, 0.08))
         os.kill(mbox.server.pid, signal.SIGKILL)
         mbox.server.stop()
+        lockfile = Path(str(mbox.spool) + ".lock")
+        assert not lockfile.exists() or lockfile.read_bytes().endswith(b"\n"), "a dot-lock without its PID:HOSTNAME"
         if Path(str(mbox.spool) + ".postie-new").exists():
             outcomes["killed mid-rewrite"] += 1
         ids = spool_message_ids(mbox.spool)
