@@ -181,7 +181,7 @@ struct MboxParser {
         }
         if let blank = pendingBlank {
             pendingBlank = nil
-            take(blank.bytes, at: blank.offset, blank: true)
+            blank.bytes.withUnsafeBytes { take($0, at: blank.offset, blank: true) }
         }
         if startsLine && Self.isBlank(line) {
             pendingBlank = (offset, Array(line))
@@ -189,18 +189,19 @@ struct MboxParser {
             return
         }
         afterBlank = false
-        take(Array(line), at: offset, blank: false, startsLine: startsLine)
+        take(line, at: offset, blank: false, startsLine: startsLine)
     }
 
     /// Adds a line (or piece of one) to the current message.
-    private mutating func take(_ line: [UInt8], at offset: Int, blank: Bool, startsLine: Bool = true) {
+    /// (Body lines are only counted, never copied: a spool may hold millions of them.)
+    private mutating func take(_ line: UnsafeRawBufferPointer, at offset: Int, blank: Bool, startsLine: Bool = true) {
         if inHeader {
             if blank {
                 inHeader = false
                 hidingHeader = false
             } else {
                 let isContinuation = !startsLine || line.first == 0x20 || line.first == 0x09
-                if !isContinuation { hidingHeader = headerLine(line, at: offset) }
+                if !isContinuation { hidingHeader = headerLine(Array(line.prefix(1024)), at: offset) }
                 if hidingHeader {
                     current!.hidden.append(offset..<(offset + line.count))
                     if isContinuation, let base = current!.imapBaseLine, base.upperBound == offset {
@@ -211,7 +212,7 @@ struct MboxParser {
                 if keyBytes.count < Self.keyLimit { keyBytes += line.prefix(Self.keyLimit - keyBytes.count) }
             }
         }
-        line.withUnsafeBytes { counter.add($0) }
+        counter.add(line)
     }
 
     /// Reads a header line's name (and the values Postie uses); whether it is hidden.
