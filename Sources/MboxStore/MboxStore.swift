@@ -167,15 +167,13 @@ public final class MboxMaildrop: Maildrop, Sendable {
             let (uids, index) = MboxUIDIndex.assign(parsed, previous: previous, newValidity: UInt32(truncatingIfNeeded: time(nil)))
             var shown = Array(parsed.indices.filter { !parsed[$0].isPseudo })
             if index != previous, let error = writeFailure({ () throws(SystemError) in try index.write(spool: path) }) {
-                do {
-                    guard error.isOutOfSpace else { throw error }
-                    // A UIDL shown but never recorded could be given to other mail later
-                    // (RFC 1939 section 7): show only messages whose UIDs are on record.
-                    let recorded = Set((previous?.entries ?? []).map(\.uid))
-                    let dovecotNumbered = parsed.first?.imapBase != nil
-                    shown = shown.filter { recorded.contains(uids[$0]) || (dovecotNumbered && parsed[$0].xUID == uids[$0]) }
-                    store.logger.warning("mbox(\(path)): file system full: cannot write \(MboxUIDIndex.path(spool: path)) (\(error)); newer messages hidden until there is space")
-                }
+                guard error.isOutOfSpace else { throw error }
+                // A UIDL shown but never recorded could be given to other mail later
+                // (RFC 1939 section 7): show only messages whose UIDs are on record.
+                let recorded = Set((previous?.entries ?? []).map(\.uid))
+                let dovecotNumbered = parsed.first?.imapBase != nil
+                shown = shown.filter { recorded.contains(uids[$0]) || (dovecotNumbered && parsed[$0].xUID == uids[$0]) }
+                store.logger.warning("mbox(\(path)): file system full: cannot write \(MboxUIDIndex.path(spool: path)) (\(error)); newer messages hidden until there is space")
             }
             let entries = shown.map { parsed[$0] }
             let uidls = store.uidls(entries, uids: shown.map { uids[$0] }, uidValidity: index.uidValidity)
