@@ -199,14 +199,14 @@ public final class MboxMaildrop: Maildrop, Sendable {
                 throw error
             }
             var opened = stat(), named = stat()
-            guard fstat(fd, &opened) == 0, (opened.st_mode & S_IFMT) == S_IFREG, opened.st_nlink == 1 else {
-                // A spool with other names (a hard link planted in a home directory) could
-                // serve or rewrite someone else's file: refused, as Postfix local(8) does.
-                lock.release()
-                Glibc.close(fd)
-                throw BackendError.permanent("mbox(\(path)): not a regular file with one link; refused")
-            }
-            if lstat(path, &named) == 0, opened.st_ino == named.st_ino, opened.st_dev == named.st_dev {
+            if fstat(fd, &opened) == 0, lstat(path, &named) == 0, opened.st_ino == named.st_ino, opened.st_dev == named.st_dev {
+                guard (opened.st_mode & S_IFMT) == S_IFREG, opened.st_nlink == 1 else {
+                    // A spool with other names (a hard link planted in a home directory) could
+                    // serve or rewrite someone else's file: refused, as Postfix local(8) does.
+                    lock.release()
+                    Glibc.close(fd)
+                    throw BackendError.permanent("mbox(\(path)): not a regular file with one link; refused")
+                }
                 return (fd, lock)
             }
             lock.release()
