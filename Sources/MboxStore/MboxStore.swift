@@ -61,9 +61,21 @@ public struct MboxStore: MailStore {
         self.logger = logger
     }
 
-    /// The user's spool; nil if the template cannot be expanded for them.
+    /// The user's spool; nil if the template cannot be expanded for them. A user whose
+    /// user database entry names an INBOX in Dovecot's form, `mail=mbox:~/mail:INBOX=/var/mail/%u`
+    /// (`userdb_mail=` in a passwd-file line), has that spool; POP3 serves the INBOX only, so
+    /// without `INBOX=` the template applies (where Dovecot finds INBOX on a stock host).
     public func path(for user: AuthenticatedUser) -> String? {
-        MailLocationTemplate.expand(template, for: user)
+        MailLocationTemplate.expand(Self.inbox(inMailLocation: user.extraFields["mail"] ?? user.extraFields["userdb_mail"]) ?? template, for: user)
+    }
+
+    /// The `INBOX=` of an `mbox:` mail location; nil for anything else.
+    static func inbox(inMailLocation location: String?) -> String? {
+        guard let location, location.hasPrefix("mbox:") else { return nil }
+        for part in location.dropFirst(5).split(separator: ":") where part.hasPrefix("INBOX=") && part.count > 6 {
+            return String(part.dropFirst(6))
+        }
+        return nil
     }
 
     public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {

@@ -270,3 +270,19 @@ struct MboxSpoolSafetyTests {
         await drop.abandon()
     }
 }
+
+@Suite("mbox store: where a user's spool is")
+struct MboxLocationTests {
+    @Test func theTemplateOrTheUsersInbox() {
+        let store = MboxStore(template: "/var/mail/%u")
+        #expect(store.path(for: AuthenticatedUser(name: "alice")) == "/var/mail/alice")
+        let own = AuthenticatedUser(name: "bob", home: "/home/bob", extraFields: ["userdb_mail": "mbox:~/mail:INBOX=~/inbox"])
+        #expect(store.path(for: own) == "/home/bob/inbox")
+        let dovecot = AuthenticatedUser(name: "carol", extraFields: ["mail": "mbox:~/mail:INBOX=/var/spool/mail/%u"])
+        #expect(store.path(for: dovecot) == "/var/spool/mail/carol")
+        for other in ["mbox:~/mail", "maildir:~/Maildir", ""] {
+            #expect(store.path(for: AuthenticatedUser(name: "dave", home: "/home/dave", extraFields: ["mail": other])) == "/var/mail/dave")
+        }
+        #expect(store.path(for: AuthenticatedUser(name: "../x")) == nil)
+    }
+}
