@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import signal
+import smtplib
 import subprocess
 import tempfile
 import threading
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from kits.dovecot import ensure_vmail
-from kits.launcher import HOST
+from kits.launcher import HOST, free_port, wait_port
 from kits.mail import ALICE, canonical_crlf, make_passwd
 from kits.pop3 import POP3Raw, login_within
 from kits.tools import curl, run_postie
@@ -339,3 +340,23 @@ def test_sigkill_during_quit_leaves_the_spool_before_or_after(mbox):
         assert set(again.values()) <= set(uidl.values()), "a kept message got a new UIDL"
         c.ok("QUIT")
     print(f"SIGKILL during QUIT: {outcomes}")
+
+
+def test_lmtp_delivers_into_the_spool(mbox):
+    """The MTA's LMTP delivery (RFC 2033) appends to the spool as `postie deliver` does."""
+    lport = free_port()
+    mbox.spool.write_bytes(postfix_entry(b"Subject: before\nMessage-ID: <b@example.org>\n\nb\n"))
+    mbox.start(["--listen-lmtp", f"127.0.0.1:{lport}"])
+    wait_port(lport)
+    c = smtplib.LMTP("127.0.0.1", lport, timeout=60)
+    assert c.ehlo()[0] == 250
+    message = b"Subject: by lmtp\r\nMessage-ID: <l@example.org>\r\n\r\nFrom a body line\r\n..dot\r\n"
+    c.mail("sender@example.org")
+    assert c.rcpt("alice")[0] == 250
+    assert c.rcpt("nobody")[0] == 550
+    code, _ = c.data(message)  # smtplib dot-stuffs; the message holds "..dot"
+    assert code == 250
+    c.quit()
+    _, bodies, _ = poplib_download(mbox.server.port)
+    assert bodies == [b"Subject: before\r\nMessage-ID: <b@example.org>\r\n\r\nb\r\n",
+                      b"Subject: by lmtp\r\nMessage-ID: <l@example.org>\r\n\r\n>From a body line\r\n..dot\r\n"]
