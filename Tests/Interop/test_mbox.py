@@ -5,8 +5,8 @@ without a final newline, a 2 MB one) with LIST sizes equal to what RETR sends; D
 removes exactly those messages and keeps mail `postie deliver --to mbox:` appended during the
 session; the UIDLs and bytes Debian's Dovecot pop3 serves from a spool with its X-IMAPbase and
 X-UID headers are Postie's too, and qpopper's X-UIDL headers are kept; deliveries in a loop
-during DELE/QUIT sessions lose and duplicate nothing; SIGKILLs during QUIT-time rewriting leave
-the spool as before or after that QUIT.
+during DELE/QUIT sessions lose and duplicate nothing; 25 SIGKILLs during QUIT-time rewriting
+leave the spool as before or after that QUIT; LMTP delivers into the spool.
 """
 
 from __future__ import annotations
