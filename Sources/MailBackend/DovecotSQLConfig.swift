@@ -41,7 +41,7 @@ public struct DovecotSQLConfig: Sendable, Hashable {
             if line.hasSuffix("\r") { line = line.dropLast() }
             if var open = pending {
                 let continues = line.hasSuffix("\\")
-                open.value += " " + String(continues ? line.dropLast() : line).trimmingSpaces
+                open.value = (open.value + " " + String(continues ? line.dropLast() : line).trimmingSpaces).trimmingSpaces
                 pending = continues ? open : nil
                 if !continues { values[open.key] = open.value.trimmingSpaces }
                 continue
@@ -58,7 +58,7 @@ public struct DovecotSQLConfig: Sendable, Hashable {
             var value = String(trimmed[trimmed.index(after: eq)...]).trimmingSpaces
             if value.hasSuffix("\\") {
                 value.removeLast()
-                pending = (key, value, index + 1)
+                pending = (key, value.trimmingSpaces, index + 1)
             } else {
                 values[key] = value
             }

@@ -22,7 +22,7 @@ public struct UsernameFormat: Sendable, Hashable, CustomStringConvertible {
     /// Parses a template; nil for an unknown variable or modifier, a lone `%`, or a template
     /// without any variable.
     public init?(_ template: String, defaultDomain: String? = nil) {
-        guard let parsed = try? VariableTemplate(template, allowed: [.user, .username, .domain]), parsed.hasVariables else { return nil }
+        guard let parsed = try? VariableTemplate(template, allowed: [.user, .username, .domain], longForms: false), parsed.hasVariables else { return nil }
         if let defaultDomain, defaultDomain.isEmpty || defaultDomain.contains("@") || defaultDomain.contains(where: \.isWhitespace) {
             return nil
         }

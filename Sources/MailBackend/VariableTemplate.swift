@@ -40,8 +40,8 @@ public struct VariableTemplate: Sendable, Hashable, CustomStringConvertible {
         public init(description: String) { self.description = description }
     }
 
-    /// Parses a template whose variables are all in `allowed`.
-    public init(_ template: String, allowed: Set<Variable> = Set(Variable.allCases)) throws(ParseError) {
+    /// Parses a template whose variables are all in `allowed`; `longForms: false` refuses `%{...}`.
+    public init(_ template: String, allowed: Set<Variable> = Set(Variable.allCases), longForms: Bool = true) throws(ParseError) {
         var pieces: [Piece] = []
         var text = ""
         var characters = Array(template)[...]
@@ -61,7 +61,7 @@ public struct VariableTemplate: Sendable, Hashable, CustomStringConvertible {
             if next == "%", !lower, !upper {
                 text.append("%")
                 continue
-            } else if next == "{" {
+            } else if next == "{", longForms {
                 guard let close = characters.firstIndex(of: "}") else { throw ParseError(description: "'\(template)' has %{ without }") }
                 let name = String(characters[..<close])
                 characters = characters[characters.index(after: close)...]

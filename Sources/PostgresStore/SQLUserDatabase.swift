@@ -180,8 +180,11 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, Sendable {
 
     /// The query's rows as column name to text (NULL columns left out), within the timeout.
     func rows(_ query: SQLQuery, _ key: String, user: String) async throws -> [[String: String]] {
+        let values = query.values(VariableTemplate.Values(user: user))
+        // PostgreSQL text cannot hold NUL: no user has such a name.
+        if values.contains(where: { $0.contains("\u{0}") }) { return [] }
         var binds = PostgresBindings()
-        for value in query.values(VariableTemplate.Values(user: user)) { binds.append(value) }
+        for value in values { binds.append(value) }
         let statement = PostgresQuery(unsafeSQL: query.sql { "$\($0 + 1)" }, binds: binds)
         let client = self.client
         let logger = self.logger
@@ -212,11 +215,13 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, Sendable {
     /// A column's value as text, whatever its type; nil for NULL or a type not read here.
     static func text(of cell: PostgresCell) -> String? {
         guard cell.bytes != nil else { return nil }
-        if let text = try? cell.decode(String.self) { return text }
-        if let number = try? cell.decode(Int.self) { return String(number) }
-        if let flag = try? cell.decode(Bool.self) { return flag ? "y" : "n" }
-        if let number = try? cell.decode(Double.self) { return String(number) }
-        return nil
+        switch cell.dataType {
+        case .int2, .int4, .int8, .oid: return (try? cell.decode(Int.self)).map(String.init)
+        case .bool: return (try? cell.decode(Bool.self)).map { $0 ? "y" : "n" }
+        case .float4, .float8: return (try? cell.decode(Double.self)).map { String($0) }
+        case .text, .varchar, .bpchar, .name, .unknown: return try? cell.decode(String.self)
+        default: return nil
+        }
     }
 }
 
