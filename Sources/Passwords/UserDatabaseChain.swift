@@ -55,7 +55,7 @@ public final class UserDatabaseChain: SASLUserDatabase, UserLookup, Sendable {
             } catch let error as BackendError where error.kind == .authFailed {
                 continue
             } catch let error as BackendError where error.kind == .temporary {
-                logger.error("passdb \(type(of: passdb)): \(credentials.user): cannot answer: \(error.logDetail ?? error.message)")
+                logger.error("auth: passdb \(Self.name(passdb)): user=<\(Self.escape(credentials.user))>: cannot answer: \(error.logDetail ?? error.message)")
                 failure = error
             }
         }
@@ -69,7 +69,7 @@ public final class UserDatabaseChain: SASLUserDatabase, UserLookup, Sendable {
                 guard let found = try await passdb.saslSecrets(for: user) else { continue }
                 return (try await withUserdbFields(found.0), found.1)
             } catch let error as BackendError where error.kind == .temporary {
-                logger.error("passdb \(type(of: passdb)): \(user): cannot answer: \(error.logDetail ?? error.message)")
+                logger.error("auth: passdb \(Self.name(passdb)): user=<\(Self.escape(user))>: cannot answer: \(error.logDetail ?? error.message)")
                 failure = error
             }
         }
@@ -90,7 +90,7 @@ public final class UserDatabaseChain: SASLUserDatabase, UserLookup, Sendable {
                 }
                 if let user = try await userdb.lookUpUser(name) { return user }
             } catch let error as BackendError where error.kind == .temporary {
-                logger.error("userdb \(type(of: userdb)): \(name): cannot answer: \(error.logDetail ?? error.message)")
+                logger.error("auth: userdb \(Self.name(userdb)): user=<\(Self.escape(name))>: cannot answer: \(error.logDetail ?? error.message)")
                 failure = error
             }
         }
@@ -111,6 +111,17 @@ public final class UserDatabaseChain: SASLUserDatabase, UserLookup, Sendable {
         return nil
     }
 
+    /// A database as logs name it: `sql(FILE)`, `passwd-file(FILE)`, `static`, `passwd`.
+    static func name(_ database: Any) -> String {
+        (database as? CustomStringConvertible)?.description ?? "\(type(of: database))"
+    }
+
+    /// A user name for a log line: control characters as `\xNN`, so that a name sent through
+    /// SASL can never start a line of its own.
+    static func escape(_ name: String) -> String {
+        String(name.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "\\x" + String($0.value, radix: 16, uppercase: true).leftPadded : String($0) }.joined())
+    }
+
     /// The authenticated user with the first userdb's answer over the passdb's fields.
     private func withUserdbFields(_ user: AuthenticatedUser) async throws -> AuthenticatedUser {
         guard !userdbs.isEmpty else { return user }
@@ -123,12 +134,12 @@ public final class UserDatabaseChain: SASLUserDatabase, UserLookup, Sendable {
                 merged.extraFields.merge(found.extraFields) { _, userdb in userdb }
                 return merged
             } catch let error as BackendError where error.kind == .temporary {
-                logger.error("userdb \(type(of: userdb)): \(user.name): cannot answer: \(error.logDetail ?? error.message)")
+                logger.error("auth: userdb \(Self.name(userdb)): user=<\(Self.escape(user.name))>: cannot answer: \(error.logDetail ?? error.message)")
                 failure = error
             }
         }
         if let failure { throw failure }
-        logger.error("userdb: \(user.name): the password was accepted but no userdb knows the user")
+        logger.error("auth: userdb: user=<\(Self.escape(user.name))>: the password was accepted but no userdb knows the user")
         throw BackendError.permanent("user \(user.name) is in no userdb")
     }
 }
@@ -168,4 +179,20 @@ public struct StaticUserDatabase: UniversalUserDatabase {
         }
         return user
     }
+}
+
+extension String {
+    fileprivate var leftPadded: String { count < 2 ? "0" + self : self }
+}
+
+extension PasswdFileDatabase: CustomStringConvertible {
+    public var description: String { "passwd-file(\(path))" }
+}
+
+extension StaticUserDatabase: CustomStringConvertible {
+    public var description: String { "static" }
+}
+
+extension SystemUserDatabase: CustomStringConvertible {
+    public var description: String { "passwd" }
 }

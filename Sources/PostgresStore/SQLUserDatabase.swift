@@ -26,7 +26,7 @@ import SASL
 /// run ``run()`` beside the server.
 ///
 /// - SeeAlso: https://doc.dovecot.org/2.3/configuration_manual/authentication/sql/
-public final class SQLUserDatabase: PassDatabase, UserLookup, Sendable {
+public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConvertible, Sendable {
     /// The configuration file, for logs.
     public let path: String
     public let config: DovecotSQLConfig
@@ -64,6 +64,8 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, Sendable {
         guard let bytes else { throw DovecotSQLConfig.ParseError(description: "\(path): no such file") }
         return try DovecotSQLConfig(parsing: String(decoding: bytes, as: UTF8.self), name: path)
     }
+
+    public var description: String { "sql(\(path))" }
 
     /// Runs the pool until the task is cancelled.
     public func run() async {
