@@ -132,6 +132,23 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
         return users
     }
 
+    /// What is wrong, naming the query's key, after running each query once for a user no
+    /// one has (`postie config check`); nil when every query runs. Needs ``run()`` running.
+    public func check() async -> String? {
+        let probe = "postie-config-check@invalid"
+        for (key, query) in [("password_query", config.passwordQuery), ("user_query", config.userQuery), ("iterate_query", config.iterateQuery)] {
+            guard let query else { continue }
+            do {
+                _ = try await rows(query, key, user: probe)
+            } catch let error as BackendError {
+                return error.logDetail ?? error.message
+            } catch {
+                return "\(path): \(key): \(error)"
+            }
+        }
+        return nil
+    }
+
     // MARK: - Rows
 
     struct PassdbRow: Sendable {

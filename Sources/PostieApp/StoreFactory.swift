@@ -278,18 +278,10 @@ public struct StoreFactory: Sendable {
             return files(chain.users, chain: chain, maildir: maildir, dovecotControl: dovecotControl, threadPool: threadPool, logger: logger)
         case .files(let passwdFile, let maildir, let dovecotControl):
             let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
-            var maildirs = MaildirStore(template: maildir ?? "", threadPool: threadPool, logger: logger, expireDays: expireDays, uidl: uidl)
-            maildirs.dovecotControlTemplate = dovecotControl
-            maildirs.deletedRetention = deletedRetention
-            let delivery = QuotaDelivery(
-                MaildirDelivery(store: maildirs, users: users, logger: logger), users: users, usage: maildirs,
-                defaultRule: defaultQuota, observe: quotaObserver)
             // App passwords from the sidecar next to the passwd-file (none while it is missing).
-            let appPasswords = AppPasswordUserDatabase(
-                users, store: AppPasswordFile(passwdFile: passwdFile, threadPool: threadPool), threadPool: threadPool, logger: logger)
-            return Backend(
-                users: appPasswords, store: maildirs, delivery: delivery, quotaUsage: maildirs, defaultQuota: defaultQuota, passwdFile: users,
-                postgres: nil)
+            let alone = OpenedChain(
+                users: users, passwdFiles: [users], sqlDatabases: [], flush: nil, appPasswordFile: passwdFile, allUsers: { try await users.allUsers() })
+            return files(users, chain: alone, maildir: maildir, dovecotControl: dovecotControl, threadPool: threadPool, logger: logger)
         case .postgres(let flags):
             let (url, database) = try postgres(flags, threadPool: threadPool, logger: logger)
             if checkSchema, let problem = await Self.schemaProblem(store: database) {
@@ -303,8 +295,8 @@ public struct StoreFactory: Sendable {
         }
     }
 
-    /// Maildirs with the chain's users; app passwords from the sidecar of the first
-    /// passwd-file passdb (none for users only in SQL, in this release).
+    /// Maildirs with the chain's users (or the passwd-file alone); app passwords from the
+    /// sidecar of the first passwd-file passdb (none for users only in SQL, in this release).
     private func files<Users: SASLUserDatabase & UserLookup>(
         _ users: Users, chain: OpenedChain, maildir: String?, dovecotControl: String?, threadPool: NIOThreadPool, logger: Logger
     ) -> Backend {

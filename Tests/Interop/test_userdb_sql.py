@@ -177,3 +177,33 @@ def test_cache_a_changed_password_takes_effect_after_the_ttl_and_at_once_after_s
     long.wait_log("SIGHUP: authentication cache flushed", timeout=30)
     assert refusal(long, alice, "new one") == "-ERR [AUTH] Authentication failed."
     assert b"hello alice" in first_message(long, alice, "third")
+
+
+def test_config_check_connects_and_names_the_file_and_key(postie_bin, postfix, tmp_path):
+    database, conf = postfix
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(postie_bin), "config", "check", "--listen", "127.0.0.1:1110", "--maildir", "~",
+                               "--passdb", f"sql:{path}", "--database-connect-timeout", "3"],
+                              capture_output=True, text=True, timeout=120)
+
+    good = check(conf)
+    assert good.returncode == 0, good.stderr
+    assert f'passdb: ["sql:{conf}"]' in good.stdout
+
+    broken = tmp_path / "broken.conf.ext"
+    broken.write_text(conf.read_text().replace("SELECT username AS user, password,", "SELECT username AS user, passwd,"))
+    r = check(broken)
+    assert r.returncode == 1
+    assert f"error: --passdb: sql({broken}): password_query:" in r.stderr and "passwd" in r.stderr, r.stderr
+
+    mysql = tmp_path / "mysql.conf.ext"
+    mysql.write_text(conf.read_text().replace("driver = pgsql", "driver = mysql"))
+    r = check(mysql)
+    assert r.returncode == 1
+    assert f"error: --passdb: {mysql}: driver: 'mysql' is not supported yet; only pgsql (PostgreSQL) is" in r.stderr, r.stderr
+
+    database.halt()
+    r = check(conf)
+    assert r.returncode == 1
+    assert f"error: --passdb: sql({conf}): password_query on postgres://" in r.stderr and "no answer within 3 s" in r.stderr, r.stderr
