@@ -473,9 +473,15 @@ public struct ServerSettings: Sendable {
         return result + "\""
     }
 
+    /// Whether a passdb or userdb is an `sql:FILE` (its pool and timeout are the database settings').
+    var usesSQL: Bool {
+        (passdbs + userdbs).contains { if case .sql = $0 { true } else { false } }
+    }
+
     /// Settings that do not apply to the chosen store, left out of the effective configuration.
     private var inapplicable: Set<Setting> {
         switch store {
+        case .maildir where usesSQL: [.databaseURLFile, .databaseKeepalive]
         case .maildir: [.databaseURLFile, .databasePoolSize, .databaseConnectTimeout, .databaseKeepalive]
         case .postgres: [.passwdFile, .passdb, .userdb, .authCacheSize, .authCacheTTL, .authCacheNegativeTTL, .maildir, .dovecotControl, .pop3UIDLFormat, .pop3ReuseXUIDL]
         }

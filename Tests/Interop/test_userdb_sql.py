@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import poplib
 import signal
+import smtplib
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kits import pg
+from kits.launcher import free_port, wait_port
 from kits.mail import Maildir
 
 USERS = {
@@ -207,3 +209,30 @@ def test_config_check_connects_and_names_the_file_and_key(postie_bin, postfix, t
     r = check(conf)
     assert r.returncode == 1
     assert f"error: --passdb: sql({conf}): password_query on postgres://" in r.stderr and "no answer within 3 s" in r.stderr, r.stderr
+
+
+def test_lmtp_delivers_to_sql_users_and_defers_while_the_database_is_down(postie, postfix):
+    database, conf = postfix
+    lmtp_port = free_port()
+    server = serve(postie, conf, "--listen-lmtp", f"127.0.0.1:{lmtp_port}")
+    wait_port(lmtp_port)
+    message = b"From: a@example.net\r\nSubject: via lmtp\r\n\r\nbody\r\n"
+    with smtplib.LMTP("127.0.0.1", lmtp_port, timeout=60) as c:
+        c.ehlo("test")
+        c.mail("a@example.net")
+        assert c.rcpt("bob@example.org")[0] == 250
+        code, reply = c.rcpt("nobody@example.org")
+        assert code == 550, reply
+        c.data(message)
+    client = login(server, "bob@example.org", USERS["bob@example.org"][1])
+    try:
+        assert client.stat()[0] == 2
+        assert any(b"via lmtp" in b"\r\n".join(client.retr(n)[1]) for n in (1, 2))
+    finally:
+        client.quit()
+    database.halt()
+    with smtplib.LMTP("127.0.0.1", lmtp_port, timeout=60) as c:
+        c.ehlo("test")
+        c.mail("a@example.net")
+        code, reply = c.rcpt("bob@example.org")
+        assert code == 451 and b"4.3.0" in reply, (code, reply)
