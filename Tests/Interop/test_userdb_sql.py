@@ -18,6 +18,7 @@ import pytest
 from kits import pg
 from kits.launcher import free_port, wait_port
 from kits.mail import Maildir
+from kits.metrics import wait_metrics
 
 USERS = {
     "alice@example.org": ("SHA512-CRYPT", "Alice-S3cret!pw"),
@@ -128,12 +129,15 @@ def test_postfixadmin_table_logs_users_in_to_their_maildirs(postie, postfix):
 
 def test_a_stopped_database_is_sys_temp_and_recovers_without_a_restart(postie, postfix):
     database, conf = postfix
-    server = serve(postie, conf)
+    metrics = free_port()
+    server = serve(postie, conf, "--metrics", f"127.0.0.1:{metrics}")
     alice, (_, password) = "alice@example.org", USERS["alice@example.org"]
     assert b"hello alice" in first_message(server, alice, password)
     database.halt()
     for _ in range(3):
         assert refusal(server, alice, password) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
+    wait_metrics(metrics, lambda sc: sc.get("pop3_logins_total", result="unavailable", mechanism="USER", tls="no") == 3,
+                 what="three logins counted as unavailable")
     server.wait_log(r"auth: Error: passdb sql\(.*dovecot-sql.conf.ext\): user=<alice@example.org>: cannot answer: .* no answer within 3 s", timeout=30)
     # Not counted as failed logins: no lockout after many more than the threshold would allow.
     assert "Locked out" not in server.log_text()
