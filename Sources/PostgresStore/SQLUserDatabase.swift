@@ -123,11 +123,9 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
     /// userdb's fields; empty without an `iterate_query`.
     public func allUsers() async throws -> [AuthenticatedUser] {
         guard let query = config.iterateQuery else { return [] }
-        let rows = try await rows(query, "iterate_query", user: "")
         var users: [AuthenticatedUser] = []
-        for fields in rows {
-            let name = fields["user"] ?? fields["username"].map { name in fields["domain"].map { name + "@" + $0 } ?? name }
-            if let name, let user = try await lookUpUser(name) { users.append(user) }
+        for fields in try await rows(query, "iterate_query", user: "") {
+            if let name = Self.iteratedName(fields), let user = try await lookUpUser(name) { users.append(user) }
         }
         return users
     }
@@ -149,7 +147,27 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
         return nil
     }
 
+    /// Every user `iterate_query` names with the scheme of their stored password (`postie user
+    /// list`); a user without a password row shows `-`.
+    public func listUsers() async throws -> [(name: String, scheme: String)] {
+        guard let query = config.iterateQuery else {
+            throw BackendError.permanent("sql(\(path)): no iterate_query, so its users cannot be listed")
+        }
+        var listed: [(name: String, scheme: String)] = []
+        for fields in try await rows(query, "iterate_query", user: "") {
+            guard let name = Self.iteratedName(fields) else { continue }
+            let scheme = try await passdbRow(name)?.password?.scheme ?? "-"
+            listed.append((name, scheme))
+        }
+        return listed
+    }
+
     // MARK: - Rows
+
+    /// An `iterate_query` row's user: `user`, or `username` with `domain`.
+    static func iteratedName(_ fields: [String: String]) -> String? {
+        fields["user"] ?? fields["username"].map { name in fields["domain"].map { name + "@" + $0 } ?? name }
+    }
 
     struct PassdbRow: Sendable {
         var user: AuthenticatedUser

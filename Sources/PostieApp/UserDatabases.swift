@@ -148,3 +148,30 @@ extension StoreFactory {
             users: cached, passwdFiles: fileOrder, sqlDatabases: sqlOrder, flush: { cached.flush() }, appPasswordFile: firstFile, allUsers: allUsers)
     }
 }
+
+extension StoreFactory {
+    /// `postie user list --passdb ...`: each passdb's users with their password schemes, in
+    /// the chain's order (a name in two passdbs is listed once, from the first): a
+    /// passwd-file's lines, an SQL file's `iterate_query` with each user's `password_query` row.
+    public static func listUsers(passdbs: [UserDatabaseDriver], database: PostgresStoreOptions = .init()) async throws -> [(name: String, scheme: String)] {
+        var listed: [(name: String, scheme: String)] = []
+        var seen = Set<String>()
+        for driver in passdbs {
+            var found: [(name: String, scheme: String)]
+            switch driver {
+            case .passwdFile(let path):
+                found = try await UserAdmin(store: nil, passwdFile: path, database: DatabaseSource()).editor.listUsers().map { ($0.0, $0.1) }
+            case .sql(let path):
+                let config = try await SQLUserDatabase.readConfig(path: path)
+                let sql = try SQLUserDatabase(path: path, config: config, options: database, logger: quietLogger)
+                let pool = Task { await sql.run() }
+                defer { pool.cancel() }
+                found = try await sql.listUsers()
+            case .staticFields, .systemPasswd:
+                throw ConfigurationError("\(driver) is a userdb; it lists no users")
+            }
+            for user in found where seen.insert(user.name).inserted { listed.append(user) }
+        }
+        return listed
+    }
+}

@@ -240,3 +240,16 @@ def test_lmtp_delivers_to_sql_users_and_defers_while_the_database_is_down(postie
         c.mail("a@example.net")
         code, reply = c.rcpt("bob@example.org")
         assert code == 451 and b"4.3.0" in reply, (code, reply)
+
+
+def test_user_list_reads_the_passdbs(postie_bin, postfix, tmp_path):
+    _, conf = postfix
+    passwd = tmp_path / "passwd"
+    passwd.write_text("carol@example.org:{PLAIN}x\nalice@example.org:{PLAIN}shadowed\n")
+    r = subprocess.run([str(postie_bin), "user", "list", "--passdb", f"passwd-file:{passwd}", "--passdb", f"sql:{conf}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # In the chain's order; alice is listed once, from the first passdb that has her.
+    assert r.stdout.splitlines() == ["carol@example.org\t{PLAIN}", "alice@example.org\t{PLAIN}", "bob@example.org\t{BLF-CRYPT}"]
+    r = subprocess.run([str(postie_bin), "user", "list", "--passdb", "static:home=/x"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64 and "static is a userdb driver here" in r.stderr, r.stderr

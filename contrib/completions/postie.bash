@@ -746,7 +746,7 @@ _postie_user_del() {
 _postie_user_list() {
     repeating_flags=()
     non_repeating_flags=(--version -h --help)
-    repeating_options=()
+    repeating_options=(--passdb)
     non_repeating_options=(--passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive)
     __postie_offer_flags_options 0
 
@@ -768,6 +768,9 @@ _postie_user_list() {
         return
         ;;
     '--database-keepalive')
+        return
+        ;;
+    '--passdb')
         return
         ;;
     esac

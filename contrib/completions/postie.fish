@@ -42,7 +42,7 @@ function __postie_parse_tokens -S
             case 'del'
                 __postie_parse_subcommand 1 'passwd-file=' 'store=' 'database-url-file=' 'database-pool-size=' 'database-connect-timeout=' 'database-keepalive=' 'version' 'h/help'
             case 'list'
-                __postie_parse_subcommand 0 'passwd-file=' 'store=' 'database-url-file=' 'database-pool-size=' 'database-connect-timeout=' 'database-keepalive=' 'version' 'h/help'
+                __postie_parse_subcommand 0 'passwd-file=' 'store=' 'database-url-file=' 'database-pool-size=' 'database-connect-timeout=' 'database-keepalive=' 'passdb=+' 'version' 'h/help'
             case 'app-password'
                 __postie_parse_subcommand 0 'version' 'h/help'
                 switch $unparsed_tokens[1]
@@ -366,6 +366,7 @@ complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options 
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie user list" database-pool-size' -l 'database-pool-size' -d 'Most pooled connections for logins and delivery (default 10); each POP3 session uses one more of its own.' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie user list" database-connect-timeout' -l 'database-connect-timeout' -d 'Seconds to wait for a database connection (default 10).' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie user list" database-keepalive' -l 'database-keepalive' -d 'TCP keepalive on session connections: IDLE,INTERVAL,COUNT seconds/probes (default 30,10,3).' -rfka ''
+complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie user list"' -l 'passdb' -d 'List the users of these password databases instead, in order, as `postie serve --passdb` names them: passwd-file:FILE, or sql:FILE (its iterate_query); repeatable.' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie user list" version' -l 'version' -d 'Show the version.'
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie user list" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie user app-password" version' -l 'version' -d 'Show the version.'
