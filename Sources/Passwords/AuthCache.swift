@@ -53,7 +53,10 @@ public final class CachingUserDatabase<Wrapped: SASLUserDatabase & UserLookup>: 
     }
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
-        let key = [0] + DigestAlgorithm.sha256.hmac(key: secret, message: Array(credentials.user.utf8) + [0] + Array(credentials.password.utf8))
+        // The name's length first, so that no other name and password give the same message.
+        let name = Array(credentials.user.utf8)
+        let length = withUnsafeBytes(of: UInt64(name.count).bigEndian) { Array($0) }
+        let key = [0] + DigestAlgorithm.sha256.hmac(key: secret, message: length + name + Array(credentials.password.utf8))
         switch cached(key) {
         case .some(.some(let user)): return user
         case .some(.none): throw BackendError.authFailed
