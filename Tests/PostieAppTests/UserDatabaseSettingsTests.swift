@@ -74,6 +74,12 @@ struct UserDatabaseSettingsTests {
         #expect(alice.home == "/srv/home/example.org/alice")
         #expect(try #require(backend.store as? MaildirStore).path(for: alice) == "/srv/home/example.org/alice/Box")
         await #expect(throws: BackendError.authFailed) { try await backend.users.authenticate(Credentials(user: "alice@example.org", password: "no")) }
+        // An app password in the first passwd-file passdb's sidecar logs in through the chain.
+        let (appPassword, shown) = try AppPasswords.make(name: "phone", expiresInDays: nil, now: 1_800_000_000)
+        try await AppPasswordFile(passwdFile: passwd).addAppPassword(appPassword, for: "alice@example.org")
+        let viaApp = try await backend.users.authenticate(Credentials(user: "alice@example.org", password: shown))
+        #expect(viaApp.credential == .appPassword(name: "phone"))
+        #expect(viaApp.home == "/srv/home/example.org/alice")
         // Delivery sees the same users.
         #expect(try await backend.delivery.recipientExists("alice@example.org"))
         #expect(try await backend.delivery.recipientExists("bob@example.org") == false)
