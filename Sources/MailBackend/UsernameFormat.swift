@@ -7,16 +7,11 @@
 /// `%d` the part after it (empty without one), `%%` a percent sign. A variable may carry
 /// Dovecot's modifiers `L` (lower case) or `U` (upper case): `%Lu`, `%Ln@%Ld`.
 public struct UsernameFormat: Sendable, Hashable, CustomStringConvertible {
-    private enum Piece: Sendable, Hashable {
-        case text(String)
-        case variable(Character, lower: Bool, upper: Bool)
-    }
-
     /// The template as written.
     public let template: String
     /// Appended as `@DOMAIN` to a name without `@`, before the template is applied.
     public let defaultDomain: String?
-    private let pieces: [Piece]
+    private let parsed: VariableTemplate
 
     /// Dovecot's default: the name as typed, lower-cased.
     public static let dovecotDefault = UsernameFormat("%Lu")!
@@ -27,40 +22,13 @@ public struct UsernameFormat: Sendable, Hashable, CustomStringConvertible {
     /// Parses a template; nil for an unknown variable or modifier, a lone `%`, or a template
     /// without any variable.
     public init?(_ template: String, defaultDomain: String? = nil) {
-        var pieces: [Piece] = []
-        var text = ""
-        var iterator = template.makeIterator()
-        while let c = iterator.next() {
-            guard c == "%" else {
-                text.append(c)
-                continue
-            }
-            var lower = false
-            var upper = false
-            var next = iterator.next()
-            while next == "L" || next == "U" {
-                if next == "L" { lower = true } else { upper = true }
-                next = iterator.next()
-            }
-            switch next {
-            case "%" where !lower && !upper:
-                text.append("%")
-            case "u", "n", "d":
-                if !text.isEmpty { pieces.append(.text(text)) }
-                text = ""
-                pieces.append(.variable(next!, lower: lower, upper: upper))
-            default:
-                return nil
-            }
-        }
-        if !text.isEmpty { pieces.append(.text(text)) }
-        guard pieces.contains(where: { if case .variable = $0 { true } else { false } }) else { return nil }
+        guard let parsed = try? VariableTemplate(template, allowed: [.user, .username, .domain], longForms: false), parsed.hasVariables else { return nil }
         if let defaultDomain, defaultDomain.isEmpty || defaultDomain.contains("@") || defaultDomain.contains(where: \.isWhitespace) {
             return nil
         }
         self.template = template
         self.defaultDomain = defaultDomain
-        self.pieces = pieces
+        self.parsed = parsed
     }
 
     /// The name a user database sees for what the client typed.
@@ -83,29 +51,7 @@ public struct UsernameFormat: Sendable, Hashable, CustomStringConvertible {
     private func normalize(_ typed: String, applyingDefaultDomain: Bool) -> String {
         var name = typed
         if applyingDefaultDomain, let defaultDomain, !name.contains("@") { name += "@" + defaultDomain }
-        let at = name.firstIndex(of: "@")
-        let local = at.map { String(name[..<$0]) } ?? name
-        let domain = at.map { String(name[name.index(after: $0)...]) } ?? ""
-        var out = ""
-        for piece in pieces {
-            switch piece {
-            case .text(let text):
-                out += text
-            case .variable(let v, let lower, let upper):
-                var value = v == "u" ? name : v == "n" ? local : domain
-                if lower { value = Self.mapASCII(value, from: UInt8(ascii: "A"), to: UInt8(ascii: "a")) }
-                if upper { value = Self.mapASCII(value, from: UInt8(ascii: "a"), to: UInt8(ascii: "A")) }
-                out += value
-            }
-        }
-        return out
-    }
-
-    /// Dovecot's `%L` and `%U` change ASCII letters only (str_lcase, str_ucase); other
-    /// characters stay as typed.
-    private static func mapASCII(_ text: String, from first: UInt8, to target: UInt8) -> String {
-        let last = first + 25
-        return String(decoding: text.utf8.map { $0 >= first && $0 <= last ? $0 - first + target : $0 }, as: UTF8.self)
+        return parsed.expand(VariableTemplate.Values(user: name))
     }
 
     public var description: String {

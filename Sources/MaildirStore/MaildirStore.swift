@@ -62,9 +62,19 @@ public struct MaildirStore: MailStore {
         self.logger = logger
     }
 
-    /// Expands the template for a user; nil if the name could escape its directory.
+    /// Expands the template for a user; nil if the name could escape its directory. A user
+    /// whose user database gives a mail location (`mail=maildir:PATH`, Dovecot's userdb field,
+    /// options after a further `:` ignored) has that path, with the same variables, instead.
     public func path(for user: AuthenticatedUser) -> String? {
-        Self.expand(template, for: user)
+        Self.expand(Self.mailLocation(of: user) ?? template, for: user)
+    }
+
+    /// The Maildir path of a userdb `mail` field (`maildir:~/Maildir:LAYOUT=fs`); nil without
+    /// one or for another format.
+    static func mailLocation(of user: AuthenticatedUser) -> String? {
+        guard let mail = user.extraFields["mail"] ?? user.extraFields["userdb_mail"], mail.hasPrefix("maildir:") else { return nil }
+        let path = mail.dropFirst("maildir:".count).prefix { $0 != ":" }
+        return path.isEmpty ? nil : String(path)
     }
 
     /// The folder holding the user's `dovecot-uidlist`: the Maildir itself unless

@@ -297,9 +297,7 @@ private final class SessionRunner {
         } catch {
             let failure = POP3Connection.backendError(error)
             if failure.kind == .authFailed { return await failed(user: credentials.user, method: method, password: credentials.password) }
-            logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(credentials.user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
-            failedLogins += 1
-            return machine.loginFailed(failure)
+            return unavailable(credentials.user, method: method, failure)
         }
         return await completeLogin(authenticated, method: method)
     }
@@ -364,8 +362,12 @@ private final class SessionRunner {
     }
 
     /// The user database or token validator could not answer: `-ERR [SYS/TEMP]`, logged.
+    /// A login the user database (or token validator) could not answer: `[SYS/TEMP]`, logged
+    /// and counted as `pop3_logins_total{result="unavailable"}`, never as a failed login (no
+    /// delay, no lockout, nothing for fail2ban).
     private func unavailable(_ user: String, method: String, _ failure: BackendError, metric: String? = nil) -> POP3SessionStateMachine.Action {
         if let metric { context.metrics.bearerToken(result: metric) }
+        context.metrics.login(result: "unavailable", mechanism: method, tls: machine.security.isTLS)
         logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
         failedLogins += 1
         return machine.loginFailed(failure)
@@ -396,6 +398,7 @@ private final class SessionRunner {
         } catch {
             let failure = POP3Connection.backendError(error)
             logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
+            context.metrics.login(result: "unavailable", mechanism: method, tls: machine.security.isTLS)
             return .failure(failure)
         }
     }

@@ -84,7 +84,8 @@ public final class ServerMetrics: Sendable {
         Counter(label: "pop3_connections_refused_total", dimensions: [("reason", reason)]).increment()
     }
 
-    /// `result`: success, failure (credentials) or refused ([IN-USE], limits, lockout);
+    /// `result`: success, failure (credentials), refused ([IN-USE], limits, lockout) or
+    /// unavailable (the user database could not answer: [SYS/TEMP]);
     /// `mechanism`: USER, APOP or the SASL mechanism.
     func login(result: String, mechanism: String, tls: Bool) {
         Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", mechanism), ("tls", tls ? "yes" : "no")]).increment()

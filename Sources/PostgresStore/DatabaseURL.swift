@@ -129,6 +129,39 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
         self.sslRootCertificate = rootCert
     }
 
+    /// libpq's keyword/value form, as Dovecot's `connect = host=... dbname=... user=...
+    /// password=...` writes it: `host` (a name, an address, or a socket directory starting with
+    /// `/`), `hostaddr`, `port`, `dbname`, `user`, `password`, `sslmode`, `sslrootcert`;
+    /// `connect_timeout` and `application_name` are accepted and ignored.
+    /// - SeeAlso: https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS
+    public init(keywords: [String: String]) throws(ParseError) {
+        var url = try DatabaseURL(parsing: "postgres://placeholder@localhost/")
+        var host: String?
+        for (key, value) in keywords.sorted(by: { $0.key < $1.key }) {
+            switch key {
+            case "host", "hostaddr":
+                if value.hasPrefix("/") { url.socketDirectory = value } else if host == nil || key == "hostaddr" { host = value }
+            case "port": url.port = try Self.port(Substring(value))
+            case "dbname": url.database = value
+            case "user": url.user = value
+            case "password": url.password = value
+            case "sslmode":
+                guard let mode = SSLMode(rawValue: value) else {
+                    throw ParseError(description: "sslmode '\(value)' is not one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                url.sslMode = mode
+            case "sslrootcert": url.sslRootCertificate = value
+            case "connect_timeout", "application_name": break
+            default:
+                throw ParseError(description: "unsupported keyword '\(key)' (known: host, hostaddr, port, dbname, user, password, sslmode, sslrootcert)")
+            }
+        }
+        guard let user = keywords["user"], !user.isEmpty else { throw ParseError(description: "no user= given") }
+        if keywords["dbname"] == nil { url.database = user }
+        url.host = url.socketDirectory == nil ? (host ?? "localhost") : nil
+        self = url
+    }
+
     /// The socket path for a Unix-socket connection, as libpq builds it.
     public var socketPath: String? { socketDirectory.map { "\($0)/.s.PGSQL.\(port)" } }
 

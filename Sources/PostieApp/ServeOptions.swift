@@ -33,6 +33,11 @@ public struct ServeOptions: ParsableArguments, Sendable {
     @Option(name: .setting(.lockoutDuration), help: .setting(.lockoutDuration)) public var lockoutDuration: Int?
     @Option(name: .setting(.lockoutExempt), help: .setting(.lockoutExempt)) public var lockoutExempt: [String] = []
     @Option(name: .setting(.lockoutState), help: .setting(.lockoutState)) public var lockoutState: String?
+    @Option(name: .setting(.passdb), help: .setting(.passdb)) public var passdb: [String] = []
+    @Option(name: .setting(.userdb), help: .setting(.userdb)) public var userdb: [String] = []
+    @Option(name: .setting(.authCacheSize), help: .setting(.authCacheSize)) public var authCacheSize: String?
+    @Option(name: .setting(.authCacheTTL), help: .setting(.authCacheTTL)) public var authCacheTTL: String?
+    @Option(name: .setting(.authCacheNegativeTTL), help: .setting(.authCacheNegativeTTL)) public var authCacheNegativeTTL: String?
     @Option(name: .setting(.logLevel), help: .setting(.logLevel)) public var logLevel: String?
     @Option(name: .setting(.metrics), help: .setting(.metrics)) public var metrics: String?
     @Option(name: .setting(.auditLog), help: .setting(.auditLog)) public var auditLog: String?

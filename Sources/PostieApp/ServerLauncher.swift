@@ -148,6 +148,10 @@ public enum ServerLauncher {
             // First in the group, so it is shut down last, after the sessions using it.
             services.append(.init(service: DatabaseService(store: database)))
         }
+        for database in backend.sqlDatabases {
+            logger.info("master: SQL user database \(database.path) at \(database.url)")
+            services.append(.init(service: SQLUserDatabaseService(database: database)))
+        }
         let server = POP3Server(configuration: serverConfiguration, userDatabase: backend.users, mailStore: backend.store, logger: logger, metrics: metrics)
         let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
             configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
@@ -156,7 +160,7 @@ public enum ServerLauncher {
         // LMTP and the control socket first: once the POP3 port answers, every listener is bound.
         let lmtpBound = try await lmtp?.bind() ?? []
         let certificates = tls.map { CertificateReloader(tls: $0, metrics: metrics, threadPool: threadPool) }
-        let reloader = Reloader(options: options, server: server, certificates: certificates, audit: audit, logger: logger)
+        let reloader = Reloader(options: options, server: server, certificates: certificates, audit: audit, flushAuthCache: backend.flushAuthCache, logger: logger)
         // With PostgreSQL, `admin who` and `kick` reach the sessions of every node.
         let cluster = backend.postgres.map {
             SessionCluster(store: $0, node: SessionCluster.nodeName(), registry: server.sessions, logger: logger)
@@ -176,11 +180,12 @@ public enum ServerLauncher {
             try PrivilegeDrop.drop(to: runAs)
             logger.info("master: Running as \(runAs) (uid \(getuid()), gid \(getgid()))")
         }
-        if let passwdFile = backend.passwdFile {
+        for passwdFile in backend.passwdFiles.isEmpty ? [backend.passwdFile].compactMap { $0 } : backend.passwdFiles {
             do {
                 try await passwdFile.load()
             } catch {
-                throw ConfigurationError("\(settings.origin(.passwdFile)): \(error)")
+                let setting: Setting = passwdFile.path == settings.passwdFile ? .passwdFile : settings.passdbs.contains(.passwdFile(passwdFile.path)) ? .passdb : .userdb
+                throw ConfigurationError("\(settings.origin(setting)): \(error)")
             }
         }
         // As the run_as user, so that SIGHUP can reopen it; last, since once its thread runs it
@@ -216,9 +221,13 @@ public enum ServerLauncher {
                 throw ConfigurationError("\(settings.origin(.deletedRetention)): this store cannot retain deleted mail")
             }
             let passwdFile = backend.passwdFile
+            let allUsers = backend.allUsers
             services.append(.init(service: RetentionSweeper(
                 store: retaining, retention: settings.deletedRetention,
-                users: { try await passwdFile?.allUsers() ?? [] }, logger: logger)))
+                users: {
+                    if let allUsers { return try await allUsers() }
+                    return try await passwdFile?.allUsers() ?? []
+                }, logger: logger)))
             logger.info("master: Deleted mail is kept for \(settings.deletedRetention)")
         }
         if let quota = settings.defaultQuota {
@@ -276,6 +285,15 @@ struct DatabaseService: Service {
     }
 }
 
+/// Runs an SQL user database's connection pool.
+struct SQLUserDatabaseService: Service {
+    let database: SQLUserDatabase
+
+    func run() async throws {
+        await database.run()
+    }
+}
+
 /// Serves listeners bound before privileges were dropped.
 struct BoundServer: Service {
     let server: POP3Server
@@ -308,6 +326,8 @@ struct Reloader: Sendable {
     let server: POP3Server
     let certificates: CertificateReloader?
     let audit: AuditLogFile?
+    /// Empties the authentication cache, so changed passwords and users take effect at once.
+    var flushAuthCache: (@Sendable () -> Void)?
     let logger: Logger
 
     /// Reloads; `trigger` (`SIGHUP`, `admin reload`) starts each log line. Returns whether the
@@ -316,6 +336,10 @@ struct Reloader: Sendable {
         // First, and even if the configuration is broken: the old file may be compressed
         // or removed soon. The path itself needs a restart to change.
         await audit?.reopen()
+        if let flushAuthCache {
+            flushAuthCache()
+            logger.info("master: \(trigger): authentication cache flushed")
+        }
         let settings = await ServerSettings.load(options)
         if !settings.errors.isEmpty {
             for problem in settings.errors { logger.error("master: \(trigger): configuration not reloaded: \(problem)") }

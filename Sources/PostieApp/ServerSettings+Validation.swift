@@ -100,9 +100,30 @@ extension ServerSettings {
 
     /// With the PostgreSQL store: the database answers and its schema is the one needed.
     public mutating func checkDatabase() async {
+        await checkSQLUserDatabases()
         guard store == .postgres, let url = try? DatabaseURLSource.load(file: databaseURLFile) else { return }
         if let problem = await StoreFactory.schemaProblem(url: url, options: database) {
             self.problem(.databaseURLFile, problem)
+        }
+    }
+
+    /// Reads each `sql:FILE` of the passdbs and userdbs, connects, and runs its queries once
+    /// (for a user no one has), naming the file and key of what fails.
+    mutating func checkSQLUserDatabases() async {
+        var seen = Set<String>()
+        for (setting, driver) in passdbs.map({ (Setting.passdb, $0) }) + userdbs.map({ (Setting.userdb, $0) }) {
+            guard case .sql(let path) = driver, seen.insert(path).inserted else { continue }
+            let database: SQLUserDatabase
+            do {
+                let config = try await SQLUserDatabase.readConfig(path: path)
+                database = try SQLUserDatabase(path: path, config: config, options: self.database, logger: StoreFactory.quietLogger)
+            } catch {
+                problem(setting, "\(error)")
+                continue
+            }
+            let pool = Task { await database.run() }
+            if let found = await database.check() { problem(setting, found) }
+            pool.cancel()
         }
     }
 

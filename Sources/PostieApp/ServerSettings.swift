@@ -8,6 +8,7 @@ import NIOCore
 import NIOSSL
 import OAuth2
 import POP3Server
+import Passwords
 import PostgresStore
 import SASL
 import ServerKit
@@ -35,6 +36,10 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 public struct ServerSettings: Sendable {
     public var listeners: [Listener] = []
     public var passwdFile: String?
+    /// `--passdb` and `--userdb`, in order (without the `--passwd-file` shorthand).
+    public var passdbs: [UserDatabaseDriver] = []
+    public var userdbs: [UserDatabaseDriver] = []
+    public var authCache = AuthCacheSettings()
     public var maildir: String?
     /// Each user's mbox spool (`mbox`), served instead of a Maildir.
     public var mbox: String?
@@ -258,6 +263,37 @@ public struct ServerSettings: Sendable {
 
         passwdFile = input.string(.passwdFile)
         show(.passwdFile, passwdFile)
+        func drivers(_ setting: Setting) -> [UserDatabaseDriver] {
+            (input.strings(setting) ?? []).compactMap { text in
+                do {
+                    return try UserDatabaseDriver(parsing: text, asPassdb: setting == .passdb)
+                } catch {
+                    problem(setting, "\(error)")
+                    return nil
+                }
+            }
+        }
+        passdbs = drivers(.passdb)
+        show(.passdb, list: passdbs.map(\.description))
+        userdbs = drivers(.userdb)
+        if !userdbs.isEmpty && passdbs.isEmpty && passwdFile == nil {
+            problem(.userdb, "a userdb needs a passdb to log users in: give --passdb or --passwd-file")
+        }
+        show(.userdb, list: userdbs.map(\.description))
+        if let text = input.string(.authCacheSize) ?? input.int(.authCacheSize).map(String.init) {
+            if let size = parseDovecotSize(text) { authCache.size = size } else { problem(.authCacheSize, "'\(text)' is not a size: bytes, or a number with k, M or G (e.g. 10M)") }
+        }
+        show(.authCacheSize, raw: "\(authCache.size)")
+        func duration(_ setting: Setting, _ current: Int) -> Int {
+            guard let text = input.string(setting) ?? input.int(setting).map(String.init) else { return current }
+            if let value = DeletedRetention(text) { return value.seconds }
+            problem(setting, "'\(text)' is not a duration: seconds, or a number with s, m, h, d or w (e.g. 1h)")
+            return current
+        }
+        authCache.ttl = duration(.authCacheTTL, authCache.ttl)
+        show(.authCacheTTL, raw: "\(authCache.ttl)")
+        authCache.negativeTTL = duration(.authCacheNegativeTTL, authCache.negativeTTL)
+        show(.authCacheNegativeTTL, raw: "\(authCache.negativeTTL)")
         maildir = input.string(.maildir)
         show(.maildir, maildir)
         mbox = input.string(.mbox).flatMap { $0.isEmpty ? nil : $0 }
@@ -441,11 +477,17 @@ public struct ServerSettings: Sendable {
         return result + "\""
     }
 
+    /// Whether a passdb or userdb is an `sql:FILE` (its pool and timeout are the database settings').
+    var usesSQL: Bool {
+        (passdbs + userdbs).contains { if case .sql = $0 { true } else { false } }
+    }
+
     /// Settings that do not apply to the chosen store, left out of the effective configuration.
     private var inapplicable: Set<Setting> {
         switch store {
+        case .maildir where usesSQL: [.databaseURLFile, .databaseKeepalive]
         case .maildir: [.databaseURLFile, .databasePoolSize, .databaseConnectTimeout, .databaseKeepalive]
-        case .postgres: [.passwdFile, .maildir, .mbox, .dovecotControl, .pop3UIDLFormat, .pop3ReuseXUIDL]
+        case .postgres: [.passwdFile, .passdb, .userdb, .authCacheSize, .authCacheTTL, .authCacheNegativeTTL, .maildir, .mbox, .dovecotControl, .pop3UIDLFormat, .pop3ReuseXUIDL]
         }
     }
 
@@ -462,6 +504,15 @@ public struct ServerSettings: Sendable {
             }
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// The passdbs and userdbs to try, in order: `--passwd-file FILE` is `--passdb
+    /// passwd-file:FILE --userdb passwd-file:FILE` ahead of the others. With passdbs but no
+    /// userdb, the passdbs answer as userdbs too (Dovecot's prefetch).
+    public var userDatabaseChain: (passdbs: [UserDatabaseDriver], userdbs: [UserDatabaseDriver]) {
+        guard let passwdFile else { return (passdbs, userdbs) }
+        let shorthand = UserDatabaseDriver.passwdFile(passwdFile)
+        return ([shorthand] + passdbs, userdbs.isEmpty ? [] : [shorthand] + userdbs)
     }
 
     /// Settings the reader recorded no effective value for (a unit test keeps this empty).

@@ -29,6 +29,11 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case databaseConnectTimeout = "database_connect_timeout"
     case databaseKeepalive = "database_keepalive"
     case passwdFile = "passwd_file"
+    case passdb
+    case userdb
+    case authCacheSize = "auth_cache_size"
+    case authCacheTTL = "auth_cache_ttl"
+    case authCacheNegativeTTL = "auth_cache_negative_ttl"
     case maildir
     case dovecotControl = "dovecot_control"
     case mbox
@@ -101,6 +106,11 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .listen: Spec(flag: "listen", valueName: "addr:port", help: "A plain POP3 listener (STLS when a certificate is set): ADDR:PORT or [IPv6]:PORT, then options; repeatable.", defaultText: "none")
         case .listenTLS: Spec(flag: "listen-tls", valueName: "addr:port", help: "An implicit-TLS listener (port 995); repeatable.", defaultText: "none")
         case .passwdFile: Spec(flag: "passwd-file", valueName: "file", help: "A Dovecot-style passwd-file.", defaultText: "none")
+        case .passdb: Spec(flag: "passdb", valueName: "driver[:args]", help: "A password database, tried in order like Dovecot's passdbs: passwd-file:FILE or sql:FILE (a dovecot-sql.conf.ext, driver = pgsql); repeatable; --passwd-file FILE is passwd-file:FILE as passdb and userdb, tried first (docs/users.md).", defaultText: "none")
+        case .userdb: Spec(flag: "userdb", valueName: "driver[:args]", help: "A user database (home, mail, uid, gid, fields), tried in order: passwd-file:FILE, sql:FILE, passwd (the system's accounts) or static:ARGS (e.g. 'static:uid=vmail gid=vmail home=/srv/mail/%d/%n'); repeatable; default: the passdbs.", defaultText: "the passdbs")
+        case .authCacheSize: Spec(flag: "auth-cache-size", valueName: "size", help: "Cache passdb and userdb answers in this much memory, as Dovecot's auth_cache_size: bytes or with k, M, G (e.g. 10M); 0 (default): no cache.", defaultText: "0")
+        case .authCacheTTL: Spec(flag: "auth-cache-ttl", valueName: "duration", help: "How long a cached right password or user is used (seconds, or 30s, 15m, 1h, 1d; default 1h, Dovecot's).", defaultText: "3600")
+        case .authCacheNegativeTTL: Spec(flag: "auth-cache-negative-ttl", valueName: "duration", help: "How long a cached wrong password or unknown user is used (default 1h, Dovecot's; 0: never cached).", defaultText: "3600")
         case .maildir: Spec(flag: "maildir", valueName: "template", help: "Each user's Maildir (the folder holding cur/ new/ tmp/); %u user, %n local part, %d domain, %h or ~ home.", defaultText: "none")
         case .mbox: Spec(flag: "mbox", valueName: "template", help: "Each user's mbox spool instead of a Maildir, e.g. /var/mail/%u (same template form as --maildir); locked as Debian's MTAs lock it; see docs/mbox.md.", defaultText: "none")
         case .dovecotControl: Spec(flag: "dovecot-control", valueName: "template", help: "Where Dovecot keeps each user's dovecot-uidlist when its mail_location has :CONTROL= (same template form); default: in the Maildir.", defaultText: "none")

@@ -101,6 +101,12 @@ public struct StoreFactory: Sendable {
     public var defaultQuota: QuotaRule?
     /// Told each quota usage a delivery measured (`serve` feeds the over-90 % gauge).
     public var quotaObserver: (@Sendable (String, QuotaRule, QuotaUsage) -> Void)?
+    /// The passdb and userdb chain (`--passdb`, `--userdb`, with `--passwd-file` first); when
+    /// empty, the `.files` location's passwd-file alone.
+    public var passdbs: [UserDatabaseDriver] = []
+    public var userdbs: [UserDatabaseDriver] = []
+    /// The authentication cache over the chain.
+    public var authCache = AuthCacheSettings()
 
     public init(_ location: Location) {
         self.location = location
@@ -169,6 +175,11 @@ public struct StoreFactory: Sendable {
         case .maildir:
             location = .files(passwdFile: settings.passwdFile ?? "", maildir: settings.maildir, dovecotControl: settings.dovecotControl)
             mbox = settings.mbox
+            if !settings.passdbs.isEmpty || !settings.userdbs.isEmpty || settings.authCache.size > 0 {
+                (passdbs, userdbs) = settings.userDatabaseChain
+                authCache = settings.authCache
+                database = settings.database
+            }
         case .postgres:
             location = .postgres(DatabaseSource(urlFile: settings.databaseURLFile))
             database = settings.database
@@ -191,6 +202,9 @@ public struct StoreFactory: Sendable {
             if settings.maildir != nil { found.append((.maildir, "not used with store: postgres (mail lives in the database); remove it")) }
             if settings.mbox != nil { found.append((.mbox, "not used with store: postgres (mail lives in the database); remove it")) }
             if settings.dovecotControl != nil { found.append((.dovecotControl, "not used with store: postgres; remove it")) }
+            if !settings.passdbs.isEmpty || !settings.userdbs.isEmpty {
+                found.append((settings.passdbs.isEmpty ? .userdb : .passdb, "not used with store: postgres (users live in the database); remove it"))
+            }
             if settings.uidlFormat != nil || settings.reuseXUIDL {
                 found.append((settings.uidlFormat != nil ? .pop3UIDLFormat : .pop3ReuseXUIDL, "not used with store: postgres (UIDLs are fixed at delivery as %08Xu%08Xv); remove it"))
             }
@@ -200,7 +214,9 @@ public struct StoreFactory: Sendable {
                 found.append((.databaseURLFile, "\(error)"))
             }
         case .maildir:
-            if settings.passwdFile == nil { found.append((.passwdFile, "no user database: give --passwd-file FILE")) }
+            if settings.passwdFile == nil && settings.passdbs.isEmpty {
+                found.append((.passwdFile, "no user database: give --passwd-file FILE or --passdb DRIVER:ARGS"))
+            }
             if let mbox = settings.mbox {
                 if settings.maildir != nil {
                     found.append((.mbox, "maildir and mbox name two mail locations; give one"))
@@ -261,12 +277,21 @@ public struct StoreFactory: Sendable {
         public let passwdFile: PasswdFileDatabase?
         /// The database whose pool must run while the backend is used; nil with files.
         public let postgres: PostgresStore?
+        /// Every passwd-file of the passdb/userdb chain, to load once privileges are dropped.
+        public var passwdFiles: [PasswdFileDatabase] = []
+        /// The SQL user databases whose pools must run while the backend is used.
+        public var sqlDatabases: [SQLUserDatabase] = []
+        /// Empties the authentication cache (SIGHUP); nil without one.
+        public var flushAuthCache: (@Sendable () -> Void)?
+        /// Every user, for work over all mailboxes (the retention sweep).
+        public var allUsers: (@Sendable () async throws -> [AuthenticatedUser])?
 
         /// Runs `body` with the database pool running beside it (nothing to run for files).
         public func withPool<T: Sendable>(_ body: @Sendable () async -> T) async -> T {
-            guard let postgres else { return await body() }
+            guard postgres != nil || !sqlDatabases.isEmpty else { return await body() }
             return await withTaskGroup(of: T?.self) { group in
-                group.addTask { await postgres.run(); return nil }
+                if let postgres { group.addTask { await postgres.run(); return nil } }
+                for database in sqlDatabases { group.addTask { await database.run(); return nil } }
                 let result = await body()
                 group.cancelAll()
                 return result
@@ -278,30 +303,16 @@ public struct StoreFactory: Sendable {
     /// version (a ``OpenError/database(_:)`` if it is not the one needed).
     public func open(threadPool: NIOThreadPool, logger: Logger, checkSchema: Bool = false) async throws(OpenError) -> Backend {
         switch location {
-        case .files(let passwdFile, _, _) where mbox != nil:
-            let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
-            let spools = MboxStore(template: mbox ?? "", uidlFormat: uidl.format, reuseXUIDL: uidl.reuseXUIDL, threadPool: threadPool, logger: logger)
-            let mboxDelivery = MboxDelivery(store: spools, users: users, logger: logger)
-            let delivery = QuotaDelivery(mboxDelivery, users: users, usage: mboxDelivery, defaultRule: defaultQuota, observe: quotaObserver)
-            let appPasswords = AppPasswordUserDatabase(
-                users, store: AppPasswordFile(passwdFile: passwdFile, threadPool: threadPool), threadPool: threadPool, logger: logger)
-            return Backend(
-                users: appPasswords, store: spools, delivery: delivery, quotaUsage: mboxDelivery, defaultQuota: defaultQuota, passwdFile: users,
-                postgres: nil)
+        case .files(_, let maildir, let dovecotControl) where !passdbs.isEmpty:
+            let chain = try await Self.openChain(
+                passdbs: passdbs, userdbs: userdbs, cache: authCache, database: database ?? PostgresStoreOptions(), threadPool: threadPool, logger: logger)
+            return files(chain.users, chain: chain, maildir: maildir, dovecotControl: dovecotControl, threadPool: threadPool, logger: logger)
         case .files(let passwdFile, let maildir, let dovecotControl):
             let users = PasswdFileDatabase(path: passwdFile, threadPool: threadPool, logger: logger)
-            var maildirs = MaildirStore(template: maildir ?? "", threadPool: threadPool, logger: logger, expireDays: expireDays, uidl: uidl)
-            maildirs.dovecotControlTemplate = dovecotControl
-            maildirs.deletedRetention = deletedRetention
-            let delivery = QuotaDelivery(
-                MaildirDelivery(store: maildirs, users: users, logger: logger), users: users, usage: maildirs,
-                defaultRule: defaultQuota, observe: quotaObserver)
             // App passwords from the sidecar next to the passwd-file (none while it is missing).
-            let appPasswords = AppPasswordUserDatabase(
-                users, store: AppPasswordFile(passwdFile: passwdFile, threadPool: threadPool), threadPool: threadPool, logger: logger)
-            return Backend(
-                users: appPasswords, store: maildirs, delivery: delivery, quotaUsage: maildirs, defaultQuota: defaultQuota, passwdFile: users,
-                postgres: nil)
+            let alone = OpenedChain(
+                users: users, passwdFiles: [users], sqlDatabases: [], flush: nil, appPasswordFile: passwdFile, allUsers: { try await users.allUsers() })
+            return files(users, chain: alone, maildir: maildir, dovecotControl: dovecotControl, threadPool: threadPool, logger: logger)
         case .postgres(let flags):
             let (url, database) = try postgres(flags, threadPool: threadPool, logger: logger)
             if checkSchema, let problem = await Self.schemaProblem(store: database) {
@@ -313,6 +324,42 @@ public struct StoreFactory: Sendable {
                 users: appPasswords, store: database, delivery: delivery, quotaUsage: database, defaultQuota: defaultQuota, passwdFile: nil,
                 postgres: database)
         }
+    }
+
+    /// Maildirs with the chain's users (or the passwd-file alone); app passwords from the
+    /// sidecar of the first passwd-file passdb (none for users only in SQL, in this release).
+    private func files<Users: SASLUserDatabase & UserLookup>(
+        _ users: Users, chain: OpenedChain, maildir: String?, dovecotControl: String?, threadPool: NIOThreadPool, logger: Logger
+    ) -> Backend {
+        let store: any MailStore
+        let delivery: any MailDelivery
+        let usage: any QuotaUsageSource
+        if let mbox {
+            // mbox spools (`--mbox`, docs/mbox.md) instead of Maildirs.
+            let spools = MboxStore(template: mbox, uidlFormat: uidl.format, reuseXUIDL: uidl.reuseXUIDL, threadPool: threadPool, logger: logger)
+            let appender = MboxDelivery(store: spools, users: users, logger: logger)
+            (store, usage) = (spools, appender)
+            delivery = QuotaDelivery(appender, users: users, usage: appender, defaultRule: defaultQuota, observe: quotaObserver)
+        } else {
+            var maildirs = MaildirStore(template: maildir ?? "", threadPool: threadPool, logger: logger, expireDays: expireDays, uidl: uidl)
+            maildirs.dovecotControlTemplate = dovecotControl
+            maildirs.deletedRetention = deletedRetention
+            (store, usage) = (maildirs, maildirs)
+            delivery = QuotaDelivery(
+                MaildirDelivery(store: maildirs, users: users, logger: logger), users: users, usage: maildirs,
+                defaultRule: defaultQuota, observe: quotaObserver)
+        }
+        let front: any UserDatabase = chain.appPasswordFile.map { file in
+            AppPasswordUserDatabase(users, store: AppPasswordFile(passwdFile: file, threadPool: threadPool), threadPool: threadPool, logger: logger)
+        } ?? users
+        var backend = Backend(
+            users: front, store: store, delivery: delivery, quotaUsage: usage, defaultQuota: defaultQuota,
+            passwdFile: chain.passwdFiles.first, postgres: nil)
+        backend.passwdFiles = chain.passwdFiles
+        backend.sqlDatabases = chain.sqlDatabases
+        backend.flushAuthCache = chain.flush
+        backend.allUsers = chain.allUsers
+        return backend
     }
 
     /// A PostgreSQL store from the database flags (or the settings' options for `serve`).

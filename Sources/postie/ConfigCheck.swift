@@ -17,7 +17,8 @@ struct ConfigCommand: AsyncParsableCommand {
             discussion: """
             Takes the same flags and --config as `postie serve`. Reads the passwd-file and the \
             certificates as the server would (with --store postgres: connects to the database and \
-            checks its schema version), checks that the run_as user exists, and names the \
+            checks its schema version; with --passdb or --userdb sql:FILE: reads the file, connects and \
+            runs its queries once), checks that the run_as user exists, and names the \
             flag or the file and key of each problem. Exit status: 0 when the server would \
             start (warnings allowed), 1 on errors.
             """

@@ -69,8 +69,23 @@ struct UserCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the users and their password schemes.")
         @OptionGroup var file: FileOptions
+        @Option(name: .customLong("passdb"), help: ArgumentHelp(
+            "List the users of these password databases instead, in order, as `postie serve --passdb` names them: passwd-file:FILE, or sql:FILE (its iterate_query); repeatable.",
+            valueName: "driver:args"))
+        var passdbs: [String] = []
 
         func run() async throws {
+            if !passdbs.isEmpty {
+                guard file.passwdFile == nil, file.store == nil else { throw ValidationError("--passdb lists on its own; leave out --passwd-file and --store") }
+                var drivers: [UserDatabaseDriver] = []
+                for text in passdbs {
+                    do { drivers.append(try UserDatabaseDriver(parsing: text, asPassdb: true)) } catch { throw ValidationError("--passdb: \(error)") }
+                }
+                for (user, scheme) in try await StoreFactory.listUsers(passdbs: drivers) {
+                    print("\(user)\t" + (scheme == "-" ? "-" : "{\(scheme)}"))
+                }
+                return
+            }
             for (user, scheme) in try await file.admin().editor.listUsers() {
                 print("\(user)\t{\(scheme)}")
             }

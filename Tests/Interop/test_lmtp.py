@@ -251,6 +251,7 @@ def test_lmtp_metrics(env_factory):
 
     mport = free_port()
     e = lmtp_env(env_factory, "--metrics", f"127.0.0.1:{mport}", "--lmtp-max-size", "1000")
+    wait_port(mport)  # bound just after the POP3 listener the launcher waited for
     before = scrape(mport)
     for result in ("delivered", "temporary_failure", "permanent_failure", "too_big"):  # present at 0 from the start
         assert before.samples.get(("lmtp_deliveries_total", frozenset({("result", result)}))) == 0, before.text[:2000]

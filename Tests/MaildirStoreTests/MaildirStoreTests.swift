@@ -56,6 +56,20 @@ struct MaildirStoreTests {
         }
     }
 
+    /// A userdb's `mail=maildir:PATH` (Dovecot's mail field) is the user's Maildir instead of
+    /// the template; options after a further `:` are ignored, other formats leave the template.
+    @Test(arguments: [
+        (["mail": "maildir:~/Box"], "/home/bob/Box"),
+        (["mail": "maildir:/srv/vmail/%d/%n:LAYOUT=fs"], "/srv/vmail/example.org/bob"),
+        (["userdb_mail": "maildir:/var/mail/%u"], "/var/mail/bob@example.org"),
+        (["mail": "mbox:~/mail:INBOX=/var/mail/%u"], "/srv/example.org/bob"),
+        (["mail": "maildir:"], "/srv/example.org/bob"),
+    ])
+    func userdbMailLocation(fields: [String: String], expected: String) {
+        let store = MaildirStore(template: "/srv/%d/%n")
+        #expect(store.path(for: AuthenticatedUser(name: "bob@example.org", home: "/home/bob", extraFields: fields)) == expected)
+    }
+
     /// dovecot-uidlist is in the Maildir, or below Dovecot's CONTROL= directory in `.INBOX/`.
     @Test func findsDovecotsControlDirectory() {
         var store = MaildirStore(template: "/srv/mail/%u")

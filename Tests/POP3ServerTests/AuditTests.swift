@@ -115,7 +115,8 @@ struct AuditTests {
 
     @Test func idleTimeoutIsRecorded() async throws {
         let sink = InMemoryAuditSink()
-        try await withServer(backend: backend(), configure: { $0.auditLog = sink; $0.idleTimeout = .seconds(1) }) { port in
+        // 3 s: long enough that a loaded machine does not time the session out before it logs in.
+        try await withServer(backend: backend(), configure: { $0.auditLog = sink; $0.idleTimeout = .seconds(3) }) { port in
             let client = try await TestClient(port: port)
             _ = try await client.line()
             try await client.send("USER alice\r\nPASS s3cret-pass\r\n")

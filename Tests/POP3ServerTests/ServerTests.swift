@@ -66,6 +66,7 @@ final class TestClient {
 func withServer(
     backend: InMemoryBackend,
     mailStore: (any MailStore)? = nil,
+    userDatabase: (any UserDatabase)? = nil,
     configure: (inout POP3ServerConfiguration) -> Void = { _ in },
     _ body: @Sendable (Int) async throws -> Void
 ) async throws {
@@ -76,7 +77,7 @@ func withServer(
     configure(&configuration)
     let server = POP3Server(
         configuration: configuration,
-        userDatabase: backend,
+        userDatabase: userDatabase ?? backend,
         mailStore: mailStore ?? backend,
         logger: logger,
         onListening: { continuation.yield($0) }

@@ -54,7 +54,7 @@ struct ServerSettingsTests {
         let settings = await ServerSettings.load(flags: FlagValues(), configFile: nil)
         #expect(settings.errors.map(\.description) == [
             "error: listen: no listener: give --listen ADDR:PORT, --listen-tls ADDR:PORT or --listen-lmtp ADDR:PORT",
-            "error: passwd_file: no user database: give --passwd-file FILE",
+            "error: passwd_file: no user database: give --passwd-file FILE or --passdb DRIVER:ARGS",
             "error: maildir: no mail location: give --maildir TEMPLATE or --mbox TEMPLATE",
         ])
     }

@@ -113,7 +113,7 @@ struct StoreFactoryTests {
     @Test func serveRefusesMaildirProblems() async throws {
         let settings = await ServerSettings.load(try ServeOptions.parse(["--listen", "127.0.0.1:1110", "--maildir", "/srv/mail"]))
         #expect(settings.errors.map(\.description) == [
-            "error: passwd_file: no user database: give --passwd-file FILE",
+            "error: passwd_file: no user database: give --passwd-file FILE or --passdb DRIVER:ARGS",
             "error: --maildir: '/srv/mail' does not contain %u, %n, %h or ~, so every user would share one Maildir",
         ])
     }

@@ -187,8 +187,8 @@ _postie() {
 _postie_serve() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --demo --version -h --help)
-    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --passdb --userdb --listen-lmtp)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --auth-cache-size --auth-cache-ttl --auth-cache-negative-ttl --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -296,6 +296,21 @@ _postie_serve() {
         return
         ;;
     '--lockout-state')
+        return
+        ;;
+    '--passdb')
+        return
+        ;;
+    '--userdb')
+        return
+        ;;
+    '--auth-cache-size')
+        return
+        ;;
+    '--auth-cache-ttl')
+        return
+        ;;
+    '--auth-cache-negative-ttl')
         return
         ;;
     '--log-level')
@@ -423,8 +438,8 @@ _postie_config() {
 _postie_config_check() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --version -h --help)
-    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --passdb --userdb --listen-lmtp)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --auth-cache-size --auth-cache-ttl --auth-cache-negative-ttl --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -532,6 +547,21 @@ _postie_config_check() {
         return
         ;;
     '--lockout-state')
+        return
+        ;;
+    '--passdb')
+        return
+        ;;
+    '--userdb')
+        return
+        ;;
+    '--auth-cache-size')
+        return
+        ;;
+    '--auth-cache-ttl')
+        return
+        ;;
+    '--auth-cache-negative-ttl')
         return
         ;;
     '--log-level')
@@ -722,7 +752,7 @@ _postie_user_del() {
 _postie_user_list() {
     repeating_flags=()
     non_repeating_flags=(--version -h --help)
-    repeating_options=()
+    repeating_options=(--passdb)
     non_repeating_options=(--passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive)
     __postie_offer_flags_options 0
 
@@ -744,6 +774,9 @@ _postie_user_list() {
         return
         ;;
     '--database-keepalive')
+        return
+        ;;
+    '--passdb')
         return
         ;;
     esac

@@ -96,6 +96,25 @@ class PostgresServer:
         except OSError:
             return ""
 
+    def halt(self) -> None:
+        """Stops the server and keeps its data, as an outage would (`resume` brings it back)."""
+        subprocess.run(_as_postgres([str(pg_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
+                       capture_output=True, timeout=60, check=True)
+
+    def resume(self) -> None:
+        """Starts a halted server again on the same port; returns once it accepts logins."""
+        subprocess.run(_as_postgres([str(pg_bindir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60",
+                                     "start"]), capture_output=True, timeout=120, check=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.psql("SELECT 1")
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def stop(self) -> None:
         bindir = pg_bindir()
         subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]),

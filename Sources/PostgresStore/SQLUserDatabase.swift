@@ -1,0 +1,295 @@
+import DurableFiles
+import Logging
+import MailBackend
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Passwords
+import PostgresNIO
+import SASL
+
+/// Dovecot's SQL passdb and userdb over PostgreSQL, configured by a `dovecot-sql.conf.ext`
+/// (``DovecotSQLConfig``): a PostfixAdmin or any other existing schema, unchanged.
+///
+/// - `password_query` (passdb): the row's `password` column is the stored password
+///   (`{SCHEME}hash`, or `default_pass_scheme` without a prefix); `user` renames the user;
+///   `nopassword` accepts any password; every other non-NULL column is an extra field
+///   (`nologin`, `reason`, `allow_nets`, `quota_rule`, ...), with `userdb_` columns becoming the
+///   user's fields (Dovecot's prefetch: `userdb_home`, `userdb_mail`).
+/// - `user_query` (userdb): `home`, `mail`, `uid`, `gid` and extra fields. Without it, the
+///   userdb answer is the `password_query` row's fields.
+/// - `iterate_query`: `user` (or `username` and `domain`) of every user.
+///
+/// Variables are bound as parameters (``SQLQuery``), never spliced into SQL. Getting an answer
+/// is bounded by the connect timeout: a database that is down or slow gives
+/// ``BackendError/Kind/temporary``, never "wrong password". The pool reconnects by itself;
+/// run ``run()`` beside the server.
+///
+/// - SeeAlso: https://doc.dovecot.org/2.3/configuration_manual/authentication/sql/
+public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConvertible, Sendable {
+    /// The configuration file, for logs.
+    public let path: String
+    public let config: DovecotSQLConfig
+    public let url: DatabaseURL
+    public let client: PostgresClient
+    private let timeout: TimeAmount
+    private let threadPool: NIOThreadPool
+    private let logger: Logger
+    /// A slow hash verified for unknown users, so they cost what a known user costs.
+    private let decoy: StoredPassword
+
+    public init(
+        path: String, config: DovecotSQLConfig, options: PostgresStoreOptions = .init(),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, threadPool: NIOThreadPool = .singleton,
+        logger: Logger = Logger(label: "postie.sql")
+    ) throws {
+        self.path = path
+        self.config = config
+        do {
+            url = try DatabaseURL(keywords: config.connect)
+        } catch {
+            throw DovecotSQLConfig.ParseError(description: "\(path): connect: \(error)")
+        }
+        let connector = try Connector(url: url, options: options, eventLoopGroup: eventLoopGroup, logger: logger)
+        client = PostgresClient(configuration: connector.poolConfiguration(), eventLoopGroup: eventLoopGroup, backgroundLogger: logger)
+        timeout = options.connectTimeout
+        self.threadPool = threadPool
+        self.logger = logger
+        decoy = StoredPassword(StoredPassword.hash(randomBytes(16).hex, scheme: "SHA512-CRYPT") ?? "{SHA512-CRYPT}$6$decoy$")
+    }
+
+    /// Reads and parses the file on the thread pool.
+    public static func readConfig(path: String, threadPool: NIOThreadPool = .singleton) async throws -> DovecotSQLConfig {
+        let bytes = try await threadPool.runIfActive { try POSIX.readFile(path) }
+        guard let bytes else { throw DovecotSQLConfig.ParseError(description: "\(path): no such file") }
+        return try DovecotSQLConfig(parsing: String(decoding: bytes, as: UTF8.self), name: path)
+    }
+
+    public var description: String { "sql(\(path))" }
+
+    /// Runs the pool until the task is cancelled.
+    public func run() async {
+        await client.run()
+    }
+
+    // MARK: - passdb
+
+    public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
+        let row = try await passdbRow(credentials.user)
+        let decoy = self.decoy
+        let logger = self.logger
+        let path = self.path
+        let result: AuthenticatedUser? = try await threadPool.runIfActive {
+            guard let row else {
+                _ = decoy.verify(credentials.password)
+                return nil
+            }
+            if row.noPassword { return row.user }
+            guard let password = row.password else {
+                logger.warning("sql(\(path)): user \(row.user.name): password_query gave no password")
+                _ = decoy.verify(credentials.password)
+                return nil
+            }
+            guard password.isSupported else {
+                logger.error("sql(\(path)): user \(row.user.name): unknown password scheme {\(password.scheme)}")
+                _ = decoy.verify(credentials.password)
+                return nil
+            }
+            return password.verify(credentials.password) ? row.user : nil
+        }
+        guard let result else { throw BackendError.authFailed }
+        return result
+    }
+
+    /// Secrets for CRAM-MD5, SCRAM and APOP from the stored password, as the passwd-file gives them.
+    public func saslSecrets(for user: String) async throws -> (AuthenticatedUser, SASLSecrets)? {
+        guard let row = try await passdbRow(user), let password = row.password else { return nil }
+        return try await threadPool.runIfActive { (row.user, password.saslSecrets(user: row.user.name)) }
+    }
+
+    public func passdbLookUp(_ name: String) async throws -> AuthenticatedUser? {
+        try await passdbRow(name)?.user
+    }
+
+    // MARK: - userdb
+
+    public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
+        guard let query = config.userQuery else { return try await passdbLookUp(name) }
+        guard let fields = try await singleRow(query, "user_query", user: name) else { return nil }
+        return Self.user(named: name, fields: fields)
+    }
+
+    /// Every user `iterate_query` names (`postie user list`, the retention sweep), with the
+    /// userdb's fields; empty without an `iterate_query`.
+    public func allUsers() async throws -> [AuthenticatedUser] {
+        guard let query = config.iterateQuery else { return [] }
+        var users: [AuthenticatedUser] = []
+        for fields in try await rows(query, "iterate_query", user: "") {
+            if let name = Self.iteratedName(fields), let user = try await lookUpUser(name) { users.append(user) }
+        }
+        return users
+    }
+
+    /// What is wrong, naming the query's key, after running each query once for a user no
+    /// one has (`postie config check`); nil when every query runs. Needs ``run()`` running.
+    public func check() async -> String? {
+        let probe = "postie-config-check@invalid"
+        for (key, query) in [("password_query", config.passwordQuery), ("user_query", config.userQuery), ("iterate_query", config.iterateQuery)] {
+            guard let query else { continue }
+            do {
+                _ = try await rows(query, key, user: probe)
+            } catch let error as BackendError {
+                return error.logDetail ?? error.message
+            } catch {
+                return "\(path): \(key): \(error)"
+            }
+        }
+        return nil
+    }
+
+    /// Every user `iterate_query` names with the scheme of their stored password (`postie user
+    /// list`); a user without a password row shows `-`.
+    public func listUsers() async throws -> [(name: String, scheme: String)] {
+        guard let query = config.iterateQuery else {
+            throw BackendError.permanent("sql(\(path)): no iterate_query, so its users cannot be listed")
+        }
+        var listed: [(name: String, scheme: String)] = []
+        for fields in try await rows(query, "iterate_query", user: "") {
+            guard let name = Self.iteratedName(fields) else { continue }
+            let scheme = try await passdbRow(name)?.password?.scheme ?? "-"
+            listed.append((name, scheme))
+        }
+        return listed
+    }
+
+    // MARK: - Rows
+
+    /// An `iterate_query` row's user: `user`, or `username` with `domain`.
+    static func iteratedName(_ fields: [String: String]) -> String? {
+        fields["user"] ?? fields["username"].map { name in fields["domain"].map { name + "@" + $0 } ?? name }
+    }
+
+    struct PassdbRow: Sendable {
+        var user: AuthenticatedUser
+        var password: StoredPassword?
+        var noPassword: Bool
+    }
+
+    private func passdbRow(_ name: String) async throws -> PassdbRow? {
+        guard let query = config.passwordQuery else {
+            throw BackendError.permanent("sql(\(path)): no password_query, so it cannot be a passdb")
+        }
+        guard var fields = try await singleRow(query, "password_query", user: name) else { return nil }
+        var password: StoredPassword?
+        if let text = fields.removeValue(forKey: "password"), !text.isEmpty {
+            password = StoredPassword(text.hasPrefix("{") ? text : "{\(config.defaultPassScheme)}" + text)
+        }
+        let noPassword = fields.removeValue(forKey: "nopassword").map { !["", "n", "no", "0", "false", "f"].contains($0.lowercased()) } ?? false
+        var renamed = name
+        if let user = fields.removeValue(forKey: "user"), !user.isEmpty {
+            renamed = user
+        } else if let local = fields["username"], !local.isEmpty {
+            renamed = local.contains("@") ? local : local + (fields["domain"].map { "@" + $0 } ?? "")
+        }
+        fields["username"] = nil
+        fields["domain"] = nil
+        return PassdbRow(user: Self.user(named: renamed, fields: fields), password: password, noPassword: noPassword)
+    }
+
+    /// A user from a row's fields: `home` (or `userdb_home`) is the home, `userdb_X` is `X`.
+    static func user(named name: String, fields: [String: String]) -> AuthenticatedUser {
+        var extra: [String: String] = [:]
+        for (key, value) in fields where !key.hasPrefix("userdb_") { extra[key] = value }
+        for (key, value) in fields where key.hasPrefix("userdb_") { extra[String(key.dropFirst("userdb_".count))] = value }
+        let home = extra.removeValue(forKey: "home")
+        extra["user"] = nil
+        return AuthenticatedUser(name: name, home: home, extraFields: extra)
+    }
+
+    private func singleRow(_ query: SQLQuery, _ key: String, user: String) async throws -> [String: String]? {
+        let rows = try await rows(query, key, user: user)
+        if rows.count > 1 {
+            logger.error("sql(\(path)): \(key) returned \(rows.count) rows for \(user)")
+            throw BackendError.permanent("sql(\(path)): \(key) returned more than one row for \(user)")
+        }
+        return rows.first
+    }
+
+    /// The query's rows as column name to text (NULL columns left out), within the timeout.
+    func rows(_ query: SQLQuery, _ key: String, user: String) async throws -> [[String: String]] {
+        let values = query.values(VariableTemplate.Values(user: user))
+        // PostgreSQL text cannot hold NUL: no user has such a name.
+        if values.contains(where: { $0.contains("\u{0}") }) { return [] }
+        var binds = PostgresBindings()
+        for value in values { binds.append(value) }
+        let statement = PostgresQuery(unsafeSQL: query.sql { "$\($0 + 1)" }, binds: binds)
+        let client = self.client
+        let logger = self.logger
+        let path = self.path
+        let url = self.url
+        do {
+            return try await withDeadline(timeout, "sql(\(path)): \(key) on \(url)") {
+                var result: [[String: String]] = []
+                for try await row in try await client.query(statement, logger: logger) {
+                    var fields: [String: String] = [:]
+                    for cell in row {
+                        if let text = Self.text(of: cell) { fields[cell.columnName] = text }
+                    }
+                    result.append(fields)
+                }
+                return result
+            }
+        } catch let error as BackendError {
+            throw error
+        } catch let error as PSQLError where error.serverInfo?[.sqlState].map({ !$0.hasPrefix("08") && !$0.hasPrefix("57") && !$0.hasPrefix("53") }) ?? false {
+            // An error in the query itself (a missing column, a syntax error) needs the administrator.
+            throw BackendError.permanent("sql(\(path)): \(key): \(databaseErrorText(error))")
+        } catch {
+            throw BackendError.temporary("sql(\(path)): \(key) on \(url): \(databaseErrorText(error))")
+        }
+    }
+
+    /// A column's value as text, whatever its type; nil for NULL or a type not read here.
+    static func text(of cell: PostgresCell) -> String? {
+        guard cell.bytes != nil else { return nil }
+        switch cell.dataType {
+        case .int2, .int4, .int8, .oid: return (try? cell.decode(Int.self)).map(String.init)
+        case .bool: return (try? cell.decode(Bool.self)).map { $0 ? "y" : "n" }
+        case .float4, .float8: return (try? cell.decode(Double.self)).map { String($0) }
+        case .text, .varchar, .bpchar, .name, .unknown: return try? cell.decode(String.self)
+        default: return nil
+        }
+    }
+}
+
+/// Runs `work`, giving up with ``BackendError/Kind/temporary`` after `timeout`: the caller
+/// returns then even if the work does not notice its cancellation (a query on a database
+/// that stopped answering), which ends on its own when the connection dies.
+func withDeadline<T: Sendable>(_ timeout: TimeAmount, _ what: String, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    let pending = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+    return try await withCheckedThrowingContinuation { continuation in
+        pending.withLockedValue { $0 = continuation }
+        let timer = Task {
+            guard (try? await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))) != nil else { return false }
+            let late = pending.withLockedValue { waiting in
+                defer { waiting = nil }
+                return waiting
+            }
+            late?.resume(throwing: BackendError.temporary("\(what): no answer within \(timeout.nanoseconds / 1_000_000_000) s"))
+            return late != nil
+        }
+        let worker = Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await work()) } catch { result = .failure(error) }
+            timer.cancel()
+            let waiting = pending.withLockedValue { waiting in
+                defer { waiting = nil }
+                return waiting
+            }
+            waiting?.resume(with: result)
+        }
+        Task {
+            if await timer.value { worker.cancel() }
+        }
+    }
+}
