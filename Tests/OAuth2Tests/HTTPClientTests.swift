@@ -24,7 +24,7 @@ struct HTTPClientTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let (files, context) = try httpsServer(in: dir)
         let server = try await TestHTTPServer(tls: context) { _ in (.ok, #"{"keys":[]}"#) }
-        let client = try HTTPClient(caFile: files.ca)
+        let client = try HTTPClient(timeout: .seconds(30), caFile: files.ca)
         let response = try await client.request(.GET, try #require(HTTPURL("https://\(host):\(server.port)/certs")))
         #expect(response.status == .ok)
         #expect(String(decoding: response.body, as: UTF8.self) == #"{"keys":[]}"#)
@@ -39,10 +39,12 @@ struct HTTPClientTests {
         let key = try await TestKey.es256(kid: "k1")
         let set = jwks([key])
         let server = try await TestHTTPServer(tls: context) { _ in (.ok, set) }
-        let validator = try OAuth2Configuration(
+        var configuration = try OAuth2Configuration(
             jwks: "https://localhost:\(server.port)/certs", issuer: "https://idp.example", audience: "postie",
             caFile: files.ca
-        ).makeValidator()
+        ).jwtConfiguration(jwks: "https://localhost:\(server.port)/certs")
+        configuration.httpTimeout = testHTTPTimeout
+        let validator = try JWTValidator(configuration: configuration)
         #expect(try await validator.validate(token: try await key.sign(validClaims())) == "alice@example.org")
         try await server.close()
     }

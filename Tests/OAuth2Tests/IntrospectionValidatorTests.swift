@@ -16,7 +16,7 @@ struct IntrospectionValidatorTests {
     ) throws -> IntrospectionValidator {
         let configuration = IntrospectionValidator.Configuration(
             url: try #require(HTTPURL("\(server.url)/introspect")), credentials: Self.credentials,
-            issuer: issuer, audience: audience, usernameClaim: claim)
+            issuer: issuer, audience: audience, usernameClaim: claim, timeout: testHTTPTimeout)
         return try IntrospectionValidator(configuration: configuration)
     }
 

@@ -168,7 +168,7 @@ struct JWTValidatorTests {
         let server = try await TestHTTPServer { _ in (.ok, firstSet) }
         let validator = try JWTValidator(configuration: .init(
             keys: .url(try #require(HTTPURL("\(server.url)/certs"))), issuer: "https://idp.example",
-            unknownKeyRefetchInterval: .zero))
+            unknownKeyRefetchInterval: .zero, httpTimeout: testHTTPTimeout))
         try await validator.preload()
         #expect(server.requestCount == 1)
         #expect(server.lastRequest?.head.uri == "/certs")
@@ -190,7 +190,8 @@ struct JWTValidatorTests {
         let set = jwks([key])
         let server = try await TestHTTPServer { _ in (.ok, set) }
         let validator = try JWTValidator(configuration: .init(
-            keys: .url(try #require(HTTPURL(server.url))), refreshInterval: .zero, unknownKeyRefetchInterval: .zero))
+            keys: .url(try #require(HTTPURL(server.url))), refreshInterval: .zero, unknownKeyRefetchInterval: .zero,
+            httpTimeout: testHTTPTimeout))
         let token = try await key.sign(validClaims())
         #expect(try await validator.validate(token: token) == "alice@example.org")
         server.respond { _ in (.internalServerError, "") }
@@ -205,7 +206,7 @@ struct JWTValidatorTests {
         let key = try await TestKey.es256(kid: "a")
         let set = jwks([key])
         let server = try await TestHTTPServer { _ in (.ok, set) }
-        let validator = try JWTValidator(configuration: .init(keys: .url(try #require(HTTPURL(server.url)))))
+        let validator = try JWTValidator(configuration: .init(keys: .url(try #require(HTTPURL(server.url))), httpTimeout: testHTTPTimeout))
         let token = try await key.sign(validClaims())
         let names = try await withThrowingTaskGroup(of: String.self) { group in
             for _ in 0..<20 { group.addTask { try await validator.validate(token: token) } }
@@ -221,7 +222,7 @@ struct JWTValidatorTests {
         let unknown = try await TestKey.es256(kid: "z")
         let set = jwks([known])
         let server = try await TestHTTPServer { _ in (.ok, set) }
-        let validator = try JWTValidator(configuration: .init(keys: .url(try #require(HTTPURL(server.url)))))
+        let validator = try JWTValidator(configuration: .init(keys: .url(try #require(HTTPURL(server.url))), httpTimeout: testHTTPTimeout))
         let token = try await unknown.sign(validClaims())
         #expect(await expectBackendError(.authFailed) { try await validator.validate(token: token) }?.logDetail == "unknown key")
         #expect(await expectBackendError(.authFailed) { try await validator.validate(token: token) }?.logDetail == "unknown key")

@@ -212,3 +212,7 @@ private final class TestHTTPHandler: ChannelInboundHandler {
         }
     }
 }
+
+/// The HTTP deadline of tests that expect an answer: the whole unit suite runs at once, and on
+/// a loaded machine a loopback server has been seen to take over 5 s (the production default).
+let testHTTPTimeout = Duration.seconds(30)
