@@ -94,6 +94,12 @@ enum SASLTarget {
                 require(!done, "a lookup after the end")
                 lookedUp = user
                 step = exchange.provide(user == "alice" ? secrets : nil, lookupName: user)
+            case .verifyToken(_, let token):
+                // OAUTHBEARER, XOAUTH2: only a b64token reaches the validator (RFC 6750 2.1),
+                // and no token is valid here: refused, the client's answer ends the exchange.
+                require(!done, "a token check after the end")
+                require(!token.isEmpty && token.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }, "a token that is not a b64token")
+                step = exchange.tokenRefused()
             case .verifyPassword, .failure:
                 done = true
                 guard !messages.isEmpty else { return }
