@@ -103,6 +103,10 @@ enum POP3SessionTarget {
                     }
                 case .lookupSecrets(let user, _):
                     next = machine.secretsFound(user == "alice" ? POP3SessionTarget.secrets : nil, lookupName: user)
+                case .verifyBearerToken(let authzid, let token, _):
+                    // Only the token "alice-token", for alice (or no named user), is valid.
+                    let valid = token == "alice-token" && (authzid == nil || authzid == "alice")
+                    next = machine.tokenVerified(valid ? "alice" : nil)
                 case .verifyAPOP(let user, let digest, let timestamp):
                     let expected = DigestAlgorithm.md5.hash(Array((timestamp + "secret").utf8)).hex
                     next = machine.apopVerified(user == "alice" && digest == expected)
