@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
         .library(name: "PostieApp", targets: ["PostieApp"]),
         .library(name: "OAuth2", targets: ["OAuth2"]),
+        .library(name: "LDAPDirectory", targets: ["LDAPDirectory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -249,6 +250,20 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        /// OpenLDAP's C API, declared for dlopen: no libldap-dev and no link at build time.
+        .systemLibrary(name: "CLDAP", path: "Sources/CLDAP"),
+        /// Dovecot's LDAP passdb and userdb (`dovecot-ldap.conf.ext`) over libldap, opened at run
+        /// time; its blocking calls run on threads of its own.
+        .target(
+            name: "LDAPDirectory",
+            dependencies: [
+                "CLDAP", "MailBackend", "Passwords", "SASL", "DurableFiles",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         /// The composition root: the settings table, flags and config file, one store factory
         /// for every command, the server launcher, privilege drop, reload, metrics endpoint,
         /// log handler, `deliver`, user and database administration, the demo.
@@ -256,7 +271,7 @@ let package = Package(
             name: "PostieApp",
             dependencies: [
                 "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "MboxStore", "Passwords", "SASL",
-                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2",
+                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2", "LDAPDirectory",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -374,6 +389,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
             ]
         ),
+        .testTarget(name: "LDAPDirectoryTests", dependencies: ["LDAPDirectory", "MailBackend"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore", "MailBackend"]),
         .testTarget(
             name: "PasswordsTests",

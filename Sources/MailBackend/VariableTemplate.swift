@@ -118,6 +118,12 @@ public struct VariableTemplate: Sendable, Hashable, CustomStringConvertible {
 
     /// The text with every variable replaced.
     public func expand(_ values: Values) -> String {
+        expand(values, escaping: { $0 })
+    }
+
+    /// The text with every variable replaced by its value passed through `escape` (an LDAP
+    /// filter's RFC 4515 escaping, a DN's RFC 4514); the template's own text is kept as is.
+    public func expand(_ values: Values, escaping escape: (String) -> String) -> String {
         var out = ""
         for piece in pieces {
             switch piece {
@@ -127,7 +133,7 @@ public struct VariableTemplate: Sendable, Hashable, CustomStringConvertible {
                 var value = values.value(of: variable)
                 if lower { value = Self.mapASCII(value, from: UInt8(ascii: "A"), to: UInt8(ascii: "a")) }
                 if upper { value = Self.mapASCII(value, from: UInt8(ascii: "a"), to: UInt8(ascii: "A")) }
-                out += value
+                out += escape(value)
             }
         }
         return out
