@@ -339,9 +339,13 @@ final class ConnectionPool: Sendable {
                 let result = try body(kept)
                 giveBack(kept)
                 return .success(result)
-            } catch where error.connectionLost {
-                // The directory went away since this connection was made: one fresh try.
+            } catch where error.code == POSTIE_LDAP_SERVER_DOWN || error.code == POSTIE_LDAP_CONNECT_ERROR {
+                // The directory went away (or restarted) since this connection was made: one
+                // fresh try. Not after a timeout: that would double the time a login waits.
                 kept.close()
+            } catch where error.connectionLost {
+                kept.close()
+                return .failure(error)
             } catch {
                 giveBack(kept)
                 return .failure(error)

@@ -1,4 +1,5 @@
 import DurableFiles
+import LDAPDirectory
 import LMTPServer
 import NIOCore
 import POP3Server
@@ -101,6 +102,7 @@ extension ServerSettings {
     /// With the PostgreSQL store: the database answers and its schema is the one needed.
     public mutating func checkDatabase() async {
         await checkSQLUserDatabases()
+        await checkLDAPUserDatabases()
         guard store == .postgres, let url = try? DatabaseURLSource.load(file: databaseURLFile) else { return }
         if let problem = await StoreFactory.schemaProblem(url: url, options: database) {
             self.problem(.databaseURLFile, problem)
@@ -124,6 +126,23 @@ extension ServerSettings {
             let pool = Task { await database.run() }
             if let found = await database.check() { problem(setting, found) }
             pool.cancel()
+        }
+    }
+
+    /// Reads each `ldap:FILE` of the passdbs and userdbs, connects, binds as its `dn`, and runs
+    /// its filters once (for a user no one has), naming the file, line and key of what fails.
+    mutating func checkLDAPUserDatabases() async {
+        var seen = Set<String>()
+        for (setting, driver) in passdbs.map({ (Setting.passdb, $0) }) + userdbs.map({ (Setting.userdb, $0) }) {
+            guard case .ldap(let path) = driver, seen.insert(path).inserted else { continue }
+            do {
+                let config = try await LDAPUserDatabase.readConfig(path: path)
+                let directory = try LDAPUserDatabase(
+                    path: path, config: config, connectTimeout: self.database.connectTimeout, logger: StoreFactory.quietLogger)
+                if let found = await directory.check() { problem(setting, found) }
+            } catch {
+                problem(setting, "\(error)")
+            }
         }
     }
 

@@ -482,10 +482,16 @@ public struct ServerSettings: Sendable {
         (passdbs + userdbs).contains { if case .sql = $0 { true } else { false } }
     }
 
+    /// Whether a passdb or userdb is an `ldap:FILE` (its timeout is `database_connect_timeout`).
+    var usesLDAP: Bool {
+        (passdbs + userdbs).contains { if case .ldap = $0 { true } else { false } }
+    }
+
     /// Settings that do not apply to the chosen store, left out of the effective configuration.
     private var inapplicable: Set<Setting> {
         switch store {
         case .maildir where usesSQL: [.databaseURLFile, .databaseKeepalive]
+        case .maildir where usesLDAP: [.databaseURLFile, .databasePoolSize, .databaseKeepalive]
         case .maildir: [.databaseURLFile, .databasePoolSize, .databaseConnectTimeout, .databaseKeepalive]
         case .postgres: [.passwdFile, .passdb, .userdb, .authCacheSize, .authCacheTTL, .authCacheNegativeTTL, .maildir, .mbox, .dovecotControl, .pop3UIDLFormat, .pop3ReuseXUIDL]
         }

@@ -1,4 +1,5 @@
 import DurableFiles
+import LDAPDirectory
 import Logging
 import MailBackend
 import NIOPosix
@@ -12,6 +13,9 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
     case passwdFile(String)
     /// `sql:FILE`: a `dovecot-sql.conf.ext` (passdb: password_query; userdb: user_query).
     case sql(String)
+    /// `ldap:FILE`: a `dovecot-ldap.conf.ext` (passdb: pass_filter, or a bind as the user;
+    /// userdb: user_filter).
+    case ldap(String)
     /// `static:ARGS`: the same fields for everyone (userdb only).
     case staticFields(String)
     /// `passwd`: the system's accounts through getpwnam (userdb only).
@@ -29,6 +33,9 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
         case "sql":
             guard !args.isEmpty else { throw .init(description: "'\(text)': give sql:FILE (a dovecot-sql.conf.ext)") }
             self = .sql(args)
+        case "ldap":
+            guard !args.isEmpty else { throw .init(description: "'\(text)': give ldap:FILE (a dovecot-ldap.conf.ext)") }
+            self = .ldap(args)
         case "static" where !asPassdb:
             do { _ = try StaticUserDatabase(args: args) } catch { throw .init(description: "'\(text)': \(error)") }
             self = .staticFields(args)
@@ -37,10 +44,10 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
             self = .systemPasswd
         case "static", "passwd":
             throw .init(description: "'\(text)': \(driver) is a userdb driver here; give it to --userdb")
-        case "ldap", "pam", "prefetch", "checkpassword", "imap", "lua", "dict", "shadow", "bsdauth", "oauth2":
-            throw .init(description: "'\(text)': the \(driver) driver is not supported yet (passwd-file, sql, static, passwd are)")
+        case "pam", "prefetch", "checkpassword", "imap", "lua", "dict", "shadow", "bsdauth", "oauth2":
+            throw .init(description: "'\(text)': the \(driver) driver is not supported yet (passwd-file, sql, ldap, static, passwd are)")
         default:
-            throw .init(description: "'\(text)': unknown driver '\(driver)' (known: passwd-file, sql\(asPassdb ? "" : ", static, passwd"))")
+            throw .init(description: "'\(text)': unknown driver '\(driver)' (known: passwd-file, sql, ldap\(asPassdb ? "" : ", static, passwd"))")
         }
     }
 
@@ -48,6 +55,7 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .passwdFile(let file): "passwd-file:\(file)"
         case .sql(let file): "sql:\(file)"
+        case .ldap(let file): "ldap:\(file)"
         case .staticFields(let args): "static:\(args)"
         case .systemPasswd: "passwd"
         }
@@ -56,7 +64,7 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
     /// Drivers that can answer as a userdb when no `--userdb` is given.
     var isUserdb: Bool {
         switch self {
-        case .passwdFile, .sql, .staticFields, .systemPasswd: true
+        case .passwdFile, .sql, .ldap, .staticFields, .systemPasswd: true
         }
     }
 }
@@ -76,6 +84,7 @@ struct OpenedChain: Sendable {
     var users: any SASLUserDatabase & UserLookup
     var passwdFiles: [PasswdFileDatabase]
     var sqlDatabases: [SQLUserDatabase]
+    var ldapDatabases: [LDAPUserDatabase] = []
     var flush: (@Sendable () -> Void)?
     /// The first passwd-file passdb: app passwords live in its sidecar.
     var appPasswordFile: String?
@@ -92,6 +101,8 @@ extension StoreFactory {
         var sqls: [String: SQLUserDatabase] = [:]
         var fileOrder: [PasswdFileDatabase] = []
         var sqlOrder: [SQLUserDatabase] = []
+        var ldaps: [String: LDAPUserDatabase] = [:]
+        var ldapOrder: [LDAPUserDatabase] = []
         func passwdFile(_ path: String) -> PasswdFileDatabase {
             if let found = files[path] { return found }
             let made = PasswdFileDatabase(path: path, threadPool: threadPool, logger: logger)
@@ -111,11 +122,25 @@ extension StoreFactory {
                 throw .database("sql:\(path): \(error)")
             }
         }
+        func ldap(_ path: String) async throws(OpenError) -> LDAPUserDatabase {
+            if let found = ldaps[path] { return found }
+            do {
+                let config = try await LDAPUserDatabase.readConfig(path: path, threadPool: threadPool)
+                let made = try LDAPUserDatabase(
+                    path: path, config: config, connectTimeout: database.connectTimeout, threadPool: threadPool, logger: logger)
+                ldaps[path] = made
+                ldapOrder.append(made)
+                return made
+            } catch {
+                throw .database("ldap:\(path): \(error)")
+            }
+        }
         var passes: [any PassDatabase] = []
         for driver in passdbs {
             switch driver {
             case .passwdFile(let path): passes.append(passwdFile(path))
             case .sql(let path): passes.append(try await sql(path))
+            case .ldap(let path): passes.append(try await ldap(path))
             case .staticFields, .systemPasswd: throw .database("\(driver) is not a passdb")
             }
         }
@@ -124,6 +149,7 @@ extension StoreFactory {
             switch driver {
             case .passwdFile(let path): users.append(passwdFile(path))
             case .sql(let path): users.append(try await sql(path))
+            case .ldap(let path): users.append(try await ldap(path))
             case .staticFields(let args):
                 do { users.append(try StaticUserDatabase(args: args)) } catch { throw .database("static:\(args): \(error)") }
             case .systemPasswd: users.append(SystemUserDatabase(threadPool: threadPool))
@@ -133,26 +159,32 @@ extension StoreFactory {
         let firstFile = passdbs.lazy.compactMap { if case .passwdFile(let path) = $0 { path } else { nil } }.first
         let listed = fileOrder
         let sqlListed = sqlOrder
+        let ldapListed = ldapOrder
         let allUsers: @Sendable () async throws -> [AuthenticatedUser] = {
             var all: [AuthenticatedUser] = []
             var seen = Set<String>()
             for file in listed { for user in try await file.allUsers() where seen.insert(user.name).inserted { all.append(user) } }
             for db in sqlListed { for user in try await db.allUsers() where seen.insert(user.name).inserted { all.append(user) } }
+            for db in ldapListed { for user in try await db.allUsers() where seen.insert(user.name).inserted { all.append(user) } }
             return all
         }
         guard cache.size > 0 else {
-            return OpenedChain(users: chain, passwdFiles: fileOrder, sqlDatabases: sqlOrder, flush: nil, appPasswordFile: firstFile, allUsers: allUsers)
+            return OpenedChain(
+                users: chain, passwdFiles: fileOrder, sqlDatabases: sqlOrder, ldapDatabases: ldapOrder, flush: nil, appPasswordFile: firstFile,
+                allUsers: allUsers)
         }
         let cached = CachingUserDatabase(chain, size: cache.size, ttl: cache.ttl, negativeTTL: cache.negativeTTL)
         return OpenedChain(
-            users: cached, passwdFiles: fileOrder, sqlDatabases: sqlOrder, flush: { cached.flush() }, appPasswordFile: firstFile, allUsers: allUsers)
+            users: cached, passwdFiles: fileOrder, sqlDatabases: sqlOrder, ldapDatabases: ldapOrder, flush: { cached.flush() },
+            appPasswordFile: firstFile, allUsers: allUsers)
     }
 }
 
 extension StoreFactory {
     /// `postie user list --passdb ...`: each passdb's users with their password schemes, in
     /// the chain's order (a name in two passdbs is listed once, from the first): a
-    /// passwd-file's lines, an SQL file's `iterate_query` with each user's `password_query` row.
+    /// passwd-file's lines, an SQL file's `iterate_query` with each user's `password_query` row,
+    /// an LDAP file's `iterate_filter` with each user's `pass_filter` entry.
     public static func listUsers(passdbs: [UserDatabaseDriver], database: PostgresStoreOptions = .init()) async throws -> [(name: String, scheme: String)] {
         var listed: [(name: String, scheme: String)] = []
         var seen = Set<String>()
@@ -167,6 +199,10 @@ extension StoreFactory {
                 let pool = Task { await sql.run() }
                 defer { pool.cancel() }
                 found = try await sql.listUsers()
+            case .ldap(let path):
+                let config = try await LDAPUserDatabase.readConfig(path: path)
+                let ldap = try LDAPUserDatabase(path: path, config: config, connectTimeout: database.connectTimeout, logger: quietLogger)
+                found = try await ldap.listUsers()
             case .staticFields, .systemPasswd:
                 throw ConfigurationError("\(driver) is a userdb; it lists no users")
             }

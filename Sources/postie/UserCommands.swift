@@ -82,7 +82,8 @@ struct UserCommand: AsyncParsableCommand {
                     do { drivers.append(try UserDatabaseDriver(parsing: text, asPassdb: true)) } catch { throw ValidationError("--passdb: \(error)") }
                 }
                 for (user, scheme) in try await StoreFactory.listUsers(passdbs: drivers) {
-                    print("\(user)\t" + (scheme == "-" ? "-" : "{\(scheme)}"))
+                    // `-`: no stored password; `auth_bind`: the LDAP directory checks it by a bind.
+                    print("\(user)\t" + (scheme == "-" || scheme == "auth_bind" ? scheme : "{\(scheme)}"))
                 }
                 return
             }
