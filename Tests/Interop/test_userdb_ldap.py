@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import poplib
+import signal
+import smtplib
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from kits.launcher import free_port, wait_port
 from kits.ldap import Slapd, slappasswd
 from kits.mail import Maildir
 from kits.pop3 import POP3Raw
@@ -268,6 +271,45 @@ def test_a_stopped_or_frozen_directory_is_sys_temp_and_recovers_without_a_restar
         pytest.fail("no login after the directory came back:\n" + server.log_tail())
     assert "Locked out" not in server.log_text()
     assert server.alive()
+
+
+def test_lmtp_delivers_to_directory_users_and_defers_while_it_is_down(postie, directory, tmp_path):
+    lmtp_port = free_port()
+    server = serve(postie, conf(tmp_path, directory, BIND_CONF), "--listen-lmtp", f"127.0.0.1:{lmtp_port}")
+    wait_port(lmtp_port)
+    with smtplib.LMTP("127.0.0.1", lmtp_port, timeout=60) as c:
+        c.ehlo("test")
+        c.mail("a@example.net")
+        assert c.rcpt("bob")[0] == 250
+        code, reply = c.rcpt("nobody")
+        assert code == 550, reply
+        assert c.rcpt("*")[0] == 550
+        c.data(b"From: a@example.net\r\nSubject: via lmtp\r\n\r\nbody\r\n")
+    client = login(server, "bob", USERS["bob"][1])
+    try:
+        assert client.stat()[0] == 2
+    finally:
+        client.quit()
+    directory.stop()
+    with smtplib.LMTP("127.0.0.1", lmtp_port, timeout=60) as c:
+        c.ehlo("test")
+        c.mail("a@example.net")
+        code, reply = c.rcpt("bob")
+        assert code == 451 and b"4.3.0" in reply, (code, reply)
+
+
+def test_cache_answers_while_the_password_changes_and_sighup_flushes_it(postie, directory, tmp_path):
+    server = serve(postie, conf(tmp_path, directory, LOOKUP_CONF), "--auth-cache-size", "10M")
+    alice, old = "alice", USERS["alice"][1]
+    assert b"hello alice" in first_message(server, alice, old)
+    directory.set_password(f"uid=alice,ou=people,{SUFFIX}", slappasswd("SSHA", "changed-pw"))
+    # Cached: the old password still logs in (for up to the TTL); the new one asks the directory.
+    assert b"hello alice" in first_message(server, alice, old)
+    assert b"hello alice" in first_message(server, alice, "changed-pw")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log("SIGHUP: authentication cache flushed", timeout=30)
+    assert refusal(server, alice, old) == "-ERR [AUTH] Authentication failed."
+    assert b"hello alice" in first_message(server, alice, "changed-pw")
 
 
 def test_config_check_binds_and_names_the_file_and_key(postie_bin, directory, tmp_path):

@@ -98,6 +98,14 @@ class Slapd:
         if r.returncode != 0:
             raise RuntimeError(f"ldapadd failed ({r.returncode}): {r.stderr}{r.stdout[-2000:]}")
 
+    def set_password(self, dn: str, stored: str) -> None:
+        """Replaces an entry's userPassword (as the root DN)."""
+        r = subprocess.run(["ldapmodify", "-x", "-H", self.uri, "-D", self.root_dn, "-w", self.root_password],
+                           input=f"dn: {dn}\nchangetype: modify\nreplace: userPassword\nuserPassword: {stored}\n",
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"ldapmodify failed ({r.returncode}): {r.stderr}")
+
     def halt(self) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP)
 
