@@ -10,6 +10,8 @@ a real AD), `postie config check` naming the file and key, and `postie user list
 from __future__ import annotations
 
 import base64
+import json
+import os
 import poplib
 import signal
 import smtplib
@@ -362,3 +364,53 @@ def test_user_list_iterates_the_directory(postie_bin, directory, tmp_path):
     r = subprocess.run([str(postie_bin), "user", "list", "--passdb", f"ldap:{ad}"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [AD_USER[1], "auth_bind"], r.stdout
+
+
+BENCH_USERS = {f"bench{i}": f"pw-bench-{i}" for i in range(16)}
+
+
+def test_bench_16_clients_ldap_with_the_cache_and_passwd_file(postie, postie_bin, directory, tmp_path):
+    """`postie bench` with 16 clients, one user each: a passwd-file, then the directory with
+    password lookup and with auth_bind, each with and without the auth cache. Figures are
+    printed (docs/users.md), never asserted; every session must succeed."""
+    seconds = os.environ.get("POSTIE_LDAP_BENCH_SECONDS", "4")
+    mail = tmp_path / "bench-mail"
+    entries, passwd = [], []
+    for number, (uid, password) in enumerate(BENCH_USERS.items()):
+        stored = slappasswd("SSHA", password)
+        entries.append(f"dn: uid={uid},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\nuid: {uid}\n"
+                       f"cn: {uid}\nsn: {uid}\nuidNumber: {3000 + number}\ngidNumber: 3000\nhomeDirectory: {mail / uid}\n"
+                       f"userPassword: {stored}\n")
+        passwd.append(f"{uid}:{stored}::::{mail / uid}\n")
+        box = Maildir(mail / uid).create()
+        for n in range(2):
+            box.deliver(f"Subject: {n}\r\n\r\n{'x' * 2000}\r\n".encode())
+    directory.add("\n".join(entries))
+    passwd_file = tmp_path / "bench-passwd"
+    passwd_file.write_text("".join(passwd))
+    creds = tmp_path / "credentials"
+    creds.write_text("".join(f"{u}:{p}\n" for u, p in BENCH_USERS.items()))
+
+    setups = {
+        "passwd-file": ["--passdb", f"passwd-file:{passwd_file}"],
+        "passwd-file, cache": ["--passdb", f"passwd-file:{passwd_file}", "--auth-cache-size", "10M"],
+    }
+    for name, template in (("ldap lookup", LOOKUP_CONF), ("ldap auth_bind", BIND_CONF)):
+        path = conf(tmp_path, directory, template, name.replace(" ", "-") + ".conf.ext")
+        setups[name] = ["--passdb", f"ldap:{path}", "--userdb", f"ldap:{path}"]
+        setups[name + ", cache"] = setups[name] + ["--auth-cache-size", "10M"]
+    figures = {}
+    for name, flags in setups.items():
+        server = postie.start(passwd=None, maildir="~", extra=[*flags, "--auth-failure-delay", "0", "--database-connect-timeout", "5"])
+        r = subprocess.run([str(postie_bin), "bench", "--server", f"{server.host}:{server.port}", "--credentials", str(creds),
+                            "--clients", "16", "--duration", seconds, "--retr", "1", "--json"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)
+        assert report["sessions"] > 0 and report["failed_sessions"] == 0 and report["errors"] == {}, report
+        login = next(step for step in report["steps"] if step["step"] == "login")["latency_ms"]
+        figures[name] = (report["sessions_per_second"], login["p50"], login["p99"])
+        server.stop()
+    print("\nsetup                   sessions/s   login p50 ms   login p99 ms")
+    for name, (rate, p50, p99) in figures.items():
+        print(f"{name:<22} {rate:>11.0f} {p50:>14.2f} {p99:>14.2f}")
