@@ -389,7 +389,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
             ]
         ),
-        .testTarget(name: "LDAPDirectoryTests", dependencies: ["LDAPDirectory", "MailBackend"]),
+        .testTarget(name: "LDAPDirectoryTests", dependencies: ["LDAPDirectory", "MailBackend", "SASL"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "MaildirStore", "MailBackend"]),
         .testTarget(
             name: "PasswordsTests",

@@ -191,6 +191,16 @@ public struct DovecotLDAPConfig: Sendable {
     }
 }
 
+extension DovecotLDAPConfig: CustomStringConvertible, CustomDebugStringConvertible {
+    /// The file's settings for a log or an error message, with `dnpass` hidden.
+    public var description: String {
+        "DovecotLDAPConfig(uris: \(uris.joined(separator: " ")), dn: \(dn ?? "(anonymous)"), dnpass: <hidden>, base: \(base), "
+            + "auth_bind: \(authBind ? "yes" : "no"))"
+    }
+
+    public var debugDescription: String { description }
+}
+
 /// One item of `pass_attrs`, `user_attrs` or `iterate_attrs`: which field of the user an LDAP
 /// attribute (or a template over attributes) becomes.
 ///

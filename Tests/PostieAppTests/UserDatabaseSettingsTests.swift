@@ -33,11 +33,16 @@ struct UserDatabaseSettingsTests {
         #expect(alone.userDatabaseChain.passdbs == [.passwdFile("/a"), .passwdFile("/b")])
         #expect(alone.userDatabaseChain.userdbs.isEmpty)
         #expect(alone.errors.isEmpty)
+        let ldap = try await ServerSettingsTests.load(Self.listen + ["--passdb", "ldap:/etc/dovecot/dovecot-ldap.conf.ext"])
+        #expect(ldap.userDatabaseChain.passdbs == [.ldap("/etc/dovecot/dovecot-ldap.conf.ext")])
+        #expect(ldap.errors.isEmpty, "\(ldap.errors)")
+        #expect(ldap.effectiveYAML.contains("passdb: [\"ldap:/etc/dovecot/dovecot-ldap.conf.ext\"]"))
     }
 
     @Test(arguments: [
         (["--passdb", "static:password=x"], "error: --passdb: 'static:password=x': static is a userdb driver here; give it to --userdb"),
-        (["--passdb", "ldap:/etc/dovecot/dovecot-ldap.conf.ext"], "error: --passdb: 'ldap:/etc/dovecot/dovecot-ldap.conf.ext': the ldap driver is not supported yet (passwd-file, sql, static, passwd are)"),
+        (["--passdb", "pam:dovecot"], "error: --passdb: 'pam:dovecot': the pam driver is not supported yet (passwd-file, sql, ldap, static, passwd are)"),
+        (["--passdb", "ldap"], "error: --passdb: 'ldap': give ldap:FILE (a dovecot-ldap.conf.ext)"),
         (["--passdb", "sql"], "error: --passdb: 'sql': give sql:FILE (a dovecot-sql.conf.ext)"),
         (["--passdb", "passwd-file:/p", "--userdb", "passwd:x"], "error: --userdb: 'passwd:x': the passwd userdb takes no arguments"),
         (["--passdb", "passwd-file:/p", "--userdb", "static:home=/srv/%q"], "error: --userdb: 'static:home=/srv/%q': '/srv/%q': unknown variable %q"),
