@@ -25,6 +25,7 @@ from kits.launcher import free_port, wait_port
 from kits.ldap import Slapd, slappasswd
 from kits.mail import Maildir
 from kits.pop3 import POP3Raw
+from kits.tls import make_pki
 
 SUFFIX = "dc=example,dc=org"
 SERVICE_DN = f"cn=dovecot,{SUFFIX}"
@@ -126,16 +127,25 @@ def ldif(vmail: Path) -> str:
     return "\n".join(entries)
 
 
-@pytest.fixture
-def directory(tmp_path):
+def start_directory(tmp_path: Path, tls: tuple[Path, Path] | None = None) -> Slapd:
     vmail = tmp_path / "vmail"
     for uid in USERS:
         Maildir(vmail / uid).create().deliver(f"Subject: for {uid}\r\n\r\nhello {uid}\r\n".encode())
     Maildir(vmail / "corp.example.com" / "carol").create().deliver(b"Subject: for carol\r\n\r\nhello carol\r\n")
-    server = Slapd(tmp_path / "slapd", SUFFIX, acl=ACL).start()
+    server = Slapd(tmp_path / "slapd", SUFFIX, acl=ACL, tls=tls).start()
     try:
         server.add(ldif(vmail))
-        server.vmail = vmail
+    except BaseException:
+        server.stop()
+        raise
+    server.vmail = vmail
+    return server
+
+
+@pytest.fixture
+def directory(tmp_path):
+    server = start_directory(tmp_path)
+    try:
         yield server
     finally:
         server.stop()
@@ -273,6 +283,23 @@ def test_a_stopped_or_frozen_directory_is_sys_temp_and_recovers_without_a_restar
         pytest.fail("no login after the directory came back:\n" + server.log_tail())
     assert "Locked out" not in server.log_text()
     assert server.alive()
+
+
+def test_starttls_with_the_directorys_ca_and_not_with_another(postie, tmp_path, pki):
+    server = start_directory(tmp_path, tls=(pki.a.cert, pki.a.key))
+    try:
+        good = conf(tmp_path, server, LOOKUP_CONF.replace("dnpass = ", f"tls = yes\ntls_ca_cert_file = {pki.ca.cert}\ndnpass = "))
+        postie_server = serve(postie, good)
+        assert b"hello alice" in first_message(postie_server, "alice", USERS["alice"][1])
+        # The directory's certificate is not signed by this CA: no lookup, so [SYS/TEMP].
+        other = make_pki(tmp_path / "other-pki")
+        wrong = conf(tmp_path, server, LOOKUP_CONF.replace("dnpass = ", f"tls = yes\ntls_ca_cert_file = {other.ca.cert}\ndnpass = "),
+                     "wrong-ca.conf.ext")
+        refused = serve(postie, wrong)
+        assert refusal(refused, "alice", USERS["alice"][1]) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
+        refused.wait_log(r"cannot answer: .*StartTLS", timeout=30)
+    finally:
+        server.stop()
 
 
 def test_lmtp_delivers_to_directory_users_and_defers_while_it_is_down(postie, directory, tmp_path):

@@ -54,7 +54,9 @@ def slappasswd(scheme: str, password: str) -> str:
 
 
 class Slapd:
-    def __init__(self, directory: Path, suffix: str, root_password: str = "root-secret", acl: str = ""):
+    def __init__(self, directory: Path, suffix: str, root_password: str = "root-secret", acl: str = "",
+                 tls: tuple[Path, Path] | None = None):
+        """`tls`: a certificate and key file, for StartTLS on the same port."""
         require_slapd()
         self.directory = directory
         self.suffix = suffix
@@ -73,7 +75,8 @@ class Slapd:
             # Unauthenticated binds (a DN with no password) succeed here, as on many servers:
             # the tests prove that Postie never lets an empty password through to one.
             "allow bind_anon_dn\n"
-            f"database mdb\nsuffix \"{suffix}\"\nrootdn \"{self.root_dn}\"\nrootpw {root_password}\n"
+            + (f"TLSCertificateFile {tls[0]}\nTLSCertificateKeyFile {tls[1]}\n" if tls else "")
+            + f"database mdb\nsuffix \"{suffix}\"\nrootdn \"{self.root_dn}\"\nrootpw {root_password}\n"
             f"directory {directory}/data\n{acl}")
 
     def start(self, timeout: float = 30.0) -> "Slapd":
