@@ -82,6 +82,9 @@ public final class LDAPUserDatabase: PassDatabase, UserLookup, CustomStringConve
 
     public var description: String { "ldap(\(path))" }
 
+    /// The libldap file that was opened (`libldap-2.5.so.0`), for the start-up log.
+    public var library: String { (try? LibLDAP.shared.get())?.soname ?? "libldap" }
+
     // MARK: - passdb
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {

@@ -1,4 +1,5 @@
 import DurableFiles
+import LDAPDirectory
 import LMTPServer
 import MailBackend
 import Logging
@@ -147,6 +148,9 @@ public enum ServerLauncher {
             logger.info("master: PostgreSQL store at \(database.url), pool of \(settings.database.poolSize)")
             // First in the group, so it is shut down last, after the sessions using it.
             services.append(.init(service: DatabaseService(store: database)))
+        }
+        for directory in backend.ldapDatabases {
+            logger.info("master: LDAP user database \(directory.path) at \(directory.config.uris.joined(separator: " ")) (\(directory.library))")
         }
         for database in backend.sqlDatabases {
             logger.info("master: SQL user database \(database.path) at \(database.url)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import LDAPDirectory
 import Logging
 import MailBackend
 import MaildirStore
@@ -281,6 +282,8 @@ public struct StoreFactory: Sendable {
         public var passwdFiles: [PasswdFileDatabase] = []
         /// The SQL user databases whose pools must run while the backend is used.
         public var sqlDatabases: [SQLUserDatabase] = []
+        /// The LDAP user databases (their connections need nothing run beside them).
+        public var ldapDatabases: [LDAPUserDatabase] = []
         /// Empties the authentication cache (SIGHUP); nil without one.
         public var flushAuthCache: (@Sendable () -> Void)?
         /// Every user, for work over all mailboxes (the retention sweep).
@@ -357,6 +360,7 @@ public struct StoreFactory: Sendable {
             passwdFile: chain.passwdFiles.first, postgres: nil)
         backend.passwdFiles = chain.passwdFiles
         backend.sqlDatabases = chain.sqlDatabases
+        backend.ldapDatabases = chain.ldapDatabases
         backend.flushAuthCache = chain.flush
         backend.allUsers = chain.allUsers
         return backend

@@ -2,10 +2,12 @@
 (kits/ldap.py) with inetOrgPerson users whose userPassword slappasswd made as {SSHA} and
 {CRYPT}: password lookup (`auth_bind = no`) and binds as the user (`auth_bind = yes`, found by
 pass_filter or made by auth_bind_userdn), the right Maildir per user, escaped filters (the name
-`*)(uid=*` matches no one), an empty password never reaching an unauthenticated bind, a
+`*)(uid=*` matches no one), an empty password never reaching an unauthenticated bind, StartTLS
+checked against tls_ca_cert_file, LMTP delivery, the auth cache and its SIGHUP flush, a
 directory stopped or frozen that is [SYS/TEMP] and recovers without restarting Postie, an
 Active-Directory-style configuration (sAMAccountName / userPrincipalName on a test schema, not
-a real AD), `postie config check` naming the file and key, and `postie user list`."""
+a real AD), `postie config check` naming the file and key, `postie user list`, and `postie
+bench` figures (printed, never asserted) against a passwd-file."""
 
 from __future__ import annotations
 
@@ -211,7 +213,9 @@ def assert_logs_users_in(server) -> None:
 
 
 def test_password_lookup_logs_users_in_to_their_maildirs(postie, directory, tmp_path):
-    server = serve(postie, conf(tmp_path, directory, LOOKUP_CONF))
+    path = conf(tmp_path, directory, LOOKUP_CONF)
+    server = serve(postie, path)
+    server.wait_log(rf"master: Info: LDAP user database {path} at {directory.uri} \(libldap", timeout=10)
     assert_logs_users_in(server)
     # The password was read and checked by Postie: CRAM-MD5-style secrets aside, SASL PLAIN too.
     assert sasl_plain(server, "bob", USERS["bob"][1]).startswith("+OK")
