@@ -63,7 +63,10 @@ let package = Package(
         /// errors that cross them. Stores and user databases import this, never a server.
         .target(
             name: "MailBackend",
-            dependencies: ["SASL", "POP3Core", "DurableFiles", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "SASL", "POP3Core", "DurableFiles", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         /// One server skeleton for every listener (POP3, LMTP): bind then serve, graceful
         /// shutdown, listener addresses, CIDR access lists, PROXY protocol, TLS, idle timeout,

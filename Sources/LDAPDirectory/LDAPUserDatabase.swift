@@ -205,6 +205,8 @@ public final class LDAPUserDatabase: PassDatabase, UserLookup, CustomStringConve
                 return "\(at("dn")): bind as '\(config.dn ?? "")' refused: \(error.text) (check dn and dnpass)"
             }
             return "\(at("uris")): cannot connect and bind to \(config.uris.joined(separator: " ")): \(error)"
+        } catch let error as BackendError {
+            return "\(at("uris")): cannot connect and bind to \(config.uris.joined(separator: " ")): \(error.logDetail ?? error.message)"
         } catch {
             return "\(path): \(error)"
         }
@@ -309,10 +311,16 @@ public final class LDAPUserDatabase: PassDatabase, UserLookup, CustomStringConve
 
     /// Runs `body` on one of `pool`'s connections, on the database's own threads. A kept
     /// connection that turns out dead (the directory restarted) is replaced once at once.
+    /// The caller gets an answer within the timeout even when every thread is stuck on a
+    /// directory that stopped answering and the work is still queued
+    /// (``BackendError/Kind/temporary``); the work then ends on its own.
     private func run<T: Sendable>(_ pool: ConnectionPool, _ body: @escaping @Sendable (LDAPConnection) throws(LDAPError) -> T) async throws -> T {
-        try await ldapThreads.runIfActive {
-            let result: Result<T, LDAPError> = pool.with(body)
-            return try result.get()
+        let threads = ldapThreads
+        return try await withDeadline(.seconds(Int64(timeoutSeconds)), "\(description) on \(config.uris.joined(separator: " "))") {
+            try await threads.runIfActive {
+                let result: Result<T, LDAPError> = pool.with(body)
+                return try result.get()
+            }
         }
     }
 }

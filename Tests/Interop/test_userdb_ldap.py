@@ -19,6 +19,7 @@ import signal
 import smtplib
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,14 @@ def test_a_stopped_or_frozen_directory_is_sys_temp_and_recovers_without_a_restar
     started = time.monotonic()
     assert refusal(server, alice, password) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
     print(f"frozen directory: [SYS/TEMP] after {time.monotonic() - started:.1f} s (timeout 3 s)")
+    # 16 logins at once, more than the directory's threads: each still gets [SYS/TEMP].
+    def one(_):
+        begun = time.monotonic()
+        return refusal(server, alice, password), time.monotonic() - begun
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(16)))
+    assert {answer for answer, _ in answers} == {"-ERR [SYS/TEMP] Temporary server failure, try again later."}
+    print(f"16 logins at once on a frozen directory: [SYS/TEMP] after at most {max(t for _, t in answers):.1f} s")
     directory.resume()
     for _ in range(40):
         try:
