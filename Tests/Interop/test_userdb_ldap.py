@@ -3,7 +3,7 @@
 {CRYPT}: password lookup (`auth_bind = no`) and binds as the user (`auth_bind = yes`, found by
 pass_filter or made by auth_bind_userdn), the right Maildir per user, escaped filters (the name
 `*)(uid=*` matches no one), an empty password never reaching an unauthenticated bind, StartTLS
-checked against tls_ca_cert_file, LMTP delivery, the auth cache and its SIGHUP flush, a
+and ldaps:// checked against tls_ca_cert_file, LMTP delivery, the auth cache and its SIGHUP flush, a
 directory stopped or frozen that is [SYS/TEMP] and recovers without restarting Postie, an
 Active-Directory-style configuration (sAMAccountName / userPrincipalName on a test schema, not
 a real AD), `postie config check` naming the file and key, `postie user list`, and `postie
@@ -298,7 +298,7 @@ def test_a_stopped_or_frozen_directory_is_sys_temp_and_recovers_without_a_restar
     assert server.alive()
 
 
-def test_starttls_with_the_directorys_ca_and_not_with_another(postie, tmp_path, pki):
+def test_starttls_and_ldaps_with_the_directorys_ca_and_not_with_another(postie, tmp_path, pki):
     server = start_directory(tmp_path, tls=(pki.a.cert, pki.a.key))
     try:
         good = conf(tmp_path, server, LOOKUP_CONF.replace("dnpass = ", f"tls = yes\ntls_ca_cert_file = {pki.ca.cert}\ndnpass = "))
@@ -311,6 +311,11 @@ def test_starttls_with_the_directorys_ca_and_not_with_another(postie, tmp_path, 
         refused = serve(postie, wrong)
         assert refusal(refused, "alice", USERS["alice"][1]) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
         refused.wait_log(r"cannot answer: .*StartTLS", timeout=30)
+        # ldaps:// (TLS from the first byte) with the same CA.
+        implicit = conf(tmp_path, server, LOOKUP_CONF.replace(f"uris = {{uri}}", f"uris = {server.ldaps_uri}\ntls_ca_cert_file = {pki.ca.cert}"),
+                        "ldaps.conf.ext")
+        assert server.ldaps_uri in implicit.read_text()
+        assert b"hello bob" in first_message(serve(postie, implicit), "bob", USERS["bob"][1])
     finally:
         server.stop()
 

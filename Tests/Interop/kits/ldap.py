@@ -56,7 +56,8 @@ def slappasswd(scheme: str, password: str) -> str:
 class Slapd:
     def __init__(self, directory: Path, suffix: str, root_password: str = "root-secret", acl: str = "",
                  tls: tuple[Path, Path] | None = None):
-        """`tls`: a certificate and key file, for StartTLS on the same port."""
+        """`tls`: a certificate and key file, for StartTLS on the same port and for `ldaps://` on
+        `ldaps_uri`."""
         require_slapd()
         self.directory = directory
         self.suffix = suffix
@@ -64,6 +65,7 @@ class Slapd:
         self.root_password = root_password
         self.port = free_port()
         self.uri = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_uri = f"ldaps://127.0.0.1:{free_port()}" if tls else None
         self.proc: subprocess.Popen | None = None
         (directory / "data").mkdir(parents=True, exist_ok=True)
         (directory / "ad.schema").write_text(AD_SCHEMA)
@@ -81,7 +83,8 @@ class Slapd:
 
     def start(self, timeout: float = 30.0) -> "Slapd":
         log = open(self.directory / "slapd.log", "ab")
-        self.proc = subprocess.Popen([SLAPD, "-d", "0", "-h", f"{self.uri}/", "-f", str(self.directory / "slapd.conf")],
+        listeners = f"{self.uri}/" + (f" {self.ldaps_uri}/" if self.ldaps_uri else "")
+        self.proc = subprocess.Popen([SLAPD, "-d", "0", "-h", listeners, "-f", str(self.directory / "slapd.conf")],
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
