@@ -4,6 +4,7 @@ import MailBackend
 import MaildirStore
 import MboxStore
 import NIOPosix
+import PAMAuth
 import Passwords
 import PostgresNIO
 import PostgresStore
@@ -283,6 +284,9 @@ public struct StoreFactory: Sendable {
         public var sqlDatabases: [SQLUserDatabase] = []
         /// Empties the authentication cache (SIGHUP); nil without one.
         public var flushAuthCache: (@Sendable () -> Void)?
+        /// The root worker processes (PAM conversations, mbox spool ownership), started before
+        /// the server drops root when it needs them; nil without a pam passdb or mbox store.
+        public var authWorkers: AuthWorkerPool?
         /// Every user, for work over all mailboxes (the retention sweep).
         public var allUsers: (@Sendable () async throws -> [AuthenticatedUser])?
 
@@ -334,9 +338,17 @@ public struct StoreFactory: Sendable {
         let store: any MailStore
         let delivery: any MailDelivery
         let usage: any QuotaUsageSource
+        var authWorkers = chain.authWorkers
         if let mbox {
             // mbox spools (`--mbox`, docs/mbox.md) instead of Maildirs.
-            let spools = MboxStore(template: mbox, uidlFormat: uidl.format, reuseXUIDL: uidl.reuseXUIDL, threadPool: threadPool, logger: logger)
+            var spools = MboxStore(template: mbox, uidlFormat: uidl.format, reuseXUIDL: uidl.reuseXUIDL, threadPool: threadPool, logger: logger)
+            // After --run-as, a rewritten spool gets its user's ownership from a root worker.
+            let workers = chain.authWorkers ?? AuthWorkerPool.forPostie(size: 1, threadPool: threadPool)
+            authWorkers = workers
+            spools.giveOwnership = { temporary, spool in
+                if case .failure(let error) = workers.giveOwnership(of: temporary, like: spool) { return error.description }
+                return nil
+            }
             let appender = MboxDelivery(store: spools, users: users, logger: logger)
             (store, usage) = (spools, appender)
             delivery = QuotaDelivery(appender, users: users, usage: appender, defaultRule: defaultQuota, observe: quotaObserver)
@@ -358,6 +370,7 @@ public struct StoreFactory: Sendable {
         backend.passwdFiles = chain.passwdFiles
         backend.sqlDatabases = chain.sqlDatabases
         backend.flushAuthCache = chain.flush
+        backend.authWorkers = authWorkers
         backend.allUsers = chain.allUsers
         return backend
     }
