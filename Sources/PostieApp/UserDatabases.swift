@@ -208,7 +208,8 @@ extension StoreFactory {
             case .staticFields, .systemPasswd:
                 throw ConfigurationError("\(driver) is a userdb; it lists no users")
             case .pam:
-                throw ConfigurationError("\(driver) cannot list its users (PAM only checks passwords); list the system's with getent passwd")
+                // PAM cannot list its users; its users are the machine's people (getpwent).
+                found = SystemUserDatabase.peoplesAccounts().map { ($0, "PAM") }
             }
             for user in found where seen.insert(user.name).inserted { listed.append(user) }
         }

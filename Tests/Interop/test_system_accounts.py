@@ -34,7 +34,7 @@ from kits.launcher import HOST
 from kits.mail import canonical_crlf
 from kits.mbox import DATE, LAST, corpus_messages, postfix_entry, stored
 from kits.pop3 import POP3Raw
-from kits.tools import Fetchmail, curl
+from kits.tools import Fetchmail, curl, run_postie
 
 RUN_AS = "nobody:mail"
 
@@ -180,6 +180,19 @@ def test_pam_user_reads_home_maildir_with_the_server_unprivileged(postie, accoun
         time.sleep(0.1)
     left = [pid for pid in pids if Path(f"/proc/{pid}").exists() and b"auth-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert not left, f"auth workers outlived the server: {left}"
+
+
+def test_user_list_and_config_check_with_pam(postie_bin, accounts):
+    user = accounts()
+    r = run_postie(postie_bin, ["user", "list", "--passdb", "pam"])
+    assert r.returncode == 0, r.stderr.decode()
+    names = [line.split("\t")[0] for line in r.stdout.decode().splitlines()]
+    assert user.name in names, f"postie user list --passdb pam: {names}"
+    assert "nobody" not in names and "root" not in names, "system accounts listed as people"
+    r = run_postie(postie_bin, ["config", "check", "--listen", "127.0.0.1:1", "--passdb", "pam:dovecot", "--userdb", "passwd",
+                                "--maildir", "~/Maildir"])
+    assert r.returncode == 0, f"config check: {r.stdout.decode()} {r.stderr.decode()}"
+    assert 'passdb: ["pam:dovecot"]' in r.stdout.decode()
 
 
 def test_pam_dovecot_service_and_passdb_alone(postie, accounts):
