@@ -129,37 +129,47 @@ public struct StoreFactory: Sendable {
     /// The store a command's flags name, or why they name none.
     public static func choose(
         store: String?, passwdFile: String?, maildir: String? = nil, dovecotControl: String? = nil, mbox: String? = nil,
-        database: DatabaseSource, for command: Command
+        database: DatabaseSource, for command: Command, passdbs: [UserDatabaseDriver] = [], userdbs: [UserDatabaseDriver] = []
     ) throws(Refusal) -> StoreFactory {
         let filesName = command == .deliver ? "maildir" : "passwd-file"
+        let chained = !passdbs.isEmpty
         switch store?.lowercased() {
         case nil, "maildir", "passwd-file" where command == .userAdmin:
             switch command {
             case .deliver:
+                guard chained || userdbs.isEmpty else { throw Refusal(description: "--userdb needs a passdb: give --passdb or --passwd-file") }
+                var factory: StoreFactory
                 if let mbox {
-                    guard let passwdFile else { throw Refusal(description: "give --passwd-file FILE with --mbox TEMPLATE") }
+                    guard passwdFile != nil || chained else { throw Refusal(description: "give --passwd-file FILE (or --passdb) with --mbox TEMPLATE") }
                     guard maildir == nil, dovecotControl == nil else {
                         throw Refusal(description: "--mbox and --maildir (or --dovecot-control) name two mail locations; give one")
                     }
-                    var factory = StoreFactory(.files(passwdFile: passwdFile, maildir: nil, dovecotControl: nil))
+                    factory = StoreFactory(.files(passwdFile: passwdFile ?? "", maildir: nil, dovecotControl: nil))
                     factory.mbox = mbox
-                    return factory
+                } else {
+                    guard passwdFile != nil || chained, let maildir else {
+                        throw Refusal(description: "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE (or --passdb), or --store postgres")
+                    }
+                    if let dovecotControl, let problem = ServerSettings.dovecotControlProblem(dovecotControl, maildir: maildir) {
+                        throw Refusal(description: "--dovecot-control: \(problem)")
+                    }
+                    factory = StoreFactory(.files(passwdFile: passwdFile ?? "", maildir: maildir, dovecotControl: dovecotControl))
                 }
-                guard let passwdFile, let maildir else {
-                    throw Refusal(description: "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE, or --store postgres")
+                if chained {
+                    // As serve: --passwd-file is passwd-file:FILE, first, as passdb and userdb.
+                    let file = passwdFile.map { [UserDatabaseDriver.passwdFile($0)] } ?? []
+                    factory.passdbs = file + passdbs
+                    factory.userdbs = userdbs.isEmpty ? [] : file + userdbs
                 }
-                if let dovecotControl, let problem = ServerSettings.dovecotControlProblem(dovecotControl, maildir: maildir) {
-                    throw Refusal(description: "--dovecot-control: \(problem)")
-                }
-                return StoreFactory(.files(passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl))
+                return factory
             case .userAdmin:
                 guard let passwdFile else { throw Refusal(description: "give --passwd-file FILE, or --store postgres") }
                 return StoreFactory(.files(passwdFile: passwdFile, maildir: nil, dovecotControl: nil))
             }
         case "postgres":
             switch command {
-            case .deliver where passwdFile != nil || maildir != nil || dovecotControl != nil || mbox != nil:
-                throw Refusal(description: "--maildir, --mbox, --dovecot-control and --passwd-file are not used with --store postgres")
+            case .deliver where passwdFile != nil || maildir != nil || dovecotControl != nil || mbox != nil || chained || !userdbs.isEmpty:
+                throw Refusal(description: "--maildir, --mbox, --dovecot-control, --passwd-file, --passdb and --userdb are not used with --store postgres")
             case .userAdmin where passwdFile != nil:
                 throw Refusal(description: "--passwd-file is not used with --store postgres")
             default:

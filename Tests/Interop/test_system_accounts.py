@@ -195,6 +195,24 @@ def test_user_list_and_config_check_with_pam(postie_bin, accounts):
     assert 'passdb: ["pam:dovecot"]' in r.stdout.decode()
 
 
+def test_deliver_to_a_system_users_home_maildir_and_spool(postie_bin, accounts, tmp_path):
+    """`postie deliver --passdb pam --userdb passwd`, as an MTA's mailbox_command would run it:
+    the account's ~/Maildir, or its spool; an unknown user is EX_NOUSER (67)."""
+    user = accounts()
+    md = user_maildir(user, [])
+    message = "From: mta@example.org\nSubject: delivered\n\nhello\n"
+    r = run_postie(postie_bin, ["deliver", "--user", user.name, "--maildir", "~/Maildir", "--passdb", "pam", "--userdb", "passwd"], stdin=message)
+    assert r.returncode == 0, r.stderr.decode()
+    assert [p.read_bytes() for p in (md / "new").iterdir()] == [canonical_crlf(message.encode())]
+    spools = spool_dir(tmp_path)
+    r = run_postie(postie_bin, ["deliver", "--user", user.name, "--to", f"mbox:{spools}/%u", "--passdb", "pam"], stdin=message)
+    assert r.returncode == 0, r.stderr.decode()
+    assert (spools / user.name).read_bytes().endswith(b"Subject: delivered\n\nhello\n\n")
+    r = run_postie(postie_bin, ["deliver", "--user", "pt-nobody-here", "--maildir", "~/Maildir", "--passdb", "pam", "--userdb", "passwd"],
+                   stdin=message)
+    assert r.returncode == 67, f"unknown user: exit {r.returncode}: {r.stderr.decode()}"
+
+
 def test_pam_dovecot_service_and_passdb_alone(postie, accounts):
     """`pam:dovecot` reuses Debian's /etc/pam.d/dovecot (dovecot-core); without --userdb, the
     PAM passdb gives the account's home itself."""

@@ -61,7 +61,7 @@ function __postie_parse_tokens -S
                 __postie_parse_subcommand 0 'scheme=' 'version' 'h/help'
             end
         case 'deliver'
-            __postie_parse_subcommand 0 'user=' 'maildir=' 'mbox=' 'to=' 'dovecot-control=' 'passwd-file=' 'store=' 'database-url-file=' 'database-pool-size=' 'database-connect-timeout=' 'database-keepalive=' 'max-size=' 'spool-dir=' 'default-quota=' 'quota-full-tempfail' 'username-format=' 'default-domain=' 'version' 'h/help'
+            __postie_parse_subcommand 0 'user=' 'maildir=' 'mbox=' 'to=' 'dovecot-control=' 'passwd-file=' 'passdb=+' 'userdb=+' 'store=' 'database-url-file=' 'database-pool-size=' 'database-connect-timeout=' 'database-keepalive=' 'max-size=' 'spool-dir=' 'default-quota=' 'quota-full-tempfail' 'username-format=' 'default-domain=' 'version' 'h/help'
         case 'migrate'
             __postie_parse_subcommand 0 'version' 'h/help'
             switch $unparsed_tokens[1]
@@ -415,6 +415,8 @@ complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options 
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver" to' -l 'to' -d 'Where to deliver: mbox:TEMPLATE (as --mbox) or maildir:TEMPLATE (as --maildir).' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver" dovecot-control' -l 'dovecot-control' -d 'Where Dovecot keeps each user\'s dovecot-uidlist (mail_location\'s :CONTROL=), as for serve.' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver" passwd-file' -l 'passwd-file' -d 'A Dovecot-style passwd-file.' -rfka ''
+complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver"' -l 'passdb' -d 'A password database, as for serve (passwd-file:FILE, sql:FILE, pam): the recipient must be a user of the chain; repeatable.' -rfka ''
+complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver"' -l 'userdb' -d 'A user database, as for serve (passwd, static:ARGS, ...): home and mail location; repeatable.' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver" store' -l 'store' -d 'maildir (--maildir and --passwd-file, the default) or postgres (POSTIE_DATABASE_URL or --database-url-file).' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver" database-url-file' -l 'database-url-file' -d 'A file holding the PostgreSQL URL (postgres://user:password@host:port/dbname); default: the POSTIE_DATABASE_URL environment variable.' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie deliver" database-pool-size' -l 'database-pool-size' -d 'Most pooled connections for logins and delivery (default 10); each POP3 session uses one more of its own.' -rfka ''
