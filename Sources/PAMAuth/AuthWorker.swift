@@ -93,7 +93,7 @@ public enum AuthWorker {
     public static func serve(socket fd: Int32) -> Never {
         closeDescriptors(except: [0, 1, 2, fd])
         signal(SIGPIPE, SIG_IGN)
-        let library: Result<PAMLibrary, PAMLoadError>
+        let library: Result<PAMLibrary, AuthWorkerError>
         do { library = .success(try PAMLibrary()) } catch { library = .failure(error) }
         var buffer = [UInt8](repeating: 0, count: AuthWorkerMessage.maximumSize + 1)
         var fds: [Int32] = [-1, -1]

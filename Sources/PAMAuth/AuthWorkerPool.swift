@@ -17,8 +17,8 @@ import Darwin
 /// replaced once the server has dropped root: when none is left, every PAM login fails as
 /// ``PAMOutcome/unavailable(reason:)`` (`[SYS/TEMP]`) and the log says why.
 public final class AuthWorkerPool: Sendable {
-    /// How many workers, as Dovecot's default `auth_worker` process limit is per CPU-bound load:
-    /// a PAM check with yescrypt costs tens of milliseconds.
+    /// How many PAM workers. A PAM check is CPU-bound (tens of milliseconds with yescrypt), so
+    /// a few per machine suffice; Dovecot allows up to 30 `auth-worker` processes.
     public let size: Int
     /// The longest a reply may take; a slower worker is given up.
     public let timeout: Int32
@@ -58,7 +58,7 @@ public final class AuthWorkerPool: Sendable {
 
     /// Starts the workers; call it before dropping privileges. Later calls do nothing. Throws
     /// if not one could be started.
-    public func start() throws(PAMLoadError) {
+    public func start() throws(AuthWorkerError) {
         let error: String? = state.withLockedValue { state in
             guard !state.started else { return nil }
             state.started = true
@@ -74,7 +74,7 @@ public final class AuthWorkerPool: Sendable {
             if case .success(let worker) = spawn() { ownership.withLockedValue { $0 = worker } }
             return state.live == 0 ? state.spawnError : nil
         }
-        if let error { throw PAMLoadError(description: "cannot start an auth worker: \(error)") }
+        if let error { throw AuthWorkerError(description: "cannot start an auth worker: \(error)") }
     }
 
     /// Authenticates through the service's PAM stack in a worker.
@@ -93,11 +93,11 @@ public final class AuthWorkerPool: Sendable {
             return .unavailable(reason: "no auth worker is running" + (state.withLockedValue { $0.spawnError }.map { " (\($0))" } ?? ""))
         }
         let sent = message
-        let answer: Result<PAMOutcome, PAMLoadError>
+        let answer: Result<PAMOutcome, AuthWorkerError>
         do {
             answer = try await threadPool.runIfActive { [timeout] in Self.exchange(sent, id: id, with: worker, timeout: timeout) }
         } catch {
-            answer = .failure(PAMLoadError(description: "the thread pool is shut down"))
+            answer = .failure(AuthWorkerError(description: "the thread pool is shut down"))
         }
         switch answer {
         case .success(let outcome):
@@ -112,12 +112,12 @@ public final class AuthWorkerPool: Sendable {
     /// Gives the new file `temporary` the owner, group and mode of `spool` through a root
     /// worker (``AuthWorker/giveOwnership(of:like:)``). Blocking (thread pool only); the
     /// error says why it could not be done.
-    public func giveOwnership(of temporary: Int32, like spool: Int32) -> Result<Void, PAMLoadError> {
+    public func giveOwnership(of temporary: Int32, like spool: Int32) -> Result<Void, AuthWorkerError> {
         if !state.withLockedValue({ $0.started }) {
             do { try start() } catch { return .failure(error) }
         }
-        return ownership.withLockedValue { held -> Result<Void, PAMLoadError> in
-            guard let worker = held else { return .failure(PAMLoadError(description: "no privileged worker is running")) }
+        return ownership.withLockedValue { held -> Result<Void, AuthWorkerError> in
+            guard let worker = held else { return .failure(AuthWorkerError(description: "no privileged worker is running")) }
             let id = state.withLockedValue { state -> UInt64 in
                 defer { state.nextID += 1 }
                 return state.nextID
@@ -128,11 +128,11 @@ public final class AuthWorkerPool: Sendable {
             guard sent == message.count else {
                 held = nil
                 close(worker.fd)
-                return .failure(PAMLoadError(description: "send: \(String(cString: strerror(errno)))"))
+                return .failure(AuthWorkerError(description: "send: \(String(cString: strerror(errno)))"))
             }
             switch Self.exchange(nil, id: id, with: worker, timeout: timeout) {
             case .success(.accepted): return .success(())
-            case .success(.refused(let reason)), .success(.unavailable(let reason)): return .failure(PAMLoadError(description: reason))
+            case .success(.refused(let reason)), .success(.unavailable(let reason)): return .failure(AuthWorkerError(description: reason))
             case .failure(let error):
                 held = nil
                 close(worker.fd)
@@ -144,21 +144,21 @@ public final class AuthWorkerPool: Sendable {
     /// Sends one request and reads replies until the one with its ID (a late reply to an
     /// earlier, abandoned request is skipped). Blocking.
     /// `message` nil: already sent.
-    private static func exchange(_ message: [UInt8]?, id: UInt64, with worker: Worker, timeout: Int32) -> Result<PAMOutcome, PAMLoadError> {
+    private static func exchange(_ message: [UInt8]?, id: UInt64, with worker: Worker, timeout: Int32) -> Result<PAMOutcome, AuthWorkerError> {
         if let message {
             let sent = message.withUnsafeBytes { send(worker.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard sent == message.count else { return .failure(PAMLoadError(description: "send: \(String(cString: strerror(errno)))")) }
+            guard sent == message.count else { return .failure(AuthWorkerError(description: "send: \(String(cString: strerror(errno)))")) }
         }
         var buffer = [UInt8](repeating: 0, count: AuthWorkerMessage.maximumSize)
         while true {
             var entry = pollfd(fd: worker.fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&entry, 1, timeout * 1000)
             if ready < 0 && errno == EINTR { continue }
-            guard ready > 0 else { return .failure(PAMLoadError(description: "no answer within \(timeout) s")) }
+            guard ready > 0 else { return .failure(AuthWorkerError(description: "no answer within \(timeout) s")) }
             let count = buffer.withUnsafeMutableBytes { recv(worker.fd, $0.baseAddress, $0.count, 0) }
             if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { return .failure(PAMLoadError(description: count == 0 ? "exited" : "recv: \(String(cString: strerror(errno)))")) }
-            guard let reply = AuthWorkerMessage.decodeReply(buffer[..<count]) else { return .failure(PAMLoadError(description: "garbled reply")) }
+            guard count > 0 else { return .failure(AuthWorkerError(description: count == 0 ? "exited" : "recv: \(String(cString: strerror(errno)))")) }
+            guard let reply = AuthWorkerMessage.decodeReply(buffer[..<count]) else { return .failure(AuthWorkerError(description: "garbled reply")) }
             if reply.id == id { return .success(reply.outcome) }
         }
     }
@@ -204,10 +204,10 @@ public final class AuthWorkerPool: Sendable {
     /// Starts one worker with a `SOCK_SEQPACKET` socket as its standard input. The server's end
     /// is close-on-exec, so no other child inherits it and the worker sees end of file when
     /// the server exits.
-    private func spawn() -> Result<Worker, PAMLoadError> {
+    private func spawn() -> Result<Worker, AuthWorkerError> {
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-            return .failure(PAMLoadError(description: "socketpair: \(String(cString: strerror(errno)))"))
+            return .failure(AuthWorkerError(description: "socketpair: \(String(cString: strerror(errno)))"))
         }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -224,7 +224,7 @@ public final class AuthWorkerPool: Sendable {
         close(fds[1])
         guard status == 0 else {
             close(fds[0])
-            return .failure(PAMLoadError(description: "\(executable): \(String(cString: strerror(status)))"))
+            return .failure(AuthWorkerError(description: "\(executable): \(String(cString: strerror(status)))"))
         }
         return .success(Worker(fd: fds[0], pid: pid))
     }

@@ -38,7 +38,7 @@ public struct PAMLibrary: @unchecked Sendable {
     public static let sonames = ["libpam.so.0", "libpam.so"]
 
     /// Loads libpam; the error says why it cannot be had.
-    public init() throws(PAMLoadError) {
+    public init() throws(AuthWorkerError) {
         var handle: UnsafeMutableRawPointer?
         var errors: [String] = []
         for name in Self.sonames {
@@ -46,9 +46,9 @@ public struct PAMLibrary: @unchecked Sendable {
             if handle != nil { break }
             errors.append(dlerror().map { String(cString: $0) } ?? name)
         }
-        guard let handle else { throw PAMLoadError(description: "cannot load libpam (install libpam0g): \(errors.joined(separator: "; "))") }
-        func symbol<T>(_ name: String, as _: T.Type) throws(PAMLoadError) -> T {
-            guard let pointer = dlsym(handle, name) else { throw PAMLoadError(description: "libpam has no \(name)") }
+        guard let handle else { throw AuthWorkerError(description: "cannot load libpam (install libpam0g): \(errors.joined(separator: "; "))") }
+        func symbol<T>(_ name: String, as _: T.Type) throws(AuthWorkerError) -> T {
+            guard let pointer = dlsym(handle, name) else { throw AuthWorkerError(description: "libpam has no \(name)") }
             return unsafeBitCast(pointer, to: T.self)
         }
         start = try symbol("pam_start", as: postie_pam_start_fn.self)
@@ -120,8 +120,8 @@ public struct PAMLibrary: @unchecked Sendable {
     }
 }
 
-/// Why libpam could not be loaded.
-public struct PAMLoadError: Error, CustomStringConvertible, Sendable {
+/// Why libpam could not be loaded, or an auth worker could not answer.
+public struct AuthWorkerError: Error, CustomStringConvertible, Sendable {
     public var description: String
 }
 
