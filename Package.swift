@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "PostieApp", targets: ["PostieApp"]),
         .library(name: "OAuth2", targets: ["OAuth2"]),
         .library(name: "LDAPDirectory", targets: ["LDAPDirectory"]),
+        .library(name: "PAMAuth", targets: ["PAMAuth"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -222,6 +223,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        /// Linux-PAM's types and constants only: libpam is loaded at run time (no -dev package to build).
+        .systemLibrary(name: "CPAM", path: "Sources/CPAM"),
+        /// The PAM passdb: PAM conversations in privileged auth-worker processes started before
+        /// the server drops root, and the pool the server talks to them through.
+        .target(
+            name: "PAMAuth",
+            dependencies: [
+                "CPAM", "MailBackend", "Passwords", "SASL",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         /// OAuth 2.0 bearer tokens (RFC 6750) for SASL OAUTHBEARER and XOAUTH2: signed JWTs
         /// checked against a JWKS file or URL, or RFC 7662 introspection over a small HTTP client.
         .target(
@@ -274,7 +288,7 @@ let package = Package(
             name: "PostieApp",
             dependencies: [
                 "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "MboxStore", "Passwords", "SASL",
-                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2", "LDAPDirectory",
+                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2", "LDAPDirectory", "PAMAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -296,7 +310,7 @@ let package = Package(
             name: "postie",
             dependencies: [
                 "PostieApp", "POP3Server", "MailBackend", "DurableFiles", "MaildirStore", "Migration", "POP3Fetch", "POP3Bench",
-                "POP3Check", "POP3Client",
+                "POP3Check", "POP3Client", "PAMAuth",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -357,6 +371,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .testTarget(name: "MailBackendTests", dependencies: ["MailBackend", "DurableFiles"]),
+        .testTarget(name: "PAMAuthTests", dependencies: ["PAMAuth", "CPAM"]),
         .testTarget(
             name: "ServerKitTests",
             dependencies: [

@@ -41,6 +41,11 @@ public struct MboxStore: MailStore {
     public var commitLockTimeout = MailSpoolLock.defaultTimeout
     let threadPool: NIOThreadPool
     let logger: Logger
+    /// Gives a rewritten spool (first descriptor, a new file of the server's) the owner,
+    /// group and mode of the spool it replaces (second) when the server cannot, having dropped
+    /// root: the auth workers' root process does it (`postie serve` sets this). Blocking;
+    /// returns why it could not, or nil.
+    public var giveOwnership: (@Sendable (_ temporary: Int32, _ spool: Int32) -> String?)?
     /// Called at each step of a rewrite; tests throw from it to stop there as a crash would.
     var commitHook: (@Sendable (CommitStep) throws -> Void)?
 
@@ -304,8 +309,9 @@ public final class MboxMaildrop: Maildrop, Sendable {
     /// A crash before the rename leaves the spool as it was (the next rewrite removes the
     /// leftover); after it, as QUIT left it: never a mix. Writers that open the spool only
     /// after taking its dot-lock (Debian policy 11.6: Postfix, procmail, Exim, mutt, Dovecot)
-    /// then open the new file. Without root (or CAP_CHOWN), a spool owned by another user
-    /// cannot keep its owner, and the rewrite is refused (`[SYS/TEMP]`, nothing deleted).
+    /// then open the new file. Without root, a spool owned by another user keeps its owner
+    /// through ``giveOwnership`` (a root worker process); without that, the rewrite is refused
+    /// (`[SYS/TEMP]`, nothing deleted).
     /// Blocking: thread pool only.
     static func rewrite(path: String, deleting doomed: Set<Identity>, store: MboxStore) throws {
         let opened: (fd: Int32, lock: MailSpoolLock)?
@@ -356,11 +362,22 @@ public final class MboxMaildrop: Maildrop, Sendable {
             var mine = stat()
             guard fstat(out, &mine) == 0 else { throw SystemError.system("fstat", temporary) }
             if mine.st_uid != info.st_uid || mine.st_gid != info.st_gid, fchown(out, info.st_uid, info.st_gid) != 0 {
-                throw BackendError.temporary(
-                    "mbox(\(path)): cannot give the rewritten spool its owner \(info.st_uid):\(info.st_gid) (\(String(cString: strerror(errno)))); "
-                        + "deleting needs root or the spool owner's rights, so nothing was deleted")
+                let code = errno
+                let problem = String(cString: strerror(code))
+                guard code == EPERM, let give = store.giveOwnership else {
+                    throw BackendError.temporary(
+                        "mbox(\(path)): cannot give the rewritten spool its owner \(info.st_uid):\(info.st_gid) (\(problem)); "
+                            + "deleting needs root or the spool owner's rights, so nothing was deleted")
+                }
+                // Unprivileged (--run-as): a root worker gives it the owner and mode.
+                if let refusal = give(out, fd) {
+                    throw BackendError.temporary(
+                        "mbox(\(path)): the privileged worker could not give the rewritten spool its owner \(info.st_uid):\(info.st_gid) "
+                            + "(\(refusal)), so nothing was deleted")
+                }
+            } else {
+                try POSIX.check(fchmod(out, info.st_mode & 0o7777), "fchmod", temporary)
             }
-            try POSIX.check(fchmod(out, info.st_mode & 0o7777), "fchmod", temporary)
             try POSIX.fsync(out, path: temporary)
             Glibc.close(out)
         } catch {

@@ -1,3 +1,4 @@
+import DurableFiles
 import MailBackend
 import NIOPosix
 
@@ -22,6 +23,31 @@ public struct SystemUserDatabase: UserLookup {
     public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
         let result: Result<AuthenticatedUser?, BackendError> = try await threadPool.runIfActive { Self.lookUpBlocking(name) }
         return try result.get()
+    }
+
+    /// The people's accounts (getpwent(3): `/etc/passwd` and NSS sources), for listings such as
+    /// `postie user list --passdb pam`: uids from `UID_MIN` to `UID_MAX` of `/etc/login.defs`
+    /// (Debian: 1000 to 60000), so system accounts such as `nobody` are left out. Blocking, and
+    /// not thread-safe (getpwent): for commands, not the server.
+    public static func peoplesAccounts(loginDefs: String = "/etc/login.defs") -> [String] {
+        var range: (min: UInt32, max: UInt32) = (1000, 60000)
+        if let bytes = try? POSIX.readFile(loginDefs) {
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                guard words.count >= 2, let value = UInt32(words[1]) else { continue }
+                if words[0] == "UID_MIN" { range.min = value }
+                if words[0] == "UID_MAX" { range.max = value }
+            }
+        }
+        var names: [String] = []
+        setpwent()
+        while let entry = getpwent() {
+            if entry.pointee.pw_uid >= range.min && entry.pointee.pw_uid <= range.max, let name = entry.pointee.pw_name {
+                names.append(String(cString: name))
+            }
+        }
+        endpwent()
+        return names
     }
 
     /// getpwnam_r(3), growing the buffer on ERANGE. Blocking.

@@ -57,7 +57,7 @@ public struct Delivery: Sendable {
     /// Chooses the store from the command's flags and delivers.
     public func run(
         store: String?, passwdFile: String?, maildir: String?, dovecotControl: String?, mbox: String? = nil, database: DatabaseSource,
-        usernameFormat template: String? = nil, defaultDomain: String? = nil
+        usernameFormat template: String? = nil, defaultDomain: String? = nil, passdbs: [UserDatabaseDriver] = [], userdbs: [UserDatabaseDriver] = []
     ) async -> Outcome {
         guard maxSize > 0 else { return Outcome(status: .usage, message: "--max-size must be positive") }
         var delivery = self
@@ -68,7 +68,8 @@ public struct Delivery: Sendable {
         var factory: StoreFactory
         do {
             factory = try StoreFactory.choose(
-                store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, mbox: mbox, database: database, for: .deliver)
+                store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, mbox: mbox, database: database, for: .deliver,
+                passdbs: passdbs, userdbs: userdbs)
         } catch {
             return Outcome(status: .usage, message: error.description)
         }

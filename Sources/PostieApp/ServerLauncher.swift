@@ -6,6 +6,7 @@ import Logging
 import Metrics
 import NIOPosix
 import OAuth2
+import PAMAuth
 import POP3Server
 import PostgresStore
 import Prometheus
@@ -179,6 +180,17 @@ public enum ServerLauncher {
             }
             try await exporter.bind()
             services.append(.init(service: exporter))
+        }
+        // PAM, and giving rewritten mbox spools their users' ownership after --run-as, run in
+        // auth workers that stay root: started before the drop, and only when needed.
+        let needsPAM = settings.passdbs.contains { if case .pam = $0 { true } else { false } }
+        if let workers = backend.authWorkers, needsPAM || settings.runAs != nil {
+            do {
+                try workers.start()
+            } catch {
+                throw ConfigurationError("\(settings.origin(.passdb)): \(error)")
+            }
+            logger.info("master: \(workers.size) auth workers running as uid \(getuid())")
         }
         if let runAs = settings.runAs {
             try PrivilegeDrop.drop(to: runAs)

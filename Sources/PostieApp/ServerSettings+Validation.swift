@@ -2,6 +2,7 @@ import DurableFiles
 import LDAPDirectory
 import LMTPServer
 import NIOCore
+import PAMAuth
 import POP3Server
 import PostgresStore
 import ServerKit
@@ -126,6 +127,24 @@ extension ServerSettings {
             let pool = Task { await database.run() }
             if let found = await database.check() { problem(setting, found) }
             pool.cancel()
+        }
+        checkPAM()
+    }
+
+    /// A `pam` passdb: libpam loads, and the service has a stack (its own file, or PAM's
+    /// `other`).
+    mutating func checkPAM() {
+        for case .pam(let service) in passdbs {
+            do {
+                _ = try PAMLibrary()
+            } catch {
+                problem(.passdb, "pam:\(service): \(error)")
+                continue
+            }
+            let directory = "/etc/pam.d"
+            if Glibc.access("\(directory)/\(service)", F_OK) != 0 && Glibc.access("\(directory)/other", F_OK) != 0 {
+                problem(.passdb, "pam:\(service): neither \(directory)/\(service) nor \(directory)/other exists, so PAM has no stack for the service")
+            }
         }
     }
 

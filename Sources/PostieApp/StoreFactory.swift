@@ -5,6 +5,7 @@ import MailBackend
 import MaildirStore
 import MboxStore
 import NIOPosix
+import PAMAuth
 import Passwords
 import PostgresNIO
 import PostgresStore
@@ -129,37 +130,47 @@ public struct StoreFactory: Sendable {
     /// The store a command's flags name, or why they name none.
     public static func choose(
         store: String?, passwdFile: String?, maildir: String? = nil, dovecotControl: String? = nil, mbox: String? = nil,
-        database: DatabaseSource, for command: Command
+        database: DatabaseSource, for command: Command, passdbs: [UserDatabaseDriver] = [], userdbs: [UserDatabaseDriver] = []
     ) throws(Refusal) -> StoreFactory {
         let filesName = command == .deliver ? "maildir" : "passwd-file"
+        let chained = !passdbs.isEmpty
         switch store?.lowercased() {
         case nil, "maildir", "passwd-file" where command == .userAdmin:
             switch command {
             case .deliver:
+                guard chained || userdbs.isEmpty else { throw Refusal(description: "--userdb needs a passdb: give --passdb or --passwd-file") }
+                var factory: StoreFactory
                 if let mbox {
-                    guard let passwdFile else { throw Refusal(description: "give --passwd-file FILE with --mbox TEMPLATE") }
+                    guard passwdFile != nil || chained else { throw Refusal(description: "give --passwd-file FILE (or --passdb) with --mbox TEMPLATE") }
                     guard maildir == nil, dovecotControl == nil else {
                         throw Refusal(description: "--mbox and --maildir (or --dovecot-control) name two mail locations; give one")
                     }
-                    var factory = StoreFactory(.files(passwdFile: passwdFile, maildir: nil, dovecotControl: nil))
+                    factory = StoreFactory(.files(passwdFile: passwdFile ?? "", maildir: nil, dovecotControl: nil))
                     factory.mbox = mbox
-                    return factory
+                } else {
+                    guard passwdFile != nil || chained, let maildir else {
+                        throw Refusal(description: "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE (or --passdb), or --store postgres")
+                    }
+                    if let dovecotControl, let problem = ServerSettings.dovecotControlProblem(dovecotControl, maildir: maildir) {
+                        throw Refusal(description: "--dovecot-control: \(problem)")
+                    }
+                    factory = StoreFactory(.files(passwdFile: passwdFile ?? "", maildir: maildir, dovecotControl: dovecotControl))
                 }
-                guard let passwdFile, let maildir else {
-                    throw Refusal(description: "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE, or --store postgres")
+                if chained {
+                    // As serve: --passwd-file is passwd-file:FILE, first, as passdb and userdb.
+                    let file = passwdFile.map { [UserDatabaseDriver.passwdFile($0)] } ?? []
+                    factory.passdbs = file + passdbs
+                    factory.userdbs = userdbs.isEmpty ? [] : file + userdbs
                 }
-                if let dovecotControl, let problem = ServerSettings.dovecotControlProblem(dovecotControl, maildir: maildir) {
-                    throw Refusal(description: "--dovecot-control: \(problem)")
-                }
-                return StoreFactory(.files(passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl))
+                return factory
             case .userAdmin:
                 guard let passwdFile else { throw Refusal(description: "give --passwd-file FILE, or --store postgres") }
                 return StoreFactory(.files(passwdFile: passwdFile, maildir: nil, dovecotControl: nil))
             }
         case "postgres":
             switch command {
-            case .deliver where passwdFile != nil || maildir != nil || dovecotControl != nil || mbox != nil:
-                throw Refusal(description: "--maildir, --mbox, --dovecot-control and --passwd-file are not used with --store postgres")
+            case .deliver where passwdFile != nil || maildir != nil || dovecotControl != nil || mbox != nil || chained || !userdbs.isEmpty:
+                throw Refusal(description: "--maildir, --mbox, --dovecot-control, --passwd-file, --passdb and --userdb are not used with --store postgres")
             case .userAdmin where passwdFile != nil:
                 throw Refusal(description: "--passwd-file is not used with --store postgres")
             default:
@@ -286,6 +297,9 @@ public struct StoreFactory: Sendable {
         public var ldapDatabases: [LDAPUserDatabase] = []
         /// Empties the authentication cache (SIGHUP); nil without one.
         public var flushAuthCache: (@Sendable () -> Void)?
+        /// The root worker processes (PAM conversations, mbox spool ownership), started before
+        /// the server drops root when it needs them; nil without a pam passdb or mbox store.
+        public var authWorkers: AuthWorkerPool?
         /// Every user, for work over all mailboxes (the retention sweep).
         public var allUsers: (@Sendable () async throws -> [AuthenticatedUser])?
 
@@ -337,9 +351,17 @@ public struct StoreFactory: Sendable {
         let store: any MailStore
         let delivery: any MailDelivery
         let usage: any QuotaUsageSource
+        var authWorkers = chain.authWorkers
         if let mbox {
             // mbox spools (`--mbox`, docs/mbox.md) instead of Maildirs.
-            let spools = MboxStore(template: mbox, uidlFormat: uidl.format, reuseXUIDL: uidl.reuseXUIDL, threadPool: threadPool, logger: logger)
+            var spools = MboxStore(template: mbox, uidlFormat: uidl.format, reuseXUIDL: uidl.reuseXUIDL, threadPool: threadPool, logger: logger)
+            // After --run-as, a rewritten spool gets its user's ownership from a root worker.
+            let workers = chain.authWorkers ?? AuthWorkerPool.forPostie(size: 1, threadPool: threadPool)
+            authWorkers = workers
+            spools.giveOwnership = { temporary, spool in
+                if case .failure(let error) = workers.giveOwnership(of: temporary, like: spool) { return error.description }
+                return nil
+            }
             let appender = MboxDelivery(store: spools, users: users, logger: logger)
             (store, usage) = (spools, appender)
             delivery = QuotaDelivery(appender, users: users, usage: appender, defaultRule: defaultQuota, observe: quotaObserver)
@@ -362,6 +384,7 @@ public struct StoreFactory: Sendable {
         backend.sqlDatabases = chain.sqlDatabases
         backend.ldapDatabases = chain.ldapDatabases
         backend.flushAuthCache = chain.flush
+        backend.authWorkers = authWorkers
         backend.allUsers = chain.allUsers
         return backend
     }

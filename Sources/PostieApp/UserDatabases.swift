@@ -3,6 +3,7 @@ import LDAPDirectory
 import Logging
 import MailBackend
 import NIOPosix
+import PAMAuth
 import Passwords
 import PostgresStore
 
@@ -20,6 +21,8 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
     case staticFields(String)
     /// `passwd`: the system's accounts through getpwnam (userdb only).
     case systemPasswd
+    /// `pam[:SERVICE]`: the PAM stack of `/etc/pam.d/SERVICE` (passdb only; default `postie`).
+    case pam(service: String)
 
     /// Parses `DRIVER[:ARGS]`; the message says what is wrong.
     public init(parsing text: String, asPassdb: Bool) throws(StoreFactory.Refusal) {
@@ -42,12 +45,16 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
         case "passwd" where !asPassdb:
             guard args.isEmpty else { throw .init(description: "'\(text)': the passwd userdb takes no arguments") }
             self = .systemPasswd
+        case "pam" where asPassdb:
+            self = .pam(service: try Self.pamService(args, text: text))
+        case "pam":
+            throw .init(description: "'\(text)': pam is a passdb driver; give it to --passdb (and --userdb passwd for the accounts' homes)")
         case "static", "passwd":
             throw .init(description: "'\(text)': \(driver) is a userdb driver here; give it to --userdb")
-        case "pam", "prefetch", "checkpassword", "imap", "lua", "dict", "shadow", "bsdauth", "oauth2":
-            throw .init(description: "'\(text)': the \(driver) driver is not supported yet (passwd-file, sql, ldap, static, passwd are)")
+        case "prefetch", "checkpassword", "imap", "lua", "dict", "shadow", "bsdauth", "oauth2":
+            throw .init(description: "'\(text)': the \(driver) driver is not supported yet (passwd-file, sql, ldap, pam, static, passwd are)")
         default:
-            throw .init(description: "'\(text)': unknown driver '\(driver)' (known: passwd-file, sql, ldap\(asPassdb ? "" : ", static, passwd"))")
+            throw .init(description: "'\(text)': unknown driver '\(driver)' (known: passwd-file, sql, ldap\(asPassdb ? ", pam" : ", static, passwd"))")
         }
     }
 
@@ -58,13 +65,37 @@ public enum UserDatabaseDriver: Sendable, Hashable, CustomStringConvertible {
         case .ldap(let file): "ldap:\(file)"
         case .staticFields(let args): "static:\(args)"
         case .systemPasswd: "passwd"
+        case .pam(let service): service == Self.defaultPAMService ? "pam" : "pam:\(service)"
         }
+    }
+
+    /// The PAM service without one named: `/etc/pam.d/postie` (or PAM's `other` without it).
+    public static let defaultPAMService = "postie"
+
+    /// Dovecot's PAM `args`: the service name last, after options. `*` (the protocol's name)
+    /// is `pop3`; `%s` is the same. Options Postie has no use for (`session=`, `setcred=`,
+    /// `max_requests=`, `cache_key=`, `failure_show_msg=`) are accepted and ignored.
+    static func pamService(_ args: String, text: String) throws(StoreFactory.Refusal) -> String {
+        var service = defaultPAMService
+        for word in args.split(separator: " ") {
+            if let equals = word.firstIndex(of: "=") {
+                let key = word[..<equals]
+                guard ["session", "setcred", "max_requests", "cache_key", "failure_show_msg"].contains(key) else {
+                    throw .init(description: "'\(text)': unknown PAM option '\(key)'")
+                }
+            } else {
+                service = word == "*" || word == "%s" ? "pop3" : String(word)
+            }
+        }
+        guard !service.contains("/"), !service.hasPrefix(".") else { throw .init(description: "'\(text)': '\(service)' is not a PAM service name") }
+        return service
     }
 
     /// Drivers that can answer as a userdb when no `--userdb` is given.
     var isUserdb: Bool {
         switch self {
         case .passwdFile, .sql, .ldap, .staticFields, .systemPasswd: true
+        case .pam: false
         }
     }
 }
@@ -88,6 +119,8 @@ struct OpenedChain: Sendable {
     var flush: (@Sendable () -> Void)?
     /// The first passwd-file passdb: app passwords live in its sidecar.
     var appPasswordFile: String?
+    /// The PAM auth workers, to start before dropping root; nil without a pam passdb.
+    var authWorkers: AuthWorkerPool? = nil
     var allUsers: @Sendable () async throws -> [AuthenticatedUser]
 }
 
@@ -136,11 +169,13 @@ extension StoreFactory {
             }
         }
         var passes: [any PassDatabase] = []
+        let authWorkers = passdbs.contains { if case .pam = $0 { true } else { false } } ? AuthWorkerPool.forPostie(threadPool: threadPool) : nil
         for driver in passdbs {
             switch driver {
             case .passwdFile(let path): passes.append(passwdFile(path))
             case .sql(let path): passes.append(try await sql(path))
             case .ldap(let path): passes.append(try await ldap(path))
+            case .pam(let service): passes.append(PAMPassDatabase(service: service, workers: authWorkers!, threadPool: threadPool, logger: logger))
             case .staticFields, .systemPasswd: throw .database("\(driver) is not a passdb")
             }
         }
@@ -153,6 +188,7 @@ extension StoreFactory {
             case .staticFields(let args):
                 do { users.append(try StaticUserDatabase(args: args)) } catch { throw .database("static:\(args): \(error)") }
             case .systemPasswd: users.append(SystemUserDatabase(threadPool: threadPool))
+            case .pam: throw .database("\(driver) is not a userdb")
             }
         }
         let chain = UserDatabaseChain(passdbs: passes, userdbs: users, logger: logger)
@@ -171,12 +207,12 @@ extension StoreFactory {
         guard cache.size > 0 else {
             return OpenedChain(
                 users: chain, passwdFiles: fileOrder, sqlDatabases: sqlOrder, ldapDatabases: ldapOrder, flush: nil, appPasswordFile: firstFile,
-                allUsers: allUsers)
+                authWorkers: authWorkers, allUsers: allUsers)
         }
         let cached = CachingUserDatabase(chain, size: cache.size, ttl: cache.ttl, negativeTTL: cache.negativeTTL)
         return OpenedChain(
             users: cached, passwdFiles: fileOrder, sqlDatabases: sqlOrder, ldapDatabases: ldapOrder, flush: { cached.flush() },
-            appPasswordFile: firstFile, allUsers: allUsers)
+            appPasswordFile: firstFile, authWorkers: authWorkers, allUsers: allUsers)
     }
 }
 
@@ -205,9 +241,26 @@ extension StoreFactory {
                 found = try await ldap.listUsers()
             case .staticFields, .systemPasswd:
                 throw ConfigurationError("\(driver) is a userdb; it lists no users")
+            case .pam:
+                // PAM cannot list its users; its users are the machine's people (getpwent).
+                found = SystemUserDatabase.peoplesAccounts().map { ($0, "PAM") }
             }
             for user in found where seen.insert(user.name).inserted { listed.append(user) }
         }
         return listed
     }
+}
+
+extension AuthWorkerPool {
+    /// The `postie` executable's hidden `auth-worker` command: four for PAM (one is enough when
+    /// only mbox spools need them), plus the one for spool ownership.
+    static func forPostie(size: Int = 4, threadPool: NIOThreadPool) -> AuthWorkerPool {
+        var path = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &path, path.count - 1)
+        let name = length > 0 ? String(decoding: path[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "postie"
+        return AuthWorkerPool(size: size, executable: "/proc/self/exe", name: name, arguments: [authWorkerCommand], threadPool: threadPool)
+    }
+
+    /// The hidden command that runs ``AuthWorker/serve(socket:)`` on standard input.
+    public static let authWorkerCommand = "auth-worker"
 }

@@ -28,6 +28,7 @@ struct Deliver: AsyncParsableCommand {
         Examples:
           postie deliver --user alice --maildir '/srv/mail/%u' --passwd-file /etc/postie/passwd < message.eml
           postie deliver --user alice --to 'mbox:/var/mail/%u' --passwd-file /etc/postie/passwd < message.eml
+          postie deliver --user alice --maildir '~/Maildir' --passdb pam --userdb passwd < message.eml
           POSTIE_DATABASE_URL=postgres://postie:secret@db/mail postie deliver --user alice --store postgres < message.eml
           # Exim pipe transport: command = /usr/local/bin/postie deliver --user $local_part ...
         """
@@ -51,6 +52,12 @@ struct Deliver: AsyncParsableCommand {
 
     @Option(name: .setting(.passwdFile), help: .setting(.passwdFile))
     var passwdFile: String?
+
+    @Option(name: .customLong("passdb"), help: ArgumentHelp("A password database, as for serve (passwd-file:FILE, sql:FILE, pam): the recipient must be a user of the chain; repeatable.", valueName: "driver:args"))
+    var passdbs: [String] = []
+
+    @Option(name: .customLong("userdb"), help: ArgumentHelp("A user database, as for serve (passwd, static:ARGS, ...): home and mail location; repeatable.", valueName: "driver:args"))
+    var userdbs: [String] = []
 
     @Option(help: ArgumentHelp("maildir (--maildir and --passwd-file, the default) or postgres (POSTIE_DATABASE_URL or --database-url-file).", valueName: "store"))
     var store: String?
@@ -88,9 +95,16 @@ struct Deliver: AsyncParsableCommand {
                 throw ExitCode(64)
             }
         }
+        let chain: (passdbs: [UserDatabaseDriver], userdbs: [UserDatabaseDriver])
+        do {
+            chain = (try passdbs.map { try UserDatabaseDriver(parsing: $0, asPassdb: true) }, try userdbs.map { try UserDatabaseDriver(parsing: $0, asPassdb: false) })
+        } catch {
+            FileHandleOutput.standardError("postie deliver: \(error)\n")
+            throw ExitCode(64)
+        }
         let outcome = await delivery.run(
             store: store, passwdFile: passwdFile, maildir: maildir, dovecotControl: dovecotControl, mbox: mbox, database: database.source,
-            usernameFormat: usernameFormat, defaultDomain: defaultDomain)
+            usernameFormat: usernameFormat, defaultDomain: defaultDomain, passdbs: chain.passdbs, userdbs: chain.userdbs)
         if let message = outcome.message { FileHandleOutput.standardError("postie deliver: \(message)\n") }
         if outcome.status != .ok { throw ExitCode(outcome.status.rawValue) }
     }

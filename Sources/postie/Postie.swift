@@ -8,7 +8,7 @@ struct Postie: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Serve.self, Check.self, ConfigCommand.self, UserCommand.self, PasswordCommand.self, Deliver.self, MigrateCommand.self,
-            FetchCommand.self, BenchCommand.self, DatabaseCommand.self, MailboxCommand.self, AdminCommand.self,
+            FetchCommand.self, BenchCommand.self, DatabaseCommand.self, MailboxCommand.self, AdminCommand.self, AuthWorkerCommand.self,
         ]
     )
 }

@@ -28,10 +28,10 @@ struct StoreFactoryTests {
     }
 
     @Test(arguments: [
-        (nil, "/p", nil, nil, "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE, or --store postgres"),
-        ("maildir", nil, "/m/%u", nil, "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE, or --store postgres"),
-        ("postgres", nil, "/m/%u", nil, "--maildir, --mbox, --dovecot-control and --passwd-file are not used with --store postgres"),
-        ("postgres", nil, nil, "/c/%u", "--maildir, --mbox, --dovecot-control and --passwd-file are not used with --store postgres"),
+        (nil, "/p", nil, nil, "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE (or --passdb), or --store postgres"),
+        ("maildir", nil, "/m/%u", nil, "give --maildir TEMPLATE (or --mbox TEMPLATE) and --passwd-file FILE (or --passdb), or --store postgres"),
+        ("postgres", nil, "/m/%u", nil, "--maildir, --mbox, --dovecot-control, --passwd-file, --passdb and --userdb are not used with --store postgres"),
+        ("postgres", nil, nil, "/c/%u", "--maildir, --mbox, --dovecot-control, --passwd-file, --passdb and --userdb are not used with --store postgres"),
         ("mbox", "/p", "/m/%u", nil, "--store 'mbox' is not maildir or postgres"),
         ("passwd-file", "/p", "/m/%u", nil, "--store 'passwd-file' is not maildir or postgres"),
         (nil, "/p", "/m/%u", "/control", "--dovecot-control: '/control' does not contain %u, %n, %h or ~, so every user would share one dovecot-uidlist"),
@@ -52,8 +52,23 @@ struct StoreFactoryTests {
         #expect(throws: Refusal(description: "--mbox and --maildir (or --dovecot-control) name two mail locations; give one")) {
             try StoreFactory.choose(store: nil, passwdFile: "/p", maildir: "/m/%u", mbox: "/var/mail/%u", database: DatabaseSource(), for: .deliver)
         }
-        #expect(throws: Refusal(description: "give --passwd-file FILE with --mbox TEMPLATE")) {
+        #expect(throws: Refusal(description: "give --passwd-file FILE (or --passdb) with --mbox TEMPLATE")) {
             try StoreFactory.choose(store: nil, passwdFile: nil, mbox: "/var/mail/%u", database: DatabaseSource(), for: .deliver)
+        }
+    }
+
+    /// `postie deliver --passdb ... --userdb ...`: the recipient from a chain, as serve has it.
+    @Test func deliverTakesAUserDatabaseChain() throws {
+        let factory = try StoreFactory.choose(
+            store: nil, passwdFile: "/p", maildir: "~/Maildir", database: DatabaseSource(), for: .deliver, passdbs: [.pam(service: "postie")],
+            userdbs: [.systemPasswd])
+        #expect(factory.passdbs == [.passwdFile("/p"), .pam(service: "postie")])
+        #expect(factory.userdbs == [.passwdFile("/p"), .systemPasswd])
+        let alone = try StoreFactory.choose(
+            store: nil, passwdFile: nil, mbox: "/var/mail/%u", database: DatabaseSource(), for: .deliver, passdbs: [.pam(service: "postie")])
+        #expect(alone.passdbs == [.pam(service: "postie")] && alone.userdbs.isEmpty && alone.mbox == "/var/mail/%u")
+        #expect(throws: Refusal(description: "--userdb needs a passdb: give --passdb or --passwd-file")) {
+            try StoreFactory.choose(store: nil, passwdFile: nil, maildir: "~/Maildir", database: DatabaseSource(), for: .deliver, userdbs: [.systemPasswd])
         }
     }
 

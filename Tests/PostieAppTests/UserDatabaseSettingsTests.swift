@@ -41,9 +41,11 @@ struct UserDatabaseSettingsTests {
 
     @Test(arguments: [
         (["--passdb", "static:password=x"], "error: --passdb: 'static:password=x': static is a userdb driver here; give it to --userdb"),
-        (["--passdb", "pam:dovecot"], "error: --passdb: 'pam:dovecot': the pam driver is not supported yet (passwd-file, sql, ldap, static, passwd are)"),
         (["--passdb", "ldap"], "error: --passdb: 'ldap': give ldap:FILE (a dovecot-ldap.conf.ext)"),
         (["--passdb", "sql"], "error: --passdb: 'sql': give sql:FILE (a dovecot-sql.conf.ext)"),
+        (["--passdb", "passwd-file:/p", "--userdb", "pam"], "error: --userdb: 'pam': pam is a passdb driver; give it to --passdb (and --userdb passwd for the accounts' homes)"),
+        (["--passdb", "pam:colour=blue postie"], "error: --passdb: 'pam:colour=blue postie': unknown PAM option 'colour'"),
+        (["--passdb", "pam:../../etc/shadow"], "error: --passdb: 'pam:../../etc/shadow': '../../etc/shadow' is not a PAM service name"),
         (["--passdb", "passwd-file:/p", "--userdb", "passwd:x"], "error: --userdb: 'passwd:x': the passwd userdb takes no arguments"),
         (["--passdb", "passwd-file:/p", "--userdb", "static:home=/srv/%q"], "error: --userdb: 'static:home=/srv/%q': '/srv/%q': unknown variable %q"),
         (["--userdb", "passwd"], "error: --userdb: a userdb needs a passdb to log users in: give --passdb or --passwd-file"),
@@ -53,6 +55,15 @@ struct UserDatabaseSettingsTests {
     func refuses(arguments: [String], message: String) async throws {
         let settings = try await ServerSettingsTests.load(Self.listen + arguments)
         #expect(settings.errors.map(\.description).contains(message), "\(settings.errors)")
+    }
+
+    @Test func pamServices() async throws {
+        let settings = try await ServerSettingsTests.load(Self.listen + [
+            "--passdb", "pam", "--passdb", "pam:dovecot", "--passdb", "pam:session=yes max_requests=100 *", "--userdb", "passwd",
+        ])
+        #expect(settings.errors.isEmpty, "\(settings.errors)")
+        #expect(settings.userDatabaseChain.passdbs == [.pam(service: "postie"), .pam(service: "dovecot"), .pam(service: "pop3")])
+        #expect(settings.effectiveYAML.contains("passdb: [\"pam\", \"pam:dovecot\", \"pam:pop3\"]"))
     }
 
     @Test func notWithThePostgresStore() async throws {

@@ -942,7 +942,7 @@ _postie_pw_hash() {
 _postie_deliver() {
     repeating_flags=()
     non_repeating_flags=(--quota-full-tempfail --version -h --help)
-    repeating_options=()
+    repeating_options=(--passdb --userdb)
     non_repeating_options=(--user --maildir --mbox --to --dovecot-control --passwd-file --store --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --max-size --spool-dir --default-quota --username-format --default-domain)
     __postie_offer_flags_options 0
 
@@ -964,6 +964,12 @@ _postie_deliver() {
         return
         ;;
     '--passwd-file')
+        return
+        ;;
+    '--passdb')
+        return
+        ;;
+    '--userdb')
         return
         ;;
     '--store')
