@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "Tests" / "Interop"))
 
 from kits import pg  # noqa: E402
+from kits.ldap import Slapd  # noqa: E402
 from kits.launcher import free_port, wait_port  # noqa: E402
 from kits.mail import Maildir  # noqa: E402
 
@@ -94,9 +95,45 @@ def sql_pgsql(setup: Setup) -> tuple[list[str], callable]:
     return ["--passdb", f"sql:{conf}", "--userdb", f"sql:{conf}", "--maildir", "~"], server.stop
 
 
+LDAP_SUFFIX = "dc=example,dc=org"
+LDAP_CONF = """\
+uris = {uri}
+dn = cn=admin,{suffix}
+dnpass = {root_password}
+base = ou=people,{suffix}
+auth_bind = {auth_bind}
+pass_filter = (&(objectClass=inetOrgPerson)(mail=%u))
+pass_attrs = mail=user, userPassword=password
+user_filter = (&(objectClass=inetOrgPerson)(mail=%u))
+user_attrs = =home={vmail}/%d/%n
+iterate_filter = (objectClass=inetOrgPerson)
+iterate_attrs = mail=user
+"""
+
+
+def ldap(setup: Setup, auth_bind: bool) -> tuple[list[str], callable]:
+    """OpenLDAP's slapd (kits/ldap.py) with inetOrgPerson entries; the doveadm SHA512-CRYPT
+    hashes as {CRYPT}, which both slapd (auth_bind) and Postie (lookup) check."""
+    server = Slapd(setup.root / ("slapd-bind" if auth_bind else "slapd-lookup"), LDAP_SUFFIX).start()
+    entries = [f"dn: {LDAP_SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",
+               f"dn: ou=people,{LDAP_SUFFIX}\nobjectClass: organizationalUnit\nou: people\n"]
+    for name, (_, stored) in setup.users.items():
+        local = name.split("@")[0]
+        entries.append(f"dn: uid={local},ou=people,{LDAP_SUFFIX}\nobjectClass: inetOrgPerson\nuid: {local}\ncn: {local}\n"
+                       f"sn: {local}\nmail: {name}\nuserPassword: {stored.replace('{SHA512-CRYPT}', '{CRYPT}')}\n")
+    server.add("\n".join(entries))
+    conf = setup.root / f"dovecot-ldap-{'bind' if auth_bind else 'lookup'}.conf.ext"
+    conf.write_text(LDAP_CONF.format(uri=server.uri, suffix=LDAP_SUFFIX, root_password=server.root_password,
+                                     auth_bind="yes" if auth_bind else "no", vmail=setup.vmail))
+    conf.chmod(0o600)
+    return ["--passdb", f"ldap:{conf}", "--userdb", f"ldap:{conf}", "--maildir", "~"], server.stop
+
+
 DRIVERS = {
     "passwd-file": passwd_file,
     "sql-pgsql": sql_pgsql,
+    "ldap-lookup": lambda setup: ldap(setup, auth_bind=False),
+    "ldap-auth-bind": lambda setup: ldap(setup, auth_bind=True),
 }
 
 
