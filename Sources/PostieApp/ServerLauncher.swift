@@ -1,3 +1,4 @@
+import DovecotSQL
 import DurableFiles
 import LMTPServer
 import MailBackend
@@ -149,7 +150,7 @@ public enum ServerLauncher {
             services.append(.init(service: DatabaseService(store: database)))
         }
         for database in backend.sqlDatabases {
-            logger.info("master: SQL user database \(database.path) at \(database.url)")
+            logger.info("master: SQL user database \(database.path) at \(database.server)")
             services.append(.init(service: SQLUserDatabaseService(database: database)))
         }
         let server = POP3Server(configuration: serverConfiguration, userDatabase: backend.users, mailStore: backend.store, logger: logger, metrics: metrics)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DovecotSQL
 import Logging
 import MailBackend
 import MaildirStore

@@ -1,3 +1,4 @@
+import DovecotSQL
 import Foundation
 import Logging
 import MailBackend
