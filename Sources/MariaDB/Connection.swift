@@ -60,9 +60,10 @@ final class MariaDBConnection: @unchecked Sendable {
                 }
             }
         }
+        // On failure deinit closes the handle (and frees what mysql_init allocated).
         guard connected != nil else {
-            let error = connectionError()
-            library.close(handle)
+            var error = connectionError()
+            error.duringConnect = true
             throw error
         }
     }

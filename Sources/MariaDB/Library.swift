@@ -127,6 +127,9 @@ public struct MariaDBError: Error, Sendable, CustomStringConvertible {
     public var code: UInt32
     public var sqlState: String
     public var message: String
+    /// Whether connecting failed (refused, timed out, access denied, unknown database): the
+    /// database cannot be reached as configured, so no query can be answered yet.
+    public var duringConnect = false
 
     public init(code: UInt32, sqlState: String = "", message: String) {
         self.code = code
@@ -147,5 +150,7 @@ public struct MariaDBError: Error, Sendable, CustomStringConvertible {
 
     /// Whether it is the database's trouble (down, overloaded, restarting) rather than the
     /// administrator's (a wrong column, a syntax error, a missing table).
-    public var isTemporary: Bool { connectionIsLost || Self.transientServerCodes.contains(code) }
+    /// A failed connect is temporary too, as in Dovecot: logins wait for the database (or its
+    /// administrator) rather than being refused for good.
+    public var isTemporary: Bool { duringConnect || connectionIsLost || Self.transientServerCodes.contains(code) }
 }

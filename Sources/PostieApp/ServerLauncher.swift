@@ -286,12 +286,13 @@ struct DatabaseService: Service {
     }
 }
 
-/// Runs an SQL user database's connection pool.
+/// Runs an SQL user database's connection pool until the group shuts down (a driver's `run()`
+/// ends on cancellation; PostgresNIO's also on graceful shutdown, libmariadb's pool only so).
 struct SQLUserDatabaseService: Service {
     let database: SQLUserDatabase
 
     func run() async throws {
-        await database.run()
+        try await cancelWhenGracefulShutdown { await database.run() }
     }
 }
 

@@ -203,11 +203,11 @@ def test_config_check_connects_and_names_the_file_and_key(postie_bin, postfix, t
     assert r.returncode == 1
     assert f"error: --passdb: sql({broken}): password_query:" in r.stderr and "passwd" in r.stderr, r.stderr
 
-    mysql = tmp_path / "mysql.conf.ext"
-    mysql.write_text(conf.read_text().replace("driver = pgsql", "driver = mysql"))
-    r = check(mysql)
+    sqlite = tmp_path / "sqlite.conf.ext"
+    sqlite.write_text(conf.read_text().replace("driver = pgsql", "driver = sqlite"))
+    r = check(sqlite)
     assert r.returncode == 1
-    assert f"error: --passdb: {mysql}: driver: 'mysql' is not supported yet; only pgsql (PostgreSQL) is" in r.stderr, r.stderr
+    assert f"error: --passdb: {sqlite}: driver: 'sqlite' is not supported yet; pgsql (PostgreSQL) and mysql (MySQL/MariaDB) are" in r.stderr, r.stderr
 
     database.halt()
     r = check(conf)

@@ -1,0 +1,233 @@
+"""`--passdb sql:FILE --userdb sql:FILE` with `driver = mysql` on a PostfixAdmin `mailbox` table
+in a real MariaDB (Debian's mariadb-server, started by the test on loopback), with a
+dovecot-sql.conf.ext as PostfixAdmin's Dovecot instructions write it (docs/users.md):
+{SHA512-CRYPT} and {BLF-CRYPT} passwords made by `doveadm pw`, the right Maildir per user,
+hostile names that find no one, a stopped or hung database that is [SYS/TEMP] and recovers
+without a restart, `config check` naming the file and key, `user list`."""
+
+from __future__ import annotations
+
+import poplib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kits import mysql
+from kits.launcher import free_port
+from kits.mail import Maildir
+from kits.metrics import wait_metrics
+
+USERS = {
+    "alice@example.org": ("SHA512-CRYPT", "Alice-S3cret!pw"),
+    "bob@example.org": ("BLF-CRYPT", "b0b's pass"),
+}
+
+# PostfixAdmin's MySQL schema (the columns Dovecot's queries read; the rest as PostfixAdmin has them).
+SCHEMA = """
+CREATE TABLE mailbox (
+  username varchar(255) NOT NULL, password varchar(255) NOT NULL, name varchar(255) NOT NULL DEFAULT '',
+  maildir varchar(255) NOT NULL DEFAULT '', quota bigint(20) NOT NULL DEFAULT 0, local_part varchar(255) NOT NULL,
+  domain varchar(255) NOT NULL, created datetime NOT NULL DEFAULT '2000-01-01 00:00:00',
+  modified datetime NOT NULL DEFAULT '2000-01-01 00:00:00', active tinyint(1) NOT NULL DEFAULT 1,
+  PRIMARY KEY (username), KEY domain (domain)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='Postfix Admin - Virtual Mailboxes'
+"""
+
+# As PostfixAdmin's DOVECOT.txt writes it for MySQL, with its /var/mail/vmail moved under the
+# test's directory (and its quota as Dovecot 2.3's quota_rule).
+SQL_CONF = """\
+# dovecot-sql.conf.ext, MySQL (PostfixAdmin DOVECOT.txt)
+connect = host=127.0.0.1 port={port} dbname=postfix user=postfix password={password} connect_timeout=3
+driver = mysql
+default_pass_scheme = SHA512-CRYPT
+
+# Get the mailbox
+user_query = SELECT '{vmail}/%u' AS home, 'maildir:{vmail}/%u' AS mail, 1001 AS uid, 1001 AS gid, \\
+  CONCAT('*:bytes=', quota) AS quota_rule FROM mailbox WHERE username = '%u' AND active = '1'
+# Get the password
+password_query = SELECT username AS user, password, '{vmail}/%u' AS userdb_home, 'maildir:{vmail}/%u' AS userdb_mail, \\
+  1001 AS userdb_uid, 1001 AS userdb_gid FROM mailbox WHERE username = '%u' AND active = '1'
+iterate_query = SELECT username AS user FROM mailbox
+"""
+
+
+def doveadm_hash(doveadm: str, scheme: str, password: str) -> str:
+    r = subprocess.run([doveadm, "pw", "-s", scheme, "-p", password], capture_output=True, text=True, timeout=60, check=True)
+    return r.stdout.strip()
+
+
+@pytest.fixture
+def postfix(tmp_path, doveadm):
+    """A MariaDB of its own (this test stops it), holding PostfixAdmin's table, read by a
+    `postfix` user with SELECT only and a password holding ' and \\."""
+    server = mysql.start()  # under /tmp: the mysql user cannot enter pytest's 0700 directories
+    try:
+        server.sql("CREATE DATABASE postfix CHARACTER SET utf8mb4")
+        server.sql(SCHEMA, database="postfix")
+        password = mysql.password()
+        server.create_user("postfix", password, grant="SELECT ON postfix.*")
+        vmail = tmp_path / "vmail"
+        for user, (scheme, secret) in USERS.items():
+            local, domain = user.split("@")
+            stored = doveadm_hash(doveadm, scheme, secret)
+            assert stored.startswith("{" + scheme + "}"), stored
+            server.sql(f"INSERT INTO mailbox (username, password, maildir, quota, local_part, domain) "
+                       f"VALUES ('{user}', '{stored}', '{domain}/{local}/', 10485760, '{local}', '{domain}')", database="postfix")
+            Maildir(vmail / user).create().deliver(f"Subject: for {user}\r\n\r\nhello {local}\r\n".encode())
+        conf = tmp_path / "dovecot-sql.conf.ext"
+        conf.write_text(SQL_CONF.format(port=server.port, password=password, vmail=vmail))
+        conf.chmod(0o600)
+        yield server, conf
+    finally:
+        server.stop()
+
+
+def serve(postie, conf: Path, *extra: str):
+    return postie.start(passwd=None, maildir="~", extra=[
+        "--passdb", f"sql:{conf}", "--userdb", f"sql:{conf}", "--database-connect-timeout", "3",
+        "--auth-failure-delay", "0", *extra])
+
+
+def login(server, user: str, password: str) -> poplib.POP3:
+    client = poplib.POP3(server.host, server.port, timeout=30)
+    client.user(user)
+    try:
+        client.pass_(password)
+    except poplib.error_proto:
+        client.close()
+        raise
+    return client
+
+
+def first_message(server, user: str, password: str) -> bytes:
+    client = login(server, user, password)
+    try:
+        assert client.stat()[0] == 1
+        return b"\r\n".join(client.retr(1)[1])
+    finally:
+        client.quit()
+
+
+def refusal(server, user: str, password: str) -> str:
+    with pytest.raises(poplib.error_proto) as failure:
+        login(server, user, password).quit()
+    return failure.value.args[0].decode()
+
+
+def recovers(server, user: str, password: str) -> None:
+    """Logs in once the database is back: the pool reconnects by itself, maybe after a moment."""
+    for _ in range(60):
+        try:
+            assert f"hello {user.split('@')[0]}".encode() in first_message(server, user, password)
+            return
+        except poplib.error_proto as e:
+            assert "[SYS/TEMP]" in e.args[0].decode()
+            time.sleep(0.5)
+    pytest.fail("no login after the database came back:\n" + server.log_tail())
+
+
+def test_postfixadmin_table_logs_users_in_to_their_maildirs(postie, postfix):
+    database, conf = postfix
+    server = serve(postie, conf)
+    for user, (_, password) in USERS.items():
+        assert f"hello {user.split('@')[0]}".encode() in first_message(server, user, password)
+        # auth_username_format %Lu: the name as typed in another case is the same user.
+        assert b"hello" in first_message(server, user.upper(), password)
+    assert refusal(server, "alice@example.org", USERS["bob@example.org"][1]) == "-ERR [AUTH] Authentication failed."
+    assert refusal(server, "nobody@example.org", "x") == "-ERR [AUTH] Authentication failed."
+    # A hostile name is a bound parameter: no one logs in with it and the table is untouched.
+    # (USER takes no spaces; the unit tests try names with spaces through a table in memory.)
+    # (Eight failures in all: below the lockout threshold of ten from one address.)
+    for hostile in ("x'OR'1'='1", "alice@example.org'#", "';DROP/**/TABLE/**/mailbox;--", "x\\'OR/**/1=1#", "%u", "?"):
+        assert refusal(server, hostile, USERS["alice@example.org"][1]) == "-ERR [AUTH] Authentication failed.", hostile
+    assert database.sql("SELECT count(*) FROM mailbox", database="postfix") == "2"
+    # Still serving, on the same pooled connections.
+    assert b"hello alice" in first_message(server, "alice@example.org", USERS["alice@example.org"][1])
+    assert server.alive()
+
+
+def test_a_stopped_database_is_sys_temp_and_recovers_without_a_restart(postie, postfix):
+    database, conf = postfix
+    metrics = free_port()
+    server = serve(postie, conf, "--metrics", f"127.0.0.1:{metrics}")
+    alice, (_, password) = "alice@example.org", USERS["alice@example.org"]
+    assert b"hello alice" in first_message(server, alice, password)
+    database.halt()
+    for _ in range(3):
+        assert refusal(server, alice, password) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
+    wait_metrics(metrics, lambda sc: sc.get("pop3_logins_total", result="unavailable", mechanism="USER", tls="no") == 3,
+                 what="three logins counted as unavailable")
+    server.wait_log(r"auth: Error: passdb sql\(.*dovecot-sql.conf.ext\): user=<alice@example.org>: cannot answer: "
+                    r"sql\(.*\): password_query on mysql://postfix@127\.0\.0\.1:\d+/postfix: ", timeout=30)
+    # Not counted as failed logins, and the password never reaches the log.
+    assert "Locked out" not in server.log_text()
+    assert conf.read_text().split("password=")[1].split()[0] not in server.log_text()
+    database.resume()
+    recovers(server, alice, password)
+    assert server.alive()
+
+
+def test_a_hung_database_is_sys_temp_within_the_connect_timeout_and_recovers(postie, postfix):
+    database, conf = postfix
+    server = serve(postie, conf)
+    alice, (_, password) = "alice@example.org", USERS["alice@example.org"]
+    bob, (_, bobs) = "bob@example.org", USERS["bob@example.org"]
+    assert b"hello alice" in first_message(server, alice, password)
+    database.freeze()  # SIGSTOP: connections open, nothing answers
+    try:
+        assert refusal(server, alice, password) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
+        assert refusal(server, bob, bobs) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
+        server.wait_log(r"cannot answer: .*mysql://postfix@127\.0\.0\.1:\d+/postfix: no answer within 3 s", timeout=30)
+    finally:
+        database.thaw()
+    recovers(server, alice, password)
+    recovers(server, bob, bobs)
+
+
+def test_config_check_connects_and_names_the_file_and_key(postie_bin, postfix, tmp_path):
+    database, conf = postfix
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(postie_bin), "config", "check", "--listen", "127.0.0.1:1110", "--maildir", "~",
+                               "--passdb", f"sql:{path}", "--database-connect-timeout", "3"],
+                              capture_output=True, text=True, timeout=120)
+
+    good = check(conf)
+    assert good.returncode == 0, good.stderr
+    assert f'passdb: ["sql:{conf}"]' in good.stdout
+
+    broken = tmp_path / "broken.conf.ext"
+    broken.write_text(conf.read_text().replace("SELECT username AS user, password,", "SELECT username AS user, passwd,"))
+    r = check(broken)
+    assert r.returncode == 1
+    assert f"error: --passdb: sql({broken}): password_query: Unknown column 'passwd'" in r.stderr, r.stderr
+
+    wrong = tmp_path / "wrong.conf.ext"
+    wrong.write_text(conf.read_text().replace("user=postfix password=", "user=postfix password=not"))
+    r = check(wrong)
+    assert r.returncode == 1
+    assert f"error: --passdb: sql({wrong}): password_query on mysql://postfix@127.0.0.1:{database.port}/postfix: Access denied" in r.stderr, r.stderr
+
+    unknown = tmp_path / "unknown.conf.ext"
+    unknown.write_text(conf.read_text().replace("connect_timeout=3", "sslmode=require"))
+    r = check(unknown)
+    assert r.returncode == 1
+    assert f"error: --passdb: {unknown}: connect: unknown key 'sslmode'" in r.stderr, r.stderr
+
+    database.halt()
+    r = check(conf)
+    assert r.returncode == 1
+    assert f"error: --passdb: sql({conf}): password_query on mysql://postfix@127.0.0.1:{database.port}/postfix: " in r.stderr, r.stderr
+
+
+def test_user_list_reads_the_iterate_query(postie_bin, postfix, tmp_path):
+    _, conf = postfix
+    passwd = tmp_path / "passwd"
+    passwd.write_text("carol@example.org:{PLAIN}x\nalice@example.org:{PLAIN}shadowed\n")
+    r = subprocess.run([str(postie_bin), "user", "list", "--passdb", f"passwd-file:{passwd}", "--passdb", f"sql:{conf}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # In the chain's order; alice is listed once, from the first passdb that has her.
+    assert r.stdout.splitlines() == ["carol@example.org\t{PLAIN}", "alice@example.org\t{PLAIN}", "bob@example.org\t{BLF-CRYPT}"]
