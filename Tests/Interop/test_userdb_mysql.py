@@ -7,9 +7,7 @@ without a restart, `config check` naming the file and key, `user list`."""
 
 from __future__ import annotations
 
-import poplib
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,8 @@ import pytest
 from kits import mysql
 from kits.launcher import free_port
 from kits.mail import Maildir
-from kits.metrics import wait_metrics
+from kits.sqlusers import USERS, doveadm_hash, first_message, logs_users_in_and_refuses_hostile_names, recovers, refusal, serve, three_logins_are_sys_temp
 
-USERS = {
-    "alice@example.org": ("SHA512-CRYPT", "Alice-S3cret!pw"),
-    "bob@example.org": ("BLF-CRYPT", "b0b's pass"),
-}
 
 # PostfixAdmin's MySQL schema (the columns Dovecot's queries read; the rest as PostfixAdmin has them).
 SCHEMA = """
@@ -53,11 +47,6 @@ iterate_query = SELECT username AS user FROM mailbox
 """
 
 
-def doveadm_hash(doveadm: str, scheme: str, password: str) -> str:
-    r = subprocess.run([doveadm, "pw", "-s", scheme, "-p", password], capture_output=True, text=True, timeout=60, check=True)
-    return r.stdout.strip()
-
-
 @pytest.fixture
 def postfix(tmp_path, doveadm):
     """A MariaDB of its own (this test stops it), holding PostfixAdmin's table, read by a
@@ -84,64 +73,13 @@ def postfix(tmp_path, doveadm):
         server.stop()
 
 
-def serve(postie, conf: Path, *extra: str):
-    return postie.start(passwd=None, maildir="~", extra=[
-        "--passdb", f"sql:{conf}", "--userdb", f"sql:{conf}", "--database-connect-timeout", "3",
-        "--auth-failure-delay", "0", *extra])
-
-
-def login(server, user: str, password: str) -> poplib.POP3:
-    client = poplib.POP3(server.host, server.port, timeout=30)
-    client.user(user)
-    try:
-        client.pass_(password)
-    except poplib.error_proto:
-        client.close()
-        raise
-    return client
-
-
-def first_message(server, user: str, password: str) -> bytes:
-    client = login(server, user, password)
-    try:
-        assert client.stat()[0] == 1
-        return b"\r\n".join(client.retr(1)[1])
-    finally:
-        client.quit()
-
-
-def refusal(server, user: str, password: str) -> str:
-    with pytest.raises(poplib.error_proto) as failure:
-        login(server, user, password).quit()
-    return failure.value.args[0].decode()
-
-
-def recovers(server, user: str, password: str) -> None:
-    """Logs in once the database is back: the pool reconnects by itself, maybe after a moment."""
-    for _ in range(60):
-        try:
-            assert f"hello {user.split('@')[0]}".encode() in first_message(server, user, password)
-            return
-        except poplib.error_proto as e:
-            assert "[SYS/TEMP]" in e.args[0].decode()
-            time.sleep(0.5)
-    pytest.fail("no login after the database came back:\n" + server.log_tail())
-
-
 def test_postfixadmin_table_logs_users_in_to_their_maildirs(postie, postfix):
     database, conf = postfix
     server = serve(postie, conf)
-    for user, (_, password) in USERS.items():
-        assert f"hello {user.split('@')[0]}".encode() in first_message(server, user, password)
-        # auth_username_format %Lu: the name as typed in another case is the same user.
-        assert b"hello" in first_message(server, user.upper(), password)
-    assert refusal(server, "alice@example.org", USERS["bob@example.org"][1]) == "-ERR [AUTH] Authentication failed."
-    assert refusal(server, "nobody@example.org", "x") == "-ERR [AUTH] Authentication failed."
-    # A hostile name is a bound parameter: no one logs in with it and the table is untouched.
     # (USER takes no spaces; the unit tests try names with spaces through a table in memory.)
-    # (Eight failures in all: below the lockout threshold of ten from one address.)
-    for hostile in ("x'OR'1'='1", "alice@example.org'#", "';DROP/**/TABLE/**/mailbox;--", "x\\'OR/**/1=1#", "%u", "?"):
-        assert refusal(server, hostile, USERS["alice@example.org"][1]) == "-ERR [AUTH] Authentication failed.", hostile
+    logs_users_in_and_refuses_hostile_names(
+        server, ("x'OR'1'='1", "alice@example.org'#", "';DROP/**/TABLE/**/mailbox;--", "x\\'OR/**/1=1#", "%u", "?"))
+    # The table is untouched.
     assert database.sql("SELECT count(*) FROM mailbox", database="postfix") == "2"
     # Still serving, on the same pooled connections.
     assert b"hello alice" in first_message(server, "alice@example.org", USERS["alice@example.org"][1])
@@ -155,10 +93,7 @@ def test_a_stopped_database_is_sys_temp_and_recovers_without_a_restart(postie, p
     alice, (_, password) = "alice@example.org", USERS["alice@example.org"]
     assert b"hello alice" in first_message(server, alice, password)
     database.halt()
-    for _ in range(3):
-        assert refusal(server, alice, password) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
-    wait_metrics(metrics, lambda sc: sc.get("pop3_logins_total", result="unavailable", mechanism="USER", tls="no") == 3,
-                 what="three logins counted as unavailable")
+    three_logins_are_sys_temp(server, metrics, alice, password)
     server.wait_log(r"auth: Error: passdb sql\(.*dovecot-sql.conf.ext\): user=<alice@example.org>: cannot answer: "
                     r"sql\(.*\): password_query on mysql://postfix@127\.0\.0\.1:\d+/postfix: ", timeout=30)
     # Not counted as failed logins, and the password never reaches the log.
