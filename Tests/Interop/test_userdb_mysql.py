@@ -7,6 +7,7 @@ without a restart, `config check` naming the file and key, `user list`."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from kits import mysql
 from kits.launcher import free_port
+from kits.report import note
 from kits.mail import Maildir
 from kits.sqlusers import USERS, doveadm_hash, first_message, logs_users_in_and_refuses_hostile_names, recovers, refusal, serve, three_logins_are_sys_temp
 
@@ -166,3 +168,52 @@ def test_user_list_reads_the_iterate_query(postie_bin, postfix, tmp_path):
     assert r.returncode == 0, r.stderr
     # In the chain's order; alice is listed once, from the first passdb that has her.
     assert r.stdout.splitlines() == ["carol@example.org\t{PLAIN}", "alice@example.org\t{PLAIN}", "bob@example.org\t{BLF-CRYPT}"]
+
+
+def test_bench_16_clients_mysql_with_the_auth_cache_and_a_passwd_file(postie, postie_bin, postfix, doveadm, tmp_path):
+    """`postie bench` with 16 clients: the MariaDB set-up without and with the auth cache, and
+    the same users in a passwd-file. Figures are printed (docs/users.md), never asserted."""
+    database, conf = postfix
+    users = [f"load{i}@example.org" for i in range(16)]
+    password = "pw-load"
+    stored = doveadm_hash(doveadm, "SHA512-CRYPT", password)
+    vmail = tmp_path / "vmail"
+    lines = []
+    for user in users:
+        local, domain = user.split("@")
+        database.sql(f"INSERT INTO mailbox (username, password, maildir, local_part, domain) "
+                     f"VALUES ('{user}', '{stored}', '{domain}/{local}/', '{local}', '{domain}')", database="postfix")
+        Maildir(vmail / user).create().deliver(f"Subject: load\r\n\r\n{'x' * 8000}\r\n".encode())
+        lines.append(f"{user}:{stored}::::{vmail / user}::\n")
+    passwd = tmp_path / "passwd"
+    passwd.write_text("".join(lines))
+    credentials = tmp_path / "credentials"
+    credentials.write_text("".join(f"{user}:{password}\n" for user in users))
+
+    def bench(server) -> dict:
+        r = subprocess.run([str(postie_bin), "bench", "--server", f"{server.host}:{server.port}", "--credentials", str(credentials),
+                            "--clients", "16", "--duration", "6", "--ramp-up", "1", "--retr", "1", "--json"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["sessions"] > 0 and doc["failed_sessions"] == 0 and doc["errors"] == {}, doc
+        return doc
+
+    figures = {}
+    for label, server in (
+        ("passwd-file", lambda: postie.start(passwd=passwd, maildir="~", extra=["--auth-failure-delay", "0"])),
+        ("passwd-file, --auth-cache-size 10M", lambda: postie.start(passwd=None, maildir="~", extra=[
+            "--passdb", f"passwd-file:{passwd}", "--auth-cache-size", "10M", "--auth-failure-delay", "0"])),
+        ("mysql, no cache", lambda: serve(postie, conf)),
+        ("mysql, --auth-cache-size 10M", lambda: serve(postie, conf, "--auth-cache-size", "10M")),
+    ):
+        running = server()
+        doc = bench(running)
+        running.stop()
+        login = next(s for s in doc["steps"] if s["step"] == "login")["latency_ms"]
+        figures[label] = doc["sessions_per_second_after_ramp_up"]
+        note(f"bench 16 clients, {label}: {doc['sessions_per_second_after_ramp_up']:.0f} sessions/s, "
+             f"login p50 {login['p50']:.1f} ms p99 {login['p99']:.1f} ms, session p99 {doc['session_latency_ms']['p99']:.1f} ms")
+    cached = figures["mysql, --auth-cache-size 10M"]
+    note(f"bench 16 clients: mysql with the cache at {100 * cached / figures['passwd-file']:.0f} % of the passwd-file figure, "
+         f"{100 * cached / figures['passwd-file, --auth-cache-size 10M']:.0f} % of the cached passwd-file's")
