@@ -81,3 +81,41 @@ import Testing
         #expect(error.isTemporary == temporary)
     }
 }
+
+@Suite struct MariaDBRowsTests {
+    /// A port that accepts connections and never answers (a hung server), and one where
+    /// nothing listens (a stopped one): both are "try again later", never "wrong password",
+    /// and the first within the connect timeout.
+    @Test(arguments: [true, false])
+    func aDatabaseThatDoesNotAnswerIsTemporary(listening: Bool) async throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try withUnsafeMutablePointer(to: &address) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                try #require(bind(fd, raw, length) == 0)
+                if listening { try #require(listen(fd, 16) == 0) }
+                try #require(getsockname(fd, raw, &length) == 0)
+            }
+        }
+        let port = UInt16(bigEndian: address.sin_port)
+        let config = try DovecotSQLConfig(
+            parsing: "driver = mysql\nconnect = host=127.0.0.1 port=\(port) dbname=x user=x password=y\npassword_query = SELECT password FROM t WHERE u = '%u'",
+            name: "down.conf")
+        let rows = try MariaDBRows(path: "down.conf", config: config, timeout: 1)
+        let query = try #require(config.passwordQuery)
+        await #expect {
+            _ = try await rows.rows(query, key: "password_query", values: ["alice"])
+        } throws: { error in
+            guard let error = error as? BackendError, error.kind == .temporary else { return false }
+            return (error.logDetail ?? "").hasPrefix("sql(down.conf): password_query on mysql://x@127.0.0.1:\(port)/x: ")
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
