@@ -44,9 +44,10 @@ struct MariaDBLibrary: @unchecked Sendable {
     /// runs here, before any connection), or why it could not be.
     static let shared: Result<MariaDBLibrary, MariaDBError> = load()
 
-    private static func load() -> Result<MariaDBLibrary, MariaDBError> {
+    /// The first of `names` that loads and has every function, initialised.
+    static func load(_ names: [String] = sonames) -> Result<MariaDBLibrary, MariaDBError> {
         var tried: [String] = []
-        for name in sonames {
+        for name in names {
             guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) else {
                 tried.append(dlerror().map { String(cString: $0) } ?? name)
                 continue

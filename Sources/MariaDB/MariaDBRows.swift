@@ -23,13 +23,18 @@ public final class MariaDBRows: SQLRowSource {
     private let logger: Logger
 
     /// `path` names the file in errors; `timeout` is the default of the connect, read and
-    /// write timeouts (seconds) when `connect` does not set them.
+    /// write timeouts (seconds) when `connect` does not set them. Loads libmariadb (an error
+    /// if it is not installed); connects only when asked a query.
     public init(path: String, config: DovecotSQLConfig, timeout: UInt32, logger: Logger = Logger(label: "postie.sql")) throws {
         self.path = path
         do {
             options = try MariaDBConnectOptions(connect: config.connect, timeout: timeout)
         } catch {
             throw DovecotSQLConfig.ParseError(description: "\(path): connect: \(error)")
+        }
+        // Without the library no query can ever run: refused at start, not at the first login.
+        if case .failure(let error) = MariaDBLibrary.shared {
+            throw DovecotSQLConfig.ParseError(description: "\(path): driver: mysql: \(error.message)")
         }
         threads = NIOThreadPool(numberOfThreads: options.maxConnections)
         threads.start()

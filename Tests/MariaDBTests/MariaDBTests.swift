@@ -69,6 +69,16 @@ import Testing
         #expect(version.hasPrefix("3."))
     }
 
+    /// Without the library, the error says which package to install.
+    @Test func aMissingLibraryNamesThePackage() {
+        guard case .failure(let error) = MariaDBLibrary.load(["libpostie-no-such-mariadb.so.9"]) else {
+            Issue.record("loaded a library that does not exist")
+            return
+        }
+        #expect(error.message.hasPrefix("cannot load MariaDB Connector/C (install Debian's libmariadb3): "))
+        #expect(error.message.contains("libpostie-no-such-mariadb.so.9"))
+    }
+
     @Test(arguments: [
         (MariaDBError(code: 2002, message: "Can't connect"), true, true),
         (MariaDBError(code: 2013, message: "Lost connection"), true, true),
