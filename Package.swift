@@ -64,7 +64,10 @@ let package = Package(
         /// errors that cross them. Stores and user databases import this, never a server.
         .target(
             name: "MailBackend",
-            dependencies: ["SASL", "POP3Core", "DurableFiles", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "SASL", "POP3Core", "DurableFiles", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         /// One server skeleton for every listener (POP3, LMTP): bind then serve, graceful
         /// shutdown, listener addresses, CIDR access lists, PROXY protocol, TLS, idle timeout,
@@ -237,7 +240,8 @@ let package = Package(
         ),
         /// Dovecot's SQL passdb and userdb (`dovecot-sql.conf.ext`) whatever the database: rows
         /// become users (fields, `userdb_` prefetch, `nopassword`, a decoy hash for unknown
-        /// users); each driver (PostgresStore, MariaDB) supplies the rows.
+        /// users); each driver (PostgresStore, MariaDB) supplies the rows through MailBackend's
+        /// SQLRowSource.
         .target(
             name: "DovecotSQL",
             dependencies: [
@@ -256,7 +260,7 @@ let package = Package(
         .target(
             name: "MariaDB",
             dependencies: [
-                "CMariaDB", "DovecotSQL", "MailBackend", "DurableFiles",
+                "CMariaDB", "MailBackend", "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -267,7 +271,7 @@ let package = Package(
         .target(
             name: "PostgresStore",
             dependencies: [
-                "POP3Core", "MailBackend", "DurableFiles", "Passwords", "SASL", "COpenSSLCrypto", "DovecotSQL",
+                "POP3Core", "MailBackend", "DurableFiles", "Passwords", "SASL", "COpenSSLCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -373,7 +377,7 @@ let package = Package(
             name: "DovecotSQLTests",
             dependencies: ["DovecotSQL", "MailBackend", "Passwords", "SASL", .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "MariaDBTests", dependencies: ["MariaDB", "CMariaDB", "DovecotSQL", "MailBackend"]),
+        .testTarget(name: "MariaDBTests", dependencies: ["MariaDB", "CMariaDB", "MailBackend"]),
         .testTarget(
             name: "ServerKitTests",
             dependencies: [

@@ -1,4 +1,3 @@
-import DovecotSQL
 import Logging
 import MailBackend
 import NIOConcurrencyHelpers

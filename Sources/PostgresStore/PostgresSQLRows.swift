@@ -1,4 +1,3 @@
-import DovecotSQL
 import Logging
 import MailBackend
 import NIOCore
@@ -77,17 +76,5 @@ public struct PostgresSQLRows: SQLRowSource {
         case .text, .varchar, .bpchar, .name, .unknown: return try? cell.decode(String.self)
         default: return nil
         }
-    }
-}
-
-extension SQLUserDatabase {
-    /// An SQL user database on PostgreSQL (`driver = pgsql`).
-    public convenience init(
-        path: String, config: DovecotSQLConfig, options: PostgresStoreOptions = .init(),
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, threadPool: NIOThreadPool = .singleton,
-        logger: Logger = Logger(label: "postie.sql")
-    ) throws {
-        let source = try PostgresSQLRows(path: path, config: config, options: options, eventLoopGroup: eventLoopGroup, logger: logger)
-        self.init(path: path, config: config, source: source, threadPool: threadPool, logger: logger)
     }
 }
