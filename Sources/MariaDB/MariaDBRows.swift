@@ -51,11 +51,12 @@ public final class MariaDBRows: SQLRowSource {
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 3_600_000_000_000)
         }
-        let closing = idle.withLockedValue { connections in
+        // Closed on a pool thread (mysql_close writes to the socket), not on this task's.
+        let closing = NIOLockedValueBox(idle.withLockedValue { connections in
             defer { connections = [] }
             return connections
-        }
-        _ = try? await threads.runIfActive { withExtendedLifetime(closing) {} }
+        })
+        _ = try? await threads.runIfActive { closing.withLockedValue { $0.removeAll() } }
     }
 
     public func rows(_ query: SQLQuery, key: String, values: [String]) async throws -> [[String: String]] {
