@@ -1,7 +1,6 @@
 import DurableFiles
 import Logging
 import MailBackend
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Passwords
