@@ -22,6 +22,8 @@ let package = Package(
         .library(name: "LMTPCore", targets: ["LMTPCore"]),
         .library(name: "LMTPServer", targets: ["LMTPServer"]),
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
+        .library(name: "DovecotSQL", targets: ["DovecotSQL"]),
+        .library(name: "MariaDB", targets: ["MariaDB"]),
         .library(name: "PostieApp", targets: ["PostieApp"]),
         .library(name: "OAuth2", targets: ["OAuth2"]),
         .library(name: "LDAPDirectory", targets: ["LDAPDirectory"]),
@@ -251,6 +253,34 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
             ]
         ),
+        /// Dovecot's SQL passdb and userdb (`dovecot-sql.conf.ext`) whatever the database: rows
+        /// become users (fields, `userdb_` prefetch, `nopassword`, a decoy hash for unknown
+        /// users); each driver (PostgresStore, MariaDB) supplies the rows through MailBackend's
+        /// SQLRowSource.
+        .target(
+            name: "DovecotSQL",
+            dependencies: [
+                "MailBackend", "Passwords", "DurableFiles", "SASL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        /// MariaDB Connector/C's types and function pointer types, for dlopen(3): no `link`, so
+        /// the build needs no libmariadb-dev (scripts/check-mariadb-shim checks the layouts).
+        .systemLibrary(name: "CMariaDB", path: "Sources/CMariaDB"),
+        /// The MySQL/MariaDB driver of `dovecot-sql.conf.ext` (`driver = mysql`): libmariadb.so.3
+        /// loaded at run time, prepared statements on a small pool of dedicated threads.
+        .target(
+            name: "MariaDB",
+            dependencies: [
+                "CMariaDB", "MailBackend", "DurableFiles",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         /// The PostgreSQL backend: users, mailboxes, deduplicated chunked bodies, advisory-lock maildrops.
         .target(
             name: "PostgresStore",
@@ -288,7 +318,8 @@ let package = Package(
             name: "PostieApp",
             dependencies: [
                 "POP3Core", "POP3Server", "ServerKit", "MailBackend", "DurableFiles", "MaildirStore", "MboxStore", "Passwords", "SASL",
-                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2", "LDAPDirectory", "PAMAuth",
+                "LMTPCore", "LMTPServer", "PostgresStore", "POP3Client", "POP3Fetch", "OAuth2", "LDAPDirectory", "PAMAuth", "DovecotSQL",
+                "MariaDB",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -356,7 +387,7 @@ let package = Package(
         .testTarget(
             name: "PostgresStoreTests",
             dependencies: [
-                "PostgresStore", "MailBackend", "DurableFiles", "POP3Core", "Passwords",
+                "PostgresStore", "DovecotSQL", "MailBackend", "DurableFiles", "POP3Core", "Passwords",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -372,6 +403,11 @@ let package = Package(
             ]),
         .testTarget(name: "MailBackendTests", dependencies: ["MailBackend", "DurableFiles"]),
         .testTarget(name: "PAMAuthTests", dependencies: ["PAMAuth", "CPAM"]),
+        .testTarget(
+            name: "DovecotSQLTests",
+            dependencies: ["DovecotSQL", "MailBackend", "Passwords", "SASL", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(name: "MariaDBTests", dependencies: ["MariaDB", "CMariaDB", "MailBackend"]),
         .testTarget(
             name: "ServerKitTests",
             dependencies: [

@@ -10,10 +10,11 @@
 ///
 /// - SeeAlso: https://doc.dovecot.org/2.3/configuration_manual/authentication/sql/
 public struct DovecotSQLConfig: Sendable, Hashable {
-    /// `driver`: only `pgsql` is served in this release (`mysql` and `sqlite` are refused).
+    /// `driver`: `pgsql` (PostgreSQL) or `mysql` (MySQL/MariaDB); `sqlite` is refused.
     public var driver: String
-    /// `connect`'s `key=value` pairs (libpq's keywords: host, port, dbname, user, password,
-    /// sslmode, ...), already unquoted.
+    /// `connect`'s `key=value` pairs, already unquoted: libpq's keywords for `pgsql` (host,
+    /// port, dbname, user, password, sslmode, ...), Dovecot's for `mysql` (host, port, dbname,
+    /// user, password, ssl_ca, ...).
     public var connect: [String: String]
     /// `default_pass_scheme`: the scheme of a password without `{SCHEME}` (Dovecot's default MD5).
     public var defaultPassScheme: String
@@ -64,18 +65,18 @@ public struct DovecotSQLConfig: Sendable, Hashable {
             }
         }
         finish()
-        guard let driver = values["driver"], !driver.isEmpty else { throw ParseError(description: "\(name): driver: missing (driver = pgsql)") }
+        guard let driver = values["driver"], !driver.isEmpty else { throw ParseError(description: "\(name): driver: missing (driver = pgsql or mysql)") }
         switch driver {
-        case "pgsql": break
-        case "mysql", "sqlite", "cassandra":
-            throw ParseError(description: "\(name): driver: '\(driver)' is not supported yet; only pgsql (PostgreSQL) is")
+        case "pgsql", "mysql": break
+        case "sqlite", "cassandra":
+            throw ParseError(description: "\(name): driver: '\(driver)' is not supported yet; pgsql (PostgreSQL) and mysql (MySQL/MariaDB) are")
         default:
-            throw ParseError(description: "\(name): driver: unknown driver '\(driver)'; use pgsql")
+            throw ParseError(description: "\(name): driver: unknown driver '\(driver)'; use pgsql or mysql")
         }
         self.driver = driver
         guard let connect = values["connect"] else { throw ParseError(description: "\(name): connect: missing (connect = host=... dbname=... user=... password=...)") }
         do {
-            self.connect = try Self.parseConnect(connect)
+            self.connect = try driver == "mysql" ? Self.parseMySQLConnect(connect) : Self.parseConnect(connect)
         } catch {
             throw ParseError(description: "\(name): connect: \(error.description)")
         }
@@ -136,6 +137,22 @@ public struct DovecotSQLConfig: Sendable, Hashable {
             guard !key.isEmpty else { throw ParseError(description: "a value without a keyword") }
             result[key] = value
             skipSpaces()
+        }
+        return result
+    }
+}
+
+extension DovecotSQLConfig {
+    /// Dovecot's MySQL `connect`: `key=value` words split at spaces, each at its first `=`;
+    /// no quoting, so a value is taken as written (a password may hold `'` and `\`, not a space).
+    /// - SeeAlso: Dovecot's src/lib-sql/driver-mysql.c, driver_mysql_parse_connect_string
+    static func parseMySQLConnect(_ text: String) throws(ParseError) -> [String: String] {
+        var result: [String: String] = [:]
+        for word in text.split(whereSeparator: { $0 == " " || $0 == "\t" }) {
+            guard let eq = word.firstIndex(of: "=") else { throw ParseError(description: "'\(word)' has no =value") }
+            let key = String(word[..<eq])
+            guard !key.isEmpty else { throw ParseError(description: "a value without a keyword") }
+            result[key] = String(word[word.index(after: eq)...])
         }
         return result
     }

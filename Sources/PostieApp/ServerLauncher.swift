@@ -1,3 +1,4 @@
+import DovecotSQL
 import DurableFiles
 import LDAPDirectory
 import LMTPServer
@@ -154,7 +155,7 @@ public enum ServerLauncher {
             logger.info("master: LDAP user database \(directory.path) at \(directory.config.uris.joined(separator: " ")) (\(directory.library))")
         }
         for database in backend.sqlDatabases {
-            logger.info("master: SQL user database \(database.path) at \(database.url)")
+            logger.info("master: SQL user database \(database.path) at \(database.server)")
             services.append(.init(service: SQLUserDatabaseService(database: database)))
         }
         let server = POP3Server(configuration: serverConfiguration, userDatabase: backend.users, mailStore: backend.store, logger: logger, metrics: metrics)
@@ -301,12 +302,13 @@ struct DatabaseService: Service {
     }
 }
 
-/// Runs an SQL user database's connection pool.
+/// Runs an SQL user database's connection pool until the group shuts down (a driver's `run()`
+/// ends on cancellation; PostgresNIO's also on graceful shutdown, libmariadb's pool only so).
 struct SQLUserDatabaseService: Service {
     let database: SQLUserDatabase
 
     func run() async throws {
-        await database.run()
+        try await cancelWhenGracefulShutdown { await database.run() }
     }
 }
 

@@ -1,3 +1,4 @@
+import DovecotSQL
 import DurableFiles
 import LDAPDirectory
 import LMTPServer
@@ -118,8 +119,7 @@ extension ServerSettings {
             guard case .sql(let path) = driver, seen.insert(path).inserted else { continue }
             let database: SQLUserDatabase
             do {
-                let config = try await SQLUserDatabase.readConfig(path: path)
-                database = try SQLUserDatabase(path: path, config: config, options: self.database, logger: StoreFactory.quietLogger)
+                database = try await StoreFactory.openSQL(path, options: self.database, logger: StoreFactory.quietLogger)
             } catch {
                 problem(setting, "\(error)")
                 continue

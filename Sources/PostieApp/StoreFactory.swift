@@ -1,4 +1,5 @@
 import ArgumentParser
+import DovecotSQL
 import LDAPDirectory
 import Logging
 import MailBackend

@@ -1,7 +1,9 @@
+import DovecotSQL
 import DurableFiles
 import LDAPDirectory
 import Logging
 import MailBackend
+import MariaDB
 import NIOPosix
 import PAMAuth
 import Passwords
@@ -146,8 +148,7 @@ extension StoreFactory {
         func sql(_ path: String) async throws(OpenError) -> SQLUserDatabase {
             if let found = sqls[path] { return found }
             do {
-                let config = try await SQLUserDatabase.readConfig(path: path, threadPool: threadPool)
-                let made = try SQLUserDatabase(path: path, config: config, options: database, threadPool: threadPool, logger: logger)
+                let made = try await openSQL(path, options: database, threadPool: threadPool, logger: logger)
                 sqls[path] = made
                 sqlOrder.append(made)
                 return made
@@ -217,6 +218,21 @@ extension StoreFactory {
 }
 
 extension StoreFactory {
+    /// An `sql:FILE` database: the file read, and the driver its `driver` names (`pgsql`:
+    /// PostgresNIO; `mysql`: libmariadb), both timed by `--database-connect-timeout`.
+    static func openSQL(
+        _ path: String, options: PostgresStoreOptions, threadPool: NIOThreadPool = .singleton, logger: Logger
+    ) async throws -> SQLUserDatabase {
+        let config = try await SQLUserDatabase.readConfig(path: path, threadPool: threadPool)
+        let source: any SQLRowSource = switch config.driver {
+        case "mysql":
+            try MariaDBRows(path: path, config: config, timeout: UInt32(clamping: max(1, options.connectTimeout.nanoseconds / 1_000_000_000)), logger: logger)
+        default:
+            try PostgresSQLRows(path: path, config: config, options: options, logger: logger)
+        }
+        return SQLUserDatabase(path: path, config: config, source: source, threadPool: threadPool, logger: logger)
+    }
+
     /// `postie user list --passdb ...`: each passdb's users with their password schemes, in
     /// the chain's order (a name in two passdbs is listed once, from the first): a
     /// passwd-file's lines, an SQL file's `iterate_query` with each user's `password_query` row,
@@ -230,8 +246,7 @@ extension StoreFactory {
             case .passwdFile(let path):
                 found = try await UserAdmin(store: nil, passwdFile: path, database: DatabaseSource()).editor.listUsers().map { ($0.0, $0.1) }
             case .sql(let path):
-                let config = try await SQLUserDatabase.readConfig(path: path)
-                let sql = try SQLUserDatabase(path: path, config: config, options: database, logger: quietLogger)
+                let sql = try await openSQL(path, options: database, logger: quietLogger)
                 let pool = Task { await sql.run() }
                 defer { pool.cancel() }
                 found = try await sql.listUsers()

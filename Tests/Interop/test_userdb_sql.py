@@ -6,7 +6,6 @@ the auth cache (a changed password after the TTL, at once after SIGHUP)."""
 
 from __future__ import annotations
 
-import poplib
 import signal
 import smtplib
 import subprocess
@@ -18,12 +17,8 @@ import pytest
 from kits import pg
 from kits.launcher import free_port, wait_port
 from kits.mail import Maildir
-from kits.metrics import wait_metrics
+from kits.sqlusers import USERS, doveadm_hash, first_message, login, logs_users_in_and_refuses_hostile_names, recovers, refusal, serve, three_logins_are_sys_temp
 
-USERS = {
-    "alice@example.org": ("SHA512-CRYPT", "Alice-S3cret!pw"),
-    "bob@example.org": ("BLF-CRYPT", "b0b's pass"),
-}
 
 # PostfixAdmin's schema (the columns Dovecot's queries read; the rest as PostfixAdmin has them).
 SCHEMA = """
@@ -47,11 +42,6 @@ password_query = SELECT username AS user, password, '{vmail}/' || maildir AS use
   FROM mailbox WHERE username = '%u' AND active = '1'
 iterate_query = SELECT username AS user FROM mailbox
 """
-
-
-def doveadm_hash(doveadm: str, scheme: str, password: str) -> str:
-    r = subprocess.run([doveadm, "pw", "-s", scheme, "-p", password], capture_output=True, text=True, timeout=60, check=True)
-    return r.stdout.strip()
 
 
 @pytest.fixture
@@ -79,51 +69,12 @@ def postfix(tmp_path, doveadm):
         server.stop()
 
 
-def serve(postie, conf: Path, *extra: str):
-    return postie.start(passwd=None, maildir="~", extra=[
-        "--passdb", f"sql:{conf}", "--userdb", f"sql:{conf}", "--database-connect-timeout", "3",
-        "--auth-failure-delay", "0", *extra])
-
-
-def login(server, user: str, password: str) -> poplib.POP3:
-    client = poplib.POP3(server.host, server.port, timeout=30)
-    client.user(user)
-    try:
-        client.pass_(password)
-    except poplib.error_proto:
-        client.close()
-        raise
-    return client
-
-
-def first_message(server, user: str, password: str) -> bytes:
-    client = login(server, user, password)
-    try:
-        assert client.stat()[0] == 1
-        return b"\r\n".join(client.retr(1)[1])
-    finally:
-        client.quit()
-
-
-def refusal(server, user: str, password: str) -> str:
-    with pytest.raises(poplib.error_proto) as failure:
-        login(server, user, password).quit()
-    return failure.value.args[0].decode()
-
-
 def test_postfixadmin_table_logs_users_in_to_their_maildirs(postie, postfix):
     _, conf = postfix
     server = serve(postie, conf)
-    for user, (_, password) in USERS.items():
-        assert f"hello {user.split('@')[0]}".encode() in first_message(server, user, password)
-        # auth_username_format %Lu: the name as typed in another case is the same user.
-        assert b"hello" in first_message(server, user.upper(), password)
-    assert refusal(server, "alice@example.org", USERS["bob@example.org"][1]) == "-ERR [AUTH] Authentication failed."
-    assert refusal(server, "nobody@example.org", "x") == "-ERR [AUTH] Authentication failed."
-    # A hostile name is a bound parameter: no one logs in with it and the table is untouched.
     # (USER takes no spaces; the unit tests try names with spaces through the database itself.)
-    for hostile in ("x'OR'1'='1", "alice@example.org'--", "';DROP/**/TABLE/**/mailbox;--"):
-        assert refusal(server, hostile, USERS["alice@example.org"][1]) == "-ERR [AUTH] Authentication failed."
+    logs_users_in_and_refuses_hostile_names(server, ("x'OR'1'='1", "alice@example.org'--", "';DROP/**/TABLE/**/mailbox;--"))
+    # The table is untouched.
     assert postfix[0].psql("SELECT count(*) FROM mailbox", database="postfix") == "2"
 
 
@@ -134,24 +85,12 @@ def test_a_stopped_database_is_sys_temp_and_recovers_without_a_restart(postie, p
     alice, (_, password) = "alice@example.org", USERS["alice@example.org"]
     assert b"hello alice" in first_message(server, alice, password)
     database.halt()
-    for _ in range(3):
-        assert refusal(server, alice, password) == "-ERR [SYS/TEMP] Temporary server failure, try again later."
-    wait_metrics(metrics, lambda sc: sc.get("pop3_logins_total", result="unavailable", mechanism="USER", tls="no") == 3,
-                 what="three logins counted as unavailable")
+    three_logins_are_sys_temp(server, metrics, alice, password)
     server.wait_log(r"auth: Error: passdb sql\(.*dovecot-sql.conf.ext\): user=<alice@example.org>: cannot answer: .* no answer within 3 s", timeout=30)
     # Not counted as failed logins: no lockout after many more than the threshold would allow.
     assert "Locked out" not in server.log_text()
     database.resume()
-    # The pool reconnects by itself; it may need a moment after the database is back.
-    for _ in range(60):
-        try:
-            assert b"hello alice" in first_message(server, alice, password)
-            break
-        except poplib.error_proto as e:
-            assert "[SYS/TEMP]" in e.args[0].decode()
-            time.sleep(0.5)
-    else:
-        pytest.fail("no login after the database came back:\n" + server.log_tail())
+    recovers(server, alice, password)
     assert server.alive()
 
 
@@ -203,11 +142,11 @@ def test_config_check_connects_and_names_the_file_and_key(postie_bin, postfix, t
     assert r.returncode == 1
     assert f"error: --passdb: sql({broken}): password_query:" in r.stderr and "passwd" in r.stderr, r.stderr
 
-    mysql = tmp_path / "mysql.conf.ext"
-    mysql.write_text(conf.read_text().replace("driver = pgsql", "driver = mysql"))
-    r = check(mysql)
+    sqlite = tmp_path / "sqlite.conf.ext"
+    sqlite.write_text(conf.read_text().replace("driver = pgsql", "driver = sqlite"))
+    r = check(sqlite)
     assert r.returncode == 1
-    assert f"error: --passdb: {mysql}: driver: 'mysql' is not supported yet; only pgsql (PostgreSQL) is" in r.stderr, r.stderr
+    assert f"error: --passdb: {sqlite}: driver: 'sqlite' is not supported yet; pgsql (PostgreSQL) and mysql (MySQL/MariaDB) are" in r.stderr, r.stderr
 
     database.halt()
     r = check(conf)

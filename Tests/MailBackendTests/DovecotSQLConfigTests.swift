@@ -35,7 +35,8 @@ import Testing
     }
 
     @Test(arguments: [
-        ("driver = mysql\nconnect = user=x\npassword_query = SELECT 1", "not supported yet"),
+        ("driver = sqlite\nconnect = user=x\npassword_query = SELECT 1", "not supported yet"),
+        ("driver = mysql\nconnect = host=db user\npassword_query = SELECT 1", "connect: 'user' has no =value"),
         ("driver = oracle\nconnect = user=x\npassword_query = SELECT 1", "unknown driver"),
         ("connect = user=x\npassword_query = SELECT 1", "driver: missing"),
         ("driver = pgsql\npassword_query = SELECT 1", "connect: missing"),

@@ -1,3 +1,4 @@
+import DovecotSQL
 import Foundation
 import Logging
 import MailBackend
@@ -35,7 +36,8 @@ struct SQLUserDatabaseTests {
             if let password = db.serverURL.password { connect += " password='\(password)'" }
             let text = "driver = pgsql\nconnect = \(connect)\ndefault_pass_scheme = BLF-CRYPT\n" + queries
             let config = try DovecotSQLConfig(parsing: text, name: "test.conf")
-            let database = try SQLUserDatabase(path: "test.conf", config: config, logger: logger)
+            let rows = try PostgresSQLRows(path: "test.conf", config: config, logger: logger)
+            let database = SQLUserDatabase(path: "test.conf", config: config, source: rows, logger: logger)
             let pool = Task { await database.run() }
             defer { pool.cancel() }
             try await body(database, db)
@@ -121,7 +123,8 @@ struct SQLUserDatabaseTests {
             name: "down.conf")
         var options = PostgresStoreOptions()
         options.connectTimeout = .seconds(1)
-        let database = try SQLUserDatabase(path: "down.conf", config: config, options: options, logger: Self.logger)
+        let rows = try PostgresSQLRows(path: "down.conf", config: config, options: options, logger: Self.logger)
+        let database = SQLUserDatabase(path: "down.conf", config: config, source: rows, logger: Self.logger)
         let pool = Task { await database.run() }
         defer { pool.cancel() }
         await #expect { try await database.authenticate(Credentials(user: "alice", password: "pw")) } throws: { error in

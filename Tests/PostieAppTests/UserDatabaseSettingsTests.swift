@@ -104,10 +104,16 @@ struct UserDatabaseSettingsTests {
     @Test func anSQLFileThatCannotBeServedNamesTheFile() async throws {
         let dir = try TempDirectory()
         defer { dir.remove() }
-        let conf = try dir.write("dovecot-sql.conf.ext", "driver = mysql\nconnect = host=localhost user=x\npassword_query = SELECT 1\n")
+        let conf = try dir.write("dovecot-sql.conf.ext", "driver = sqlite\nconnect = host=localhost user=x\npassword_query = SELECT 1\n")
         let settings = try await ServerSettingsTests.load(Self.listen + ["--passdb", "sql:\(conf)"])
         await #expect { try await StoreFactory(settings).open(threadPool: .singleton, logger: Logger(label: "test")) } throws: { error in
-            "\(error)" == "sql:\(conf): \(conf): driver: 'mysql' is not supported yet; only pgsql (PostgreSQL) is"
+            "\(error)" == "sql:\(conf): \(conf): driver: 'sqlite' is not supported yet; pgsql (PostgreSQL) and mysql (MySQL/MariaDB) are"
+        }
+        // A MySQL file's connect is read with Dovecot's MySQL keys: libpq's are refused, by name.
+        let mysql = try dir.write("mysql.conf.ext", "driver = mysql\nconnect = host=localhost user=x sslmode=require\npassword_query = SELECT 1\n")
+        let mysqlSettings = try await ServerSettingsTests.load(Self.listen + ["--passdb", "sql:\(mysql)"])
+        await #expect { try await StoreFactory(mysqlSettings).open(threadPool: .singleton, logger: Logger(label: "test")) } throws: { error in
+            "\(error)".hasPrefix("sql:\(mysql): \(mysql): connect: unknown key 'sslmode' (known: client_flags, connect_timeout,")
         }
     }
 }

@@ -1,15 +1,14 @@
 import DurableFiles
 import Logging
 import MailBackend
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Passwords
-import PostgresNIO
 import SASL
 
-/// Dovecot's SQL passdb and userdb over PostgreSQL, configured by a `dovecot-sql.conf.ext`
-/// (``DovecotSQLConfig``): a PostfixAdmin or any other existing schema, unchanged.
+/// Dovecot's SQL passdb and userdb, configured by a `dovecot-sql.conf.ext` (``DovecotSQLConfig``):
+/// a PostfixAdmin or any other existing schema, unchanged, in whichever database its `driver`
+/// names; the rows come from an ``SQLRowSource``.
 ///
 /// - `password_query` (passdb): the row's `password` column is the stored password
 ///   (`{SCHEME}hash`, or `default_pass_scheme` without a prefix); `user` renames the user;
@@ -21,42 +20,36 @@ import SASL
 /// - `iterate_query`: `user` (or `username` and `domain`) of every user.
 ///
 /// Variables are bound as parameters (``SQLQuery``), never spliced into SQL. Getting an answer
-/// is bounded by the connect timeout: a database that is down or slow gives
-/// ``BackendError/Kind/temporary``, never "wrong password". The pool reconnects by itself;
-/// run ``run()`` beside the server.
+/// is bounded by the driver's connect timeout: a database that is down or slow gives
+/// ``BackendError/Kind/temporary``, never "wrong password". The driver's pool reconnects by
+/// itself; run ``run()`` beside the server.
 ///
 /// - SeeAlso: https://doc.dovecot.org/2.3/configuration_manual/authentication/sql/
 public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConvertible, Sendable {
     /// The configuration file, for logs.
     public let path: String
     public let config: DovecotSQLConfig
-    public let url: DatabaseURL
-    public let client: PostgresClient
-    private let timeout: TimeAmount
+    /// The driver.
+    public let source: any SQLRowSource
     private let threadPool: NIOThreadPool
     private let logger: Logger
     /// A slow hash verified for unknown users, so they cost what a known user costs.
     private let decoy: StoredPassword
 
     public init(
-        path: String, config: DovecotSQLConfig, options: PostgresStoreOptions = .init(),
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, threadPool: NIOThreadPool = .singleton,
+        path: String, config: DovecotSQLConfig, source: any SQLRowSource, threadPool: NIOThreadPool = .singleton,
         logger: Logger = Logger(label: "postie.sql")
-    ) throws {
+    ) {
         self.path = path
         self.config = config
-        do {
-            url = try DatabaseURL(keywords: config.connect)
-        } catch {
-            throw DovecotSQLConfig.ParseError(description: "\(path): connect: \(error)")
-        }
-        let connector = try Connector(url: url, options: options, eventLoopGroup: eventLoopGroup, logger: logger)
-        client = PostgresClient(configuration: connector.poolConfiguration(), eventLoopGroup: eventLoopGroup, backgroundLogger: logger)
-        timeout = options.connectTimeout
+        self.source = source
         self.threadPool = threadPool
         self.logger = logger
         decoy = StoredPassword(StoredPassword.hash(randomBytes(16).hex, scheme: "SHA512-CRYPT") ?? "{SHA512-CRYPT}$6$decoy$")
     }
+
+    /// The server, for logs.
+    public var server: String { source.server }
 
     /// Reads and parses the file on the thread pool.
     public static func readConfig(path: String, threadPool: NIOThreadPool = .singleton) async throws -> DovecotSQLConfig {
@@ -67,9 +60,9 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
 
     public var description: String { "sql(\(path))" }
 
-    /// Runs the pool until the task is cancelled.
+    /// Runs the driver's pool until the task is cancelled.
     public func run() async {
-        await client.run()
+        await source.run()
     }
 
     // MARK: - passdb
@@ -215,49 +208,11 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
         return rows.first
     }
 
-    /// The query's rows as column name to text (NULL columns left out), within the timeout.
+    /// The query's rows, its variables expanded for `user` and bound as parameters.
     func rows(_ query: SQLQuery, _ key: String, user: String) async throws -> [[String: String]] {
         let values = query.values(VariableTemplate.Values(user: user))
-        // PostgreSQL text cannot hold NUL: no user has such a name.
+        // No user has a NUL in the name (and PostgreSQL text cannot hold one).
         if values.contains(where: { $0.contains("\u{0}") }) { return [] }
-        var binds = PostgresBindings()
-        for value in values { binds.append(value) }
-        let statement = PostgresQuery(unsafeSQL: query.sql { "$\($0 + 1)" }, binds: binds)
-        let client = self.client
-        let logger = self.logger
-        let path = self.path
-        let url = self.url
-        do {
-            return try await withDeadline(timeout, "sql(\(path)): \(key) on \(url)") {
-                var result: [[String: String]] = []
-                for try await row in try await client.query(statement, logger: logger) {
-                    var fields: [String: String] = [:]
-                    for cell in row {
-                        if let text = Self.text(of: cell) { fields[cell.columnName] = text }
-                    }
-                    result.append(fields)
-                }
-                return result
-            }
-        } catch let error as BackendError {
-            throw error
-        } catch let error as PSQLError where error.serverInfo?[.sqlState].map({ !$0.hasPrefix("08") && !$0.hasPrefix("57") && !$0.hasPrefix("53") }) ?? false {
-            // An error in the query itself (a missing column, a syntax error) needs the administrator.
-            throw BackendError.permanent("sql(\(path)): \(key): \(databaseErrorText(error))")
-        } catch {
-            throw BackendError.temporary("sql(\(path)): \(key) on \(url): \(databaseErrorText(error))")
-        }
-    }
-
-    /// A column's value as text, whatever its type; nil for NULL or a type not read here.
-    static func text(of cell: PostgresCell) -> String? {
-        guard cell.bytes != nil else { return nil }
-        switch cell.dataType {
-        case .int2, .int4, .int8, .oid: return (try? cell.decode(Int.self)).map(String.init)
-        case .bool: return (try? cell.decode(Bool.self)).map { $0 ? "y" : "n" }
-        case .float4, .float8: return (try? cell.decode(Double.self)).map { String($0) }
-        case .text, .varchar, .bpchar, .name, .unknown: return try? cell.decode(String.self)
-        default: return nil
-        }
+        return try await source.rows(query, key: key, values: values)
     }
 }
