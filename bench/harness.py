@@ -84,8 +84,13 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 class Postie:
-    def __init__(self, binary: Path, root: Path, mail: Path, passwd: Path, cert: Path, key: Path):
+    """`postie serve` on loopback over Maildirs under `mail` (or the store `store_args` name,
+    e.g. `["--mbox", "/spool/%u"]` for bench/mbox.py)."""
+
+    def __init__(self, binary: Path, root: Path, mail: Path, passwd: Path, cert: Path, key: Path,
+                 store_args: list[str] | None = None):
         self.binary, self.root, self.mail, self.passwd = binary, root, mail, passwd
+        self.store_args = store_args or ["--maildir", f"{mail}/%u"]
         self.cert, self.key = cert, key
         self.port, self.tls_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
@@ -93,7 +98,7 @@ class Postie:
     def start(self) -> None:
         args = [str(self.binary), "serve",
                 "--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}",
-                "--passwd-file", str(self.passwd), "--maildir", f"{self.mail}/%u",
+                "--passwd-file", str(self.passwd), *self.store_args,
                 "--tls-cert", str(self.cert), "--tls-key", str(self.key),
                 "--max-connections", "20000", "--max-connections-per-ip", "20000",
                 "--max-userip-connections", "20000", "--log-level", "warning"]

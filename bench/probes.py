@@ -39,7 +39,13 @@ class LineClient:
         return reply
 
     def multiline(self, text: str) -> int:
-        """Sends a command with a multi-line reply; returns the number of lines.
+        """Sends a command with a multi-line reply; returns the number of lines."""
+        body = self.multiline_data(text)
+        return body.count(b"\r\n") + 1 if body else 0
+
+    def multiline_data(self, text: str) -> bytes:
+        """Sends a command with a multi-line reply; returns its lines (CRLF between them,
+        still dot-stuffed) without the terminating `.`.
 
         Searches only the newly received bytes for the end, so a 100,000-line reply costs
         the client linear time, whatever the server."""
@@ -49,11 +55,11 @@ class LineClient:
         while True:
             if data.startswith(b".\r\n"):
                 self.buf = bytes(data[3:])
-                return 0
+                return b""
             end = data.find(b"\r\n.\r\n", max(0, searched - 4))
             if end >= 0:
                 self.buf = bytes(data[end + 5:])
-                return data.count(b"\r\n", 0, end) + 1
+                return bytes(data[:end])
             searched = len(data)
             chunk = self.sock.recv(1 << 20)
             if not chunk:

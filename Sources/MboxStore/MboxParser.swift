@@ -140,6 +140,9 @@ struct MboxParser {
 
     private(set) var messages: [MboxMessage] = []
     private var current: MboxMessage?
+    /// `current != nil`, kept apart: testing the optional itself copied the whole message
+    /// (its arrays retained and released) for every line of a spool.
+    private var inMessage = false
     private var inHeader = false
     /// The last header line was hidden, so its continuation lines are too.
     private var hidingHeader = false
@@ -166,6 +169,7 @@ struct MboxParser {
             fileStart = false
             current = MboxMessage(fromOffset: offset, contentStart: offset + line.count, contentEnd: offset + line.count, rawEnd: offset + line.count)
             current!.fromLine = Array(line.prefix(256))
+            inMessage = true
             inHeader = true
             hidingHeader = false
             counter = CanonicalSizeCounter()
@@ -174,7 +178,7 @@ struct MboxParser {
             return
         }
         fileStart = false
-        guard current != nil else {
+        guard inMessage else {
             // Text before the first From line (not an mbox, or a damaged one): skipped.
             afterBlank = startsLine && Self.isBlank(line)
             return
@@ -249,6 +253,7 @@ struct MboxParser {
         message.key = DigestAlgorithm.sha256.hash(keyBytes).hex
         messages.append(message)
         current = nil
+        inMessage = false
     }
 
     mutating func finish(at end: Int) {

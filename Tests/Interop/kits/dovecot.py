@@ -52,7 +52,9 @@ class DovecotServer:
     def __init__(self, root: Path, users: dict[str, str], *, cert: Path | None, key: Path | None,
                  ssl: str, disable_plaintext_auth: bool, ssl_min_protocol: str,
                  ssl_cipher_list: str | None, auth_mechanisms: str, uidl_format: str, extra_conf: str,
-                 control: bool = False):
+                 control: bool = False, mail_location: str | None = None):
+        """`mail_location` replaces the default `maildir:MAIL_ROOT/%u` (e.g. Debian's
+        `mbox:~/mail:INBOX=/var/mail/%u`; each user's home is MAIL_ROOT/USER)."""
         self.root = root
         self.users = dict(users)
         self.mail_root = root / "mail"
@@ -98,7 +100,7 @@ auth_verbose = yes
 first_valid_uid = {self.vmail.pw_uid}
 default_internal_user = {VMAIL}
 default_login_user = {VMAIL}
-mail_location = maildir:{self.mail_root}/%u{f':CONTROL={self.control_root}/%u' if self.control_root else ''}
+mail_location = {mail_location or f"maildir:{self.mail_root}/%u" + (f':CONTROL={self.control_root}/%u' if self.control_root else '')}
 pop3_uidl_format = {uidl_format}
 passdb {{
   driver = passwd-file
