@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "Tests" / "Interop"))
 
-from kits import pg  # noqa: E402
+from kits import mysql, pg  # noqa: E402
 from kits.ldap import Slapd  # noqa: E402
 from kits.launcher import free_port, wait_port  # noqa: E402
 from kits.mail import Maildir  # noqa: E402
@@ -129,9 +129,27 @@ def ldap(setup: Setup, auth_bind: bool) -> tuple[list[str], callable]:
     return ["--passdb", f"ldap:{conf}", "--userdb", f"ldap:{conf}", "--maildir", "~"], server.stop
 
 
+def sql_mysql(setup: Setup) -> tuple[list[str], callable]:
+    """Debian's MariaDB (kits/mysql.py) with the same table and queries, driver = mysql."""
+    server = mysql.start()
+    server.sql("CREATE DATABASE postfix")
+    server.sql("CREATE TABLE mailbox (username varchar(255) PRIMARY KEY, password varchar(255) NOT NULL, "
+               "maildir varchar(255) NOT NULL, active tinyint(1) NOT NULL DEFAULT 1)", database="postfix")
+    values = ",".join(f"('{name}', '{stored}', '{DOMAIN}/{name.split('@')[0]}')" for name, (_, stored) in setup.users.items())
+    server.sql(f"INSERT INTO mailbox (username, password, maildir) VALUES {values}", database="postfix")
+    secret = "bench-" + os.urandom(6).hex()
+    server.create_user("postfix", secret, "SELECT ON postfix.*")
+    conf = setup.root / "dovecot-sql-mysql.conf.ext"
+    conf.write_text(SQL_CONF.replace("driver = pgsql", "driver = mysql").replace("'{vmail}/' || maildir", "CONCAT('{vmail}/', maildir)")
+                    .format(port=server.port, user="postfix", password=secret, vmail=setup.vmail))
+    conf.chmod(0o600)
+    return ["--passdb", f"sql:{conf}", "--userdb", f"sql:{conf}", "--maildir", "~"], server.stop
+
+
 DRIVERS = {
     "passwd-file": passwd_file,
     "sql-pgsql": sql_pgsql,
+    "sql-mysql": sql_mysql,
     "ldap-lookup": lambda setup: ldap(setup, auth_bind=False),
     "ldap-auth-bind": lambda setup: ldap(setup, auth_bind=True),
 }
