@@ -14,7 +14,13 @@ import Glibc
 /// overlaps and stay inside the file; hidden ranges lie inside their message, in order; a
 /// message's size is the octet count of its canonical CRLF form (what RETR sends).
 enum MboxTarget {
-    static let file: Int32 = memfd_create("postie-fuzz-mbox", 0)
+    /// A scratch file, unlinked at once: the spool as the server reads it.
+    static let file: Int32 = {
+        var template = Array("/tmp/postie-fuzz-mbox-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        return fd
+    }()
 
     static func run(_ data: UnsafeRawBufferPointer) {
         let bytes = Array(data)
