@@ -28,6 +28,8 @@ let package = Package(
                 .product(name: "MaildirStore", package: "postie"),
                 .product(name: "MailBackend", package: "postie"),
                 .product(name: "POP3Fetch", package: "postie"),
+                .product(name: "MboxStore", package: "postie"),
+                .product(name: "LDAPDirectory", package: "postie"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

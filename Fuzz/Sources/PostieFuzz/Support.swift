@@ -19,6 +19,9 @@ let targets: [String: (UnsafeRawBufferPointer) -> Void] = [
     "dovecot-uidlist": DovecotUIDListTarget.run,
     "retention": RetentionTarget.run,
     "fetch-config": FetchConfigTarget.run,
+    "mbox": MboxTarget.run,
+    "dovecot-sql-config": DovecotSQLConfigTarget.run,
+    "dovecot-ldap-config": DovecotLDAPConfigTarget.run,
 ]
 
 nonisolated(unsafe) var selectedTarget: ((UnsafeRawBufferPointer) -> Void)?
