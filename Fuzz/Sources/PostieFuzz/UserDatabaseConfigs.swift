@@ -41,7 +41,7 @@ enum DovecotLDAPConfigTarget {
             let again = try? DovecotLDAPConfig(parsing: text, name: "fuzz.conf")
             require(again.map { "\($0)" == "\(config)" } ?? false, "parsing is not deterministic")
         }
-        _ = try? DovecotLDAPConfig.parseList(text)
+        _ = try? AttributeMapping.parseList(text)
     }
 
     static func checkEscaping(_ value: String) {
