@@ -29,7 +29,9 @@ public struct PasswdEntry: Hashable, Sendable {
     public static func parse(line: Substring) throws(PasswdFileError) -> PasswdEntry? {
         let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
         if trimmed.isEmpty || trimmed.hasPrefix("#") { return nil }
-        let fields = line.split(separator: ":", maxSplits: 7, omittingEmptySubsequences: false).map(String.init)
+        // Split on Unicode scalars, not Characters: a prepended mark such as U+0601 before a ':'
+        // would make them one grapheme and hide the separator (found by the passwords fuzzer).
+        let fields = line.unicodeScalars.split(separator: ":", maxSplits: 7, omittingEmptySubsequences: false).map { String(Substring($0)) }
         guard fields.count >= 2, !fields[0].isEmpty else { throw .malformed("expected user:password") }
         func field(_ i: Int) -> String? { i < fields.count && !fields[i].isEmpty ? fields[i] : nil }
         let extra = field(7).map { AuthenticatedUser.parseExtraFields($0) } ?? [:]

@@ -33,6 +33,18 @@ struct PasswdFileTests {
         #expect(!stored.verify("correct horse "), "\(name)")
     }
 
+    /// Found by the passwords fuzzer: U+0601 (a prepended concatenation mark) before a ':'
+    /// forms one Character with it, and splitting on Characters lost the field separator.
+    @Test func aPrependedMarkBeforeTheSeparatorKeepsTheFields() throws {
+        let stored = "{CLEAR}{\u{0601}"
+        let entry = try #require(try PasswdEntry.parse(line: Substring("alice:\(stored):1000:1000::/home/alice::quota_rule=*:storage=1G nodelay")))
+        #expect(entry.user == "alice")
+        #expect(entry.password == StoredPassword(stored))
+        #expect(entry.password.verify("{\u{0601}"))
+        #expect(entry.uid == "1000" && entry.home == "/home/alice")
+        #expect(entry.extraFields["quota_rule"] == "*:storage=1G" && entry.extraFields["nodelay"] == "")
+    }
+
     @Test func unknownSchemeNeverVerifies() {
         let stored = StoredPassword("{NOPE}correct horse")
         #expect(!stored.isSupported)
