@@ -73,22 +73,7 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
         let logger = self.logger
         let path = self.path
         let result: AuthenticatedUser? = try await threadPool.runIfActive {
-            guard let row else {
-                _ = decoy.verify(credentials.password)
-                return nil
-            }
-            if row.noPassword { return row.user }
-            guard let password = row.password else {
-                logger.warning("sql(\(path)): user \(row.user.name): password_query gave no password")
-                _ = decoy.verify(credentials.password)
-                return nil
-            }
-            guard password.isSupported else {
-                logger.error("sql(\(path)): user \(row.user.name): unknown password scheme {\(password.scheme)}")
-                _ = decoy.verify(credentials.password)
-                return nil
-            }
-            return password.verify(credentials.password) ? row.user : nil
+            PassdbAnswer.check(credentials.password, against: row, decoy: decoy, logger: logger, source: "sql(\(path))", field: "password_query")
         }
         guard let result else { throw BackendError.authFailed }
         return result
@@ -162,21 +147,12 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
         fields["user"] ?? fields["username"].map { name in fields["domain"].map { name + "@" + $0 } ?? name }
     }
 
-    struct PassdbRow: Sendable {
-        var user: AuthenticatedUser
-        var password: StoredPassword?
-        var noPassword: Bool
-    }
-
-    private func passdbRow(_ name: String) async throws -> PassdbRow? {
+    private func passdbRow(_ name: String) async throws -> PassdbAnswer? {
         guard let query = config.passwordQuery else {
             throw BackendError.permanent("sql(\(path)): no password_query, so it cannot be a passdb")
         }
         guard var fields = try await singleRow(query, "password_query", user: name) else { return nil }
-        var password: StoredPassword?
-        if let text = fields.removeValue(forKey: "password"), !text.isEmpty {
-            password = StoredPassword(text.hasPrefix("{") ? text : "{\(config.defaultPassScheme)}" + text)
-        }
+        let password = PassdbAnswer.storedPassword(fields.removeValue(forKey: "password"), defaultScheme: config.defaultPassScheme)
         let noPassword = fields.removeValue(forKey: "nopassword").map { !["", "n", "no", "0", "false", "f"].contains($0.lowercased()) } ?? false
         var renamed = name
         if let user = fields.removeValue(forKey: "user"), !user.isEmpty {
@@ -186,17 +162,12 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
         }
         fields["username"] = nil
         fields["domain"] = nil
-        return PassdbRow(user: Self.user(named: renamed, fields: fields), password: password, noPassword: noPassword)
+        return PassdbAnswer(user: PassdbAnswer.user(named: renamed, fields: fields), password: password, noPassword: noPassword)
     }
 
-    /// A user from a row's fields: `home` (or `userdb_home`) is the home, `userdb_X` is `X`.
+    /// A user from a row's fields (``PassdbAnswer/user(named:fields:)``).
     static func user(named name: String, fields: [String: String]) -> AuthenticatedUser {
-        var extra: [String: String] = [:]
-        for (key, value) in fields where !key.hasPrefix("userdb_") { extra[key] = value }
-        for (key, value) in fields where key.hasPrefix("userdb_") { extra[String(key.dropFirst("userdb_".count))] = value }
-        let home = extra.removeValue(forKey: "home")
-        extra["user"] = nil
-        return AuthenticatedUser(name: name, home: home, extraFields: extra)
+        PassdbAnswer.user(named: name, fields: fields)
     }
 
     private func singleRow(_ query: SQLQuery, _ key: String, user: String) async throws -> [String: String]? {

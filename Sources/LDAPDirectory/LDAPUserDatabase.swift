@@ -94,22 +94,7 @@ public final class LDAPUserDatabase: PassDatabase, UserLookup, CustomStringConve
         let logger = self.logger
         let name = description
         let result: AuthenticatedUser? = try await threadPool.runIfActive {
-            guard let row else {
-                _ = decoy.verify(credentials.password)
-                return nil
-            }
-            if row.noPassword { return row.user }
-            guard let password = row.password else {
-                logger.warning("\(name): user \(row.user.name): pass_attrs gave no password")
-                _ = decoy.verify(credentials.password)
-                return nil
-            }
-            guard password.isSupported else {
-                logger.error("\(name): user \(row.user.name): unknown password scheme {\(password.scheme)}")
-                _ = decoy.verify(credentials.password)
-                return nil
-            }
-            return password.verify(credentials.password) ? row.user : nil
+            PassdbAnswer.check(credentials.password, against: row?.answer, decoy: decoy, logger: logger, source: name, field: "pass_attrs")
         }
         guard let result else { throw BackendError.authFailed }
         return result
@@ -238,33 +223,26 @@ public final class LDAPUserDatabase: PassDatabase, UserLookup, CustomStringConve
 
     struct PassdbRow: Sendable {
         var dn: String
-        var user: AuthenticatedUser
-        var password: StoredPassword?
-        var noPassword: Bool
+        var answer: PassdbAnswer
+        var user: AuthenticatedUser { answer.user }
+        var password: StoredPassword? { answer.password }
+        var noPassword: Bool { answer.noPassword }
     }
 
     private func passdbRow(_ name: String) async throws -> PassdbRow? {
         let values = VariableTemplate.Values(user: name)
         guard let entry = try await single(config.passFilter, "pass_filter", attributes: config.passAttrs, user: name) else { return nil }
         var fields = AttributeMapping.fields(of: entry.attributes, list: config.passAttrs, user: values)
-        var password: StoredPassword?
-        if let text = fields.removeValue(forKey: "password"), !text.isEmpty {
-            password = StoredPassword(text.hasPrefix("{") ? text : "{\(config.defaultPassScheme)}" + text)
-        }
+        let password = PassdbAnswer.storedPassword(fields.removeValue(forKey: "password"), defaultScheme: config.defaultPassScheme)
         let noPassword = fields.removeValue(forKey: "nopassword").map { !["n", "no", "0", "false", "f"].contains($0.lowercased()) } ?? false
         var renamed = name
         if let user = fields.removeValue(forKey: "user"), !user.isEmpty { renamed = user }
-        return PassdbRow(dn: entry.dn, user: Self.user(named: renamed, fields: fields), password: password, noPassword: noPassword)
+        return PassdbRow(dn: entry.dn, answer: PassdbAnswer(user: PassdbAnswer.user(named: renamed, fields: fields), password: password, noPassword: noPassword))
     }
 
-    /// A user from an entry's fields: `home` (or `userdb_home`) is the home, `userdb_X` is `X`.
+    /// A user from an entry's fields (``PassdbAnswer/user(named:fields:)``).
     static func user(named name: String, fields: [String: String]) -> AuthenticatedUser {
-        var extra: [String: String] = [:]
-        for (key, value) in fields where !key.hasPrefix("userdb_") { extra[key] = value }
-        for (key, value) in fields where key.hasPrefix("userdb_") { extra[String(key.dropFirst("userdb_".count))] = value }
-        let home = extra.removeValue(forKey: "home")
-        extra["user"] = nil
-        return AuthenticatedUser(name: name, home: home, extraFields: extra)
+        PassdbAnswer.user(named: name, fields: fields)
     }
 
     /// The one entry a filter finds for the user; nil for none, an error for more than one.
