@@ -54,11 +54,7 @@ public struct FetchConfigFile: Sendable {
         } catch {
             throw Problem("\(origin): not valid YAML: \(error)")
         }
-        // Yams traps on a mapping key that is not a scalar (`? [a, b]: c`); refuse it first.
-        if let node, !Self.hasOnlyScalarKeys(node) {
-            throw Problem("\(origin): a mapping key is not plain text")
-        }
-        let root = node?.any
+        let root = try node.map { try Self.plainValue($0, origin: origin) }
         guard let top = root as? [String: Any] else { throw Problem("\(origin): expected a mapping with an `accounts` list") }
         for key in top.keys where key != "accounts" && key != "poll" {
             throw Problem("\(origin): unknown key `\(key)` (known: accounts, poll)")
@@ -146,15 +142,43 @@ public struct FetchConfigFile: Sendable {
 
     /// The first line of a password file, without its line end.
     /// Whether every mapping key in the tree is a scalar (aliases are resolved by `compose`).
-    static func hasOnlyScalarKeys(_ node: Node) -> Bool {
+    /// The document as plain values, with scalars resolved here rather than by Yams' YAML 1.1
+    /// resolver: Yams traps on a mapping key that is not a scalar (`? [a, b]: c`) and on a
+    /// sexagesimal integer that overflows (`37:3718888888888888888:00`), and it would read
+    /// `user: 1:30` as the number 90. A plain scalar is a boolean (true/false/yes/no/on/off), a
+    /// decimal integer that fits, null (`~`, `null`, nothing) or else text; a quoted one is text.
+    static func plainValue(_ node: Node, origin: String) throws -> Any {
         switch node {
-        case .scalar: true
-        case .alias: false
-        case .sequence(let items): items.allSatisfy(hasOnlyScalarKeys)
+        case .scalar(let scalar):
+            return scalar.style == .plain ? resolvePlain(scalar.string) : scalar.string
+        case .alias:
+            throw Problem("\(origin): YAML aliases are not supported")
+        case .sequence(let items):
+            return try items.map { try plainValue($0, origin: origin) }
         case .mapping(let pairs):
-            pairs.allSatisfy { pair in
-                if case .scalar = pair.key { hasOnlyScalarKeys(pair.value) } else { false }
+            var map: [String: Any] = [:]
+            for pair in pairs {
+                guard case .scalar(let key) = pair.key else { throw Problem("\(origin): a mapping key is not plain text") }
+                map[key.string] = try plainValue(pair.value, origin: origin)
             }
+            return map
+        }
+    }
+
+    /// A plain null scalar: neither text nor a number, so every key refuses it.
+    struct Null {}
+
+    static func resolvePlain(_ text: String) -> Any {
+        switch text {
+        case "", "~", "null", "Null", "NULL": return Null()
+        case "true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON": return true
+        case "false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF": return false
+        default:
+            let digits = text.utf8.first == UInt8(ascii: "-") || text.utf8.first == UInt8(ascii: "+") ? text.utf8.dropFirst() : text.utf8[...]
+            if !digits.isEmpty, digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let number = Int(text) {
+                return number
+            }
+            return text
         }
     }
 

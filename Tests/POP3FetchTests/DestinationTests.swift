@@ -234,8 +234,36 @@ let sample = Array("From: a@example.org\r\nSubject: hi\r\n\r\nFrom here\r\n>From
         // Found by the fetch-config fuzz target: a mapping key that is not a scalar made Yams trap.
         "? [a, b]\n: c\n",
         "accounts:\n  - ? {server: h}\n    : x\n",
+        // Found by the fetch-config fuzz target: Yams' sexagesimal integers overflowed and trapped.
+        "pB 37: 371888888888888888:00",
+        "poll: 371888888888888888:00\naccounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x",
+        "poll: 99999999999999999999\naccounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x",
+        "accounts:\n  - &a {server: h:110}\n  - *a",
+        "accounts:\n  - server: h:110\n    user: ~\n    password-file: /p\n    to: maildir:/x",
     ])
     func refusesBadFiles(_ yaml: String) {
         #expect(throws: (any Error).self) { try FetchConfigFile(yaml: yaml, origin: "t") { _ in "pw" } }
+    }
+
+    /// Scalars are resolved by the file's own rules, not YAML 1.1's: `1:30` is text (not 90),
+    /// `0755` is the decimal 755 spelled as given, and quoted numbers are text.
+    @Test func plainScalarsAreTextUnlessPlainlyNumbersOrBooleans() throws {
+        let yaml = """
+            poll: 0300
+            accounts:
+              - server: h:110
+                user: 1:30
+                password-file: '/p'
+                to: maildir:/x
+                state-file: 0x1F
+                keep: yes
+                timeout: +45
+            """
+        let file = try FetchConfigFile(yaml: yaml, origin: "t") { _ in "pw" }
+        #expect(file.poll == 300)
+        #expect(file.accounts[0].user == "1:30")
+        #expect(file.accounts[0].statePath == "0x1F")
+        #expect(file.accounts[0].keep)
+        #expect(file.accounts[0].server.timeout == .seconds(45))
     }
 }
