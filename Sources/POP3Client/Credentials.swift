@@ -33,14 +33,16 @@ extension Credentials {
             var line = raw
             if line.hasSuffix("\r") { line = line.dropLast() }
             if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
-                  !requirePassword || line.index(after: colon) != line.endIndex
+            // The first ':' scalar: a mark such as U+0601 before it would hide it from a Character search.
+            let scalars = line.unicodeScalars
+            guard let colon = scalars.firstIndex(of: ":"), colon != scalars.startIndex,
+                  !requirePassword || scalars.index(after: colon) != scalars.endIndex
             else { throw .notUserPassword(line: offset + 1) }
-            let user = String(line[..<colon])
+            let user = String(scalars[..<colon])
             if uniqueUsers {
                 guard seen.insert(user).inserted else { throw .repeatedUser(line: offset + 1, user: user) }
             }
-            list.append(Credentials(user: user, password: String(line[line.index(after: colon)...])))
+            list.append(Credentials(user: user, password: String(scalars[scalars.index(after: colon)...])))
         }
         guard !list.isEmpty else { throw .empty }
         return list

@@ -39,7 +39,9 @@ public final class AppPasswordFile: AppPasswordStore, Sendable {
     /// Parses one line: nil for comments, blank and malformed lines.
     static func parse(_ line: Substring) -> (user: String, password: AppPassword)? {
         if line.isEmpty || line.hasPrefix("#") { return nil }
-        let fields = line.split(separator: ":", maxSplits: 6, omittingEmptySubsequences: false).map(String.init)
+        // On Unicode scalars, as passwd-file lines: a mark such as U+0601 must not hide a ':'.
+        let fields = line.unicodeScalars.split(separator: ":", maxSplits: 6, omittingEmptySubsequences: false)
+            .map { String(Substring($0)) }
         guard fields.count == 7, !fields[0].isEmpty, !fields[1].isEmpty, let created = Int(fields[3]) else { return nil }
         func time(_ text: String) -> Int?? { text.isEmpty ? .some(nil) : Int(text).map { .some($0) } }
         guard let expires = time(fields[4]), let lastUsed = time(fields[5]) else { return nil }

@@ -47,7 +47,9 @@ public struct PasswdFileEditor: Sendable {
     public func setPassword(user: String, passwordField: String) throws {
         try withLock { lines in
             guard let index = lines.firstIndex(where: { Self.name(of: $0) == user }) else { throw UserEditError.noSuchUser(user) }
-            var fields = lines[index].split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            // On Unicode scalars, as PasswdEntry.parse: a mark such as U+0601 must not hide a ':'.
+            var fields = lines[index].unicodeScalars.split(separator: ":", omittingEmptySubsequences: false)
+                .map { String(Substring($0)) }
             fields[1] = passwordField
             var updated = lines
             updated[index] = fields.joined(separator: ":")

@@ -8,6 +8,12 @@ import Testing
         #expect(list == [.init(user: "alice", password: "pw:with:colons"), .init(user: "bob", password: "")])
     }
 
+    /// A prepended mark (U+0601) before the ':' forms one Character with it; the line is split on scalars.
+    @Test func aPrependedMarkBeforeTheColonKeepsUserAndPassword() throws {
+        let list = try POP3Client.Credentials.parseList("al\u{601}:pw\n", requirePassword: true, uniqueUsers: true)
+        #expect(list == [.init(user: "al\u{601}", password: "pw")])
+    }
+
     @Test func namesTheLine() {
         #expect(throws: POP3Client.Credentials.ListProblem.notUserPassword(line: 2)) {
             try POP3Client.Credentials.parseList("a:1\nnocolon\n", requirePassword: false, uniqueUsers: false)

@@ -44,6 +44,12 @@ struct AppPasswordFileTests {
         #expect(AppPasswordFile.line(user: user, password) == line)
     }
 
+    /// A prepended mark (U+0601) before a ':' forms one Character with it; lines split on scalars.
+    @Test func aPrependedMarkBeforeTheSeparatorKeepsTheFields() throws {
+        let parsed = try #require(AppPasswordFile.parse("alice:phone\u{601}:{SSHA512}x:1:::"))
+        #expect(parsed.password.name == "phone\u{601}" && parsed.password.hash == "{SSHA512}x")
+    }
+
     @Test(arguments: ["# comment", "", "alice:phone:{SSHA512}x:1::", "alice:phone:{SSHA512}x:soon:::", "alice:phone:{SSHA512}x:1:never::", ":phone:{SSHA512}x:1:::"])
     func skipsWhatItCannotParse(line: String) {
         #expect(AppPasswordFile.parse(Substring(line)) == nil)

@@ -218,4 +218,16 @@ struct PasswdFileEditorTests {
         #expect(st.st_uid == 65534 && st.st_gid == 65534)
         #expect(try editor.list().map(\.user) == ["alice", "bob"])
     }
+
+    /// A prepended mark (U+0601) at the end of a password formed one Character with the ':'
+    /// after it, so a password change swallowed the uid field.
+    @Test func settingAPasswordAfterAPrependedMarkKeepsTheOtherFields() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-editor-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd").path
+        try Data("alice:{PLAIN}a\u{601}:1000:1000::/home/alice::\n".utf8).write(to: URL(fileURLWithPath: file))
+        try PasswdFileEditor(path: file).setPassword(user: "alice", passwordField: "{PLAIN}c")
+        #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: file)), as: UTF8.self) == "alice:{PLAIN}c:1000:1000::/home/alice::\n")
+    }
 }
