@@ -95,8 +95,8 @@ class Postie:
         self.port, self.tls_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        args = [str(self.binary), "serve",
+    def start(self, wrapper: list[str] | None = None, binary: Path | None = None) -> None:
+        args = [*(wrapper or []), str(binary or self.binary), "serve",
                 "--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}",
                 "--passwd-file", str(self.passwd), *self.store_args,
                 "--tls-cert", str(self.cert), "--tls-key", str(self.key),
@@ -105,7 +105,7 @@ class Postie:
         out = open(self.root / "postie.log", "ab")
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
-        wait_port(self.port)
+        wait_port(self.port, timeout=120 if wrapper else 30)
 
     @property
     def pid(self) -> int:
@@ -158,8 +158,8 @@ class PostiePostgres(Postie):
         if r.returncode != 0:
             raise RuntimeError(f"postie {args[0]} {args[1]} failed: {r.stderr[-2000:]}")
 
-    def start(self) -> None:
-        args = [str(self.binary), "serve", "--store", "postgres", "--database-url-file", str(self.url_file),
+    def start(self, wrapper: list[str] | None = None, binary: Path | None = None) -> None:
+        args = [*(wrapper or []), str(binary or self.binary), "serve", "--store", "postgres", "--database-url-file", str(self.url_file),
                 "--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}",
                 "--tls-cert", str(self.cert), "--tls-key", str(self.key),
                 "--max-connections", "20000", "--max-connections-per-ip", "20000",
@@ -188,8 +188,8 @@ class Dovecot:
         self.server.passwd_path.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
         self.port, self.tls_port = self.server.port, self.server.tls_port
 
-    def start(self) -> None:
-        self.server.start(timeout=60)
+    def start(self, wrapper: list[str] | None = None, binary: Path | None = None) -> None:
+        self.server.start(timeout=180 if wrapper else 60, wrapper=wrapper)
 
     @property
     def pid(self) -> int:
@@ -211,6 +211,39 @@ def run_bench(binary: Path, port: int, tls: str, creds: Path, clients: int, dura
     if r.returncode not in (0, 1):
         raise RuntimeError(f"postie bench failed ({r.returncode}): {r.stderr[-2000:]}")
     return json.loads(r.stdout)
+
+
+def count_instructions(name: str, server, work: Path, out: Path, a, cert: Path, spec) -> dict:
+    """Instructions per session, plain and implicit TLS, on the server run under callgrind. The
+    warm-up logs every user in once, so the counted sessions find their mailboxes indexed (as
+    in the timed steps) and a first open is not counted."""
+    import ssl as ssl_module
+
+    import instructions
+    problem = instructions.available()
+    if problem:
+        raise RuntimeError(f"--instructions: {problem}")
+    logins = [(u, dataset.password(u)) for u in dataset.user_names(spec)]
+    context = ssl_module.create_default_context(cafile=str(cert))
+    figures: dict = {}
+    binary = instructions.stripped_copy(server.binary, work) if name == "postie" else None
+    if name == "dovecot":
+        # A chrooted login process could not write its counts outside the chroot (the timing
+        # steps above ran with the chroot; it costs a chroot(2) per pre-started process).
+        with open(server.server.conf_path, "a") as conf:
+            conf.write("service pop3-login {\n  chroot =\n}\n")
+    for label, tls in (("plain", None), ("tls", context)):
+        log(f"{name}: counting instructions ({label}), {a.instruction_sessions} sessions under callgrind")
+        figures[label] = instructions.measure(
+            lambda prefix: server.start(wrapper=prefix, binary=binary), server.stop,
+            work / f"callgrind-{name}-{label}", server.tls_port if tls else server.port, logins,
+            a.instruction_sessions, warmup=len(logins), tls_context=tls)
+        # Both runs' counts, per process and function: `python3 bench/instructions.py DIR`
+        # prints where the instructions per session go.
+        shutil.copytree(work / f"callgrind-{name}-{label}", out / f"callgrind-{name}-{label}", dirs_exist_ok=True)
+        (out / f"callgrind-{name}-{label}" / "sessions").write_text(f"{a.instruction_sessions}\n")
+        log(f"{name}: {figures[label]}")
+    return figures
 
 
 def main() -> int:
@@ -235,9 +268,16 @@ def main() -> int:
                     help="which servers to measure (comma-separated subset of the default)")
     ap.add_argument("--steps", default="sessions,retr,bulk,idle",
                     help="which measurements to run (comma-separated subset of the default)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count CPU instructions per session, server side (bench/instructions.py)")
+    ap.add_argument("--instruction-sessions", type=int, default=200,
+                    help="sessions counted per server and mode with --instructions")
     ap.add_argument("--quick", action="store_true", help="a small smoke run (minutes, not figures)")
     a = ap.parse_args()
+    if a.instructions:
+        a.steps += ",instructions"
     if a.quick:
+        a.instruction_sessions = 40
         a.messages, a.bulk, a.huge_mb, a.duration, a.idle, a.idle_dovecot, a.idle_postgres = 5, 2000, 8, 3, 300, 50, 50
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -331,6 +371,8 @@ def main() -> int:
                 r["idle"] = probes.idle_sessions("127.0.0.1", s.port, logins, count, s.pid)
                 log(f"{name}: {r['idle']}")
             s.stop()
+            if "instructions" in steps and name in ("postie", "dovecot"):
+                r["instructions"] = count_instructions(name, s, work, out, a, cert, spec)
             log(f"{name}: done")
     finally:
         for _, s in servers:

@@ -21,6 +21,8 @@ ROWS = [
     ("RETR 70 MB, TLS", lambda r: r["retr_tls"]["megabytes_per_second"], "MB/s", True, ">= 1.3x"),
     ("100k mailbox, first STAT+UIDL", lambda r: r["bulk"]["first_s"], "s", False, "<= 0.5x"),
     ("100k mailbox, later STAT+UIDL", lambda r: r["bulk"]["later_s"], "s", False, "<= 0.5x"),
+    ("instructions/session, plain", lambda r: r["instructions"]["plain"]["per_session"], "", False, "<= 0.333x"),
+    ("instructions/session, TLS", lambda r: r["instructions"]["tls"]["per_session"], "", False, ""),
     ("idle session RSS", lambda r: r["idle"]["per_session_kib"], "KiB", False, "Postie <= 48.8 KiB"),
     ("idle sessions held", lambda r: r["idle"]["sessions"], "", True, ""),
 ]
@@ -81,6 +83,11 @@ def table(results: dict) -> str:
                      f"Postie over {p.get('idle', {}).get('sessions')}"
                      + (f"; Postie PG over {g.get('idle', {}).get('sessions')}, each holding a PostgreSQL "
                         f"connection whose backend is not counted" if g is not None else "") + ")")
+    ins = p.get("instructions", {}).get("plain")
+    if ins:
+        lines.append(f"(instructions: server side, every process, under callgrind; the difference between "
+                     f"a run of {ins['sessions']} + warm-up sessions and one of the warm-up alone, "
+                     f"divided by {ins['sessions']}; bench/instructions.py)")
     imp = results.get("postgres_import")
     if imp:
         lines.append(f"(Postie PG: {imp['messages']} messages imported with `postie db import` in {imp['seconds']:.1f} s)")

@@ -135,10 +135,11 @@ service anvil {{
                 for n in dirnames + filenames:
                     os.lchown(os.path.join(dirpath, n), uid, gid)
 
-    def start(self, timeout: float = 20.0) -> "DovecotServer":
+    def start(self, timeout: float = 20.0, wrapper: list[str] | None = None) -> "DovecotServer":
+        """`wrapper` goes before the command (bench/instructions.py runs Dovecot under Valgrind)."""
         self.fix_ownership()
         out = open(self._stdout_path, "ab")
-        self.proc = subprocess.Popen([dovecot_binary(), "-F", "-c", str(self.conf_path)],
+        self.proc = subprocess.Popen([*(wrapper or []), dovecot_binary(), "-F", "-c", str(self.conf_path)],
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
         deadline = time.monotonic() + timeout
