@@ -16,7 +16,7 @@ import MailBackend
 ///     user_attrs = =home=/srv/mail/%d/%n, =mail=maildir:~/Maildir
 ///
 /// - SeeAlso: https://doc.dovecot.org/2.3/configuration_manual/authentication/ldap/
-public struct DovecotLDAPConfig: Sendable {
+public struct DovecotLDAPConfig: Sendable, Hashable {
     /// `uris` (or `hosts`, as `ldap://host[:port]`): tried in order by libldap.
     public var uris: [String]
     /// `dn` and `dnpass`: the identity searches run as; anonymous without them.
