@@ -20,7 +20,7 @@ public struct PassdbAnswer: Sendable {
     /// (Dovecot's `default_pass_scheme`); nil for none or an empty one.
     public static func storedPassword(_ text: String?, defaultScheme: String) -> StoredPassword? {
         guard let text, !text.isEmpty else { return nil }
-        return StoredPassword(text.hasPrefix("{") ? text : "{\(defaultScheme)}" + text)
+        return StoredPassword(text.unicodeScalars.first == "{" ? text : "{\(defaultScheme)}" + text)
     }
 
     /// A user from the answer's fields: `home` (or `userdb_home`) is the home, `userdb_X` is

@@ -15,9 +15,13 @@ public struct StoredPassword: Hashable, Sendable {
     public var data: String
 
     public init(_ field: String) {
-        if field.hasPrefix("{"), let close = field.firstIndex(of: "}") {
-            scheme = field[field.index(after: field.startIndex)..<close].uppercased()
-            data = String(field[field.index(after: close)...])
+        // The braces are found among Unicode scalars, not Characters: "}" and a combining mark
+        // after it (a password that starts with one) are one Character (found by the
+        // passwords fuzzer: `{CLEAR}` + U+0316 did not verify its own password).
+        let scalars = field.unicodeScalars
+        if scalars.first == "{", let close = scalars.firstIndex(of: "}") {
+            scheme = String(Substring(scalars[scalars.index(after: scalars.startIndex)..<close])).uppercased()
+            data = String(Substring(scalars[scalars.index(after: close)...]))
         } else if field.hasPrefix("$1$"), let salt = field.dropFirst(3).firstIndex(of: "$") {
             // Dovecot's password_get_scheme: a bare `$1$salt$hash` is MD5-CRYPT, and anything
             // after a further `$` is ignored.

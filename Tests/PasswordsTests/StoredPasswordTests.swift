@@ -212,4 +212,17 @@ struct StoredPasswordTests {
         #expect(StoredPassword("{SHA}L55TUjtiq8FBorTWAZ0jy6g129A=").plaintext == nil)
         #expect(StoredPassword("correct horse").plaintext == nil)  // CRYPT
     }
+
+    /// Found by the passwords fuzzer: "}" and a combining mark after it are one Character, so a
+    /// password starting with one (U+0316) lost its `{CLEAR}` prefix and never verified.
+    @Test func aPasswordStartingWithACombiningMarkKeepsItsScheme() {
+        for scheme in ["CLEAR", "PLAIN"] {
+            let stored = StoredPassword("{\(scheme)}\u{316}l")
+            #expect(stored.scheme == scheme && stored.data == "\u{316}l")
+            #expect(stored.verify("\u{316}l"))
+            #expect(!stored.verify("\u{316}lx"))
+        }
+        let hashed = StoredPassword.hash("\u{301}pw", scheme: "SHA256")
+        #expect(hashed.map { StoredPassword($0).verify("\u{301}pw") } == true)
+    }
 }
