@@ -61,10 +61,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """One self-signed RSA-2048 certificate both servers use."""
+def make_certificate(directory: Path, kind: str = "rsa") -> tuple[Path, Path]:
+    """One self-signed certificate both servers use: RSA-2048, or ECDSA on P-256 (`ecdsa`)."""
     cert, key = directory / "server.pem", directory / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+    algorithm = ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    subprocess.run(["openssl", "req", "-x509", *algorithm, "-nodes", "-days", "30",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     return cert, key
@@ -232,12 +233,12 @@ def count_instructions(name: str, server, work: Path, out: Path, a, cert: Path, 
         # steps above ran with the chroot; it costs a chroot(2) per pre-started process).
         with open(server.server.conf_path, "a") as conf:
             conf.write("service pop3-login {\n  chroot =\n}\n")
-    for label, tls in (("plain", None), ("tls", context)):
+    for label, tls, resume in (("plain", None, False), ("tls", context, False), ("tls_resumed", context, True)):
         log(f"{name}: counting instructions ({label}), {a.instruction_sessions} sessions under callgrind")
         figures[label] = instructions.measure(
             lambda prefix: server.start(wrapper=prefix, binary=binary), server.stop,
             work / f"callgrind-{name}-{label}", server.tls_port if tls else server.port, logins,
-            a.instruction_sessions, warmup=len(logins), tls_context=tls)
+            a.instruction_sessions, warmup=len(logins), tls_context=tls, resume=resume)
         # Both runs' counts, per process and function: `python3 bench/instructions.py DIR`
         # prints where the instructions per session go.
         shutil.copytree(work / f"callgrind-{name}-{label}", out / f"callgrind-{name}-{label}", dirs_exist_ok=True)
@@ -268,6 +269,8 @@ def main() -> int:
                     help="which servers to measure (comma-separated subset of the default)")
     ap.add_argument("--steps", default="sessions,retr,bulk,idle",
                     help="which measurements to run (comma-separated subset of the default)")
+    ap.add_argument("--certificate", choices=("rsa", "ecdsa"), default="rsa",
+                    help="the servers' certificate: RSA-2048 (the default) or ECDSA P-256")
     ap.add_argument("--instructions", action="store_true",
                     help="also count CPU instructions per session, server side (bench/instructions.py)")
     ap.add_argument("--instruction-sessions", type=int, default=200,
@@ -304,7 +307,7 @@ def main() -> int:
     work = Path(f"/tmp/postie-bench-{os.getpid()}")
     work.mkdir(mode=0o755)
     os.chmod(work, 0o755)
-    cert, key = make_certificate(work)
+    cert, key = make_certificate(work, a.certificate)
     creds = work / "credentials"
     creds.write_text("".join(f"{u}:{dataset.password(u)}\n" for u in dataset.user_names(spec)))
     huge_creds = work / "huge-credentials"
@@ -316,6 +319,7 @@ def main() -> int:
                 (mail / u / sub).mkdir(parents=True, exist_ok=True)
 
     results: dict = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+                     "certificate": a.certificate,
                      "spec": spec.__dict__, "clients": a.clients, "duration": a.duration, "servers": {}}
     servers = []
     try:

@@ -11,7 +11,9 @@ sessions, then `warmup + sessions`. Every traced process writes its count when i
 figure is the difference of the two sums over all processes, divided by `sessions`, so start-up,
 shutdown and the first cold sessions cancel out. A session
 is the one `postie bench` makes: connect, USER/PASS, STAT, UIDL, RETR 1 and 2, QUIT, rotating
-over the users; plain text or implicit TLS (a full handshake each time, as `postie bench`).
+over the users; plain text, implicit TLS with a full handshake each time (as `postie bench`),
+and implicit TLS resuming the previous session (as a mail client that polls). The resumed
+handshakes are counted: a server that does not resume shows it there.
 
 The client runs outside Valgrind and is not counted. Valgrind 3.19 cannot read the DWARF 5 of
 Swift's release binaries, so Postie runs from a copy without debug sections (`objcopy
@@ -72,20 +74,38 @@ def _command(f, sock, text: str, multiline: bool = False) -> None:
             pass
 
 
-def session(port: int, user: str, password: str, tls_context: ssl.SSLContext | None) -> None:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=600)
-    sock = tls_context.wrap_socket(raw, server_hostname="localhost") if tls_context else raw
-    with sock:
-        f = sock.makefile("rb")
-        if not _line(f).startswith(b"+OK"):
-            raise RuntimeError("no greeting")
-        _command(f, sock, f"USER {user}")
-        _command(f, sock, f"PASS {password}")
-        _command(f, sock, "STAT")
-        _command(f, sock, "UIDL", multiline=True)
-        _command(f, sock, "RETR 1", multiline=True)
-        _command(f, sock, "RETR 2", multiline=True)
-        _command(f, sock, "QUIT")
+class Client:
+    """Runs sessions one after another: plain, TLS with a full handshake each time, or TLS
+    resuming the previous session (`resume`: the ticket or session ID the server gave last
+    time, as a mail client that polls keeps it). Counts the handshakes that resumed."""
+
+    def __init__(self, tls_context: ssl.SSLContext | None, resume: bool = False):
+        self.tls_context, self.resume = tls_context, resume
+        self.last: ssl.SSLSession | None = None
+        self.resumed = 0
+
+    def session(self, port: int, user: str, password: str) -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=600)
+        if self.tls_context:
+            sock = self.tls_context.wrap_socket(raw, server_hostname="localhost",
+                                                session=self.last if self.resume else None)
+        else:
+            sock = raw
+        with sock:
+            f = sock.makefile("rb")
+            if not _line(f).startswith(b"+OK"):
+                raise RuntimeError("no greeting")
+            _command(f, sock, f"USER {user}")
+            _command(f, sock, f"PASS {password}")
+            _command(f, sock, "STAT")
+            _command(f, sock, "UIDL", multiline=True)
+            _command(f, sock, "RETR 1", multiline=True)
+            _command(f, sock, "RETR 2", multiline=True)
+            _command(f, sock, "QUIT")
+            if self.tls_context:
+                # TLS 1.3 tickets arrive after the handshake: by QUIT's answer they are in.
+                self.resumed += sock.session_reused
+                self.last = sock.session
 
 
 def totals(directory: Path) -> tuple[int, int]:
@@ -154,7 +174,7 @@ def _wait_for_exit(directory: Path, timeout: float = 120) -> None:
 
 
 def run(start, stop, directory: Path, port: int, logins: list[tuple[str, str]], sessions: int,
-        tls_context: ssl.SSLContext | None) -> tuple[int, int, float]:
+        client: Client) -> tuple[int, int, float]:
     """Starts the server under callgrind (`start(prefix)`), runs `sessions`, stops it (`stop()`:
     SIGTERM, so every process writes its counts) and returns (instructions, processes, seconds)."""
     opener = _Opener(directory)
@@ -162,7 +182,7 @@ def run(start, stop, directory: Path, port: int, logins: list[tuple[str, str]], 
     started = time.monotonic()
     try:
         for i in range(sessions):
-            session(port, *logins[i % len(logins)], tls_context)
+            client.session(port, *logins[i % len(logins)])
     finally:
         seconds = time.monotonic() - started
         stop()
@@ -177,19 +197,21 @@ def run(start, stop, directory: Path, port: int, logins: list[tuple[str, str]], 
 
 
 def measure(start, stop, directory: Path, port: int, logins: list[tuple[str, str]], sessions: int,
-            warmup: int, tls_context: ssl.SSLContext | None) -> dict:
+            warmup: int, tls_context: ssl.SSLContext | None, resume: bool = False) -> dict:
     """Instructions per session: a run of `warmup` sessions and one of `warmup + sessions`, each
     from start to stop, and the difference over `sessions`, so start-up, shutdown and the first
     (cold) sessions cancel out. (`callgrind_control -z`/`-d` would avoid the second run, but it
     hangs here on Dovecot's unprivileged processes blocked in epoll_wait.)"""
-    base, base_files, _ = run(start, stop, directory / "base", port, logins, warmup, tls_context)
-    full, full_files, seconds = run(start, stop, directory / "full", port, logins, warmup + sessions,
-                                    tls_context)
+    base, base_files, _ = run(start, stop, directory / "base", port, logins, warmup,
+                              Client(tls_context, resume))
+    client = Client(tls_context, resume)
+    full, full_files, seconds = run(start, stop, directory / "full", port, logins, warmup + sessions, client)
     if not base_files or not full_files:
         raise RuntimeError(f"callgrind wrote no counts under {directory}")
     return {"sessions": sessions, "per_session": (full - base) // sessions, "instructions": full - base,
             "baseline": base, "processes": [base_files, full_files],
-            "seconds_under_valgrind": round(seconds, 1)}
+            "seconds_under_valgrind": round(seconds, 1),
+            **({"resumed": client.resumed, "handshakes": warmup + sessions} if resume else {})}
 
 
 def self_costs(directory: Path) -> collections.Counter:

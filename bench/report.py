@@ -23,6 +23,7 @@ ROWS = [
     ("100k mailbox, later STAT+UIDL", lambda r: r["bulk"]["later_s"], "s", False, "<= 0.5x"),
     ("instructions/session, plain", lambda r: r["instructions"]["plain"]["per_session"], "", False, "<= 0.333x"),
     ("instructions/session, TLS", lambda r: r["instructions"]["tls"]["per_session"], "", False, ""),
+    ("instructions/session, TLS resumed", lambda r: r["instructions"]["tls_resumed"]["per_session"], "", False, ""),
     ("idle session RSS", lambda r: r["idle"]["per_session_kib"], "KiB", False, "Postie <= 48.8 KiB"),
     ("idle sessions held", lambda r: r["idle"]["sessions"], "", True, ""),
 ]
@@ -88,6 +89,12 @@ def table(results: dict) -> str:
         lines.append(f"(instructions: server side, every process, under callgrind; the difference between "
                      f"a run of {ins['sessions']} + warm-up sessions and one of the warm-up alone, "
                      f"divided by {ins['sessions']}; bench/instructions.py)")
+    for name, r in sorted(results["servers"].items()):
+        resumed = r.get("instructions", {}).get("tls_resumed")
+        if resumed:
+            lines.append(f"({name}: {resumed['resumed']} of {resumed['handshakes']} handshakes resumed)")
+    if results.get("certificate", "rsa") != "rsa":
+        lines.append(f"(certificate: {results['certificate']})")
     imp = results.get("postgres_import")
     if imp:
         lines.append(f"(Postie PG: {imp['messages']} messages imported with `postie db import` in {imp['seconds']:.1f} s)")
