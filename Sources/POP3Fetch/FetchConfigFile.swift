@@ -140,11 +140,9 @@ public struct FetchConfigFile: Sendable {
         }
     }
 
-    /// The first line of a password file, without its line end.
-    /// Whether every mapping key in the tree is a scalar (aliases are resolved by `compose`).
     /// The document as plain values, with scalars resolved here rather than by Yams' YAML 1.1
     /// resolver: Yams traps on a mapping key that is not a scalar (`? [a, b]: c`) and on a
-    /// sexagesimal integer that overflows (`37:3718888888888888888:00`), and it would read
+    /// sexagesimal integer that overflows (`371888888888888888:00`), and it would read
     /// `user: 1:30` as the number 90. A plain scalar is a boolean (true/false/yes/no/on/off), a
     /// decimal integer that fits, null (`~`, `null`, nothing) or else text; a quoted one is text.
     static func plainValue(_ node: Node, origin: String) throws -> Any {
@@ -182,6 +180,7 @@ public struct FetchConfigFile: Sendable {
         }
     }
 
+    /// The first line of a password file, without its line end.
     public static func readPasswordFile(_ path: String) throws -> String {
         do {
             return try ClientPassword.firstLine(ofFile: path)
