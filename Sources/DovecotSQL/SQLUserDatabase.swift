@@ -153,7 +153,7 @@ public final class SQLUserDatabase: PassDatabase, UserLookup, CustomStringConver
         }
         guard var fields = try await singleRow(query, "password_query", user: name) else { return nil }
         let password = PassdbAnswer.storedPassword(fields.removeValue(forKey: "password"), defaultScheme: config.defaultPassScheme)
-        let noPassword = fields.removeValue(forKey: "nopassword").map { !["", "n", "no", "0", "false", "f"].contains($0.lowercased()) } ?? false
+        let noPassword = PassdbAnswer.noPassword(fields.removeValue(forKey: "nopassword"))
         var renamed = name
         if let user = fields.removeValue(forKey: "user"), !user.isEmpty {
             renamed = user

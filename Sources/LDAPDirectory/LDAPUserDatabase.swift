@@ -234,7 +234,7 @@ public final class LDAPUserDatabase: PassDatabase, UserLookup, CustomStringConve
         guard let entry = try await single(config.passFilter, "pass_filter", attributes: config.passAttrs, user: name) else { return nil }
         var fields = AttributeMapping.fields(of: entry.attributes, list: config.passAttrs, user: values)
         let password = PassdbAnswer.storedPassword(fields.removeValue(forKey: "password"), defaultScheme: config.defaultPassScheme)
-        let noPassword = fields.removeValue(forKey: "nopassword").map { !["n", "no", "0", "false", "f"].contains($0.lowercased()) } ?? false
+        let noPassword = PassdbAnswer.noPassword(fields.removeValue(forKey: "nopassword"))
         var renamed = name
         if let user = fields.removeValue(forKey: "user"), !user.isEmpty { renamed = user }
         return PassdbRow(dn: entry.dn, answer: PassdbAnswer(user: PassdbAnswer.user(named: renamed, fields: fields), password: password, noPassword: noPassword))

@@ -23,6 +23,16 @@ public struct PassdbAnswer: Sendable {
         return StoredPassword(text.unicodeScalars.first == "{" ? text : "{\(defaultScheme)}" + text)
     }
 
+    /// Whether a passdb's `nopassword` field turns the password check off. In Dovecot the field
+    /// being there is enough: an SQL NULL or a missing attribute means off, any value (the empty
+    /// one of `=nopassword=` too) means on. Postie reads an explicit no (`N`, `no`, `0`,
+    /// `false`, `f`) as off, where Dovecot would accept any password: a value that reads as
+    /// "no" never opens an account. One rule for SQL and LDAP.
+    public static func noPassword(_ value: String?) -> Bool {
+        guard let value else { return false }
+        return !["n", "no", "0", "false", "f"].contains(value.lowercased())
+    }
+
     /// A user from the answer's fields: `home` (or `userdb_home`) is the home, `userdb_X` is
     /// `X` (Dovecot's prefetch), every other field an extra field.
     public static func user(named name: String, fields: [String: String]) -> AuthenticatedUser {

@@ -66,6 +66,20 @@ struct TableRows: SQLRowSource {
         #expect(try await database.lookUpUser("nobody") == nil)
     }
 
+    /// `nopassword` as Dovecot reads it: being there turns the check off, the empty value too
+    /// (as LDAP's `=nopassword=`); an explicit no keeps it on (Postie's choice: never open an
+    /// account on a value that reads as "no").
+    @Test(arguments: [("", true), ("Y", true), ("yes", true), ("N", false), ("no", false), ("0", false)])
+    func noPasswordIsTheFieldBeingThere(value: String, open: Bool) async throws {
+        let database = Self.database(["password_query": ["dave": [["password": "right", "nopassword": value]]]])
+        if open {
+            #expect(try await database.authenticate(Credentials(user: "dave", password: "anything")).name == "dave")
+        } else {
+            await #expect(throws: BackendError.authFailed) { try await database.authenticate(Credentials(user: "dave", password: "anything")) }
+            #expect(try await database.authenticate(Credentials(user: "dave", password: "right")).name == "dave")
+        }
+    }
+
     @Test func moreThanOneRowIsPermanent() async {
         let database = Self.database(["password_query": ["a": [["password": "x"], ["password": "y"]]]])
         await #expect { try await database.authenticate(Credentials(user: "a", password: "x")) } throws: { error in
