@@ -28,7 +28,6 @@ import glob
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,10 +35,12 @@ import threading
 import time
 from pathlib import Path
 
+import probes  # bench/probes.py: the benchmarks' POP3 client
+
 
 def available() -> str | None:
     """None when callgrind can be used, else why not."""
-    for tool in ("valgrind", "callgrind_control", "objcopy"):
+    for tool in ("valgrind", "objcopy"):
         if shutil.which(tool) is None:
             return f"{tool} is missing (Debian: valgrind, binutils)"
     return None
@@ -57,23 +58,6 @@ def callgrind_prefix(directory: Path) -> list[str]:
             f"--callgrind-out-file={directory}/cg.%p", "--log-file=" + str(directory / "valgrind.%p.log")]
 
 
-def _line(f) -> bytes:
-    line = f.readline()
-    if not line:
-        raise RuntimeError("the server closed the connection")
-    return line
-
-
-def _command(f, sock, text: str, multiline: bool = False) -> None:
-    sock.sendall(text.encode() + b"\r\n")
-    status = _line(f)
-    if not status.startswith(b"+OK"):
-        raise RuntimeError(f"{text.split()[0]} answered {status[:80]!r}")
-    if multiline:
-        while _line(f) != b".\r\n":
-            pass
-
-
 class Client:
     """Runs sessions one after another: plain, TLS with a full handshake each time, or TLS
     resuming the previous session (`resume`: the ticket or session ID the server gave last
@@ -85,27 +69,25 @@ class Client:
         self.resumed = 0
 
     def session(self, port: int, user: str, password: str) -> None:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=600)
+        wrap = None
         if self.tls_context:
-            sock = self.tls_context.wrap_socket(raw, server_hostname="localhost",
-                                                session=self.last if self.resume else None)
-        else:
-            sock = raw
-        with sock:
-            f = sock.makefile("rb")
-            if not _line(f).startswith(b"+OK"):
-                raise RuntimeError("no greeting")
-            _command(f, sock, f"USER {user}")
-            _command(f, sock, f"PASS {password}")
-            _command(f, sock, "STAT")
-            _command(f, sock, "UIDL", multiline=True)
-            _command(f, sock, "RETR 1", multiline=True)
-            _command(f, sock, "RETR 2", multiline=True)
-            _command(f, sock, "QUIT")
+            session = self.last if self.resume else None
+            wrap = lambda raw: self.tls_context.wrap_socket(raw, server_hostname="localhost", session=session)  # noqa: E731
+        c = probes.LineClient("127.0.0.1", port, wrap=wrap)
+        try:
+            c.command(f"USER {user}")
+            c.command(f"PASS {password}")
+            c.command("STAT")
+            c.multiline("UIDL")
+            c.multiline("RETR 1")
+            c.multiline("RETR 2")
+            c.command("QUIT")
             if self.tls_context:
                 # TLS 1.3 tickets arrive after the handshake: by QUIT's answer they are in.
-                self.resumed += sock.session_reused
-                self.last = sock.session
+                self.resumed += c.sock.session_reused
+                self.last = c.sock.session
+        finally:
+            c.sock.close()
 
 
 def totals(directory: Path) -> tuple[int, int]:

@@ -17,8 +17,10 @@ from pathlib import Path
 class LineClient:
     """A minimal blocking POP3 client that reads multi-line replies in big chunks."""
 
-    def __init__(self, host: str, port: int, timeout: float = 600):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 600, wrap=None):
+        """`wrap` turns the connected socket into another one first (e.g. a TLS socket)."""
+        raw = socket.create_connection((host, port), timeout=timeout)
+        self.sock = wrap(raw) if wrap else raw
         self.buf = b""
         self.line()
 
