@@ -14,13 +14,11 @@ import Glibc
 
 /// A connection as the listener hands it over.
 public struct AcceptedConnection: Sendable {
-    var channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>
-    /// Set when the idle timer closed the connection.
-    var timedOut: NIOLockedValueBox<Bool>
-    /// The login deadline (``POP3ServerConfiguration/loginTimeout``).
-    var loginDeadline: LoginDeadline
-    /// The framer, to start a new epoch at STLS.
-    var framer: NIOLoopBound<POP3LineFramer>
+    var channel: any Channel
+    /// The session's handler, waiting for ``POP3SessionHandler/start(_:)``.
+    var handler: NIOLoopBound<POP3SessionHandler>
+    /// Completed once the session has ended.
+    var ended: EventLoopFuture<Void>
     /// The client's address: the peer's, or the one a PROXY protocol header names.
     var clientAddress: EventLoopFuture<SocketAddress?>
     /// The local address, taken at accept time (it is gone once the socket closes).
@@ -181,15 +179,12 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 try sync.addHandler(IdleTimeoutHandler(timeout: idleTimeout, farewell: Self.idleFarewell, timedOut: timedOut))
                 let loginDeadline = LoginDeadline()
                 try sync.addHandler(LoginTimeoutHandler(timeout: loginTimeout, farewell: loginFarewell, deadline: loginDeadline))
-                let framer = POP3LineFramer()
-                try sync.addHandler(framer)
-                let asyncChannel = try NIOAsyncChannel<POP3InboundLine, ByteBuffer>(
-                    wrappingChannelSynchronously: channel,
-                    configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16))
-                )
+                let ended = channel.eventLoop.makePromise(of: Void.self)
+                let handler = POP3SessionHandler(listener: listener, timedOut: timedOut, loginDeadline: loginDeadline, ended: ended)
+                try sync.addHandler(handler)
                 return AcceptedConnection(
-                    channel: asyncChannel, timedOut: timedOut, loginDeadline: loginDeadline,
-                    framer: NIOLoopBound(framer, eventLoop: channel.eventLoop),
+                    channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop),
+                    ended: ended.futureResult,
                     clientAddress: clientAddress, localAddress: channel.localAddress, listener: listener
                 )
             }
@@ -226,8 +221,9 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     }
 
     public func handle(_ connection: AcceptedConnection, listener: Listener) async {
-        skeleton.track(connection.channel.channel)
-        defer { skeleton.untrack(connection.channel.channel) }
+        let channel = connection.channel
+        skeleton.track(channel)
+        defer { skeleton.untrack(channel) }
         let local = connection.localAddress?.ipAddress ?? "unknown"
 
         let client: SocketAddress?
@@ -235,7 +231,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             client = try await connection.clientAddress.get()
         } catch {
             logger.info("pop3-login: Disconnected: \(error): lip=\(local)")
-            try? await connection.channel.executeThenClose { _, _ in }
+            try? await channel.close()
             return
         }
         let ip = client?.ipAddress ?? "unknown"
@@ -247,17 +243,16 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         if let client, !access.permits(client) {
             logger.info("pop3-login: Disconnected: Connection refused by access list: rip=\(ip), lip=\(local)")
             metrics.connectionRefused(reason: "access")
-            try? await connection.channel.executeThenClose { _, _ in }
+            try? await channel.close()
             return
         }
         if throttle.lockout(ip: ip) != nil {
             logger.info("pop3-login: Disconnected: Connection refused, locked out after failed logins: rip=\(ip), lip=\(local)")
             metrics.connectionRefused(reason: "lockout")
-            await refuse(connection.channel, "Too many failed logins from your IP address; try again later.")
+            await refuse(channel, "Too many failed logins from your IP address; try again later.")
             return
         }
         let evicted = NIOLockedValueBox(false)
-        let channel = connection.channel.channel
         let admission = counter.open(ip: ip) {
             // A newcomer needs this pre-login connection's slot (see ConnectionCounter).
             evicted.withLockedValue { $0 = true }
@@ -276,7 +271,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 : "Server is busy, try again later."
             logger.info("pop3-login: Disconnected: Connection refused, \(refusal == .tooManyFromIP ? "per-IP connection limit" : "connection limit") reached: rip=\(ip), lip=\(local)")
             metrics.connectionRefused(reason: "limit")
-            await refuse(connection.channel, text)
+            await refuse(channel, text)
             return
         }
         defer { counter.close(ticket) }
@@ -327,16 +322,17 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             registration: registration,
             shuttingDown: { [skeleton] in skeleton.isShuttingDown }
         )
-        await session.run(connection)
+        let handler = connection.handler
+        channel.eventLoop.execute { handler.value.start(session) }
+        try? await connection.ended.get()
     }
 
     /// Answers `-ERR [SYS/TEMP] text` instead of a greeting and closes.
-    private func refuse(_ channel: NIOAsyncChannel<POP3InboundLine, ByteBuffer>, _ text: String) async {
-        try? await channel.executeThenClose { _, outbound in
-            var buffer = channel.channel.allocator.buffer(capacity: 96)
-            buffer.writePOP3Response(.err(text, code: .sysTemp))
-            try await outbound.write(buffer)
-        }
+    private func refuse(_ channel: any Channel, _ text: String) async {
+        var buffer = channel.allocator.buffer(capacity: 96)
+        buffer.writePOP3Response(.err(text, code: .sysTemp))
+        try? await channel.writeAndFlush(buffer)
+        try? await channel.close()
     }
 
     /// A timestamp unique to this greeting, `<pid.counter.time@host>` (RFC 1939 section 7).

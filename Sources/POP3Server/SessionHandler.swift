@@ -1,0 +1,1091 @@
+import Logging
+import MailBackend
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+import POP3Core
+import SASL
+import ServerKit
+
+/// Drives one POP3 session from its channel's event loop: splits the input into lines, feeds
+/// the state machine and answers every command that needs no I/O at once, in the same event-loop
+/// step. Only the user database and the mail store run elsewhere (a task per call); their answer
+/// comes back to the event loop, and the session carries on from there.
+///
+/// - One command is processed at a time, so pipelined commands (RFC 2449 section 6.6) are
+///   answered in order, and the replies to one pipelined batch leave in one write.
+/// - Input backpressure: the socket is read only while the session can take a command (no
+///   backend call in flight, the channel writable, its turn not used up); otherwise TCP pushes
+///   back on the client. What is buffered is one read and at most one partial line of
+///   ``POP3Limits/maxLineLength`` octets.
+/// - Fairness (issue 22): after ``POP3Connection/commandsPerTurn`` commands from input already
+///   read, the session gives up its turn for ``turnPause``, so one client pipelining flat out
+///   cannot hold the event loop.
+/// - Message bodies are streamed chunk by chunk, each read only once the channel can take more.
+final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    typealias Action = POP3SessionStateMachine.Action
+
+    /// How long a session that used up its turn waits before answering more commands it has
+    /// already read. A timer rather than an immediate task: the event loop runs every task that
+    /// is ready before it polls sockets again, so only a timer lets the others' input in first.
+    static let turnPause = TimeAmount.milliseconds(1)
+
+    enum Phase {
+        /// Not started: the server is still admitting the connection.
+        case admitting
+        /// Reading and answering commands.
+        case ready
+        /// A backend call, or the pause after a failed login, is in progress.
+        case waiting
+        /// A message body is being sent.
+        case streaming
+        /// STLS answered; the TLS handler goes in once the reply is written.
+        case startingTLS
+        /// The last reply is being written; the connection closes next.
+        case closing
+    }
+
+    // MARK: Facts, set at construction and by `start(_:)`
+
+    private let listener: Listener
+    /// Set when the idle timer closed the connection.
+    let timedOut: NIOLockedValueBox<Bool>
+    let loginDeadline: LoginDeadline
+    /// Completed once the session has ended (its maildrop committed or abandoned, logged).
+    private let ended: EventLoopPromise<Void>
+    private var context: ChannelHandlerContext?
+    /// The channel's event loop, kept after the handler leaves the pipeline (an abandon may
+    /// still be under way then).
+    private var loop: (any EventLoop)!
+    /// The server's side of the session; nil until `start(_:)`.
+    private var session: POP3Connection!
+
+    // MARK: Protocol state
+
+    private var machine = POP3SessionStateMachine()
+    private var maildrop: (any Maildrop)?
+    /// `maildrop`, if its lock can be lost (see ``LosableMaildrop``).
+    private var losable: (any LosableMaildrop)?
+    private var sessionUser: String?
+    private var disconnectReason = "Connection closed"
+    private var failedLogins = 0
+    private var loginTime: NIODeadline?
+    /// How the session ended, for the audit trail; nil: the client went away.
+    private var ending: POP3Audit.Ending?
+    /// The Message-ID and Subject of messages sent by RETR or TOP, for the audit trail's deletions.
+    private var summaries: [Int: MessageSummary] = [:]
+    /// Messages and octets deleted by a committed UPDATE.
+    private var deleted = (messages: 0, octets: 0)
+    /// The user found by a secrets lookup (CRAM-MD5, SCRAM, APOP), logged in on success.
+    private var pendingUser: AuthenticatedUser?
+    /// Why the last bearer token was refused, logged once the client has answered the error
+    /// challenge (RFC 7628 section 3.2.2) and the exchange fails.
+    private var tokenRefusal: (user: String?, reason: String)?
+
+    // MARK: I/O state
+
+    private var phase = Phase.admitting
+    private var input: ByteBuffer?
+    private var splitter = LineSplitter(maxLength: POP3Limits.maxLineLength)
+    /// Replies not yet written: a pipelined batch's replies go out in one write.
+    private var pending: ByteBuffer?
+    private var commandsThisTurn = 0
+    private var pausedTurn: Scheduled<Void>?
+    /// The pipeline asked for a read that the session held back.
+    private var readPending = false
+    /// Graceful shutdown closed the input: answer the lines already read, then close.
+    private var inputClosed = false
+    private var channelClosed = false
+    /// A backend call (a task) is in flight; its answer comes back to ``complete``.
+    private var busy = false
+    /// The pause after a failed login (`LoginThrottle`'s delay).
+    private var failureDelay: Scheduled<Void>?
+    private var stream: MessageStream?
+    private var finishing = false
+    private var endSignalled = false
+
+    init(listener: Listener, timedOut: NIOLockedValueBox<Bool>, loginDeadline: LoginDeadline, ended: EventLoopPromise<Void>) {
+        self.listener = listener
+        self.timedOut = timedOut
+        self.loginDeadline = loginDeadline
+        self.ended = ended
+    }
+
+    private var logger: Logger { session.logger }
+    private var audit: (any AuditSink)? { session.configuration.auditLog }
+    private var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+
+    /// `rip=..., lip=..., [TLS, ]session=<...>` for log lines.
+    private var where_: String {
+        "rip=\(session.remote), lip=\(session.local), \(machine.security.isTLS ? "TLS, " : "")session=<\(session.sessionID)>"
+    }
+
+    // MARK: - Start
+
+    /// Begins the session once the server has admitted the connection: the greeting, then any
+    /// commands that arrived meanwhile. On the event loop.
+    func start(_ session: POP3Connection) {
+        self.session = session
+        machine = POP3SessionStateMachine(
+            implementationName: session.configuration.implementationName,
+            security: session.security,
+            authentication: session.authentication
+        )
+        phase = .ready
+        let timestamp = machine.authentication.apopTimestamp.map { " " + $0 } ?? ""
+        send(.ok("\(session.configuration.implementationName) ready.\(timestamp)"))
+        processInput()
+        finishWhenIdle()
+    }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        loop = context.eventLoop
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        // A session that never started has nothing to finish; one that did signals its end
+        // itself, once its maildrop is abandoned.
+        if session == nil { signalEnd() }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Between STLS and the TLS handler: never executed (RFC 2595 section 4).
+        guard phase != .startingTLS, phase != .closing else { return }
+        var incoming = unwrapInboundIn(data)
+        if input == nil || input!.readableBytes == 0 {
+            input = incoming
+        } else {
+            input!.writeBuffer(&incoming)
+        }
+        if phase == .ready { processInput() }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if wantsInput {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    /// Whether the socket may be read now.
+    private var wantsInput: Bool {
+        switch phase {
+        case .admitting: input == nil
+        case .ready: pausedTurn == nil && (context?.channel.isWritable ?? false)
+        default: false
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            if phase == .ready {
+                processInput()
+            } else if phase == .streaming, let waiting = stream?.waiting {
+                stream!.waiting = nil
+                waiting.resume(returning: true)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // Graceful shutdown: answer what was read, let a command in progress finish, close.
+            inputClosed = true
+            if phase == .ready { processInput() }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if disconnectReason == "Connection closed" { disconnectReason = "Connection closed: \(error)" }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        channelClosed = true
+        pausedTurn?.cancel()
+        pausedTurn = nil
+        if let waiting = stream?.waiting {
+            stream!.waiting = nil
+            waiting.resume(returning: false)
+        }
+        if session == nil {
+            // Refused or dropped before the server admitted it; `start(_:)` may still come.
+            context.fireChannelInactive()
+            return
+        }
+        finishWhenIdle()
+        context.fireChannelInactive()
+    }
+
+    // MARK: - Input
+
+    /// Answers complete lines until one needs a backend call, the turn is used up, the channel
+    /// stops being writable, or the input runs dry.
+    private func processInput() {
+        guard let context else { return }
+        var drained = false
+        while phase == .ready, !channelClosed, pausedTurn == nil {
+            if commandsThisTurn >= POP3Connection.commandsPerTurn {
+                pauseTurn(context)
+                break
+            }
+            guard context.channel.isWritable else { break }
+            guard var buffer = input else {
+                drained = true
+                break
+            }
+            input = nil
+            let piece = splitter.next(in: &buffer)
+            input = buffer
+            guard let piece else {
+                drained = true
+                break
+            }
+            commandsThisTurn += 1
+            handle(piece)
+        }
+        if drained { commandsThisTurn = 0 }
+        // Reclaim consumed bytes, so a client trickling partial lines cannot grow the buffer.
+        if let buffered = input {
+            if buffered.readableBytes == 0 {
+                input = nil
+            } else if buffered.readerIndex > splitter.maxLength {
+                input!.discardReadBytes()
+            }
+        }
+        flush()
+        guard phase == .ready, !channelClosed else { return }
+        if inputClosed, drained {
+            closeAfterWrites()
+            return
+        }
+        if readPending, wantsInput {
+            readPending = false
+            context.read()
+        }
+    }
+
+    /// Gives up the turn: other connections' input is read and answered first.
+    private func pauseTurn(_ context: ChannelHandlerContext) {
+        flush()
+        pausedTurn = context.eventLoop.assumeIsolated().scheduleTask(in: Self.turnPause) {
+            self.pausedTurn = nil
+            self.commandsThisTurn = 0
+            self.processInput()
+        }
+    }
+
+    private func handle(_ piece: LineSplitter.Piece) {
+        if let lost = lostLock {
+            // The maildrop lock went away (its database connection died): another session
+            // may hold it now, so end this one and delete nothing.
+            run(.close(.err(lost.message, code: lost.responseCode)))
+            return
+        }
+        let metrics = session.metrics
+        let plaintextRefusals = machine.plaintextRefusals
+        let action: Action
+        switch piece {
+        case .tooLong:
+            metrics.command(nil)
+            action = machine.lineTooLong()
+        case .line(let line) where machine.expectsSASLResponse:
+            action = machine.receiveSASLResponse(String(decoding: line.readableBytesView, as: UTF8.self))
+        case .line(let line):
+            do throws(POP3ParseError) {
+                let command = try POP3Command(parsing: line)
+                metrics.command(command.keyword)
+                action = machine.receive(command)
+            } catch {
+                metrics.command(nil)
+                action = machine.invalidLine(error)
+            }
+        }
+        if machine.plaintextRefusals > plaintextRefusals { metrics.plaintextRefused.increment() }
+        run(action)
+    }
+
+    /// Carries out actions until one needs the next line, a backend call or a pause.
+    private func run(_ first: Action) {
+        var action = first
+        while let next = perform(action) { action = next }
+    }
+
+    // MARK: - Output
+
+    private func queue(_ buffer: ByteBuffer) {
+        if pending == nil || pending!.readableBytes == 0 {
+            pending = buffer
+        } else {
+            var buffer = buffer
+            pending!.writeBuffer(&buffer)
+        }
+        if pending!.readableBytes >= POP3Connection.chunkTarget { flush() }
+    }
+
+    private func send(_ response: POP3Response) {
+        var buffer = allocator.buffer(capacity: 64)
+        buffer.writePOP3Response(response)
+        queue(buffer)
+    }
+
+    private func flush() {
+        guard let buffer = pending, buffer.readableBytes > 0, let context else { return }
+        pending = nil
+        session.registration.sent(buffer.readableBytes)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// Writes what is queued, then closes the connection.
+    private func closeAfterWrites() {
+        guard let context else { return }
+        phase = .closing
+        guard let buffer = pending, buffer.readableBytes > 0 else {
+            context.close(promise: nil)
+            return
+        }
+        pending = nil
+        session.registration.sent(buffer.readableBytes)
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: - Backend calls
+
+    /// Runs `work` off the event loop (a task: the user database and mail store are async),
+    /// then `then` with its result on the event loop; `then`'s action is carried out next.
+    private func call<T: Sendable>(_ work: @escaping @Sendable () async -> T, then: @escaping (T) -> Action?) {
+        phase = .waiting
+        busy = true
+        let loop = self.loop!
+        let done = NIOLoopBound(then, eventLoop: loop)
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        Task {
+            let result = await work()
+            loop.execute {
+                let handler = handler.value
+                handler.busy = false
+                handler.phase = .ready
+                handler.proceed(done.value(result))
+            }
+        }
+    }
+
+    /// Carries on after a backend call or a pause.
+    private func proceed(_ action: Action?) {
+        if let action, phase == .ready { run(action) }
+        if phase == .ready { processInput() }
+        finishWhenIdle()
+    }
+
+    /// Performs one action; returns a follow-up action, or nil when the next line, a backend
+    /// call or a pause is awaited (``phase`` says which).
+    private func perform(_ action: Action) -> Action? {
+        switch action {
+        case .none, .send, .sendMultiLine, .sendContinuation, .close, .authenticationFailed:
+            break
+        default:
+            // Everything else waits for something: replies queued before it go first, and
+            // nothing new starts on a connection that is gone.
+            flush()
+            if channelClosed { return nil }
+        }
+        switch action {
+        case .none:
+            return nil
+        case .send(let response):
+            send(response)
+            return nil
+        case .sendMultiLine(let response, let content):
+            var buffer = allocator.buffer(capacity: 64 + content.count * 16)
+            buffer.writePOP3MultiLine(response, lines: content)
+            queue(buffer)
+            return nil
+        case .sendContinuation(let data):
+            var buffer = allocator.buffer(capacity: data.count * 4 / 3 + 8)
+            buffer.writeStaticString("+ ")
+            buffer.writeString(Base64.encode(data))
+            buffer.writeStaticString("\r\n")
+            queue(buffer)
+            return nil
+        case .authenticate(let credentials, let method):
+            return authenticate(credentials, method: method)
+        case .lookupSecrets(let user, let method):
+            return lookupSecrets(user: user, method: method)
+        case .verifyBearerToken(let authzid, let token, let method):
+            return verifyBearerToken(authzid: authzid, token: token, method: method)
+        case .verifyAPOP(let user, let digest, let timestamp):
+            return verifyAPOP(user: user, digest: digest, timestamp: timestamp)
+        case .openMaildrop(_, let method):
+            guard let user = pendingUser else { return failed(user: nil, method: method) }
+            return completeLogin(user, method: method)
+        case .authenticationFailed(let user, let method):
+            if let refusal = tokenRefusal {
+                tokenRefusal = nil
+                return failed(user: refusal.user, method: method, reason: refusal.reason)
+            }
+            return failed(user: user.map(normalized), method: method)
+        case .sendMessage(let index, let lines, let status):
+            sendMessage(index: index, lines: lines, status: status)
+            return nil
+        case .startTLS(let response):
+            startTLS(response)
+            return nil
+        case .commit(let deleting):
+            return commit(deleting)
+        case .close(let response):
+            if let response {
+                if response.status == .err {
+                    disconnectReason = String(response.text.reversed().drop(while: { $0 == "." }).reversed())
+                    ending = .error
+                } else {
+                    disconnectReason = "Logged out"
+                    ending = .quit
+                }
+                send(response)
+            }
+            closeAfterWrites()
+            return nil
+        }
+    }
+
+    // MARK: - Login
+
+    /// Refuses any login attempt from a locked-out address.
+    private func lockedOut(_ user: String, method: String) -> Action? {
+        guard let remaining = session.throttle.lockout(ip: session.remote) else { return nil }
+        logger.info("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=locked out for \(remaining.nanoseconds / 1_000_000_000) s")
+        _ = machine.loginFailed(.authFailed)
+        session.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
+        return .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
+    }
+
+    /// The name the user database, locks, logs and metrics use for what the client typed.
+    private func normalized(_ typed: String) -> String {
+        session.configuration.usernameFormat.normalize(typed)
+    }
+
+    private func authenticate(_ typed: Credentials, method: String) -> Action? {
+        let credentials = Credentials(user: normalized(typed.user), password: typed.password, remoteAddress: session.remote)
+        if let refusal = lockedOut(credentials.user, method: method) { return refusal }
+        let database = session.userDatabase
+        call({ () async -> Result<AuthenticatedUser, BackendError> in
+            do {
+                return .success(try await database.authenticate(credentials))
+            } catch {
+                return .failure(POP3Connection.backendError(error))
+            }
+        }, then: { result in
+            switch result {
+            case .success(let authenticated):
+                return self.completeLogin(authenticated, method: method)
+            case .failure(let failure):
+                if failure.kind == .authFailed { return self.failed(user: credentials.user, method: method, password: credentials.password) }
+                return self.unavailable(credentials.user, method: method, failure)
+            }
+        })
+        return nil
+    }
+
+    /// Looks up secrets for CRAM-MD5 or SCRAM.
+    private func lookupSecrets(user typed: String, method: String) -> Action? {
+        let user = normalized(typed)
+        if let refusal = lockedOut(user, method: method) { return refusal }
+        secrets(for: user, method: method) { result in
+            switch result {
+            case .failure(let failure):
+                self.failedLogins += 1
+                return self.machine.loginFailed(failure)
+            case .success(let found):
+                self.pendingUser = found?.0
+                return self.machine.secretsFound(found?.1, lookupName: user)
+            }
+        }
+        return nil
+    }
+
+    /// OAUTHBEARER and XOAUTH2: the validator turns the token into a login name, which must be
+    /// the user the client named (if it named one) and a user the database knows. The token
+    /// itself is never logged.
+    private func verifyBearerToken(authzid: String?, token: String, method: String) -> Action? {
+        let named = authzid.map(normalized)
+        if let refusal = lockedOut(named ?? "", method: method) { return refusal }
+        guard let validator = session.configuration.tokenValidator else {
+            return refuseToken(named, "no token validator configured", result: "refused")
+        }
+        call({ () async -> Result<String, BackendError> in
+            do {
+                return .success(try await validator.validate(token: token))
+            } catch {
+                return .failure(POP3Connection.backendError(error))
+            }
+        }, then: { result in
+            switch result {
+            case .failure(let failure):
+                if failure.kind == .authFailed {
+                    return self.refuseToken(named, "token refused: \(failure.logDetail ?? failure.message)", result: "refused")
+                }
+                return self.unavailable(named ?? "", method: method, failure, metric: "unavailable")
+            case .success(let subject):
+                return self.tokenUser(subject: subject, named: named, method: method)
+            }
+        })
+        return nil
+    }
+
+    private func tokenUser(subject: String, named: String?, method: String) -> Action? {
+        let user = normalized(subject)
+        if let named, named != user {
+            return refuseToken(named, "token is for user <\(LogEscaping.escape(user))>", result: "refused")
+        }
+        let lookup = session.userDatabase as? any UserLookup
+        call({ () async -> Result<AuthenticatedUser?, BackendError> in
+            do {
+                return .success(try await lookup?.lookUpUser(user))
+            } catch {
+                return .failure(POP3Connection.backendError(error))
+            }
+        }, then: { result in
+            switch result {
+            case .failure(let failure):
+                return self.unavailable(user, method: method, failure, metric: "accepted")
+            case .success(nil):
+                return self.refuseToken(user, "token user unknown", result: "refused")
+            case .success(var found?):
+                self.session.metrics.bearerToken(result: "accepted")
+                found.credential = .bearerToken(subject: subject)
+                self.pendingUser = found
+                return self.machine.tokenVerified(found.name)
+            }
+        })
+        return nil
+    }
+
+    private func refuseToken(_ user: String?, _ reason: String, result: String) -> Action {
+        session.metrics.bearerToken(result: result)
+        tokenRefusal = (user, reason)
+        return machine.tokenVerified(nil)
+    }
+
+    /// A login the user database (or token validator) could not answer: `[SYS/TEMP]`, logged
+    /// and counted as `pop3_logins_total{result="unavailable"}`, never as a failed login (no
+    /// delay, no lockout, nothing for fail2ban).
+    private func unavailable(_ user: String, method: String, _ failure: BackendError, metric: String? = nil) -> Action {
+        if let metric { session.metrics.bearerToken(result: metric) }
+        session.metrics.login(result: "unavailable", mechanism: method, tls: machine.security.isTLS)
+        logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
+        failedLogins += 1
+        return machine.loginFailed(failure)
+    }
+
+    /// APOP (RFC 1939 section 7): MD5 of the greeting's timestamp and the password.
+    private func verifyAPOP(user typed: String, digest: String, timestamp: String) -> Action? {
+        let user = normalized(typed)
+        if let refusal = lockedOut(user, method: "APOP") { return refusal }
+        secrets(for: user, method: "APOP") { result in
+            switch result {
+            case .failure(let failure):
+                self.failedLogins += 1
+                return self.machine.loginFailed(failure)
+            case .success(let found):
+                guard let (authenticated, secrets) = found, let password = secrets.plaintext else {
+                    return self.machine.apopVerified(false)
+                }
+                let expected = DigestAlgorithm.md5.hash(Array((timestamp + password).utf8)).hex
+                self.pendingUser = authenticated
+                return self.machine.apopVerified(constantTimeEquals(Array(expected.utf8), Array(digest.utf8)))
+            }
+        }
+        return nil
+    }
+
+    /// The user's SASL secrets, looked up off the event loop; `then` runs on it.
+    private func secrets(
+        for user: String, method: String,
+        then: @escaping (Result<(AuthenticatedUser, SASLSecrets)?, BackendError>) -> Action?
+    ) {
+        guard let database = session.userDatabase as? any SASLUserDatabase else {
+            // Nothing to look up; still answered from the event loop, like any other lookup.
+            call({ () async -> Result<(AuthenticatedUser, SASLSecrets)?, BackendError> in .success(nil) }, then: then)
+            return
+        }
+        call({ () async -> Result<(AuthenticatedUser, SASLSecrets)?, BackendError> in
+            do {
+                return .success(try await database.saslSecrets(for: user))
+            } catch {
+                return .failure(POP3Connection.backendError(error))
+            }
+        }, then: { result in
+            if case .failure(let failure) = result {
+                self.logger.error("pop3-login: Login failed: user=<\(LogEscaping.escape(user))>, method=\(method), \(self.where_), reason=auth unavailable: \(failure.logDetail ?? failure.message)")
+                self.session.metrics.login(result: "unavailable", mechanism: method, tls: self.machine.security.isTLS)
+            }
+            return then(result)
+        })
+    }
+
+    /// Wrong user or password, whatever the method: log, count, delay, maybe lock out. `user`
+    /// is the normalised name; `password`, when the mechanism saw it in clear, lets the same
+    /// wrong password tried again count once (a device with a stale password). Such a repeat
+    /// is logged with `reason=stale password (repeated; not counted)`, a reason the fail2ban
+    /// filter in contrib/ leaves out too.
+    private func failed(user: String?, method: String, reason: String = "auth failed", password: String? = nil) -> Action? {
+        failedLogins += 1
+        let name = LogEscaping.escape(user ?? pendingUser?.name ?? "")
+        pendingUser = nil
+        let outcome = session.throttle.recordFailure(ip: session.remote, account: user ?? "", password: password)
+        let logged = outcome.repeated ? "stale password (repeated; not counted)" : reason
+        logger.info("pop3-login: Login failed: user=<\(name)>, method=\(method), \(where_), reason=\(logged)")
+        session.metrics.login(result: "failure", mechanism: method, tls: machine.security.isTLS)
+        if outcome.lockedOut { session.metrics.lockouts.increment() }
+        let next: Action
+        if outcome.lockedOut {
+            logger.info("pop3-login: Locked out: \(where_), reason=\(session.throttle.policy.lockoutThreshold) failed logins")
+            _ = machine.loginFailed(.authFailed)
+            next = .close(.err("Too many failed logins from your IP address; try again later.", code: .sysTemp))
+        } else {
+            next = machine.loginFailed(.authFailed)
+        }
+        guard outcome.delay > .zero else { return next }
+        // The reply waits out the delay; the connection reads nothing meanwhile.
+        flush()
+        phase = .waiting
+        failureDelay = loop.assumeIsolated().scheduleTask(in: outcome.delay) {
+            self.failureDelay = nil
+            self.phase = .ready
+            self.proceed(next)
+        }
+        return nil
+    }
+
+    /// Dovecot's per-user rules from the user's extra fields, checked only once the password
+    /// is proved: outside `allow_nets` the login fails exactly like a wrong password (logged
+    /// with its reason); `nologin` refuses it with `-ERR [AUTH]` and the user's `reason`.
+    private func refusedByUserRules(_ user: AuthenticatedUser, method: String) -> Verdict {
+        if let networks = user.allowedNetworks {
+            let cidrs = networks.compactMap(CIDR.init)
+            if cidrs.count != networks.count {
+                logger.error("pop3-login: user \(LogEscaping.escape(user.name)): allow_nets=\(LogEscaping.escape(networks.joined(separator: ","))) is not a list of networks; refusing the login")
+            }
+            let client = try? SocketAddress(ipAddress: session.remote, port: 0)
+            let allowed = cidrs.count == networks.count && client.map { address in cidrs.contains { $0.contains(address) } } == true
+            if !allowed {
+                return .refused(failed(user: user.name, method: method, reason: "allow_nets: \(session.remote) is not in \(LogEscaping.escape(networks.joined(separator: ",")))"))
+            }
+        }
+        if user.noLogin {
+            pendingUser = nil
+            logger.info("pop3-login: Login refused: user=<\(LogEscaping.escape(user.name))>, method=\(method), \(where_), reason=nologin")
+            session.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
+            return .refused(machine.loginFailed(user.noLoginReason.map { BackendError(.authFailed, message: $0) } ?? .authFailed))
+        }
+        return .allowed
+    }
+
+    private enum Verdict {
+        case allowed
+        /// What to do instead: an action, or nil while the failure delay runs.
+        case refused(Action?)
+    }
+
+    /// After a mechanism proved the user's identity: the user's own rules, LOGIN-DELAY,
+    /// limits, the maildrop lock.
+    private func completeLogin(_ authenticated: AuthenticatedUser, method: String) -> Action? {
+        // Multi-factor sign-in: only app passwords and tokens; the refusal looks like any
+        // failed login to the client.
+        if authenticated.credential == .accountPassword, authenticated.requiresMFA || session.configuration.requireMFA {
+            return failed(user: authenticated.name, method: method, reason: "account password not allowed (mfa)")
+        }
+        if case .refused(let refusal) = refusedByUserRules(authenticated, method: method) { return refusal }
+        pendingUser = nil
+        session.throttle.recordSuccess(account: authenticated.name)
+        let name = LogEscaping.escape(authenticated.name)
+        let delay = authenticated.loginDelay ?? session.configuration.loginDelay
+        if delay > 0, let wait = session.loginDelays.tooSoon(user: authenticated.name, delay: delay) {
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=login delay (\(wait) s left)")
+            session.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
+            return machine.loginFailed(BackendError(.loginDelay, message: "Minimum time between mail checks violated; try again in \(wait) seconds."))
+        }
+        guard session.counter.beginSession(user: authenticated.name, ip: session.remote) else {
+            let limit = session.counter.limits.maxSessionsPerUserIP
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=too many sessions from user+IP")
+            session.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
+            return machine.loginFailed(BackendError(.inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
+        }
+        let store = session.mailStore
+        call({ () async -> Result<any Maildrop, BackendError> in
+            do {
+                return .success(try await store.openMaildrop(for: authenticated))
+            } catch {
+                return .failure(POP3Connection.backendError(error))
+            }
+        }, then: { result in
+            self.maildropOpened(result, for: authenticated, method: method, delay: delay)
+        })
+        return nil
+    }
+
+    private func maildropOpened(_ result: Result<any Maildrop, BackendError>, for authenticated: AuthenticatedUser, method: String, delay: Int) -> Action? {
+        let name = LogEscaping.escape(authenticated.name)
+        switch result {
+        case .success(let opened):
+            // Logged in only if neither the login timeout nor an eviction closed the
+            // connection meanwhile; then it can no longer be evicted.
+            guard loginDeadline.loggedIn(), session.counter.loggedIn(session.ticket) else {
+                session.counter.endSession(user: authenticated.name, ip: session.remote)
+                logger.info("pop3-login: Login abandoned: user=<\(name)>, method=\(method), \(where_), reason=connection closed before login completed")
+                call({ () async -> Bool in
+                    await opened.abandon()
+                    return true
+                }, then: { _ in .close(nil) })
+                return nil
+            }
+            maildrop = opened
+            losable = opened as? any LosableMaildrop
+            sessionUser = authenticated.name
+            if delay > 0 { session.loginDelays.record(user: authenticated.name) }
+            switch authenticated.credential {
+            case .accountPassword:
+                logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_)")
+            case .appPassword(let label):
+                logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_), app_password=<\(LogEscaping.escape(label))>")
+                session.metrics.appPasswordLogin(name: label)
+            case .bearerToken:
+                logger.info("pop3-login: Login: user=<\(name)>, method=\(method), \(where_), credential=token")
+            }
+            let tls = tlsVersion
+            session.registration.loggedIn(user: authenticated.name, tls: tls)
+            if let audit {
+                audit.record(POP3Audit.login(
+                    session: session.sessionID, user: authenticated.name, method: method,
+                    address: session.remote, port: session.remotePort, tls: tls
+                ))
+            }
+            session.metrics.login(result: "success", mechanism: method, tls: machine.security.isTLS)
+            session.metrics.sessionsActive.increment()
+            loginTime = .now()
+            return machine.loginSucceeded(messages: opened.messages, user: authenticated.name, loginDelay: authenticated.loginDelay, expire: authenticated.expire?.description)
+        case .failure(let failure):
+            session.counter.endSession(user: authenticated.name, ip: session.remote)
+            let reason = failure.kind == .inUse ? "mailbox in use" : "maildrop unavailable"
+            session.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
+            if failure.kind == .inUse { session.metrics.inUseRefusals.increment() }
+            logger.info("pop3-login: Login refused: user=<\(name)>, method=\(method), \(where_), reason=\(reason)")
+            if let detail = failure.logDetail { logger.error("pop3(\(name)): \(detail), session=<\(session.sessionID)>") }
+            return machine.loginFailed(failure)
+        }
+    }
+
+    /// The TLS version of the connection (`TLSv1.3`), nil for plaintext.
+    private var tlsVersion: String? {
+        guard machine.security.isTLS,
+              let handler = try? context?.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+              let version = handler.tlsVersion
+        else { return nil }
+        return POP3Audit.name(version)
+    }
+
+    // MARK: - STLS
+
+    /// RFC 2595 section 4: answer +OK, then start TLS. Whatever the client sent after STLS
+    /// before the handshake is dropped: input is discarded from STLS until the +OK is written,
+    /// and the TLS handler goes in within that same event-loop step, so no plaintext byte can
+    /// reach the session afterwards.
+    private func startTLS(_ response: POP3Response) {
+        guard let tls = session.configuration.tls, let context else { return }
+        input = nil
+        splitter.reset()
+        phase = .startingTLS
+        var reply = allocator.buffer(capacity: 48)
+        reply.writePOP3Response(response)
+        session.registration.sent(reply.readableBytes)
+        let listener = self.listener
+        let peer = try? SocketAddress(ipAddress: session.remote, port: 0)
+        let metrics = session.metrics
+        let logger = self.logger
+        context.writeAndFlush(wrapOutboundOut(reply)).assumeIsolated().whenComplete { result in
+            guard self.phase == .startingTLS, !self.channelClosed else { return }
+            self.input = nil
+            self.splitter.reset()
+            do {
+                try result.get()
+                let sync = context.pipeline.syncOperations
+                try sync.addHandler(tls.makeServerHandler(), position: .first)
+                let observer = POP3Server.observer(listener: listener, implicitTLS: false, peer: peer, metrics: metrics, logger: logger)
+                try sync.addHandler(observer, position: .after(try sync.handler(type: NIOSSLServerHandler.self)))
+            } catch {
+                self.disconnectReason = "Connection closed: \(error)"
+                self.phase = .closing
+                context.close(promise: nil)
+                return
+            }
+            self.machine.tlsStarted()
+            self.phase = .ready
+            self.processInput()
+        }
+    }
+
+    // MARK: - Transaction
+
+    /// A RETR or TOP being sent: the reply's first line, then the body's chunks as the task
+    /// reading them hands them over, each read only once the channel can take more.
+    private struct MessageStream {
+        var index: Int
+        var lines: Int?
+        var started: NIODeadline
+        var out: ByteBuffer
+        var stuffer = DotStuffer()
+        var header: HeaderCapture?
+        var sent = 0
+        /// The reading task, waiting for the channel to become writable.
+        var waiting: CheckedContinuation<Bool, Never>?
+    }
+
+    private func sendMessage(index: Int, lines: Int?, status: POP3Response) {
+        guard let maildrop, let context else { return }
+        var out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+        out.writePOP3Response(status)
+        stream = MessageStream(index: index, lines: lines, started: .now(), out: out, header: audit == nil ? nil : HeaderCapture())
+        phase = .streaming
+        busy = true
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        Task {
+            let body: MessageBody
+            do {
+                body = try await maildrop.body(of: index, lines: lines)
+            } catch {
+                loop.execute { handler.value.bodyEnded(.failedToOpen(POP3Connection.backendError(error))) }
+                return
+            }
+            do {
+                for try await chunk in body {
+                    let more = await withCheckedContinuation { (waiting: CheckedContinuation<Bool, Never>) in
+                        loop.execute { handler.value.bodyChunk(chunk, then: waiting) }
+                    }
+                    guard more else {
+                        loop.execute { handler.value.bodyEnded(.stopped) }
+                        return
+                    }
+                }
+                loop.execute { handler.value.bodyEnded(.complete) }
+            } catch {
+                loop.execute { handler.value.bodyEnded(.failed(error)) }
+            }
+        }
+    }
+
+    private func bodyChunk(_ chunk: ByteBuffer, then waiting: CheckedContinuation<Bool, Never>) {
+        guard phase == .streaming, !channelClosed, var current = stream, let context else {
+            waiting.resume(returning: false)
+            return
+        }
+        stream = nil
+        current.sent += chunk.readableBytes
+        current.header?.add(chunk)
+        current.stuffer.process(chunk, into: &current.out)
+        if current.out.readableBytes >= POP3Connection.chunkTarget {
+            session.registration.sent(current.out.readableBytes)
+            context.writeAndFlush(wrapOutboundOut(current.out), promise: nil)
+            current.out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+        }
+        if context.channel.isWritable {
+            stream = current
+            waiting.resume(returning: true)
+        } else {
+            current.waiting = waiting
+            stream = current
+        }
+    }
+
+    private enum BodyEnd {
+        case complete
+        case stopped
+        case failedToOpen(BackendError)
+        case failed(any Error)
+    }
+
+    private func bodyEnded(_ end: BodyEnd) {
+        busy = false
+        guard let current = stream else {
+            finishWhenIdle()
+            return
+        }
+        stream = nil
+        phase = .ready
+        switch end {
+        case .complete:
+            guard !channelClosed, let context else { break }
+            var out = current.out
+            var stuffer = current.stuffer
+            stuffer.finish(into: &out)
+            session.registration.sent(out.readableBytes)
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            let index = current.index, lines = current.lines, sent = current.sent
+            machine.messageSent(index: index, lines: lines, bytes: sent)
+            let metrics = session.metrics
+            (lines == nil ? metrics.retrBytes : metrics.topBytes).increment(by: sent)
+            if lines == nil { metrics.retrDuration.recordNanoseconds((NIODeadline.now() - current.started).nanoseconds) }
+            if let audit, let header = current.header, let maildrop {
+                let summary = header.summary
+                summaries[index] = summary
+                let user = sessionUser ?? ""
+                let uidl = maildrop.messages[index].uid
+                if let lines {
+                    audit.record(POP3Audit.top(session: session.sessionID, user: user, address: session.remote, number: index + 1, uidl: uidl, messageID: summary.messageID, lines: lines, octets: sent))
+                } else {
+                    audit.record(POP3Audit.retr(session: session.sessionID, user: user, address: session.remote, number: index + 1, uidl: uidl, messageID: summary.messageID, octets: sent))
+                }
+            }
+        case .stopped:
+            break
+        case .failedToOpen(let failure):
+            if let detail = failure.logDetail { logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): \(detail), session=<\(session.sessionID)>") }
+            if let lost = lostLock {
+                proceed(.close(.err(lost.message, code: lost.responseCode)))
+            } else {
+                proceed(.send(.err(failure.message, code: failure.responseCode)))
+            }
+            return
+        case .failed(let error):
+            // Part of the message is on the wire: the only honest end is to close.
+            disconnectReason = "Connection closed: \(error)"
+            phase = .closing
+            context?.close(promise: nil)
+        }
+        proceed(nil)
+    }
+
+    private func commit(_ deleting: Set<Int>) -> Action? {
+        guard let opened = maildrop else { return .close(nil) }
+        guard session.registration.beginUpdate() else {
+            // Kicked before this QUIT: end the session, delete nothing (finish() abandons).
+            return .close(POP3Server.kickFarewell)
+        }
+        maildrop = nil
+        losable = nil
+        let retrieved = machine.transaction?.retrieved ?? []
+        let address = session.remote
+        // The audit trail names what is deleted, read while the messages still exist.
+        let known = audit == nil ? nil : summaries
+        call({ () async -> (BackendError?, [(index: Int, summary: MessageSummary?)]) in
+            var audited: [(index: Int, summary: MessageSummary?)] = []
+            if let known {
+                for index in deleting.sorted() {
+                    if let summary = known[index] {
+                        audited.append((index, summary))
+                    } else {
+                        audited.append((index, try? await opened.summary(of: index)))
+                    }
+                }
+            }
+            do {
+                try await opened.commit(deleting: deleting, retrieved: retrieved, from: address)
+                return (nil, audited)
+            } catch {
+                return (POP3Connection.backendError(error), audited)
+            }
+        }, then: { (failure, audited) in
+            if let failure {
+                self.logger.error("pop3(\(LogEscaping.escape(self.sessionUser ?? ""))): UPDATE failed: \(failure.logDetail ?? failure.message), session=<\(self.session.sessionID)>")
+                return self.machine.updateFinished(error: failure)
+            }
+            self.session.metrics.messagesDeleted.increment(by: deleting.count)
+            self.deleted = (deleting.count, deleting.reduce(0) { $0 + opened.messages[$1].size })
+            if let audit = self.audit {
+                for (index, summary) in audited {
+                    let message = opened.messages[index]
+                    audit.record(POP3Audit.delete(session: self.session.sessionID, user: self.sessionUser ?? "", address: address, uidl: message.uid, summary: summary, octets: message.size))
+                }
+            }
+            return self.machine.updateFinished(error: nil)
+        })
+        return nil
+    }
+
+    /// Why the open maildrop's lock is gone, if it is (see ``LosableMaildrop``).
+    private var lostLock: BackendError? {
+        guard let lost = losable?.lockLost else { return nil }
+        logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): maildrop lock lost: \(lost.logDetail ?? lost.message), session=<\(session.sessionID)>")
+        return lost
+    }
+
+    // MARK: - End
+
+    /// Ends the session once the connection is closed and no backend call is in flight.
+    private func finishWhenIdle() {
+        guard channelClosed, !busy, !finishing, session != nil else { return }
+        finishing = true
+        failureDelay?.cancel()
+        failureDelay = nil
+        if timedOut.withLockedValue({ $0 }) {
+            disconnectReason = "Inactivity - no input for \(session.configuration.idleTimeout.nanoseconds / 1_000_000_000) secs"
+        }
+        guard let maildrop else {
+            finished()
+            return
+        }
+        // Dropped, timed out, or shut down without QUIT: RFC 1939 section 6, nothing is deleted.
+        self.maildrop = nil
+        losable = nil
+        let loop = self.loop!
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        Task {
+            await maildrop.abandon()
+            loop.execute { handler.value.finished() }
+        }
+    }
+
+    private func finished() {
+        if session.registration.wasKicked {
+            disconnectReason = "Kicked by the administrator"
+            ending = .kicked
+        }
+        if sessionUser == nil {
+            if loginDeadline.current == .expired {
+                disconnectReason = "Login timeout - no login within \(session.configuration.loginTimeout.nanoseconds / 1_000_000_000) secs"
+                session.metrics.closedBeforeLogin(reason: "login_timeout")
+            } else if session.evicted.withLockedValue({ $0 }) {
+                disconnectReason = "Connection queue full - the oldest connection not logged in made room for a new one"
+                session.metrics.closedBeforeLogin(reason: "evicted")
+            }
+        }
+        machine.connectionClosed()
+        if let user = sessionUser {
+            session.counter.endSession(user: user, ip: session.remote)
+            session.metrics.sessionsActive.decrement()
+            if let loginTime { session.metrics.sessionDuration.recordNanoseconds((NIODeadline.now() - loginTime).nanoseconds) }
+            let summary = machine.logoutSummary ?? ""
+            logger.info("pop3(\(LogEscaping.escape(user))): Disconnected: \(disconnectReason) \(summary), \(where_)")
+            if let audit {
+                let timedOut = timedOut.withLockedValue { $0 }
+                audit.record(POP3Audit.logout(
+                    session: session.sessionID, user: user, address: session.remote,
+                    ended: timedOut ? .timeout : ending ?? (session.shuttingDown() ? .shutdown : .dropped),
+                    counters: machine.lastCounters ?? .init(), deletedMessages: deleted.messages, deletedOctets: deleted.octets
+                ))
+            }
+        } else {
+            let attempts = failedLogins == 0 ? "no auth attempts" : "auth failed, \(failedLogins) attempts"
+            logger.info("pop3-login: Disconnected: \(disconnectReason) (\(attempts)): \(where_)")
+        }
+        signalEnd()
+    }
+
+    private func signalEnd() {
+        guard !endSignalled else { return }
+        endSignalled = true
+        ended.succeed(())
+    }
+}
