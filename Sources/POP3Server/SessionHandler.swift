@@ -2,6 +2,7 @@ import Logging
 import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import NIOSSL
 import POP3Core
 import SASL
@@ -19,7 +20,7 @@ import ServerKit
 ///   back on the client. What is buffered is one read and at most one partial line of
 ///   ``POP3Limits/maxLineLength`` octets.
 /// - Fairness (issue 22): after ``POP3Connection/commandsPerTurn`` commands from input already
-///   read, the session gives up its turn for ``turnPause``, so one client pipelining flat out
+///   read, the session gives up its turn (``TurnQueue``), so one client pipelining flat out
 ///   cannot hold the event loop.
 /// - Message bodies are streamed chunk by chunk, each read only once the channel can take more.
 final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -27,11 +28,6 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     typealias Action = POP3SessionStateMachine.Action
-
-    /// How long a session that used up its turn waits before answering more commands it has
-    /// already read. A timer rather than an immediate task: the event loop runs every task that
-    /// is ready before it polls sockets again, so only a timer lets the others' input in first.
-    static let turnPause = TimeAmount.milliseconds(1)
 
     enum Phase {
         /// Not started: the server is still admitting the connection.
@@ -93,7 +89,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Replies not yet written: a pipelined batch's replies go out in one write.
     private var pending: ByteBuffer?
     private var commandsThisTurn = 0
-    private var pausedTurn: Scheduled<Void>?
+    /// Waiting in the ``TurnQueue`` for its next turn.
+    private var pausedTurn = false
     /// The pipeline asked for a read that the session held back.
     private var readPending = false
     /// Graceful shutdown closed the input: answer the lines already read, then close.
@@ -179,7 +176,7 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var wantsInput: Bool {
         switch phase {
         case .admitting: input == nil
-        case .ready: pausedTurn == nil && (context?.channel.isWritable ?? false)
+        case .ready: !pausedTurn && (context?.channel.isWritable ?? false)
         default: false
         }
     }
@@ -212,8 +209,6 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         channelClosed = true
-        pausedTurn?.cancel()
-        pausedTurn = nil
         if let waiting = stream?.waiting {
             stream!.waiting = nil
             waiting.resume(returning: false)
@@ -234,7 +229,7 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func processInput() {
         guard let context else { return }
         var drained = false
-        while phase == .ready, !channelClosed, pausedTurn == nil {
+        while phase == .ready, !channelClosed, !pausedTurn {
             if commandsThisTurn >= POP3Connection.commandsPerTurn {
                 pauseTurn(context)
                 break
@@ -278,11 +273,16 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Gives up the turn: other connections' input is read and answered first.
     private func pauseTurn(_ context: ChannelHandlerContext) {
         flush()
-        pausedTurn = context.eventLoop.assumeIsolated().scheduleTask(in: Self.turnPause) {
-            self.pausedTurn = nil
-            self.commandsThisTurn = 0
-            self.processInput()
-        }
+        pausedTurn = true
+        TurnQueue.current.enqueue(self, on: context.eventLoop)
+    }
+
+    /// The next turn, from the ``TurnQueue``.
+    fileprivate func resumeTurn() {
+        pausedTurn = false
+        commandsThisTurn = 0
+        processInput()
+        finishWhenIdle()
     }
 
     private func handle(_ piece: LineSplitter.Piece) {
@@ -1087,5 +1087,51 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard !endSignalled else { return }
         endSignalled = true
         ended.succeed(())
+    }
+}
+
+/// The sessions of one event loop that used up their turn, resumed together by one timer that
+/// is armed only after the previous round: between two rounds the event loop always polls its
+/// sockets, so every other connection's input is read and answered in between.
+///
+/// An immediate task would not do: the event loop runs every ready task, including those
+/// queued meanwhile, before it polls again, so sessions re-queuing themselves could keep it
+/// from reading anyone else's input for as long as they have input buffered.
+final class TurnQueue: @unchecked Sendable {
+    // @unchecked: one queue per event-loop thread (a thread-specific variable), used only there.
+    private var waiting: [POP3SessionHandler] = []
+    private var armed = false
+
+    /// How long after one round the next begins; the event loop polls its sockets meanwhile.
+    static let pause = TimeAmount.microseconds(100)
+
+    private static let perThread = ThreadSpecificVariable<TurnQueue>()
+
+    /// This event-loop thread's queue.
+    static var current: TurnQueue {
+        if let queue = perThread.currentValue { return queue }
+        let queue = TurnQueue()
+        perThread.currentValue = queue
+        return queue
+    }
+
+    func enqueue(_ handler: POP3SessionHandler, on loop: any EventLoop) {
+        waiting.append(handler)
+        arm(loop)
+    }
+
+    private func arm(_ loop: any EventLoop) {
+        guard !armed, !waiting.isEmpty else { return }
+        armed = true
+        loop.assumeIsolated().scheduleTask(in: Self.pause) { self.round(loop) }
+    }
+
+    private func round(_ loop: any EventLoop) {
+        let batch = waiting
+        waiting = []
+        // Sessions that use up their turn again wait for the next round, armed only now.
+        for handler in batch { handler.resumeTurn() }
+        armed = false
+        arm(loop)
     }
 }
