@@ -9,7 +9,9 @@ import ServerKit
 
 /// What one POP3 session gets from its server: the databases, the settings, the shared
 /// counters and this connection's facts. ``POP3SessionHandler`` drives the session.
-struct POP3Connection {
+/// A class, so that the session handler reaches each fact through one reference instead of
+/// copying the whole set.
+final class POP3Connection: Sendable {
     let userDatabase: any UserDatabase
     let mailStore: any MailStore
     let configuration: POP3ServerConfiguration
@@ -34,11 +36,51 @@ struct POP3Connection {
     /// Whether graceful shutdown has begun.
     let shuttingDown: @Sendable () -> Bool
 
+    init(
+        userDatabase: any UserDatabase,
+        mailStore: any MailStore,
+        configuration: POP3ServerConfiguration,
+        logger: Logger,
+        remote: String,
+        remotePort: Int?,
+        local: String,
+        sessionID: String,
+        security: POP3SessionStateMachine.Security,
+        counter: ConnectionCounter,
+        ticket: ConnectionCounter.Ticket,
+        evicted: NIOLockedValueBox<Bool>,
+        throttle: LoginThrottle,
+        metrics: ServerMetrics,
+        authentication: POP3SessionStateMachine.AuthenticationOptions,
+        loginDelays: LoginDelayTracker,
+        registration: SessionRegistry.Entry,
+        shuttingDown: @escaping @Sendable () -> Bool
+    ) {
+        self.userDatabase = userDatabase
+        self.mailStore = mailStore
+        self.configuration = configuration
+        self.logger = logger
+        self.remote = remote
+        self.remotePort = remotePort
+        self.local = local
+        self.sessionID = sessionID
+        self.security = security
+        self.counter = counter
+        self.ticket = ticket
+        self.evicted = evicted
+        self.throttle = throttle
+        self.metrics = metrics
+        self.authentication = authentication
+        self.loginDelays = loginDelays
+        self.registration = registration
+        self.shuttingDown = shuttingDown
+    }
+
     /// Flush at about this many bytes while streaming a message.
     static let chunkTarget = 64 * 1024
 
     /// Commands a session answers from already-received input before it gives up its turn
-    /// (see ``POP3SessionHandler/turnPause``), so that a client pipelining commands flat out cannot
+    /// (see ``TurnQueue``), so that a client pipelining commands flat out cannot
     /// starve the other connections (issue 22; Dovecot's `client_input` does the same).
     static let commandsPerTurn = 16
 }

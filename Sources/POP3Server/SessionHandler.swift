@@ -854,7 +854,10 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func sendMessage(index: Int, lines: Int?, status: POP3Response) {
         guard let maildrop, let context else { return }
-        var out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+        // Room for the whole of a small message (dot-stuffing and the end line included), so
+        // it goes out in one write without a reallocation; a large one is sent in chunks.
+        let size = maildrop.messages.indices.contains(index) ? maildrop.messages[index].size : 0
+        var out = allocator.buffer(capacity: min(size + size / 32 + 128, POP3Connection.chunkTarget + 1024))
         out.writePOP3Response(status)
         stream = MessageStream(index: index, lines: lines, started: .now(), out: out, header: audit == nil ? nil : HeaderCapture())
         phase = .streaming
@@ -918,20 +921,18 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func bodyEnded(_ end: BodyEnd) {
         busy = false
-        guard let current = stream else {
+        guard var current = stream else {
             finishWhenIdle()
             return
         }
-        stream = nil
+        stream = nil  // `current` is now the only reference to its buffer: no copy on write
         phase = .ready
         switch end {
         case .complete:
             guard !channelClosed, let context else { break }
-            var out = current.out
-            var stuffer = current.stuffer
-            stuffer.finish(into: &out)
-            session.registration.sent(out.readableBytes)
-            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            current.stuffer.finish(into: &current.out)
+            session.registration.sent(current.out.readableBytes)
+            context.writeAndFlush(wrapOutboundOut(current.out), promise: nil)
             let index = current.index, lines = current.lines, sent = current.sent
             machine.messageSent(index: index, lines: lines, bytes: sent)
             let metrics = session.metrics

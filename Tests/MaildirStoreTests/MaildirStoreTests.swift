@@ -51,9 +51,14 @@ struct MaildirStoreTests {
         #expect(store.path(for: AuthenticatedUser(name: "bob@example.org")) == "/srv/example.org/bob/bob@example.org/%")
         #expect(MaildirStore(template: "~/Maildir").path(for: AuthenticatedUser(name: "bob", home: "/home/bob")) == "/home/bob/Maildir")
         #expect(MaildirStore(template: "%h/Maildir").path(for: AuthenticatedUser(name: "bob")) == nil)
-        for evil in ["..", ".", "a/b", "../x", "x@.."] {
+        for evil in ["..", ".", "a/b", "../x", "x@..", "..@x", "a\0b"] {
             #expect(store.path(for: AuthenticatedUser(name: evil)) == nil, "\(evil)")
         }
+        // Expanded byte by byte, as Dovecot does: names outside ASCII, an unknown variable and
+        // a trailing `%` are copied as they are; `~` means the home only at the start.
+        #expect(store.path(for: AuthenticatedUser(name: "jörg@bücher.example")) == "/srv/bücher.example/jörg/jörg@bücher.example/%")
+        #expect(MaildirStore(template: "/m/%x/%é/~/%").path(for: AuthenticatedUser(name: "bob", home: "/h")) == "/m/%x/%é/~/%")
+        #expect(MaildirStore(template: "/m/%u\u{301}").path(for: AuthenticatedUser(name: "bob")) == "/m/bob\u{301}")
     }
 
     /// A userdb's `mail=maildir:PATH` (Dovecot's mail field) is the user's Maildir instead of
