@@ -94,7 +94,7 @@ struct UIDList: Equatable, Sendable {
 
     /// Parses the file byte by byte (a mailbox may list 100,000 messages).
     init(parsing bytes: [UInt8]) throws(ParseError) {
-        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true).makeIterator()
+        var lines = NonEmptyLines(rest: bytes[...])
         guard let header = lines.next() else { throw ParseError(line: 1) }
         let fields = header.split(separator: UInt8(ascii: " "))
         guard fields.count >= 4, fields[0].elementsEqual(Self.magic.utf8), fields[1].elementsEqual("1".utf8),
@@ -146,6 +146,21 @@ struct UIDList: Equatable, Sendable {
                 }
             }
             entries.append(Entry(uid: uid, size: size, baseName: String(decoding: line[(space2 + 1)...], as: UTF8.self), retrievedAt: retrievedAt, xUIDL: xUIDL, info: info))
+        }
+    }
+
+    /// The file's non-empty lines, found in place (no array of all lines first).
+    struct NonEmptyLines: IteratorProtocol {
+        var rest: ArraySlice<UInt8>
+
+        mutating func next() -> ArraySlice<UInt8>? {
+            while !rest.isEmpty {
+                let end = rest.firstIndex(of: UInt8(ascii: "\n")) ?? rest.endIndex
+                let line = rest[..<end]
+                rest = rest[(end < rest.endIndex ? end + 1 : end)...]
+                if !line.isEmpty { return line }
+            }
+            return nil
         }
     }
 

@@ -112,8 +112,19 @@ extension POP3Command {
         if bytes.contains(0) || bytes.contains(UInt8(ascii: "\r")) || bytes.contains(UInt8(ascii: "\n")) {
             throw .invalidCharacters
         }
-        let text = String(decoding: bytes, as: UTF8.self)
-        try self.init(parsing: text)
+        guard bytes.allSatisfy({ $0 < 0x80 }) else {
+            try self.init(parsing: String(decoding: bytes, as: UTF8.self))
+            return
+        }
+        // ASCII, as nearly every command line is: split and upper-case the bytes directly.
+        // For ASCII text this gives exactly what the string form below gives.
+        let space = UInt8(ascii: " ")
+        let keywordEnd = bytes.firstIndex(of: space) ?? bytes.endIndex
+        let keyword = String(decoding: bytes[..<keywordEnd].lazy.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }, as: UTF8.self)
+        let restBytes = keywordEnd < bytes.endIndex ? bytes[(keywordEnd + 1)...] : bytes[bytes.endIndex...]
+        let rest = String(decoding: restBytes, as: UTF8.self)
+        let args = restBytes.split(separator: space, omittingEmptySubsequences: true).map { String(decoding: $0, as: UTF8.self) }
+        try self.init(keyword: keyword, rest: rest, args: args)
     }
 
     /// Whether the line is `AUTH` followed by a space, in any case.
@@ -127,7 +138,12 @@ extension POP3Command {
         let keyword = text[..<keywordEnd].uppercased()
         let rest = keywordEnd < text.endIndex ? String(text[text.index(after: keywordEnd)...]) : ""
         let args = rest.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        try self.init(keyword: keyword, rest: rest, args: args)
+    }
 
+    /// The command from its upper-cased keyword, the text after the keyword's space, and that
+    /// text's space-separated arguments.
+    private init(keyword: String, rest: String, args: [String]) throws(POP3ParseError) {
         func number(_ s: String) -> Int? {
             guard !s.isEmpty, s.count <= 10, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
             return Int(s)

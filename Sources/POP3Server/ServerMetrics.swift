@@ -28,6 +28,14 @@ public final class ServerMetrics: Sendable {
     /// ``refreshCertificateExpiry(now:)``.
     private let certificateRemaining = NIOLockedValueBox<[(gauge: Gauge, notAfter: Int)]>([])
     private let perListener = NIOLockedValueBox<[String: ListenerCounters]>([:])
+    /// `pop3_logins_total` by its labels, made at first use.
+    private let loginCounters = NIOLockedValueBox<[LoginKey: Counter]>([:])
+
+    struct LoginKey: Hashable {
+        var result: String
+        var mechanism: String
+        var tls: Bool
+    }
 
     struct ListenerCounters {
         var connections: Counter
@@ -88,7 +96,14 @@ public final class ServerMetrics: Sendable {
     /// unavailable (the user database could not answer: [SYS/TEMP]);
     /// `mechanism`: USER, APOP or the SASL mechanism.
     func login(result: String, mechanism: String, tls: Bool) {
-        Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", mechanism), ("tls", tls ? "yes" : "no")]).increment()
+        let key = LoginKey(result: result, mechanism: mechanism, tls: tls)
+        let counter = loginCounters.withLockedValue { counters in
+            if let known = counters[key] { return known }
+            let made = Counter(label: "pop3_logins_total", dimensions: [("result", result), ("mechanism", mechanism), ("tls", tls ? "yes" : "no")])
+            counters[key] = made
+            return made
+        }
+        counter.increment()
     }
 
     /// A bearer token checked (OAUTHBEARER, XOAUTH2): `accepted`, `refused` (invalid, or

@@ -41,6 +41,16 @@ enum POP3CommandTarget {
     }
 
     static func checkCommand(_ line: ByteBuffer) {
+        let bytes = line.readableBytesView
+        if !bytes.contains(0), !bytes.contains(UInt8(ascii: "\r")), bytes.allSatisfy({ $0 < 0x80 }) {
+            // The bytes' ASCII fast path and the string parser agree, errors included (the
+            // length limit is the bytes' alone).
+            let viaBytes = Result { () throws(POP3ParseError) in try POP3Command(parsing: line) }
+            let viaText = Result { () throws(POP3ParseError) in try POP3Command(parsing: String(decoding: bytes, as: UTF8.self)) }
+            if viaBytes != .failure(.lineTooLong) {
+                require(viaBytes == viaText, "the byte and string parsers differ: \(viaBytes) and \(viaText)")
+            }
+        }
         guard let command = try? POP3Command(parsing: line) else { return }
         let wire = command.wireLine
         require(wire.utf8.count >= 2 && wire.hasSuffix("\r\n"), "wire line without CRLF")
