@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "POP3Server",
             dependencies: [
-                "POP3Core", "SASL", "MailBackend", "ServerKit",
+                "POP3Core", "SASL", "MailBackend", "ServerKit", "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

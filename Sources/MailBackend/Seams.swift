@@ -1,3 +1,4 @@
+import DurableFiles
 import NIOCore
 import SASL
 
@@ -157,4 +158,56 @@ public protocol BearerTokenValidator: Sendable {
     /// `inactive`, ...) and never contains the token; a validator that cannot answer (JWKS or
     /// introspection endpoint unreachable) throws ``BackendError/Kind/temporary``.
     func validate(token: String) async throws -> String
+}
+
+// MARK: - Blocking forms (one thread-pool hop, no task)
+
+/// A user database that can answer with a blocking call on a thread-pool thread. A session
+/// driven from an event loop then needs one pool hop per login and no task or continuation
+/// (go-smtp's optional backend interfaces, found at run time). Blocking: thread pool only.
+public protocol BlockingUserDatabase: Sendable {
+    /// ``UserDatabase/authenticate(_:)``, blocking.
+    func authenticateBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError>
+    /// ``UserLookup/lookUpUser(_:)``, blocking.
+    func lookUpUserBlocking(_ name: String) -> Result<AuthenticatedUser?, BackendError>
+}
+
+/// A mail store that can open a maildrop with a blocking call; its maildrops are
+/// ``BlockingMaildrop``s. Blocking: thread pool only.
+public protocol BlockingMailStore: Sendable {
+    /// ``MailStore/openMaildrop(for:)``, blocking.
+    func openMaildropBlocking(for user: AuthenticatedUser) throws(BackendError) -> any BlockingMaildrop
+}
+
+/// A maildrop whose bodies, UPDATE and abandon are blocking calls. Blocking: thread pool only.
+public protocol BlockingMaildrop: Maildrop {
+    /// A message's reader and its first chunk, read in the same call (a small message needs
+    /// no other); `lines` as for ``Maildrop/body(of:lines:)``.
+    func openBodyBlocking(of index: Int, lines: Int?) throws(BackendError) -> (reader: any BlockingChunkReader, first: ByteBuffer?)
+    /// ``Maildrop/commit(deleting:retrieved:)``, blocking; `address` as
+    /// ``AddressRecordingMaildrop/commit(deleting:retrieved:recordingAddress:)`` records it.
+    func commitBlocking(deleting indices: Set<Int>, retrieved: Set<Int>, recordingAddress address: String?) throws(BackendError)
+    /// ``Maildrop/abandon()``, blocking.
+    func abandonBlocking()
+}
+
+extension UserDatabase {
+    /// This database as a ``BlockingUserDatabase``, when every part of it can answer so.
+    public var blockingForm: (any BlockingUserDatabase)? { (self as? any BlockingUserDatabaseProvider)?.blockingUserDatabase }
+}
+
+extension MailStore {
+    /// This store as a ``BlockingMailStore``, when it can open maildrops so.
+    public var blockingForm: (any BlockingMailStore)? { (self as? any BlockingMailStoreProvider)?.blockingMailStore }
+}
+
+/// A user database that may have a blocking form; a wrapper has one only when what it wraps
+/// does.
+public protocol BlockingUserDatabaseProvider: Sendable {
+    var blockingUserDatabase: (any BlockingUserDatabase)? { get }
+}
+
+/// A mail store that may have a blocking form.
+public protocol BlockingMailStoreProvider: Sendable {
+    var blockingMailStore: (any BlockingMailStore)? { get }
 }

@@ -89,26 +89,27 @@ public struct MaildirStore: MailStore {
     }
 
     public func openMaildrop(for user: AuthenticatedUser) async throws -> any Maildrop {
+        try await threadPool.runIfActive { try self.openMaildropBlocking(for: user) as any Maildrop }
+    }
+}
+
+extension MaildirStore: BlockingMailStore, BlockingMailStoreProvider {
+    public var blockingMailStore: (any BlockingMailStore)? { self }
+
+    public func openMaildropBlocking(for user: AuthenticatedUser) throws(BackendError) -> any BlockingMaildrop {
         guard let path = path(for: user) else {
             throw BackendError.permanent("no usable Maildir path for user \(user.name) from template \(template)")
         }
         guard let control = dovecotControlPath(for: user) else {
             throw BackendError.permanent("no usable Dovecot control path for user \(user.name) from template \(dovecotControlTemplate ?? "")")
         }
-        let hook = commitHook
-        let pool = threadPool
         var days = expireDays
         if let policy = user.expire { days = policy.days }
         days = days.map { min(max($0, 0), 36_500) }
-        let expire = days
-        let uidlSettings = uidl
-        let retains = deletedRetention.isEnabled
         do {
-            return try await threadPool.runIfActive {
-                try MaildirMaildrop.open(
-                    path: path, control: control, threadPool: pool, expireDays: expire, uidlSettings: uidlSettings,
-                    retainsDeleted: retains, logger: logger, commitHook: hook)
-            }
+            return try MaildirMaildrop.open(
+                path: path, control: control, threadPool: threadPool, expireDays: days, uidlSettings: uidl,
+                retainsDeleted: deletedRetention.isEnabled, logger: logger, commitHook: commitHook)
         } catch let error as BackendError {
             throw error
         } catch {
@@ -118,7 +119,7 @@ public struct MaildirStore: MailStore {
 }
 
 /// One session's view of a Maildir: the lock is held and the list is a snapshot from login.
-public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
+public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, Sendable {
     public let messages: [MessageInfo]
     let path: String
     /// The file name in cur/ of each message, by index.
@@ -712,27 +713,41 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     // MARK: - Maildrop
 
     public func body(of index: Int, lines: Int?) async throws -> MessageBody {
-        let path = self.path
-        let name = fileNames[index]
-        let (reader, first): (MessageFileReader, ByteBuffer?) = try await threadPool.runIfActive {
-            let fd: Int32
-            do {
-                fd = try POSIX.open(path + "/cur/" + name, O_RDONLY)
-            } catch let error as SystemError where error.errno == ENOENT {
-                // Flags changed by another program rename the file; find it by its base name.
-                let base = Self.baseName(name)
-                guard let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) else {
-                    throw BackendError(.unavailable, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
-                }
-                fd = try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
-            }
-            var st = stat()
-            let size = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
-            let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: size)
-            // The first chunk in this same hop: a small message needs no other.
-            return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
-        }
+        let (reader, first) = try await threadPool.runIfActive { try self.openFileBlocking(of: index, lines: lines) }
         return PooledChunks(reader: reader, first: first, threadPool: threadPool)
+    }
+
+    public func openBodyBlocking(of index: Int, lines: Int?) throws(BackendError) -> (reader: any BlockingChunkReader, first: ByteBuffer?) {
+        do {
+            let (reader, first) = try openFileBlocking(of: index, lines: lines)
+            return (reader, first)
+        } catch let error as BackendError {
+            throw error
+        } catch {
+            throw .temporary("\(error)")
+        }
+    }
+
+    /// Opens the message's file and reads its first chunk. Blocking.
+    private func openFileBlocking(of index: Int, lines: Int?) throws -> (MessageFileReader, ByteBuffer?) {
+        let name = fileNames[index]
+        let fd: Int32
+        do {
+            fd = try POSIX.open(path + "/cur/" + name, O_RDONLY)
+        } catch {
+            guard error.errno == ENOENT else { throw error }
+            // Flags changed by another program rename the file; find it by its base name.
+            let base = Self.baseName(name)
+            guard let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) else {
+                throw BackendError(.unavailable, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
+            }
+            fd = try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
+        }
+        var st = stat()
+        let size = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+        let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: size)
+        // The first chunk in this same hop: a small message needs no other.
+        return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
     }
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
@@ -742,6 +757,20 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     /// UPDATE; with retention on, the deleted messages move to the retention area with a record
     /// naming `address` (see ``RetentionArea``).
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>, recordingAddress address: String?) async throws {
+        do {
+            try await threadPool.runIfActive {
+                try self.commitBlocking(deleting: indices, retrieved: retrieved, recordingAddress: address)
+            }
+        } catch let error as BackendError {
+            throw error
+        } catch {
+            // The pool stopped before the UPDATE ran: nothing was deleted.
+            lock.release()
+            throw BackendError.temporary("UPDATE in \(path): \(error)")
+        }
+    }
+
+    public func commitBlocking(deleting indices: Set<Int>, retrieved: Set<Int>, recordingAddress address: String?) throws(BackendError) {
         defer { lock.release() }
         var index = self.index
         // First retrievals are recorded only where an EXPIRE policy will use them.
@@ -766,24 +795,22 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
             : nil
         let logger = self.logger
         do {
-            try await threadPool.runIfActive {
-                try IndexLock.holding(maildir: path) {
-                    // Messages delivered since login are in the index on disk: keep them.
-                    let merged = Self.mergingDeliveries(into: updated, path: path)
-                    if indices.isEmpty {
-                        do throws(SystemError) {
-                            try POSIX.writeAtomically(path + "/" + UIDList.fileName, merged.serialized())
-                        } catch {
-                            guard error.isOutOfSpace else { throw error }
-                            // Only first-retrieval times were to be recorded: EXPIRE then
-                            // counts from a later retrieval. Nothing is lost.
-                            logger?.warning("maildir(\(path)): file system full: retrieval times not recorded (\(error))")
-                        }
-                    } else {
-                        let outcome = try Self.applyDeletions(
-                            path: path, index: merged, fileNames: fileNames, indices: indices, retained: retained, hook: hook)
-                        outcome.log(to: logger, path: path, what: "UPDATE")
+            try IndexLock.holding(maildir: path) {
+                // Messages delivered since login are in the index on disk: keep them.
+                let merged = Self.mergingDeliveries(into: updated, path: path)
+                if indices.isEmpty {
+                    do throws(SystemError) {
+                        try POSIX.writeAtomically(path + "/" + UIDList.fileName, merged.serialized())
+                    } catch {
+                        guard error.isOutOfSpace else { throw error }
+                        // Only first-retrieval times were to be recorded: EXPIRE then
+                        // counts from a later retrieval. Nothing is lost.
+                        logger?.warning("maildir(\(path)): file system full: retrieval times not recorded (\(error))")
                     }
+                } else {
+                    let outcome = try Self.applyDeletions(
+                        path: path, index: merged, fileNames: fileNames, indices: indices, retained: retained, hook: hook)
+                    outcome.log(to: logger, path: path, what: "UPDATE")
                 }
             }
         } catch let error as BackendError {
@@ -923,6 +950,10 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, Sendable {
     }
 
     public func abandon() async {
+        lock.release()
+    }
+
+    public func abandonBlocking() {
         lock.release()
     }
 }

@@ -2,6 +2,7 @@ import Logging
 import MailBackend
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import NIOSSL
 import POP3Core
 import SASL
@@ -14,6 +15,10 @@ import ServerKit
 final class POP3Connection: Sendable {
     let userDatabase: any UserDatabase
     let mailStore: any MailStore
+    /// The databases' blocking forms, if they have them (one pool hop instead of a task).
+    let blockingUsers: (any BlockingUserDatabase)?
+    let blockingStore: (any BlockingMailStore)?
+    let threadPool: NIOThreadPool
     let configuration: POP3ServerConfiguration
     let logger: Logger
     let remote: String
@@ -39,6 +44,9 @@ final class POP3Connection: Sendable {
     init(
         userDatabase: any UserDatabase,
         mailStore: any MailStore,
+        blockingUsers: (any BlockingUserDatabase)?,
+        blockingStore: (any BlockingMailStore)?,
+        threadPool: NIOThreadPool,
         configuration: POP3ServerConfiguration,
         logger: Logger,
         remote: String,
@@ -58,6 +66,9 @@ final class POP3Connection: Sendable {
     ) {
         self.userDatabase = userDatabase
         self.mailStore = mailStore
+        self.blockingUsers = blockingUsers
+        self.blockingStore = blockingStore
+        self.threadPool = threadPool
         self.configuration = configuration
         self.logger = logger
         self.remote = remote

@@ -35,6 +35,11 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     public let configuration: POP3ServerConfiguration
     private let userDatabase: any UserDatabase
     private let mailStore: any MailStore
+    /// Their blocking forms, when they have them: sessions then reach them with one pool hop.
+    private let blockingUsers: (any BlockingUserDatabase)?
+    private let blockingStore: (any BlockingMailStore)?
+    /// Where blocking backend calls run.
+    private let threadPool: NIOThreadPool
     private let logger: Logger
     private let onListening: (@Sendable ([SocketAddress]) -> Void)?
     private let skeleton: ServerSkeleton<AcceptedConnection>
@@ -86,12 +91,16 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         logger: Logger,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         metrics: ServerMetrics = ServerMetrics(),
+        threadPool: NIOThreadPool = .singleton,
         onListening: (@Sendable ([SocketAddress]) -> Void)? = nil
     ) {
         self.metrics = metrics
         self.configuration = configuration
         self.userDatabase = userDatabase
         self.mailStore = mailStore
+        self.blockingUsers = userDatabase.blockingForm
+        self.blockingStore = mailStore.blockingForm
+        self.threadPool = threadPool
         self.logger = logger
         self.skeleton = ServerSkeleton(group: eventLoopGroup)
         self.onListening = onListening
@@ -294,6 +303,9 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         let session = POP3Connection(
             userDatabase: userDatabase,
             mailStore: mailStore,
+            blockingUsers: blockingUsers,
+            blockingStore: blockingStore,
+            threadPool: threadPool,
             configuration: configuration,
             logger: logger,
             remote: ip,

@@ -1,3 +1,4 @@
+import DurableFiles
 import Logging
 import MailBackend
 import NIOConcurrencyHelpers
@@ -63,6 +64,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var machine = POP3SessionStateMachine()
     private var maildrop: (any Maildrop)?
+    /// `maildrop`, if its bodies, UPDATE and abandon are blocking calls (one pool hop each).
+    private var blockingDrop: (any BlockingMaildrop)?
     /// `maildrop`, if its lock can be lost (see ``LosableMaildrop``).
     private var losable: (any LosableMaildrop)?
     private var sessionUser: String?
@@ -172,14 +175,20 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Whether the socket may be read now.
+    /// Whether the socket may be read now. While a command is being carried out, a little
+    /// input may still come in, so that a client that goes away (EOF, or a reset while its
+    /// socket is full) is noticed at once; what is buffered stays bounded.
     private var wantsInput: Bool {
         switch phase {
         case .admitting: input == nil
         case .ready: !pausedTurn && (context?.channel.isWritable ?? false)
-        default: false
+        case .waiting, .streaming: (input?.readableBytes ?? 0) < Self.inputHeldWhileBusy
+        case .startingTLS, .closing: false
         }
     }
+
+    /// How much input is read ahead while a command is being carried out.
+    static let inputHeldWhileBusy = 1024
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
@@ -188,6 +197,9 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             } else if phase == .streaming, let waiting = stream?.waiting {
                 stream!.waiting = nil
                 waiting.resume(returning: true)
+            } else if phase == .streaming, stream?.readWhenWritable == true, let reader = stream?.reader {
+                stream!.readWhenWritable = false
+                readNextChunk(reader)
             }
         }
         context.fireChannelWritabilityChanged()
@@ -212,6 +224,10 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let waiting = stream?.waiting {
             stream!.waiting = nil
             waiting.resume(returning: false)
+        }
+        if stream?.readWhenWritable == true {
+            // No read in flight: the message ends here.
+            bodyEnded(.stopped)
         }
         if session == nil {
             // Refused or dropped before the server admitted it; `start(_:)` may still come.
@@ -259,15 +275,18 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         flush()
-        guard phase == .ready, !channelClosed else { return }
-        if inputClosed, drained {
+        if phase == .ready, !channelClosed, inputClosed, drained {
             closeAfterWrites()
             return
         }
-        if readPending, wantsInput {
-            readPending = false
-            context.read()
-        }
+        readIfWanted()
+    }
+
+    /// Passes on a read the session held back, if it may read now.
+    private func readIfWanted() {
+        guard readPending, wantsInput, let context, !channelClosed else { return }
+        readPending = false
+        context.read()
     }
 
     /// Gives up the turn: other connections' input is read and answered first.
@@ -382,10 +401,39 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Runs `work` on the thread pool (a blocking backend call), then `then` with its result on
+    /// the event loop: one `submit` and one `execute`, no task and no continuation. `stopped`
+    /// is the result if the pool has stopped.
+    private func runOnPool<T: Sendable>(_ work: @escaping @Sendable () -> T, or stopped: T, then: @escaping (T) -> Void) {
+        busy = true
+        let loop = self.loop!
+        let done = NIOLoopBound(then, eventLoop: loop)
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        session.threadPool.submit { state in
+            let result: T
+            if case .active = state { result = work() } else { result = stopped }
+            loop.execute {
+                handler.value.busy = false
+                done.value(result)
+            }
+        }
+    }
+
+    /// ``call(_:then:)`` for a blocking backend call: `then`'s action is carried out next.
+    private func offload<T: Sendable>(_ work: @escaping @Sendable () -> T, or stopped: T, then: @escaping (T) -> Action?) {
+        phase = .waiting
+        runOnPool(work, or: stopped) { result in
+            self.phase = .ready
+            self.proceed(then(result))
+        }
+    }
+
+    static let poolStopped = BackendError.temporary("thread pool stopped")
+
     /// Carries on after a backend call or a pause.
     private func proceed(_ action: Action?) {
         if let action, phase == .ready { run(action) }
-        if phase == .ready { processInput() }
+        if phase == .ready { processInput() } else { readIfWanted() }
         finishWhenIdle()
     }
 
@@ -479,14 +527,7 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func authenticate(_ typed: Credentials, method: String) -> Action? {
         let credentials = Credentials(user: normalized(typed.user), password: typed.password, remoteAddress: session.remote)
         if let refusal = lockedOut(credentials.user, method: method) { return refusal }
-        let database = session.userDatabase
-        call({ () async -> Result<AuthenticatedUser, BackendError> in
-            do {
-                return .success(try await database.authenticate(credentials))
-            } catch {
-                return .failure(POP3Connection.backendError(error))
-            }
-        }, then: { result in
+        let then = { (result: Result<AuthenticatedUser, BackendError>) -> Action? in
             switch result {
             case .success(let authenticated):
                 return self.completeLogin(authenticated, method: method)
@@ -494,7 +535,19 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 if failure.kind == .authFailed { return self.failed(user: credentials.user, method: method, password: credentials.password) }
                 return self.unavailable(credentials.user, method: method, failure)
             }
-        })
+        }
+        if let users = session.blockingUsers {
+            offload({ users.authenticateBlocking(credentials) }, or: .failure(Self.poolStopped), then: then)
+            return nil
+        }
+        let database = session.userDatabase
+        call({ () async -> Result<AuthenticatedUser, BackendError> in
+            do {
+                return .success(try await database.authenticate(credentials))
+            } catch {
+                return .failure(POP3Connection.backendError(error))
+            }
+        }, then: then)
         return nil
     }
 
@@ -723,6 +776,15 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             session.metrics.login(result: "refused", mechanism: method, tls: machine.security.isTLS)
             return machine.loginFailed(BackendError(.inUse, message: "Maximum number of connections from user+IP exceeded (limit \(limit))."))
         }
+        let then = { (result: Result<any Maildrop, BackendError>) -> Action? in
+            self.maildropOpened(result, for: authenticated, method: method, delay: delay)
+        }
+        if let blocking = session.blockingStore {
+            offload({ () -> Result<any Maildrop, BackendError> in
+                Result { () throws(BackendError) -> any BlockingMaildrop in try blocking.openMaildropBlocking(for: authenticated) }.map { $0 }
+            }, or: .failure(Self.poolStopped), then: then)
+            return nil
+        }
         let store = session.mailStore
         call({ () async -> Result<any Maildrop, BackendError> in
             do {
@@ -730,9 +792,7 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             } catch {
                 return .failure(POP3Connection.backendError(error))
             }
-        }, then: { result in
-            self.maildropOpened(result, for: authenticated, method: method, delay: delay)
-        })
+        }, then: then)
         return nil
     }
 
@@ -745,13 +805,18 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard loginDeadline.loggedIn(), session.counter.loggedIn(session.ticket) else {
                 session.counter.endSession(user: authenticated.name, ip: session.remote)
                 logger.info("pop3-login: Login abandoned: user=<\(name)>, method=\(method), \(where_), reason=connection closed before login completed")
-                call({ () async -> Bool in
-                    await opened.abandon()
-                    return true
-                }, then: { _ in .close(nil) })
+                if let blocking = opened as? any BlockingMaildrop {
+                    offload({ blocking.abandonBlocking() }, or: (), then: { .close(nil) })
+                } else {
+                    call({ () async -> Bool in
+                        await opened.abandon()
+                        return true
+                    }, then: { _ in .close(nil) })
+                }
                 return nil
             }
             maildrop = opened
+            blockingDrop = opened as? any BlockingMaildrop
             losable = opened as? any LosableMaildrop
             sessionUser = authenticated.name
             if delay > 0 { session.loginDelays.record(user: authenticated.name) }
@@ -850,6 +915,11 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var sent = 0
         /// The reading task, waiting for the channel to become writable.
         var waiting: CheckedContinuation<Bool, Never>?
+        /// A blocking reader's, read by one pool job at a time (its `@unchecked Sendable`
+        /// rests on that).
+        var reader: (any BlockingChunkReader)?
+        /// The next chunk waits for the channel to become writable.
+        var readWhenWritable = false
     }
 
     private func sendMessage(index: Int, lines: Int?, status: POP3Response) {
@@ -861,6 +931,23 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         out.writePOP3Response(status)
         stream = MessageStream(index: index, lines: lines, started: .now(), out: out, header: audit == nil ? nil : HeaderCapture())
         phase = .streaming
+        if let blocking = blockingDrop {
+            // One pool job opens the file and reads the first chunk; each further chunk is one
+            // more, started only when the channel can take it.
+            runOnPool({ () -> Result<(reader: any BlockingChunkReader, first: ByteBuffer?), BackendError> in
+                Result { () throws(BackendError) in try blocking.openBodyBlocking(of: index, lines: lines) }
+            }, or: .failure(Self.poolStopped)) { result in
+                self.busy = true
+                switch result {
+                case .success(let opened):
+                    self.stream?.reader = opened.reader
+                    self.blockingChunk(opened.first)
+                case .failure(let failure):
+                    self.bodyEnded(.failedToOpen(failure))
+                }
+            }
+            return
+        }
         busy = true
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
@@ -909,6 +996,50 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             current.waiting = waiting
             stream = current
+        }
+    }
+
+    /// A blocking reader's chunk (nil: the end), then the next read if there is more and the
+    /// channel can take it.
+    private func blockingChunk(_ chunk: ByteBuffer?) {
+        guard phase == .streaming, !channelClosed, var current = stream, let reader = current.reader, let context else {
+            bodyEnded(.stopped)
+            return
+        }
+        stream = nil
+        if let chunk {
+            current.sent += chunk.readableBytes
+            current.header?.add(chunk)
+            current.stuffer.process(chunk, into: &current.out)
+            if current.out.readableBytes >= POP3Connection.chunkTarget {
+                session.registration.sent(current.out.readableBytes)
+                context.writeAndFlush(wrapOutboundOut(current.out), promise: nil)
+                current.out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+            }
+        }
+        stream = current
+        if chunk == nil || reader.isFinished {
+            bodyEnded(.complete)
+        } else if context.channel.isWritable {
+            readNextChunk(reader)
+        } else {
+            stream!.readWhenWritable = true
+        }
+    }
+
+    private func readNextChunk(_ reader: any BlockingChunkReader) {
+        runOnPool({ () -> Result<ByteBuffer?, BackendError> in
+            do {
+                return .success(try reader.nextChunk(allocator: ByteBufferAllocator()))
+            } catch {
+                return .failure(POP3Connection.backendError(error))
+            }
+        }, or: .failure(Self.poolStopped)) { result in
+            self.busy = true  // still streaming
+            switch result {
+            case .success(let chunk): self.blockingChunk(chunk)
+            case .failure(let failure): self.bodyEnded(.failed(failure))
+            }
         }
     }
 
@@ -974,10 +1105,25 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // Kicked before this QUIT: end the session, delete nothing (finish() abandons).
             return .close(POP3Server.kickFarewell)
         }
+        let blocking = blockingDrop
         maildrop = nil
+        blockingDrop = nil
         losable = nil
         let retrieved = machine.transaction?.retrieved ?? []
         let address = session.remote
+        if let blocking, audit == nil {
+            offload({ () -> BackendError? in
+                do throws(BackendError) {
+                    try blocking.commitBlocking(deleting: deleting, retrieved: retrieved, recordingAddress: address)
+                    return nil
+                } catch {
+                    return error
+                }
+            }, or: Self.poolStopped, then: { failure in
+                self.committed(opened, deleting: deleting, failure: failure, audited: [])
+            })
+            return nil
+        }
         // The audit trail names what is deleted, read while the messages still exist.
         let known = audit == nil ? nil : summaries
         call({ () async -> (BackendError?, [(index: Int, summary: MessageSummary?)]) in
@@ -998,21 +1144,28 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return (POP3Connection.backendError(error), audited)
             }
         }, then: { (failure, audited) in
-            if let failure {
-                self.logger.error("pop3(\(LogEscaping.escape(self.sessionUser ?? ""))): UPDATE failed: \(failure.logDetail ?? failure.message), session=<\(self.session.sessionID)>")
-                return self.machine.updateFinished(error: failure)
-            }
-            self.session.metrics.messagesDeleted.increment(by: deleting.count)
-            self.deleted = (deleting.count, deleting.reduce(0) { $0 + opened.messages[$1].size })
-            if let audit = self.audit {
-                for (index, summary) in audited {
-                    let message = opened.messages[index]
-                    audit.record(POP3Audit.delete(session: self.session.sessionID, user: self.sessionUser ?? "", address: address, uidl: message.uid, summary: summary, octets: message.size))
-                }
-            }
-            return self.machine.updateFinished(error: nil)
+            self.committed(opened, deleting: deleting, failure: failure, audited: audited)
         })
         return nil
+    }
+
+    /// After the UPDATE: metrics, the audit trail's deletions, the reply.
+    private func committed(
+        _ opened: any Maildrop, deleting: Set<Int>, failure: BackendError?, audited: [(index: Int, summary: MessageSummary?)]
+    ) -> Action {
+        if let failure {
+            logger.error("pop3(\(LogEscaping.escape(sessionUser ?? ""))): UPDATE failed: \(failure.logDetail ?? failure.message), session=<\(session.sessionID)>")
+            return machine.updateFinished(error: failure)
+        }
+        session.metrics.messagesDeleted.increment(by: deleting.count)
+        deleted = (deleting.count, deleting.reduce(0) { $0 + opened.messages[$1].size })
+        if let audit {
+            for (index, summary) in audited {
+                let message = opened.messages[index]
+                audit.record(POP3Audit.delete(session: session.sessionID, user: sessionUser ?? "", address: session.remote, uidl: message.uid, summary: summary, octets: message.size))
+            }
+        }
+        return machine.updateFinished(error: nil)
     }
 
     /// Why the open maildrop's lock is gone, if it is (see ``LosableMaildrop``).
@@ -1040,6 +1193,11 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Dropped, timed out, or shut down without QUIT: RFC 1939 section 6, nothing is deleted.
         self.maildrop = nil
         losable = nil
+        if let blocking = blockingDrop {
+            blockingDrop = nil
+            runOnPool({ blocking.abandonBlocking() }, or: ()) { self.finished() }
+            return
+        }
         let loop = self.loop!
         let handler = NIOLoopBound(self, eventLoop: loop)
         Task {

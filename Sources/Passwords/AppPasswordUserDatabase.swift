@@ -81,6 +81,10 @@ public final class AppPasswordUserDatabase<Wrapped: SASLUserDatabase & UserLooku
     }
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
+        if let blocking = blockingUserDatabase {
+            let result = try await threadPool.runIfActive { blocking.authenticateBlocking(credentials) }
+            return try result.get()
+        }
         let now = clock()
         let candidates: [AppPassword]
         do {
@@ -110,6 +114,38 @@ public final class AppPasswordUserDatabase<Wrapped: SASLUserDatabase & UserLooku
 
     public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
         try await wrapped.lookUpUser(name)
+    }
+
+    /// ``authenticate(_:)`` as one blocking call, for app passwords in a file and a wrapped
+    /// database that can answer blocking: the same steps in the same order.
+    fileprivate func authenticateBlocking(
+        _ credentials: Credentials, file: AppPasswordFile, users: any BlockingUserDatabase
+    ) -> Result<AuthenticatedUser, BackendError> {
+        let now = clock()
+        let candidates: [AppPassword]
+        do {
+            candidates = try (file.current()[credentials.user] ?? []).filter { !$0.isExpired(at: now) }
+        } catch let error as BackendError {
+            return .failure(error)
+        } catch {
+            return .failure(.temporary("app passwords of \(credentials.user): \(error)"))
+        }
+        if !candidates.isEmpty {
+            let typed = AppPasswords.normalize(credentials.password)
+            if let match = candidates.first(where: { StoredPassword($0.hash).verify(typed) }) {
+                switch users.lookUpUserBlocking(credentials.user) {
+                case .failure(let error):
+                    return .failure(error)
+                case .success(var user?):
+                    user.credential = .appPassword(name: match.name)
+                    record(match.name, of: user.name, at: now, from: credentials.remoteAddress)
+                    return .success(user)
+                case .success(nil):
+                    break
+                }
+            }
+        }
+        return users.authenticateBlocking(credentials)
     }
 
     /// Starts the write of a use unless one of this app password was made in the last minute.
@@ -142,5 +178,28 @@ public final class AppPasswordUserDatabase<Wrapped: SASLUserDatabase & UserLooku
     /// Waits for the last write of a use that a login started (tests, an orderly shutdown).
     public func waitForRecord() async {
         await lastRecord.withLockedValue({ $0 })?.value
+    }
+}
+
+extension AppPasswordUserDatabase: BlockingUserDatabaseProvider {
+    /// A blocking form when the app passwords are in a file and the wrapped database has one.
+    public var blockingUserDatabase: (any BlockingUserDatabase)? {
+        guard let file = store as? AppPasswordFile, let users = wrapped.blockingForm else { return nil }
+        return BlockingAppPasswords(database: self, file: file, users: users)
+    }
+}
+
+/// ``AppPasswordUserDatabase`` over a file and a blocking database, answering blocking.
+private struct BlockingAppPasswords<Wrapped: SASLUserDatabase & UserLookup>: BlockingUserDatabase {
+    let database: AppPasswordUserDatabase<Wrapped>
+    let file: AppPasswordFile
+    let users: any BlockingUserDatabase
+
+    func authenticateBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError> {
+        database.authenticateBlocking(credentials, file: file, users: users)
+    }
+
+    func lookUpUserBlocking(_ name: String) -> Result<AuthenticatedUser?, BackendError> {
+        users.lookUpUserBlocking(name)
     }
 }

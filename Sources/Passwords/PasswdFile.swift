@@ -126,7 +126,7 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
         try await threadPool.runIfActive { _ = try self.currentSnapshot() }
     }
 
-    private func authenticateBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError> {
+    public func authenticateBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError> {
         let snapshot: Snapshot
         do {
             snapshot = try currentSnapshot()
@@ -229,14 +229,20 @@ extension PasswdFileDatabase: UserLookup {
     /// The user named exactly so, for delivery (LMTP RCPT TO, `postie deliver`); no password
     /// is involved, so nothing here needs to look the same for unknown users.
     public func lookUpUser(_ name: String) async throws -> AuthenticatedUser? {
-        let result: Result<AuthenticatedUser?, BackendError> = try await threadPool.runIfActive {
-            do {
-                let snapshot = try self.currentSnapshot()
-                return .success(snapshot.users[name].map { AuthenticatedUser(name: $0.user, home: $0.home, extraFields: $0.extraFields) })
-            } catch {
-                return .failure(.temporary("\(error)"))
-            }
-        }
+        let result: Result<AuthenticatedUser?, BackendError> = try await threadPool.runIfActive { self.lookUpUserBlocking(name) }
         return try result.get()
+    }
+}
+
+extension PasswdFileDatabase: BlockingUserDatabase, BlockingUserDatabaseProvider {
+    public var blockingUserDatabase: (any BlockingUserDatabase)? { self }
+
+    public func lookUpUserBlocking(_ name: String) -> Result<AuthenticatedUser?, BackendError> {
+        do {
+            let snapshot = try currentSnapshot()
+            return .success(snapshot.users[name].map { AuthenticatedUser(name: $0.user, home: $0.home, extraFields: $0.extraFields) })
+        } catch {
+            return .failure(.temporary("\(error)"))
+        }
     }
 }

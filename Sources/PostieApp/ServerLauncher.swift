@@ -158,7 +158,7 @@ public enum ServerLauncher {
             logger.info("master: SQL user database \(database.path) at \(database.server)")
             services.append(.init(service: SQLUserDatabaseService(database: database)))
         }
-        let server = POP3Server(configuration: serverConfiguration, userDatabase: backend.users, mailStore: backend.store, logger: logger, metrics: metrics)
+        let server = POP3Server(configuration: serverConfiguration, userDatabase: backend.users, mailStore: backend.store, logger: logger, metrics: metrics, threadPool: threadPool)
         let lmtp = settings.lmtpListeners.isEmpty ? nil : LMTPServer(
             configuration: settings.lmtpConfiguration(idleTimeout: serverConfiguration.idleTimeout),
             delivery: backend.delivery, threadPool: threadPool, logger: logger, metrics: LMTPMetrics()
