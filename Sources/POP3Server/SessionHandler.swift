@@ -977,11 +977,23 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func bodyChunk(_ chunk: ByteBuffer, then waiting: CheckedContinuation<Bool, Never>) {
-        guard phase == .streaming, !channelClosed, var current = stream, let context else {
+        guard phase == .streaming, !channelClosed, stream != nil, let context else {
             waiting.resume(returning: false)
             return
         }
-        stream = nil
+        absorb(chunk, context)
+        if context.channel.isWritable {
+            waiting.resume(returning: true)
+        } else {
+            stream!.waiting = waiting
+        }
+    }
+
+    /// Dot-stuffs a chunk into the stream's output, written at about ``POP3Connection/chunkTarget``.
+    private func absorb(_ chunk: ByteBuffer, _ context: ChannelHandlerContext) {
+        // Taken out and put back, so that the output buffer has one owner while it grows
+        // (no copy on write).
+        guard var current = stream.take() else { return }
         current.sent += chunk.readableBytes
         current.header?.add(chunk)
         current.stuffer.process(chunk, into: &current.out)
@@ -990,34 +1002,17 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(current.out), promise: nil)
             current.out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
         }
-        if context.channel.isWritable {
-            stream = current
-            waiting.resume(returning: true)
-        } else {
-            current.waiting = waiting
-            stream = current
-        }
+        stream = current
     }
 
     /// A blocking reader's chunk (nil: the end), then the next read if there is more and the
     /// channel can take it.
     private func blockingChunk(_ chunk: ByteBuffer?) {
-        guard phase == .streaming, !channelClosed, var current = stream, let reader = current.reader, let context else {
+        guard phase == .streaming, !channelClosed, let reader = stream?.reader, let context else {
             bodyEnded(.stopped)
             return
         }
-        stream = nil
-        if let chunk {
-            current.sent += chunk.readableBytes
-            current.header?.add(chunk)
-            current.stuffer.process(chunk, into: &current.out)
-            if current.out.readableBytes >= POP3Connection.chunkTarget {
-                session.registration.sent(current.out.readableBytes)
-                context.writeAndFlush(wrapOutboundOut(current.out), promise: nil)
-                current.out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
-            }
-        }
-        stream = current
+        if let chunk { absorb(chunk, context) }
         if chunk == nil || reader.isFinished {
             bodyEnded(.complete)
         } else if context.channel.isWritable {
@@ -1052,11 +1047,10 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func bodyEnded(_ end: BodyEnd) {
         busy = false
-        guard var current = stream else {
+        guard var current = stream.take() else {
             finishWhenIdle()
             return
         }
-        stream = nil  // `current` is now the only reference to its buffer: no copy on write
         phase = .ready
         switch end {
         case .complete:
