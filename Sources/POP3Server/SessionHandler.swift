@@ -92,6 +92,9 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Replies not yet written: a pipelined batch's replies go out in one write.
     private var pending: ByteBuffer?
     private var commandsThisTurn = 0
+    /// ``processInput()`` is running, and was asked to run again.
+    private var processing = false
+    private var processAgain = false
     /// Waiting in the ``TurnQueue`` for its next turn.
     private var pausedTurn = false
     /// The pipeline asked for a read that the session held back.
@@ -113,6 +116,9 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.loginDeadline = loginDeadline
         self.ended = ended
     }
+
+    /// Input bytes held, consumed ones included (for tests of the bound).
+    var bufferedInput: Int { input?.writerIndex ?? 0 }
 
     private var logger: Logger { session.logger }
     private var audit: (any AuditSink)? { session.configuration.auditLog }
@@ -241,8 +247,22 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Input
 
     /// Answers complete lines until one needs a backend call, the turn is used up, the channel
-    /// stops being writable, or the input runs dry.
+    /// stops being writable, or the input runs dry. A write can call back into the handler
+    /// (writability); such a nested call only asks the running one to go round again.
     private func processInput() {
+        if processing {
+            processAgain = true
+            return
+        }
+        processing = true
+        defer { processing = false }
+        repeat {
+            processAgain = false
+            processInputOnce()
+        } while processAgain
+    }
+
+    private func processInputOnce() {
         guard let context else { return }
         var drained = false
         while phase == .ready, !channelClosed, !pausedTurn {
@@ -982,7 +1002,9 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         absorb(chunk, context)
-        if context.channel.isWritable {
+        if channelClosed || stream == nil {
+            waiting.resume(returning: false)
+        } else if context.channel.isWritable {
             waiting.resume(returning: true)
         } else {
             stream!.waiting = waiting
@@ -992,17 +1014,22 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Dot-stuffs a chunk into the stream's output, written at about ``POP3Connection/chunkTarget``.
     private func absorb(_ chunk: ByteBuffer, _ context: ChannelHandlerContext) {
         // Taken out and put back, so that the output buffer has one owner while it grows
-        // (no copy on write).
+        // (no copy on write); put back before writing, because a write can call back into
+        // this handler (writability, or the connection closing).
         guard var current = stream.take() else { return }
         current.sent += chunk.readableBytes
         current.header?.add(chunk)
         current.stuffer.process(chunk, into: &current.out)
+        var full: ByteBuffer?
         if current.out.readableBytes >= POP3Connection.chunkTarget {
-            session.registration.sent(current.out.readableBytes)
-            context.writeAndFlush(wrapOutboundOut(current.out), promise: nil)
+            full = current.out
             current.out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
         }
         stream = current
+        if let full {
+            session.registration.sent(full.readableBytes)
+            context.writeAndFlush(wrapOutboundOut(full), promise: nil)
+        }
     }
 
     /// A blocking reader's chunk (nil: the end), then the next read if there is more and the
@@ -1013,6 +1040,11 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         if let chunk { absorb(chunk, context) }
+        guard !channelClosed, let reader = stream?.reader else {
+            // The write closed the connection (the client went away).
+            bodyEnded(.stopped)
+            return
+        }
         if chunk == nil || reader.isFinished {
             bodyEnded(.complete)
         } else if context.channel.isWritable {
@@ -1057,7 +1089,9 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard !channelClosed, let context else { break }
             current.stuffer.finish(into: &current.out)
             session.registration.sent(current.out.readableBytes)
-            context.writeAndFlush(wrapOutboundOut(current.out), promise: nil)
+            // The last write can call back into this handler (writability): the message is
+            // accounted for first.
+            defer { context.writeAndFlush(wrapOutboundOut(current.out), promise: nil) }
             let index = current.index, lines = current.lines, sent = current.sent
             machine.messageSent(index: index, lines: lines, bytes: sent)
             let metrics = session.metrics
