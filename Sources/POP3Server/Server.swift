@@ -12,21 +12,8 @@ import ServiceLifecycle
 import Glibc
 #endif
 
-/// A connection as the listener hands it over.
-public struct AcceptedConnection: Sendable {
-    var channel: any Channel
-    /// The session's handler, waiting for ``POP3SessionHandler/start(_:)``.
-    var handler: NIOLoopBound<POP3SessionHandler>
-    /// Completed once the session has ended.
-    var ended: EventLoopFuture<Void>
-    /// The client's address: the peer's, or the one a PROXY protocol header names.
-    var clientAddress: EventLoopFuture<SocketAddress?>
-    /// The local address, taken at accept time (it is gone once the socket closes).
-    var localAddress: SocketAddress?
-    var listener: Listener
-}
-
-/// A POP3 server: listeners, one task per connection, graceful shutdown.
+/// A POP3 server: listeners, sessions that run on their connections' event loops
+/// (``POP3SessionHandler``; no task per connection), graceful shutdown.
 ///
 /// Run it in a `ServiceGroup`; on SIGTERM/SIGINT it stops accepting, lets each session finish
 /// the command it is on (an UPDATE in progress completes), and abandons maildrops of sessions
@@ -42,7 +29,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     private let threadPool: NIOThreadPool
     private let logger: Logger
     private let onListening: (@Sendable ([SocketAddress]) -> Void)?
-    private let skeleton: ServerSkeleton<AcceptedConnection>
+    private let skeleton: ServerSkeleton<Never>
     let counter: ConnectionCounter
     /// Failed-login penalties (`postie admin penalty`, `unban`).
     public let throttle: LoginThrottle
@@ -129,7 +116,7 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     }
 
     /// A bound listening socket; pass the array from ``bind()`` to ``serve(_:)``.
-    public typealias BoundListener = ServerSkeleton<AcceptedConnection>.Bound
+    public typealias BoundListener = ServerSkeleton<Never>.Bound
 
     /// `-ERR Disconnected for inactivity.`, sent before an idle session is closed.
     static let idleFarewell: String = {
@@ -168,17 +155,17 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         let proxies = configuration.trustedProxies
         let metrics = self.metrics
         let logger = self.logger
-        return try await skeleton.bind(listener, backlog: 1024) { channel in
+        let name = listener.address
+        return try await skeleton.bindSessions(listener, backlog: 1024) { [self] channel in
             channel.eventLoop.makeCompletedFuture {
                 let sync = channel.pipeline.syncOperations
-                let clientAddress: EventLoopFuture<SocketAddress?>
+                // nil: the peer's address, known once the channel is active.
+                var clientAddress: EventLoopFuture<SocketAddress?>?
                 if listener.proxyProtocol {
                     let promise = channel.eventLoop.makePromise(of: SocketAddress?.self)
                     try sync.addHandler(ProxyProtocolHandler(trustedProxies: proxies, promise: promise))
                     let peer = channel.remoteAddress
                     clientAddress = promise.futureResult.map { $0 ?? peer }
-                } else {
-                    clientAddress = channel.eventLoop.makeSucceededFuture(channel.remoteAddress)
                 }
                 if listener.implicitTLS, let tls {
                     try sync.addHandler(tls.makeServerHandler())
@@ -188,14 +175,13 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 try sync.addHandler(IdleTimeoutHandler(timeout: idleTimeout, farewell: Self.idleFarewell, timedOut: timedOut))
                 let loginDeadline = LoginDeadline()
                 try sync.addHandler(LoginTimeoutHandler(timeout: loginTimeout, farewell: loginFarewell, deadline: loginDeadline))
-                let ended = channel.eventLoop.makePromise(of: Void.self)
-                let handler = POP3SessionHandler(listener: listener, timedOut: timedOut, loginDeadline: loginDeadline, ended: ended)
-                try sync.addHandler(handler)
-                return AcceptedConnection(
-                    channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop),
-                    ended: ended.futureResult,
-                    clientAddress: clientAddress, localAddress: channel.localAddress, listener: listener
-                )
+                // Taken now: it is gone once the socket closes.
+                let local = channel.localAddress?.ipAddress ?? "unknown"
+                try sync.addHandler(POP3SessionHandler(
+                    listener: listener, timedOut: timedOut, loginDeadline: loginDeadline, clientAddress: clientAddress
+                ) { handler, client in
+                    self.admit(handler, channel: channel, client: client, local: local, listener: listener, named: name)
+                })
             }
         }
     }
@@ -229,36 +215,42 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
         logger.info("master: Shutting down: no new connections; open sessions end after their current command")
     }
 
-    public func handle(_ connection: AcceptedConnection, listener: Listener) async {
-        let channel = connection.channel
-        skeleton.track(channel)
-        defer { skeleton.untrack(channel) }
-        let local = connection.localAddress?.ipAddress ?? "unknown"
+    /// Sessions run on their event loops; no connection is handed to a task.
+    public func handle(_ connection: Never, listener: Listener) async {}
 
+    /// Admits a connection or refuses it, on its event loop, once the client's address is
+    /// known (after the PROXY header, on a listener that expects one): the access list, the
+    /// lockout and the connection limits, then the session starts. The session's slot,
+    /// registration and tracking are released when it has ended.
+    func admit(
+        _ handler: POP3SessionHandler, channel: any Channel, client result: Result<SocketAddress?, any Error>,
+        local: String, listener: Listener, named name: String
+    ) {
         let client: SocketAddress?
-        do {
-            client = try await connection.clientAddress.get()
-        } catch {
+        switch result {
+        case .success(let address):
+            client = address
+        case .failure(let error):
             logger.info("pop3-login: Disconnected: \(error): lip=\(local)")
-            try? await channel.close()
+            channel.close(promise: nil)
             return
         }
         let ip = client?.ipAddress ?? "unknown"
-        metrics.connectionAccepted(listener: connection.listener.address, implicitTLS: connection.listener.implicitTLS)
+        metrics.connectionAccepted(listener: name, implicitTLS: listener.implicitTLS)
 
         // Access control before the greeting: a refused client learns nothing.
         let policy = self.policy.withLockedValue { $0 }
-        let access = policy.listenerAccess[connection.listener.address] ?? policy.access
+        let access = policy.listenerAccess[name] ?? policy.access
         if let client, !access.permits(client) {
             logger.info("pop3-login: Disconnected: Connection refused by access list: rip=\(ip), lip=\(local)")
             metrics.connectionRefused(reason: "access")
-            try? await channel.close()
+            channel.close(promise: nil)
             return
         }
         if throttle.lockout(ip: ip) != nil {
             logger.info("pop3-login: Disconnected: Connection refused, locked out after failed logins: rip=\(ip), lip=\(local)")
             metrics.connectionRefused(reason: "lockout")
-            await refuse(channel, "Too many failed logins from your IP address; try again later.")
+            refuse(channel, "Too many failed logins from your IP address; try again later.")
             return
         }
         let evicted = NIOLockedValueBox(false)
@@ -280,24 +272,28 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
                 : "Server is busy, try again later."
             logger.info("pop3-login: Disconnected: Connection refused, \(refusal == .tooManyFromIP ? "per-IP connection limit" : "connection limit") reached: rip=\(ip), lip=\(local)")
             metrics.connectionRefused(reason: "limit")
-            await refuse(channel, text)
+            refuse(channel, text)
             return
         }
-        defer { counter.close(ticket) }
         // A kick says why and closes the connection, as the idle timeout does (if a reply is
         // being written, the farewell follows the part already queued). The session then ends
         // as if the client had gone: its maildrop is abandoned, and a QUIT it was about to
         // carry out commits nothing (SessionRegistry.Entry.beginUpdate).
         let registration = sessions.register(
             protocolName: "pop3", address: ip, port: client?.port,
-            tls: connection.listener.implicitTLS ? "TLS" : nil
+            tls: listener.implicitTLS ? "TLS" : nil
         ) {
             channel.eventLoop.execute {
                 channel.writeAndFlush(Self.kickFarewellBytes, promise: nil)
                 channel.close(promise: nil)
             }
         }
-        defer { sessions.remove(registration) }
+        skeleton.track(channel)
+        handler.whenEnded = { [skeleton, sessions, counter] in
+            sessions.remove(registration)
+            counter.close(ticket)
+            skeleton.untrack(channel)
+        }
 
         let trusted = client.map { address in policy.trustedNetworks.contains { $0.contains(address) } } ?? false
         let session = POP3Connection(
@@ -313,8 +309,8 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             local: local,
             sessionID: SessionID.make(),
             security: .init(
-                isTLS: connection.listener.implicitTLS,
-                canStartTLS: configuration.tls != nil && !connection.listener.implicitTLS,
+                isTLS: listener.implicitTLS,
+                canStartTLS: configuration.tls != nil && !listener.implicitTLS,
                 isTrustedNetwork: trusted,
                 requireTLS: policy.requireTLS
             ),
@@ -334,17 +330,14 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
             registration: registration,
             shuttingDown: { [skeleton] in skeleton.isShuttingDown }
         )
-        let handler = connection.handler
-        channel.eventLoop.execute { handler.value.start(session) }
-        try? await connection.ended.get()
+        handler.start(session)
     }
 
     /// Answers `-ERR [SYS/TEMP] text` instead of a greeting and closes.
-    private func refuse(_ channel: any Channel, _ text: String) async {
+    private func refuse(_ channel: any Channel, _ text: String) {
         var buffer = channel.allocator.buffer(capacity: 96)
         buffer.writePOP3Response(.err(text, code: .sysTemp))
-        try? await channel.writeAndFlush(buffer)
-        try? await channel.close()
+        channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// A timestamp unique to this greeting, `<pid.counter.time@host>` (RFC 1939 section 7).

@@ -51,8 +51,13 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Set when the idle timer closed the connection.
     let timedOut: NIOLockedValueBox<Bool>
     let loginDeadline: LoginDeadline
-    /// Completed once the session has ended (its maildrop committed or abandoned, logged).
-    private let ended: EventLoopPromise<Void>
+    /// The client's address, once a PROXY header names it; nil: the peer's.
+    private let clientAddress: EventLoopFuture<SocketAddress?>?
+    /// Admits the connection (calling ``start(_:)``) or refuses it, once the address is known.
+    private let admit: (POP3SessionHandler, Result<SocketAddress?, any Error>) -> Void
+    /// Called once the session has ended (its maildrop committed or abandoned, logged), or
+    /// the connection closed without one.
+    var whenEnded: (() -> Void)?
     private var context: ChannelHandlerContext?
     /// The channel's event loop, kept after the handler leaves the pipeline (an abandon may
     /// still be under way then).
@@ -110,11 +115,16 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var finishing = false
     private var endSignalled = false
 
-    init(listener: Listener, timedOut: NIOLockedValueBox<Bool>, loginDeadline: LoginDeadline, ended: EventLoopPromise<Void>) {
+    init(
+        listener: Listener, timedOut: NIOLockedValueBox<Bool>, loginDeadline: LoginDeadline,
+        clientAddress: EventLoopFuture<SocketAddress?>?,
+        admit: @escaping (POP3SessionHandler, Result<SocketAddress?, any Error>) -> Void
+    ) {
         self.listener = listener
         self.timedOut = timedOut
         self.loginDeadline = loginDeadline
-        self.ended = ended
+        self.clientAddress = clientAddress
+        self.admit = admit
     }
 
     /// Input bytes held, consumed ones included (for tests of the bound).
@@ -132,7 +142,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Start
 
     /// Begins the session once the server has admitted the connection: the greeting, then any
-    /// commands that arrived meanwhile. On the event loop.
+    /// commands that arrived meanwhile (a PROXY listener's clients may send them before it).
+    /// On the event loop.
     func start(_ session: POP3Connection) {
         self.session = session
         machine = POP3SessionStateMachine(
@@ -152,6 +163,13 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         loop = context.eventLoop
+        // A PROXY header comes after the channel is active; admission waits for it.
+        clientAddress?.assumeIsolated().whenComplete { result in self.admit(self, result) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        if clientAddress == nil { admit(self, .success(context.channel.remoteAddress)) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -236,7 +254,7 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             bodyEnded(.stopped)
         }
         if session == nil {
-            // Refused or dropped before the server admitted it; `start(_:)` may still come.
+            // Refused, or gone before it was admitted: there is no session to finish.
             context.fireChannelInactive()
             return
         }
@@ -1273,7 +1291,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func signalEnd() {
         guard !endSignalled else { return }
         endSignalled = true
-        ended.succeed(())
+        whenEnded?()
+        whenEnded = nil
     }
 }
 

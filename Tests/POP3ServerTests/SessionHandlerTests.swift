@@ -28,10 +28,9 @@ struct SessionHandlerTests {
     static func session() throws -> (EmbeddedChannel, POP3SessionHandler, ReadCounter) {
         let channel = EmbeddedChannel()
         let reads = ReadCounter()
-        let ended = channel.eventLoop.makePromise(of: Void.self)
         let handler = POP3SessionHandler(
             listener: Listener(host: "127.0.0.1", port: 110), timedOut: NIOLockedValueBox(false),
-            loginDeadline: LoginDeadline(), ended: ended)
+            loginDeadline: LoginDeadline(), clientAddress: nil, admit: { _, _ in })
         try channel.pipeline.syncOperations.addHandler(reads)
         try channel.pipeline.syncOperations.addHandler(handler)
         var logger = Logger(label: "test")
@@ -53,6 +52,59 @@ struct SessionHandlerTests {
             shuttingDown: { false }
         ))
         return (channel, handler, reads)
+    }
+
+    /// Records the admission calls a handler makes.
+    final class Admissions {
+        var calls: [Result<SocketAddress?, any Error>] = []
+    }
+
+    static func unstarted(clientAddress: EventLoopFuture<SocketAddress?>?, on channel: EmbeddedChannel) throws -> Admissions {
+        let admissions = Admissions()
+        let handler = POP3SessionHandler(
+            listener: Listener(host: "127.0.0.1", port: 110), timedOut: NIOLockedValueBox(false),
+            loginDeadline: LoginDeadline(), clientAddress: clientAddress, admit: { _, result in admissions.calls.append(result) })
+        try channel.pipeline.syncOperations.addHandler(handler)
+        return admissions
+    }
+
+    @Test func admissionWaitsForTheChannelToBeActive() throws {
+        let channel = EmbeddedChannel()
+        let admissions = try Self.unstarted(clientAddress: nil, on: channel)
+        #expect(admissions.calls.isEmpty)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 110)).wait()
+        #expect(admissions.calls.count == 1)
+        // Nothing is written before the server admits the connection.
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        _ = try? channel.finish()
+    }
+
+    @Test func admissionWaitsForTheProxyHeadersAddress() throws {
+        let channel = EmbeddedChannel()
+        let promise = channel.eventLoop.makePromise(of: SocketAddress?.self)
+        let admissions = try Self.unstarted(clientAddress: promise.futureResult, on: channel)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 110)).wait()
+        #expect(admissions.calls.isEmpty)
+        let client = try SocketAddress(ipAddress: "192.0.2.7", port: 4242)
+        promise.succeed(client)
+        #expect(admissions.calls.count == 1)
+        if case .success(let address) = admissions.calls.first {
+            #expect(address == client)
+        } else {
+            Issue.record("admitted without the PROXY header's address")
+        }
+        _ = try? channel.finish()
+    }
+
+    @Test func aFailedProxyHeaderIsPassedToAdmission() throws {
+        let channel = EmbeddedChannel()
+        let promise = channel.eventLoop.makePromise(of: SocketAddress?.self)
+        let admissions = try Self.unstarted(clientAddress: promise.futureResult, on: channel)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 110)).wait()
+        promise.fail(ProxyProtocolError.untrustedPeer)
+        #expect(admissions.calls.count == 1)
+        if case .success = admissions.calls.first { Issue.record("a failed PROXY header was admitted") }
+        _ = try? channel.finish()
     }
 
     /// The answer to `USER a` (any command legal before login would do).
