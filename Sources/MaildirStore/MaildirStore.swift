@@ -299,7 +299,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
             return (UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil))), true)
         }
         do {
-            return (try UIDList(parsing: bytes), false)
+            return (try UIDList.parsing(bytes, of: indexPath), false)
         } catch {
             let corrupt = indexPath + ".corrupt"
             try POSIX.rename(indexPath, corrupt)
@@ -826,7 +826,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     static func mergingDeliveries(into snapshot: UIDList, path: String) -> UIDList {
         // An unreadable index on disk loses nothing: delivered files are indexed at the next open.
         guard let bytes = try? POSIX.readFile(path + "/" + UIDList.fileName),
-              let onDisk = try? UIDList(parsing: bytes), onDisk.uidValidity == snapshot.uidValidity
+              let onDisk = try? UIDList.parsing(bytes, of: path + "/" + UIDList.fileName), onDisk.uidValidity == snapshot.uidValidity
         else { return snapshot }
         var merged = snapshot
         let known = Set(snapshot.entries.map(\.baseName))

@@ -1,4 +1,5 @@
 import DurableFiles
+import NIOConcurrencyHelpers
 import SASL
 
 #if canImport(Glibc)
@@ -221,6 +222,77 @@ struct UIDList: Equatable, Sendable {
     }
 }
 
+// MARK: - Parsed indexes
+
+extension UIDList {
+    /// Parses `bytes`, the contents of the index at `path`, or returns the index parsed when
+    /// that file last had exactly these bytes. A login reads the index its user's previous
+    /// session left, and parsing it is most of what opening an unchanged Maildir costs.
+    static func parsing(_ bytes: [UInt8], of path: String) throws(ParseError) -> UIDList {
+        if let index = ParsedIndexes.shared.index(of: path, ifItHolds: bytes) { return index }
+        let index = try UIDList(parsing: bytes)
+        ParsedIndexes.shared.remember(index, parsedFrom: bytes, of: path)
+        return index
+    }
+}
+
+/// The last parsed ``UIDList`` of recently opened Maildirs, each with the bytes it was parsed
+/// from: a hit needs the file's bytes to be identical (a comparison, not a check of times or
+/// inode numbers that a quick rewrite could leave unchanged), so a stale index is never used.
+/// Bounded by the bytes kept; past that, entries are dropped (any one: reading it again is
+/// only a parse).
+final class ParsedIndexes: Sendable {
+    static let shared = ParsedIndexes(maximumBytes: 16 << 20, maximumFileBytes: 1 << 20)
+
+    private struct Entry {
+        var bytes: [UInt8]
+        var index: UIDList
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var bytes = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// Bytes of files kept, over all entries (the parsed forms take about as much again).
+    let maximumBytes: Int
+    /// Larger files are not kept (a 100,000-message index is about 5 MB).
+    let maximumFileBytes: Int
+
+    init(maximumBytes: Int, maximumFileBytes: Int) {
+        self.maximumBytes = maximumBytes
+        self.maximumFileBytes = maximumFileBytes
+    }
+
+    func index(of path: String, ifItHolds bytes: [UInt8]) -> UIDList? {
+        guard bytes.count <= maximumFileBytes else { return nil }
+        return state.withLockedValue { state -> UIDList? in
+            guard let entry = state.entries[path], entry.bytes.count == bytes.count else { return nil }
+            let same = entry.bytes.withUnsafeBytes { kept in
+                bytes.withUnsafeBytes { read in memcmp(kept.baseAddress!, read.baseAddress!, read.count) == 0 }
+            }
+            return same ? entry.index : nil
+        }
+    }
+
+    func remember(_ index: UIDList, parsedFrom bytes: [UInt8], of path: String) {
+        guard bytes.count <= maximumFileBytes, !bytes.isEmpty else { return }
+        state.withLockedValue { state in
+            if let old = state.entries.removeValue(forKey: path) { state.bytes -= old.bytes.count }
+            while state.bytes + bytes.count > maximumBytes, let victim = state.entries.first {
+                state.entries.remove(at: state.entries.startIndex)
+                state.bytes -= victim.value.bytes.count
+            }
+            state.entries[path] = Entry(bytes: bytes, index: index)
+            state.bytes += bytes.count
+        }
+    }
+
+    /// Paths kept, for tests.
+    var count: Int { state.withLockedValue { $0.entries.count } }
+}
+
 // MARK: - Delivery
 
 extension UIDList {
@@ -240,7 +312,7 @@ extension UIDList {
         let path = maildir + "/" + fileName
         var index: UIDList
         if let bytes = try POSIX.readFile(path) {
-            guard let parsed = try? UIDList(parsing: bytes) else { return nil }
+            guard let parsed = try? UIDList.parsing(bytes, of: path) else { return nil }
             index = parsed
         } else {
             index = UIDList(uidValidity: UInt32(truncatingIfNeeded: time(nil)))

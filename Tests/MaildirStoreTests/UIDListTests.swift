@@ -1,3 +1,4 @@
+import DurableFiles
 import Foundation
 import MailBackend
 import Testing
@@ -84,5 +85,52 @@ struct UIDListTests {
         let expected = try names.map { try MaildirMaildrop.canonicalSize(of: dir + $0, hint: MaildirMaildrop.sizeFromName($0)) }
         #expect(try MaildirMaildrop.canonicalSizes(directory: dir, names: names) == expected)
         #expect(throws: (any Error).self) { try MaildirMaildrop.canonicalSizes(directory: dir, names: names + ["missing"]) }
+    }
+}
+
+@Suite("Parsed indexes kept between sessions")
+struct ParsedIndexesTests {
+    static func file(_ names: [String]) -> [UInt8] {
+        var index = UIDList(uidValidity: 7)
+        for name in names { _ = index.recordDelivered(baseName: name, size: 100) }
+        return index.serialized()
+    }
+
+    @Test func theSameBytesGiveTheKeptIndexAndOtherBytesAreParsed() throws {
+        let cache = ParsedIndexes(maximumBytes: 1 << 20, maximumFileBytes: 1 << 16)
+        let first = Self.file(["1.M1.a", "2.M2.b"])
+        #expect(cache.index(of: "/m/postie-uidlist", ifItHolds: first) == nil)
+        cache.remember(try UIDList(parsing: first), parsedFrom: first, of: "/m/postie-uidlist")
+        #expect(cache.index(of: "/m/postie-uidlist", ifItHolds: first) == (try UIDList(parsing: first)))
+        // Same length, one byte different (a quick rewrite with the same size): not the kept one.
+        let second = Self.file(["1.M1.a", "2.M2.c"])
+        #expect(second.count == first.count)
+        #expect(cache.index(of: "/m/postie-uidlist", ifItHolds: second) == nil)
+        #expect(cache.index(of: "/other/postie-uidlist", ifItHolds: first) == nil)
+    }
+
+    @Test func keepsWithinItsBudget() throws {
+        let one = Self.file(["1.M1.a"])
+        let cache = ParsedIndexes(maximumBytes: one.count * 3, maximumFileBytes: one.count * 2)
+        for n in 0..<10 {
+            cache.remember(try UIDList(parsing: one), parsedFrom: one, of: "/m\(n)/postie-uidlist")
+        }
+        #expect(cache.count == 3)
+        #expect(cache.index(of: "/m9/postie-uidlist", ifItHolds: one) != nil)
+        // Too large to keep.
+        let large = Self.file(["1.M1.a", "2.M2.b", "3.M3.c", "4.M4.d"])
+        cache.remember(try UIDList(parsing: large), parsedFrom: large, of: "/big/postie-uidlist")
+        #expect(cache.index(of: "/big/postie-uidlist", ifItHolds: large) == nil)
+    }
+
+    @Test func aLoginAfterARewriteSeesTheNewIndex() throws {
+        let dir = try TempMaildir()
+        let path = dir.path + "/postie-uidlist"
+        let first = Self.file(["1.M1.a"])
+        try POSIX.writeAtomically(path, first)
+        #expect(try UIDList.parsing(try #require(try POSIX.readFile(path)), of: path).entries.count == 1)
+        let second = Self.file(["1.M1.a", "2.M2.b"])
+        try POSIX.writeAtomically(path, second)
+        #expect(try UIDList.parsing(try #require(try POSIX.readFile(path)), of: path).entries.count == 2)
     }
 }
