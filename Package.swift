@@ -156,6 +156,7 @@ let package = Package(
                 "POP3Client", "POP3Core",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -382,7 +383,14 @@ let package = Package(
             ]
         ),
         .testTarget(name: "POP3FetchTests", dependencies: ["POP3Fetch", "POP3Client", "DurableFiles"]),
-        .testTarget(name: "POP3BenchTests", dependencies: ["POP3Bench", "POP3Client", "POP3Core"]),
+        .testTarget(
+            name: "POP3BenchTests",
+            dependencies: [
+                "POP3Bench", "POP3Client", "POP3Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),
         .testTarget(
             name: "PostgresStoreTests",

@@ -119,6 +119,9 @@ public final class Bench: Sendable {
     /// Made once from `options.server` and shared by every session: a load generator opening
     /// thousands of sessions should not rebuild it each time.
     private let tlsContext: NIOSSLContext?
+    /// Where plain/STLS sessions and implicit-TLS sessions connect.
+    private let plainServer: BenchServer
+    private let implicitServer: BenchServer
 
     public init(options: BenchOptions, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         self.options = options
@@ -133,6 +136,9 @@ public final class Bench: Sendable {
         } else {
             tlsContext = nil
         }
+        let server = options.server
+        plainServer = BenchServer(host: server.host, port: server.port)
+        implicitServer = BenchServer(host: server.host, port: options.tlsPort ?? server.port)
     }
 
     public func run() async -> BenchReport {
@@ -204,68 +210,20 @@ public final class Bench: Sendable {
         return mode
     }
 
-    /// One session; nil when it completed, or the kind of error that ended it.
+    /// One session (``BenchSessionHandler``); nil when it completed, or the kind of error
+    /// that ended it.
     private func session(credential: POP3Client.Credentials, mode: POP3Client.TLSMode, deleting: Bool,
                          sample: inout SessionSample) async -> String? {
-        var server = options.server
-        server.tls = mode
-        if mode == .implicit { server.port = options.tlsPort ?? server.port }
-        var step = BenchStep.connect
-        var mark = NIODeadline.now()
-        func lap(_ done: BenchStep, _ sample: inout SessionSample) {
-            let now = NIODeadline.now()
-            sample.steps.append((done, UInt64(Swift.max(0, (now - mark).nanoseconds))))
-            mark = now
-        }
-        let client: POP3Client
-        do {
-            client = try await POP3Client.connect(server, tlsContext: tlsContext, eventLoopGroup: eventLoopGroup)
-            lap(.connect, &sample)
-        } catch {
-            return Self.kind(of: error, step: step)
-        }
-        do throws(POP3ClientError) {
-            if mode == .starttls {
-                step = .stls
-                try await client.startTLS(server, tlsContext: tlsContext)
-                lap(.stls, &sample)
-            }
-            step = .login
-            try await client.login(user: credential.user, password: credential.password)
-            lap(.login, &sample)
-            step = .stat
-            let (count, _) = try await client.stat()
-            lap(.stat, &sample)
-            step = .uidl
-            _ = try await client.uidl()
-            lap(.uidl, &sample)
-            let wanted = Swift.min(options.retr, count)
-            if wanted > 0 {
-                step = .retr
-                for number in 1...wanted {
-                    var size = 0
-                    for try await chunk in try await client.retrieveStream(number) { size += chunk.readableBytes }
-                    sample.bytes += size
-                    sample.retrieved += 1
-                    lap(.retr, &sample)
-                }
-                if deleting {
-                    step = .dele
-                    for number in 1...wanted {
-                        try await client.delete(number)
-                        lap(.dele, &sample)
-                    }
-                    sample.deleted = wanted
-                }
-            }
-            step = .quit
-            try await client.quit()
-            lap(.quit, &sample)
-            return nil
-        } catch {
-            await client.close()
-            return Self.kind(of: error, step: step)
-        }
+        let server = options.server
+        let plan = BenchSessionPlan(
+            server: mode == .implicit ? implicitServer : plainServer, mode: mode,
+            tlsContext: tlsContext, serverHostname: server.effectiveServerName,
+            user: credential.user, password: credential.password, retr: options.retr, deleting: deleting,
+            timeout: server.timeout)
+        // The handler's future never fails.
+        guard let result = try? await BenchSessionHandler.run(plan, on: eventLoopGroup).get() else { return "other" }
+        sample = result.sample
+        return result.failure
     }
 
     /// An error as a short kind for the report: `auth`, `in-use`, `tls`, `stalled`, ...
