@@ -158,47 +158,78 @@ public final class Bench: Sendable {
             steadyElapsed: Double((finished - rampEnd).nanoseconds) / 1e9)
     }
 
+    /// One client: sessions back to back until `end`, each started from the event loop where
+    /// the previous one ended (no task switch between sessions).
     private func client(_ index: Int, start: NIODeadline, rampEnd: NIODeadline, end: NIODeadline) async {
+        let loop = eventLoopGroup.next()
+        let done = loop.makePromise(of: Void.self)
+        var wake = start
         if options.clients > 1 && options.rampUpSeconds > 0 {
             let offset = options.rampUpSeconds * Double(index) / Double(options.clients)
-            let wake = start + .nanoseconds(Int64(offset * 1e9))
-            let wait = wake - .now()
-            if wait.nanoseconds > 0 { try? await Task.sleep(nanoseconds: UInt64(wait.nanoseconds)) }
+            wake = start + .nanoseconds(Int64(offset * 1e9))
         }
-        let credential = options.credentials[index % options.credentials.count]
+        let state = ClientState(index: index, deleteShare: options.deleteShare)
+        loop.scheduleTask(deadline: wake) {
+            self.nextSession(state, on: loop, rampEnd: rampEnd, end: end, done: done)
+        }
+        try? await done.futureResult.get()
+    }
+
+    /// A client's place in its run of sessions; used on its event loop only.
+    private final class ClientState: @unchecked Sendable {
+        let index: Int
         var round = 0
-        // A deterministic spread of deleting sessions: the share is exact over many sessions.
-        var deleteAccumulator = Double(index % 7) / 7 * options.deleteShare
-        while NIODeadline.now() < end {
-            deleteAccumulator += options.deleteShare
-            let deleting = deleteAccumulator >= 1
-            if deleting { deleteAccumulator -= 1 }
-            let mode = mode(forClient: index, round: round)
-            round += 1
-            var sample = SessionSample()
-            let began = NIODeadline.now()
-            let outcome = await session(credential: credential, mode: mode, deleting: deleting, sample: &sample)
+        /// A deterministic spread of deleting sessions: the share is exact over many sessions.
+        var deleteAccumulator: Double
+        let deleteShare: Double
+
+        init(index: Int, deleteShare: Double) {
+            self.index = index
+            self.deleteShare = deleteShare
+            deleteAccumulator = Double(index % 7) / 7 * deleteShare
+        }
+    }
+
+    private func nextSession(_ state: ClientState, on loop: any EventLoop, rampEnd: NIODeadline, end: NIODeadline,
+                             done: EventLoopPromise<Void>) {
+        guard NIODeadline.now() < end else { return done.succeed(()) }
+        state.deleteAccumulator += state.deleteShare
+        let deleting = state.deleteAccumulator >= 1
+        if deleting { state.deleteAccumulator -= 1 }
+        let mode = mode(forClient: state.index, round: state.round)
+        state.round += 1
+        let credential = options.credentials[state.index % options.credentials.count]
+        let began = NIODeadline.now()
+        session(credential: credential, mode: mode, deleting: deleting, on: loop).hop(to: loop).whenSuccess { result in
             let finished = NIODeadline.now()
-            let elapsed = UInt64(Swift.max(0, (finished - began).nanoseconds))
-            totals.withLock { totals in
-                for (step, nanoseconds) in sample.steps { totals.steps[step.rawValue].record(nanoseconds: nanoseconds) }
-                totals.bytes += sample.bytes
-                totals.retrieved += sample.retrieved
-                switch outcome {
-                case nil:
-                    totals.sessions += 1
-                    totals.deleted += sample.deleted
-                    if finished >= rampEnd { totals.sessionsAfterRampUp += 1 }
-                    totals.session.record(nanoseconds: elapsed)
-                case let kind?:
-                    totals.failed += 1
-                    if kind == "stalled" { totals.stalled += 1 }
-                    totals.errors[kind, default: 0] += 1
-                }
-            }
-            if outcome == "connect" {
+            self.record(result, elapsed: UInt64(Swift.max(0, (finished - began).nanoseconds)), afterRampUp: finished >= rampEnd)
+            if result.failure == "connect" {
                 // The server refuses connections: back off briefly instead of spinning.
-                try? await Task.sleep(nanoseconds: 50_000_000)
+                loop.scheduleTask(in: .milliseconds(50)) {
+                    self.nextSession(state, on: loop, rampEnd: rampEnd, end: end, done: done)
+                }
+            } else {
+                self.nextSession(state, on: loop, rampEnd: rampEnd, end: end, done: done)
+            }
+        }
+    }
+
+    private func record(_ result: BenchSessionResult, elapsed: UInt64, afterRampUp: Bool) {
+        let sample = result.sample
+        totals.withLock { totals in
+            for (step, nanoseconds) in sample.steps { totals.steps[step.rawValue].record(nanoseconds: nanoseconds) }
+            totals.bytes += sample.bytes
+            totals.retrieved += sample.retrieved
+            switch result.failure {
+            case nil:
+                totals.sessions += 1
+                totals.deleted += sample.deleted
+                if afterRampUp { totals.sessionsAfterRampUp += 1 }
+                totals.session.record(nanoseconds: elapsed)
+            case let kind?:
+                totals.failed += 1
+                if kind == "stalled" { totals.stalled += 1 }
+                totals.errors[kind, default: 0] += 1
             }
         }
     }
@@ -210,20 +241,16 @@ public final class Bench: Sendable {
         return mode
     }
 
-    /// One session (``BenchSessionHandler``); nil when it completed, or the kind of error
-    /// that ended it.
+    /// One session (``BenchSessionHandler``) on `loop`.
     private func session(credential: POP3Client.Credentials, mode: POP3Client.TLSMode, deleting: Bool,
-                         sample: inout SessionSample) async -> String? {
+                         on loop: any EventLoop) -> EventLoopFuture<BenchSessionResult> {
         let server = options.server
         let plan = BenchSessionPlan(
             server: mode == .implicit ? implicitServer : plainServer, mode: mode,
             tlsContext: tlsContext, serverHostname: server.effectiveServerName,
             user: credential.user, password: credential.password, retr: options.retr, deleting: deleting,
             timeout: server.timeout)
-        // The handler's future never fails.
-        guard let result = try? await BenchSessionHandler.run(plan, on: eventLoopGroup).get() else { return "other" }
-        sample = result.sample
-        return result.failure
+        return BenchSessionHandler.run(plan, on: loop)
     }
 
     /// An error as a short kind for the report: `auth`, `in-use`, `tls`, `stalled`, ...
