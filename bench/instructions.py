@@ -190,15 +190,16 @@ def measure(start, stop, directory: Path, port: int, logins: list[tuple[str, str
     full, full_files, seconds = run(start, stop, directory / "full", port, logins, warmup + sessions, client)
     if not base_files or not full_files:
         raise RuntimeError(f"callgrind wrote no counts under {directory}")
-    return {"sessions": sessions, "per_session": (full - base) // sessions, "instructions": full - base,
+    return {"sessions": sessions, "warmup": warmup, "per_session": (full - base) // sessions, "instructions": full - base,
             "baseline": base, "processes": [base_files, full_files],
             "seconds_under_valgrind": round(seconds, 1),
             **({"resumed": client.resumed, "handshakes": warmup + sessions} if resume else {})}
 
 
-def self_costs(directory: Path) -> collections.Counter:
+def self_costs(directory: Path, inclusive: bool = False) -> collections.Counter:
     """Instructions spent in each function itself (not its callees), over every process's
-    callgrind file in `directory`, keyed by (program, function)."""
+    callgrind file in `directory`, keyed by (program, function); with `inclusive`, its
+    callees' too (a recursive function counts its inner calls again)."""
     costs: collections.Counter = collections.Counter()
     for path in glob.glob(str(directory / "cg.*")):
         names: dict[str, str] = {}
@@ -218,7 +219,8 @@ def self_costs(directory: Path) -> collections.Counter:
                 elif line[:1].isdigit() or line[:1] in "+-*":
                     if after_call:  # the inclusive cost of a call, counted in the callee
                         after_call = False
-                        continue
+                        if not inclusive:
+                            continue
                     parts = line.split()
                     if fn is not None and len(parts) >= 2:
                         costs[(program, fn)] += int(parts[1])
@@ -253,12 +255,30 @@ def profile(directory: Path, top: int = 40) -> str:
     return "\n".join(lines)
 
 
+def inclusive_profile(directory: Path, pattern: str, top: int = 40) -> str:
+    """Per session, the instructions of each function whose demangled name matches `pattern`,
+    its callees included."""
+    sessions = int((directory / "sessions").read_text())
+    delta = self_costs(directory / "full", inclusive=True)
+    delta.subtract(self_costs(directory / "base", inclusive=True))
+    keys = [key for key, cost in delta.items() if cost > 0]
+    names = dict(zip(keys, demangle([fn for _, fn in keys])))
+    matching = [key for key in keys if re.search(pattern, names[key])]
+    matching.sort(key=lambda key: -delta[key])
+    lines = [f"{directory.name}: inclusive instructions per session of functions matching {pattern!r}"]
+    for key in matching[:top]:
+        lines.append(f"  {delta[key] // sessions:>10,}  {key[0]}: {names[key][:150]}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Where the instructions per session go, from a "
                                      "results folder's callgrind-SERVER-MODE directory (bench/run --instructions).")
     parser.add_argument("directories", nargs="+", type=Path)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--inclusive", metavar="REGEX",
+                        help="instead: functions whose demangled name matches, callees included")
     args = parser.parse_args()
     for d in args.directories:
-        print(profile(d, args.top))
+        print(inclusive_profile(d, args.inclusive, args.top) if args.inclusive else profile(d, args.top))
     sys.exit(0)
