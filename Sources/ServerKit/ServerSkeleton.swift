@@ -168,8 +168,13 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
     /// Counts `channel` among the open connections that shutdown closes and waits for, until
     /// ``untrack(_:)``. (A pair of calls rather than a closure: an idle session then holds no
     /// extra suspended frames, which matter at 10,000 sessions.)
+    ///
+    /// A connection tracked once graceful shutdown has begun (accepted just before the
+    /// listener closed) has its input closed at once, as the others had: it would otherwise
+    /// keep `serve` waiting until its client left.
     public func track(_ channel: any Channel) {
         connections.withLockedValue { $0.open[ObjectIdentifier(channel)] = channel }
+        if isShuttingDown { channel.close(mode: .input, promise: nil) }
     }
 
     public func untrack(_ channel: any Channel) {

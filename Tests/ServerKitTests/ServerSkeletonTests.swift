@@ -13,8 +13,8 @@ private final class Greeter: ChannelInboundHandler, Sendable {
     init(_ skeleton: ServerSkeleton<Never>) { self.skeleton = skeleton }
 
     func channelActive(context: ChannelHandlerContext) {
-        skeleton.track(context.channel)
         context.writeAndFlush(NIOAny(ByteBuffer(string: "hello\r\n")), promise: nil)
+        skeleton.track(context.channel)
         context.fireChannelActive()
     }
 
@@ -108,6 +108,37 @@ struct ServerSkeletonTests {
         // The session saw its input closed and ended; serve returned only after it.
         #expect(skeleton.connections.withLockedValue { $0.open.isEmpty })
         try? await client.closeFuture.get()
+    }
+}
+
+extension ServerSkeletonTests {
+    @Test func aConnectionTrackedAfterShutdownBeganHasItsInputClosed() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let skeleton = ServerSkeleton<Never>(group: group)
+        let bound = try await skeleton.bindSessions(Listener(host: "127.0.0.1", port: 0), backlog: 16) { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Greeter(skeleton)) }
+        }
+        let port = try #require(bound.localAddress?.port)
+        let serving = Task { try await skeleton.serve([bound], handler: NoTasks()) }
+        // As if shutdown had begun after this connection was accepted but before it was tracked.
+        skeleton.shuttingDown.withLockedValue { $0 = true }
+        let collector = Collector()
+        let client = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) } }
+            .connect(host: "127.0.0.1", port: port).get()
+        // The session saw its input closed and ended by itself, without the client doing anything
+        // (a guard ends the wait if it never does).
+        let gaveUp = NIOLockedValueBox(false)
+        let guardTimer = client.eventLoop.scheduleTask(in: .seconds(20)) {
+            gaveUp.withLockedValue { $0 = true }
+            client.close(promise: nil)
+        }
+        try await client.closeFuture.get()
+        guardTimer.cancel()
+        #expect(!gaveUp.withLockedValue { $0 })
+        #expect(collector.received.withLockedValue { $0 } == "hello\r\n")
+        serving.cancel()
+        _ = try? await serving.value
     }
 }
 
