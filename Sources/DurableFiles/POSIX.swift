@@ -280,6 +280,14 @@ public enum POSIX {
         if errno == EWOULDBLOCK { return false }
         throw .system("flock", path)
     }
+
+    /// Lets go of an flock, then closes the descriptor. Closing alone is not enough: a child
+    /// that another thread spawns shares the open file description until it execs, and the
+    /// lock stays held as long as any copy is open.
+    public static func unlockAndClose(_ fd: Int32) {
+        _ = flock(fd, LOCK_UN)
+        close(fd)
+    }
 }
 
 // MARK: - Time

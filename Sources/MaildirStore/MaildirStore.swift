@@ -968,7 +968,7 @@ enum IndexLock {
     static func holding<T>(maildir: String, _ body: () throws -> T) throws -> T {
         let path = maildir + "/" + fileName
         let fd = try POSIX.open(path, O_RDWR | O_CREAT, mode: 0o600)
-        defer { close(fd) }  // closing the descriptor releases the lock
+        defer { POSIX.unlockAndClose(fd) }
         try POSIX.lock(fd, path: path)
         return try body()
     }
@@ -1007,7 +1007,7 @@ final class MaildirLock: Sendable {
     func release() {
         fd.withLockedValue { fd in
             if fd >= 0 {
-                close(fd)
+                POSIX.unlockAndClose(fd)
                 fd = -1
             }
         }

@@ -443,7 +443,7 @@ final class SpoolDescriptor: Sendable {
     /// Idempotent.
     func close() {
         fd.withLockedValue { fd in
-            if fd >= 0 { Glibc.close(fd) }
+            if fd >= 0 { POSIX.unlockAndClose(fd) }
             fd = -1
         }
     }
@@ -475,7 +475,7 @@ final class SessionLock: Sendable {
     /// Idempotent.
     func release() {
         fd.withLockedValue { fd in
-            if fd >= 0 { Glibc.close(fd) }
+            if fd >= 0 { POSIX.unlockAndClose(fd) }
             fd = -1
         }
     }

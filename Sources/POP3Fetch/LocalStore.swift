@@ -1,3 +1,5 @@
+import DurableFiles
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,7 +43,7 @@ final class LocalStore: @unchecked Sendable {
 
     deinit {
         if journalFD >= 0 { close(journalFD) }
-        if lockFD >= 0 { close(lockFD) }
+        if lockFD >= 0 { POSIX.unlockAndClose(lockFD) }
     }
 
     /// Locks the account, reads (or rebuilds) the state, settles interrupted deliveries and
@@ -51,14 +53,14 @@ final class LocalStore: @unchecked Sendable {
         let lockPath = statePath + ".lock"
         lockFD = try FS.open(lockPath, O_RDWR | O_CREAT)
         guard try FS.tryLock(lockFD, path: lockPath) else {
-            close(lockFD)
+            POSIX.unlockAndClose(lockFD)
             lockFD = -1
             throw LocalError("another postie fetch is running for \(account) into \(destinationSpec) (\(lockPath) is locked)")
         }
         do throws(LocalError) {
             try load(rebuild: rebuild, now: now)
         } catch {
-            close(lockFD)
+            POSIX.unlockAndClose(lockFD)
             lockFD = -1
             throw error
         }
@@ -157,7 +159,7 @@ final class LocalStore: @unchecked Sendable {
         defer {
             if journalFD >= 0 { close(journalFD) }
             journalFD = -1
-            if lockFD >= 0 { close(lockFD) }
+            if lockFD >= 0 { POSIX.unlockAndClose(lockFD) }
             lockFD = -1
         }
         try compact()

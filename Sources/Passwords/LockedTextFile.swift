@@ -26,7 +26,7 @@ struct LockedTextFile: Sendable {
         } catch {
             throw UserEditError.failed("cannot open \(lockPath): \(error)")
         }
-        defer { close(lockFD) }
+        defer { POSIX.unlockAndClose(lockFD) }
         do {
             try POSIX.lock(lockFD, path: lockPath)
         } catch {

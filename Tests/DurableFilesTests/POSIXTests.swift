@@ -91,13 +91,29 @@ struct POSIXTests {
         defer { dir.remove() }
         let file = dir.path + "/lock"
         let first = try POSIX.open(file, O_RDWR | O_CREAT)
-        defer { close(first) }
         let second = try POSIX.open(file, O_RDWR)
         defer { close(second) }
         #expect(try POSIX.tryLock(first, path: file))
         #expect(try POSIX.tryLock(second, path: file) == false)
         close(first)
         #expect(try POSIX.tryLock(second, path: file))
+    }
+
+    /// A child spawned by another thread holds a copy of every descriptor until it execs; the
+    /// lock must still go when its holder lets go (CI once saw `postie fetch`'s account lock
+    /// outlive its close while another test started Dovecot).
+    @Test func unlockAndCloseFreesTheLockWhileACopyOfTheDescriptorIsOpen() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let file = dir.path + "/lock"
+        let holder = try POSIX.open(file, O_RDWR | O_CREAT)
+        let childsCopy = dup(holder)
+        defer { close(childsCopy) }
+        let next = try POSIX.open(file, O_RDWR)
+        defer { close(next) }
+        #expect(try POSIX.tryLock(holder, path: file))
+        POSIX.unlockAndClose(holder)
+        #expect(try POSIX.tryLock(next, path: file))
     }
 }
 
