@@ -1,3 +1,5 @@
+import SASL
+
 /// A per-device password a user can revoke on its own: it stands in for the account password
 /// where a client cannot do multi-factor sign-in (USER/PASS, SASL PLAIN and LOGIN only).
 /// Only a salted hash of it is stored; times are seconds since 1970 (UTC).
@@ -50,6 +52,18 @@ public protocol AppPasswordStore: Sendable {
     func revokeAppPassword(named name: String, of user: String) async throws -> Bool
     /// Records a login with it (time and client address); nothing if it is gone.
     func recordAppPasswordUse(named name: String, of user: String, at time: Int, from address: String?) async throws
+}
+
+/// A user database that keeps app passwords beside its users and reads both in one lookup
+/// (PostgreSQL: one query, not two). ``AppPasswordUserDatabase`` uses it when it is its store.
+public protocol AppPasswordsBesideUsers: AppPasswordStore {
+    /// Authenticates with one lookup: `match` gets the user's app passwords first, off the
+    /// event loop, and names the one the typed password is; then the account password is
+    /// checked as `authenticate(_:)` checks it. A match returns the user with
+    /// ``LoginCredential/appPassword(name:)``.
+    func authenticate(
+        _ credentials: Credentials, appPasswordMatch match: @escaping @Sendable ([AppPassword]) -> AppPassword?
+    ) async throws -> AuthenticatedUser
 }
 
 /// Why an app password could not be added or changed.

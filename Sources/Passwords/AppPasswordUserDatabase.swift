@@ -57,6 +57,8 @@ public enum AppPasswords {
 public final class AppPasswordUserDatabase<Wrapped: SASLUserDatabase & UserLookup>: SASLUserDatabase, UserLookup, Sendable {
     public let wrapped: Wrapped
     public let store: any AppPasswordStore
+    /// The store when it is also the wrapped database and reads both in one lookup.
+    private let beside: (any AppPasswordsBesideUsers)?
     private let logger: Logger
     private let threadPool: NIOThreadPool
     private let clock: @Sendable () -> Int
@@ -75,6 +77,11 @@ public final class AppPasswordUserDatabase<Wrapped: SASLUserDatabase & UserLooku
     ) {
         self.wrapped = wrapped
         self.store = store
+        if let both = store as? any AppPasswordsBesideUsers, both as AnyObject === wrapped as AnyObject {
+            beside = both
+        } else {
+            beside = nil
+        }
         self.threadPool = threadPool
         self.logger = logger
         self.clock = clock
@@ -86,6 +93,16 @@ public final class AppPasswordUserDatabase<Wrapped: SASLUserDatabase & UserLooku
             return try result.get()
         }
         let now = clock()
+        if let beside {
+            let typed = AppPasswords.normalize(credentials.password)
+            let user = try await beside.authenticate(credentials) { appPasswords in
+                appPasswords.first { !$0.isExpired(at: now) && StoredPassword($0.hash).verify(typed) }
+            }
+            if case .appPassword(let name) = user.credential {
+                record(name, of: user.name, at: now, from: credentials.remoteAddress)
+            }
+            return user
+        }
         let candidates: [AppPassword]
         do {
             candidates = try await store.appPasswords(of: credentials.user).filter { !$0.isExpired(at: now) }

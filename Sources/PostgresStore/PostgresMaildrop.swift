@@ -169,9 +169,9 @@ public final class PostgresMaildrop: LosableMaildrop, AddressRecordingMaildrop, 
         // would make the unlock fail; the only transactions here are withTransaction blocks,
         // ended by COMMIT or ROLLBACK before this); otherwise closed, which ends the lock too.
         var unlocked = false
-        if !connection.isClosed, let rows = try? await connection.query("SELECT pg_advisory_unlock(\(mailboxID))", logger: logger) {
+        if !connection.isClosed, let rows = try? await connection.execute(UnlockStatement(mailboxID: mailboxID), logger: logger) {
             do {
-                for try await value in rows.decode(Bool.self) { unlocked = value }
+                for try await value in rows { unlocked = value }
             } catch {
                 unlocked = false
             }
@@ -208,8 +208,7 @@ final class ChunkReader: Sendable {
         guard read < size else { return nil }
         var chunk: ByteBuffer?
         do {
-            let rows = try await connection.query("SELECT data FROM body_chunks WHERE body_id = \(bodyID) AND seq = \(seq)", logger: logger)
-            for try await data in rows.decode(ByteBuffer.self) { chunk = data }
+            for try await data in try await connection.execute(ChunkStatement(bodyID: bodyID, seq: seq), logger: logger) { chunk = data }
         } catch {
             if connection.isClosed { throw PostgresMaildrop.lost(user) }
             throw BackendError.temporary("\(user): reading body \(bodyID) chunk \(seq): \(databaseErrorText(error))")
@@ -259,4 +258,41 @@ struct PostgresMessageBody: AsyncSequence, Sendable {
     func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(reader: reader, pending: first, top: topLines.map { TopFilter(bodyLines: $0) })
     }
+}
+
+/// Releases a maildrop's session advisory lock; true if it was held. Prepared once per
+/// connection, like the other statements every session runs.
+struct UnlockStatement: PostgresPreparedStatement {
+    static let name = "postie_unlock_maildrop"
+    static let sql = "SELECT pg_advisory_unlock($1)"
+    typealias Row = Bool
+
+    var mailboxID: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(mailboxID)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Bool.self) }
+}
+
+/// One chunk of a body, as RETR and TOP read them.
+struct ChunkStatement: PostgresPreparedStatement {
+    static let name = "postie_body_chunk"
+    static let sql = "SELECT data FROM body_chunks WHERE body_id = $1 AND seq = $2"
+    typealias Row = ByteBuffer
+
+    var bodyID: Int64
+    var seq: Int32
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 2)
+        bindings.append(bodyID)
+        bindings.append(seq)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(ByteBuffer.self) }
 }

@@ -28,7 +28,7 @@ import Glibc
 ///
 /// The shared pool must run while the store is used: run ``run()`` (or add ``client`` to a
 /// service group) beside the server.
-public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailDelivery, Sendable {
+public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailDelivery, AppPasswordsBesideUsers, Sendable {
     public let url: DatabaseURL
     public let options: PostgresStoreOptions
     /// The shared pool, a swift-service-lifecycle service.
@@ -105,30 +105,54 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         var password: StoredPassword
         var home: String?
         var extraFields: [String: String]
+        /// Its app passwords (schema version 6), read in the same query.
+        var appPasswords: [AppPassword]
 
         var authenticated: AuthenticatedUser { AuthenticatedUser(name: name, home: home, extraFields: extraFields) }
+
+        init(name: String, password: String, home: String?, extraFields extra: String, quotaRule quota: String?, appPasswords: [AppPassword] = []) {
+            var fields = AuthenticatedUser.parseExtraFields(extra)
+            // The column wins over a quota_rule in extra_fields (schema version 4).
+            if let quota, !quota.isEmpty {
+                for key in fields.keys where key.hasPrefix("quota_rule") || key.hasPrefix("userdb_quota_rule") { fields[key] = nil }
+                fields["quota_rule"] = quota
+            }
+            self.name = name
+            self.password = StoredPassword(password)
+            self.home = home
+            self.extraFields = fields
+            self.appPasswords = appPasswords
+        }
     }
 
+    /// The user, for deliveries and lookups. `quota_rule` goes through `to_jsonb`: NULL, not
+    /// an error, on a schema older than version 4, so `postie deliver` (which does not check the
+    /// schema) keeps delivering between an upgrade of the binary and `postie db migrate`.
     func lookup(_ name: String) async throws -> UserRow? {
         let logger = self.logger
-        do {
-            return try await leased("user lookup") { connection in
-                // quota_rule through to_jsonb: NULL, not an error, on a schema older than version
-                // 4, so `postie deliver` (which does not check the schema) keeps delivering
-                // between an upgrade of the binary and `postie db migrate`.
-                let rows = try await connection.query(
-                    "SELECT name, password, home, extra_fields, to_jsonb(users) ->> 'quota_rule' FROM users WHERE name = \(name)", logger: logger)
-                for try await (name, password, home, extra, quota) in rows.decode((String, String, String?, String, String?).self) {
-                    var fields = AuthenticatedUser.parseExtraFields(extra)
-                    // The column wins over a quota_rule in extra_fields (schema version 4).
-                    if let quota, !quota.isEmpty {
-                        for key in fields.keys where key.hasPrefix("quota_rule") || key.hasPrefix("userdb_quota_rule") { fields[key] = nil }
-                        fields["quota_rule"] = quota
-                    }
-                    return UserRow(name: name, password: StoredPassword(password), home: home, extraFields: fields)
-                }
-                return nil
+        return try await userQuery { connection in
+            let rows = try await connection.query(
+                "SELECT name, password, home, extra_fields, to_jsonb(users) ->> 'quota_rule' FROM users WHERE name = \(name)", logger: logger)
+            for try await (name, password, home, extra, quota) in rows.decode((String, String, String?, String, String?).self) {
+                return UserRow(name: name, password: password, home: home, extraFields: extra, quotaRule: quota)
             }
+            return nil
+        }
+    }
+
+    /// The user with its app passwords, for a login: one prepared query (the server checks
+    /// the schema's version before it serves).
+    func loginLookup(_ name: String) async throws -> UserRow? {
+        let logger = self.logger
+        return try await userQuery { connection in
+            for try await row in try await connection.execute(UserStatement(name: name), logger: logger) { return row }
+            return nil
+        }
+    }
+
+    private func userQuery(_ body: @escaping @Sendable (PostgresConnection) async throws -> UserRow?) async throws -> UserRow? {
+        do {
+            return try await leased("user lookup", body)
         } catch let error as BackendError {
             throw error
         } catch {
@@ -178,13 +202,31 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
     /// `key=value` pairs separated by spaces, as in a passwd-file's last field.
 
     public func authenticate(_ credentials: Credentials) async throws -> AuthenticatedUser {
-        let row = try await lookup(credentials.user)
+        try await authenticate(credentials, checkingFirst: nil)
+    }
+
+    /// One query and one thread-pool job for a login with app passwords (``AppPasswordsBesideUsers``).
+    public func authenticate(
+        _ credentials: Credentials, appPasswordMatch match: @escaping @Sendable ([AppPassword]) -> AppPassword?
+    ) async throws -> AuthenticatedUser {
+        try await authenticate(credentials, checkingFirst: match)
+    }
+
+    private func authenticate(
+        _ credentials: Credentials, checkingFirst match: (@Sendable ([AppPassword]) -> AppPassword?)?
+    ) async throws -> AuthenticatedUser {
+        let row = try await (match == nil ? lookup(credentials.user) : loginLookup(credentials.user))
         let decoy = self.decoy
         let logger = self.logger
         let result: AuthenticatedUser? = try await threadPool.runIfActive {
             guard let row else {
                 _ = decoy.verify(credentials.password)
                 return nil
+            }
+            if let match, !row.appPasswords.isEmpty, let found = match(row.appPasswords) {
+                var user = row.authenticated
+                user.credential = .appPassword(name: found.name)
+                return user
             }
             guard row.password.isSupported else {
                 logger.error("postgres: user \(row.name): unknown password scheme {\(row.password.scheme)}")
@@ -387,16 +429,20 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         throw BackendError.temporary("mailbox \(name) vanished during delivery")
     }
 
-    /// A new mailbox gets a UIDVALIDITY from the clock, as Dovecot does.
+    /// Creates the mailbox if needed (its UIDVALIDITY from ``newUIDValidity()``).
     @discardableResult
     static func ensureMailbox(_ connection: PostgresConnection, name: String, logger: Logger) async throws -> (id: Int64, uidValidity: Int64) {
-        let validity = Int64(max(1, time(nil) & 0xFFFF_FFFF))
         try await connection.query(
-            "INSERT INTO mailboxes (name, uidvalidity) VALUES (\(name), \(validity)) ON CONFLICT (name) DO NOTHING", logger: logger)
+            "INSERT INTO mailboxes (name, uidvalidity) VALUES (\(name), \(newUIDValidity())) ON CONFLICT (name) DO NOTHING", logger: logger)
         for try await (id, validity) in try await connection.query("SELECT id, uidvalidity FROM mailboxes WHERE name = \(name)", logger: logger).decode((Int64, Int64).self) {
             return (id, validity)
         }
         throw BackendError.temporary("mailbox \(name) could not be created")
+    }
+
+    /// The UIDVALIDITY of a new mailbox: the clock, as Dovecot's.
+    static func newUIDValidity() -> Int64 {
+        Int64(max(1, time(nil) & 0xFFFF_FFFF))
     }
 
     /// Dovecot's default `pop3_uidl_format`, `%08Xu%08Xv`: UID and UIDVALIDITY in hex.
@@ -444,46 +490,52 @@ public final class PostgresStore: SASLUserDatabase, UserLookup, MailStore, MailD
         for user: AuthenticatedUser, expireDays days: Int?, on connection: PostgresConnection, kept: Bool
     ) async throws -> any Maildrop {
         do {
-            let mailbox = try await Self.ensureMailbox(connection, name: user.name, logger: logger)
+            // One round trip: the mailbox, its lock and, once the lock is held, the snapshot of
+            // live messages. Retained ones never show, and one undeleted during the session
+            // shows at the next login (this list is not read again).
+            var mailboxID: Int64?
             var locked = false
-            for try await value in try await connection.query("SELECT pg_try_advisory_lock(\(mailbox.id))", logger: logger).decode(Bool.self) {
-                locked = value
+            var entries: [PostgresMaildrop.Entry] = []
+            let rows = try await connection.execute(
+                OpenMaildropStatement(user: user.name, uidValidity: Self.newUIDValidity()), logger: logger)
+            for try await (id, isLocked, uid, uidl, size, bodyID) in rows {
+                mailboxID = id
+                locked = isLocked
+                if let uid, let uidl, let size, let bodyID {
+                    entries.append(.init(uid: uid, uidl: uidl, size: Int(size), bodyID: bodyID))
+                }
             }
+            guard let mailboxID else { throw BackendError.temporary("\(user.name): the maildrop open returned no mailbox") }
             guard locked else {
                 sessionConnections.put(connection)  // it holds no lock
                 throw BackendError.inUse
             }
+            // In uid order however the function's rows came back.
+            entries.sort { $0.uid < $1.uid }
             if let days, days > 0 {
-                // EXPIRE (RFC 2449 section 6.7): messages first retrieved N days ago go now.
+                // EXPIRE (RFC 2449 section 6.7): messages first retrieved N days ago go now,
+                // and out of the list (nothing else deletes while the lock is held).
                 let expired = try await connection.query(
                     """
-                    SELECT uid FROM messages WHERE mailbox_id = \(mailbox.id) AND deleted_at IS NULL
+                    SELECT uid FROM messages WHERE mailbox_id = \(mailboxID) AND deleted_at IS NULL
                     AND retrieved_at <= now() - make_interval(days => \(Int32(days)))
                     """, logger: logger)
-                var found: [Int64] = []
-                for try await uid in expired.decode(Int64.self) { found.append(uid) }
-                let uids = found
-                let retaining = deletedRetention.isEnabled
-                if !uids.isEmpty {
+                var found: Set<Int64> = []
+                for try await uid in expired.decode(Int64.self) { found.insert(uid) }
+                if !found.isEmpty {
+                    let uids = found.sorted()
+                    let retaining = deletedRetention.isEnabled
                     // Retained too, with no address: the server deleted them, not a client.
                     try await connection.withTransaction(logger: logger) { connection in
                         try await PostgresMaildrop.delete(
-                            uids: uids, mailbox: mailbox.id, retaining: retaining, from: nil, on: connection, logger: self.logger)
+                            uids: uids, mailbox: mailboxID, retaining: retaining, from: nil, on: connection, logger: self.logger)
                     }
+                    entries.removeAll { found.contains($0.uid) }
                 }
-            }
-            // The snapshot: live messages only. Retained ones never show, and one undeleted
-            // during the session shows at the next login (this list is not read again).
-            var entries: [PostgresMaildrop.Entry] = []
-            let rows = try await connection.query(
-                "SELECT uid, uidl, size, body_id FROM messages WHERE mailbox_id = \(mailbox.id) AND deleted_at IS NULL ORDER BY uid",
-                logger: logger)
-            for try await (uid, uidl, size, bodyID) in rows.decode((Int64, String, Int64, Int64).self) {
-                entries.append(.init(uid: uid, uidl: uidl, size: Int(size), bodyID: bodyID))
             }
             let sessions = sessionConnections
             return PostgresMaildrop(
-                user: user.name, mailboxID: mailbox.id, entries: entries, connection: connection,
+                user: user.name, mailboxID: mailboxID, entries: entries, connection: connection,
                 recordsRetrievals: days != nil, retainsDeleted: deletedRetention.isEnabled, logger: logger, unlocked: { sessions.put($0) })
         } catch let error as BackendError where error == .inUse {
             throw error
@@ -511,5 +563,60 @@ extension PostgresStore {
     /// query parameters or the password.
     public static func describe(_ error: any Error) -> String {
         databaseErrorText(error)
+    }
+}
+
+/// `postie_open_maildrop` (schema version 7): the mailbox, its session advisory lock and its
+/// live messages in one round trip, prepared once per connection (connections are kept).
+struct OpenMaildropStatement: PostgresPreparedStatement {
+    static let name = "postie_open_maildrop"
+    static let sql = "SELECT mailbox_id, locked, uid, uidl, size, body_id FROM postie_open_maildrop($1, $2)"
+    typealias Row = (Int64, Bool, Int64?, String?, Int64?, Int64?)
+
+    var user: String
+    var uidValidity: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 2)
+        bindings.append(user)
+        bindings.append(uidValidity)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row {
+        try row.decode(Row.self)
+    }
+}
+
+/// A user's row and app passwords (schema version 6), as every login reads them.
+struct UserStatement: PostgresPreparedStatement {
+    static let name = "postie_user"
+    static let sql = """
+        SELECT u.name, u.password, u.home, u.extra_fields, u.quota_rule,
+               ARRAY(SELECT a.name FROM app_passwords a WHERE a.user_name = u.name ORDER BY a.name),
+               ARRAY(SELECT a.password FROM app_passwords a WHERE a.user_name = u.name ORDER BY a.name),
+               ARRAY(SELECT coalesce(extract(epoch FROM a.expires_at)::int8, -1) FROM app_passwords a
+                     WHERE a.user_name = u.name ORDER BY a.name)
+        FROM users u WHERE u.name = $1
+        """
+    typealias Row = PostgresStore.UserRow
+
+    var name: String
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(name)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row {
+        let (name, password, home, extra, quota, names, hashes, expiries) =
+            try row.decode((String, String, String?, String, String?, [String], [String], [Int64]).self)
+        var appPasswords: [AppPassword] = []
+        for (i, appName) in names.enumerated() where i < hashes.count && i < expiries.count {
+            // Only what a login needs: the name, the hash and when it stops working (-1: never).
+            appPasswords.append(AppPassword(name: appName, hash: hashes[i], created: 0, expires: expiries[i] < 0 ? nil : Int(expiries[i])))
+        }
+        return PostgresStore.UserRow(name: name, password: password, home: home, extraFields: extra, quotaRule: quota, appPasswords: appPasswords)
     }
 }

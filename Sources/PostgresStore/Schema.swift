@@ -176,6 +176,40 @@ public enum Schema {
             )
             """,
         ]),
+        // A login's maildrop open in one round trip (issue 21): the mailbox (created at first
+        // use), its session advisory lock and the live messages, listed only once the lock is
+        // held. A VOLATILE function takes a new snapshot for each statement, so the list sees
+        // every QUIT committed before the lock was released; a CTE or one SELECT would list
+        // from a snapshot taken before the lock. The first row is the mailbox with `locked`
+        // and no message; when the lock is not to be had it is the only row.
+        Migration(version: 7, description: "postie_open_maildrop(): mailbox, lock and list in one call", statements: [
+            """
+            CREATE FUNCTION postie_open_maildrop(p_name text, p_uidvalidity bigint)
+            RETURNS TABLE (mailbox_id bigint, locked boolean, uid bigint, uidl text, size bigint, body_id bigint)
+            LANGUAGE plpgsql VOLATILE AS $$
+            #variable_conflict use_column
+            DECLARE
+                box bigint;
+            BEGIN
+                SELECT mb.id INTO box FROM mailboxes mb WHERE mb.name = p_name;
+                IF box IS NULL THEN
+                    INSERT INTO mailboxes (name, uidvalidity) VALUES (p_name, p_uidvalidity) ON CONFLICT (name) DO NOTHING;
+                    SELECT mb.id INTO box FROM mailboxes mb WHERE mb.name = p_name;
+                    IF box IS NULL THEN
+                        RAISE EXCEPTION 'mailbox % could not be created', p_name;
+                    END IF;
+                END IF;
+                IF NOT pg_try_advisory_lock(box) THEN
+                    RETURN QUERY SELECT box, false, NULL::bigint, NULL::text, NULL::bigint, NULL::bigint;
+                    RETURN;
+                END IF;
+                RETURN QUERY SELECT box, true, NULL::bigint, NULL::text, NULL::bigint, NULL::bigint;
+                RETURN QUERY SELECT box, true, m.uid, m.uidl, m.size, m.body_id FROM messages m
+                    WHERE m.mailbox_id = box AND m.deleted_at IS NULL ORDER BY m.uid;
+            END
+            $$
+            """,
+        ]),
     ]
 
     /// The newest version this build knows.

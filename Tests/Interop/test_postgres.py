@@ -84,12 +84,13 @@ def lock_holder_pid(pgdb, user: str) -> int | None:
 
 
 def test_migrate_is_versioned_and_idempotent(pgdb):
-    assert pgdb.psql("SELECT version FROM schema_version ORDER BY version") == "1\n2\n3\n4\n5\n6"
+    assert pgdb.psql("SELECT version FROM schema_version ORDER BY version") == "1\n2\n3\n4\n5\n6\n7"
     r = pgdb.postie("db", "migrate")
-    assert "up to date (version 6)" in r.stdout, r.stdout
+    assert "up to date (version 7)" in r.stdout, r.stdout
     assert "***" in r.stdout and pgdb.server.password not in r.stdout + r.stderr  # never the password
     tables = pgdb.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")
     assert tables == "app_passwords,bodies,body_chunks,kick_requests,kick_results,lockouts,mailboxes,messages,nodes,schema_version,sessions,users"
+    assert pgdb.psql("SELECT count(*) FROM pg_proc WHERE proname = 'postie_open_maildrop'") == "1"  # version 7
     # Concurrent migrations of a fresh database serialise on the advisory lock.
     name = pgdb.name + "_fresh"
     url = pgdb.server.create_database(name)
@@ -100,7 +101,7 @@ def test_migrate_is_versioned_and_idempotent(pgdb):
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum("migrated" in o for o, _ in outs) == 1, outs
-    assert pgdb.server.psql("SELECT count(*) FROM schema_version", database=name) == "6"
+    assert pgdb.server.psql("SELECT count(*) FROM schema_version", database=name) == "7"
     pgdb.server.drop_database(name)
 
 

@@ -54,4 +54,25 @@ struct PostgresAppPasswordsTests {
             await #expect(throws: BackendError.authFailed) { try await users.authenticate(Credentials(user: "alice", password: shown)) }
         }
     }
+
+    /// The store is also the user database here, so a login reads the user and its app
+    /// passwords in one query: expiry and the account password still work as they do apart.
+    @Test func oneQueryLoginsKeepExpiryAndTheAccountPassword() async throws {
+        try await TestDatabase.with { db in
+            try await db.addUser("alice", password: "account pw")
+            let (day, dayShown) = try AppPasswords.make(name: "day", expiresInDays: 1, now: 1_800_000_000)
+            let (ever, everShown) = try AppPasswords.make(name: "ever", expiresInDays: nil, now: 1_800_000_000)
+            try await db.store.addAppPassword(day, for: "alice")
+            try await db.store.addAppPassword(ever, for: "alice")
+            let before = AppPasswordUserDatabase(db.store, store: db.store, logger: TestDatabase.logger, clock: { 1_800_000_500 })
+            let after = AppPasswordUserDatabase(db.store, store: db.store, logger: TestDatabase.logger, clock: { 1_800_086_400 })
+            #expect(try await before.authenticate(Credentials(user: "alice", password: dayShown)).credential == .appPassword(name: "day"))
+            await #expect(throws: BackendError.authFailed) { try await after.authenticate(Credentials(user: "alice", password: dayShown)) }
+            #expect(try await after.authenticate(Credentials(user: "alice", password: everShown.uppercased())).credential == .appPassword(name: "ever"))
+            #expect(try await after.authenticate(Credentials(user: "alice", password: "account pw")).credential == .accountPassword)
+            await #expect(throws: BackendError.authFailed) { try await after.authenticate(Credentials(user: "alice", password: "day")) }
+            await before.waitForRecord()
+            await after.waitForRecord()
+        }
+    }
 }
