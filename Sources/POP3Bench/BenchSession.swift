@@ -81,7 +81,7 @@ final class BenchSessionHandler: ChannelInboundHandler {
     private var mark: NIODeadline
     private var input: ByteBuffer?
     /// Where a partial line's search for LF resumes.
-    private var searched = 0
+    private var lines = ReplyLineReader()
     private var listingLines = 0
     private var unstuffer = DotUnstuffer()
     private var scratch = ByteBuffer()
@@ -156,7 +156,7 @@ final class BenchSessionHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event, case .handshake = expecting {
             input = nil
-            searched = 0
+            lines.reset()
             lap(.stls)
             step = .login
             send("USER \(plan.user)\r\n", expecting: .user)
@@ -235,7 +235,7 @@ final class BenchSessionHandler: ChannelInboundHandler {
         case .stls:
             guard let context, let tlsContext = plan.tlsContext else { return end(.tls("")) }
             input = nil
-            searched = 0
+            lines.reset()
             expecting = .handshake
             do {
                 let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: plan.serverHostname)
@@ -251,15 +251,12 @@ final class BenchSessionHandler: ChannelInboundHandler {
             send("STAT\r\n", expecting: .stat)
         case .stat:
             // +OK count size
-            let view = line.readableBytesView.dropFirst(4)
-            var count = 0
-            var digits = 0
-            for byte in view {
-                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
-                count = count &* 10 &+ Int(byte - UInt8(ascii: "0"))
-                digits += 1
+            let count: Int
+            do {
+                count = try statValues(String(decoding: line.readableBytesView.dropFirst(4), as: UTF8.self)).count
+            } catch {
+                return end(error)
             }
-            guard digits > 0, digits <= 9 else { return end(.malformedReply("")) }
             lap(.stat)
             wanted = min(plan.retr, count)
             step = .uidl
@@ -307,25 +304,17 @@ final class BenchSessionHandler: ChannelInboundHandler {
 
     // MARK: - Lines, laps, the end
 
-    /// The next line of input without its line end (CRLF or a bare LF), if a whole one is in.
+    /// The next line of input without its line end, if a whole one is in.
     private func nextLine() -> ByteBuffer? {
         guard var buffer = input else { return nil }
-        let view = buffer.readableBytesView
-        guard let lf = view.dropFirst(searched).firstIndex(of: UInt8(ascii: "\n")) else {
-            searched = view.count
-            if searched >= POP3ClientLimits.maxReplyLineLength { end(.malformedReply("")) }
+        do {
+            let line = try lines.next(from: &buffer)
+            input = buffer
+            return line
+        } catch {
+            end(error)
             return nil
         }
-        searched = 0
-        var length = lf - view.startIndex
-        guard length + 1 <= POP3ClientLimits.maxReplyLineLength else {
-            end(.malformedReply(""))
-            return nil
-        }
-        let line = buffer.readSlice(length: length + 1)!
-        input = buffer
-        if length > 0, line.getInteger(at: line.readerIndex + length - 1, as: UInt8.self) == UInt8(ascii: "\r") { length -= 1 }
-        return line.getSlice(at: line.readerIndex, length: length)
     }
 
     private func send(_ line: String, expecting next: Expecting) {

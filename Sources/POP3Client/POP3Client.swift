@@ -206,11 +206,11 @@ public final class POP3Client {
     /// `STAT` (RFC 1939 section 5): the number of messages and their total size in octets.
     public func stat() async throws(POP3ClientError) -> (count: Int, size: Int) {
         let response = try await command(.stat)
-        let words = response.text.split(separator: " ")
-        guard words.count >= 2, let count = Int(words[0]), let size = Int(words[1]), count >= 0, size >= 0 else {
+        do {
+            return try statValues(response.text)
+        } catch {
             throw .malformedReply(response.line)
         }
-        return (count, size)
     }
 
     /// A message number and its size, from `LIST`.

@@ -111,25 +111,11 @@ final class Transport {
     /// One reply line without its line end (CRLF, or a bare LF), at most
     /// ``POP3ClientLimits/maxReplyLineLength`` octets.
     func readLine() async throws(POP3ClientError) -> ByteBuffer {
-        var searched = 0
+        var reader = ReplyLineReader()
         while true {
-            let view = buffer.readableBytesView
-            if let lf = view.dropFirst(searched).firstIndex(of: UInt8(ascii: "\n")) {
-                let length = lf - view.startIndex
-                guard length + 1 <= POP3ClientLimits.maxReplyLineLength else {
-                    throw .lineTooLong(limit: POP3ClientLimits.maxReplyLineLength)
-                }
-                var line = buffer.readSlice(length: length)!
-                buffer.moveReaderIndex(forwardBy: 1)
-                if line.readableBytesView.last == UInt8(ascii: "\r") {
-                    line = line.getSlice(at: line.readerIndex, length: line.readableBytes - 1)!
-                }
+            if let line = try reader.next(from: &buffer) {
                 observer?(.received(String(escapingReply: line.readableBytesView)))
                 return line
-            }
-            searched = view.count
-            guard searched < POP3ClientLimits.maxReplyLineLength else {
-                throw .lineTooLong(limit: POP3ClientLimits.maxReplyLineLength)
             }
             buffer.discardReadBytes()
             try await fill()
