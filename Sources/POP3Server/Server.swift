@@ -343,9 +343,15 @@ public final class POP3Server: Service, ConnectionHandler, Sendable {
     /// A timestamp unique to this greeting, `<pid.counter.time@host>` (RFC 1939 section 7).
     private func makeAPOPTimestamp() -> String {
         let n = apopCounter.withLockedValue { $0 += 1; return $0 }
+        return "<\(getpid()).\(n).\(time(nil))@\(Self.apopHost)>"
+    }
+
+    /// The host name in APOP timestamps (RFC 1939 section 7), read once per process rather
+    /// than on every connection's event-loop turn.
+    private static let apopHost: String = {
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, name.count)
         let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return "<\(getpid()).\(n).\(time(nil))@\(host.isEmpty ? "localhost" : host)>"
-    }
+        return host.isEmpty ? "localhost" : host
+    }()
 }

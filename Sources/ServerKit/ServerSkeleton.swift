@@ -50,13 +50,15 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
     }
 
     private let group: any EventLoopGroup
-    /// Open connections (what shutdown closes), and whoever waits for there to be none.
+    /// Open connections (what shutdown closes), whoever waits for there to be none, and
+    /// whether graceful shutdown has begun: one lock, so a connection tracked as shutdown
+    /// begins is either among those it closes or sees the flag and closes its own input.
     @usableFromInline let connections = NIOLockedValueBox<Connections>(Connections())
-    @usableFromInline let shuttingDown = NIOLockedValueBox(false)
 
     @usableFromInline struct Connections: Sendable {
         @usableFromInline var open: [ObjectIdentifier: any Channel] = [:]
         @usableFromInline var drained: [CheckedContinuation<Void, Never>] = []
+        @usableFromInline var shuttingDown = false
         @usableFromInline init() {}
     }
 
@@ -65,7 +67,7 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
     }
 
     /// Whether graceful shutdown has begun.
-    public var isShuttingDown: Bool { shuttingDown.withLockedValue { $0 } }
+    public var isShuttingDown: Bool { connections.withLockedValue { $0.shuttingDown } }
 
     /// Binds one listener whose sessions run in tasks; `initializer` builds each accepted
     /// connection's pipeline on its event loop and returns what the session gets.
@@ -144,9 +146,12 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
             }
         } onGracefulShutdown: {
             handler.shutdownBegins()
-            self.shuttingDown.withLockedValue { $0 = true }
+            let open = self.connections.withLockedValue { connections in
+                connections.shuttingDown = true
+                return Array(connections.open.values)
+            }
             for channel in serverChannels { channel.close(promise: nil) }
-            for channel in self.connections.withLockedValue({ Array($0.open.values) }) {
+            for channel in open {
                 // Ends the session's input; it answers what it already read, then closes.
                 channel.close(mode: .input, promise: nil)
             }
@@ -173,8 +178,11 @@ public final class ServerSkeleton<Accepted: Sendable>: Sendable {
     /// listener closed) has its input closed at once, as the others had: it would otherwise
     /// keep `serve` waiting until its client left.
     public func track(_ channel: any Channel) {
-        connections.withLockedValue { $0.open[ObjectIdentifier(channel)] = channel }
-        if isShuttingDown { channel.close(mode: .input, promise: nil) }
+        let late = connections.withLockedValue { connections in
+            connections.open[ObjectIdentifier(channel)] = channel
+            return connections.shuttingDown
+        }
+        if late { channel.close(mode: .input, promise: nil) }
     }
 
     public func untrack(_ channel: any Channel) {

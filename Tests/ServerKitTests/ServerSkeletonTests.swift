@@ -121,7 +121,7 @@ extension ServerSkeletonTests {
         let port = try #require(bound.localAddress?.port)
         let serving = Task { try await skeleton.serve([bound], handler: NoTasks()) }
         // As if shutdown had begun after this connection was accepted but before it was tracked.
-        skeleton.shuttingDown.withLockedValue { $0 = true }
+        skeleton.connections.withLockedValue { $0.shuttingDown = true }
         let collector = Collector()
         let client = try await ClientBootstrap(group: group)
             .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) } }
