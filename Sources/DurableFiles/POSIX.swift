@@ -193,6 +193,15 @@ public enum POSIX {
         throw .system("rename", from)
     }
 
+    /// Renames `name` in the open directory `from` to `target` in the open directory `to`
+    /// (renameat(2): neither directory's path is looked up again); false if the source is gone.
+    /// `fromPath` names the source directory in errors.
+    public static func renameIfPresent(_ name: String, in from: Int32, to target: String, in to: Int32, fromPath: String) throws(SystemError) -> Bool {
+        if Glibc.renameat(from, name, to, target) == 0 { return true }
+        if errno == ENOENT { return false }
+        throw .system("rename", fromPath + "/" + name)
+    }
+
     /// Whether `path` exists. Only ENOENT and ENOTDIR mean it does not: a path that cannot be
     /// looked at (EACCES) is an error, never taken for an absent file.
     public static func exists(_ path: String) throws(SystemError) -> Bool {

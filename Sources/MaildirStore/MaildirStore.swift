@@ -349,11 +349,18 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     /// same). Returns the names it now has in cur/.
     private static func moveNewToCur(path: String, tombstones: Set<String>, logger: Logger? = nil) throws -> [String] {
         var moved: [String] = []
-        for name in try POSIX.listDirectory(path + "/new") where isMessageName(name) && !tombstones.contains(baseName(name)) {
+        let names = try POSIX.listDirectory(path + "/new").filter { isMessageName($0) && !tombstones.contains(baseName($0)) }
+        guard !names.isEmpty else { return [] }
+        // Both directories open once: each rename then looks up only the two names.
+        let newDirectory = try POSIX.open(path + "/new", O_RDONLY | O_DIRECTORY)
+        defer { close(newDirectory) }
+        let curDirectory = try POSIX.open(path + "/cur", O_RDONLY | O_DIRECTORY)
+        defer { close(curDirectory) }
+        for name in names {
             let target = hasInfo(name) ? name : name + ":2,"
             // A file that vanished was moved by another reader first.
             do throws(SystemError) {
-                if try POSIX.renameIfPresent(path + "/new/" + name, path + "/cur/" + target) { moved.append(target) }
+                if try POSIX.renameIfPresent(name, in: newDirectory, to: target, in: curDirectory, fromPath: path + "/new") { moved.append(target) }
             } catch {
                 guard error.isOutOfSpace else { throw error }
                 // cur/ needs a new directory block: the rest waits in new/ for a later login.
@@ -361,7 +368,10 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
                 break
             }
         }
-        if !moved.isEmpty { try POSIX.fsyncDirectory(path + "/cur"); try POSIX.fsyncDirectory(path + "/new") }
+        if !moved.isEmpty {
+            try POSIX.fsync(curDirectory, path: path + "/cur")
+            try POSIX.fsync(newDirectory, path: path + "/new")
+        }
         return moved
     }
 
