@@ -242,7 +242,9 @@ extension UIDList {
 /// Bounded by the bytes kept; past that, entries are dropped (any one: reading it again is
 /// only a parse).
 final class ParsedIndexes: Sendable {
-    static let shared = ParsedIndexes(maximumBytes: 16 << 20, maximumFileBytes: 1 << 20)
+    /// Up to 32 MiB of files, each up to 8 MiB: a mailbox of 100,000 messages, polled again
+    /// and again by a client that leaves mail on the server, is the case it pays most for.
+    static let shared = ParsedIndexes(maximumBytes: 32 << 20, maximumFileBytes: 8 << 20)
 
     private struct Entry {
         var bytes: [UInt8]
@@ -257,7 +259,7 @@ final class ParsedIndexes: Sendable {
     private let state = NIOLockedValueBox(State())
     /// Bytes of files kept, over all entries (the parsed forms take about as much again).
     let maximumBytes: Int
-    /// Larger files are not kept (a 100,000-message index is about 5 MB).
+    /// Larger files are not kept (a 100,000-message index is about 5.5 MB).
     let maximumFileBytes: Int
 
     init(maximumBytes: Int, maximumFileBytes: Int) {
