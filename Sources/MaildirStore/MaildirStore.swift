@@ -25,6 +25,10 @@ public struct MaildirStore: MailStore {
     let logger: Logger
     /// Called at each step of UPDATE; tests throw from it to simulate a crash there.
     var commitHook: (@Sendable (CommitStep) throws -> Void)?
+    /// From how many new messages a first open moves them to cur/ while the session goes on
+    /// (see ``BackgroundMove``) rather than before it answers.
+    var backgroundMoveThreshold = Self.defaultBackgroundMoveThreshold
+    static let defaultBackgroundMoveThreshold = 1_000
 
     /// The steps of UPDATE, in order (see ``MaildirMaildrop/commit(deleting:)``).
     enum CommitStep: Equatable, Sendable {
@@ -32,6 +36,8 @@ public struct MaildirStore: MailStore {
         case afterIndexWrite
         case afterUnlink(Int)
         case afterDirectorySync
+        /// Not a step of UPDATE: a background move (``BackgroundMove``) is about to start.
+        case beforeBackgroundMove
     }
 
     /// Days after its first retrieval that a message is deleted (RFC 2449 EXPIRE); nil: never.
@@ -109,7 +115,8 @@ extension MaildirStore: BlockingMailStore, BlockingMailStoreProvider {
         do {
             return try MaildirMaildrop.open(
                 path: path, control: control, threadPool: threadPool, expireDays: days, uidlSettings: uidl,
-                retainsDeleted: deletedRetention.isEnabled, logger: logger, commitHook: commitHook)
+                retainsDeleted: deletedRetention.isEnabled, backgroundMoveThreshold: backgroundMoveThreshold, logger: logger,
+                commitHook: commitHook)
         } catch let error as BackendError {
             throw error
         } catch {
@@ -127,6 +134,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     let index: UIDList
     let threadPool: NIOThreadPool
     let lock: MaildirLock
+    /// New mail still moving from new/ to cur/ (a first open of much new mail), or nil.
+    let move: BackgroundMove?
     let commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     /// Whether retrievals are recorded (an EXPIRE policy applies).
     let recordsRetrievals: Bool
@@ -139,7 +148,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
 
     init(
         path: String, messages: [MessageInfo], fileNames: [String], index: UIDList,
-        threadPool: NIOThreadPool, lock: MaildirLock, recordsRetrievals: Bool,
+        threadPool: NIOThreadPool, lock: MaildirLock, move: BackgroundMove? = nil, recordsRetrievals: Bool,
         retainsDeleted: Bool = false, dovecotRecords: [String: DovecotUIDList.Record] = [:], logger: Logger? = nil,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) {
@@ -153,6 +162,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         self.index = index
         self.threadPool = threadPool
         self.lock = lock
+        self.move = move
         self.commitHook = commitHook
     }
 
@@ -161,7 +171,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     /// Dovecot's `dovecot-uidlist` (nil: `path`). Blocking: thread pool only.
     static func open(
         path: String, control: String? = nil, threadPool: NIOThreadPool, expireDays: Int? = nil, uidlSettings: UIDLSettings = UIDLSettings(),
-        retainsDeleted: Bool = false, logger: Logger? = nil, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+        retainsDeleted: Bool = false, backgroundMoveThreshold: Int = MaildirStore.defaultBackgroundMoveThreshold, logger: Logger? = nil,
+        commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
         let lock = try MaildirLock.acquire(path + "/postie.lock")
@@ -171,7 +182,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
             return try IndexLock.holding(maildir: path) {
                 try openLocked(
                     path: path, control: control ?? path, threadPool: threadPool, lock: lock, expireDays: expireDays,
-                    uidlSettings: uidlSettings, retainsDeleted: retainsDeleted, logger: logger, commitHook: commitHook)
+                    uidlSettings: uidlSettings, retainsDeleted: retainsDeleted, backgroundMoveThreshold: backgroundMoveThreshold,
+                    logger: logger, commitHook: commitHook)
             }
         } catch {
             lock.release()
@@ -181,7 +193,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
 
     private static func openLocked(
         path: String, control: String, threadPool: NIOThreadPool, lock: MaildirLock, expireDays: Int?, uidlSettings: UIDLSettings,
-        retainsDeleted: Bool, logger: Logger?, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
+        retainsDeleted: Bool, backgroundMoveThreshold: Int, logger: Logger?, commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         let indexPath = path + "/" + UIDList.fileName
         var (index, changed) = try readIndex(indexPath, maildir: path)
@@ -200,12 +212,6 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
 
         var curNames = try POSIX.listDirectory(path + "/cur").filter(isMessageName)
         if try finishInterruptedUpdate(path: path, index: &index, curNames: &curNames) { changed = true }
-        curNames += try moveNewToCur(path: path, tombstones: index.tombstones, logger: logger)
-
-        // Match files to index entries by base name; a base name seen twice keeps one UID.
-        var fileForBase: [String: String] = [:]
-        fileForBase.reserveCapacity(curNames.count)
-        for name in curNames { fileForBase[baseName(name)] = name }
         // Where Dovecot's dovecot-uidlist exists it decides UIDs and UIDVALIDITY; else ours does.
         let dovecot: DovecotUIDList?
         do {
@@ -213,11 +219,29 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         } catch let error as DovecotUIDList.ParseError {
             throw BackendError.temporary("\(control)/\(DovecotUIDList.fileName): \(error); fix or remove it (Dovecot rebuilds it, with new UIDLs)")
         }
+        let arrived = try newMail(path: path, tombstones: index.tombstones)
+        // Much new mail is listed and sized in new/ and moved while the session goes on (see
+        // BackgroundMove); not where Dovecot's list or X-UIDL headers are read, from cur/.
+        var move: BackgroundMove?
+        var pendingSources: [String: String] = [:]
+        if arrived.count >= backgroundMoveThreshold, dovecot == nil, !uidlSettings.reuseXUIDL {
+            move = BackgroundMove(path: path, pairs: arrived)
+            pendingSources.reserveCapacity(arrived.count)
+            for (source, target) in arrived { pendingSources[target] = source }
+            curNames += arrived.map(\.target)
+        } else {
+            curNames += try moveNewToCur(path: path, pairs: arrived, logger: logger)
+        }
+
+        // Match files to index entries by base name; a base name seen twice keeps one UID.
+        var fileForBase: [String: String] = [:]
+        fileForBase.reserveCapacity(curNames.count)
+        for name in curNames { fileForBase[baseName(name)] = name }
         var matched: Matched
         if let dovecot {
             matched = try matchDovecotUIDs(path: path, control: control, list: dovecot, fileForBase: fileForBase, index: &index)
         } else {
-            matched = try matchOwnUIDs(path: path, fileForBase: fileForBase, index: &index)
+            matched = try matchOwnUIDs(path: path, fileForBase: fileForBase, pendingSources: pendingSources, index: &index)
         }
         if matched.changed { changed = true }
         if uidlSettings.reuseXUIDL, try cacheXUIDLHeaders(path: path, &matched) { changed = true }
@@ -232,7 +256,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
                     changed = true
                 }
             }
-            if let before = stampBefore, modificationTime(path + "/cur") == before, settled(before, scanStart: scanStart) {
+            // cur/ is about to change when new mail moves in the background.
+            if move == nil, let before = stampBefore, modificationTime(path + "/cur") == before, settled(before, scanStart: scanStart) {
                 stamp = before
             }
         }
@@ -258,10 +283,12 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
                     "maildir(\(path)): file system full: cannot rewrite \(UIDList.fileName) (\(error)); serving the \(matched.entries.count) messages it already lists\(detail)")
             }
         }
-        return try makeMaildrop(
+        let maildrop = try makeMaildrop(
             path: path, index: index, entries: matched.entries, fileNames: matched.fileNames, dovecotRecords: matched.dovecotRecords,
             dovecotMode: dovecot != nil, expireDays: expireDays, uidlSettings: uidlSettings, retainsDeleted: retainsDeleted,
-            threadPool: threadPool, lock: lock, logger: logger, commitHook: commitHook)
+            threadPool: threadPool, lock: lock, move: move, logger: logger, commitHook: commitHook)
+        move?.start(logger: logger, hook: commitHook)
+        return maildrop
     }
 
     /// The session's index and messages cut back to what `persisted` (the index on disk)
@@ -345,19 +372,25 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         return true
     }
 
+    /// The new mail waiting in new/ (tombstoned names aside), each with its name in cur/.
+    static func newMail(path: String, tombstones: Set<String>) throws -> [(source: String, target: String)] {
+        try POSIX.listDirectory(path + "/new").filter { isMessageName($0) && !tombstones.contains(baseName($0)) }.map { name in
+            (name, hasInfo(name) ? name : name + ":2,")
+        }
+    }
+
     /// New mail moves to cur/ when a session starts (Maildir convention; Dovecot does the
-    /// same). Returns the names it now has in cur/.
-    private static func moveNewToCur(path: String, tombstones: Set<String>, logger: Logger? = nil) throws -> [String] {
+    /// same). Returns the names it now has in cur/; on a full file system, those moved so far.
+    static func moveNewToCur(path: String, pairs: [(source: String, target: String)], logger: Logger? = nil) throws -> [String] {
+        guard !pairs.isEmpty else { return [] }
         var moved: [String] = []
-        let names = try POSIX.listDirectory(path + "/new").filter { isMessageName($0) && !tombstones.contains(baseName($0)) }
-        guard !names.isEmpty else { return [] }
+        moved.reserveCapacity(pairs.count)
         // Both directories open once: each rename then looks up only the two names.
         let newDirectory = try POSIX.open(path + "/new", O_RDONLY | O_DIRECTORY)
         defer { close(newDirectory) }
         let curDirectory = try POSIX.open(path + "/cur", O_RDONLY | O_DIRECTORY)
         defer { close(curDirectory) }
-        for name in names {
-            let target = hasInfo(name) ? name : name + ":2,"
+        for (name, target) in pairs {
             // A file that vanished was moved by another reader first.
             do throws(SystemError) {
                 if try POSIX.renameIfPresent(name, in: newDirectory, to: target, in: curDirectory, fromPath: path + "/new") { moved.append(target) }
@@ -405,7 +438,10 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
 
     /// UIDs from Postie's own index: each file matched is taken out of the table; what is
     /// left is new and gets the next UIDs in delivery order (Maildir names start with the time).
-    private static func matchOwnUIDs(path: String, fileForBase: [String: String], index: inout UIDList) throws -> Matched {
+    /// `pendingSources` names the new/ file of each cur/ name not moved there yet.
+    private static func matchOwnUIDs(
+        path: String, fileForBase: [String: String], pendingSources: [String: String], index: inout UIDList
+    ) throws -> Matched {
         var fileForBase = fileForBase
         var matched = Matched()
         matched.entries.reserveCapacity(fileForBase.count)
@@ -420,7 +456,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         }
         let fresh = sortedByDelivery(fileForBase.keys)
         let freshNames = fresh.map { fileForBase[$0]! }
-        let sizes = try canonicalSizes(directory: path + "/cur/", names: freshNames)
+        let sizes = try canonicalSizes(files: freshNames.map { pendingSources[$0].map { path + "/new/" + $0 } ?? path + "/cur/" + $0 })
         for (i, base) in fresh.enumerated() {
             matched.entries.append(UIDList.Entry(uid: index.nextUID, size: sizes[i], baseName: base))
             matched.fileNames.append(freshNames[i])
@@ -499,7 +535,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     private static func makeMaildrop(
         path: String, index: UIDList, entries: [UIDList.Entry], fileNames: [String],
         dovecotRecords: [String: DovecotUIDList.Record], dovecotMode: Bool, expireDays: Int?, uidlSettings: UIDLSettings,
-        retainsDeleted: Bool, threadPool: NIOThreadPool, lock: MaildirLock, logger: Logger?,
+        retainsDeleted: Bool, threadPool: NIOThreadPool, lock: MaildirLock, move: BackgroundMove? = nil, logger: Logger?,
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         var index = index
@@ -538,6 +574,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
             index: index,
             threadPool: threadPool,
             lock: lock,
+            move: move,
             recordsRetrievals: expireDays != nil,
             retainsDeleted: retainsDeleted,
             dovecotRecords: retainsDeleted ? dovecotRecords : [:],
@@ -677,9 +714,10 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
 
     /// The CRLF sizes of many new files (a first login to a big Maildir reads every one),
     /// counted on all cores. Blocking.
-    static func canonicalSizes(directory: String, names: [String]) throws -> [Int] {
-        @Sendable func sizeOf(_ name: String) throws -> Int {
-            try canonicalSize(of: directory + name, hint: sizeFromName(name))
+    static func canonicalSizes(files names: [String]) throws -> [Int] {
+        @Sendable func sizeOf(_ file: String) throws -> Int {
+            let name = file.utf8.lastIndex(of: UInt8(ascii: "/")).map { String(file[file.utf8.index(after: $0)...]) } ?? file
+            return try canonicalSize(of: file, hint: sizeFromName(name))
         }
         guard names.count >= 256 else { return try names.map(sizeOf) }
         let results = NIOLockedValueBox(Array(repeating: 0, count: names.count))
@@ -741,23 +779,41 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     /// Opens the message's file and reads its first chunk. Blocking.
     private func openFileBlocking(of index: Int, lines: Int?) throws -> (MessageFileReader, ByteBuffer?) {
         let name = fileNames[index]
-        let fd: Int32
-        do {
-            fd = try POSIX.open(path + "/cur/" + name, O_RDONLY)
-        } catch {
-            guard error.errno == ENOENT else { throw error }
-            // Flags changed by another program rename the file; find it by its base name.
-            let base = Self.baseName(name)
-            guard let renamed = try POSIX.listDirectory(path + "/cur").first(where: { Self.baseName($0) == base }) else {
-                throw BackendError(.unavailable, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
+        var fd: Int32 = -1
+        // Still moving: new/ first, since a file only ever moves from there to cur/.
+        if let move, move.mayLeaveFilesInNew {
+            for candidate in Self.namesInNew(name) where fd < 0 {
+                fd = Glibc.open(path + "/new/" + candidate, O_RDONLY | O_CLOEXEC)
             }
-            fd = try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
+        }
+        if fd < 0 {
+            fd = try Self.openInCur(path: path, name: name)
         }
         var st = stat()
         let size = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
         let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: size)
         // The first chunk in this same hop: a small message needs no other.
         return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
+    }
+
+    /// Opens cur/`name`, or the file with its base name if a flag change renamed it. Blocking.
+    private static func openInCur(path: String, name: String) throws -> Int32 {
+        do {
+            return try POSIX.open(path + "/cur/" + name, O_RDONLY)
+        } catch {
+            guard error.errno == ENOENT else { throw error }
+            // Flags changed by another program rename the file; find it by its base name.
+            let base = baseName(name)
+            guard let renamed = try POSIX.listDirectory(path + "/cur").first(where: { baseName($0) == base }) else {
+                throw BackendError(.unavailable, message: "Message was expunged by another program.", logDetail: "\(path)/cur/\(name) is gone")
+            }
+            return try POSIX.open(path + "/cur/" + renamed, O_RDONLY)
+        }
+    }
+
+    /// The names that cur/`name` can have had in new/: without the `:2,` a move adds, and as is.
+    static func namesInNew(_ name: String) -> [String] {
+        name.hasSuffix(":2,") ? [String(name.dropLast(3)), name] : [name]
     }
 
     public func commit(deleting indices: Set<Int>, retrieved: Set<Int>) async throws {
@@ -775,13 +831,15 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
             throw error
         } catch {
             // The pool stopped before the UPDATE ran: nothing was deleted.
-            lock.release()
+            releaseLock()
             throw BackendError.temporary("UPDATE in \(path): \(error)")
         }
     }
 
     public func commitBlocking(deleting indices: Set<Int>, retrieved: Set<Int>, recordingAddress address: String?) throws(BackendError) {
-        defer { lock.release() }
+        // QUIT's deletions, and the next session, find each file where it stays.
+        move?.waitUntilDone()
+        defer { releaseLock() }
         var index = self.index
         // First retrievals are recorded only where an EXPIRE policy will use them.
         var newlyRetrieved = false
@@ -955,16 +1013,27 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
             let base = baseName(name)
             if let renamed = try POSIX.listDirectory(path + "/cur").first(where: { baseName($0) == base }) {
                 try POSIX.unlinkIfPresent(path + "/cur/" + renamed)
+                return
+            }
+            // Left in new/ by a background move that stopped (a full file system).
+            for candidate in namesInNew(name) where Glibc.unlink(path + "/new/" + candidate) == 0 {
+                try POSIX.fsyncDirectory(path + "/new")
+                return
             }
         }
     }
 
     public func abandon() async {
-        lock.release()
+        releaseLock()
     }
 
     public func abandonBlocking() {
-        lock.release()
+        releaseLock()
+    }
+
+    /// Lets go of the session lock, or leaves it to a background move still running.
+    private func releaseLock() {
+        if let move { move.release(lock) } else { lock.release() }
     }
 }
 

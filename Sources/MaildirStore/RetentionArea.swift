@@ -123,13 +123,20 @@ enum RetentionArea {
     }
 
     /// Moves a deleted message's file from `cur/` into the area (after the commit point). A file
-    /// renamed by a flag change since the session began is found by its base name.
+    /// renamed by a flag change since the session began is found by its base name, and one a
+    /// background move left in new/ is taken from there.
     static func move(maildir: String, curName name: String) throws {
         let target = maildir + "/" + directory + "/"
         if try POSIX.renameIfPresent(maildir + "/cur/" + name, target + name) { return }
         let base = MaildirMaildrop.baseName(name)
         if let renamed = try POSIX.listDirectory(maildir + "/cur").first(where: { MaildirMaildrop.baseName($0) == base }) {
             _ = try POSIX.renameIfPresent(maildir + "/cur/" + renamed, target + renamed)
+            return
+        }
+        // Left in new/ by a background move that stopped (see BackgroundMove).
+        for candidate in MaildirMaildrop.namesInNew(name) where try POSIX.renameIfPresent(maildir + "/new/" + candidate, target + candidate) {
+            try POSIX.fsyncDirectory(maildir + "/new")
+            return
         }
     }
 

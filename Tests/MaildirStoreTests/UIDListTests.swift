@@ -83,8 +83,8 @@ struct UIDListTests {
             names.append(name)
         }
         let expected = try names.map { try MaildirMaildrop.canonicalSize(of: dir + $0, hint: MaildirMaildrop.sizeFromName($0)) }
-        #expect(try MaildirMaildrop.canonicalSizes(directory: dir, names: names) == expected)
-        #expect(throws: (any Error).self) { try MaildirMaildrop.canonicalSizes(directory: dir, names: names + ["missing"]) }
+        #expect(try MaildirMaildrop.canonicalSizes(files: names.map { dir + $0 }) == expected)
+        #expect(throws: (any Error).self) { try MaildirMaildrop.canonicalSizes(files: (names + ["missing"]).map { dir + $0 }) }
     }
 }
 

@@ -1,0 +1,126 @@
+import Dispatch
+import Foundation
+import MailBackend
+import Testing
+
+@testable import MaildirStore
+
+/// A first open of much new mail answers from new/ and moves the files to cur/ meanwhile.
+@Suite("Maildir background move")
+struct BackgroundMoveTests {
+    static let count = 12
+
+    /// A store that moves in the background from 5 new messages on, whose mover waits for
+    /// `gate` (and runs `atStart` first) before it renames anything.
+    func store(_ dir: TempMaildir, gate: DispatchSemaphore, atStart: @escaping @Sendable () -> Void = {}) -> MaildirStore {
+        var store = dir.store
+        store.backgroundMoveThreshold = 5
+        store.commitHook = { step in
+            guard step == .beforeBackgroundMove else { return }
+            atStart()
+            gate.wait()
+        }
+        return store
+    }
+
+    func deliverAll(_ dir: TempMaildir) throws {
+        for i in 0..<Self.count { try dir.deliver("Subject: \(i)\n\nbody \(i)\n") }
+    }
+
+    /// Opens until the lock is free (a mover may still hold it), at most 10 s.
+    func openWhenFree(_ dir: TempMaildir) async throws -> any Maildrop {
+        for _ in 0..<200 {
+            do {
+                return try await dir.store.openMaildrop(for: dir.user)
+            } catch let error as BackendError where error == .inUse {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        return try await dir.store.openMaildrop(for: dir.user)
+    }
+
+    @Test func muchNewMailIsListedAtOnceReadDuringTheMoveAndDeletedAfterIt() async throws {
+        let dir = try TempMaildir()
+        try deliverAll(dir)
+        let gate = DispatchSemaphore(value: 0)
+        let maildrop = try await store(dir, gate: gate).openMaildrop(for: dir.user)
+        #expect(maildrop.messages.count == Self.count)
+        #expect(maildrop.messages.map(\.size) == (0..<Self.count).map { "Subject: \($0)\r\n\r\nbody \($0)\r\n".utf8.count })
+        // Nothing has moved yet: the session reads from new/.
+        #expect(try dir.files("new").count == Self.count)
+        #expect(try await dir.read(maildrop, 0) == "Subject: 0\r\n\r\nbody 0\r\n")
+        #expect(try await dir.read(maildrop, 11, lines: 0) == "Subject: 11\r\n\r\n")
+        let uids = maildrop.messages.map(\.uid)
+        gate.signal()
+        // UPDATE waits for the move, then deletes in cur/.
+        try await maildrop.commit(deleting: [1, 5])
+        #expect(try dir.files("new").isEmpty)
+        #expect(try dir.files("cur").count == Self.count - 2)
+        #expect(try dir.files("cur").allSatisfy { $0.hasSuffix(":2,") })
+        let next = try await dir.store.openMaildrop(for: dir.user)
+        #expect(next.messages.map(\.uid) == uids.enumerated().filter { ![1, 5].contains($0.offset) }.map(\.element))
+        #expect(try await dir.read(next, 1) == "Subject: 2\r\n\r\nbody 2\r\n")
+        await next.abandon()
+    }
+
+    /// A session that ends during the move leaves the lock to the mover: the next session
+    /// cannot start while files are moving, and then finds every message with its UIDL.
+    @Test func aSessionThatEndsDuringTheMoveLeavesTheLockToTheMover() async throws {
+        let dir = try TempMaildir()
+        try deliverAll(dir)
+        let gate = DispatchSemaphore(value: 0)
+        let maildrop = try await store(dir, gate: gate).openMaildrop(for: dir.user)
+        let uids = maildrop.messages.map(\.uid)
+        await maildrop.abandon()
+        await #expect(throws: BackendError.inUse) { try await dir.store.openMaildrop(for: dir.user) }
+        gate.signal()
+        let next = try await openWhenFree(dir)
+        #expect(next.messages.map(\.uid) == uids)
+        #expect(try dir.files("new").isEmpty)
+        #expect(try await dir.read(next, 7) == "Subject: 7\r\n\r\nbody 7\r\n")
+        await next.abandon()
+    }
+
+    /// A move that stops (here cur/ is not a directory while it runs) leaves the files in new/,
+    /// where the session still reads them and its UPDATE deletes them, with or without
+    /// deleted-mail retention; the next login moves the rest.
+    @Test(arguments: [false, true])
+    func aMoveThatStopsLeavesFilesReadableAndDeletable(retention: Bool) async throws {
+        let dir = try TempMaildir()
+        try deliverAll(dir)
+        let gate = DispatchSemaphore(value: 0)
+        let cur = dir.path + "/cur"
+        var store = store(dir, gate: gate) {
+            try? FileManager.default.moveItem(atPath: cur, toPath: cur + ".away")
+            FileManager.default.createFile(atPath: cur, contents: Data())
+        }
+        if retention { store.deletedRetention = DeletedRetention(seconds: 3_600) }
+        let maildrop = try await store.openMaildrop(for: dir.user)
+        let uids = maildrop.messages.map(\.uid)
+        gate.signal()
+        // Wait for the mover to give up, then put cur/ back.
+        let move = try #require((maildrop as? MaildirMaildrop)?.move)
+        await withCheckedContinuation { done in
+            DispatchQueue.global().async {
+                move.waitUntilDone()
+                done.resume()
+            }
+        }
+        #expect(move.mayLeaveFilesInNew)
+        try FileManager.default.removeItem(atPath: cur)
+        try FileManager.default.moveItem(atPath: cur + ".away", toPath: cur)
+        #expect(try dir.files("new").count == Self.count)
+        #expect(try await dir.read(maildrop, 3) == "Subject: 3\r\n\r\nbody 3\r\n")
+        try await maildrop.commit(deleting: [0, 4])
+        #expect(try dir.files("new").count == Self.count - 2)
+        if retention {
+            #expect(try RetentionArea.records(maildir: dir.path).count == 2)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/" + RetentionArea.directory).filter(MaildirMaildrop.isMessageName).count == 2)
+        }
+        let next = try await openWhenFree(dir)
+        #expect(next.messages.map(\.uid) == uids.enumerated().filter { ![0, 4].contains($0.offset) }.map(\.element))
+        #expect(try await dir.read(next, 0) == "Subject: 1\r\n\r\nbody 1\r\n")
+        try await next.commit(deleting: [])
+        #expect(try dir.files("new").isEmpty)
+    }
+}
