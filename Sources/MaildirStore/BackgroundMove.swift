@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import Logging
 import NIOConcurrencyHelpers
 
@@ -17,8 +18,19 @@ import NIOConcurrencyHelpers
 /// message is opened from new/ first. UPDATE waits for the end of the move, so QUIT's
 /// deletions, and the release of the lock after them, see every file where it will stay. A
 /// session that ends without UPDATE leaves the lock to the mover, which lets it go when done:
-/// the next session never lists a Maildir whose files are still moving.
+/// the next session never lists a Maildir whose files are still moving; a login meanwhile
+/// (a client that dropped the connection and came back) waits for the move rather than
+/// being told the mailbox is in use.
 final class BackgroundMove: Sendable {
+    /// The moves running in this process, by Maildir path.
+    private static let running = NIOLockedValueBox<[String: BackgroundMove]>([:])
+
+    /// The move at `path` that holds the session lock of a session that has ended, if any.
+    static func holdingLock(at path: String) -> BackgroundMove? {
+        guard let move = running.withLockedValue({ $0[path] }) else { return nil }
+        return move.state.withLockedValue { !$0.finished && $0.lockToRelease != nil } ? move : nil
+    }
+
     private struct State {
         var finished = false
         /// Some files stayed in new/ (the file system was full, or a rename failed).
@@ -41,17 +53,28 @@ final class BackgroundMove: Sendable {
     /// Starts the renames on a thread of their own: not on the NIO thread pool, which the
     /// session's own jobs (and a commit waiting for this) need.
     func start(logger: Logger?, hook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?) {
+        Self.running.withLockedValue { $0[path] = self }
         DispatchQueue.global().async {
             try? hook?(.beforeBackgroundMove)
             var leftInNew = true
             do {
                 let moved = try MaildirMaildrop.moveNewToCur(path: self.path, pairs: self.pairs, logger: logger)
                 leftInNew = moved.count < self.pairs.count
+                if !moved.isEmpty { self.letCurSettle() }
             } catch {
                 logger?.warning("maildir(\(self.path)): moving new mail to cur/ stopped: \(error); the rest stays in new/ for the next login")
             }
             self.finish(leftInNew: leftInNew)
         }
+    }
+
+    /// Waits until cur/'s time has settled (at most 0.2 s) before the session may end: the
+    /// next login can then record it and later ones skip listing cur/ (see
+    /// ``MaildirMaildrop/settled(_:scanStart:)``), as after an inline move.
+    private func letCurSettle() {
+        guard let stamp = MaildirMaildrop.modificationTime(path + "/cur") else { return }
+        let wait = stamp + MaildirMaildrop.settleNanoseconds(stamp) - MaildirMaildrop.nowNanoseconds()
+        if wait > 0, wait <= 200_000_000 { usleep(UInt32(wait / 1_000) + 1_000) }
     }
 
     private func finish(leftInNew: Bool) {
@@ -60,9 +83,11 @@ final class BackgroundMove: Sendable {
             state.leftInNew = leftInNew
             return state.lockToRelease
         }
+        // The lock goes before the waiters wake: a login waiting at open then gets it.
+        lock?.release()
+        Self.running.withLockedValue { if $0[path] === self { $0[path] = nil } }
         done.lock()
         done.unlock(withValue: true)
-        lock?.release()
     }
 
     /// Blocks until the renames have ended. Blocking: thread pool only.

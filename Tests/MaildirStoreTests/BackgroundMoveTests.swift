@@ -63,8 +63,8 @@ struct BackgroundMoveTests {
         await next.abandon()
     }
 
-    /// A session that ends during the move leaves the lock to the mover: the next session
-    /// cannot start while files are moving, and then finds every message with its UIDL.
+    /// A session that ends during the move leaves the lock to the mover: the next login
+    /// waits for the move (not `[IN-USE]`), then finds every message with its UIDL in cur/.
     @Test func aSessionThatEndsDuringTheMoveLeavesTheLockToTheMover() async throws {
         let dir = try TempMaildir()
         try deliverAll(dir)
@@ -72,13 +72,28 @@ struct BackgroundMoveTests {
         let maildrop = try await store(dir, gate: gate).openMaildrop(for: dir.user)
         let uids = maildrop.messages.map(\.uid)
         await maildrop.abandon()
-        await #expect(throws: BackendError.inUse) { try await dir.store.openMaildrop(for: dir.user) }
+        let store = dir.store
+        let user = dir.user
+        let login = Task { try await store.openMaildrop(for: user) }
+        #expect(try dir.files("new").count == Self.count)
         gate.signal()
-        let next = try await openWhenFree(dir)
-        #expect(next.messages.map(\.uid) == uids)
+        let next = try await login.value
         #expect(try dir.files("new").isEmpty)
+        #expect(next.messages.map(\.uid) == uids)
         #expect(try await dir.read(next, 7) == "Subject: 7\r\n\r\nbody 7\r\n")
         await next.abandon()
+    }
+
+    /// While the session is alive, another login is refused at once (no waiting for the move).
+    @Test func aLiveSessionStillRefusesASecondLogin() async throws {
+        let dir = try TempMaildir()
+        try deliverAll(dir)
+        let gate = DispatchSemaphore(value: 0)
+        let maildrop = try await store(dir, gate: gate).openMaildrop(for: dir.user)
+        await #expect(throws: BackendError.inUse) { try await dir.store.openMaildrop(for: dir.user) }
+        gate.signal()
+        try await maildrop.commit(deleting: [])
+        #expect(try dir.files("new").isEmpty)
     }
 
     /// A move that stops (here cur/ is not a directory while it runs) leaves the files in new/,
