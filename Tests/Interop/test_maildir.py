@@ -9,7 +9,7 @@ import os
 
 from conftest import note
 from kits.mail import ALICE, BOB, canonical_crlf, CRLF
-from kits.pop3 import login_within, snapshot
+from kits.pop3 import POP3Raw, login_within, snapshot
 from kits.sessions import MSG1, MSG2, MSG3, numbers_by_content, session, three
 
 
@@ -94,3 +94,31 @@ def test_maildir_created_on_first_login(env):
     c.ok("QUIT")
     for d in ("cur", "new", "tmp"):
         assert (md.path / d).is_dir(), f"{d}/ not created on first login"
+
+
+def test_much_new_mail_moves_to_cur_while_the_session_goes_on(env):
+    """From 1,000 new messages on, the first login answers from new/ and the files move to cur/
+    meanwhile. RETR works at once, a reconnect after a dropped connection gets in (it waits for
+    the move, not [IN-USE]), and QUIT's deletions find every file in cur/."""
+    md = env.maildir("alice")
+    count = 1_500
+    for i in range(count):
+        md.deliver(f"Subject: bulk {i}\n\nbody {i}\n".encode())
+    c = session(env)
+    assert c.stat()[0] == count
+    uidl = c.listing("UIDL")
+    assert c.retr(count) == canonical_crlf(f"Subject: bulk {count - 1}\n\nbody {count - 1}\n".encode()), "the newest message"
+    c.close()  # dropped: nothing is deleted, and the move goes on
+    r = POP3Raw(env.host, env.port)
+    reply = r.try_login(*ALICE)
+    assert reply.startswith("+OK"), f"login after a dropped session during the move: {reply}"
+    assert not list((md.path / "new").iterdir()), "new/ not emptied once the move ended"
+    assert len(list((md.path / "cur").iterdir())) == count
+    assert r.listing("UIDL") == uidl, "UIDLs changed across the move"
+    r.ok("DELE 1")
+    r.ok("DELE 1500")
+    r.ok("QUIT")
+    assert len(list((md.path / "cur").iterdir())) == count - 2
+    c = session(env)
+    assert c.stat()[0] == count - 2
+    c.ok("QUIT")
