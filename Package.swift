@@ -57,6 +57,7 @@ let package = Package(
         .target(
             name: "DurableFiles",
             dependencies: [
+                "CLinuxCalls",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -209,6 +210,8 @@ let package = Package(
         .target(name: "SASL", dependencies: ["COpenSSLCrypto"]),
         /// crypt(3) from libxcrypt.
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
+        /// Linux system calls without a glibc wrapper (openat2), as inline C functions.
+        .systemLibrary(name: "CLinuxCalls", path: "Sources/CLinuxCalls"),
         /// Digests, HMAC and PBKDF2 from the system's OpenSSL libcrypto (libssl-dev).
         .systemLibrary(
             name: "COpenSSLCrypto", path: "Sources/COpenSSLCrypto",

@@ -1,3 +1,7 @@
+#if canImport(CLinuxCalls)
+import CLinuxCalls
+#endif
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -296,6 +300,50 @@ public enum POSIX {
     public static func unlockAndClose(_ fd: Int32) {
         _ = flock(fd, LOCK_UN)
         close(fd)
+    }
+}
+
+// MARK: - Without blocking
+
+extension POSIX {
+    /// Opens `path` only if the kernel can do it without reading the disk: every path component
+    /// is in its lookup cache (`openat2` with `RESOLVE_CACHED`, Linux 5.12). Nil when the open
+    /// would block, fails, or the kernel has no such call. Never blocks: event loop safe.
+    public static func openWithoutBlocking(_ path: String, _ flags: Int32) -> Int32? {
+        #if canImport(CLinuxCalls) && os(Linux)
+        guard !cachedOpenUnsupported.load(ordering: .relaxed) else { return nil }
+        let fd = retrying { postie_open_cached(path, flags | O_CLOEXEC) }
+        if fd >= 0 { return fd }
+        if errno == ENOSYS || errno == EINVAL {
+            // An older kernel (or a seccomp filter) without openat2: stop asking.
+            cachedOpenUnsupported.store(true, ordering: .relaxed)
+        }
+        return nil
+        #else
+        return nil
+        #endif
+    }
+
+    private static let cachedOpenUnsupported = Atomic<Bool>(false)
+
+    /// `O_NOATIME`: reading does not update the file's access time (the caller must own the
+    /// file or have CAP_FOWNER, else `open` fails with EPERM). 0 where there is no such flag.
+    #if canImport(CLinuxCalls)
+    public static let noAccessTime = Int32(POSTIE_O_NOATIME)
+    #else
+    public static let noAccessTime: Int32 = 0
+    #endif
+
+    /// One read from the current offset that takes only what is in the page cache (`preadv2`
+    /// with `RWF_NOWAIT`): the count read (0 at end of file, fewer than asked when part of the
+    /// range is not cached), or nil when nothing can be read without blocking. Event loop safe.
+    public static func readWithoutBlocking(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        #if canImport(CLinuxCalls) && os(Linux)
+        let n = retrying { postie_read_cached(fd, buffer.baseAddress, buffer.count) }
+        return n < 0 ? nil : n
+        #else
+        return nil
+        #endif
     }
 }
 

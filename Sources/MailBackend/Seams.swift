@@ -189,6 +189,19 @@ public protocol BlockingMaildrop: Maildrop {
     func commitBlocking(deleting indices: Set<Int>, retrieved: Set<Int>, recordingAddress address: String?) throws(BackendError)
     /// ``Maildrop/abandon()``, blocking.
     func abandonBlocking()
+    /// ``openBodyBlocking(of:lines:)`` when it can be done without blocking (a small message
+    /// whose file and pages are in the kernel's caches), or nil: then the thread pool does it.
+    /// A RETR answered so needs no thread-pool hop. Never blocks: event loop safe.
+    func openBodyWithoutBlocking(of index: Int, lines: Int?) -> (reader: any BlockingChunkReader, first: ByteBuffer?)?
+    /// ``commitBlocking(deleting:retrieved:recordingAddress:)`` when it needs no I/O (nothing
+    /// to delete or record): releases the lock and returns true. False: nothing was done, and
+    /// the thread pool must commit. Never blocks: event loop safe.
+    func commitWithoutBlocking(deleting indices: Set<Int>, retrieved: Set<Int>) -> Bool
+}
+
+extension BlockingMaildrop {
+    public func openBodyWithoutBlocking(of index: Int, lines: Int?) -> (reader: any BlockingChunkReader, first: ByteBuffer?)? { nil }
+    public func commitWithoutBlocking(deleting indices: Set<Int>, retrieved: Set<Int>) -> Bool { false }
 }
 
 extension UserDatabase {

@@ -824,6 +824,41 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
     }
 
+    /// The largest message read on the event loop (``openBodyWithoutBlocking(of:lines:)``):
+    /// about 20 µs of canonicalising; larger ones go to the thread pool.
+    static let readWithoutBlockingLimit = 128 * 1024
+
+    /// A small message opened and read on the event loop when the kernel has its path and its
+    /// pages cached: RETR then needs no thread-pool hop. The open asks for `O_NOATIME` (the
+    /// server owns the mail or runs as root), since an access-time update is an inode write
+    /// that can wait on the file system's journal; where that is refused, or anything is not
+    /// cached, the thread pool reads the message as before. Never blocks: event loop safe.
+    public func openBodyWithoutBlocking(of index: Int, lines: Int?) -> (reader: any BlockingChunkReader, first: ByteBuffer?)? {
+        guard messages.indices.contains(index), messages[index].size <= Self.readWithoutBlockingLimit,
+              move?.mayLeaveFilesInNew != true,
+              let fd = POSIX.openWithoutBlocking(path + "/cur/" + fileNames[index], O_RDONLY | POSIX.noAccessTime)
+        else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) <= Self.readWithoutBlockingLimit else {
+            close(fd)
+            return nil
+        }
+        // The reader owns the descriptor from here (it closes it at the end or when dropped).
+        let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: Int(st.st_size))
+        guard let first = reader.firstChunkWithoutBlocking(allocator: ByteBufferAllocator()) else { return nil }
+        return (reader, first)
+    }
+
+    /// QUIT with nothing to delete and no retrieval to record only lets go of the lock (an
+    /// flock and a close, which do not block). Event loop safe.
+    public func commitWithoutBlocking(deleting indices: Set<Int>, retrieved: Set<Int>) -> Bool {
+        guard indices.isEmpty, move == nil,
+              !recordsRetrievals || retrieved.allSatisfy({ index.entries.indices.contains($0) && index.entries[$0].retrievedAt != nil })
+        else { return false }
+        releaseLock()
+        return true
+    }
+
     /// Opens cur/`name`, or the file with its base name if a flag change renamed it. Blocking.
     private static func openInCur(path: String, name: String) throws -> Int32 {
         do {

@@ -970,6 +970,13 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         stream = MessageStream(index: index, lines: lines, started: .now(), out: out, header: audit == nil ? nil : HeaderCapture())
         phase = .streaming
         if let blocking = blockingDrop {
+            // A small message whose file and pages are cached is read here, with no hop.
+            if let opened = blocking.openBodyWithoutBlocking(of: index, lines: lines) {
+                busy = true
+                stream?.reader = opened.reader
+                blockingChunk(opened.first)
+                return
+            }
             // One pool job opens the file and reads the first chunk; each further chunk is one
             // more, started only when the channel can take it.
             runOnPool({ () -> Result<(reader: any BlockingChunkReader, first: ByteBuffer?), BackendError> in
@@ -1157,6 +1164,10 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         losable = nil
         let retrieved = machine.transaction?.retrieved ?? []
         let address = session.remote
+        if let blocking, audit == nil, blocking.commitWithoutBlocking(deleting: deleting, retrieved: retrieved) {
+            // Nothing to delete or record: the lock is let go here, with no hop.
+            return committed(opened, deleting: deleting, failure: nil, audited: [])
+        }
         if let blocking, audit == nil {
             offload({ () -> BackendError? in
                 do throws(BackendError) {

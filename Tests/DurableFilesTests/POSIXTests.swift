@@ -184,3 +184,34 @@ struct MaildirFileTests {
         #expect(throws: SystemError.self) { try MaildirFile.create(path) { _ throws(SystemError) in } }
     }
 }
+
+@Suite("POSIX: calls that never block")
+struct WithoutBlockingTests {
+    @Test func opensAndReadsWhatTheKernelHasCached() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let file = dir.path + "/message"
+        try POSIX.writeAtomically(file, Array(repeating: UInt8(ascii: "m"), count: 10_000))
+        let fd = try #require(POSIX.openWithoutBlocking(file, O_RDONLY | POSIX.noAccessTime))
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 20_000)
+        let n = buffer.withUnsafeMutableBytes { POSIX.readWithoutBlocking(fd, into: $0) }
+        #expect(n == 10_000)
+        #expect(buffer.withUnsafeMutableBytes { POSIX.readWithoutBlocking(fd, into: $0) } == 0)
+        #expect(POSIX.openWithoutBlocking(dir.path + "/none", O_RDONLY) == nil)
+    }
+
+    @Test func readsNothingWhereThePagesAreNotCached() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let file = dir.path + "/cold"
+        try POSIX.writeAtomically(file, Array(repeating: UInt8(ascii: "c"), count: 64 * 1024))
+        let fd = try POSIX.open(file, O_RDONLY)
+        defer { close(fd) }
+        #expect(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        #expect(buffer.withUnsafeMutableBytes { POSIX.readWithoutBlocking(fd, into: $0) } == nil)
+        // A blocking read still gets it all, from the same offset.
+        #expect(try buffer.withUnsafeMutableBytes { try POSIX.readFully(fd, into: $0, path: file) } == 64 * 1024)
+    }
+}
