@@ -824,8 +824,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
     }
 
-    /// The largest message read on the event loop (``openBodyWithoutBlocking(of:lines:)``):
-    /// about 20 µs of canonicalising; larger ones go to the thread pool.
+    /// The largest message read on the event loop (``openBodyWithoutBlocking(of:lines:)``),
+    /// which bounds the canonicalising done there; larger ones go to the thread pool.
     static let readWithoutBlockingLimit = 128 * 1024
 
     /// A small message opened and read on the event loop when the kernel has its path and its
