@@ -30,6 +30,10 @@ public enum ServerLauncher {
         // Trap it now, before any listener answers: a SIGHUP sent as soon as the port is open
         // (a deploy script, logrotate) is then handled, not lost.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
+        // SIGTERM and SIGINT likewise, handed to the service group once it runs: one sent
+        // during startup (a quick `systemctl stop`) then stops the server gracefully instead
+        // of killing it before the group's own handlers exist.
+        let terminations = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         var options = options
         var demoSetup: Demo.Setup?
         if demo {
@@ -62,7 +66,7 @@ public enum ServerLauncher {
         let threadPool = NIOThreadPool(numberOfThreads: 16)
         threadPool.start()
         do {
-            try await serve(settings, options: options, tls: tls, watch: watch, metrics: metrics, registry: registry, hangups: hangups, threadPool: threadPool, logger: logger)
+            try await serve(settings, options: options, tls: tls, watch: watch, metrics: metrics, registry: registry, hangups: hangups, terminations: terminations, threadPool: threadPool, logger: logger)
         } catch {
             try? await threadPool.shutdownGracefully()
             throw error
@@ -128,7 +132,7 @@ public enum ServerLauncher {
     /// the passwd-file, then serves until a graceful shutdown.
     private static func serve(
         _ settings: ServerSettings, options: ServeOptions, tls: TLSProvider?, watch: CertificateWatch?, metrics: ServerMetrics,
-        registry: PrometheusCollectorRegistry, hangups: UnixSignalsSequence, threadPool: NIOThreadPool, logger: Logger
+        registry: PrometheusCollectorRegistry, hangups: UnixSignalsSequence, terminations: UnixSignalsSequence, threadPool: NIOThreadPool, logger: Logger
     ) async throws {
         var serverConfiguration = settings.serverConfiguration(tls: tls)
         let audit = settings.auditLog.map { AuditLogFile(path: $0, logger: logger) }
@@ -257,11 +261,20 @@ public enum ServerLauncher {
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
+                gracefulShutdownSignals: [],
                 cancellationSignals: [],
                 logger: Logger(label: "postie.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() })
             )
         )
+        // The first SIGTERM or SIGINT starts the graceful shutdown (a request made before
+        // `run` is kept by the group); later ones change nothing.
+        let shutdown = Task {
+            for await _ in terminations {
+                await group.triggerGracefulShutdown()
+                return
+            }
+        }
+        defer { shutdown.cancel() }
         do {
             try await group.run()
         } catch {
