@@ -134,7 +134,8 @@ struct ReceivedRequest: Sendable {
 }
 
 /// An HTTP/1.1 server on 127.0.0.1, port 0, answering each request from a responder the test
-/// may change; it records every request.
+/// may change; it records every request. It serves the same port on ::1 too, so a client that
+/// resolves `localhost` to ::1 first reaches it, never another test's server on that port.
 final class TestHTTPServer: Sendable {
     typealias Responder = @Sendable (ReceivedRequest) -> (HTTPResponseStatus, String)
 
@@ -151,6 +152,7 @@ final class TestHTTPServer: Sendable {
 
     let sink: Sink
     private let channel: any Channel
+    private let sibling: any Channel
 
     var port: Int { channel.localAddress?.port ?? 0 }
     var url: String { "http://127.0.0.1:\(port)" }
@@ -161,8 +163,7 @@ final class TestHTTPServer: Sendable {
     init(tls: NIOSSLContext? = nil, respond: @escaping Responder) async throws {
         let sink = Sink(respond)
         self.sink = sink
-        channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
@@ -170,7 +171,19 @@ final class TestHTTPServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(TestHTTPHandler(sink: sink))
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+        var attempt = 0
+        while true {
+            attempt += 1
+            let first = try await bootstrap.bind(host: "127.0.0.1", port: 0).get()
+            do {
+                sibling = try await bootstrap.bind(host: "::1", port: first.localAddress?.port ?? 0).get()
+                channel = first
+                return
+            } catch where attempt < 20 {
+                // That port is taken on ::1: try another.
+                try? await first.close()
+            }
+        }
     }
 
     func respond(with responder: @escaping Responder) {
@@ -178,6 +191,7 @@ final class TestHTTPServer: Sendable {
     }
 
     func close() async throws {
+        try? await sibling.close()
         try await channel.close()
     }
 }
