@@ -8,6 +8,13 @@ public protocol BlockingChunkReader: AnyObject, Sendable {
     var isFinished: Bool { get }
     /// The next chunk, or nil at the end. Blocking: thread pool only; called one at a time.
     func nextChunk(allocator: ByteBufferAllocator) throws -> ByteBuffer?
+    /// The dots the reader added to the chunks so far, when it dot-stuffs them for a POP3
+    /// multi-line reply (RFC 1939 section 3); 0 when it does not.
+    var stuffedDots: Int { get }
+}
+
+extension BlockingChunkReader {
+    public var stuffedDots: Int { 0 }
 }
 
 /// A ``BlockingChunkReader`` as an async sequence, each chunk read on a thread pool when the

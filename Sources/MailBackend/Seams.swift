@@ -182,7 +182,9 @@ public protocol BlockingMailStore: Sendable {
 /// A maildrop whose bodies, UPDATE and abandon are blocking calls. Blocking: thread pool only.
 public protocol BlockingMaildrop: Maildrop {
     /// A message's reader and its first chunk, read in the same call (a small message needs
-    /// no other); `lines` as for ``Maildrop/body(of:lines:)``.
+    /// no other); `lines` as for ``Maildrop/body(of:lines:)``. Unlike that body, the chunks
+    /// come dot-stuffed, ready for the wire (RFC 1939 section 3) but for the terminating line;
+    /// ``DurableFiles/BlockingChunkReader/stuffedDots`` says how many dots that added.
     func openBodyBlocking(of index: Int, lines: Int?) throws(BackendError) -> (reader: any BlockingChunkReader, first: ByteBuffer?)
     /// ``Maildrop/commit(deleting:retrieved:)``, blocking; `address` as
     /// ``AddressRecordingMaildrop/commit(deleting:retrieved:recordingAddress:)`` records it.

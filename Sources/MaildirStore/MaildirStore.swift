@@ -789,13 +789,13 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
     // MARK: - Maildrop
 
     public func body(of index: Int, lines: Int?) async throws -> MessageBody {
-        let (reader, first) = try await threadPool.runIfActive { try self.openFileBlocking(of: index, lines: lines) }
+        let (reader, first) = try await threadPool.runIfActive { try self.openFileBlocking(of: index, lines: lines, wireForm: false) }
         return PooledChunks(reader: reader, first: first, threadPool: threadPool)
     }
 
     public func openBodyBlocking(of index: Int, lines: Int?) throws(BackendError) -> (reader: any BlockingChunkReader, first: ByteBuffer?) {
         do {
-            let (reader, first) = try openFileBlocking(of: index, lines: lines)
+            let (reader, first) = try openFileBlocking(of: index, lines: lines, wireForm: true)
             return (reader, first)
         } catch let error as BackendError {
             throw error
@@ -804,8 +804,8 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         }
     }
 
-    /// Opens the message's file and reads its first chunk. Blocking.
-    private func openFileBlocking(of index: Int, lines: Int?) throws -> (MessageFileReader, ByteBuffer?) {
+    /// Opens the message's file and reads its first chunk (dot-stuffed in `wireForm`). Blocking.
+    private func openFileBlocking(of index: Int, lines: Int?, wireForm: Bool) throws -> (MessageFileReader, ByteBuffer?) {
         let name = fileNames[index]
         var fd: Int32 = -1
         // Still moving: new/ first, since a file only ever moves from there to cur/.
@@ -819,7 +819,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         }
         var st = stat()
         let size = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
-        let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: size)
+        let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: size, wireForm: wireForm)
         // The first chunk in this same hop: a small message needs no other.
         return (reader, try reader.nextChunk(allocator: ByteBufferAllocator()))
     }
@@ -844,7 +844,7 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
             return nil
         }
         // The reader owns the descriptor from here (it closes it at the end or when dropped).
-        let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: Int(st.st_size))
+        let reader = MessageFileReader(fd: fd, topLines: lines, fileSize: Int(st.st_size), wireForm: true)
         guard let first = reader.firstChunkWithoutBlocking(allocator: ByteBufferAllocator()) else { return nil }
         return (reader, first)
     }

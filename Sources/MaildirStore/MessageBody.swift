@@ -9,7 +9,8 @@ import Glibc
 import Darwin
 #endif
 
-/// Reads one message file in chunks and turns it into canonical CRLF form (and cuts it for TOP).
+/// Reads one message file in chunks and turns it into canonical CRLF form (and cuts it for TOP);
+/// for POP3 (`wireForm`) also dot-stuffed, in the same pass (RFC 1939 section 3).
 ///
 /// Only one chunk is read at a time, on the thread pool, when the consumer asks for it: that is
 /// the backpressure that keeps a 1 GB message out of memory.
@@ -18,34 +19,42 @@ final class MessageFileReader: BlockingChunkReader, @unchecked Sendable {
     // previous), so the mutable state is never touched concurrently.
     static let chunkSize = 256 * 1024
     private var fd: Int32
-    private var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
+    private var canonicalizer: MessageCanonicalizer
     private var top: TopFilter?
+    /// TOP in wire form: the cut is dot-stuffed after it is made.
+    private var topStuffer: DotStuffer?
     /// Octets the file still holds by its size at open: a read that reaches it checks for the
     /// end at once, so a small message costs one thread-pool hop, not two.
     private var remaining: Int
     private(set) var isFinished = false
 
-    init(fd: Int32, topLines: Int?, fileSize: Int) {
+    /// `wireForm`: chunks come dot-stuffed, ready to send (``BlockingMaildrop/openBodyBlocking(of:lines:)``).
+    init(fd: Int32, topLines: Int?, fileSize: Int, wireForm: Bool = false) {
         self.fd = fd
         self.top = topLines.map { TopFilter(bodyLines: $0) }
+        self.topStuffer = wireForm && topLines != nil ? DotStuffer() : nil
+        self.canonicalizer = MessageCanonicalizer(framing: .endOfStream, stuffingDots: wireForm && topLines == nil)
         self.remaining = max(0, fileSize)
     }
 
-    /// The next canonical chunk, or nil at the end. Blocking: thread pool only.
+    var stuffedDots: Int { canonicalizer.stuffedDots + (topStuffer?.dotsAdded ?? 0) }
+
+    /// The next chunk, or nil at the end. Blocking: thread pool only.
     func nextChunk(allocator: ByteBufferAllocator) throws -> ByteBuffer? {
         while !isFinished {
             let capacity = max(1024, min(Self.chunkSize, remaining + 1))
             var raw = allocator.buffer(capacity: capacity)
             let n = try read(into: &raw, upTo: capacity)
-            var canonical = allocator.buffer(capacity: n + n / 16 + 4)
+            var chunk: ByteBuffer
             if n == 0 {
-                canonicalizer.finish(into: &canonical)
+                chunk = allocator.buffer(capacity: 4)
+                canonicalizer.finish(into: &chunk)
                 finish()
             } else {
-                try absorb(&raw, count: n, into: &canonical) { buffer, count in try self.read(into: &buffer, upTo: count) }
+                chunk = try absorb(raw, count: n, allocator: allocator) { buffer, count in try self.read(into: &buffer, upTo: count) }
             }
-            cutForTop(&canonical, allocator: allocator)
-            if canonical.readableBytes > 0 { return canonical }
+            cutForTop(&chunk, allocator: allocator)
+            if chunk.readableBytes > 0 { return chunk }
         }
         return nil
     }
@@ -58,40 +67,49 @@ final class MessageFileReader: BlockingChunkReader, @unchecked Sendable {
         let capacity = remaining + 1
         var raw = allocator.buffer(capacity: capacity)
         guard let n = readWithoutBlocking(into: &raw, upTo: capacity), n > 0 else { return nil }
-        var canonical = allocator.buffer(capacity: n + n / 16 + 4)
         // Where the check for the end would block, the thread pool makes it.
-        absorb(&raw, count: n, into: &canonical) { buffer, count in self.readWithoutBlocking(into: &buffer, upTo: count) ?? -1 }
-        cutForTop(&canonical, allocator: allocator)
-        return canonical
+        var chunk = absorb(raw, count: n, allocator: allocator) { buffer, count in self.readWithoutBlocking(into: &buffer, upTo: count) ?? -1 }
+        cutForTop(&chunk, allocator: allocator)
+        return chunk
     }
 
-    /// Canonicalises `count` octets just read into `raw`; when they reach the size the file had
-    /// at open, confirms the end with one more read (-1: not known yet), so a small message
-    /// costs one read job, not two. A file that grew goes on as usual.
+    /// Transforms `count` octets just read (`raw`: passed on as it is when already in the
+    /// output's form); when they reach the size the file had at open, confirms the end with one
+    /// more read (-1: not known yet), so a small message costs one read job, not two. A file
+    /// that grew goes on as usual.
     private func absorb(
-        _ raw: inout ByteBuffer, count: Int, into canonical: inout ByteBuffer,
+        _ raw: ByteBuffer, count: Int, allocator: ByteBufferAllocator,
         readMore: (inout ByteBuffer, Int) throws -> Int
-    ) rethrows {
+    ) rethrows -> ByteBuffer {
         remaining = max(0, remaining - count)
-        canonicalizer.process(raw, into: &canonical)
-        guard remaining == 0 else { return }
-        raw.clear()
-        let more = try readMore(&raw, 4096)
-        if more == 0 {
-            canonicalizer.finish(into: &canonical)
+        var chunk = canonicalizer.wireChunk(raw, allocator: allocator)
+        guard remaining == 0 else { return chunk }
+        var more = allocator.buffer(capacity: 4096)
+        let extra = try readMore(&more, 4096)
+        if extra == 0 {
+            // Nothing is added when the chunk ends a line, so a chunk passed on is not copied.
+            canonicalizer.finish(into: &chunk)
             finish()
-        } else if more > 0 {
-            canonicalizer.process(raw, into: &canonical)
+        } else if extra > 0 {
+            chunk.writeImmutableBuffer(canonicalizer.wireChunk(more, allocator: allocator))
         }
+        return chunk
     }
 
-    /// TOP: keeps the header, the blank line and the asked body lines of `canonical`.
-    private func cutForTop(_ canonical: inout ByteBuffer, allocator: ByteBufferAllocator) {
+    /// TOP: keeps the header, the blank line and the asked body lines of the chunk, then
+    /// dot-stuffs them in wire form.
+    private func cutForTop(_ chunk: inout ByteBuffer, allocator: ByteBufferAllocator) {
         guard var filter = top else { return }
-        var cut = allocator.buffer(capacity: canonical.readableBytes)
-        filter.process(canonical, into: &cut)
+        var cut = allocator.buffer(capacity: chunk.readableBytes)
+        filter.process(chunk, into: &cut)
         top = filter
-        canonical = cut
+        if var stuffer = topStuffer {
+            chunk = allocator.buffer(capacity: cut.readableBytes + cut.readableBytes / 32 + 2)
+            stuffer.process(cut, into: &chunk)
+            topStuffer = stuffer
+        } else {
+            chunk = cut
+        }
         if filter.isFinished { finish() }
     }
 

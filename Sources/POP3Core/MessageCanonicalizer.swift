@@ -20,6 +20,10 @@ import Darwin
 /// A bare LF becomes CRLF (RFC 5321 section 2.3.8 forbids it, but MTAs and scripts send it);
 /// a CR not followed by LF is kept as it is. So a canonical message is read back unchanged by
 /// POP3 RETR, which sends exactly these octets (RFC 1939 section 3).
+///
+/// On the way to RETR (``init(framing:stuffingDots:)``) the same pass dot-stuffs: a line that
+/// begins with "." gets one more in front (RFC 1939 section 3), so file bytes become wire
+/// bytes with one copy, and none for a chunk already in that form (``wireChunk(_:allocator:)``).
 public struct MessageCanonicalizer: Sendable {
     public enum Framing: Sendable { case dotTerminated, endOfStream }
 
@@ -31,6 +35,8 @@ public struct MessageCanonicalizer: Sendable {
     }
 
     public let framing: Framing
+    /// Whether each line beginning with "." gets another in front (``Framing/endOfStream`` only).
+    public let stuffingDots: Bool
     private var state = LineState.start
     /// Finds the end line and removes dot-stuffing (``Framing/dotTerminated`` only).
     private var unstuffer = DotUnstuffer(terminator: .crlfDotCRLF)
@@ -38,16 +44,20 @@ public struct MessageCanonicalizer: Sendable {
     private var pendingCR = false
     /// Content octets of the current line written so far (to find the empty line ending the header).
     private var currentLineLength = 0
-    /// The canonical octets produced so far.
+    /// The canonical octets produced so far, not counting the dots added by stuffing.
     public private(set) var size = 0
+    /// The dots added by stuffing so far.
+    public private(set) var stuffedDots = 0
     /// The octets of the header section including the empty line that ends it; the whole
     /// message while no empty line has been seen (RFC 5322 section 2.1).
     public private(set) var headerSize: Int?
     /// True once the end-of-data line was read (LMTP) or ``finish(into:)`` was called.
     public private(set) var isFinished = false
 
-    public init(framing: Framing) {
+    public init(framing: Framing, stuffingDots: Bool = false) {
+        precondition(!stuffingDots || framing == .endOfStream, "dot-stuffing is for stored messages")
         self.framing = framing
+        self.stuffingDots = stuffingDots
     }
 
     /// The header size to record: the whole message when it has no body.
@@ -73,14 +83,84 @@ public struct MessageCanonicalizer: Sendable {
     }
 
     /// Appends the canonical form of message octets (no dots, no end line) to `output`.
-    private mutating func canonicalize(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer) {
+    private mutating func canonicalize(_ input: UnsafeRawBufferPointer, lineFeeds: Int? = nil, into output: inout ByteBuffer) {
         guard !input.isEmpty else { return }
-        // Each LF gains at most a CR, and a CR held back from the last input may come out now.
-        output.writeWithUnsafeMutableBytes(minimumWritableBytes: input.count + Self.lineFeeds(in: input) + 1) { out in
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: input.count + room(lineFeeds: lineFeeds ?? Self.lineFeeds(in: input))) { out in
             var writer = Writer(base: out.baseAddress!)
             run(input, &writer)
             return writer.count
         }
+    }
+
+    /// The octets the output may gain over the input: a CR for each LF, a CR held back from the
+    /// last input, and with stuffing a dot for each line (the first included).
+    private func room(lineFeeds: Int) -> Int {
+        stuffingDots ? 2 * lineFeeds + 2 : lineFeeds + 1
+    }
+
+    /// The canonical form of `input`, dot-stuffed with ``stuffingDots`` (``Framing/endOfStream``
+    /// only): `input` itself, not copied, when that is what it already holds (CRLF line ends,
+    /// and no line beginning with "." when stuffing), else a new buffer. One pass finds out and
+    /// counts the line ends; a second, only when needed, transforms.
+    public mutating func wireChunk(_ input: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        precondition(framing == .endOfStream)
+        let unchanged = input.withUnsafeReadableBytes { inspect($0) }
+        if unchanged.isUnchanged {
+            input.withUnsafeReadableBytes { acceptUnchanged($0, headerEnd: unchanged.headerEnd) }
+            return input
+        }
+        var output = allocator.buffer(capacity: input.readableBytes + room(lineFeeds: unchanged.lineFeeds))
+        input.withUnsafeReadableBytes { canonicalize($0, lineFeeds: unchanged.lineFeeds, into: &output) }
+        return output
+    }
+
+    /// Counts the LFs of `input` and finds whether its output would be `input` itself: no CR
+    /// held back before it or at its end, every LF after a CR within it, and with stuffing no
+    /// line beginning with "." in it; also where it completes the header, if it does.
+    private func inspect(_ input: UnsafeRawBufferPointer) -> (lineFeeds: Int, isUnchanged: Bool, headerEnd: Int?) {
+        guard let base = input.baseAddress, !input.isEmpty else { return (0, !pendingCR, nil) }
+        let count = input.count
+        var unchanged = !pendingCR && input[count - 1] != UInt8(ascii: "\r")
+        if stuffingDots && state == .start && input[0] == UInt8(ascii: ".") { unchanged = false }
+        var lineFeeds = 0
+        var headerEnd: Int?
+        // Content octets of the line that ends at the next LF, before this input.
+        var carried = state == .middle ? currentLineLength : 0
+        var lineStart = 0
+        var position = 0
+        while position < count, let hit = memchr(base + position, Int32(UInt8(ascii: "\n")), count - position) {
+            let lf = base.distance(to: UnsafeRawPointer(hit))
+            lineFeeds += 1
+            if unchanged {
+                if lf == 0 || input[lf - 1] != UInt8(ascii: "\r") {
+                    unchanged = false
+                } else if stuffingDots && lf + 1 < count && input[lf + 1] == UInt8(ascii: ".") {
+                    unchanged = false
+                } else if headerSize == nil && headerEnd == nil && carried + lf - lineStart - 1 == 0 {
+                    headerEnd = lf + 1
+                }
+            }
+            carried = 0
+            lineStart = lf + 1
+            position = lf + 1
+        }
+        return (lineFeeds, unchanged, headerEnd)
+    }
+
+    /// Accounts for an input that ``inspect(_:)`` found unchanged, as ``run(_:_:)`` would have.
+    private mutating func acceptUnchanged(_ input: UnsafeRawBufferPointer, headerEnd: Int?) {
+        guard !input.isEmpty else { return }
+        if headerSize == nil {
+            if let headerEnd {
+                headerSize = size + headerEnd
+            } else if let lastLF = input.lastIndex(of: UInt8(ascii: "\n")) {
+                currentLineLength = input.count - lastLF - 1
+            } else {
+                currentLineLength += input.count
+            }
+        }
+        size += input.count
+        state = input[input.count - 1] == UInt8(ascii: "\n") ? .start : .middle
     }
 
     /// Appends the canonical form of `input` (``Framing/endOfStream`` only, e.g. a stored
@@ -123,6 +203,10 @@ public struct MessageCanonicalizer: Sendable {
             switch state {
             case .start:
                 state = .middle
+                if stuffingDots && input[i] == UInt8(ascii: ".") {
+                    output.write(UInt8(ascii: "."))
+                    stuffedDots += 1
+                }
             case .middle:
                 if pendingCR {
                     pendingCR = false
@@ -190,6 +274,13 @@ public struct MessageCanonicalizer: Sendable {
                 output.write(UInt8(ascii: "\r"))
                 size += lf - spanStart + 1
                 spanStart = lf
+            }
+            if stuffingDots && lf + 1 < count && input[lf + 1] == UInt8(ascii: ".") {
+                output.write(UnsafeRawBufferPointer(rebasing: input[spanStart...lf]))
+                output.write(UInt8(ascii: "."))
+                size += lf + 1 - spanStart
+                stuffedDots += 1
+                spanStart = lf + 1
             }
             position = lf + 1
         }

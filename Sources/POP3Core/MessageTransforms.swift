@@ -112,8 +112,16 @@ public struct TopFilter: Sendable {
 /// line-start state carries across chunks, so a "." at the start of a chunk is handled.
 public struct DotStuffer: Sendable {
     private var atLineStart = true
+    /// The dots added so far.
+    public private(set) var dotsAdded = 0
 
     public init() {}
+
+    /// Notes a chunk that was dot-stuffed already (``MessageCanonicalizer/wireChunk(_:allocator:)``)
+    /// and goes out as it is, so that ``finish(into:)`` knows where the last line ended.
+    public mutating func passStuffed(_ chunk: ByteBuffer) {
+        if let last = chunk.readableBytesView.last { atLineStart = last == lf }
+    }
 
     /// Appends `input`, dot-stuffed, to `output`.
     public mutating func process(_ input: ByteBuffer, into output: inout ByteBuffer) {
@@ -123,6 +131,7 @@ public struct DotStuffer: Sendable {
             var segmentStart = 0
             if atLineStart && bytes[0] == dot {
                 output.writeInteger(dot)
+                dotsAdded += 1
             }
             var position = 0
             while let lfIndex = nextLF(bytes, from: position) {
@@ -130,6 +139,7 @@ public struct DotStuffer: Sendable {
                 if next < bytes.count && bytes[next] == dot {
                     output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[segmentStart..<next]))
                     output.writeInteger(dot)
+                    dotsAdded += 1
                     segmentStart = next
                 }
                 position = next

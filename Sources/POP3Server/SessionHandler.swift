@@ -949,6 +949,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var started: NIODeadline
         var out: ByteBuffer
         var stuffer = DotStuffer()
+        /// Fed the chunks as sent (dot-stuffed from a blocking reader: that changes only lines
+        /// beginning with ".", which are no header field it reads).
         var header: HeaderCapture?
         var sent = 0
         /// The reading task, waiting for the channel to become writable.
@@ -1037,6 +1039,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Dot-stuffs a chunk into the stream's output, written at about ``POP3Connection/chunkTarget``.
+    /// A blocking reader's chunk comes dot-stuffed: a small one joins the output, a large one
+    /// is written as it is, with no copy.
     private func absorb(_ chunk: ByteBuffer, _ context: ChannelHandlerContext) {
         // Taken out and put back, so that the output buffer has one owner while it grows
         // (no copy on write); put back before writing, because a write can call back into
@@ -1044,16 +1048,38 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard var current = stream.take() else { return }
         current.sent += chunk.readableBytes
         current.header?.add(chunk)
-        current.stuffer.process(chunk, into: &current.out)
         var full: ByteBuffer?
-        if current.out.readableBytes >= POP3Connection.chunkTarget {
-            full = current.out
-            current.out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+        var passed: ByteBuffer?
+        if current.reader != nil {
+            current.stuffer.passStuffed(chunk)
+            if current.out.readableBytes + chunk.readableBytes <= POP3Connection.chunkTarget {
+                current.out.writeImmutableBuffer(chunk)
+            } else {
+                if current.out.readableBytes > 0 {
+                    full = current.out
+                    current.out = allocator.buffer(capacity: 1024)
+                }
+                passed = chunk
+            }
+        } else {
+            current.stuffer.process(chunk, into: &current.out)
+            if current.out.readableBytes >= POP3Connection.chunkTarget {
+                full = current.out
+                current.out = allocator.buffer(capacity: POP3Connection.chunkTarget + 1024)
+            }
         }
         stream = current
         if let full {
             session.registration.sent(full.readableBytes)
-            context.writeAndFlush(wrapOutboundOut(full), promise: nil)
+            if passed == nil {
+                context.writeAndFlush(wrapOutboundOut(full), promise: nil)
+            } else {
+                context.write(wrapOutboundOut(full), promise: nil)
+            }
+        }
+        if let passed {
+            session.registration.sent(passed.readableBytes)
+            context.writeAndFlush(wrapOutboundOut(passed), promise: nil)
         }
     }
 
@@ -1117,7 +1143,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // The last write can call back into this handler (writability): the message is
             // accounted for first.
             defer { context.writeAndFlush(wrapOutboundOut(current.out), promise: nil) }
-            let index = current.index, lines = current.lines, sent = current.sent
+            // The message's own octets: without the dots a blocking reader added.
+            let index = current.index, lines = current.lines, sent = current.sent - (current.reader?.stuffedDots ?? 0)
             machine.messageSent(index: index, lines: lines, bytes: sent)
             let metrics = session.metrics
             (lines == nil ? metrics.retrBytes : metrics.topBytes).increment(by: sent)

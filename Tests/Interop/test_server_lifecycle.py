@@ -58,8 +58,9 @@ def test_ipv6_and_two_listeners(postie, tmp_path):
 def test_log_lines_and_no_secrets(env):
     msgs = three(env)
     c = session(env)
-    c.retr(1)
-    c.retr(2)
+    # The messages' own octets, as LIST counts them: dot-stuffing (MSG1 and MSG2 have lines
+    # beginning with ".") is not counted in the logout line's retr=N/bytes.
+    retrieved = len(c.retr(1)) + len(c.retr(2))
     c.ok("DELE 3")
     c.ok("QUIT")
     c.close()
@@ -74,6 +75,7 @@ def test_log_lines_and_no_secrets(env):
     m = re.search(r"Disconnected: Logged out top=(\d+)/(\d+), retr=(\d+)/(\d+), del=(\d+)/(\d+), size=(\d+)", log)
     assert m, f"no 'Disconnected: Logged out top=.., retr=.., del=.., size=..' line:\n{log}"
     assert m.group(3) == "2" and m.group(5) == "1", f"expected retr=2/… del=1/…, got {m.group(0)!r}"
+    assert int(m.group(4)) == retrieved, f"expected retr=2/{retrieved}, got {m.group(0)!r}"
     for secret in (ALICE[1], BOB[1], "Wr0ng-Secret-Attempt"):
         assert secret not in log, f"a password ({secret!r}) appears in the server log"
 

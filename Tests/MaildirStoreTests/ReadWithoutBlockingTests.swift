@@ -54,9 +54,30 @@ struct ReadWithoutBlockingTests {
             // A small message is one chunk, and the end is known at once.
             let whole = try #require(maildrop.openBodyWithoutBlocking(of: index, lines: nil))
             #expect(whole.reader.isFinished)
-            #expect(whole.first?.readableBytes == maildrop.messages[index].size)
+            #expect(whole.first?.readableBytes == maildrop.messages[index].size + whole.reader.stuffedDots)
         }
-        #expect(try drain(#require(maildrop.openBodyWithoutBlocking(of: 0, lines: nil))) == "A: b\r\n\r\nline\r\n.dot\r\nno final newline\r\n")
+        // Ready for the wire: a line beginning with "." gets another (RFC 1939 section 3).
+        let first = try #require(maildrop.openBodyWithoutBlocking(of: 0, lines: nil))
+        #expect(try drain(first) == "A: b\r\n\r\nline\r\n..dot\r\nno final newline\r\n")
+        #expect(first.reader.stuffedDots == 1)
+    }
+
+    @Test func retrAndTopChunksComeDotStuffedAndCountTheirDots() async throws {
+        let dir = try TempMaildir()
+        try dir.deliver(".h: 1\n\n.a\nb\n..c\n")
+        let maildrop = try openBlocking(dir)
+        defer { maildrop.abandonBlocking() }
+        let retr = try maildrop.openBodyBlocking(of: 0, lines: nil)
+        #expect(try drain(retr) == "..h: 1\r\n\r\n..a\r\nb\r\n...c\r\n")
+        #expect(retr.reader.stuffedDots == 3)
+        let top = try maildrop.openBodyBlocking(of: 0, lines: 1)
+        #expect(try drain(top) == "..h: 1\r\n\r\n..a\r\n")
+        #expect(top.reader.stuffedDots == 2)
+        // The async body stays canonical, without stuffing.
+        var body = ByteBuffer()
+        for try await var chunk in try await maildrop.body(of: 0, lines: nil) { body.writeBuffer(&chunk) }
+        #expect(String(buffer: body) == ".h: 1\r\n\r\n.a\r\nb\r\n..c\r\n")
+        #expect(maildrop.messages[0].size == body.readableBytes)
     }
 
     @Test func aMessageNotInThePageCacheIsLeftToThePool() throws {

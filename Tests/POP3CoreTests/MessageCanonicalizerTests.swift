@@ -202,3 +202,94 @@ struct CanonicalizerReferenceTests {
         }
     }
 }
+
+@Suite("Wire form: canonical and dot-stuffed in one pass")
+struct WireFormTests {
+    /// Dot-stuffing the slow way: one more "." before each line that begins with one.
+    static func referenceStuff(_ canonical: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        for (i, byte) in canonical.enumerated() {
+            if byte == UInt8(ascii: "."), i == 0 || canonical[i - 1] == UInt8(ascii: "\n") { out.append(byte) }
+            out.append(byte)
+        }
+        return out
+    }
+
+    /// Runs `wireChunk` over `input` cut at `sizes`; returns the output and how many chunks
+    /// came back as the very buffer given (not copied).
+    static func wire(_ input: [UInt8], stuffing: Bool, sizes: [Int]) -> ([UInt8], passed: Int, MessageCanonicalizer) {
+        var c = MessageCanonicalizer(framing: .endOfStream, stuffingDots: stuffing)
+        var output = ByteBuffer()
+        var passed = 0
+        var offset = 0
+        var next = 0
+        while offset < input.count {
+            let size = min(input.count - offset, sizes.isEmpty ? input.count : sizes[next % sizes.count])
+            next += 1
+            let piece = ByteBuffer(bytes: input[offset..<(offset + size)])
+            let chunk = c.wireChunk(piece, allocator: ByteBufferAllocator())
+            let same = piece.withUnsafeReadableBytes { a in chunk.withUnsafeReadableBytes { b in a.baseAddress == b.baseAddress } }
+            if same { passed += 1 }
+            output.writeImmutableBuffer(chunk)
+            offset += size
+        }
+        c.finish(into: &output)
+        return (Array(output.readableBytesView), passed, c)
+    }
+
+    @Test func linesBeginningWithADotGetAnother() {
+        let (out, _, c) = Self.wire(Array(".a\n..\r\nb.\r\n.".utf8), stuffing: true, sizes: [])
+        #expect(String(decoding: out, as: UTF8.self) == "..a\r\n...\r\nb.\r\n..\r\n")
+        #expect(c.stuffedDots == 3)
+        #expect(c.size == ".a\r\n..\r\nb.\r\n.\r\n".utf8.count)
+    }
+
+    @Test func aChunkAlreadyInWireFormIsPassedOnWithoutACopy() {
+        var c = MessageCanonicalizer(framing: .endOfStream, stuffingDots: true)
+        let clean = ByteBuffer(string: "Subject: x\r\n\r\nbody. .\r\nand a line cut in ha")
+        let out = c.wireChunk(clean, allocator: ByteBufferAllocator())
+        #expect(out == clean)
+        #expect(clean.withUnsafeReadableBytes { a in out.withUnsafeReadableBytes { a.baseAddress == $0.baseAddress } })
+        #expect(c.headerSize == 14)
+        // The rest of that line, then a line that needs a dot: copied, and stuffed.
+        let rest = c.wireChunk(ByteBuffer(string: "lf\r\n.x\r\n"), allocator: ByteBufferAllocator())
+        #expect(String(buffer: rest) == "lf\r\n..x\r\n")
+        // A CR at a chunk's end may begin a CRLF, so such a chunk is not passed on.
+        let cr = ByteBuffer(string: "y\r")
+        #expect(String(buffer: c.wireChunk(cr, allocator: ByteBufferAllocator())) == "y")
+    }
+
+    /// Random messages, mostly CRLF lines so that many chunks pass unchanged, in random
+    /// chunks: the one pass gives what canonicalising and then dot-stuffing give, with the same
+    /// size, header size and count of dots.
+    @Test(arguments: 1...6)
+    func randomMessagesMatchTheTwoPasses(seed: UInt64) {
+        var rng = SeededGenerator(state: seed &* 0x9E37_79B9_7F4A_7C15)
+        let lines: [[UInt8]] = ["", ".", ".x", "ab", "a.b", "a\rb", "..", " x"].map { Array($0.utf8) }
+        var passedInAll = 0
+        for _ in 0..<400 {
+            var input: [UInt8] = []
+            for _ in 0..<Int.random(in: 0...12, using: &rng) {
+                input += lines.randomElement(using: &rng)!
+                switch Int.random(in: 0..<10, using: &rng) {
+                case 0: input.append(UInt8(ascii: "\n"))
+                case 1: input.append(UInt8(ascii: "\r"))
+                default: input += [13, 10]
+                }
+            }
+            if Bool.random(using: &rng) { input += lines.randomElement(using: &rng)! }
+            let sizes = (0..<3).map { _ in Int.random(in: 1...16, using: &rng) }
+            let canonical = CanonicalizerReferenceTests.reference(input)
+            for stuffing in [false, true] {
+                let (out, passed, c) = Self.wire(input, stuffing: stuffing, sizes: sizes)
+                let expected = stuffing ? Self.referenceStuff(canonical) : canonical
+                #expect(out == expected, "input \(input) sizes \(sizes) stuffing \(stuffing)")
+                #expect(c.size == canonical.count)
+                #expect(c.stuffedDots == expected.count - canonical.count)
+                #expect(c.effectiveHeaderSize == CanonicalizerReferenceTests.referenceHeaderSize(canonical), "input \(input) sizes \(sizes)")
+                passedInAll += passed
+            }
+        }
+        #expect(passedInAll > 100, "the test should pass many chunks unchanged")
+    }
+}

@@ -2,12 +2,13 @@ import NIOCore
 import POP3Core
 
 /// The message transforms between the wire and the store: the canonicaliser (both framings),
-/// dot-stuffing and unstuffing, TOP's cut and the canonical size counter.
+/// dot-stuffing and unstuffing (also in RETR's one pass), TOP's cut and the canonical size counter.
 ///
 /// Two bytes pick chunk sizes and TOP's line count; the rest is a message as a client or an
 /// MTA might send it. Invariants: output is the same whole or in chunks; canonical output has
 /// every LF preceded by CR and ends in CRLF; canonicalising twice changes nothing; the size
-/// counter, `size` and `headerSize` agree with the octets; unstuffing a stuffed message gives
+/// counter, `size` and `headerSize` agree with the octets; the one pass gives what
+/// canonicalising then stuffing gives; unstuffing a stuffed message gives
 /// it back and stops exactly after the terminator; DATA framing of a stuffed message gives
 /// the message; TOP sends a prefix of the message, the whole of it for enough lines.
 enum MessageTransformsTarget {
@@ -29,6 +30,17 @@ enum MessageTransformsTarget {
 
         // Stuffing and unstuffing are inverse; the terminator ends the unstuffing exactly.
         let stuffed = stuff(canonical.bytes, &sizes)
+
+        // RETR's one pass (canonical and stuffed, chunks already so passed on) gives the same
+        // octets as the two passes, with the same size and header size; without stuffing, the
+        // canonical octets.
+        for stuffing in [true, false] {
+            let wire = wireForm(input, stuffing: stuffing, &sizes)
+            let expected = stuffing ? Array(stuffed.dropLast(3)) : canonical.bytes
+            require(wire.bytes == expected, "one pass (stuffing \(stuffing)) differs from the two passes")
+            require(wire.size == canonical.size && wire.headerSize == canonical.headerSize, "one pass sizes differ")
+            require(wire.dots == expected.count - canonical.bytes.count, "one pass counted \(wire.dots) dots")
+        }
         let trailer: [UInt8] = Array("NOOP\r\n".utf8)
         var unstuffer = DotUnstuffer()
         var unstuffed = ByteBuffer()
@@ -97,6 +109,16 @@ enum MessageTransformsTarget {
     static func endOfStream(_ input: [UInt8], chunked: ChunkSizes?) -> (bytes: [UInt8], size: Int, headerSize: Int) {
         var optional = chunked
         return endOfStream(input, chunked: &optional)
+    }
+
+    static func wireForm(_ input: [UInt8], stuffing: Bool, _ sizes: inout ChunkSizes) -> (bytes: [UInt8], size: Int, headerSize: Int, dots: Int) {
+        var canonicalizer = MessageCanonicalizer(framing: .endOfStream, stuffingDots: stuffing)
+        var output = ByteBuffer()
+        for chunk in chunks(input, &sizes) {
+            output.writeImmutableBuffer(canonicalizer.wireChunk(ByteBuffer(bytes: chunk), allocator: ByteBufferAllocator()))
+        }
+        canonicalizer.finish(into: &output)
+        return (Array(output.readableBytesView), canonicalizer.size, canonicalizer.effectiveHeaderSize, canonicalizer.stuffedDots)
     }
 
     static func stuff(_ message: [UInt8], _ sizes: inout ChunkSizes) -> [UInt8] {
