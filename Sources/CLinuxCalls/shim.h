@@ -25,11 +25,13 @@ static inline int postie_open_cached(const char *path, int flags) {
 #endif
 }
 
-/// open(2)'s O_NOATIME, which glibc also declares only under _GNU_SOURCE (0 elsewhere).
+/// open(2)'s O_NOATIME and O_PATH, which glibc also declares only under _GNU_SOURCE (0 elsewhere).
 #ifdef __linux__
 #define POSTIE_O_NOATIME 01000000
+#define POSTIE_O_PATH 010000000
 #else
 #define POSTIE_O_NOATIME 0
+#define POSTIE_O_PATH 0
 #endif
 
 #ifdef __linux__

@@ -46,6 +46,35 @@ public struct FileIdentity: Hashable, Sendable, CustomStringConvertible {
         return FileIdentity(target: Status(st), link: isLink ? Status(link) : nil)
     }
 
+    /// What ``cached(_:)`` found.
+    public enum Cached: Equatable, Sendable {
+        case present(FileIdentity)
+        /// The kernel knows that nothing is there (a cached negative lookup).
+        case absent
+        /// Not known without I/O, or a symbolic link: ask ``of(_:)`` on a thread pool.
+        case unknown
+    }
+
+    /// ``of(_:)`` without blocking, for an event loop: only when the kernel has every component
+    /// of the path in its lookup cache (`openat2` with `RESOLVE_CACHED`, `O_PATH`, then `fstat`
+    /// of what it opened) and the path is not a symbolic link (following one may read its
+    /// target from the disk). Where `openat2` is missing, always ``Cached/unknown``.
+    public static func cached(_ path: String) -> Cached {
+        guard let fd = POSIX.openWithoutBlocking(path, POSIX.pathOnly | O_NOFOLLOW) else {
+            return errno == ENOENT ? .absent : .unknown
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) != S_IFLNK else { return .unknown }
+        return .present(FileIdentity(target: Status(st)))
+    }
+
+    /// ``cached(_:)`` when the file is there, else nil.
+    public static func withoutBlocking(_ path: String) -> FileIdentity? {
+        if case .present(let identity) = cached(path) { return identity }
+        return nil
+    }
+
     public var description: String {
         "inode \(target.device):\(target.inode), \(target.size) bytes, mtime \(target.mtimeSeconds).\(target.mtimeNanoseconds)"
             + (link.map { ", via link inode \($0.inode)" } ?? "")

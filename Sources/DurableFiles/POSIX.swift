@@ -334,6 +334,14 @@ extension POSIX {
     public static let noAccessTime: Int32 = 0
     #endif
 
+    /// `O_PATH`: a descriptor for `fstat` only, which opens no file's contents (and, with
+    /// `O_NOFOLLOW`, a symbolic link itself). 0 where there is no such flag.
+    #if canImport(CLinuxCalls)
+    public static let pathOnly = Int32(POSTIE_O_PATH)
+    #else
+    public static let pathOnly: Int32 = 0
+    #endif
+
     /// One read from the current offset that takes only what is in the page cache (`preadv2`
     /// with `RWF_NOWAIT`): the count read (0 at end of file, fewer than asked when part of the
     /// range is not cached), or nil when nothing can be read without blocking. Event loop safe.

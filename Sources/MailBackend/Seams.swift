@@ -168,6 +168,10 @@ public protocol BearerTokenValidator: Sendable {
 public protocol BlockingUserDatabase: Sendable {
     /// ``UserDatabase/authenticate(_:)``, blocking.
     func authenticateBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError>
+    /// ``authenticateBlocking(_:)`` when the answer needs no I/O and no deliberately slow hash,
+    /// or nil: then the thread pool must ask. A login answered so needs no thread-pool hop.
+    /// Never blocks: event loop safe.
+    func authenticateWithoutBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError>?
     /// ``UserLookup/lookUpUser(_:)``, blocking.
     func lookUpUserBlocking(_ name: String) -> Result<AuthenticatedUser?, BackendError>
 }
@@ -199,6 +203,10 @@ public protocol BlockingMaildrop: Maildrop {
     /// to delete or record): releases the lock and returns true. False: nothing was done, and
     /// the thread pool must commit. Never blocks: event loop safe.
     func commitWithoutBlocking(deleting indices: Set<Int>, retrieved: Set<Int>) -> Bool
+}
+
+extension BlockingUserDatabase {
+    public func authenticateWithoutBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError>? { nil }
 }
 
 extension BlockingMaildrop {

@@ -575,6 +575,8 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         if let users = session.blockingUsers {
+            // A cheap hash in a file parsed already is checked here, with no hop.
+            if let result = users.authenticateWithoutBlocking(credentials) { return then(result) }
             offload({ users.authenticateBlocking(credentials) }, or: .failure(Self.poolStopped), then: then)
             return nil
         }

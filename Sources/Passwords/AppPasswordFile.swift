@@ -85,6 +85,21 @@ public final class AppPasswordFile: AppPasswordStore, Sendable {
         return byUser
     }
 
+    /// ``current()`` when that needs no I/O: the file is absent as the kernel's cache knows,
+    /// or is the one parsed last. nil otherwise: then ``current()`` on a thread pool. Event
+    /// loop safe.
+    func currentWithoutBlocking() -> [String: [AppPassword]]? {
+        switch FileIdentity.cached(path) {
+        case .absent:
+            return [:]
+        case .present(let identity):
+            guard let (cached, byUser) = cache.withLockedValue({ $0 }), cached == identity else { return nil }
+            return byUser
+        case .unknown:
+            return nil
+        }
+    }
+
     // MARK: - Editing
 
     public func addAppPassword(_ password: AppPassword, for user: String) async throws {

@@ -219,4 +219,13 @@ private struct BlockingAppPasswords<Wrapped: SASLUserDatabase & UserLookup>: Blo
     func lookUpUserBlocking(_ name: String) -> Result<AuthenticatedUser?, BackendError> {
         users.lookUpUserBlocking(name)
     }
+
+    /// The account password on the event loop, for a user who has no app password (the
+    /// sidecar known to the kernel's caches as absent or as the one parsed last) and whose
+    /// database can answer so; a user with app passwords goes to the thread pool, where their
+    /// hashes are checked and their use recorded.
+    func authenticateWithoutBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError>? {
+        guard let byUser = file.currentWithoutBlocking(), byUser[credentials.user]?.isEmpty ?? true else { return nil }
+        return users.authenticateWithoutBlocking(credentials)
+    }
 }

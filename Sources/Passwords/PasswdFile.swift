@@ -146,6 +146,20 @@ public final class PasswdFileDatabase: SASLUserDatabase, Sendable {
         return .success(AuthenticatedUser(name: entry.user, home: entry.home, extraFields: entry.extraFields))
     }
 
+    /// ``authenticateBlocking(_:)`` on the event loop when that needs neither I/O nor a slow
+    /// hash: the file is the one parsed last (its identity read through the kernel's caches
+    /// only, ``DurableFiles/FileIdentity/withoutBlocking(_:)``) and the user's hash is one
+    /// digest (`{PLAIN}`, `{SSHA512}`..., not crypt(3), PBKDF2, SCRAM or Argon2). Otherwise nil,
+    /// and the thread pool answers; so do unknown users, whose decoy hash is a slow one.
+    public func authenticateWithoutBlocking(_ credentials: Credentials) -> Result<AuthenticatedUser, BackendError>? {
+        guard let cached = state.withLockedValue({ $0 }), let entry = cached.users[credentials.user],
+              entry.password.isSupported, !entry.password.isSlow,
+              let identity = FileIdentity.withoutBlocking(path), identity == cached.identity
+        else { return nil }
+        guard entry.password.verify(credentials.password) else { return .failure(.authFailed) }
+        return .success(AuthenticatedUser(name: entry.user, home: entry.home, extraFields: entry.extraFields))
+    }
+
     /// Every user in the file, with home and extra fields (for work over all mailboxes, such as
     /// the retention sweep).
     public func allUsers() async throws -> [AuthenticatedUser] {

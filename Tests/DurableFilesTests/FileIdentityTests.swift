@@ -15,6 +15,21 @@ struct FileIdentityTests {
         #expect(FileIdentity.of(dir.path + "/nothing.pem") == nil)
     }
 
+    /// Read through the kernel's caches only, the identity is the one `stat` gives (the path
+    /// was just used, so its lookup is cached); a symbolic link is left to `stat` and `lstat`.
+    @Test func withoutBlockingGivesTheSameIdentity() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let file = dir.path + "/passwd"
+        try POSIX.writeAtomically(file, Array("one\n".utf8))
+        #expect(FileIdentity.of(file) != nil)
+        #expect(FileIdentity.withoutBlocking(file) == FileIdentity.of(file))
+        #expect(symlink("passwd", dir.path + "/link") == 0)
+        #expect(FileIdentity.of(dir.path + "/link")?.link != nil)
+        #expect(FileIdentity.withoutBlocking(dir.path + "/link") == nil)
+        #expect(FileIdentity.withoutBlocking(dir.path + "/nothing") == nil)
+    }
+
     /// A new file renamed into place (certbot, deploy scripts) has another inode, even with the
     /// same size and contents.
     @Test func aFileRenamedIntoPlaceIsAChange() throws {

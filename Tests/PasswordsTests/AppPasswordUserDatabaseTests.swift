@@ -67,6 +67,28 @@ struct AppPasswordUserDatabaseTests {
         #expect(try await f.login("alice", f.shown.uppercased().replacingOccurrences(of: "-", with: " ")).credential == .appPassword(name: "phone"))
     }
 
+    /// A user without app passwords is checked on the event loop when the account hash is one
+    /// digest; a user with app passwords, or a changed sidecar, goes to the thread pool.
+    @Test func onlyUsersWithoutAppPasswordsAreCheckedWithoutBlocking() async throws {
+        let dir = try AppPasswordDirectory()
+        let passwd = try dir.write("passwd", "alice:{PLAIN}account pw\nbob:{PLAIN}bob pw\n")
+        let sidecar = AppPasswordFile(passwdFile: passwd)
+        let database = AppPasswordUserDatabase(PasswdFileDatabase(path: passwd), store: sidecar, logger: Logger(label: "test"))
+        let blocking = try #require(database.blockingUserDatabase)
+        _ = blocking.authenticateBlocking(Credentials(user: "bob", password: "bob pw"))
+        // No sidecar at all (the kernel knows it is absent): bob is answered here.
+        #expect(try blocking.authenticateWithoutBlocking(Credentials(user: "bob", password: "bob pw"))?.get().name == "bob")
+        let (phone, _) = try AppPasswords.make(name: "phone", expiresInDays: 30, now: 1_800_000_000)
+        try await sidecar.addAppPassword(phone, for: "alice")
+        // A new sidecar, not parsed yet: the pool.
+        #expect(blocking.authenticateWithoutBlocking(Credentials(user: "bob", password: "bob pw")) == nil)
+        _ = blocking.authenticateBlocking(Credentials(user: "bob", password: "bob pw"))
+        #expect(try blocking.authenticateWithoutBlocking(Credentials(user: "bob", password: "bob pw"))?.get().name == "bob")
+        // alice has an app password: her logins are the pool's.
+        #expect(blocking.authenticateWithoutBlocking(Credentials(user: "alice", password: "account pw")) == nil)
+        #expect(try blocking.authenticateBlocking(Credentials(user: "alice", password: "account pw")).get().name == "alice")
+    }
+
     @Test func theAccountPasswordStillWorksAsTheAccountPassword() async throws {
         let f = try await Fixture()
         #expect(try await f.login("alice", "account pw").credential == .accountPassword)

@@ -106,6 +106,42 @@ struct PasswdFileTests {
         }
     }
 
+    /// A login with a one-digest hash in a file parsed already is answered on the event loop;
+    /// a slow hash, an unknown user, a file not yet parsed or changed since go to the pool.
+    @Test func cheapHashesInAnUnchangedFileAreCheckedWithoutBlocking() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postie-passwd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("passwd")
+        try Data("plain:{PLAIN}pw::::/home/plain::\nsalted:{SSHA256}izqdQcbv2NXWkO2kLgnSjiWXD0cnRuJ5v7gpbb2hJH3+R28f\nslow:\(fixtures[2].1)\n".utf8).write(to: file)
+        let database = PasswdFileDatabase(path: file.path)
+        // Nothing parsed yet: the pool reads the file.
+        #expect(database.authenticateWithoutBlocking(Credentials(user: "plain", password: "pw")) == nil)
+        try await database.load()
+        let plain = try #require(database.authenticateWithoutBlocking(Credentials(user: "plain", password: "pw")))
+        #expect(try plain.get().name == "plain" && plain.get().home == "/home/plain")
+        #expect(try database.authenticateWithoutBlocking(Credentials(user: "salted", password: "correct horse"))?.get().name == "salted")
+        #expect(Self.refused(database.authenticateWithoutBlocking(Credentials(user: "plain", password: "wrong"))))
+        #expect(Self.refused(database.authenticateWithoutBlocking(Credentials(user: "salted", password: "wrong"))))
+        // Deliberately slow hashes and unknown users (whose decoy is slow) stay on the pool.
+        #expect(database.authenticateWithoutBlocking(Credentials(user: "slow", password: "correct horse")) == nil)
+        #expect(database.authenticateWithoutBlocking(Credentials(user: "nobody", password: "pw")) == nil)
+        // A replaced file goes to the pool until it has been read again.
+        let replacement = dir.appendingPathComponent("passwd.new")
+        try Data("plain:{PLAIN}new\n".utf8).write(to: replacement)
+        #expect(rename(replacement.path, file.path) == 0)
+        #expect(database.authenticateWithoutBlocking(Credentials(user: "plain", password: "pw")) == nil)
+        #expect(try await database.authenticate(Credentials(user: "plain", password: "new")).name == "plain")
+        #expect(try database.authenticateWithoutBlocking(Credentials(user: "plain", password: "new"))?.get().name == "plain")
+        #expect(Self.refused(database.authenticateWithoutBlocking(Credentials(user: "plain", password: "pw"))))
+    }
+
+    /// Whether `result` is an answer, and that answer a wrong password.
+    static func refused(_ result: Result<AuthenticatedUser, BackendError>?) -> Bool {
+        if case .failure(let error) = result { return error.kind == .authFailed }
+        return false
+    }
+
     @Test func unknownUserCostsAboutAsMuchAsAWrongPassword() async throws {
         // Not a timing assertion: it checks that a decoy hash is chosen, so an unknown user runs
         // the same crypt(3) work as a known one.
