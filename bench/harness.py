@@ -166,16 +166,82 @@ class PostiePostgres(Postie):
         if r.returncode != 0:
             raise RuntimeError(f"postie {args[0]} {args[1]} failed: {r.stderr[-2000:]}")
 
-    def start(self, wrapper: list[str] | None = None, binary: Path | None = None) -> None:
+    def _serve(self, listen: list[str], log_name: str, wrapper: list[str] | None = None,
+               binary: Path | None = None) -> subprocess.Popen:
         args = [*(wrapper or []), str(binary or self.binary), "serve", "--store", "postgres", "--database-url-file", str(self.url_file),
-                "--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}",
-                "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+                *listen, "--tls-cert", str(self.cert), "--tls-key", str(self.key),
                 "--max-connections", "20000", "--max-connections-per-ip", "20000",
                 "--max-userip-connections", "20000", "--database-pool-size", "20", "--log-level", "warning"]
-        out = open(self.root / "postie-pg.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        out = open(self.root / log_name, "ab")
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
+        return proc
+
+    def start(self, wrapper: list[str] | None = None, binary: Path | None = None) -> None:
+        self.proc = self._serve(["--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}"],
+                                "postie-pg.log", wrapper, binary)
         wait_port(self.port)
+
+    def nodes(self, count: int) -> list[tuple[subprocess.Popen, int]]:
+        """`count` more nodes on the same database, each a `postie serve` on a port of its own."""
+        started = []
+        for _ in range(count):
+            port = free_port()
+            started.append((self._serve(["--listen", f"127.0.0.1:{port}"], f"postie-pg-node-{port}.log"), port))
+        for _, port in started:
+            wait_port(port)
+        return started
+
+
+def pg_nodes(pg: PostiePostgres, counts: list[int], generator: Path, creds: Path, clients: int, duration: float,
+             cert: Path, out: Path) -> dict:
+    """Sessions/s (plain, two RETRs each) of 1, 2, 3... nodes serving the one database at once:
+    the `clients` load-generator connections and the users are shared among the nodes (each
+    user on one node only, as one `postie bench` keeps a user to one session at a time), one
+    `postie bench` per node, all started together; the figure is their sum."""
+    import threading
+
+    users = [line for line in creds.read_text().splitlines() if line]
+    figures: dict = {}
+    for count in counts:
+        nodes = pg.nodes(count)
+        results: list[dict] = [{} for _ in nodes]
+        shares = []
+        for i in range(count):
+            share = out / f"postie-pg-nodes{count}-{i + 1}.credentials"
+            share.write_text("".join(line + "\n" for line in users[i::count]))
+            shares.append(share)
+        try:
+            def one(i: int, port: int) -> None:
+                share = clients // count + (1 if i < clients % count else 0)
+                results[i] = run_bench(generator, port, "none", shares[i], share, duration, 2, cert,
+                                       out / f"postie-pg-nodes{count}-{i + 1}.json")
+            threads = [threading.Thread(target=one, args=(i, port)) for i, (_, port) in enumerate(nodes)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            for share in shares:
+                share.unlink()
+            for proc, _ in nodes:
+                proc.send_signal(signal.SIGTERM)
+            for proc, _ in nodes:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if any(not r for r in results):
+            raise RuntimeError(f"postie-pg: a node's load generator gave no result with {count} nodes")
+        figures[str(count)] = {
+            "sessions_per_second": sum(r["sessions_per_second"] for r in results),
+            "per_node": [round(r["sessions_per_second"], 1) for r in results],
+            "failed_sessions": sum(r["failed_sessions"] for r in results),
+            "in_use_errors": sum(v for r in results for k, v in r.get("errors", {}).items() if "in-use" in k.lower()),
+        }
+        log(f"postie-pg: {count} node(s): {figures[str(count)]}")
+    return figures
 
     def stop(self) -> None:
         super().stop()
@@ -276,8 +342,11 @@ def main() -> int:
                     help="idle sessions in Postie on PostgreSQL (each holds a database connection)")
     ap.add_argument("--servers", default="dovecot,postie,postie-pg",
                     help="which servers to measure (comma-separated subset of the default)")
-    ap.add_argument("--steps", default="sessions,retr,bulk,idle",
-                    help="which measurements to run (comma-separated subset of the default)")
+    ap.add_argument("--steps", default="sessions,retr,bulk,idle,nodes",
+                    help="which measurements to run (comma-separated subset of the default; nodes: the PostgreSQL "
+                         "store only)")
+    ap.add_argument("--pg-nodes", default="1,2,3",
+                    help="the nodes step: how many `postie serve` nodes share the PostgreSQL store in each run")
     ap.add_argument("--certificate", choices=("rsa", "ecdsa"), default="rsa",
                     help="the servers' certificate: RSA-2048 (the default) or ECDSA P-256")
     ap.add_argument("--warmup-rounds", type=int, default=3,
@@ -398,6 +467,10 @@ def main() -> int:
                 r["idle"] = probes.idle_sessions("127.0.0.1", s.port, logins, count, s.pid)
                 log(f"{name}: {r['idle']}")
             s.stop()
+            if "nodes" in steps and name == "postie-pg":
+                counts = [int(n) for n in a.pg_nodes.split(",")]
+                log(f"postie-pg: sessions (plain) on {a.pg_nodes} node(s), {a.clients} clients shared, {a.duration}s")
+                r["nodes"] = pg_nodes(s, counts, generator, creds, a.clients, a.duration, cert, out)
             if "instructions" in steps and name in ("postie", "dovecot"):
                 r["instructions"] = count_instructions(name, s, work, out, a, cert, spec)
             log(f"{name}: done")

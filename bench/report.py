@@ -95,6 +95,12 @@ def table(results: dict) -> str:
             lines.append(f"({name}: {resumed['resumed']} of {resumed['handshakes']} handshakes resumed)")
     if results.get("certificate", "rsa") != "rsa":
         lines.append(f"(certificate: {results['certificate']})")
+    nodes = (g or {}).get("nodes")
+    if nodes:
+        lines.append("(Postie PG, plain sessions/s of nodes sharing one database and the same clients: "
+                     + ", ".join(f"{n} node{'' if n == '1' else 's'} {v['sessions_per_second']:.0f}"
+                                 + (f" ({v['failed_sessions']} failed)" if v['failed_sessions'] else "")
+                                 for n, v in nodes.items()) + ")")
     imp = results.get("postgres_import")
     if imp:
         lines.append(f"(Postie PG: {imp['messages']} messages imported with `postie db import` in {imp['seconds']:.1f} s)")
