@@ -193,6 +193,14 @@ class PostiePostgres(Postie):
         return started
 
 
+    def stop(self) -> None:
+        super().stop()
+
+    def close(self) -> None:
+        self.pg.stop()
+
+
+
 def pg_nodes(pg: PostiePostgres, counts: list[int], generator: Path, creds: Path, clients: int, duration: float,
              cert: Path, out: Path) -> dict:
     """Sessions/s (plain, two RETRs each) of 1, 2, 3... nodes serving the one database at once:
@@ -213,8 +221,8 @@ def pg_nodes(pg: PostiePostgres, counts: list[int], generator: Path, creds: Path
             shares.append(share)
         try:
             def one(i: int, port: int) -> None:
-                share = clients // count + (1 if i < clients % count else 0)
-                results[i] = run_bench(generator, port, "none", shares[i], share, duration, 2, cert,
+                connections = clients // count + (1 if i < clients % count else 0)
+                results[i] = run_bench(generator, port, "none", shares[i], connections, duration, 2, cert,
                                        out / f"postie-pg-nodes{count}-{i + 1}.json")
             threads = [threading.Thread(target=one, args=(i, port)) for i, (_, port) in enumerate(nodes)]
             for t in threads:
@@ -242,12 +250,6 @@ def pg_nodes(pg: PostiePostgres, counts: list[int], generator: Path, creds: Path
         }
         log(f"postie-pg: {count} node(s): {figures[str(count)]}")
     return figures
-
-    def stop(self) -> None:
-        super().stop()
-
-    def close(self) -> None:
-        self.pg.stop()
 
 
 class Dovecot:
