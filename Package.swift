@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "ServerKit",
             dependencies: [
-                "DurableFiles", "SASL",
+                "DurableFiles", "SASL", "COpenSSLCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -212,7 +212,7 @@ let package = Package(
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
         /// Linux system calls without a glibc wrapper (openat2), as inline C functions.
         .systemLibrary(name: "CLinuxCalls", path: "Sources/CLinuxCalls"),
-        /// Digests, HMAC and PBKDF2 from the system's OpenSSL libcrypto (libssl-dev).
+        /// Digests, HMAC, PBKDF2 and RSA signatures from the system's OpenSSL libcrypto (libssl-dev).
         .systemLibrary(
             name: "COpenSSLCrypto", path: "Sources/COpenSSLCrypto",
             providers: [.apt(["libssl-dev"])]
@@ -429,6 +429,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
         .testTarget(

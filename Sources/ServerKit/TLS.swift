@@ -1,3 +1,4 @@
+import DurableFiles
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
@@ -66,6 +67,9 @@ public final class TLSProvider: Sendable {
         var byName: [(pattern: String, chain: [NIOSSLCertificate], key: NIOSSLPrivateKey)]
         /// Each configured certificate's expiry, in the order of the settings.
         var expiries: [CertificateExpiry]
+        /// Whether each configured key signs with the system's OpenSSL (``SystemRSAKey``), in
+        /// the order of the settings.
+        var systemSigned: [Bool] = []
     }
 
     public init(settings: TLSSettings) throws {
@@ -93,6 +97,9 @@ public final class TLSProvider: Sendable {
     /// When each configured certificate expires, as last loaded.
     public var expiries: [CertificateExpiry] { loaded.withLockedValue { $0.expiries } }
 
+    /// Whether each configured key signs with the system's OpenSSL, as last loaded.
+    var loadedKeysSignWithSystemOpenSSL: [Bool] { loaded.withLockedValue { $0.systemSigned } }
+
     /// A server-side TLS handler using the current certificates.
     public func makeServerHandler() -> NIOSSLServerHandler {
         NIOSSLServerHandler(context: loaded.withLockedValue { $0.context })
@@ -104,6 +111,7 @@ public final class TLSProvider: Sendable {
         var expiries: [CertificateExpiry] = []
         var defaultChain: [NIOSSLCertificate] = []
         var defaultKey: NIOSSLPrivateKey?
+        var systemSigned: [Bool] = []
         for spec in settings.certificates {
             let chain: [NIOSSLCertificate]
             let key: NIOSSLPrivateKey
@@ -113,8 +121,12 @@ public final class TLSProvider: Sendable {
                 throw TLSSetupError("cannot read certificate \(spec.certificatePath): \(error)")
             }
             guard let leaf = chain.first else { throw TLSSetupError("no certificate in \(spec.certificatePath)") }
+            // Read once: BoringSSL parses the key, and an RSA key is given to OpenSSL too.
+            let pem: [UInt8]
             do {
-                key = try NIOSSLPrivateKey(file: spec.keyPath, format: .pem)
+                guard let bytes = try POSIX.readFile(spec.keyPath) else { throw TLSSetupError("no such file") }
+                pem = bytes
+                key = try NIOSSLPrivateKey(bytes: pem, format: .pem)
             } catch {
                 throw TLSSetupError("cannot read private key \(spec.keyPath): \(error)")
             }
@@ -132,7 +144,15 @@ public final class TLSProvider: Sendable {
                     throw TLSSetupError("certificate \(spec.certificatePath) and key \(spec.keyPath) cannot be used together: \(error)")
                 }
             }
-            for name in spec.serverNames { byName.append((name.lowercased(), chain, key)) }
+            // An RSA key that is the certificate's signs with the system's OpenSSL; anything
+            // else stays as BoringSSL read it (a mismatch is refused above or below).
+            var signingKey = key
+            if let rsa = SystemRSAKey(pem: pem, certificate: leaf) {
+                signingKey = NIOSSLPrivateKey(customPrivateKey: rsa)
+                if spec == first { defaultKey = signingKey }
+            }
+            systemSigned.append(signingKey != key)
+            for name in spec.serverNames { byName.append((name.lowercased(), chain, signingKey)) }
         }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: defaultChain.map { .certificate($0) },
@@ -158,7 +178,7 @@ public final class TLSProvider: Sendable {
         } catch {
             throw TLSSetupError("certificate \(first.certificatePath) and key \(first.keyPath) cannot be used together: \(error)")
         }
-        return Loaded(context: context, byName: byName, expiries: expiries)
+        return Loaded(context: context, byName: byName, expiries: expiries, systemSigned: systemSigned)
     }
 
     private func override(for host: String) -> NIOSSLContextConfigurationOverride {

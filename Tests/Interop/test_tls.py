@@ -527,6 +527,39 @@ def test_sni_selects_certificate(postie, tmp_path, pki):
     assert r.returncode == 0 and "CN = other.test" in out, f"s_client SNI other.test: {s_client_summary(r)}"
 
 
+def test_rsa_certificate_signs_every_scheme_a_client_asks_for(postie, tmp_path, pki):
+    """An RSA key signs its handshakes with the system's OpenSSL (ServerKit's SystemRSAKey) and
+    an ECDSA key chosen by SNI beside it with BoringSSL: s_client, allowed one signature scheme
+    at a time, verifies every RSA-PSS and PKCS #1 scheme of TLS 1.3 and 1.2, and Python's ssl
+    logs in over both versions."""
+    rsa = pki.ca.leaf("server-rsa", "postie-rsa.test", ["DNS:localhost", "IP:127.0.0.1"], 0x3001, rsa=True)
+    rsa.install(tmp_path / "server-cert.pem", tmp_path / "server-key.pem")
+    srv = start_tls_server(postie, tmp_path, pki,
+                           extra=["--tls-sni", f"other.test={pki.other.cert}:{pki.other.key}"])
+    verify = ["-CAfile", pki.cafile, "-verify_return_error", "-crlf", "-ign_eof"]  # reads the replies to QUIT
+    cases = [("-tls1_3", scheme, "RSA-PSS") for scheme in ("rsa_pss_rsae_sha256", "rsa_pss_rsae_sha384", "rsa_pss_rsae_sha512")]
+    cases += [("-tls1_2", scheme, "RSA") for scheme in ("RSA+SHA256", "RSA+SHA384", "RSA+SHA512")]
+    cases += [("-tls1_2", "RSA-PSS+SHA256", "RSA-PSS")]
+    for version, scheme, kind in cases:
+        for mode, base in (("implicit", ["-connect", f"{HOST}:{srv.tls}"]),
+                           ("STLS", ["-connect", f"{HOST}:{srv.plain}", "-starttls", "pop3"])):
+            r = s_client(base + [version, "-sigalgs", scheme] + verify, stdin=b"QUIT\n")
+            out = r.stdout.decode(errors="replace")
+            assert r.returncode == 0 and f"Peer signature type: {kind}\n" in out and "CN = postie-rsa.test" in out, (
+                f"{mode} {version} {scheme}: {s_client_summary(r)}")
+            assert "+OK" in out, f"{mode} {version} {scheme}: no POP3 reply after the handshake: {out[-300:]!r}"
+    r = s_client(["-connect", f"{HOST}:{srv.tls}", "-servername", "other.test", "-sigalgs", "ECDSA+SHA256"] + verify,
+                 stdin=b"QUIT\n")
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0 and "Peer signature type: ECDSA" in out and "CN = other.test" in out, (
+        f"SNI other.test: {s_client_summary(r)}")
+    for v, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        with POP3Raw(HOST, srv.tls, tls=client_context(pki.cafile, minimum=v, maximum=v)) as c:
+            assert c.version == name and cert_serial(c.peercert()) == 0x3001
+            c.login(*ALICE)
+            c.ok("QUIT")
+
+
 def test_tls_1_2_offers_only_forward_secret_aead_suites(postie, tmp_path, pki):
     """TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305 only; RSA key exchange and CBC are refused.
     (Cipher strings cover both ECDSA and RSA certificates.)"""

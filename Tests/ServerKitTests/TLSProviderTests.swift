@@ -1,4 +1,8 @@
 import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
 import Testing
 
 @testable import ServerKit
@@ -12,14 +16,15 @@ private struct Certificates {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
-    /// `name`.pem and `name`.key, valid for `days`.
+    /// `name`.pem and `name`.key, valid for `days`: a P-256 key, or an RSA-2048 one.
     @discardableResult
-    func make(_ name: String, days: Int) throws -> (cert: String, key: String) {
+    func make(_ name: String, days: Int, rsa: Bool = false) throws -> (cert: String, key: String) {
         let cert = directory + "/\(name).pem", key = directory + "/\(name).key"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "openssl", "req", "-x509", "-newkey", rsa ? "rsa:2048" : "ec",
+            "-pkeyopt", rsa ? "rsa_keygen_bits:2048" : "ec_paramgen_curve:prime256v1",
             "-nodes", "-keyout", key, "-out", cert, "-days", "\(days)", "-subj", "/CN=\(name)",
         ]
         process.standardOutput = FileHandle.nullDevice
@@ -60,11 +65,11 @@ struct TLSProviderTests {
 
     /// A key that is not the certificate's is refused, for the default certificate and (since
     /// it would only fail at handshake time) for an SNI one.
-    @Test(arguments: [false, true])
-    func aKeyThatIsNotTheCertificatesIsRefused(sni: Bool) throws {
+    @Test(arguments: [false, true], [false, true])
+    func aKeyThatIsNotTheCertificatesIsRefused(sni: Bool, rsa: Bool) throws {
         let files = try Certificates()
         defer { files.remove() }
-        let main = try files.make("main", days: 30), other = try files.make("other", days: 30)
+        let main = try files.make("main", days: 30, rsa: rsa), other = try files.make("other", days: 30, rsa: rsa)
         var specs = [CertificateSpec(certificatePath: main.cert, keyPath: sni ? main.key : other.key)]
         if sni { specs.append(CertificateSpec(certificatePath: other.cert, keyPath: main.key, serverNames: ["other.example"])) }
         let error = #expect(throws: TLSSetupError.self) { try TLSProvider(settings: TLSSettings(certificates: specs)) }
@@ -91,5 +96,83 @@ struct TLSProviderTests {
         try files.copy(new.key, to: key)
         try tls.reload()
         #expect(Self.days(tls.expiries[0].notAfter) == 60)
+    }
+
+    /// An RSA key signs with the system's OpenSSL (``SystemRSAKey``) and an ECDSA key with
+    /// BoringSSL, each chosen by SNI beside the other; a client that accepts only one signature
+    /// algorithm completes the handshake for every RSA algorithm, so each signature verifies.
+    @Test(arguments: [true, false])
+    func rsaKeysSignWithTheSystemOpenSSL(rsaByDefault: Bool) async throws {
+        let files = try Certificates()
+        defer { files.remove() }
+        let rsa = try files.make("rsa.example", days: 30, rsa: true), ec = try files.make("ec.example", days: 30)
+        let (first, second) = rsaByDefault ? (rsa, ec) : (ec, rsa)
+        let tls = try TLSProvider(settings: TLSSettings(certificates: [
+            CertificateSpec(certificatePath: first.cert, keyPath: first.key),
+            CertificateSpec(certificatePath: second.cert, keyPath: second.key, serverNames: [rsaByDefault ? "ec.example" : "rsa.example"]),
+        ]))
+        #expect(tls.loadedKeysSignWithSystemOpenSSL == [rsaByDefault, !rsaByDefault])
+
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { server.close(promise: nil) }
+        let port = try #require(server.localAddress?.port)
+
+        let tls13: [SignatureAlgorithm] = [.rsaPssRsaeSha256, .rsaPssRsaeSha384, .rsaPssRsaeSha512]
+        let tls12: [SignatureAlgorithm] = [.rsaPkcs1Sha256, .rsaPkcs1Sha384, .rsaPkcs1Sha512, .rsaPkcs1Sha1, .rsaPssRsaeSha256]
+        for (version, algorithms) in [(TLSVersion.tlsv13, tls13), (.tlsv12, tls12)] {
+            for algorithm in algorithms {
+                try await Self.handshake(port: port, name: "rsa.example", trusting: rsa.cert, version: version, algorithms: [algorithm])
+            }
+        }
+        try await Self.handshake(port: port, name: "ec.example", trusting: ec.cert, version: .tlsv13, algorithms: [.ecdsaSecp256R1Sha256])
+        try await Self.handshake(port: port, name: "ec.example", trusting: ec.cert, version: .tlsv12, algorithms: [.ecdsaSecp256R1Sha256])
+    }
+
+    /// Completes one TLS handshake with the server on `port`, verifying its certificate against
+    /// `trusting` and accepting only `algorithms` for its signature.
+    static func handshake(port: Int, name: String, trusting: String, version: TLSVersion, algorithms: [SignatureAlgorithm]) async throws {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(trusting))
+        configuration.minimumTLSVersion = version
+        configuration.maximumTLSVersion = version
+        configuration.verifySignatureAlgorithms = algorithms
+        let context = try NIOSSLContext(configuration: configuration)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let done = group.next().makePromise(of: Void.self)
+        let client = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: name))
+                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(done: done))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        defer { client.close(promise: nil) }
+        await #expect(throws: Never.self, "\(name), \(version), \(algorithms)") { try await done.futureResult.get() }
+    }
+
+    final class HandshakeWatcher: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let done: EventLoopPromise<Void>
+        var finished = false
+        init(done: EventLoopPromise<Void>) { self.done = done }
+
+        func finish(_ result: Result<Void, any Error>) {
+            guard !finished else { return }
+            finished = true
+            done.completeWith(result)
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case TLSUserEvent.handshakeCompleted = event { finish(.success(())) }
+            context.fireUserInboundEventTriggered(event)
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { finish(.failure(error)) }
+        func channelInactive(context: ChannelHandlerContext) { finish(.failure(ChannelError.ioOnClosedChannel)) }
     }
 }

@@ -82,10 +82,12 @@ class TestCA:
         """An intermediate CA signed by this one (files `name`.pem and `name`.key)."""
         return TestCA(self.dir, cn, days=days, name=name, parent=self)
 
-    def leaf(self, name: str, cn: str, sans: list[str], serial: int, days: int = 30) -> Leaf:
+    def leaf(self, name: str, cn: str, sans: list[str], serial: int, days: int = 30, rsa: bool = False) -> Leaf:
+        """A P-256 leaf, or with `rsa` an RSA-2048 one."""
         cert = self.dir / f"{name}.pem"
         key = self.dir / f"{name}.key"
-        _openssl(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        key_type = ["-newkey", "rsa:2048"] if rsa else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        _openssl(["req", "-x509", "-new", *key_type, "-nodes",
                   "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", f"/CN={cn}",
                   "-CA", str(self.cert), "-CAkey", str(self.key), "-set_serial", str(serial),
                   "-addext", "subjectAltName=" + ",".join(sans),
