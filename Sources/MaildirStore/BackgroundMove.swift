@@ -60,7 +60,10 @@ final class BackgroundMove: Sendable {
             do {
                 let moved = try MaildirMaildrop.moveNewToCur(path: self.path, pairs: self.pairs, logger: logger)
                 leftInNew = moved.count < self.pairs.count
-                if !moved.isEmpty { self.letCurSettle() }
+                if !moved.isEmpty {
+                    self.letCurSettle()
+                    self.recordSettledCur(logger: logger)
+                }
             } catch {
                 logger?.warning("maildir(\(self.path)): moving new mail to cur/ stopped: \(error); the rest stays in new/ for the next login")
             }
@@ -68,13 +71,22 @@ final class BackgroundMove: Sendable {
         }
     }
 
-    /// Waits until cur/'s time has settled (at most 0.2 s) before the session may end: the
-    /// next login can then record it and later ones skip listing cur/ (see
-    /// ``MaildirMaildrop/settled(_:scanStart:)``), as after an inline move.
+    /// Waits until cur/'s time has settled (at most 0.2 s) before the session may end, so
+    /// that it can be recorded (see ``MaildirMaildrop/settled(_:scanStart:)``).
     private func letCurSettle() {
         guard let stamp = MaildirMaildrop.modificationTime(path + "/cur") else { return }
         let wait = stamp + MaildirMaildrop.settleNanoseconds(stamp) - MaildirMaildrop.nowNanoseconds()
         if wait > 0, wait <= 200_000_000 { usleep(UInt32(wait / 1_000) + 1_000) }
+    }
+
+    /// Records cur/'s settled time in the index, which the next login would otherwise list
+    /// cur/ to record: with it, that login reads the index alone.
+    private func recordSettledCur(logger: Logger?) {
+        do {
+            try MaildirMaildrop.recordSettledCur(path: path)
+        } catch {
+            logger?.debug("maildir(\(path)): cur/'s time not recorded after moving new mail: \(error)")
+        }
     }
 
     private func finish(leftInNew: Bool) {

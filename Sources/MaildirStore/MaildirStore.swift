@@ -499,6 +499,39 @@ public final class MaildirMaildrop: AddressRecordingMaildrop, BlockingMaildrop, 
         stamp < scanStart - settleNanoseconds(stamp)
     }
 
+    /// After a background move (``BackgroundMove``): records cur/'s time in the index when
+    /// cur/ holds exactly the messages the index lists and that time has settled, so that the
+    /// next login skips listing cur/ as after an inline move (see
+    /// ``unchangedListing(path:control:index:uidlSettings:)``). Returns whether it did; leaves
+    /// the index as it was otherwise. Call with the Maildir lock held, so that no session of
+    /// this server changes cur/ meanwhile; a change by another program moves cur/'s time, which
+    /// the next login then sees. Blocking.
+    @discardableResult
+    static func recordSettledCur(path: String) throws -> Bool {
+        let scanStart = nowNanoseconds()
+        guard let before = modificationTime(path + "/cur"), settled(before, scanStart: scanStart) else { return false }
+        let listed = try POSIX.listDirectory(path + "/cur").filter(isMessageName)
+        return try IndexLock.holding(maildir: path) {
+            let indexPath = path + "/" + UIDList.fileName
+            guard let bytes = try POSIX.readFile(indexPath) else { return false }
+            var index = try UIDList.parsing(bytes, of: indexPath)
+            guard index.curStamp == nil, index.tombstones.isEmpty, index.entries.count == listed.count else { return false }
+            var names = Set<String>()
+            names.reserveCapacity(index.entries.count)
+            for entry in index.entries {
+                guard let info = entry.info else { return false }
+                names.insert(entry.baseName + info)
+            }
+            // Deliveries record their messages in the index under this lock: the listing and
+            // the index agree only if none arrived since, and cur/'s time tells of any change.
+            guard names.count == listed.count, listed.allSatisfy(names.contains), modificationTime(path + "/cur") == before
+            else { return false }
+            index.curStamp = before
+            try POSIX.writeAtomically(indexPath, index.serialized())
+            return true
+        }
+    }
+
     /// The entries and their file names straight from the index, when cur/ has not changed
     /// since they were seen there, new/ holds no mail, no UPDATE is unfinished and Dovecot's
     /// index is not in charge; nil otherwise (the caller scans). Blocking.

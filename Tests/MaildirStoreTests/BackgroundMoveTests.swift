@@ -138,4 +138,65 @@ struct BackgroundMoveTests {
         try await next.commit(deleting: [])
         #expect(try dir.files("new").isEmpty)
     }
+
+    /// Waits, off the test's executor, until the session's mover has ended.
+    func waitForMove(_ maildrop: any Maildrop) async throws {
+        let move = try #require((maildrop as? MaildirMaildrop)?.move)
+        await withCheckedContinuation { done in
+            DispatchQueue.global().async {
+                move.waitUntilDone()
+                done.resume()
+            }
+        }
+    }
+
+    /// The index on disk.
+    func index(_ dir: TempMaildir) throws -> UIDList {
+        let path = dir.path + "/" + UIDList.fileName
+        return try UIDList.parsing([UInt8](try #require(FileManager.default.contents(atPath: path))), of: path)
+    }
+
+    /// Once every file has moved and cur/ has settled, the mover records cur/'s time in the
+    /// index, as the next login would have: that login then reads the index alone.
+    @Test func theMoverRecordsCurSoTheNextLoginReadsTheIndexAlone() async throws {
+        let dir = try TempMaildir()
+        try deliverAll(dir)
+        let gate = DispatchSemaphore(value: 0)
+        let maildrop = try await store(dir, gate: gate).openMaildrop(for: dir.user)
+        let uids = maildrop.messages.map(\.uid)
+        #expect(try index(dir).curStamp == nil)
+        await maildrop.abandon()
+        gate.signal()
+        try await waitForMove(maildrop)
+        let recorded = try index(dir)
+        #expect(recorded.curStamp != nil)
+        #expect(recorded.curStamp == MaildirMaildrop.modificationTime(dir.path + "/cur"))
+        let listing = try MaildirMaildrop.unchangedListing(path: dir.path, index: recorded, uidlSettings: UIDLSettings())
+        #expect(listing?.1.sorted() == (try dir.files("cur")))
+        let next = try await dir.store.openMaildrop(for: dir.user)
+        #expect(next.messages.map(\.uid) == uids)
+        #expect(try await dir.read(next, 4) == "Subject: 4\r\n\r\nbody 4\r\n")
+        await next.abandon()
+    }
+
+    /// A message another program put in cur/ during the move is not in the index: the mover
+    /// records nothing, and the next login lists cur/ and gives that message a UID.
+    @Test func theMoverRecordsNothingWhenCurHoldsMoreThanTheIndex() async throws {
+        let dir = try TempMaildir()
+        try deliverAll(dir)
+        let gate = DispatchSemaphore(value: 0)
+        let cur = dir.path + "/cur"
+        let maildrop = try await store(dir, gate: gate) {
+            FileManager.default.createFile(atPath: cur + "/1600000000.M1P1.other:2,S", contents: Data("Subject: x\n\nx\n".utf8))
+        }.openMaildrop(for: dir.user)
+        await maildrop.abandon()
+        gate.signal()
+        try await waitForMove(maildrop)
+        #expect(try dir.files("cur").count == Self.count + 1)
+        #expect(try index(dir).curStamp == nil)
+        let next = try await dir.store.openMaildrop(for: dir.user)
+        #expect(next.messages.count == Self.count + 1)
+        await next.abandon()
+    }
 }
+
