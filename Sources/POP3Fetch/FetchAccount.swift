@@ -34,13 +34,15 @@ public struct FetchAccount: Sendable {
     public var id: String { "\(user)@\(server.hostAndPort)" }
 }
 
-/// Parses a size: `1048576`, `512k`, `10M`, `1G` (powers of 1024).
+/// Parses a size: `1048576`, `512k`, `10M`, `1G` (powers of 1024); nil for anything else,
+/// including a size too large to count.
 public func parseSize(_ text: String) -> Int? {
     let lower = text.lowercased()
     let multipliers: [Character: Int] = ["k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024]
     if let last = lower.last, let multiplier = multipliers[last] {
         guard let value = Int(lower.dropLast()), value >= 0 else { return nil }
-        return value * multiplier
+        let (octets, overflow) = value.multipliedReportingOverflow(by: multiplier)
+        return overflow ? nil : octets
     }
     guard let value = Int(lower), value >= 0 else { return nil }
     return value

@@ -240,6 +240,8 @@ let sample = Array("From: a@example.org\r\nSubject: hi\r\n\r\nFrom here\r\n>From
         "poll: 99999999999999999999\naccounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x",
         "accounts:\n  - &a {server: h:110}\n  - *a",
         "accounts:\n  - server: h:110\n    user: ~\n    password-file: /p\n    to: maildir:/x",
+        // Found by the fetch-config fuzz target: a size whose octets overflow Int trapped.
+        "accounts:\n  - server: h:110\n    user: u\n    password-file: /p\n    to: maildir:/x\n    delete-larger: 06148914691236517202M",
     ])
     func refusesBadFiles(_ yaml: String) {
         #expect(throws: (any Error).self) { try FetchConfigFile(yaml: yaml, origin: "t") { _ in "pw" } }

@@ -120,6 +120,10 @@ import Testing
         #expect(parseSize("512k") == 512 * 1024)
         #expect(parseSize("100") == 100)
         #expect(parseSize("x") == nil)
+        // Found by the fetch-config fuzz target: the multiplication overflowed and trapped.
+        #expect(parseSize("6148914691236517202M") == nil)
+        #expect(parseSize("8589934591G") == 8_589_934_591 * 1024 * 1024 * 1024)
+        #expect(parseSize("8589934592G") == nil)
     }
 }
 
