@@ -114,13 +114,7 @@ struct BackgroundMoveTests {
         let uids = maildrop.messages.map(\.uid)
         gate.signal()
         // Wait for the mover to give up, then put cur/ back.
-        let move = try #require((maildrop as? MaildirMaildrop)?.move)
-        await withCheckedContinuation { done in
-            DispatchQueue.global().async {
-                move.waitUntilDone()
-                done.resume()
-            }
-        }
+        let move = try await waitForMove(maildrop)
         #expect(move.mayLeaveFilesInNew)
         try FileManager.default.removeItem(atPath: cur)
         try FileManager.default.moveItem(atPath: cur + ".away", toPath: cur)
@@ -139,8 +133,9 @@ struct BackgroundMoveTests {
         #expect(try dir.files("new").isEmpty)
     }
 
-    /// Waits, off the test's executor, until the session's mover has ended.
-    func waitForMove(_ maildrop: any Maildrop) async throws {
+    /// Waits, off the test's executor, until the session's mover has ended; returns it.
+    @discardableResult
+    func waitForMove(_ maildrop: any Maildrop) async throws -> BackgroundMove {
         let move = try #require((maildrop as? MaildirMaildrop)?.move)
         await withCheckedContinuation { done in
             DispatchQueue.global().async {
@@ -148,6 +143,7 @@ struct BackgroundMoveTests {
                 done.resume()
             }
         }
+        return move
     }
 
     /// The index on disk.
