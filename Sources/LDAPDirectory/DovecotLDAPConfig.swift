@@ -77,19 +77,19 @@ public struct DovecotLDAPConfig: Sendable, Hashable {
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             var line = Substring(raw)
             if line.hasSuffix("\r") { line = line.dropLast() }
-            let trimmed = String(line).trimmingSpaces
+            let trimmed = line.trimmingBlanks
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
             guard let eq = trimmed.firstIndex(of: "=") else {
                 throw ParseError(description: "\(name): line \(index + 1): expected key = value")
             }
-            let key = String(trimmed[..<eq]).trimmingSpaces
+            let key = trimmed[..<eq].trimmingBlanks
             if Self.unsupported.contains(key) {
                 throw ParseError(description: "\(name): line \(index + 1): \(key): not supported by Postie yet")
             }
             guard Self.keys.contains(key) else {
                 throw ParseError(description: "\(name): line \(index + 1): unknown setting '\(key)' (known: \(Self.keys.sorted().joined(separator: ", ")))")
             }
-            values[key] = Self.unquoted(String(trimmed[trimmed.index(after: eq)...]).trimmingSpaces)
+            values[key] = Self.unquoted(trimmed[trimmed.index(after: eq)...].trimmingBlanks)
             lines[key] = index + 1
         }
         func at(_ key: String) -> String { lines[key].map { "\(name): line \($0): \(key)" } ?? "\(name): \(key)" }
@@ -298,9 +298,9 @@ public struct AttributeMapping: Sendable, Hashable {
     public static func parseList(_ text: String) throws(VariableTemplate.ParseError) -> [AttributeMapping] {
         var list: [AttributeMapping] = []
         for item in text.split(separator: ",") {
-            let trimmed = String(item).trimmingSpaces
+            let trimmed = item.trimmingBlanks
             if trimmed.isEmpty { continue }
-            let parts = trimmed.split(separator: "=", maxSplits: 2, omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
+            let parts = trimmed.split(separator: "=", maxSplits: 2, omittingEmptySubsequences: false).map { $0.trimmingBlanks }
             switch parts.count {
             case 1:
                 list.append(AttributeMapping(attribute: parts[0], field: parts[0], template: nil))
@@ -345,8 +345,3 @@ public struct AttributeMapping: Sendable, Hashable {
     }
 }
 
-extension String {
-    var trimmingSpaces: String {
-        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
-    }
-}

@@ -36,30 +36,30 @@ public struct DovecotSQLConfig: Sendable, Hashable {
     public init(parsing text: String, name: String) throws(ParseError) {
         var values: [String: String] = [:]
         var pending: (key: String, value: String, line: Int)?
-        func finish() { if let p = pending { values[p.key] = p.value.trimmingSpaces } }
+        func finish() { if let p = pending { values[p.key] = p.value.trimmingBlanks } }
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             var line = Substring(raw)
             if line.hasSuffix("\r") { line = line.dropLast() }
             if var open = pending {
                 let continues = line.hasSuffix("\\")
-                open.value = (open.value + " " + String(continues ? line.dropLast() : line).trimmingSpaces).trimmingSpaces
+                open.value = (open.value + " " + (continues ? line.dropLast() : line).trimmingBlanks).trimmingBlanks
                 pending = continues ? open : nil
-                if !continues { values[open.key] = open.value.trimmingSpaces }
+                if !continues { values[open.key] = open.value.trimmingBlanks }
                 continue
             }
-            let trimmed = String(line).trimmingSpaces
+            let trimmed = line.trimmingBlanks
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
             guard let eq = trimmed.firstIndex(of: "=") else {
                 throw ParseError(description: "\(name): line \(index + 1): expected key = value")
             }
-            let key = String(trimmed[..<eq]).trimmingSpaces
+            let key = trimmed[..<eq].trimmingBlanks
             guard Self.keys.contains(key) else {
                 throw ParseError(description: "\(name): line \(index + 1): unknown setting '\(key)' (known: \(Self.keys.sorted().joined(separator: ", ")))")
             }
-            var value = String(trimmed[trimmed.index(after: eq)...]).trimmingSpaces
+            var value = trimmed[trimmed.index(after: eq)...].trimmingBlanks
             if value.hasSuffix("\\") {
                 value.removeLast()
-                pending = (key, value.trimmingSpaces, index + 1)
+                pending = (key, value.trimmingBlanks, index + 1)
             } else {
                 values[key] = value
             }
@@ -262,10 +262,6 @@ public struct SQLQuery: Sendable, Hashable {
 }
 
 extension String {
-    fileprivate var trimmingSpaces: String {
-        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
-    }
-
     fileprivate var replacingDoubledQuotes: String {
         split(separator: "''", omittingEmptySubsequences: false).joined(separator: "'")
     }

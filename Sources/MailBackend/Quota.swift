@@ -41,7 +41,7 @@ public struct QuotaRule: Hashable, Sendable, CustomStringConvertible {
     /// Reads one more rule into this one (Dovecot's `quota_rule2`...): its limits replace
     /// those it names.
     public mutating func merge(parsing text: some StringProtocol) throws(ParseError) {
-        let rule = String(text).trimmingCharacters(in: " \t")
+        let rule = String(text).trimmingBlanks
         if rule.isEmpty { return }
         guard let colon = rule.firstIndex(of: ":") else {
             throw ParseError("'\(rule)' is not MAILBOX:LIMIT, e.g. *:storage=1G or *:messages=10000")
@@ -174,12 +174,5 @@ extension AuthenticatedUser {
             return .failure(error)
         }
         return .success(rule)
-    }
-}
-
-extension String {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        let blank = Set(set)
-        return String(drop(while: { blank.contains($0) }).reversed().drop(while: { blank.contains($0) }).reversed())
     }
 }
