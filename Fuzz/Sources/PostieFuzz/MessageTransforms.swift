@@ -45,8 +45,7 @@ enum MessageTransformsTarget {
         var unstuffer = DotUnstuffer()
         var unstuffed = ByteBuffer()
         var left: [UInt8] = []
-        for chunk in chunks(stuffed + trailer, &sizes) {
-            var buffer = ByteBuffer(bytes: chunk)
+        forEachChunk(stuffed + trailer, &sizes) { buffer in
             unstuffer.process(&buffer, into: &unstuffed)
             left += buffer.readableBytesView
         }
@@ -90,7 +89,7 @@ enum MessageTransformsTarget {
         var canonicalizer = MessageCanonicalizer(framing: .endOfStream)
         var output = ByteBuffer()
         if var iterator = sizes {
-            for chunk in chunks(input, &iterator) { canonicalizer.process(ByteBuffer(bytes: chunk), into: &output) }
+            forEachChunk(input, &iterator) { canonicalizer.process($0, into: &output) }
             sizes = iterator
         } else {
             canonicalizer.process(ByteBuffer(bytes: input), into: &output)
@@ -114,9 +113,8 @@ enum MessageTransformsTarget {
     static func wireForm(_ input: [UInt8], stuffing: Bool, _ sizes: inout ChunkSizes) -> (bytes: [UInt8], size: Int, headerSize: Int, dots: Int) {
         var canonicalizer = MessageCanonicalizer(framing: .endOfStream, stuffingDots: stuffing)
         var output = ByteBuffer()
-        for chunk in chunks(input, &sizes) {
-            output.writeImmutableBuffer(canonicalizer.wireChunk(ByteBuffer(bytes: chunk), allocator: ByteBufferAllocator()))
-        }
+        let allocator = ByteBufferAllocator()
+        forEachChunk(input, &sizes) { output.writeImmutableBuffer(canonicalizer.wireChunk($0, allocator: allocator)) }
         canonicalizer.finish(into: &output)
         return (Array(output.readableBytesView), canonicalizer.size, canonicalizer.effectiveHeaderSize, canonicalizer.stuffedDots)
     }
@@ -124,7 +122,7 @@ enum MessageTransformsTarget {
     static func stuff(_ message: [UInt8], _ sizes: inout ChunkSizes) -> [UInt8] {
         var stuffer = DotStuffer()
         var output = ByteBuffer()
-        for chunk in chunks(message, &sizes) { stuffer.process(ByteBuffer(bytes: chunk), into: &output) }
+        forEachChunk(message, &sizes) { stuffer.process($0, into: &output) }
         stuffer.finish(into: &output)
         return Array(output.readableBytesView)
     }
@@ -144,8 +142,11 @@ enum MessageTransformsTarget {
     static func top(_ message: [UInt8], lines: Int, chunked sizes: UnsafeMutablePointer<ChunkSizes>?) -> [UInt8] {
         var filter = TopFilter(bodyLines: lines)
         var output = ByteBuffer()
-        let pieces = sizes.map { chunks(message, &$0.pointee) } ?? [message[...]]
-        for piece in pieces where !filter.isFinished { filter.process(ByteBuffer(bytes: piece), into: &output) }
+        if let sizes {
+            forEachChunk(message, &sizes.pointee) { if !filter.isFinished { filter.process($0, into: &output) } }
+        } else {
+            filter.process(ByteBuffer(bytes: message), into: &output)
+        }
         return Array(output.readableBytesView)
     }
 
