@@ -50,7 +50,9 @@ public struct FetchConfigFile: Sendable {
     public init(yaml text: String, origin: String, readFile: (String) throws -> String) throws {
         let node: Node?
         do {
-            node = try Yams.compose(yaml: text)
+            // UTF-8 named, not Yams's default: that one reads the whole environment on every
+            // parse, and prints to standard output when YAMS_DEFAULT_ENCODING is set.
+            node = try Yams.compose(yaml: text, .default, .default, .utf8)
         } catch {
             throw Problem("\(origin): not valid YAML: \(error)")
         }
