@@ -1,6 +1,6 @@
 extension StringProtocol where UTF8View: BidirectionalCollection {
-    /// The text without the spaces and tabs that begin and end it, as Dovecot trims a setting's
-    /// key and value (its `t_str_trim(value, " \t")`).
+    /// The text without the spaces and tabs that begin and end it: how the Dovecot config
+    /// files Postie reads trim a setting's key and value, and a quota rule.
     ///
     /// Works on the UTF-8 octets: a blank is one octet, so the cut always falls between
     /// Unicode scalars, and a value of any length costs one scan from each end and one copy.

@@ -3,8 +3,8 @@
 
 #if canImport(Glibc)
 import Glibc
-import NIOCore
 #endif
+import NIOCore
 
 /// Every fuzz target, by the name `scripts/fuzz` and `POSTIE_FUZZ_TARGET` use.
 let targets: [String: (UnsafeRawBufferPointer) -> Void] = [
