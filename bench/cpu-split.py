@@ -15,10 +15,12 @@ import os
 import sys
 import time
 
+from probes import process_stats
+
 DOVECOT = {"pop3", "pop3-login", "auth", "anvil", "log", "config", "stats", "imap-login"}
 
 
-def group(pid: str) -> str:
+def group(pid: int) -> str:
     try:
         argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
     except OSError:
@@ -35,18 +37,7 @@ def group(pid: str) -> str:
 
 def processes() -> dict:
     """pid -> (clock ticks of user + system time, group)."""
-    found = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            # The fields after the command name, which may hold spaces: utime and stime are
-            # the 12th and 13th of them (proc(5)).
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        found[pid] = (int(fields[11]) + int(fields[12]), group(pid))
-    return found
+    return {pid: (int(fields[11]) + int(fields[12]), group(pid)) for pid, fields in process_stats()}
 
 
 def machine() -> tuple:

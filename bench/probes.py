@@ -88,9 +88,10 @@ def stat_uidl(host: str, port: int, user: str, password: str) -> tuple[float, in
     return elapsed, n
 
 
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
+def process_stats():
+    """(pid, fields) for every live process: the fields of /proc/PID/stat after the command
+    name, which may hold spaces (proc(5): the parent's pid is fields[1], utime and stime are
+    fields[11] and fields[12])."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -98,7 +99,14 @@ def process_tree(pid: int) -> list[int]:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
+        yield int(entry), fields
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for child, fields in process_stats():
+        children.setdefault(int(fields[1]), []).append(child)
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
