@@ -6,9 +6,11 @@ printed beside the others with their ratio to Dovecot. Its idle sessions are few
 (--idle-postgres), since each holds a database connection of its own.
 
 Both servers get byte-identical copies of the same Maildirs, the same passwd-file, the
-same RSA certificate and the same `postie bench` load, one after the other. The table
-prints each figure with the Postie/Dovecot ratio and the target; results go to
-results.json and the latency plot to latency.svg (and .png) in the output folder.
+same RSA certificate and the same `postie bench` load. The sessions step runs Dovecot and
+Postie side by side and alternates them in short rounds (see `sessions_in_rounds`); the
+other steps run one server after the other. The table prints each figure with the
+Postie/Dovecot ratio and the target; results go to results.json and the latency plot to
+latency.svg (and .png) in the output folder.
 """
 
 from __future__ import annotations
@@ -289,6 +291,79 @@ def run_bench(binary: Path, port: int, tls: str, creds: Path, clients: int, dura
     return json.loads(r.stdout)
 
 
+def merge_rounds(runs: list[dict]) -> dict:
+    """One sessions figure from the `postie bench --json` reports of several rounds against
+    one server: counts and times add up (sessions/s is all sessions over all the time), and
+    each latency percentile is the median of the rounds' (a percentile of the whole would
+    need the samples); the rounds themselves are kept under `rounds`."""
+    from statistics import median
+
+    def latency(summaries: list[dict]) -> dict:
+        count = sum(l["count"] for l in summaries)
+        merged = {"count": count, "max": max(l["max"] for l in summaries),
+                  "mean": sum(l["mean"] * l["count"] for l in summaries) / count if count else 0}
+        for q in ("p50", "p95", "p99"):
+            merged[q] = median(l[q] for l in summaries if l["count"]) if count else 0
+        return merged
+
+    first = runs[0]
+    total = {k: sum(r[k] for r in runs) for k in ("sessions", "failed_sessions", "stalled_sessions",
+                                                   "messages_retrieved", "messages_deleted", "megabytes",
+                                                   "elapsed_seconds", "duration_seconds", "ramp_up_seconds")}
+    errors: dict = {}
+    for r in runs:
+        for kind, n in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
+    elapsed = total["elapsed_seconds"]
+    steady = elapsed - total["ramp_up_seconds"]
+    after_ramp_up = sum(r["sessions_per_second_after_ramp_up"] * (r["elapsed_seconds"] - r["ramp_up_seconds"])
+                        for r in runs)
+    steps = [{"step": s["step"], "latency_ms": latency([r["steps"][i]["latency_ms"] for r in runs])}
+             for i, s in enumerate(first["steps"])]
+    return {**{k: first[k] for k in ("clients", "delete_share", "retr", "server", "tls")}, **total,
+            "errors": errors, "steps": steps,
+            "sessions_per_second": total["sessions"] / elapsed,
+            "sessions_per_second_after_ramp_up": after_ramp_up / steady if steady > 0 else 0,
+            "megabytes_per_second": total["megabytes"] / elapsed,
+            "session_latency_ms": latency([r["session_latency_ms"] for r in runs]),
+            "rounds": [{"sessions_per_second": r["sessions_per_second"],
+                        "session_latency_ms": r["session_latency_ms"]} for r in runs]}
+
+
+def sessions_in_rounds(servers: list[tuple[str, object]], generator: Path, creds: Path, cert: Path, out: Path,
+                       a) -> dict[str, dict]:
+    """The sessions step for servers that run side by side: a warm-up of each, then `a.rounds`
+    rounds in which each server gets `a.duration / a.rounds` seconds of the plain load, then of
+    the TLS load, the servers' order reversed every other round. A server measured minutes
+    after another meets a different machine (this VM's neighbours come and go: Dovecot's own
+    rate moved by up to 40 % between runs), which short alternating rounds share out; the
+    figures are totals over all rounds (`merge_rounds`). Returns {server: {"sessions_plain": ...,
+    "sessions_tls": ...}}."""
+    share = a.duration / a.rounds
+    for name, s in servers:
+        for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
+            log(f"{name}: warm-up ({label}), {a.clients} clients, {a.warmup}s")
+            run_bench(generator, port, tls, creds, a.clients, a.warmup, 2, cert,
+                      out / f"{name}-sessions-{label}-warmup.json")
+    # The warm-up's first logins wrote each server's indexes: on the disk now, not mid-round.
+    os.sync()
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for i in range(a.rounds):
+        for label, tls in (("plain", "none"), ("tls", "implicit")):
+            for name, s in (servers if i % 2 == 0 else servers[::-1]):
+                port = s.port if tls == "none" else s.tls_port
+                r = run_bench(generator, port, tls, creds, a.clients, share, 2, cert,
+                              out / f"{name}-sessions-{label}-round{i + 1}.json")
+                runs.setdefault((name, label), []).append(r)
+                log(f"{name}: sessions ({label}) round {i + 1} of {a.rounds}: {r['sessions_per_second']:.0f}/s")
+    merged: dict[str, dict] = {}
+    for (name, label), rs in runs.items():
+        m = merge_rounds(rs)
+        (out / f"{name}-sessions-{label}.json").write_text(json.dumps(m, indent=2))
+        merged.setdefault(name, {})[f"sessions_{label}"] = m
+    return merged
+
+
 def count_instructions(name: str, server, work: Path, out: Path, a, cert: Path, spec) -> dict:
     """Instructions per session, plain and implicit TLS, on the server run under callgrind. The
     warm-up logs every user in `--warmup-rounds` times (default 3), so the counted sessions find
@@ -336,7 +411,12 @@ def main() -> int:
     ap.add_argument("--bulk", type=int, default=100_000)
     ap.add_argument("--huge-mb", type=int, default=70)
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--duration", type=float, default=15)
+    ap.add_argument("--duration", type=float, default=15,
+                    help="seconds of load per server and step (the sessions step's in --rounds parts)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the sessions step: rounds of alternating servers that share --duration")
+    ap.add_argument("--warmup", type=float, default=2,
+                    help="the sessions step: seconds of load per server and mode before the rounds")
     ap.add_argument("--idle", type=int, default=10_000, help="idle sessions held open in Postie")
     ap.add_argument("--idle-dovecot", type=int, default=300,
                     help="idle sessions in Dovecot (one process each: 10,000 would need ~48 GB)")
@@ -367,6 +447,7 @@ def main() -> int:
     if a.quick:
         a.instruction_sessions = 40
         a.messages, a.bulk, a.huge_mb, a.duration, a.idle, a.idle_dovecot, a.idle_postgres = 5, 2000, 8, 3, 300, 50, 50
+        a.rounds, a.warmup = 1, 1
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -425,6 +506,31 @@ def main() -> int:
             servers.append(("postie-pg", None))
         servers = [(n, s) for n, s in servers if n in wanted]
 
+        steps = set(a.steps.split(","))
+
+        def sync(name: str) -> None:
+            # What the previous server (or the copies made above) left for the kernel to write
+            # back, the 100,000 renames of a first open among it, is written now, not during
+            # this server's timed steps.
+            t = time.monotonic()
+            os.sync()
+            log(f"{name}: sync took {time.monotonic() - t:.1f} s")
+
+        # Dovecot and Postie on Maildir: the sessions step with both running, in rounds.
+        side_by_side = [(n, s) for n, s in servers if s is not None]
+        if "sessions" in steps and side_by_side:
+            sync(" and ".join(n for n, _ in side_by_side))
+            try:
+                for name, s in side_by_side:
+                    log(f"{name}: starting")
+                    s.start()
+                    results["servers"][name] = {"rss_start_kib": probes.rss_kib(s.pid)}
+                for name, figures in sessions_in_rounds(side_by_side, generator, creds, cert, out, a).items():
+                    results["servers"][name].update(figures)
+            finally:
+                for _, s in side_by_side:
+                    s.stop()
+
         for i, (name, s) in enumerate(servers):
             if s is None:
                 log("postie-pg: starting PostgreSQL and importing the same mail")
@@ -433,31 +539,23 @@ def main() -> int:
                                    max_connections=a.idle_postgres + 60)
                 servers[i] = (name, s)
                 results["postgres_import"] = {"messages": s.imported, "seconds": s.import_seconds}
-            # What the previous server (or the copies made above) left for the kernel to write
-            # back, the 100,000 renames of a first open among it, is written now, not during
-            # this server's timed steps.
-            t = time.monotonic()
-            os.sync()
-            log(f"{name}: sync took {time.monotonic() - t:.1f} s")
-            log(f"{name}: starting")
-            s.start()
-            r: dict = {}
-            results["servers"][name] = r
-            r["rss_start_kib"] = probes.rss_kib(s.pid)
-            steps = set(a.steps.split(","))
+            r: dict = results["servers"].setdefault(name, {})
+            # The PostgreSQL store runs alone (see above), its sessions step too, in the same rounds.
+            own = steps & ({"sessions", "retr", "bulk", "idle"} if name == "postie-pg" else {"retr", "bulk", "idle"})
+            if own:
+                sync(name)
+                log(f"{name}: starting")
+                s.start()
+                r.setdefault("rss_start_kib", probes.rss_kib(s.pid))
+            if "sessions" in own:
+                r.update(sessions_in_rounds([(name, s)], generator, creds, cert, out, a)[name])
             for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
-                if "sessions" not in steps:
-                    break
-                log(f"{name}: sessions ({label}), {a.clients} clients, {a.duration}s")
-                r[f"sessions_{label}"] = run_bench(generator, port, tls, creds, a.clients, a.duration, 2, cert,
-                                                   out / f"{name}-sessions-{label}.json")
-            for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
-                if "retr" not in steps:
+                if "retr" not in own:
                     break
                 log(f"{name}: RETR of the {a.huge_mb} MB message ({label})")
                 r[f"retr_{label}"] = run_bench(generator, port, tls, huge_creds, 1, max(a.duration, 10), 1, cert,
                                                out / f"{name}-retr-{label}.json")
-            if "bulk" in steps:
+            if "bulk" in own:
                 log(f"{name}: first STAT+UIDL of the {a.bulk}-message mailbox")
                 bulk_login = ("127.0.0.1", s.port, dataset.BULK_USER, dataset.password(dataset.BULK_USER))
                 if a.cold_bulk:
@@ -467,13 +565,14 @@ def main() -> int:
                 later = sorted(probes.stat_uidl(*bulk_login)[0] for _ in range(3))
                 r["bulk"] = {"messages": n, "first_s": first, "later_s": later[1], "cold": a.cold_bulk}
                 log(f"{name}: {n} messages, first {first:.2f} s, later {later[1]:.2f} s")
-            if "idle" in steps:
+            if "idle" in own:
                 count = {"postie": a.idle, "postie-pg": a.idle_postgres}.get(name, a.idle_dovecot)
                 log(f"{name}: {count} idle authenticated sessions")
                 logins = [(u, dataset.password(u)) for u in idle_users[:count]]
                 r["idle"] = probes.idle_sessions("127.0.0.1", s.port, logins, count, s.pid)
                 log(f"{name}: {r['idle']}")
-            s.stop()
+            if own:
+                s.stop()
             if "nodes" in steps and name == "postie-pg":
                 counts = [int(n) for n in a.pg_nodes.split(",")]
                 log(f"postie-pg: sessions (plain) on {a.pg_nodes} node(s), {a.clients} clients shared, {a.duration}s")

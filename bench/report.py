@@ -84,6 +84,10 @@ def table(results: dict) -> str:
                      f"Postie over {p.get('idle', {}).get('sessions')}"
                      + (f"; Postie PG over {g.get('idle', {}).get('sessions')}, each holding a PostgreSQL "
                         f"connection whose backend is not counted" if g is not None else "") + ")")
+    rounds = len(p.get("sessions_plain", {}).get("rounds", []))
+    if rounds > 1:
+        lines.append(f"(sessions: {rounds} rounds per server and mode, Dovecot and Postie alternating, both running; "
+                     f"sessions/s over all rounds, latency percentiles the median of the rounds')")
     ins = p.get("instructions", {}).get("plain")
     if ins:
         lines.append(f"(instructions: server side, every process, under callgrind; the difference between "
