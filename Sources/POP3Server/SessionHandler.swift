@@ -926,9 +926,10 @@ final class POP3SessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             do {
                 try result.get()
                 let sync = context.pipeline.syncOperations
-                try sync.addHandler(tls.makeServerHandler(), position: .first)
+                let handler = tls.makeServerHandler()
+                try sync.addHandler(handler, position: .first)
                 let observer = POP3Server.observer(listener: listener, implicitTLS: false, peer: peer, metrics: metrics, logger: logger)
-                try sync.addHandler(observer, position: .after(try sync.handler(type: NIOSSLServerHandler.self)))
+                try sync.addHandler(observer, position: .after(handler))
             } catch {
                 self.disconnectReason = "Connection closed: \(error)"
                 self.phase = .closing

@@ -14,6 +14,8 @@ public struct ServeOptions: ParsableArguments, Sendable {
 
     @Option(name: .setting(.tlsCert), help: .setting(.tlsCert)) public var tlsCert: String?
     @Option(name: .setting(.tlsKey), help: .setting(.tlsKey)) public var tlsKey: String?
+    @Option(name: .setting(.tlsAltCert), help: .setting(.tlsAltCert)) public var tlsAltCert: String?
+    @Option(name: .setting(.tlsAltKey), help: .setting(.tlsAltKey)) public var tlsAltKey: String?
     @Option(name: .setting(.tlsSNI), help: .setting(.tlsSNI)) public var tlsSNI: [String] = []
     @Option(name: .setting(.tlsMinVersion), help: .setting(.tlsMinVersion)) public var tlsMinVersion: String?
     @Option(name: .setting(.trustedNetworks), help: .setting(.trustedNetworks)) public var trustedNetwork: [String] = []

@@ -193,6 +193,12 @@ public struct ServerSettings: Sendable {
         let key = input.string(.tlsKey)
         if let cert, let key {
             var specs = [CertificateSpec(certificatePath: cert, keyPath: key)]
+            switch (input.string(.tlsAltCert), input.string(.tlsAltKey)) {
+            case (let altCert?, let altKey?): specs.append(CertificateSpec(certificatePath: altCert, keyPath: altKey, alternative: true))
+            case (_?, nil): problem(.tlsAltCert, "needs a key as well: tls_alt_key (--tls-alt-key)")
+            case (nil, _?): problem(.tlsAltKey, "needs a certificate as well: tls_alt_cert (--tls-alt-cert)")
+            case (nil, nil): break
+            }
             for text in input.strings(.tlsSNI) ?? [] {
                 let halves = text.split(separator: "=", maxSplits: 1).map(String.init)
                 let files = halves.count == 2 ? halves[1].split(separator: ":", maxSplits: 1).map(String.init) : []
@@ -215,12 +221,17 @@ public struct ServerSettings: Sendable {
             problem(.tlsKey, "needs a certificate as well: tls_cert (--tls-cert)")
         } else if input.strings(.tlsSNI) != nil {
             problem(.tlsSNI, "needs a default certificate: tls_cert and tls_key")
+        } else if input.string(.tlsAltCert) != nil || input.string(.tlsAltKey) != nil {
+            problem(.tlsAltCert, "is the alternative to a default certificate: tls_cert and tls_key")
         }
         let none = "none: no STLS, no implicit TLS"
         show(.tlsCert, tls?.certificates[0].certificatePath, comment: tls == nil ? none : nil)
         show(.tlsKey, tls?.certificates[0].keyPath, comment: tls == nil ? none : nil)
+        let alternative = tls?.certificates.first(where: \.alternative)
+        show(.tlsAltCert, alternative?.certificatePath, comment: alternative == nil ? "none" : nil)
+        show(.tlsAltKey, alternative?.keyPath, comment: alternative == nil ? "none" : nil)
         if let tls {
-            show(.tlsSNI, list: tls.certificates.dropFirst().map { "\($0.serverNames.joined(separator: ","))=\($0.certificatePath):\($0.keyPath)" })
+            show(.tlsSNI, list: tls.certificates.dropFirst().filter { !$0.alternative }.map { "\($0.serverNames.joined(separator: ","))=\($0.certificatePath):\($0.keyPath)" })
         } else {
             show(.tlsSNI, nil, comment: none)
         }

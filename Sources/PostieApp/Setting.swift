@@ -16,6 +16,8 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
     case listenTLS = "listen_tls"
     case tlsCert = "tls_cert"
     case tlsKey = "tls_key"
+    case tlsAltCert = "tls_alt_cert"
+    case tlsAltKey = "tls_alt_key"
     case tlsSNI = "tls_sni"
     case tlsMinVersion = "tls_min_version"
     case trustedNetworks = "trusted_networks"
@@ -116,6 +118,11 @@ public enum Setting: String, CaseIterable, Sendable, Hashable {
         case .dovecotControl: Spec(flag: "dovecot-control", valueName: "template", help: "Where Dovecot keeps each user's dovecot-uidlist when its mail_location has :CONTROL= (same template form); default: in the Maildir.", defaultText: "none")
         case .tlsCert: Spec(flag: "tls-cert", valueName: "file", help: "PEM certificate, optionally followed by its chain.", defaultText: "none")
         case .tlsKey: Spec(flag: "tls-key", valueName: "file", help: "PEM private key for --tls-cert.", defaultText: "none")
+        case .tlsAltCert:
+            Spec(flag: "tls-alt-cert", valueName: "file",
+                 help: "A second default certificate with the other kind of key (ECDSA beside RSA, or RSA beside ECDSA), as Dovecot's ssl_alt_cert: clients that accept ECDSA get the ECDSA one.",
+                 defaultText: "none")
+        case .tlsAltKey: Spec(flag: "tls-alt-key", valueName: "file", help: "PEM private key for --tls-alt-cert.", defaultText: "none")
         case .tlsSNI: Spec(flag: "tls-sni", valueName: "spec", help: "Another certificate for SNI host names: NAME[,NAME]=CERT:KEY; repeatable.", defaultText: "none")
         case .tlsMinVersion: Spec(flag: "tls-min-version", valueName: "version", help: "1.2 (default) or 1.3.", defaultText: "1.2")
         case .trustedNetworks: Spec(flag: "trusted-network", valueName: "cidr", help: "Where plaintext USER/PASS is allowed without TLS; repeatable; default loopback; `none` trusts no network.", defaultText: "loopback")

@@ -186,6 +186,27 @@ auth_failure_delay: 0.5
     assert re.search(r"no problems found|\b0 error\(s\)", out), out
 
 
+def test_config_check_alternative_certificate(postie_bin, check_env, tmp_path):
+    """tls_alt_cert/tls_alt_key beside an RSA tls_cert: shown in the effective configuration;
+    two ECDSA certificates, or an alternative without its key, are errors named by key."""
+    ce = check_env
+    pki = make_pki(tmp_path / "pki-alt")
+    rsa = pki.ca.leaf("server-rsa", "postie-rsa.test", ["DNS:localhost"], 0x3201, rsa=True)
+    good = ["--passwd-file", str(ce.passwd), "--tls-cert", str(rsa.cert), "--tls-key", str(rsa.key),
+            "--tls-alt-cert", str(ce.cert), "--tls-alt-key", str(ce.key)]
+    r = config_check(postie_bin, ce.base_flags + good, ce.tmp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(rf'^tls_alt_cert:\s*"{re.escape(str(ce.cert))}"', r.stdout, re.M), r.stdout
+    assert re.search(rf'^tls_alt_key:\s*"{re.escape(str(ce.key))}"', r.stdout, re.M), r.stdout
+
+    both_ecdsa = ["--passwd-file", str(ce.passwd), "--tls-cert", str(ce.cert), "--tls-key", str(ce.key),
+                  "--tls-alt-cert", str(pki.a.cert), "--tls-alt-key", str(pki.a.key)]
+    r = config_check(postie_bin, ce.base_flags + both_ecdsa, ce.tmp)
+    assert r.returncode == 1 and "both have one" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = config_check(postie_bin, ce.base_flags + good[:8], ce.tmp)
+    assert r.returncode == 1 and "tls_alt_key" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 def test_config_check_with_flags_only(postie_bin, check_env):
     ce = check_env
     r = config_check(postie_bin, ce.base_flags + ["--passwd-file", ce.passwd, "--tls-cert", ce.cert,

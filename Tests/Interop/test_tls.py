@@ -560,6 +560,35 @@ def test_rsa_certificate_signs_every_scheme_a_client_asks_for(postie, tmp_path, 
             c.ok("QUIT")
 
 
+def test_rsa_and_ecdsa_certificates_at_once(postie, tmp_path, pki):
+    """An RSA certificate (tls_cert) and an ECDSA one for the same names (tls_alt_cert, as
+    Dovecot's ssl_alt_cert): s_client gets the ECDSA certificate when it accepts ECDSA, even
+    beside RSA, and the RSA one when it accepts only RSA or offers only ECDHE-RSA suites, over
+    implicit TLS and STLS, TLS 1.3 and 1.2; curl logs in."""
+    rsa = pki.ca.leaf("server-rsa", "postie-rsa.test", ["DNS:localhost", "IP:127.0.0.1"], 0x3101, rsa=True)
+    rsa.install(tmp_path / "server-cert.pem", tmp_path / "server-key.pem")
+    ec = pki.ca.leaf("server-ec", "postie-ec.test", ["DNS:localhost", "IP:127.0.0.1"], 0x3102)
+    srv = start_tls_server(postie, tmp_path, pki, extra=["--tls-alt-cert", str(ec.cert), "--tls-alt-key", str(ec.key)])
+    verify = ["-CAfile", pki.cafile, "-verify_return_error", "-crlf", "-ign_eof"]
+    cases = [
+        ("-tls1_3", ["-sigalgs", "rsa_pss_rsae_sha256:ecdsa_secp256r1_sha256"], "ECDSA", "postie-ec.test"),
+        ("-tls1_3", ["-sigalgs", "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384"], "RSA-PSS", "postie-rsa.test"),
+        ("-tls1_2", [], "ECDSA", "postie-ec.test"),
+        ("-tls1_2", ["-sigalgs", "RSA+SHA256:RSA-PSS+SHA256"], "RSA", "postie-rsa.test"),
+        ("-tls1_2", ["-cipher", "ECDHE-RSA-AES128-GCM-SHA256"], "RSA", "postie-rsa.test"),
+    ]
+    for version, options, kind, cn in cases:
+        for mode, base in (("implicit", ["-connect", f"{HOST}:{srv.tls}"]),
+                           ("STLS", ["-connect", f"{HOST}:{srv.plain}", "-starttls", "pop3"])):
+            r = s_client(base + [version] + options + verify, stdin=b"QUIT\n")
+            out = r.stdout.decode(errors="replace")
+            assert r.returncode == 0 and f"Peer signature type: {kind}" in out and f"CN = {cn}" in out, (
+                f"{mode} {version} {options}: {s_client_summary(r)}")
+            assert "+OK" in out, f"{mode} {version} {options}: no POP3 reply after the handshake: {out[-300:]!r}"
+    r = curl(["--cacert", str(pki.cafile), "-u", f"{ALICE[0]}:{ALICE[1]}", f"pop3s://{HOST}:{srv.tls}/"])
+    assert r.returncode == 0, r.stderr
+
+
 def test_tls_1_2_offers_only_forward_secret_aead_suites(postie, tmp_path, pki):
     """TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305 only; RSA key exchange and CBC are refused.
     (Cipher strings cover both ECDSA and RSA certificates.)"""

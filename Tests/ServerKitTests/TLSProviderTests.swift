@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import NIOSSL
 import NIOTLS
@@ -18,14 +19,14 @@ private struct Certificates {
 
     /// `name`.pem and `name`.key, valid for `days`: a P-256 key, or an RSA-2048 one.
     @discardableResult
-    func make(_ name: String, days: Int, rsa: Bool = false) throws -> (cert: String, key: String) {
+    func make(_ name: String, days: Int, rsa: Bool = false, commonName: String? = nil) throws -> (cert: String, key: String) {
         let cert = directory + "/\(name).pem", key = directory + "/\(name).key"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [
             "openssl", "req", "-x509", "-newkey", rsa ? "rsa:2048" : "ec",
             "-pkeyopt", rsa ? "rsa_keygen_bits:2048" : "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", key, "-out", cert, "-days", "\(days)", "-subj", "/CN=\(name)",
+            "-nodes", "-keyout", key, "-out", cert, "-days", "\(days)", "-subj", "/CN=\(commonName ?? name)",
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -113,11 +114,7 @@ struct TLSProviderTests {
         ]))
         #expect(tls.loadedKeysSignWithSystemOpenSSL == [rsaByDefault, !rsaByDefault])
 
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler()) }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
+        let server = try await Self.serve(tls)
         defer { server.close(promise: nil) }
         let port = try #require(server.localAddress?.port)
 
@@ -130,6 +127,118 @@ struct TLSProviderTests {
         }
         try await Self.handshake(port: port, name: "ec.example", trusting: ec.cert, version: .tlsv13, algorithms: [.ecdsaSecp256R1Sha256])
         try await Self.handshake(port: port, name: "ec.example", trusting: ec.cert, version: .tlsv12, algorithms: [.ecdsaSecp256R1Sha256])
+    }
+
+    /// With an RSA and an ECDSA certificate for the same name (`tls_cert` and `tls_alt_cert`, in
+    /// either order), a client that accepts ECDSA gets the ECDSA one even when it accepts RSA
+    /// too, and any other the RSA one, in TLS 1.3 and 1.2: each client trusts only the
+    /// certificate it should get.
+    @Test(arguments: [true, false])
+    func theAlternativeCertificateIsChosenByTheClientHello(rsaByDefault: Bool) async throws {
+        let files = try Certificates()
+        defer { files.remove() }
+        let rsa = try files.make("rsa", days: 30, rsa: true, commonName: "pop.example")
+        let ec = try files.make("ec", days: 30, commonName: "pop.example")
+        let (first, second) = rsaByDefault ? (rsa, ec) : (ec, rsa)
+        let tls = try TLSProvider(settings: TLSSettings(certificates: [
+            CertificateSpec(certificatePath: first.cert, keyPath: first.key),
+            CertificateSpec(certificatePath: second.cert, keyPath: second.key, alternative: true),
+        ]))
+        #expect(tls.makeServerHandler() is CertificateChooser)
+        #expect(tls.expiries.map(\.certificatePath) == [first.cert, second.cert])
+        #expect(tls.loadedKeysSignWithSystemOpenSSL == [rsaByDefault, !rsaByDefault])
+
+        let server = try await Self.serve(tls)
+        defer { server.close(promise: nil) }
+        let port = try #require(server.localAddress?.port)
+        for version in [TLSVersion.tlsv13, .tlsv12] {
+            try await Self.handshake(port: port, name: "pop.example", trusting: ec.cert, version: version,
+                                     algorithms: [.rsaPssRsaeSha256, .ecdsaSecp256R1Sha256, .rsaPkcs1Sha256])
+            try await Self.handshake(port: port, name: "pop.example", trusting: rsa.cert, version: version,
+                                     algorithms: [.rsaPssRsaeSha256, .rsaPkcs1Sha256])
+        }
+    }
+
+    /// One of the two must be ECDSA and the other not, and there is one alternative, with no
+    /// SNI names of its own.
+    @Test func anAlternativeNeedsTheOtherKindOfKey() throws {
+        let files = try Certificates()
+        defer { files.remove() }
+        let ec1 = try files.make("ec1", days: 30), ec2 = try files.make("ec2", days: 30)
+        let rsa = try files.make("rsa", days: 30, rsa: true)
+        func load(_ specs: [CertificateSpec]) -> String {
+            do {
+                _ = try TLSProvider(settings: TLSSettings(certificates: specs))
+                return "loaded"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(load([.init(certificatePath: ec1.cert, keyPath: ec1.key), .init(certificatePath: ec2.cert, keyPath: ec2.key, alternative: true)])
+            .contains("both have one"))
+        #expect(load([.init(certificatePath: rsa.cert, keyPath: rsa.key), .init(certificatePath: rsa.cert, keyPath: rsa.key, alternative: true)])
+            .contains("neither has one"))
+        #expect(load([.init(certificatePath: rsa.cert, keyPath: rsa.key), .init(certificatePath: ec1.cert, keyPath: ec1.key, serverNames: ["a"], alternative: true)])
+            .contains("only one alternative"))
+        #expect(load([.init(certificatePath: rsa.cert, keyPath: rsa.key), .init(certificatePath: ec1.cert, keyPath: ec2.key, alternative: true)])
+            .contains("cannot be used together"))
+        #expect(load([.init(certificatePath: rsa.cert, keyPath: rsa.key), .init(certificatePath: ec1.cert, keyPath: ec1.key, alternative: true)]) == "loaded")
+    }
+
+    /// The chooser holds the bytes until the first record is whole (here one byte at a time),
+    /// then leaves a TLS handler in its place that answers the ClientHello; a greeting written
+    /// before that waits and is never sent in clear; bytes that are no ClientHello go to a TLS
+    /// handler too, which refuses them.
+    @Test func theChooserWaitsForTheFirstRecordThenLeaves() throws {
+        let files = try Certificates()
+        defer { files.remove() }
+        let rsa = try files.make("rsa", days: 30, rsa: true), ec = try files.make("ec", days: 30)
+        let tls = try TLSProvider(settings: TLSSettings(certificates: [
+            CertificateSpec(certificatePath: rsa.cert, keyPath: rsa.key),
+            CertificateSpec(certificatePath: ec.cert, keyPath: ec.key, alternative: true),
+        ]))
+        let record = try ClientHelloTests.firstRecord()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 995)).wait()
+        let greeting = channel.writeAndFlush(ByteBuffer(string: "+OK Postie ready.\r\n"))
+        for byte in record.dropLast() {
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+            channel.pipeline.fireChannelReadComplete()
+        }
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        _ = try channel.pipeline.syncOperations.handler(type: CertificateChooser.self)
+        try channel.writeInbound(ByteBuffer(bytes: [record.last!]))
+        channel.pipeline.fireChannelReadComplete()
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: CertificateChooser.self) }
+        let serverHello = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(serverHello.readableBytesView.first == 22)
+        var sent = Array(serverHello.readableBytesView)
+        while let more = try channel.readOutbound(as: ByteBuffer.self) { sent += more.readableBytesView }
+        #expect(!String(decoding: sent, as: UTF8.self).contains("+OK"))
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: WriteHolder.self) }
+        _ = try? channel.finish()
+        #expect(throws: (any Error).self) { try greeting.wait() }
+
+        let other = EmbeddedChannel()
+        try other.pipeline.syncOperations.addHandler(tls.makeServerHandler())
+        try other.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 995)).wait()
+        #expect(throws: (any Error).self) {
+            try other.writeInbound(ByteBuffer(bytes: [22, 3, 1, 0, 5, 1, 2, 3, 4, 5]))
+            other.pipeline.fireChannelReadComplete()
+            try other.throwIfErrorCaught()
+        }
+        #expect(throws: (any Error).self) { try other.pipeline.syncOperations.handler(type: CertificateChooser.self) }
+        _ = try? other.finish()
+    }
+
+    /// A listener on a free loopback port whose connections get `tls`'s server handler.
+    static func serve(_ tls: TLSProvider) async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
     }
 
     /// Completes one TLS handshake with the server on `port`, verifying its certificate against

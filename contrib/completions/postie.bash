@@ -188,7 +188,7 @@ _postie_serve() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --demo --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --passdb --userdb --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --auth-cache-size --auth-cache-ttl --auth-cache-negative-ttl --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-alt-cert --tls-alt-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --auth-cache-size --auth-cache-ttl --auth-cache-negative-ttl --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -242,6 +242,12 @@ _postie_serve() {
         return
         ;;
     '--tls-key')
+        return
+        ;;
+    '--tls-alt-cert')
+        return
+        ;;
+    '--tls-alt-key')
         return
         ;;
     '--tls-sni')
@@ -439,7 +445,7 @@ _postie_config_check() {
     repeating_flags=()
     non_repeating_flags=(--pop3-reuse-xuidl --require-tls --apop --require-mfa --quota-full-tempfail --version -h --help)
     repeating_options=(--listen --listen-tls --tls-sni --trusted-network --allow --deny --proxy-from --lockout-exempt --passdb --userdb --listen-lmtp)
-    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --auth-cache-size --auth-cache-ttl --auth-cache-negative-ttl --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
+    non_repeating_options=(--passwd-file --maildir --mbox --dovecot-control --store --pop3-uidl-format --username-format --default-domain --database-url-file --database-pool-size --database-connect-timeout --database-keepalive --config --tls-cert --tls-key --tls-alt-cert --tls-alt-key --tls-min-version --max-connections --max-connections-per-ip --max-userip-connections --run-as --idle-timeout --login-timeout --auth-failure-delay --lockout-threshold --lockout-window --lockout-duration --lockout-state --auth-cache-size --auth-cache-ttl --auth-cache-negative-ttl --log-level --metrics --audit-log --control-socket --auth-mechanisms --oauth2-jwks --oauth2-introspection-url --oauth2-client-credentials --oauth2-issuer --oauth2-audience --oauth2-username-claim --oauth2-ca-file --lmtp-max-size --lmtp-max-recipients --lmtp-recipient --lmtp-spool-dir --deleted-retention --default-quota)
     __postie_offer_flags_options 0
 
     # Offer option value completions
@@ -493,6 +499,12 @@ _postie_config_check() {
         return
         ;;
     '--tls-key')
+        return
+        ;;
+    '--tls-alt-cert')
+        return
+        ;;
+    '--tls-alt-key')
         return
         ;;
     '--tls-sni')
