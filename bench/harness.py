@@ -95,6 +95,8 @@ class Postie:
         self.binary, self.root, self.mail, self.passwd = binary, root, mail, passwd
         self.store_args = store_args or ["--maildir", f"{mail}/%u"]
         self.cert, self.key = cert, key
+        # With --certificate both: the ECDSA certificate and key beside the RSA one.
+        self.alt: tuple[Path, Path] | None = None
         self.port, self.tls_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -102,13 +104,16 @@ class Postie:
         args = [*(wrapper or []), str(binary or self.binary), "serve",
                 "--listen", f"127.0.0.1:{self.port}", "--listen-tls", f"127.0.0.1:{self.tls_port}",
                 "--passwd-file", str(self.passwd), *self.store_args,
-                "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+                "--tls-cert", str(self.cert), "--tls-key", str(self.key), *self.alt_flags(),
                 "--max-connections", "20000", "--max-connections-per-ip", "20000",
                 "--max-userip-connections", "20000", "--log-level", "warning"]
         out = open(self.root / "postie.log", "ab")
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
         wait_port(self.port, timeout=120 if wrapper else 30)
+
+    def alt_flags(self) -> list[str]:
+        return ["--tls-alt-cert", str(self.alt[0]), "--tls-alt-key", str(self.alt[1])] if self.alt else []
 
     @property
     def pid(self) -> int:
@@ -171,7 +176,7 @@ class PostiePostgres(Postie):
     def _serve(self, listen: list[str], log_name: str, wrapper: list[str] | None = None,
                binary: Path | None = None) -> subprocess.Popen:
         args = [*(wrapper or []), str(binary or self.binary), "serve", "--store", "postgres", "--database-url-file", str(self.url_file),
-                *listen, "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+                *listen, "--tls-cert", str(self.cert), "--tls-key", str(self.key), *self.alt_flags(),
                 "--max-connections", "20000", "--max-connections-per-ip", "20000",
                 "--max-userip-connections", "20000", "--database-pool-size", "20", "--log-level", "warning"]
         out = open(self.root / log_name, "ab")
@@ -255,12 +260,15 @@ def pg_nodes(pg: PostiePostgres, counts: list[int], generator: Path, creds: Path
 
 
 class Dovecot:
-    def __init__(self, root: Path, template: Path, users: dict[str, str], cert: Path, key: Path):
+    def __init__(self, root: Path, template: Path, users: dict[str, str], cert: Path, key: Path,
+                 alt: tuple[Path, Path] | None = None):
         ensure_vmail()
+        # Dovecot's own way to serve an ECDSA certificate beside the RSA one.
+        alt_conf = f"ssl_alt_cert = <{alt[0]}\nssl_alt_key = <{alt[1]}\n" if alt else ""
         self.server = DovecotServer(root, {}, cert=cert, key=key, ssl="yes", disable_plaintext_auth=False,
                                     ssl_min_protocol="TLSv1.2", ssl_cipher_list=None,
                                     auth_mechanisms="plain login", uidl_format="%08Xu%08Xv",
-                                    extra_conf=DOVECOT_TUNING)
+                                    extra_conf=DOVECOT_TUNING + alt_conf)
         shutil.rmtree(self.server.mail_root)
         dataset.copy(template, self.server.mail_root)
         self.server.passwd_path.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
@@ -429,8 +437,9 @@ def main() -> int:
                          "store only)")
     ap.add_argument("--pg-nodes", default="1,2,3",
                     help="the nodes step: how many `postie serve` nodes share the PostgreSQL store in each run")
-    ap.add_argument("--certificate", choices=("rsa", "ecdsa"), default="rsa",
-                    help="the servers' certificate: RSA-2048 (the default) or ECDSA P-256")
+    ap.add_argument("--certificate", choices=("rsa", "ecdsa", "both"), default="rsa",
+                    help="the servers' certificate: RSA-2048 (the default), ECDSA P-256, or both at once (Dovecot's "
+                         "ssl_alt_cert, Postie's --tls-alt-cert: each client gets ECDSA when it accepts it)")
     ap.add_argument("--warmup-rounds", type=int, default=3,
                     help="with --instructions: logins per user before the counted sessions")
     ap.add_argument("--instructions", action="store_true",
@@ -473,7 +482,14 @@ def main() -> int:
     work = Path(f"/tmp/postie-bench-{os.getpid()}")
     work.mkdir(mode=0o755)
     os.chmod(work, 0o755)
-    cert, key = make_certificate(work, a.certificate)
+    cert, key = make_certificate(work, "rsa" if a.certificate == "both" else a.certificate)
+    alt = None
+    trusted = cert
+    if a.certificate == "both":
+        (work / "alt").mkdir()
+        alt = make_certificate(work / "alt", "ecdsa")
+        trusted = work / "trusted.pem"
+        trusted.write_bytes(cert.read_bytes() + alt[0].read_bytes())
     creds = work / "credentials"
     creds.write_text("".join(f"{u}:{dataset.password(u)}\n" for u in dataset.user_names(spec)))
     huge_creds = work / "huge-credentials"
@@ -489,7 +505,7 @@ def main() -> int:
                      "spec": spec.__dict__, "clients": a.clients, "duration": a.duration, "servers": {}}
     servers = []
     try:
-        d = Dovecot(work / "dovecot", template, users, cert, key)
+        d = Dovecot(work / "dovecot", template, users, cert, key, alt)
         add_idle_maildirs(d.server.mail_root)
         servers.append(("dovecot", d))
         p_mail = dataset.copy(template, work / "postie" / "mail")
@@ -497,6 +513,7 @@ def main() -> int:
         passwd = work / "postie" / "passwd"
         passwd.write_text(d.server.passwd_path.read_text())
         p = Postie(a.postie, work / "postie", p_mail, passwd, cert, key)
+        p.alt = alt
         servers.append(("postie", p))
         wanted = set(a.servers.split(","))
         if "postie-pg" in wanted:
@@ -525,7 +542,7 @@ def main() -> int:
                     log(f"{name}: starting")
                     s.start()
                     results["servers"][name] = {"rss_start_kib": probes.rss_kib(s.pid)}
-                for name, figures in sessions_in_rounds(side_by_side, generator, creds, cert, out, a).items():
+                for name, figures in sessions_in_rounds(side_by_side, generator, creds, trusted, out, a).items():
                     results["servers"][name].update(figures)
             finally:
                 for _, s in side_by_side:
@@ -537,6 +554,7 @@ def main() -> int:
                 pg_users = {u: users[u] for u in dataset.all_users(spec) + idle_users[:a.idle_postgres]}
                 s = PostiePostgres(a.postie, work / "postie-pg", template, pg_users, cert, key,
                                    max_connections=a.idle_postgres + 60)
+                s.alt = alt
                 servers[i] = (name, s)
                 results["postgres_import"] = {"messages": s.imported, "seconds": s.import_seconds}
             r: dict = results["servers"].setdefault(name, {})
@@ -548,12 +566,12 @@ def main() -> int:
                 s.start()
                 r.setdefault("rss_start_kib", probes.rss_kib(s.pid))
             if "sessions" in own:
-                r.update(sessions_in_rounds([(name, s)], generator, creds, cert, out, a)[name])
+                r.update(sessions_in_rounds([(name, s)], generator, creds, trusted, out, a)[name])
             for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
                 if "retr" not in own:
                     break
                 log(f"{name}: RETR of the {a.huge_mb} MB message ({label})")
-                r[f"retr_{label}"] = run_bench(generator, port, tls, huge_creds, 1, max(a.duration, 10), 1, cert,
+                r[f"retr_{label}"] = run_bench(generator, port, tls, huge_creds, 1, max(a.duration, 10), 1, trusted,
                                                out / f"{name}-retr-{label}.json")
             if "bulk" in own:
                 log(f"{name}: first STAT+UIDL of the {a.bulk}-message mailbox")
@@ -576,9 +594,9 @@ def main() -> int:
             if "nodes" in steps and name == "postie-pg":
                 counts = [int(n) for n in a.pg_nodes.split(",")]
                 log(f"postie-pg: sessions (plain) on {a.pg_nodes} node(s), {a.clients} clients shared, {a.duration}s")
-                r["nodes"] = pg_nodes(s, counts, generator, creds, a.clients, a.duration, cert, out)
+                r["nodes"] = pg_nodes(s, counts, generator, creds, a.clients, a.duration, trusted, out)
             if "instructions" in steps and name in ("postie", "dovecot"):
-                r["instructions"] = count_instructions(name, s, work, out, a, cert, spec)
+                r["instructions"] = count_instructions(name, s, work, out, a, trusted, spec)
             log(f"{name}: done")
     finally:
         for _, s in servers:
