@@ -30,21 +30,20 @@ public struct ClientHello: Sendable, Equatable {
     /// (RFC 8446 section 5.1).
     public static let maximumRecordLength = 5 + (1 << 14)
 
-    /// Reads the ClientHello from `bytes`, the first bytes a client sent.
+    /// Reads the ClientHello from `bytes`, the first bytes a client sent. Copies nothing until
+    /// the first record is whole, so a client that sends it a byte at a time costs a header
+    /// look per byte, not a parse.
     public static func read<Bytes: Collection>(_ bytes: Bytes) -> Reading where Bytes.Element == UInt8 {
-        guard bytes.count >= 5 else {
-            // A first byte that is not a handshake record is known at once.
-            if let first = bytes.first, first != 22 { return .other }
-            return .incomplete
-        }
-        var record = Reader(bytes)
-        guard let type = record.u8(), type == 22, record.u16() != nil, let length = record.u16(), length <= 1 << 14 else {
-            return .other
-        }
-        guard let payload = record.bytes(Int(length)) else { return .incomplete }
-        var handshake = payload
-        guard let messageType = handshake.u8(), messageType == 1, let messageLength = handshake.u24(),
-              var body = handshake.bytes(Int(messageLength))
+        var header = Reader(bytes.prefix(5))
+        guard let type = header.u8() else { return .incomplete }
+        // A first byte that is not a handshake record is known at once.
+        guard type == 22 else { return .other }
+        guard header.u16() != nil, let length = header.u16() else { return .incomplete }
+        guard length <= 1 << 14 else { return .other }
+        guard bytes.count >= 5 + Int(length) else { return .incomplete }
+        var record = Reader(bytes.dropFirst(5).prefix(Int(length)))
+        guard let messageType = record.u8(), messageType == 1, let messageLength = record.u24(),
+              var body = record.bytes(Int(messageLength))
         else { return .other }
         return parse(&body).map { .clientHello($0) } ?? .other
     }
@@ -77,6 +76,10 @@ public struct ClientHello: Sendable, Equatable {
         return hello
     }
 
+    /// The TLS 1.2 suites of `TLSSettings.cipherSuites` that an ECDSA certificate serves:
+    /// ECDHE-ECDSA with AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305 (RFC 8422, RFC 7905).
+    static let ecdsaSuites: Set<UInt16> = [0xC02B, 0xC02C, 0xCCA9]
+
     /// Whether the client can take a certificate with an ECDSA key on `curve`: in TLS 1.3 its
     /// signature algorithms name the curve's scheme (RFC 8446 section 4.2.3); in TLS 1.2 it
     /// offers an ECDHE-ECDSA suite that Postie enables, and neither its signature algorithms
@@ -85,8 +88,7 @@ public struct ClientHello: Sendable, Equatable {
         if supportedVersions.contains(0x0304) {
             return signatureAlgorithms?.contains(curve.signatureScheme) == true
         }
-        let ecdsaSuites: Set<UInt16> = [0xC02B, 0xC02C, 0xCCA9]
-        guard cipherSuites.contains(where: ecdsaSuites.contains) else { return false }
+        guard cipherSuites.contains(where: Self.ecdsaSuites.contains) else { return false }
         if let algorithms = signatureAlgorithms, !algorithms.contains(curve.signatureScheme) { return false }
         if let groups = supportedGroups, !groups.contains(curve.group) { return false }
         return true
