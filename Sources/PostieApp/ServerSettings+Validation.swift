@@ -83,7 +83,12 @@ extension ServerSettings {
                     }
                 }
             } catch {
-                problem("\(error)".contains("private key") ? .tlsKey : .tlsCert, "\(error)")
+                // Named by the files the message is about: the alternative's, or the default's.
+                let text = "\(error)"
+                let alternative = tls.certificates.first(where: \.alternative)
+                let aboutAlternative = alternative.map { text.contains($0.certificatePath) || text.contains($0.keyPath) } ?? false
+                let key = text.contains("private key")
+                problem(aboutAlternative ? (key ? .tlsAltKey : .tlsAltCert) : (key ? .tlsKey : .tlsCert), text)
             }
         }
         if let lockoutState {

@@ -203,6 +203,7 @@ def test_config_check_alternative_certificate(postie_bin, check_env, tmp_path):
                   "--tls-alt-cert", str(pki.a.cert), "--tls-alt-key", str(pki.a.key)]
     r = config_check(postie_bin, ce.base_flags + both_ecdsa, ce.tmp)
     assert r.returncode == 1 and "both have one" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert_reported(r, "--tls-alt-cert", str(pki.a.cert), "config check (two ECDSA certificates)")
     r = config_check(postie_bin, ce.base_flags + good[:8], ce.tmp)
     assert r.returncode == 1 and "tls_alt_key" in r.stdout + r.stderr, r.stdout + r.stderr
 
