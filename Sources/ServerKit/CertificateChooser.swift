@@ -66,7 +66,7 @@ public final class CertificateChooser: ChannelInboundHandler, RemovableChannelHa
         } else {
             received!.writeBuffer(&bytes)
         }
-        guard let sslContext = choice.context(for: ClientHello.read(received!.readableBytesView)) else { return }
+        guard let sslContext = choice.context(for: ClientHello.read(received!)) else { return }
         chosen = true
         let sync = context.pipeline.syncOperations
         do {

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// What a TLS ClientHello offers, as far as choosing a certificate needs it: read from the
 /// first TLS record a client sends, before any TLS library sees it. Pure parsing, no I/O.
 ///
@@ -30,44 +32,53 @@ public struct ClientHello: Sendable, Equatable {
     /// (RFC 8446 section 5.1).
     public static let maximumRecordLength = 5 + (1 << 14)
 
-    /// Reads the ClientHello from `bytes`, the first bytes a client sent. Copies nothing until
-    /// the first record is whole, so a client that sends it a byte at a time costs a header
-    /// look per byte, not a parse.
-    public static func read<Bytes: Collection>(_ bytes: Bytes) -> Reading where Bytes.Element == UInt8 {
-        var header = Reader(bytes.prefix(5))
-        guard let type = header.u8() else { return .incomplete }
+    /// Reads the ClientHello from `bytes`, the first bytes a client sent (left as they are:
+    /// the reads are on a copy, which shares their storage). A client that sends the first
+    /// record a byte at a time costs a look at its header per byte, not a parse.
+    public static func read(_ bytes: ByteBuffer) -> Reading {
+        var header = bytes
+        guard let type = header.readInteger(as: UInt8.self) else { return .incomplete }
         // A first byte that is not a handshake record is known at once.
         guard type == 22 else { return .other }
-        guard header.u16() != nil, let length = header.u16() else { return .incomplete }
+        guard header.readInteger(as: UInt16.self) != nil, let length = header.readInteger(as: UInt16.self) else { return .incomplete }
         guard length <= 1 << 14 else { return .other }
-        guard bytes.count >= 5 + Int(length) else { return .incomplete }
-        var record = Reader(bytes.dropFirst(5).prefix(Int(length)))
-        guard let messageType = record.u8(), messageType == 1, let messageLength = record.u24(),
-              var body = record.bytes(Int(messageLength))
+        guard var record = header.readSlice(length: Int(length)) else { return .incomplete }
+        guard record.readInteger(as: UInt8.self) == 1, let high = record.readInteger(as: UInt8.self),
+              let low = record.readInteger(as: UInt16.self),
+              var body = record.readSlice(length: Int(high) << 16 | Int(low))
         else { return .other }
         return parse(&body).map { .clientHello($0) } ?? .other
     }
 
-    private static func parse(_ body: inout Reader) -> ClientHello? {
-        guard body.u16() != nil, body.bytes(32) != nil,
-              let sessionIDLength = body.u8(), body.bytes(Int(sessionIDLength)) != nil,
-              let suitesLength = body.u16(), suitesLength % 2 == 0, var suites = body.bytes(Int(suitesLength)),
-              let compressionLength = body.u8(), body.bytes(Int(compressionLength)) != nil
+    private static func parse(_ body: inout ByteBuffer) -> ClientHello? {
+        guard body.readInteger(as: UInt16.self) != nil, body.readSlice(length: 32) != nil,
+              let sessionIDLength = body.readInteger(as: UInt8.self), body.readSlice(length: Int(sessionIDLength)) != nil,
+              let suitesLength = body.readInteger(as: UInt16.self), var suites = body.readSlice(length: Int(suitesLength)),
+              let suiteList = suites.readUInt16s(),
+              let compressionLength = body.readInteger(as: UInt8.self), body.readSlice(length: Int(compressionLength)) != nil
         else { return nil }
-        var hello = ClientHello(cipherSuites: suites.u16s() ?? [], supportedVersions: [], signatureAlgorithms: nil, supportedGroups: nil)
+        var hello = ClientHello(cipherSuites: suiteList, supportedVersions: [], signatureAlgorithms: nil, supportedGroups: nil)
         // TLS 1.2 and older may end without extensions (RFC 5246 section 7.4.1.2).
-        guard !body.isAtEnd else { return hello }
-        guard let extensionsLength = body.u16(), var extensions = body.bytes(Int(extensionsLength)), body.isAtEnd else { return nil }
-        while !extensions.isAtEnd {
-            guard let type = extensions.u16(), let length = extensions.u16(), var data = extensions.bytes(Int(length)) else { return nil }
+        guard body.readableBytes > 0 else { return hello }
+        guard let extensionsLength = body.readInteger(as: UInt16.self), var extensions = body.readSlice(length: Int(extensionsLength)),
+              body.readableBytes == 0
+        else { return nil }
+        while extensions.readableBytes > 0 {
+            guard let type = extensions.readInteger(as: UInt16.self), let length = extensions.readInteger(as: UInt16.self),
+                  var data = extensions.readSlice(length: Int(length))
+            else { return nil }
             switch type {
             case 43:
                 // supported_versions: a one-byte length, then the versions.
-                guard let count = data.u8(), var list = data.bytes(Int(count)), data.isAtEnd, let versions = list.u16s() else { return nil }
+                guard let count = data.readInteger(as: UInt8.self), var list = data.readSlice(length: Int(count)),
+                      data.readableBytes == 0, let versions = list.readUInt16s()
+                else { return nil }
                 hello.supportedVersions = versions
             case 13, 10:
                 // signature_algorithms, supported_groups: a two-byte length, then the list.
-                guard let count = data.u16(), var list = data.bytes(Int(count)), data.isAtEnd, let values = list.u16s() else { return nil }
+                guard let count = data.readInteger(as: UInt16.self), var list = data.readSlice(length: Int(count)),
+                      data.readableBytes == 0, let values = list.readUInt16s()
+                else { return nil }
                 if type == 13 { hello.signatureAlgorithms = values } else { hello.supportedGroups = values }
             default:
                 break
@@ -120,13 +131,13 @@ public enum ECDSACurve: Sendable, Equatable {
     /// The curve of a DER SubjectPublicKeyInfo (RFC 5280 section 4.1.2.7) whose algorithm is
     /// id-ecPublicKey with a named curve (RFC 5480 section 2.1.1); nil for any other key.
     init?(subjectPublicKeyInfo der: [UInt8]) {
-        var spki = Reader(der)
-        guard var outer = spki.derElement(tag: 0x30), var algorithm = outer.derElement(tag: 0x30),
-              let oid = algorithm.derElement(tag: 0x06), let parameter = algorithm.derElement(tag: 0x06)
+        var spki = ByteBuffer(bytes: der)
+        guard var outer = spki.readDERElement(tag: 0x30), var algorithm = outer.readDERElement(tag: 0x30),
+              let oid = algorithm.readDERElement(tag: 0x06), let parameter = algorithm.readDERElement(tag: 0x06)
         else { return nil }
         // 1.2.840.10045.2.1
-        guard Array(oid.remaining) == [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01] else { return nil }
-        switch Array(parameter.remaining) {
+        guard oid.readableBytesView.elementsEqual([0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01]) else { return nil }
+        switch Array(parameter.readableBytesView) {
         case [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07]: self = .p256  // 1.2.840.10045.3.1.7
         case [0x2B, 0x81, 0x04, 0x00, 0x22]: self = .p384  // 1.3.132.0.34
         case [0x2B, 0x81, 0x04, 0x00, 0x23]: self = .p521  // 1.3.132.0.35
@@ -135,75 +146,30 @@ public enum ECDSACurve: Sendable, Equatable {
     }
 }
 
-/// Big-endian reads from a byte array that fail (nil) rather than run past the end.
-private struct Reader {
-    private let storage: [UInt8]
-    private var position: Int
-    private let end: Int
-
-    init<Bytes: Collection>(_ bytes: Bytes) where Bytes.Element == UInt8 {
-        storage = Array(bytes)
-        position = 0
-        end = storage.count
-    }
-
-    private init(storage: [UInt8], position: Int, end: Int) {
-        self.storage = storage
-        self.position = position
-        self.end = end
-    }
-
-    var isAtEnd: Bool { position == end }
-    var remaining: ArraySlice<UInt8> { storage[position..<end] }
-
-    mutating func u8() -> UInt8? {
-        guard position < end else { return nil }
-        defer { position += 1 }
-        return storage[position]
-    }
-
-    mutating func u16() -> UInt16? {
-        guard let high = u8(), let low = u8() else { return nil }
-        return UInt16(high) << 8 | UInt16(low)
-    }
-
-    mutating func u24() -> UInt32? {
-        guard let high = u8(), let middle = u16() else { return nil }
-        return UInt32(high) << 16 | UInt32(middle)
-    }
-
-    /// The next `count` bytes, as a reader of their own.
-    mutating func bytes(_ count: Int) -> Reader? {
-        guard count >= 0, end - position >= count else { return nil }
-        defer { position += count }
-        return Reader(storage: storage, position: position, end: position + count)
-    }
-
-    /// The rest as 16-bit values; nil when an odd byte is left.
-    mutating func u16s() -> [UInt16]? {
+extension ByteBuffer {
+    /// The rest as big-endian 16-bit values; nil when an odd byte is left.
+    fileprivate mutating func readUInt16s() -> [UInt16]? {
+        guard readableBytes % 2 == 0 else { return nil }
         var values: [UInt16] = []
-        values.reserveCapacity((end - position) / 2)
-        while !isAtEnd {
-            guard let value = u16() else { return nil }
-            values.append(value)
-        }
+        values.reserveCapacity(readableBytes / 2)
+        while let value = readInteger(as: UInt16.self) { values.append(value) }
         return values
     }
 
     /// The content of the next DER element if its tag is `tag` (definite lengths, X.690
     /// section 8.1.3).
-    mutating func derElement(tag: UInt8) -> Reader? {
-        guard let found = u8(), found == tag, let first = u8() else { return nil }
+    fileprivate mutating func readDERElement(tag: UInt8) -> ByteBuffer? {
+        guard readInteger(as: UInt8.self) == tag, let first = readInteger(as: UInt8.self) else { return nil }
         var length = Int(first)
         if first & 0x80 != 0 {
             let count = Int(first & 0x7F)
             guard count >= 1, count <= 3 else { return nil }
             length = 0
             for _ in 0..<count {
-                guard let byte = u8() else { return nil }
+                guard let byte = readInteger(as: UInt8.self) else { return nil }
                 length = length << 8 | Int(byte)
             }
         }
-        return bytes(length)
+        return readSlice(length: length)
     }
 }

@@ -21,8 +21,12 @@ struct ClientHelloTests {
         return bytes
     }
 
+    static func read<Bytes: Sequence>(_ bytes: Bytes) -> ClientHello.Reading where Bytes.Element == UInt8 {
+        ClientHello.read(ByteBuffer(bytes: bytes))
+    }
+
     static func hello(_ bytes: [UInt8]) throws -> ClientHello {
-        guard case .clientHello(let hello) = ClientHello.read(bytes) else {
+        guard case .clientHello(let hello) = Self.read(bytes) else {
             Issue.record("not read as a ClientHello")
             throw ChannelError.inputClosed
         }
@@ -81,30 +85,30 @@ struct ClientHelloTests {
     @Test func anIncompleteRecordWaitsAndAnythingElseIsOther() throws {
         let record = try Self.firstRecord()
         for length in [0, 1, 4, 5, 6, 100, record.count - 1] {
-            #expect(ClientHello.read(record.prefix(length)) == .incomplete, "\(length) bytes")
+            #expect(Self.read(record.prefix(length)) == .incomplete, "\(length) bytes")
         }
-        #expect(ClientHello.read(Array("USER alice\r\n".utf8)) == .other)
-        #expect(ClientHello.read([0x17]) == .other)
+        #expect(Self.read(Array("USER alice\r\n".utf8)) == .other)
+        #expect(Self.read([0x17]) == .other)
         // A record longer than TLS allows, an alert record, a handshake that is not a ClientHello.
-        #expect(ClientHello.read([22, 3, 1, 0x40, 0x01]) == .other)
-        #expect(ClientHello.read([21, 3, 3, 0, 2, 2, 40]) == .other)
-        #expect(ClientHello.read([22, 3, 3, 0, 4, 2, 0, 0, 0]) == .other)
+        #expect(Self.read([22, 3, 1, 0x40, 0x01]) == .other)
+        #expect(Self.read([21, 3, 3, 0, 2, 2, 40]) == .other)
+        #expect(Self.read([22, 3, 3, 0, 4, 2, 0, 0, 0]) == .other)
         // A ClientHello whose length runs past its record (one split over records).
         var split = record
         split[6] = 0x01
-        #expect(ClientHello.read(split) == .other)
+        #expect(Self.read(split) == .other)
     }
 
     /// Every single-byte change and every cut of a real ClientHello reads as something, without
     /// trapping; the bytes after the first record do not matter.
     @Test func damagedHellosAreReadWithoutTrapping() throws {
         let record = try Self.firstRecord()
-        #expect(ClientHello.read(record + [1, 2, 3]) == ClientHello.read(record))
+        #expect(Self.read(record + [1, 2, 3]) == Self.read(record))
         for index in record.indices {
             for value: UInt8 in [0x00, 0xFF, record[index] &+ 1] {
                 var damaged = record
                 damaged[index] = value
-                _ = ClientHello.read(damaged)
+                _ = Self.read(damaged)
             }
         }
         var generator = SystemRandomNumberGenerator()
@@ -114,7 +118,7 @@ struct ClientHelloTests {
             noise[4] = UInt8(length & 0xFF)
             noise[3] = UInt8(length >> 8)
             noise += (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            _ = ClientHello.read(noise)
+            _ = Self.read(noise)
         }
     }
 
