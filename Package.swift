@@ -150,11 +150,12 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        /// `postie bench`: a POP3 load generator with HdrHistogram latency percentiles.
+        /// `postie bench`: a POP3 load generator with HdrHistogram latency percentiles; its
+        /// `--resume` clients run the system's OpenSSL, whose sessions can be kept and offered.
         .target(
             name: "POP3Bench",
             dependencies: [
-                "POP3Client", "POP3Core",
+                "POP3Client", "POP3Core", "COpenSSLTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -392,6 +393,8 @@ let package = Package(
                 "POP3Bench", "POP3Client", "POP3Core",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "POP3CheckTests", dependencies: ["POP3Check"]),

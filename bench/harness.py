@@ -317,7 +317,8 @@ def merge_rounds(runs: list[dict]) -> dict:
     first = runs[0]
     total = {k: sum(r[k] for r in runs) for k in ("sessions", "failed_sessions", "stalled_sessions",
                                                    "messages_retrieved", "messages_deleted", "megabytes",
-                                                   "elapsed_seconds", "duration_seconds", "ramp_up_seconds")}
+                                                   "elapsed_seconds", "duration_seconds", "ramp_up_seconds",
+                                                   "tls_handshakes", "resumed_handshakes")}
     errors: dict = {}
     for r in runs:
         for kind, n in r["errors"].items():
@@ -328,7 +329,7 @@ def merge_rounds(runs: list[dict]) -> dict:
                         for r in runs)
     steps = [{"step": s["step"], "latency_ms": latency([r["steps"][i]["latency_ms"] for r in runs])}
              for i, s in enumerate(first["steps"])]
-    return {**{k: first[k] for k in ("clients", "delete_share", "retr", "server", "tls")}, **total,
+    return {**{k: first[k] for k in ("clients", "delete_share", "retr", "server", "tls", "resume")}, **total,
             "errors": errors, "steps": steps,
             "sessions_per_second": total["sessions"] / elapsed,
             "sessions_per_second_after_ramp_up": after_ramp_up / steady if steady > 0 else 0,
@@ -338,6 +339,10 @@ def merge_rounds(runs: list[dict]) -> dict:
                         "session_latency_ms": r["session_latency_ms"]} for r in runs]}
 
 
+# The sessions step's loads: (label, --tls, more flags).
+SESSION_LOADS = (("plain", "none", []), ("tls", "implicit", []), ("tls_resumed", "implicit", ["--resume"]))
+
+
 def sessions_in_rounds(servers: list[tuple[str, object]], generator: Path, creds: Path, cert: Path, out: Path,
                        a) -> dict[str, dict]:
     """The sessions step for servers that run side by side: a warm-up of each, then `a.rounds`
@@ -345,23 +350,25 @@ def sessions_in_rounds(servers: list[tuple[str, object]], generator: Path, creds
     the TLS load, the servers' order reversed every other round. A server measured minutes
     after another meets a different machine (this VM's neighbours come and go: Dovecot's own
     rate moved by up to 40 % between runs), which short alternating rounds share out; the
-    figures are totals over all rounds (`merge_rounds`). Returns {server: {"sessions_plain": ...,
-    "sessions_tls": ...}}."""
+    figures are totals over all rounds (`merge_rounds`). The third load, `tls_resumed`, is the
+    TLS one with `postie bench --resume`: each client offers the session the server last gave
+    it, as mail clients do. Returns {server: {"sessions_plain": ..., "sessions_tls": ...,
+    "sessions_tls_resumed": ...}}."""
     share = a.duration / a.rounds
     for name, s in servers:
-        for label, tls, port in (("plain", "none", s.port), ("tls", "implicit", s.tls_port)):
+        for label, tls, extra in SESSION_LOADS:
             log(f"{name}: warm-up ({label}), {a.clients} clients, {a.warmup}s")
-            run_bench(generator, port, tls, creds, a.clients, a.warmup, 2, cert,
-                      out / f"{name}-sessions-{label}-warmup.json")
+            run_bench(generator, s.port if tls == "none" else s.tls_port, tls, creds, a.clients, a.warmup, 2, cert,
+                      out / f"{name}-sessions-{label}-warmup.json", extra)
     # The warm-up's first logins wrote each server's indexes: on the disk now, not mid-round.
     os.sync()
     runs: dict[tuple[str, str], list[dict]] = {}
     for i in range(a.rounds):
-        for label, tls in (("plain", "none"), ("tls", "implicit")):
+        for label, tls, extra in SESSION_LOADS:
             for name, s in (servers if i % 2 == 0 else servers[::-1]):
                 port = s.port if tls == "none" else s.tls_port
                 r = run_bench(generator, port, tls, creds, a.clients, share, 2, cert,
-                              out / f"{name}-sessions-{label}-round{i + 1}.json")
+                              out / f"{name}-sessions-{label}-round{i + 1}.json", extra)
                 runs.setdefault((name, label), []).append(r)
                 log(f"{name}: sessions ({label}) round {i + 1} of {a.rounds}: {r['sessions_per_second']:.0f}/s")
     merged: dict[str, dict] = {}

@@ -16,6 +16,9 @@ ROWS = [
     ("session p50, plain", lambda r: r["sessions_plain"]["session_latency_ms"]["p50"], "ms", False, ""),
     ("session p99, plain", lambda r: r["sessions_plain"]["session_latency_ms"]["p99"], "ms", False, "<= 1.0x"),
     ("session p99, TLS", lambda r: r["sessions_tls"]["session_latency_ms"]["p99"], "ms", False, ""),
+    ("sessions/s, TLS resumed", lambda r: r["sessions_tls_resumed"]["sessions_per_second"], "1/s", True, ""),
+    ("TLS handshakes resumed", lambda r: r["sessions_tls_resumed"]["resumed_handshakes"]
+     / r["sessions_tls_resumed"]["tls_handshakes"], "share", True, ""),
     ("session errors, plain", lambda r: r["sessions_plain"]["failed_sessions"], "", False, ""),
     ("RETR 70 MB, plain", lambda r: r["retr_plain"]["megabytes_per_second"], "MB/s", True, ">= 1.6x"),
     ("RETR 70 MB, TLS", lambda r: r["retr_tls"]["megabytes_per_second"], "MB/s", True, ">= 1.3x"),

@@ -1,7 +1,8 @@
-// The system's OpenSSL libssl (libssl-dev) for `postie check`'s TLS probes: a handshake over a
+// The system's OpenSSL libssl (libssl-dev) for `postie check`'s TLS probes (a handshake over a
 // socket that is already connected (after STLS), the negotiated version and cipher, the
 // certificates the server sent, and a verification that records every problem instead of
-// stopping at the first one.
+// stopping at the first one) and for `postie bench --resume`, whose clients keep their last
+// TLS session and offer it again, which swift-nio-ssl's client cannot do.
 //
 // swift-nio-ssl's BoringSSL has prefixed symbols, so this library and it do not clash.
 // The helpers below wrap OpenSSL's function-like macros, which Swift cannot call, and the
@@ -149,6 +150,78 @@ static inline void postie_tls_last_error(char *buf, size_t size) {
     buf[0] = 0;
     if (first != 0) ERR_error_string_n(first, buf, size);
     ERR_clear_error();
+}
+
+/// Where a `postie bench --resume` client keeps the last session a server gave it: the
+/// session of a TLS 1.2 handshake, or the latest TLS 1.3 ticket (RFC 8446 section 4.6.1),
+/// which arrives after the handshake. One slot per client, set as each SSL's app data.
+typedef struct {
+    SSL_SESSION *session;
+} postie_tls_session_slot;
+
+/// OpenSSL's new-session callback: keeps the newest session in the connection's slot.
+static inline int postie_tls_keep_session(SSL *ssl, SSL_SESSION *session) {
+    postie_tls_session_slot *slot = (postie_tls_session_slot *)SSL_get_ex_data(ssl, 0);
+    if (slot == NULL) return 0;  // not ours: OpenSSL frees it
+    if (slot->session != NULL) SSL_SESSION_free(slot->session);
+    slot->session = session;
+    return 1;  // the slot holds the reference now
+}
+
+/// A client context for the load generator: TLS 1.2 or newer, certificates verified against
+/// `ca_file` (PEM) or the system's trust store unless `verify` is 0, and every session the
+/// server issues handed to ``postie_tls_keep_session`` (not to OpenSSL's own cache).
+static inline SSL_CTX *postie_tls_resuming_client_context(const char *ca_file, int verify) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) return NULL;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (verify) {
+        int loaded = ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
+        if (loaded != 1) {
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, postie_tls_keep_session);
+    return ctx;
+}
+
+/// A client connection on `ctx` over two memory BIOs (the caller moves bytes between them and
+/// the socket), checking the certificate for `host` (a DNS name, also sent as SNI) or `ip`
+/// (an address) when not NULL, and offering the session in `slot` if there is one.
+static inline SSL *postie_tls_memory_connection(SSL_CTX *ctx, const char *host, const char *ip,
+                                                postie_tls_session_slot *slot, BIO **network_in, BIO **network_out) {
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL) return NULL;
+    BIO *in = BIO_new(BIO_s_mem());
+    BIO *out = BIO_new(BIO_s_mem());
+    if (in == NULL || out == NULL) {
+        BIO_free(in);
+        BIO_free(out);
+        SSL_free(ssl);
+        return NULL;
+    }
+    BIO_set_mem_eof_return(in, -1);  // an empty input BIO means "wait for more", not end of stream
+    SSL_set_bio(ssl, in, out);
+    int ok = SSL_set_ex_data(ssl, 0, slot);
+    if (ok && host != NULL) ok = SSL_set_tlsext_host_name(ssl, host) == 1 && SSL_set1_host(ssl, host) == 1;
+    if (ok && ip != NULL) ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) == 1;
+    if (ok && slot != NULL && slot->session != NULL) ok = SSL_set_session(ssl, slot->session) == 1;
+    if (!ok) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    *network_in = in;
+    *network_out = out;
+    return ssl;
 }
 
 #endif

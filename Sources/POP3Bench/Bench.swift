@@ -73,6 +73,9 @@ public struct BenchOptions: Sendable {
     public var retr: Int
     /// The share of sessions (0...1) that delete the messages they retrieved.
     public var deleteShare: Double = 0
+    /// Each client keeps the last TLS session the server gave it and offers it on its next
+    /// connection (`--resume`), as mail clients do; otherwise every handshake is a full one.
+    public var resume = false
 
     public init(server: POP3Client.Configuration, tls: BenchTLSMode, credentials: [POP3Client.Credentials], clients: Int,
                 durationSeconds: Double, retr: Int) {
@@ -94,6 +97,8 @@ struct BenchTotals {
     var retrieved = 0
     var deleted = 0
     var bytes = 0
+    var tlsHandshakes = 0
+    var resumedHandshakes = 0
     var errors: [String: Int] = [:]
     var session = LatencyHistogram()
     var steps = [LatencyHistogram](repeating: LatencyHistogram(), count: BenchStep.allCases.count)
@@ -105,6 +110,9 @@ struct SessionSample {
     var bytes = 0
     var retrieved = 0
     var deleted = 0
+    var handshakes = 0
+    /// The server accepted the session the client offered.
+    var resumed = false
 
     init() { steps.reserveCapacity(16) }
 }
@@ -119,6 +127,7 @@ public final class Bench: Sendable {
     /// Made once from `options.server` and shared by every session: a load generator opening
     /// thousands of sessions should not rebuild it each time.
     private let tlsContext: NIOSSLContext?
+    private let resumingContext: ResumingTLSContext?
     /// Where plain/STLS sessions and implicit-TLS sessions connect.
     private let plainServer: BenchServer
     private let implicitServer: BenchServer
@@ -126,7 +135,8 @@ public final class Bench: Sendable {
     public init(options: BenchOptions, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         self.options = options
         self.eventLoopGroup = eventLoopGroup
-        if options.tls != .every(.none) {
+        resumingContext = options.resume && options.tls != .every(.none) ? try ResumingTLSContext(options.server) : nil
+        if options.tls != .every(.none) && resumingContext == nil {
             do throws(POP3ClientError) {
                 tlsContext = try options.server.makeTLSContext()
             } catch {
@@ -168,7 +178,7 @@ public final class Bench: Sendable {
             let offset = options.rampUpSeconds * Double(index) / Double(options.clients)
             wake = start + .nanoseconds(Int64(offset * 1e9))
         }
-        let state = ClientState(index: index, deleteShare: options.deleteShare)
+        let state = ClientState(index: index, deleteShare: options.deleteShare, tlsSessions: resumingContext.map { _ in TLSSessions() })
         loop.scheduleTask(deadline: wake) {
             self.nextSession(state, on: loop, rampEnd: rampEnd, end: end, done: done)
         }
@@ -182,10 +192,13 @@ public final class Bench: Sendable {
         /// A deterministic spread of deleting sessions: the share is exact over many sessions.
         var deleteAccumulator: Double
         let deleteShare: Double
+        /// The last TLS session the server gave this client (`--resume`).
+        let tlsSessions: TLSSessions?
 
-        init(index: Int, deleteShare: Double) {
+        init(index: Int, deleteShare: Double, tlsSessions: TLSSessions?) {
             self.index = index
             self.deleteShare = deleteShare
+            self.tlsSessions = tlsSessions
             deleteAccumulator = Double(index % 7) / 7 * deleteShare
         }
     }
@@ -200,7 +213,7 @@ public final class Bench: Sendable {
         state.round += 1
         let credential = options.credentials[state.index % options.credentials.count]
         let began = NIODeadline.now()
-        session(credential: credential, mode: mode, deleting: deleting, on: loop).hop(to: loop).whenSuccess { result in
+        session(credential: credential, mode: mode, deleting: deleting, tlsSessions: state.tlsSessions, on: loop).hop(to: loop).whenSuccess { result in
             let finished = NIODeadline.now()
             self.record(result, elapsed: UInt64(Swift.max(0, (finished - began).nanoseconds)), afterRampUp: finished >= rampEnd)
             if result.failure == "connect" {
@@ -220,6 +233,8 @@ public final class Bench: Sendable {
             for (step, nanoseconds) in sample.steps { totals.steps[step.rawValue].record(nanoseconds: nanoseconds) }
             totals.bytes += sample.bytes
             totals.retrieved += sample.retrieved
+            totals.tlsHandshakes += sample.handshakes
+            if sample.resumed { totals.resumedHandshakes += 1 }
             switch result.failure {
             case nil:
                 totals.sessions += 1
@@ -243,11 +258,17 @@ public final class Bench: Sendable {
 
     /// One session (``BenchSessionHandler``) on `loop`.
     private func session(credential: POP3Client.Credentials, mode: POP3Client.TLSMode, deleting: Bool,
-                         on loop: any EventLoop) -> EventLoopFuture<BenchSessionResult> {
+                         tlsSessions: TLSSessions?, on loop: any EventLoop) -> EventLoopFuture<BenchSessionResult> {
         let server = options.server
+        var tls: BenchTLSClient?
+        if let resumingContext, let tlsSessions {
+            tls = .resuming(resumingContext, tlsSessions)
+        } else if let tlsContext {
+            tls = .fresh(tlsContext)
+        }
         let plan = BenchSessionPlan(
             server: mode == .implicit ? implicitServer : plainServer, mode: mode,
-            tlsContext: tlsContext, serverHostname: server.effectiveServerName,
+            tls: tls, serverHostname: server.effectiveServerName,
             user: credential.user, password: credential.password, retr: options.retr, deleting: deleting,
             timeout: server.timeout)
         return BenchSessionHandler.run(plan, on: loop)

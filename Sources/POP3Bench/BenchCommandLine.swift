@@ -8,7 +8,7 @@ extension BenchOptions {
     /// from their file of `user:password` lines.
     public init(server: String, tls: BenchTLSMode = .every(.none), tlsPort: Int? = nil, caFile: String? = nil, insecure: Bool = false,
                 credentialsFile: String, clients: Int, duration: Double, rampUp: Double = 0, retr: Int, deleteShare: Double = 0,
-                stallAfter: Double = 10) throws(UsageError) {
+                stallAfter: Double = 10, resume: Bool = false) throws(UsageError) {
         guard let parsed = POP3Client.Configuration.parseHostAndPort(server, defaultPort: 110) else {
             throw UsageError("--server: expected HOST:PORT")
         }
@@ -30,6 +30,7 @@ extension BenchOptions {
         self.tlsPort = tlsPort
         rampUpSeconds = rampUp
         self.deleteShare = deleteShare
+        self.resume = resume
     }
 }
 

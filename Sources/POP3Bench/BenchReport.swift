@@ -12,6 +12,8 @@ public struct BenchReport: Sendable, Codable {
     public var rampUpSeconds: Double
     public var retr: Int
     public var deleteShare: Double
+    /// Whether clients offered their last TLS session again (`--resume`).
+    public var resume: Bool
     /// Wall time from the first client's start to the last session's end.
     public var elapsedSeconds: Double
     public var sessions: Int
@@ -24,6 +26,9 @@ public struct BenchReport: Sendable, Codable {
     public var messagesDeleted: Int
     public var megabytes: Double
     public var megabytesPerSecond: Double
+    /// Handshakes completed, and how many of them resumed a session (only with `resume`).
+    public var tlsHandshakes: Int
+    public var resumedHandshakes: Int
     public var errors: [String: Int]
     public var sessionLatencyMs: LatencySummary
     public var steps: [Step]
@@ -36,6 +41,7 @@ public struct BenchReport: Sendable, Codable {
         rampUpSeconds = options.rampUpSeconds
         retr = options.retr
         deleteShare = options.deleteShare
+        resume = options.resume
         elapsedSeconds = elapsed
         sessions = totals.sessions
         failedSessions = totals.failed
@@ -46,6 +52,8 @@ public struct BenchReport: Sendable, Codable {
         messagesDeleted = totals.deleted
         megabytes = Double(totals.bytes) / 1_000_000
         megabytesPerSecond = elapsed > 0 ? megabytes / elapsed : 0
+        tlsHandshakes = totals.tlsHandshakes
+        resumedHandshakes = totals.resumedHandshakes
         errors = totals.errors
         sessionLatencyMs = totals.session.summary
         steps = BenchStep.allCases.compactMap { step in
@@ -75,11 +83,14 @@ public struct BenchReport: Sendable, Codable {
         func right(_ text: String, _ width: Int) -> String {
             text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
         }
-        var out = "postie bench: \(server), tls \(tls), \(clients) clients, \(fixed(durationSeconds, 1)) s "
+        var out = "postie bench: \(server), tls \(tls)\(resume ? " resume" : ""), \(clients) clients, \(fixed(durationSeconds, 1)) s "
             + "(ramp-up \(fixed(rampUpSeconds, 1)) s), RETR \(retr), delete share \(fixed(deleteShare))\n"
         out += "sessions   \(sessions) completed, \(failedSessions) failed, \(stalledSessions) stalled in \(fixed(elapsedSeconds)) s\n"
         out += "rate       \(fixed(sessionsPerSecond, 1)) sessions/s (\(fixed(sessionsPerSecondAfterRampUp, 1)) after ramp-up), "
             + "\(fixed(megabytesPerSecond)) MB/s (\(fixed(megabytes)) MB, \(messagesRetrieved) messages retrieved, \(messagesDeleted) deleted)\n"
+        if tls != "none" {
+            out += "tls        \(tlsHandshakes) handshakes, \(resumedHandshakes) resumed\n"
+        }
         let errorText = errors.isEmpty ? "none" : errors.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         out += "errors     \(errorText)\n"
         out += "latency ms " + ["count", "p50", "p95", "p99", "max", "mean"].map { pad($0, 10) }.joined() + "\n"

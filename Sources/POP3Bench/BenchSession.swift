@@ -33,7 +33,7 @@ struct BenchSessionPlan: Sendable {
     /// Happy Eyeballs, so `localhost` reaches a server on either ::1 or 127.0.0.1).
     var server: BenchServer
     var mode: POP3Client.TLSMode
-    var tlsContext: NIOSSLContext?
+    var tls: BenchTLSClient?
     var serverHostname: String?
     var user: String
     var password: String
@@ -42,6 +42,23 @@ struct BenchSessionPlan: Sendable {
     var deleting: Bool
     /// How long the session may wait for the server at any point before it counts as stalled.
     var timeout: TimeAmount
+
+    /// The TLS handler for one connection.
+    func makeTLSHandler() throws -> any ChannelHandler {
+        switch tls {
+        case .fresh(let context)?: return try NIOSSLClientHandler(context: context, serverHostname: serverHostname)
+        case .resuming(let context, let sessions)?: return try context.makeHandler(sessions: sessions)
+        case nil: throw ResumingTLSError(description: "no TLS context")
+        }
+    }
+}
+
+/// How a bench session makes its TLS handshakes.
+enum BenchTLSClient: Sendable {
+    /// swift-nio-ssl: a full handshake every time.
+    case fresh(NIOSSLContext)
+    /// OpenSSL, offering the client's last session (`--resume`).
+    case resuming(ResumingTLSContext, TLSSessions)
 }
 
 /// One `postie bench` session driven on its channel's event loop: the same commands, in the
@@ -109,8 +126,8 @@ final class BenchSessionHandler: ChannelInboundHandler {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if plan.mode == .implicit, let context = plan.tlsContext {
-                        try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: plan.serverHostname))
+                    if plan.mode == .implicit {
+                        try sync.addHandler(plan.makeTLSHandler())
                     }
                     try sync.addHandler(BenchSessionHandler(plan: plan, promise: promise, started: started))
                 }
@@ -154,6 +171,11 @@ final class BenchSessionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is TLSSessionResumed {
+            sample.resumed = true
+        } else if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            sample.handshakes += 1
+        }
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event, case .handshake = expecting {
             input = nil
             lines.reset()
@@ -233,13 +255,12 @@ final class BenchSessionHandler: ChannelInboundHandler {
                 send("USER \(plan.user)\r\n", expecting: .user)
             }
         case .stls:
-            guard let context, let tlsContext = plan.tlsContext else { return end(.tls("")) }
+            guard let context else { return end(.tls("")) }
             input = nil
             lines.reset()
             expecting = .handshake
             do {
-                let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: plan.serverHostname)
-                try context.pipeline.syncOperations.addHandler(handler, position: .first)
+                try context.pipeline.syncOperations.addHandler(plan.makeTLSHandler(), position: .first)
             } catch {
                 end(.tls(""))
             }
@@ -356,6 +377,6 @@ final class BenchSessionHandler: ChannelInboundHandler {
     }
 
     static func isTLS(_ error: any Error) -> Bool {
-        error is NIOSSLError || error is BoringSSLError
+        error is NIOSSLError || error is BoringSSLError || error is ResumingTLSError
     }
 }

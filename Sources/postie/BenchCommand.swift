@@ -27,6 +27,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("ca-file"), help: "Verify certificates against this CA file (default: the system's trust store).")
     var caFile: String?
 
+    @Flag(help: "Each client offers the TLS session the server last gave it, as mail clients do (TLS 1.3 tickets, TLS 1.2 tickets or session IDs).")
+    var resume = false
+
     @Flag(help: "Do not verify certificates (the test passwords then go to whoever answers).")
     var insecure = false
 
@@ -57,6 +60,7 @@ struct BenchCommand: AsyncParsableCommand {
     func validate() throws {
         guard clients > 0 else { throw ValidationError("--clients: at least 1") }
         guard !(insecure && caFile != nil) else { throw ValidationError("--insecure and --ca-file contradict each other: give one") }
+        guard !resume || tls != .every(.none) else { throw ValidationError("--resume: needs --tls starttls, implicit or mix") }
         guard duration > 0 else { throw ValidationError("--duration: seconds above 0") }
         guard rampUp >= 0, rampUp < duration else { throw ValidationError("--ramp-up: 0 or more, less than --duration") }
         guard retr >= 0 else { throw ValidationError("--retr: 0 or more") }
@@ -68,7 +72,8 @@ struct BenchCommand: AsyncParsableCommand {
         let (output, status) = try await withUsageErrors {
             let options = try BenchOptions(
                 server: server, tls: tls, tlsPort: tlsPort, caFile: caFile, insecure: insecure, credentialsFile: credentials,
-                clients: clients, duration: duration, rampUp: rampUp, retr: retr, deleteShare: deleteShare, stallAfter: stallAfter)
+                clients: clients, duration: duration, rampUp: rampUp, retr: retr, deleteShare: deleteShare, stallAfter: stallAfter,
+                resume: resume)
             return try await Bench.report(options, json: json)
         }
         FileHandleOutput.standardOutput(output)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conftest import note
 from kits.mail import Maildir, numbered_message, PasswdFile
+from kits.launcher import free_port
 from kits.tls import make_pki
 
 HOST = "127.0.0.1"
@@ -189,3 +190,57 @@ def test_bench_verifies_certificates_unless_told_not_to(postie, postie_bin, tmp_
     r = subprocess.run([str(postie_bin), "bench", "--server", f"{HOST}:{s.port}", "--insecure", "--ca-file",
                         str(pki.cafile), *common], capture_output=True, timeout=60)
     assert r.returncode == 64 and b"--insecure" in r.stderr, r
+
+
+def test_bench_resume_offers_each_clients_last_session(dovecot, postie, postie_bin, tmp_path):
+    """--resume: every client keeps the session the server last gave it and offers it on its next
+    connection (OpenSSL on the client side). Against Postie every handshake after a client's first
+    is abbreviated. Dovecot keeps sessions per login process, so it resumes some only when its
+    login processes serve many connections each (its high-performance mode, as bench/harness.py
+    runs it); a new process per connection, its default, resumes none. Without --resume no
+    handshake is resumed."""
+    pki = make_pki(tmp_path / "pki")
+    d = dovecot(USERS, cert=pki.a.cert, key=pki.a.key,
+                extra_conf="service pop3-login {\n  service_count = 0\n  process_min_avail = 2\n}\n")
+    for i, u in enumerate(USERS):
+        fill(d.maildir(u), i)
+    d.fix_ownership()
+    tls_port = free_port()
+    s = serve_users(postie, tmp_path, extra=["--tls-cert", str(pki.a.cert), "--tls-key", str(pki.a.key),
+                                             "--listen-tls", f"{HOST}:{tls_port}"])
+    clients = 2
+    common = ["--ca-file", str(pki.cafile), "--credentials", str(credentials(tmp_path)), "--clients", str(clients),
+              "--duration", "2", "--retr", "2"]
+    targets = {"postie": (f"{HOST}:{s.port}", f"{HOST}:{tls_port}"), "dovecot": (f"{HOST}:{d.port}", f"{HOST}:{d.tls_port}")}
+    for name, (plain, implicit) in targets.items():
+        for tls, server in (("starttls", plain), ("implicit", implicit)):
+            code, doc, err = bench(postie_bin, ["--server", server, "--tls", tls, "--resume", *common])
+            assert code == 0, err
+            check_report(doc, tls)
+            assert doc["resume"] is True
+            assert doc["tls_handshakes"] == doc["sessions"], doc
+            note(f"bench --resume --tls {tls} vs {name}: {doc['resumed_handshakes']} of {doc['tls_handshakes']} "
+                 f"handshakes resumed, {doc['sessions_per_second']:.1f} sessions/s (debug build)")
+            if name == "postie":
+                assert doc["resumed_handshakes"] == doc["tls_handshakes"] - clients, doc
+            else:
+                assert doc["resumed_handshakes"] > 0, doc
+
+            code, doc, err = bench(postie_bin, ["--server", server, "--tls", tls, *common])
+            assert code == 0, err
+            assert doc["resume"] is False and doc["resumed_handshakes"] == 0 and doc["tls_handshakes"] == doc["sessions"], doc
+
+    # The OpenSSL client verifies as the default one does: a CA it does not know is a "tls"
+    # error before any password is sent; a host name is checked as well as an address.
+    code, doc, err = bench(postie_bin, ["--server", f"{HOST}:{tls_port}", "--tls", "implicit", "--resume",
+                                        *common[2:]])
+    assert code == 1 and set(doc["errors"]) == {"tls"}, (doc, err)
+    code, doc, err = bench(postie_bin, ["--server", f"localhost:{tls_port}", "--tls", "implicit", "--resume", *common])
+    assert code == 0 and doc["resumed_handshakes"] > 0, (doc, err)
+    code, doc, err = bench(postie_bin, ["--server", f"{HOST}:{tls_port}", "--tls", "implicit", "--resume",
+                                        "--insecure", *common[2:]])
+    assert code == 0 and doc["resumed_handshakes"] > 0, (doc, err)
+
+    r = subprocess.run([str(postie_bin), "bench", "--server", f"{HOST}:{s.port}", "--resume", *common], capture_output=True,
+                       timeout=60)
+    assert r.returncode == 64 and b"--resume" in r.stderr, r

@@ -8,7 +8,7 @@ import Testing
 /// ``BenchSessionHandler`` against a scripted server on an embedded channel.
 @Suite struct BenchSessionTests {
     static func plan(retr: Int = 2, deleting: Bool = false) -> BenchSessionPlan {
-        BenchSessionPlan(server: BenchServer(host: "127.0.0.1", port: 110), mode: .none, tlsContext: nil, serverHostname: nil,
+        BenchSessionPlan(server: BenchServer(host: "127.0.0.1", port: 110), mode: .none, tls: nil, serverHostname: nil,
                          user: "alice", password: "secret", retr: retr, deleting: deleting, timeout: .seconds(10))
     }
 

@@ -1181,7 +1181,7 @@ _postie_fetch() {
 
 _postie_bench() {
     repeating_flags=()
-    non_repeating_flags=(--insecure --json --version -h --help)
+    non_repeating_flags=(--resume --insecure --json --version -h --help)
     repeating_options=()
     non_repeating_options=(--server --tls --tls-port --ca-file --credentials --clients --duration --ramp-up --retr --delete-share --stall-after)
     __postie_offer_flags_options 0

@@ -73,7 +73,7 @@ function __postie_parse_tokens -S
         case 'fetch'
             __postie_parse_subcommand 0 'server=' 'tls=' 'ca-file=' 'user=' 'password-file=' 'login-method=' 'to=' 'keep' 'delete-after=' 'delete-larger=' 'mark-existing' 'rebuild-state' 'state-file=' 'config=' 'poll=' 'timeout=' 'json' 'version' 'h/help'
         case 'bench'
-            __postie_parse_subcommand 0 'server=' 'tls=' 'tls-port=' 'ca-file=' 'insecure' 'credentials=' 'clients=' 'duration=' 'ramp-up=' 'retr=' 'delete-share=' 'stall-after=' 'json' 'version' 'h/help'
+            __postie_parse_subcommand 0 'server=' 'tls=' 'tls-port=' 'ca-file=' 'resume' 'insecure' 'credentials=' 'clients=' 'duration=' 'ramp-up=' 'retr=' 'delete-share=' 'stall-after=' 'json' 'version' 'h/help'
         case 'db'
             __postie_parse_subcommand 0 'version' 'h/help'
             switch $unparsed_tokens[1]
@@ -487,6 +487,7 @@ complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options 
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie bench" tls' -l 'tls' -d 'none, starttls, implicit or mix (plain, STLS and implicit TLS in turn).' -rfka 'none starttls implicit mix'
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie bench" tls-port' -l 'tls-port' -d 'The implicit-TLS port for --tls mix (default: the --server port).' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie bench" ca-file' -l 'ca-file' -d 'Verify certificates against this CA file (default: the system\'s trust store).' -rfka ''
+complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie bench" resume' -l 'resume' -d 'Each client offers the TLS session the server last gave it, as mail clients do (TLS 1.3 tickets, TLS 1.2 tickets or session IDs).'
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie bench" insecure' -l 'insecure' -d 'Do not verify certificates (the test passwords then go to whoever answers).'
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie bench" credentials' -l 'credentials' -d 'A file of user:password lines.' -rfka ''
 complete -c 'postie' -n '__postie_should_offer_completions_for_flags_or_options "postie bench" clients' -l 'clients' -d 'Concurrent clients.' -rfka ''
