@@ -23,6 +23,7 @@ let targets: [String: (UnsafeRawBufferPointer) -> Void] = [
     "mbox": MboxTarget.run,
     "dovecot-sql-config": DovecotSQLConfigTarget.run,
     "dovecot-ldap-config": DovecotLDAPConfigTarget.run,
+    "tls-client-hello": TLSClientHelloTarget.run,
 ]
 
 nonisolated(unsafe) var selectedTarget: ((UnsafeRawBufferPointer) -> Void)?
