@@ -65,8 +65,9 @@ final class TLSSessions: @unchecked Sendable {
 /// offered: the handshake was an abbreviated one, without a certificate.
 struct TLSSessionResumed: Sendable {}
 
-public struct ResumingTLSError: Error, CustomStringConvertible {
-    public var description: String
+/// A handshake, read or write of the OpenSSL client that failed, with OpenSSL's reason.
+struct ResumingTLSError: Error, CustomStringConvertible {
+    var description: String
 }
 
 /// A TLS client in the pipeline, over OpenSSL with memory BIOs: ciphertext read from the
