@@ -36,7 +36,7 @@ def _value(fn, r):
     try:
         v = fn(r)
         return None if v is None else float(v)
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ZeroDivisionError):
         return None
 
 
