@@ -6,7 +6,7 @@ runs as root, as scripts/test does; without the right to mount it fails rather t
 simulation of ENOSPC through an LD_PRELOAD shim). A filler file takes every free block, so the
 index (postie-uidlist) cannot be rewritten at login or at QUIT.
 
-What Postie does (docs/maildir.md, "A full disk"): it serves the messages the index already
+What Postie does (README.md, "A full disk"): it serves the messages the index already
 lists (a message that would need a new UID stays hidden, since a UIDL that cannot be recorded
 might later be given to another message), and at QUIT it unlinks the deleted files first and
 rewrites the index after, once the unlinks have made room. The log names the condition.
